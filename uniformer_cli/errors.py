@@ -1,0 +1,20 @@
+"""The one exception type that the CLI turns into a one-line message and a non-zero exit."""
+
+
+class UniformerError(Exception):
+    """A user-facing failure: bad input, missing file, wrong checkpoint, unknown model.
+
+    The message is printed as is, on one line, so it must say what went wrong and what to do.
+    """
+
+
+class VideoError(UniformerError):
+    """A video (or frame folder) that cannot be opened or decoded."""
+
+
+class CheckpointError(UniformerError):
+    """A weights file that cannot be read safely or does not fit the model."""
+
+
+class DatasetError(UniformerError):
+    """A dataset root, list or label file that is missing or malformed."""
