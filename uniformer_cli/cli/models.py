@@ -25,12 +25,22 @@ def models(json_output: JsonFlag = False) -> None:
         aliases.setdefault(target, []).append(alias)
     table = Table(title="UniFormer model zoo", header_style="bold")
     for column in ("name", "aliases", "data", "frames", "sampling", "views", "size", "top-1", "GFLOPs", "weights"):
-        table.add_column(column, justify="right" if column in ("frames", "views", "size", "top-1", "GFLOPs") else "left")
+        table.add_column(
+            column, justify="right" if column in ("frames", "views", "size", "top-1", "GFLOPs") else "left"
+        )
     for entry in ZOO.values():
         sampling = f"dense x{entry.stride}" if entry.stride else entry.sampling
         where = f"{entry.hub_repo}" if entry.on_hub else "[dim]Drive only[/]"
         table.add_row(
-            entry.name, ", ".join(aliases.get(entry.name, [])), entry.dataset, str(entry.frames), sampling,
-            f"{entry.clips}x{entry.crops}", str(entry.size), f"{entry.top1:.1f}", f"{entry.gflops:g}", where,
+            entry.name,
+            ", ".join(aliases.get(entry.name, [])),
+            entry.dataset,
+            str(entry.frames),
+            sampling,
+            f"{entry.clips}x{entry.crops}",
+            str(entry.size),
+            f"{entry.top1:.1f}",
+            f"{entry.gflops:g}",
+            where,
         )
     Console().print(table)

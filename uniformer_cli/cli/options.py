@@ -19,12 +19,22 @@ RevisionOption = Annotated[
     str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of the zoo file.")
 ]
 DeviceOption = Annotated[str, typer.Option("--device", "-d", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")]
-DecoderOption = Annotated[str, typer.Option("--decoder", help="Video decoder: auto (decord if installed), decord or pyav.")]
-ClipsOption = Annotated[int | None, typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's protocol).")]
-CropsOption = Annotated[int | None, typer.Option("--crops", min=1, max=3, help="Spatial crops per clip, 1 or 3 (default: the model's protocol).")]
+DecoderOption = Annotated[
+    str, typer.Option("--decoder", help="Video decoder: auto (decord if installed), decord or pyav.")
+]
+ClipsOption = Annotated[
+    int | None, typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's protocol).")
+]
+CropsOption = Annotated[
+    int | None,
+    typer.Option("--crops", min=1, max=3, help="Spatial crops per clip, 1 or 3 (default: the model's protocol)."),
+]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Views per forward pass.")]
-WorkersOption = Annotated[int, typer.Option("--workers", "-j", min=0, help="DataLoader worker processes that decode videos.")]
+WorkersOption = Annotated[
+    int, typer.Option("--workers", "-j", min=0, help="DataLoader worker processes that decode videos.")
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")]
 HeadDimOption = Annotated[
-    int | None, typer.Option("--head-dim", min=1, help="Attention head width for a custom checkpoint (S/B 64, XXS 28, XS 32).")
+    int | None,
+    typer.Option("--head-dim", min=1, help="Attention head width for a custom checkpoint (S/B 64, XXS 28, XS 32)."),
 ]

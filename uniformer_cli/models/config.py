@@ -52,9 +52,9 @@ class ModelConfig:
         for dim in self.embed_dim[2:]:
             if dim % self.head_dim:
                 raise UniformerError(f"width {dim} is not a multiple of head_dim {self.head_dim}")
-        if self.arch == "light":
-            if len(self.keep_ratio3) != self.depth[2] or len(self.keep_ratio4) != self.depth[3]:
-                raise UniformerError("light models need one keep ratio per block of stages 3 and 4")
+        light_ratios_fit = len(self.keep_ratio3) == self.depth[2] and len(self.keep_ratio4) == self.depth[3]
+        if self.arch == "light" and not light_ratios_fit:
+            raise UniformerError("light models need one keep ratio per block of stages 3 and 4")
 
     def replace(self, **changes: object) -> ModelConfig:
         values = asdict(self)
