@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -23,24 +24,33 @@ def models(json_output: JsonFlag = False) -> None:
     aliases: dict[str, list[str]] = {}
     for alias, target in ALIASES.items():
         aliases.setdefault(target, []).append(alias)
-    table = Table(title="UniFormer model zoo", header_style="bold")
-    for column in ("name", "aliases", "data", "frames", "sampling", "views", "size", "top-1", "GFLOPs", "weights"):
-        table.add_column(
-            column, justify="right" if column in ("frames", "views", "size", "top-1", "GFLOPs") else "left"
-        )
-    for entry in ZOO.values():
-        sampling = f"dense x{entry.stride}" if entry.stride else entry.sampling
-        where = f"{entry.hub_repo}" if entry.on_hub else "[dim]Drive only[/]"
+    table = Table(
+        title="UniFormer model zoo",
+        caption="dense: T frames x stride; views: clips x crops; GFLOPs: all views\n"
+        "Drive: Google Drive only, use --weights FILE; --json lists the Hub files",
+        header_style="bold",
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    # Every column but the Hub repo keeps its text on one line: names must stay copy-pastable.
+    table.add_column("name", style="cyan", no_wrap=True)
+    table.add_column("aliases", no_wrap=True)
+    table.add_column("sampling", no_wrap=True)
+    for numeric in ("views", "size", "top-1", "GFLOPs"):
+        table.add_column(numeric, justify="right", no_wrap=True)
+    table.add_column("weights", overflow="fold")
+    entries = list(ZOO.values())
+    for entry, following in zip(entries, [*entries[1:], None], strict=True):
         table.add_row(
             entry.name,
             ", ".join(aliases.get(entry.name, [])),
-            entry.dataset,
-            str(entry.frames),
-            sampling,
+            f"{entry.sampling} {entry.frames}x{entry.stride}" if entry.stride else f"{entry.sampling} {entry.frames}",
             f"{entry.clips}x{entry.crops}",
             str(entry.size),
             f"{entry.top1:.1f}",
             f"{entry.gflops:g}",
-            where,
+            entry.hub_repo if entry.on_hub else "[dim]Drive[/]",
+            end_section=following is None or following.dataset != entry.dataset,
         )
     Console().print(table)

@@ -421,10 +421,7 @@ ALIASES: dict[str, str] = {
     "b-sthv1": "b32-sthv1-k600",
     "s-sthv2": "s16-sthv2-k600",
     "b-sthv2": "b32-sthv2-k600",
-    "s-ucf101": "s16x4-ucf101-k400",
-    "s-hmdb51": "s16x4-hmdb51-k400",
     "xxs-k400": "xxs16-160-k400",
-    "xs-k400": "xs32-192-k400",
 }
 
 # ImageNet-1K image checkpoints used to initialise Kinetics training (inflated 2D -> 3D).

@@ -1,0 +1,229 @@
+"""The model zoo, its label files and `uniformer models`."""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+
+import pytest
+
+from uniformer_cli.cli.app import main
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.zoo import ALIASES, LABEL_SETS, ZOO, ZooEntry, get_entry, load_labels
+
+# Public class counts of the datasets, written out here rather than read from the zoo.
+EXPECTED_COUNTS = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
+LIGHT_FAMILIES = {"xxs", "xs"}
+JSON_FIELDS = {
+    "name",
+    "arch",
+    "dataset",
+    "num_classes",
+    "frames",
+    "stride",
+    "sampling",
+    "clips",
+    "crops",
+    "size",
+    "hub_repo",
+    "hub_file",
+    "top1",
+    "gflops",
+}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    assert exit_info.value.code in (0, None)
+    return capsys.readouterr().out
+
+
+# --- label files ------------------------------------------------------------------------------------
+
+
+def test_label_sets_cover_every_dataset() -> None:
+    assert set(LABEL_SETS) == set(EXPECTED_COUNTS)
+
+
+@pytest.mark.parametrize("label_set", sorted(EXPECTED_COUNTS))
+def test_label_set_loads_with_its_count_of_unique_names(label_set: str) -> None:
+    names = load_labels(label_set)
+    assert len(names) == EXPECTED_COUNTS[label_set]
+    assert len(set(names)) == len(names)
+    assert all(name == name.strip() and name for name in names)
+
+
+@pytest.mark.parametrize("label_set", sorted(EXPECTED_COUNTS))
+def test_label_file_is_one_name_per_line_with_final_newline(label_set: str) -> None:
+    raw = resources.files("uniformer_cli.zoo").joinpath("labels", f"{label_set}.txt").read_bytes()
+    text = raw.decode("utf-8")
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    assert "\r" not in text and "\t" not in text
+    assert text.split("\n")[:-1] == load_labels(label_set)
+
+
+def test_kinetics_400_keeps_the_official_order() -> None:
+    names = load_labels("k400")
+    assert names[:3] == ["riding a bike", "marching", "dodgeball"]
+    assert names[-1] == "playing badminton"
+    assert names[341] == "abseiling"
+    assert "passing American football (in game)" in names
+    assert names != sorted(names)
+
+
+def test_kinetics_600_uses_spaces_and_its_own_index_order() -> None:
+    names = load_labels("k600")
+    assert names[0] == "feeding fish"
+    assert not any("_" in name for name in names)
+    assert names != sorted(names)
+    # The "common" classes: 360 are K400 names verbatim, 7 more differ only in punctuation.
+    assert len(set(names) & set(load_labels("k400"))) == 360
+    assert "hurling sport" in names
+
+
+def test_something_something_templates_are_in_ascii_order_and_agree() -> None:
+    v1, v2 = load_labels("sthv1"), load_labels("sthv2")
+    assert v1 == sorted(v1) and v2 == sorted(v2)
+    assert not any("[" in name for name in v1)
+    assert all("[" in name for name in v2)
+    assert v2[-1].startswith("[Something]")
+    unbracketed = {name.replace("[", "").replace("]", "") for name in v2}
+    assert {name[0].upper() + name[1:] for name in unbracketed} == set(v1)
+
+
+def test_ucf101_uses_the_case_insensitive_class_order() -> None:
+    names = load_labels("ucf101")
+    assert names[34:36] == ["Hammering", "HammerThrow"]
+    assert names[46:48] == ["JumpingJack", "JumpRope"]
+    assert names == sorted(names, key=str.lower)
+    assert names != sorted(names)
+    assert (names[0], names[-1]) == ("ApplyEyeMakeup", "YoYo")
+
+
+def test_hmdb51_is_alphabetical() -> None:
+    names = load_labels("hmdb51")
+    assert names == sorted(names)
+    assert (names[0], names[-1]) == ("brush_hair", "wave")
+
+
+def test_unknown_label_set_fails_clearly() -> None:
+    with pytest.raises(UniformerError, match="unknown label set 'k700'"):
+        load_labels("k700")
+
+
+# --- zoo entries --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", list(ZOO.values()), ids=list(ZOO))
+def test_entry_is_consistent(entry: ZooEntry) -> None:
+    assert entry.dataset in EXPECTED_COUNTS
+    assert entry.num_classes == EXPECTED_COUNTS[entry.dataset] == len(entry.labels())
+    assert entry.config.num_classes >= entry.num_classes
+    assert entry.crops in (1, 3) and entry.clips >= 1
+    assert entry.views == entry.clips * entry.crops
+    assert math.isclose(entry.gflops, entry.gflops_per_view * entry.views, rel_tol=0.01)
+    assert entry.dataset in entry.name
+    if entry.sampling == "dense":
+        assert entry.stride is not None and entry.stride > 0
+        assert entry.family not in LIGHT_FAMILIES
+        assert f"{entry.frames}x{entry.stride}" in entry.name
+    else:
+        assert entry.stride is None
+    if entry.sampling == "segment":
+        assert entry.dataset in ("sthv1", "sthv2")
+        assert entry.channel_order == "bgr"
+    if entry.sampling == "sparse":
+        assert entry.family in LIGHT_FAMILIES
+        assert entry.views == 1
+    if entry.family not in LIGHT_FAMILIES:
+        assert entry.size == 224
+
+
+@pytest.mark.parametrize("entry", [e for e in ZOO.values() if e.on_hub], ids=[n for n, e in ZOO.items() if e.on_hub])
+def test_hub_file_matches_its_entry(entry: ZooEntry) -> None:
+    assert entry.hub_repo and entry.hub_file
+    assert entry.hub_file.endswith(".pth")
+    assert entry.dataset in entry.hub_file
+    assert str(entry.frames) in entry.hub_file
+
+
+def test_drive_only_entries_have_no_hub_fields() -> None:
+    for entry in ZOO.values():
+        if not entry.on_hub:
+            assert entry.hub_file is None and entry.hub_bytes is None
+
+
+def test_names_are_unique_across_zoo_names_official_names_and_aliases() -> None:
+    official = [entry.official_name for entry in ZOO.values()]
+    assert len(set(official)) == len(official)
+    assert not set(official) & set(ZOO)
+    assert not set(ALIASES) & (set(ZOO) | set(official))
+    assert all(name == name.lower() for name in [*ZOO, *official, *ALIASES])
+
+
+def test_each_alias_names_the_best_downloadable_entry_of_its_family_and_dataset() -> None:
+    downloadable = [entry for entry in ZOO.values() if entry.on_hub]
+    assert set(ALIASES) == {f"{entry.family}-{entry.dataset}" for entry in downloadable}
+    for alias, target in ALIASES.items():
+        entry = ZOO[target]
+        assert entry.on_hub
+        assert alias == f"{entry.family}-{entry.dataset}"
+        rivals = [e for e in downloadable if (e.family, e.dataset) == (entry.family, entry.dataset)]
+        assert entry.top1 == max(e.top1 for e in rivals)
+
+
+def test_get_entry_accepts_zoo_names_official_names_and_aliases() -> None:
+    for name, entry in ZOO.items():
+        assert get_entry(name) is entry
+        assert get_entry(f"  {name.upper()} ") is entry
+        assert get_entry(entry.official_name) is entry
+    for alias, target in ALIASES.items():
+        assert get_entry(alias) is ZOO[target]
+
+
+def test_get_entry_fails_clearly_on_unknown_names() -> None:
+    with pytest.raises(UniformerError, match=r"unknown model 'b-k40'.*Did you mean: b-k400"):
+        get_entry("b-k40")
+    with pytest.raises(UniformerError, match="uniformer models"):
+        get_entry("resnet50")
+
+
+# --- `uniformer models` ------------------------------------------------------------------------------
+
+
+def test_models_json_lists_every_entry_with_the_documented_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = json.loads(run_cli(capsys, "models", "--json"))
+    assert [row["name"] for row in rows] == list(ZOO)
+    for row in rows:
+        assert set(row) >= JSON_FIELDS
+        entry = ZOO[row["name"]]
+        assert row["arch"] == entry.family
+        assert row["num_classes"] == len(entry.labels())
+        assert (row["frames"], row["stride"], row["sampling"]) == (entry.frames, entry.stride, entry.sampling)
+        assert (row["clips"], row["crops"], row["size"]) == (entry.clips, entry.crops, entry.size)
+        assert (row["hub_repo"], row["hub_file"]) == (entry.hub_repo, entry.hub_file)
+        assert (row["top1"], row["gflops"]) == (entry.top1, entry.gflops)
+
+
+@pytest.mark.parametrize("columns", [80, 100, 160])
+def test_models_table_shows_every_name_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(columns))
+    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(variable, raising=False)
+    output = run_cli(capsys, "models")
+    assert max(len(line) for line in output.splitlines()) <= columns
+    words = set(output.replace(",", " ").split())
+    assert set(ZOO) <= words
+    assert set(ALIASES) <= words
+
+
+def test_models_table_names_the_hub_repos_at_100_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    words = set(run_cli(capsys, "models").split())
+    assert {entry.hub_repo for entry in ZOO.values() if entry.on_hub} <= words
