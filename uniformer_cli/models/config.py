@@ -55,6 +55,9 @@ class ModelConfig:
         light_ratios_fit = len(self.keep_ratio3) == self.depth[2] and len(self.keep_ratio4) == self.depth[3]
         if self.arch == "light" and not light_ratios_fit:
             raise UniformerError("light models need one keep ratio per block of stages 3 and 4")
+        if self.arch == "light" and self.keep_ratio3 and self.keep_ratio3[0] < 1:
+            # Token scores come from the class-token attention of a block that sees every token.
+            raise UniformerError("light models need keep ratio 1 in the first block of stage 3")
 
     def replace(self, **changes: object) -> ModelConfig:
         values = asdict(self)

@@ -1,0 +1,279 @@
+"""Building blocks shared by UniFormer S/B (`uniformer.py`) and the light XXS/XS models (`light.py`).
+
+Module and parameter names mirror the official PySlowFast fork so that official state_dicts load
+strictly; the numerics follow /shared/spec/MODEL.md (LayerNorm eps 1e-5 in patch embeddings and 1e-6
+in attention blocks, erf GELU, attention scale head_dim ** -0.5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from uniformer_cli.models.config import ModelConfig
+
+ATTENTION_NORM_EPS = 1e-6
+PATCH_NORM_EPS = 1e-5
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a residual branch for a random subset of samples during training."""
+
+    def __init__(self, rate: float = 0.0) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rate == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:.3f}"
+
+
+def drop_path_rates(config: ModelConfig) -> list[list[float]]:
+    """Per-block stochastic depth rates, linearly spaced over all blocks in order, split by stage."""
+    # Computed on the CPU even under `torch.device("meta")`, so shape-only models (FLOP counting) can be built.
+    rates = torch.linspace(0, config.drop_path_rate, sum(config.depth), device="cpu").tolist()
+    stages, start = [], 0
+    for count in config.depth:
+        stages.append(rates[start : start + count])
+        start += count
+    return stages
+
+
+def pointwise_conv(in_dim: int, out_dim: int) -> nn.Conv3d:
+    return nn.Conv3d(in_dim, out_dim, kernel_size=1)
+
+
+def depthwise_conv(dim: int, kernel: int) -> nn.Conv3d:
+    return nn.Conv3d(dim, dim, kernel_size=kernel, padding=kernel // 2, groups=dim)
+
+
+class PatchEmbed(nn.Module):
+    """Strided Conv3d then LayerNorm over channels at each position (`norm` is registered first)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        kernel: tuple[int, int, int],
+        stride: tuple[int, int, int],
+        padding: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(out_dim, eps=PATCH_NORM_EPS)
+        self.proj = nn.Conv3d(in_dim, out_dim, kernel_size=kernel, stride=stride, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        # Normalise a channels-last view; the result has channels-last-3d strides (the model picks the layout).
+        return self.norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+
+
+def later_patch_embeds(config: ModelConfig) -> tuple[PatchEmbed, PatchEmbed, PatchEmbed]:
+    """`patch_embed2..4`: 2x2 spatial downsampling (3x2x2 with `std`, keeping T)."""
+    temporal = (3, 1) if config.std else (1, 0)
+    dims = config.embed_dim
+    return tuple(  # type: ignore[return-value]
+        PatchEmbed(dims[i - 1], dims[i], (temporal[0], 2, 2), (1, 2, 2), (temporal[1], 0, 0)) for i in (1, 2, 3)
+    )
+
+
+class ConvMlp(nn.Module):
+    """Pointwise-conv MLP of the convolution blocks (`mlp.fc1`, GELU, `mlp.fc2`)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = pointwise_conv(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = pointwise_conv(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Mlp(nn.Module):
+    """Token MLP of the attention blocks (`mlp.fc1`, GELU, `mlp.fc2`)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def without_autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """Full precision inside an autocast region (matmuls would otherwise be cast down again)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; `exact` picks explicit fp32 softmax(q k^T * scale) v over fused SDPA."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.exact = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attend(x, class_row=False)[0]
+
+    def attend(self, x: torch.Tensor, class_row: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention output, plus (if `class_row`) the head-averaged probabilities of query 0, fp32 `[B, N]`."""
+        batch, length, dim = x.shape
+        # qkv features are laid out (3, heads, head_dim): q first, then k, then v.
+        q, k, v = self.qkv(x).reshape(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        row = None
+        if self.exact:
+            # The reference path, as the official fp32 files compute it (autocast off).
+            with without_autocast(x.device):
+                probs = ((q.float() @ k.float().transpose(-2, -1)) * self.scale).softmax(dim=-1)
+                out = (probs @ v.float()).to(v.dtype)
+            if class_row:
+                row = probs[:, :, 0].mean(dim=1)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            if class_row:
+                # SDPA does not expose probabilities: recompute the one row the token scores need, in fp32.
+                with without_autocast(x.device):
+                    logits = (q[:, :, :1].float() @ k.float().transpose(-2, -1)) * self.scale
+                    row = logits.softmax(dim=-1)[:, :, 0].mean(dim=1)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim)), row
+
+
+class LayerScaled(nn.Module):
+    """Base of blocks with optional layer scale: `gamma_1`/`gamma_2` are the block's first parameters."""
+
+    def __init__(self, layer_scale: float | None, shape: tuple[int, ...], drop_path: float) -> None:
+        super().__init__()
+        if layer_scale is None:
+            self.gamma_1 = self.gamma_2 = None
+        else:
+            self.gamma_1 = nn.Parameter(torch.full(shape, float(layer_scale)))
+            self.gamma_2 = nn.Parameter(torch.full(shape, float(layer_scale)))
+        self.drop_path = DropPath(drop_path)
+        # Set by `set_grad_checkpointing`: run this block under activation checkpointing.
+        self.checkpointed = False
+
+    @staticmethod
+    def scaled(gamma: torch.Tensor | None, branch: torch.Tensor) -> torch.Tensor:
+        return branch if gamma is None else gamma * branch
+
+
+class CBlock(LayerScaled):
+    """Local MHRA block on `[B, C, T, H, W]`: depthwise 5x5x5 relation between pointwise convs, then a conv MLP."""
+
+    def __init__(self, dim: int, mlp_ratio: float, drop_path: float = 0.0, layer_scale: float | None = None) -> None:
+        super().__init__(layer_scale, (1, dim, 1, 1, 1), drop_path)
+        self.pos_embed = depthwise_conv(dim, 3)
+        self.norm1 = nn.BatchNorm3d(dim)
+        self.conv1 = pointwise_conv(dim, dim)
+        self.conv2 = pointwise_conv(dim, dim)
+        self.attn = depthwise_conv(dim, 5)
+        self.norm2 = nn.BatchNorm3d(dim)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.pos_embed(x)
+        x = x + self.drop_path(self.scaled(self.gamma_1, self.conv2(self.attn(self.conv1(self.norm1(x))))))
+        return x + self.drop_path(self.scaled(self.gamma_2, self.mlp(self.norm2(x))))
+
+
+def grid_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """`[B, C, T, H, W]` -> `[B, T*H*W, C]`, tokens in (T, H, W) row-major order."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def tokens_to_grid(tokens: torch.Tensor, grid: torch.Size) -> torch.Tensor:
+    batch, channels, frames, height, width = grid
+    return tokens.transpose(1, 2).reshape(batch, channels, frames, height, width)
+
+
+class SABlock(LayerScaled):
+    """Global MHRA block: positional conv on the grid, then attention and MLP over all tokens."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+        layer_scale: float | None = None,
+    ) -> None:
+        super().__init__(layer_scale, (dim,), drop_path)
+        self.pos_embed = depthwise_conv(dim, 3)
+        self.norm1 = nn.LayerNorm(dim, eps=ATTENTION_NORM_EPS)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=ATTENTION_NORM_EPS)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.pos_embed(x)
+        tokens = grid_to_tokens(x)
+        tokens = tokens + self.drop_path(self.scaled(self.gamma_1, self.attn(self.norm1(tokens))))
+        tokens = tokens + self.drop_path(self.scaled(self.gamma_2, self.mlp(self.norm2(tokens))))
+        return tokens_to_grid(tokens, x.shape)
+
+
+def init_weights(module: nn.Module) -> None:
+    """MODEL.md section 5: Linear trunc-normal(0.02) with zero bias, LayerNorm (1, 0); convs keep PyTorch's."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.trunc_normal_(layer.weight, std=0.02)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.LayerNorm):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
+def run_block(block: nn.Module, *inputs: torch.Tensor | None) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Call a block, under activation checkpointing when it is flagged and gradients are recorded."""
+    if getattr(block, "checkpointed", False) and torch.is_grad_enabled():
+        return checkpoint(block, *inputs, use_reentrant=False)
+    return block(*inputs)
+
+
+class StagedModel(nn.Module):
+    """What both architectures share: `config`, per-stage gradient checkpointing and the classifier."""
+
+    config: ModelConfig
+    norm: nn.BatchNorm3d
+    head: nn.Linear
+    # Feature maps between stages: contiguous NCTHW like the official code (the speed reference), or
+    # channels-last 3D, which the CPU convolutions run several times faster (see `optimize_for_inference`).
+    channels_last: bool = False
+
+    def to_layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last_3d if self.channels_last else torch.contiguous_format)
+
+    def stages(self) -> list[nn.ModuleList]:
+        return [self.blocks1, self.blocks2, self.blocks3, self.blocks4]  # type: ignore[list-item]
+
+    def set_grad_checkpointing(self, enable: bool = True, blocks_per_stage: tuple[int, ...] | None = None) -> None:
+        """Recompute activations in backward: every block, or the first `blocks_per_stage[i]` of stage i."""
+        for stage, blocks in enumerate(self.stages()):
+            count = len(blocks) if blocks_per_stage is None else blocks_per_stage[stage]
+            for index, block in enumerate(blocks):
+                block.checkpointed = enable and index < count
+
+    def classify(self, grid: torch.Tensor) -> torch.Tensor:
+        """Final BatchNorm over the grid, mean over all positions, linear head."""
+        return self.head(self.norm(grid).flatten(2).mean(-1))
