@@ -1,0 +1,18 @@
+"""Shared fixtures. `local_hub`: a local Hugging Face Hub that huggingface_hub downloads from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hub_server import HubServer, LocalHub
+
+
+@pytest.fixture
+def local_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
+    """A `LocalHub` (tests/hub_server.py): serve files with `local_hub.add_file(repo, name, path_or_bytes,
+    revision="main")`; zoo entries whose `hub_repo`/`hub_file` match then download from it into a
+    temporary `HF_HOME` (`local_hub.home`). `local_hub.set_offline()` sets HF_HUB_OFFLINE."""
+    with HubServer() as server:
+        yield LocalHub(server, tmp_path / "hf_home", monkeypatch)

@@ -1,0 +1,185 @@
+"""Zoo downloads through huggingface_hub against the local Hub server: convert once, reuse, offline
+mode, revisions, integrity checks and the failures a user can hit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from hub_server import LocalHub, serve_tiny_zoo_model
+
+from uniformer_cli import load_model, resolve_model
+from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.errors import CheckpointError, UniformerError
+from uniformer_cli.weights import hub, load_weights, loader
+from uniformer_cli.zoo import ZOO, get_entry, load_labels
+
+
+def logits(model: torch.nn.Module, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return model(torch.randn(1, 3, 4, 32, 32, generator=generator))
+
+
+def converted_files(local_hub: LocalHub) -> list[Path]:
+    return sorted((local_hub.home / hub.CONVERTED_FOLDER).rglob("*.safetensors"))
+
+
+def test_zoo_download_converts_once_and_gives_the_source_logits(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    entry = get_entry("tiny-k400")
+    assert entry.hub_file is not None
+
+    loaded = resolve_model("tiny-k400")
+
+    assert not loaded.model.training
+    torch.testing.assert_close(logits(loaded.model), logits(served.model), rtol=0, atol=1e-6)
+    assert loaded.labels == load_labels("k400")
+    assert loaded.entry == entry
+    assert loaded.protocol == ViewProtocol.from_entry(entry).as_dict()
+    assert local_hub.count("GET", entry.hub_file) == 1
+    (converted,) = converted_files(local_hub)
+    assert converted.parent.parent.name == "test-org--uniformer-tiny"
+    assert converted.name == "uniformer_tiny_k400.safetensors"
+    stored = load_weights(converted)
+    assert stored.config == entry.config
+    assert stored.labels == load_labels("k400")
+    for key, tensor in served.model.state_dict().items():
+        assert torch.equal(stored.state_dict[key], tensor), key
+
+    # Second use: neither a download nor a conversion.
+    def no_conversion(*args: object, **kwargs: object) -> None:
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(loader, "convert_checkpoint", no_conversion)
+    modified = converted.stat().st_mtime_ns
+    again = load_model("tiny-k400")
+    assert local_hub.count("GET", entry.hub_file) == 1
+    assert converted.stat().st_mtime_ns == modified
+    assert again.labels == load_labels("k400")
+    assert again.zoo_entry == entry
+    torch.testing.assert_close(logits(again), logits(served.model), rtol=0, atol=1e-6)
+
+
+def test_offline_mode_uses_the_warm_cache_without_any_request(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    load_model("tiny-k400")
+    requests = local_hub.count()
+    local_hub.set_offline()
+    model = load_model("tiny-k400")
+    assert local_hub.count() == requests
+    torch.testing.assert_close(logits(model), logits(served.model), rtol=0, atol=1e-6)
+
+
+def test_offline_mode_with_a_cold_cache_fails_clearly(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    local_hub.set_offline()
+    with pytest.raises(CheckpointError, match=r"HF_HUB_OFFLINE is set and uniformer_tiny_k400\.pth .* not in the"):
+        load_model("tiny-k400")
+    assert local_hub.count() == 0
+
+
+def test_two_revisions_download_and_convert_separately(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    main = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path, seed=0)
+    v2 = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path, revision="v2", seed=1)
+    from_main = load_model("tiny-k400")
+    from_v2 = load_model("tiny-k400", revision="v2")
+    torch.testing.assert_close(logits(from_main), logits(main.model), rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits(from_v2), logits(v2.model), rtol=0, atol=1e-6)
+    assert not torch.allclose(logits(from_main), logits(from_v2))
+    assert len(converted_files(local_hub)) == 2
+    # Asking again for "main" after "v2" must not pick up v2's conversion.
+    torch.testing.assert_close(logits(load_model("tiny-k400")), logits(main.model), rtol=0, atol=1e-6)
+
+
+def test_a_file_missing_on_the_hub_fails_clearly(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    monkeypatch.setitem(ZOO, "gone-k400", replace(served.entry, name="gone-k400", hub_file="not_uploaded.pth"))
+    with pytest.raises(CheckpointError, match=r"the Hub has no not_uploaded\.pth from test-org/uniformer-tiny"):
+        load_model("gone-k400")
+
+
+def test_an_unknown_revision_fails_clearly(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    with pytest.raises(CheckpointError, match="revision 'no-such-tag' does not exist"):
+        load_model("tiny-k400", revision="no-such-tag")
+
+
+def test_a_corrupt_download_is_refused_and_removed(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path, hub_file="corrupt.pth")
+    # The Hub advertises the sha256 of other bytes than it sends, as a damaged transfer would look.
+    local_hub.add_file("test-org/uniformer-tiny", "corrupt.pth", served.source, etag=hashlib.sha256(b"x").hexdigest())
+    with pytest.raises(CheckpointError, match=r"corrupt.*removed from the cache"):
+        load_model("tiny-k400")
+    assert not list((local_hub.home / "hub").rglob("blobs/*"))
+    assert not converted_files(local_hub)
+
+
+def test_a_file_of_another_size_than_the_zoo_records_is_refused(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path, hub_bytes=123)
+    with pytest.raises(CheckpointError, match="the zoo records 123"):
+        load_model("tiny-k400")
+    assert not converted_files(local_hub)
+
+
+def test_drive_only_entries_say_how_to_get_the_file(local_hub: LocalHub) -> None:
+    entry = get_entry("s8x8-k400")
+    assert not entry.on_hub
+    with pytest.raises(CheckpointError, match=r"not on the Hugging Face Hub.*--model s8x8-k400 --weights FILE"):
+        load_model("s8x8-k400")
+    assert local_hub.count() == 0
+
+
+def test_a_local_file_takes_no_revision_and_names_must_agree(tmp_path: Path) -> None:
+    path = tmp_path / "model.pth"
+    with pytest.raises(UniformerError, match="--revision"):
+        resolve_model(path, revision="main")
+    with pytest.raises(UniformerError, match="two different models"):
+        resolve_model("s16x8-k400", zoo_name="b32x4-k400")
+    with pytest.raises(UniformerError, match="head_dim 64"):
+        resolve_model("s16x8-k400", head_dim=32)
+
+
+def test_the_hub_server_answers_like_the_hub(local_hub: LocalHub) -> None:
+    """The properties huggingface_hub relies on, checked without it."""
+    commit = local_hub.add_file("org/repo", "a.bin", b"abc")
+    url = f"{local_hub.server.url}/org/repo/resolve/main/a.bin"
+    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD")) as response:
+        assert response.headers["ETag"] == f'"{hashlib.sha256(b"abc").hexdigest()}"'
+        assert response.headers["X-Repo-Commit"] == commit
+        assert response.headers["Content-Length"] == "3"
+    with urllib.request.urlopen(f"{local_hub.server.url}/org/repo/resolve/{commit}/a.bin") as response:
+        assert response.read() == b"abc"
+    for path, code in (
+        ("org/repo/resolve/main/b.bin", "EntryNotFound"),
+        ("org/other/resolve/main/c.bin", "RepoNotFound"),
+    ):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(f"{local_hub.server.url}/{path}")
+        assert error.value.code == 404
+        assert error.value.headers["X-Error-Code"] == code
+    assert local_hub.count("GET", "a.bin") == 1
+    assert local_hub.count("HEAD") == 1
+    assert os.environ["HF_ENDPOINT"] == local_hub.server.url

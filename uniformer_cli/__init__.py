@@ -1,0 +1,8 @@
+"""UniFormer video classification: exact official models, test protocols, training and a CLI."""
+
+from uniformer_cli.data.views import load_views
+from uniformer_cli.weights import LoadedModel, load_model, resolve_model
+
+__version__ = "0.1.0"
+
+__all__ = ["LoadedModel", "__version__", "load_model", "load_views", "resolve_model"]

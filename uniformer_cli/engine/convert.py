@@ -1,0 +1,55 @@
+"""`uniformer convert`: an official, PySlowFast or 2-D ImageNet checkpoint -> self-describing safetensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.weights import Conversion, convert_checkpoint
+from uniformer_cli.zoo import get_entry
+
+LAYOUTS = {
+    "plain": "state_dict",
+    "model_state": "PySlowFast training checkpoint (model_state)",
+    "model": "training checkpoint (model)",
+    "state_dict": "training checkpoint (state_dict)",
+}
+
+
+def convert(source: Path, destination: Path, *, model: str | None = None, head_dim: int | None = None) -> Conversion:
+    """Convert `source` to `destination` (.safetensors). `model` names the zoo entry the file is (its
+    labels and protocol are recorded); `head_dim` is for custom widths that no released family has."""
+    if destination.suffix.lower() != ".safetensors":
+        raise UniformerError(f"the destination must end in .safetensors, got {destination.name}")
+    if model is not None and head_dim is not None:
+        raise UniformerError("give either --model (a zoo entry fixes the head width) or --head-dim, not both")
+    if source.exists() and destination.exists() and source.samefile(destination):
+        raise UniformerError("the destination is the source file")
+    entry = get_entry(model) if model is not None else None
+    return convert_checkpoint(source, destination, entry=entry, head_dim=head_dim)
+
+
+def conversion_summary(conversion: Conversion) -> dict[str, object]:
+    """What was read and written, for the table and `--json`."""
+    config = conversion.config
+    layout = LAYOUTS[conversion.layout]
+    if conversion.stripped_prefix:
+        layout += ", 'module.' prefix stripped"
+    if conversion.inflated:
+        layout += ", 2-D ImageNet weights inflated to 3-D"
+    return {
+        "source": str(conversion.source),
+        "destination": str(conversion.destination),
+        "layout": layout,
+        "arch": config.arch,
+        "depth": list(config.depth),
+        "embed_dim": list(config.embed_dim),
+        "head_dim": config.head_dim,
+        "mlp_ratio": config.mlp_ratio,
+        "layer_scale": config.layer_scale is not None,
+        "num_classes": config.num_classes,
+        "parameters": conversion.parameters,
+        "tensors": conversion.tensors,
+        "zoo_entry": conversion.entry.name if conversion.entry else None,
+        "labels": conversion.entry.dataset if conversion.entry else None,
+    }

@@ -1,0 +1,225 @@
+"""A ready model from a zoo name, a safetensors file or an official checkpoint, and `.pth` -> safetensors
+conversion."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.engine.device import select_device
+from uniformer_cli.errors import CheckpointError, UniformerError
+from uniformer_cli.models import create_model
+from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.progress import stderr_console
+from uniformer_cli.weights import hub
+from uniformer_cli.weights.checkpoint import (
+    check_matches_entry,
+    infer_config,
+    inflate_image_state_dict,
+    load_state_dict_strict,
+    read_checkpoint,
+)
+from uniformer_cli.weights.store import load_weights, save_weights
+from uniformer_cli.zoo import ZooEntry, get_entry
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pyth", ".pt", ".bin")
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with what is known about it.
+
+    `labels` may be shorter than the model's outputs (the HMDB51 head has 101 rows for 51 classes,
+    MODEL.md 6.2): use the first `len(labels)` logits. `protocol` is the test protocol as a dict
+    (`ViewProtocol.from_dict` reads it): the zoo entry's, else the file's metadata, else None.
+    """
+
+    model: nn.Module
+    config: ModelConfig
+    labels: list[str] | None
+    entry: ZooEntry | None
+    path: Path
+    protocol: dict[str, object] | None
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What `convert_checkpoint` read and wrote."""
+
+    source: Path
+    destination: Path
+    config: ModelConfig
+    layout: str  # "plain" or the wrapper key: "model_state" (PySlowFast), "model", "state_dict"
+    stripped_prefix: bool  # the keys carried DDP's "module." prefix
+    inflated: bool  # 2-D ImageNet weights inflated to 3-D
+    parameters: int
+    tensors: int
+    entry: ZooEntry | None
+
+
+def entry_protocol(entry: ZooEntry) -> dict[str, object]:
+    return ViewProtocol.from_entry(entry).as_dict()
+
+
+def convert_checkpoint(
+    source: str | Path, destination: str | Path, *, entry: ZooEntry | None = None, head_dim: int | None = None
+) -> Conversion:
+    """Read an official / PySlowFast / 2-D ImageNet checkpoint, check it loads strictly into the model it
+    describes, and write it as safetensors with its config (plus the entry's labels and protocol when a
+    zoo entry is named)."""
+    source, destination = Path(source), Path(destination)
+    raw = read_checkpoint(source)
+    head_dim = head_dim if head_dim is not None else raw.head_dim
+    if raw.is_image:
+        if entry is not None:
+            raise CheckpointError(
+                f"{source} holds 2-D ImageNet weights, which have no video classes: convert it without --model "
+                "(it keeps its 1000-class ImageNet head), or start training from it with `uniformer train`"
+            )
+        model = create_model(infer_config(raw.state_dict, head_dim))
+        load_state_dict_strict(model, inflate_image_state_dict(raw.state_dict, model), str(source))
+    else:
+        model = _model_from_state_dict(raw.state_dict, str(source), entry, head_dim=head_dim)
+    save_weights(
+        destination,
+        model,
+        model.config,
+        labels=entry.labels() if entry else None,
+        protocol=entry_protocol(entry) if entry else None,
+    )
+    return Conversion(
+        source=source,
+        destination=destination,
+        config=model.config,
+        layout=raw.layout,
+        stripped_prefix=raw.stripped_prefix,
+        inflated=raw.is_image,
+        parameters=sum(parameter.numel() for parameter in model.parameters()),
+        tensors=len(model.state_dict()),
+        entry=entry,
+    )
+
+
+def _model_from_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    source: str,
+    entry: ZooEntry | None,
+    *,
+    config: ModelConfig | None = None,
+    head_dim: int | None = None,
+) -> nn.Module:
+    """Build the architecture (`config`, else inferred from the tensors), check it against the named zoo
+    entry, and load the weights strictly."""
+    if config is None:
+        config = infer_config(state_dict, head_dim, entry.family if entry else None)
+    if entry is not None:
+        check_matches_entry(config, entry, source)
+    model = _uninitialised_model(config)
+    load_state_dict_strict(model, state_dict, source)
+    return model
+
+
+def _uninitialised_model(config: ModelConfig) -> nn.Module:
+    """The network with uninitialised CPU memory, for a strict load to fill: it skips the random
+    initialisation, which takes seconds for UniFormer-B. Only safe because a strict load overwrites every
+    parameter and persistent buffer; a model with non-persistent buffers is initialised normally."""
+    with torch.device("meta"):
+        model = create_model(config)
+    if {name for name, _ in model.named_buffers()} - set(model.state_dict()):
+        return create_model(config)
+    return model.to_empty(device="cpu")
+
+
+def fetch_zoo_weights(entry: ZooEntry, revision: str | None = None) -> Path:
+    """The converted safetensors of a zoo entry: downloaded and converted on first use, reused after."""
+    hub_file = hub.download(entry, revision)
+    if not hub_file.converted.is_file():
+        hub.verify_download(hub_file, entry)
+        stderr_console.print(f"converting {entry.hub_file} to safetensors (once): {hub_file.converted}")
+        convert_checkpoint(hub_file.path, hub_file.converted, entry=entry)
+    return hub_file.converted
+
+
+def resolve_model(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+    head_dim: int | None = None,
+    zoo_name: str | None = None,
+) -> LoadedModel:
+    """Load a zoo entry (by name or alias) or a weights file, in eval mode on `device`.
+
+    A zoo name downloads through the Hugging Face cache and converts once (`fetch_zoo_weights`). A path
+    loads `.safetensors` (architecture from its metadata) or an official `.pth` / `.pyth` (architecture
+    inferred; `head_dim` for custom widths). `zoo_name` names the zoo entry a local file belongs to
+    (e.g. a Drive-only checkpoint): the file must match it, and its labels and protocol are attached.
+    Labels are never guessed from the class count alone.
+    """
+    target = select_device(device) if isinstance(device, str) else device
+    if _is_path(name_or_path):
+        path = Path(name_or_path)
+        if revision is not None:
+            raise UniformerError("--revision selects a Hub version of a zoo model; it does not apply to a local file")
+        entry = get_entry(zoo_name) if zoo_name else None
+    else:
+        entry = get_entry(str(name_or_path))
+        if zoo_name is not None and get_entry(zoo_name) != entry:
+            raise UniformerError(f"two different models named: {name_or_path} and {zoo_name}")
+        if head_dim is not None and head_dim != entry.config.head_dim:
+            raise UniformerError(f"{entry.name} has head_dim {entry.config.head_dim}; drop --head-dim {head_dim}")
+        path = fetch_zoo_weights(entry, revision)
+    loaded = _load_file(path, entry, head_dim)
+    loaded.model.to(target).eval()
+    model = loaded.model
+    model.labels = loaded.labels  # type: ignore[assignment]
+    model.zoo_entry = loaded.entry  # type: ignore[assignment]
+    model.protocol = loaded.protocol  # type: ignore[assignment]
+    return loaded
+
+
+def load_model(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+    head_dim: int | None = None,
+    zoo_name: str | None = None,
+) -> nn.Module:
+    """`resolve_model(...).model`: eval mode, with `.labels`, `.zoo_entry` and `.protocol` attributes."""
+    return resolve_model(name_or_path, device=device, revision=revision, head_dim=head_dim, zoo_name=zoo_name).model
+
+
+def _is_path(name_or_path: str | Path) -> bool:
+    if isinstance(name_or_path, Path):
+        return True
+    text = str(name_or_path)
+    return os.path.exists(text) or text.lower().endswith(WEIGHT_SUFFIXES) or "/" in text or os.sep in text
+
+
+def _load_file(path: Path, entry: ZooEntry | None, head_dim: int | None) -> LoadedModel:
+    source = str(path)
+    labels = protocol = None
+    if path.suffix.lower() == ".safetensors":
+        stored = load_weights(path)
+        state_dict, config, labels, protocol = stored.state_dict, stored.config, stored.labels, stored.protocol
+        if config is not None and head_dim is not None and head_dim != config.head_dim:
+            raise UniformerError(f"{path} was saved with head_dim {config.head_dim}; drop --head-dim {head_dim}")
+    else:
+        raw = read_checkpoint(path)
+        if raw.is_image:
+            raise CheckpointError(
+                f"{path} holds 2-D ImageNet weights: they start training (`uniformer train`) or can be inflated "
+                "with `uniformer convert`, but they do not classify videos"
+            )
+        state_dict, config = raw.state_dict, None
+        head_dim = head_dim if head_dim is not None else raw.head_dim
+    model = _model_from_state_dict(state_dict, source, entry, config=config, head_dim=head_dim)
+    if entry is not None:
+        labels, protocol = entry.labels(), entry_protocol(entry)
+    return LoadedModel(model, model.config, labels, entry, path, protocol)

@@ -1,0 +1,133 @@
+"""Safetensors files that carry their own architecture, labels and test protocol.
+
+Metadata (all JSON strings, as safetensors metadata must be str -> str):
+- `format`: "pt" (the Hugging Face convention for PyTorch tensors),
+- `uniformer_config`: the `ModelConfig`, enough to rebuild the network,
+- `labels`: class names in output order (optional),
+- `protocol`: frames, stride, sampling, clips, crops, size, channel_order (optional), so that a trained
+  or converted model predicts with the protocol it was trained for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from uniformer_cli.errors import CheckpointError, UniformerError
+from uniformer_cli.models.config import ModelConfig
+
+FORMAT = "pt"
+CONFIG_KEY = "uniformer_config"
+LABELS_KEY = "labels"
+PROTOCOL_KEY = "protocol"
+
+
+@dataclass(frozen=True)
+class StoredWeights:
+    state_dict: dict[str, torch.Tensor]
+    config: ModelConfig | None  # None: a safetensors file written by something else
+    labels: list[str] | None
+    protocol: dict[str, object] | None
+
+
+def save_weights(
+    path: str | Path,
+    weights: nn.Module | Mapping[str, torch.Tensor],
+    config: ModelConfig,
+    labels: list[str] | None = None,
+    protocol: Mapping[str, object] | None = None,
+) -> Path:
+    """Write `weights` (a model or a state_dict) with its metadata, atomically.
+
+    The file appears complete or not at all: it is written to a temporary file in the same folder,
+    flushed to disk, then renamed over `path`.
+    """
+    path = Path(path)
+    _check_labels(labels, config, f"cannot write {path}")
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    metadata = {"format": FORMAT, CONFIG_KEY: config.to_json()}
+    if labels is not None:
+        metadata[LABELS_KEY] = json.dumps(list(labels))
+    if protocol is not None:
+        metadata[PROTOCOL_KEY] = json.dumps(dict(protocol), sort_keys=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from None
+    os.close(handle)
+    try:
+        save_file(_storable(state), temporary, metadata=metadata)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from None
+        raise
+    return path
+
+
+def _storable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU tensors that safetensors accepts: it refuses tensors that share memory (tied weights, views
+    of one buffer) and needs contiguous data, so those are copied; every other tensor is written as is."""
+    owners: set[int] = set()
+    result = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().cpu()
+        storage = tensor.untyped_storage()
+        whole_storage = (
+            tensor.is_contiguous()
+            and tensor.storage_offset() == 0
+            and storage.nbytes() == tensor.numel() * tensor.element_size()
+        )
+        if tensor.numel() and (not whole_storage or storage.data_ptr() in owners):
+            tensor = tensor.clone(memory_format=torch.contiguous_format)
+        else:
+            owners.add(storage.data_ptr())
+        result[key] = tensor
+    return result
+
+
+def load_weights(path: str | Path) -> StoredWeights:
+    """Read a safetensors file and the metadata `save_weights` wrote (absent fields are None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            metadata = reader.metadata() or {}
+            state_dict = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
+    try:
+        config = ModelConfig.from_json(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
+        labels = json.loads(metadata[LABELS_KEY]) if LABELS_KEY in metadata else None
+        protocol = json.loads(metadata[PROTOCOL_KEY]) if PROTOCOL_KEY in metadata else None
+    except (ValueError, TypeError, UniformerError) as error:
+        raise CheckpointError(f"{path} has unreadable uniformer metadata: {error}") from None
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(name, str) for name in labels)):
+        raise CheckpointError(f"{path}: metadata 'labels' is not a list of class names")
+    if protocol is not None and not isinstance(protocol, dict):
+        raise CheckpointError(f"{path}: metadata 'protocol' is not an object")
+    _check_labels(labels, config, str(path))
+    return StoredWeights(state_dict, config, labels, protocol)
+
+
+def _check_labels(labels: list[str] | None, config: ModelConfig | None, where: str) -> None:
+    """More names than outputs means the labels belong to another model (fewer is the HMDB51 case:
+    a 101-row head trained with 51 classes, MODEL.md 6.2)."""
+    if labels is not None and config is not None and len(labels) > config.num_classes:
+        raise CheckpointError(f"{where}: {len(labels)} labels for a model with {config.num_classes} outputs")
