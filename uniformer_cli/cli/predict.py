@@ -1,8 +1,177 @@
-"""Placeholder until the predict command lands (replaced by its owner)."""
+"""`uniformer predict`: ranked labels (or a timeline) for videos, as tables, JSON or CSV."""
 
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.bar import Bar
+from rich.console import Console
+from rich.table import Table
+
+from uniformer_cli.cli.options import (
+    BatchSizeOption,
+    ClipsOption,
+    CropsOption,
+    DecoderOption,
+    DeviceOption,
+    HeadDimOption,
+    JsonFlag,
+    ModelOption,
+    RevisionOption,
+    WeightsOption,
+)
+from uniformer_cli.engine.predict import (
+    DEFAULT_MODEL,
+    PredictReport,
+    VideoPrediction,
+    VideoTimeline,
+    load_predictor,
+    run_predict,
+)
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.progress import stderr_console
+
+PREDICTION_COLUMNS = ("file", "model", "rank", "label", "index", "score", "seconds")
+TIMELINE_COLUMNS = ("file", "model", "start", "end", "label", "index", "score")
 
 
-def predict() -> None:
-    """Not implemented yet."""
-    raise UniformerError("predict is not implemented yet")
+def predict(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Video files, frame folders, folders (searched recursively) or globs such as 'clips/**/*.mp4'.",
+            show_default=False,
+            metavar="PATH",
+        ),
+    ],
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per video.")] = 5,
+    clips: ClipsOption = None,
+    crops: CropsOption = None,
+    device: DeviceOption = "auto",
+    batch_size: BatchSizeOption = 8,
+    decoder: DecoderOption = "auto",
+    json_output: JsonFlag = False,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the results to this CSV file.", dir_okay=False)
+    ] = None,
+    timeline: Annotated[
+        float | None,
+        typer.Option(
+            "--timeline",
+            min=0.01,
+            help="Slide a window of this many seconds over each video and show its top label per window "
+            "(one centre-crop clip per window, or --clips).",
+        ),
+    ] = None,
+    revision: RevisionOption = None,
+    head_dim: HeadDimOption = None,
+) -> None:
+    """Classify videos with a zoo model or your own weights, under the model's test protocol.
+
+    Without --model or --weights the model is [bold]{default}[/]. A local [italic].pth[/] without metadata needs
+    --model naming its zoo entry (that gives its protocol and labels); a safetensors file written by
+    `uniformer convert` or `uniformer train` carries them. Scores are the softmax of the mean of the
+    views' logits. Files that cannot be read are listed at the end (exit status 1); the others are
+    still predicted.
+
+    Examples: `uniformer predict examples/yoga.mp4 --model b-k400`,
+    `uniformer predict videos/ --json`, `uniformer predict long.mp4 --timeline 2`
+    """
+    predictor = load_predictor(
+        model,
+        weights,
+        revision=revision,
+        head_dim=head_dim,
+        device=device,
+        clips=clips,
+        crops=crops,
+        batch_size=batch_size,
+        decoder=decoder,
+    )
+    report = run_predict(
+        predictor,
+        paths,
+        top_k=top_k,
+        timeline=timeline,
+        timeline_clips=clips,
+        progress=stderr_console.is_terminal,
+    )
+    if json_output:
+        typer.echo(json.dumps([result.as_dict() for result in report.results], indent=2))
+    else:
+        console = Console()
+        for result in report.results:
+            console.print(_timeline_table(result) if isinstance(result, VideoTimeline) else _table(result))
+    if csv_file is not None:
+        _write_csv(csv_file, report)
+    for failure in report.failures:
+        stderr_console.print(f"[bold red]error:[/] {failure.error}", highlight=False, soft_wrap=True)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+predict.__doc__ = (predict.__doc__ or "").replace("{default}", DEFAULT_MODEL)
+
+
+def _table(result: VideoPrediction) -> Table:
+    table = Table(
+        title=f"[bold]{result.file}[/]",
+        caption=f"{result.model} · {result.protocol} · {result.num_frames} frames · {result.seconds:.2f} s",
+        header_style="bold",
+    )
+    table.add_column("#", justify="right")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    table.add_column("", width=24)
+    for rank, prediction in enumerate(result.predictions, start=1):
+        table.add_row(
+            str(rank), prediction.label, f"{prediction.score:.1%}", Bar(1.0, 0.0, prediction.score, color="green")
+        )
+    return table
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}:{rest:04.1f}"
+
+
+def _timeline_table(result: VideoTimeline) -> Table:
+    table = Table(
+        title=f"[bold]{result.file}[/]",
+        caption=f"{result.model} · {result.protocol} per window · {result.seconds:.2f} s",
+        header_style="bold",
+    )
+    for column in ("start", "end"):
+        table.add_column(column, justify="right")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    for window in result.windows:
+        table.add_row(_clock(window.start), _clock(window.end), window.label, f"{window.score:.1%}")
+    return table
+
+
+def _write_csv(path: Path, report: PredictReport) -> None:
+    """One row per (video, rank), or per (video, window) for timelines."""
+    rows: list[tuple[object, ...]] = []
+    for result in report.results:
+        if isinstance(result, VideoTimeline):
+            rows += [(result.file, result.model, w.start, w.end, w.label, w.index, w.score) for w in result.windows]
+        else:
+            rows += [
+                (result.file, result.model, rank, p.label, p.index, p.score, round(result.seconds, 4))
+                for rank, p in enumerate(result.predictions, start=1)
+            ]
+    columns = TIMELINE_COLUMNS if any(isinstance(r, VideoTimeline) for r in report.results) else PREDICTION_COLUMNS
+    try:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            writer.writerows(rows)
+    except OSError as error:
+        raise UniformerError(f"cannot write {path}: {error.strerror or error}") from None

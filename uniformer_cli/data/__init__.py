@@ -1,0 +1,29 @@
+"""Video in, model input out: decoders, temporal sampling, test-time transforms and views."""
+
+from uniformer_cli.data.sampling import (
+    dense_indices,
+    random_dense_indices,
+    random_segment_indices,
+    random_sparse_indices,
+    segment_indices,
+    sparse_indices,
+)
+from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, Video, is_frame_folder, open_video
+from uniformer_cli.data.views import ViewProtocol, load_views, views_from_video
+
+__all__ = [
+    "DECODERS",
+    "VIDEO_EXTENSIONS",
+    "Video",
+    "ViewProtocol",
+    "dense_indices",
+    "is_frame_folder",
+    "load_views",
+    "open_video",
+    "random_dense_indices",
+    "random_segment_indices",
+    "random_sparse_indices",
+    "segment_indices",
+    "sparse_indices",
+    "views_from_video",
+]

@@ -20,6 +20,8 @@ ChannelOrder = Literal["rgb", "bgr"]
 LABEL_SETS = ("k400", "k600", "sthv1", "sthv2", "ucf101", "hmdb51")
 # Class counts of the label sets (the HMDB51 head may carry 101 rows, MODEL.md 6.2).
 LABEL_SET_SIZES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
+# Datasets the official code reads as JPEG frame folders (Sth, HMDB51 loaders; DATA.md 2.2, 4.2).
+FRAME_FOLDER_SETS = ("sthv1", "sthv2", "hmdb51")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class ZooEntry:
         return self.clips * self.crops
 
     @property
+    def single_crop(self) -> Literal["centre", "first"]:
+        """The crop a 1-crop test takes: the frame-folder loaders take the first (left/top) one, the
+        video loaders the centre (DATA.md 4.2)."""
+        return "first" if self.dataset in FRAME_FOLDER_SETS else "centre"
+
+    @property
     def on_hub(self) -> bool:
         return self.hub_repo is not None
 
@@ -81,8 +89,9 @@ class ZooEntry:
 
     @property
     def protocol(self) -> str:
-        temporal = f"{self.frames}x{self.stride}" if self.stride else f"{self.frames} {self.sampling}"
-        return f"{temporal}, {self.clips}x{self.crops} views, {self.size}px, {self.channel_order.upper()}"
+        from uniformer_cli.data.views import ViewProtocol  # the data layer imports the zoo
+
+        return ViewProtocol.from_entry(self).describe()
 
     def labels(self) -> list[str]:
         return load_labels(self.dataset)

@@ -1,0 +1,251 @@
+"""Decoders: decord == PyAV, seeking reads, frame folders, metadata and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from synthetic_video import numbered_frame, write_audio_only, write_frame_folder, write_jpeg, write_video
+
+from uniformer_cli.data.video import FrameFolderVideo, PyAVVideo, decord_available, open_video
+from uniformer_cli.errors import UniformerError, VideoError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "preprocess"
+FIXTURE_CLIPS = ["Tw2yXa6CzWE", "carphone_pristine"]
+needs_decord = pytest.mark.skipif(not decord_available(), reason="decord has no wheel for this platform")
+
+
+def _decode_all(path: Path) -> np.ndarray:
+    """Every frame, decoded in order with plain PyAV: the reference numbering (DATA.md 2.1)."""
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+@pytest.fixture(scope="module")
+def gop_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 frames, a keyframe every 12 and B-frames: reads must seek and reorder."""
+    return write_video(tmp_path_factory.mktemp("gop") / "gop.mp4", 120)
+
+
+@pytest.mark.parametrize("clip", FIXTURE_CLIPS)
+@pytest.mark.parametrize("decoder", ["pyav", pytest.param("decord", marks=needs_decord)])
+def test_fixture_metadata(clip: str, decoder: str) -> None:
+    meta = json.loads((FIXTURES / f"{clip}_indices.json").read_text())["meta"]
+    with open_video(FIXTURES / f"{clip}.mp4", decoder) as video:
+        assert video.decoder == decoder
+        assert video.num_frames == meta["frames_decord"]
+        assert video.fps == pytest.approx(meta["fps"])
+        assert (video.width, video.height) == (meta["width"], meta["height"])
+
+
+@needs_decord
+@pytest.mark.parametrize("clip", FIXTURE_CLIPS)
+def test_decord_and_pyav_return_identical_frames(clip: str) -> None:
+    path = FIXTURES / f"{clip}.mp4"
+    reference = _decode_all(path)
+    with open_video(path, "pyav") as pyav_video, open_video(path, "decord") as decord_video:
+        everything = list(range(pyav_video.num_frames))
+        assert np.array_equal(pyav_video.read(everything), reference)
+        assert np.array_equal(decord_video.read(everything), reference)
+        sparse = [110, 3, 60, 3, 77]  # unordered, repeated: read returns them as asked
+        assert np.array_equal(pyav_video.read(sparse), reference[sparse])
+        assert np.array_equal(decord_video.read(sparse), reference[sparse])
+
+
+def test_auto_prefers_decord_when_installed() -> None:
+    with open_video(FIXTURES / "carphone_pristine.mp4") as video:
+        assert video.decoder == ("decord" if decord_available() else "pyav")
+
+
+def test_pyav_random_reads_match_sequential_decoding(gop_video: Path) -> None:
+    reference = _decode_all(gop_video)
+    rng = np.random.default_rng(0)
+    with open_video(gop_video, "pyav") as video:
+        assert video.num_frames == len(reference) == 120
+        for _ in range(25):  # forward, backward and repeated reads on one open reader
+            indices = rng.integers(0, 120, size=int(rng.integers(1, 12)))
+            assert np.array_equal(video.read(indices), reference[indices])
+
+
+def test_decoded_frames_keep_their_source_order(gop_video: Path) -> None:
+    with open_video(gop_video, "pyav") as video:
+        frames = video.read([5, 50, 119]).astype(int)
+    for frame, index in zip(frames, [5, 50, 119], strict=True):
+        errors = [np.abs(frame - numbered_frame(candidate)).mean() for candidate in range(120)]
+        assert int(np.argmin(errors)) == index
+
+
+def test_pyav_seeks_instead_of_decoding_everything(gop_video: Path) -> None:
+    with open_video(gop_video, "pyav") as video:
+        assert isinstance(video, PyAVVideo)
+        video.read([100, 101])
+        # Decoding from the keyframe at 96 (plus B-frame reordering) is far less than 102 frames.
+        assert video.frames_decoded < 20
+    with open_video(gop_video, "pyav") as video:
+        video.read(list(range(0, 120, 3)))  # dense indices: one sequential pass
+        assert video.frames_decoded <= 120
+
+
+@needs_decord
+def test_decord_matches_pyav_on_a_seeking_video(gop_video: Path) -> None:
+    indices = [0, 13, 14, 59, 60, 61, 119, 2]
+    with open_video(gop_video, "pyav") as pyav_video, open_video(gop_video, "decord") as decord_video:
+        assert decord_video.num_frames == pyav_video.num_frames
+        assert np.array_equal(decord_video.read(indices), pyav_video.read(indices))
+
+
+@needs_decord
+def test_auto_falls_back_to_pyav_where_decord_fails(tmp_path: Path) -> None:
+    # decord 0.6 cannot copy out frames 48 pixels wide; PyAV reads them.
+    path = write_video(tmp_path / "narrow.mp4", 10, frame=lambda i: numbered_frame(i, 36, 48))
+    reference = _decode_all(path)
+    with open_video(path, "decord") as video, pytest.raises(VideoError, match=r"decord cannot decode .*narrow\.mp4"):
+        video.read([0])
+    with open_video(path) as video:
+        assert np.array_equal(video.read([9, 1]), reference[[9, 1]])
+        assert video.decoder == "pyav"
+
+
+def test_webm_without_a_frame_count_in_the_header(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "clip.webm", 20, codec="libvpx-vp9", gop=5)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 0  # the frame count comes from counting packets
+    reference = _decode_all(path)
+    with open_video(path, "pyav") as video:
+        assert video.num_frames == len(reference) == 20
+        assert np.array_equal(video.read([19, 0, 7]), reference[[19, 0, 7]])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Frame folders
+
+
+@pytest.mark.parametrize("template", ["{:05d}.jpg", "img_{:05d}.jpg"])
+def test_frame_folder_equals_the_video_within_jpeg_loss(tmp_path: Path, template: str) -> None:
+    frames = _decode_all(FIXTURES / "carphone_pristine.mp4")[:24]
+    folder = write_frame_folder(tmp_path / "video_0001", frames, template)
+    with open_video(folder) as video:
+        assert isinstance(video, FrameFolderVideo)
+        assert (video.num_frames, video.width, video.height) == (24, 176, 144)
+        assert video.fps == 30.0
+        decoded = video.read([0, 11, 23]).astype(int)
+    error = np.abs(decoded - frames[[0, 11, 23]].astype(int))
+    assert error.mean() < 2.0
+    assert error.max() < 40
+
+
+def test_frame_folder_index_k_reads_file_k_plus_one(tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for number in (1, 2, 3):
+        write_jpeg(folder / f"img_{number:05d}.jpg", np.full((16, 16, 3), number * 60, np.uint8))
+    (folder / "notes.txt").write_text("not a frame")
+    with open_video(folder) as video:
+        assert video.num_frames == 3
+        levels = video.read([0, 1, 2]).reshape(3, -1).mean(axis=1)
+    assert np.allclose(levels, [60, 120, 180], atol=3)
+
+
+def test_frame_folder_with_a_gap_fails(tmp_path: Path) -> None:
+    folder = tmp_path / "gappy"
+    folder.mkdir()
+    for number in (1, 2, 4):
+        write_jpeg(folder / f"{number:05d}.jpg", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(VideoError, match="number 3 is missing"):
+        open_video(folder)
+
+
+def test_folder_without_frames_fails(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("hello")
+    with pytest.raises(VideoError, match="without numbered image frames"):
+        open_video(tmp_path)
+
+
+def test_frame_folder_with_mixed_sizes_fails_on_read(tmp_path: Path) -> None:
+    folder = write_frame_folder(tmp_path / "frames", np.zeros((2, 16, 16, 3), np.uint8))
+    write_jpeg(folder / "img_00003.jpg", np.zeros((16, 24, 3), np.uint8))
+    with open_video(folder) as video, pytest.raises(VideoError, match="mixes image sizes"):
+        video.read([0, 2])
+
+
+def test_corrupt_frame_file_fails_on_read(tmp_path: Path) -> None:
+    folder = write_frame_folder(tmp_path / "frames", np.zeros((3, 16, 16, 3), np.uint8))
+    (folder / "img_00002.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with open_video(folder) as video, pytest.raises(VideoError, match=r"img_00002\.jpg"):
+        video.read([1])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bad input: one clear line, never a traceback from a foreign library
+
+
+def _truncated_faststart(tmp_path: Path) -> Path:
+    """The fixture remuxed with its index at the front, then cut in half: the header promises more
+    frames than the file holds."""
+    whole = tmp_path / "faststart.mp4"
+    with (
+        av.open(str(FIXTURES / "Tw2yXa6CzWE.mp4")) as source,
+        av.open(str(whole), "w", options={"movflags": "faststart"}) as target,
+    ):
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    data = whole.read_bytes()
+    cut = tmp_path / "faststart_cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    return cut
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    data = (FIXTURES / "Tw2yXa6CzWE.mp4").read_bytes()
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(40_000))
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # index at the end: gone
+    return {
+        "missing": (tmp_path / "missing.mp4", "no such file"),
+        "empty": (tmp_path / "empty.mp4", "empty"),
+        "noise": (tmp_path / "noise.mp4", "cannot open"),
+        "audio only": (write_audio_only(tmp_path / "audio.m4a"), "no video stream"),
+        "truncated": (tmp_path / "cut.mp4", "truncated or corrupt"),
+        "truncated, index first": (_truncated_faststart(tmp_path), r"header lists 300 frames but only \d+"),
+    }
+
+
+@pytest.mark.parametrize("decoder", ["auto", "pyav", pytest.param("decord", marks=needs_decord)])
+def test_bad_inputs_raise_one_clear_line(tmp_path: Path, decoder: str) -> None:
+    for name, (path, message) in _bad_inputs(tmp_path).items():
+        with pytest.raises(VideoError, match=message) as caught:
+            open_video(path, decoder)
+        assert "\n" not in str(caught.value), name
+        assert str(path) in str(caught.value), name
+
+
+def test_out_of_range_read_fails() -> None:
+    with open_video(FIXTURES / "carphone_pristine.mp4", "pyav") as video, pytest.raises(VideoError, match="range"):
+        video.read([0, 120])
+
+
+def test_unknown_decoder_fails() -> None:
+    with pytest.raises(UniformerError, match="unknown decoder"):
+        open_video(FIXTURES / "carphone_pristine.mp4", "opencv")
+
+
+@pytest.mark.parametrize("decoder", ["pyav", pytest.param("decord", marks=needs_decord)])
+def test_damaged_frame_data_fails_on_read(tmp_path: Path, decoder: str) -> None:
+    # Keep the header and the index (at the end of this file) but zero the second half of the frames.
+    data = bytearray((FIXTURES / "carphone_pristine.mp4").read_bytes())
+    start, index = data.find(b"mdat") + 4, data.find(b"moov")
+    middle = (start + index) // 2
+    data[middle : index - 8] = bytes(index - 8 - middle)
+    path = tmp_path / "zeroed.mp4"
+    path.write_bytes(bytes(data))
+    with open_video(path, decoder) as video:
+        video.read([0])  # the intact first half still decodes
+        with pytest.raises(VideoError, match=r"zeroed\.mp4") as caught:
+            video.read(list(range(video.num_frames)))
+    assert "\n" not in str(caught.value)

@@ -1,0 +1,90 @@
+"""Test-time spatial operations on clips (DATA.md sections 1 and 4), in the official order:
+uint8 frames -> float32 normalised `[3, T, H, W]` -> short-side resize -> square crops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# The same mean and std on every channel, after /255 (DATA.md 1.1): not the ImageNet values.
+MEAN = 0.45
+STD = 0.225
+
+
+# The normalised value of each uint8 level, computed with the official float32 steps: a table lookup
+# gives bit-identical values in one pass over the frames (about 4x faster than the three arithmetic ones).
+_LEVELS = ((torch.arange(256, dtype=torch.float32) / 255.0 - MEAN) / STD).numpy()
+
+
+def normalise(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 `[T, H, W, 3]` frames -> float32 `[3, T, H, W]`, `(x / 255 - 0.45) / 0.225`."""
+    levels = np.asarray(frames)
+    if levels.dtype != np.uint8:
+        raise TypeError(f"normalise expects uint8 frames, got {levels.dtype}")
+    return torch.from_numpy(_LEVELS[levels]).permute(3, 0, 1, 2)
+
+
+def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """`(height, width)` after scaling the short side to `size`; the long side is truncated, not
+    rounded (340x256 -> 297x224, DATA.md trap 6)."""
+    if min(height, width) == size:
+        return height, width
+    if width < height:
+        return math.floor(height / width * size), size
+    return size, math.floor(width / height * size)
+
+
+def short_side_resize(clip: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a float `[C, T, H, W]` clip so its short side is `size`: bilinear, `align_corners=False`,
+    no antialiasing (antialiased or 8-bit resizers are 0.01-0.5 off, DATA.md 4.4). Frames whose short
+    side already equals `size` are returned untouched."""
+    height, width = clip.shape[-2:]
+    new_size = short_side_size(height, width, size)
+    if new_size == (height, width):
+        return clip
+    # Time acts as the channel axis, so each frame is resized on its own.
+    return F.interpolate(clip, size=new_size, mode="bilinear", align_corners=False)
+
+
+def resized_clip(frames: np.ndarray, size: int, chunk: int = 8) -> torch.Tensor:
+    """uint8 `[T, H, W, 3]` frames -> normalised float32 `[3, T, h, w]` with the short side at `size`.
+
+    Works `chunk` frames at a time so a long or high-resolution clip never holds all its frames as
+    full-size floats at once; frames are independent, so the result is the same.
+    """
+    parts = [short_side_resize(normalise(frames[i : i + chunk]), size) for i in range(0, len(frames), chunk)]
+    return torch.cat(parts, dim=1)
+
+
+def crop_offset(height: int, width: int, size: int, index: int) -> tuple[int, int]:
+    """Top-left `(y, x)` of crop `index` (0, 1, 2) of a `size` square in a `height x width` frame.
+
+    1 is the centre (offsets rounded up, DATA.md trap 8); 0 and 2 are left/right for landscape or
+    square frames and top/bottom for portrait ones.
+    """
+    y = math.ceil((height - size) / 2)
+    x = math.ceil((width - size) / 2)
+    if index == 1:
+        return y, x
+    if height > width:
+        return (0 if index == 0 else height - size), x
+    return y, (0 if index == 0 else width - size)
+
+
+def crop(clip: torch.Tensor, size: int, index: int) -> torch.Tensor:
+    """Crop `index` (see `crop_offset`) of a `[..., H, W]` clip."""
+    height, width = clip.shape[-2:]
+    y, x = crop_offset(height, width, size, index)
+    return clip[..., y : y + size, x : x + size]
+
+
+def crop_indices(crops: int, single_crop: str) -> list[int]:
+    """Crop positions of a test with `crops` crops: all of them in order, or for one crop the centre
+    ("centre", Kinetics-style loaders) or the left/top one ("first", Sth/HMDB loaders, DATA.md 4.2)."""
+    if crops > 1:
+        return list(range(crops))
+    return [1] if single_crop == "centre" else [0]

@@ -1,0 +1,163 @@
+"""Test views: a video's clips x crops model inputs under one test protocol (DATA.md 3-5)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from uniformer_cli.data import sampling, transforms
+from uniformer_cli.data.video import Decoder, Video, open_video
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.zoo import ChannelOrder, Sampling, ZooEntry
+
+SAMPLINGS = ("dense", "segment", "sparse")
+SingleCrop = Literal["centre", "first"]
+
+
+@dataclass(frozen=True)
+class ViewProtocol:
+    """How a model sees a video: temporal sampling, views, size and channel order.
+
+    `single_crop` says which crop a 1-crop test takes: the centre (Kinetics-style and sparse loaders)
+    or the first, left/top one (the Sth/HMDB frame loaders); None picks "first" for segment sampling
+    and "centre" otherwise.
+    """
+
+    frames: int
+    stride: int | None = None
+    sampling: Sampling = "dense"
+    clips: int = 1
+    crops: int = 1
+    size: int = 224
+    channel_order: ChannelOrder = "rgb"
+    single_crop: SingleCrop | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise UniformerError(f"unknown sampling {self.sampling!r} (use one of {', '.join(SAMPLINGS)})")
+        if self.sampling == "dense" and not self.stride:
+            raise UniformerError("dense sampling needs a stride (frames x stride, e.g. 16x4)")
+        if min(self.frames, self.clips, self.crops, self.size) < 1:
+            raise UniformerError("frames, clips, crops and size must be positive")
+        if self.crops > 3:
+            raise UniformerError(f"at most 3 crops per clip (left/centre/right), got {self.crops}")
+        if self.channel_order not in ("rgb", "bgr"):
+            raise UniformerError(f"unknown channel order {self.channel_order!r} (rgb or bgr)")
+        if self.single_crop is None:
+            object.__setattr__(self, "single_crop", "first" if self.sampling == "segment" else "centre")
+
+    @classmethod
+    def from_entry(cls, entry: ZooEntry, clips: int | None = None, crops: int | None = None) -> ViewProtocol:
+        """The released test protocol of a zoo checkpoint, with optional clip / crop overrides."""
+        return cls(
+            frames=entry.frames,
+            stride=entry.stride,
+            sampling=entry.sampling,
+            clips=clips or entry.clips,
+            crops=crops or entry.crops,
+            size=entry.size,
+            channel_order=entry.channel_order,
+            single_crop=entry.single_crop,
+        )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object] | str) -> ViewProtocol:
+        """From `as_dict` output or its JSON (the `protocol` metadata of saved weights)."""
+        if isinstance(values, str):
+            try:
+                values = json.loads(values)
+            except json.JSONDecodeError as error:
+                raise UniformerError(f"malformed view protocol JSON: {error}") from None
+        if not isinstance(values, Mapping):
+            raise UniformerError("a view protocol must be a JSON object")
+        known = {field.name for field in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise UniformerError(f"unknown view protocol fields: {', '.join(sorted(unknown))}")
+        return cls(**values)  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def with_views(self, clips: int | None = None, crops: int | None = None) -> ViewProtocol:
+        return replace(self, clips=clips or self.clips, crops=crops or self.crops)
+
+    @property
+    def views(self) -> int:
+        return self.clips * self.crops
+
+    def describe(self) -> str:
+        """Short human form, e.g. `16x4, 4x1 views, 224px, RGB` or `16 segment, 1x3 views, 224px, BGR`."""
+        temporal = f"{self.frames}x{self.stride}" if self.sampling == "dense" else f"{self.frames} {self.sampling}"
+        return f"{temporal}, {self.clips}x{self.crops} views, {self.size}px, {self.channel_order.upper()}"
+
+    def clip_indices(self, num_frames: int) -> list[np.ndarray]:
+        """Frame indices of each temporal clip of a `num_frames` video."""
+        if self.sampling == "dense":
+            stride = self.stride or 1
+            return [sampling.dense_indices(num_frames, self.frames, stride, v, self.clips) for v in range(self.clips)]
+        sample = sampling.segment_indices if self.sampling == "segment" else sampling.sparse_indices
+        return [sample(num_frames, self.frames, v, self.clips) for v in range(self.clips)]
+
+
+def read_view_frames(
+    video: Video, protocol: ViewProtocol, window: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct uint8 frames the views need, each decoded once even where clips overlap, and the
+    positions of each clip's frames in them (`[clips, frames]`).
+
+    `window = (first, stop)` samples inside frames `first..stop-1` as if they were the whole video
+    (used by the timeline).
+    """
+    first, stop = window or (0, video.num_frames)
+    clips = [first + indices for indices in protocol.clip_indices(stop - first)]
+    unique, positions = np.unique(np.concatenate(clips), return_inverse=True)
+    return video.read(unique), positions.reshape(protocol.clips, protocol.frames)
+
+
+def views_from_frames(frames: np.ndarray, positions: np.ndarray, protocol: ViewProtocol) -> torch.Tensor:
+    """float32 `[clips * crops, 3, T, size, size]` from `read_view_frames` output, view index =
+    clip * crops + crop. Each frame is normalised and resized once; the channel axis is reversed for
+    BGR-trained checkpoints (DATA.md 1.3)."""
+    resized = transforms.resized_clip(frames, protocol.size)
+    if protocol.channel_order == "bgr":
+        resized = resized.flip(0)
+    crop_positions = transforms.crop_indices(protocol.crops, protocol.single_crop or "centre")
+    views = [
+        transforms.crop(resized[:, clip_positions], protocol.size, position)
+        for clip_positions in positions
+        for position in crop_positions
+    ]
+    return torch.stack(views)
+
+
+def views_from_video(video: Video, protocol: ViewProtocol, window: tuple[int, int] | None = None) -> torch.Tensor:
+    """The model input views of an opened video: `views_from_frames(*read_view_frames(...))`."""
+    return views_from_frames(*read_view_frames(video, protocol, window), protocol)
+
+
+def load_views(
+    path: str | Path,
+    *,
+    frames: int,
+    stride: int | None = None,
+    sampling: Sampling = "dense",
+    clips: int = 1,
+    crops: int = 1,
+    size: int = 224,
+    decoder: Decoder | str = "auto",
+) -> torch.Tensor:
+    """Model input views of a video file or frame folder: float32 `[clips * crops, 3, frames, size, size]`.
+
+    View index = clip * crops + crop; crops in left/centre/right (top/centre/bottom) order; RGB.
+    Example (the K400 16x4 test): `load_views("clip.mp4", frames=16, stride=4, clips=4)`.
+    """
+    protocol = ViewProtocol(frames=frames, stride=stride, sampling=sampling, clips=clips, crops=crops, size=size)
+    with open_video(path, decoder) as video:
+        return views_from_video(video, protocol)

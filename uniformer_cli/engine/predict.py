@@ -1,0 +1,367 @@
+"""`uniformer predict`: ranked labels for videos under their model's test protocol, and timelines.
+
+A video's score is the softmax of the mean of its views' logits: the official metric sums the logits
+(DATA.md 5.3), which ranks the classes the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from rich.progress import Progress, TaskID
+from torch import nn
+
+from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, is_frame_folder, open_video
+from uniformer_cli.data.views import ViewProtocol, views_from_video
+from uniformer_cli.engine.device import autocast, select_device
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.progress import progress_bar
+from uniformer_cli.weights import resolve_model
+
+# What `uniformer predict clip.mp4` uses: the small Kinetics-400 model on the Hub (80.8% top-1, 4 views).
+DEFAULT_MODEL = "s-k400"
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def _json_record(file: str, model: str, key: str, items: Sequence[object], seconds: float) -> dict[str, object]:
+    return {"file": file, "model": model, key: [asdict(item) for item in items], "seconds": round(seconds, 4)}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    score: float
+
+
+@dataclass
+class VideoPrediction:
+    """The top-k classes of one video."""
+
+    file: str
+    model: str
+    predictions: list[Prediction]
+    seconds: float
+    protocol: str = ""
+    views: int = 0
+    num_frames: int = 0
+    fps: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """The `--json` record: file, model, predictions (label, index, score), seconds."""
+        return _json_record(self.file, self.model, "predictions", self.predictions, self.seconds)
+
+
+@dataclass(frozen=True)
+class TimelineWindow:
+    start: float  # seconds
+    end: float
+    label: str
+    index: int
+    score: float
+
+
+@dataclass
+class VideoTimeline:
+    """The top class of each window of one video."""
+
+    file: str
+    model: str
+    windows: list[TimelineWindow]
+    seconds: float
+    protocol: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        """The `--json --timeline` record: file, model, windows (start, end, label, index, score), seconds."""
+        return _json_record(self.file, self.model, "windows", self.windows, self.seconds)
+
+
+@dataclass(frozen=True)
+class LoadedVideo:
+    """A decoded and preprocessed video, ready for the model."""
+
+    views: torch.Tensor
+    num_frames: int
+    fps: float
+    seconds: float  # decoding and preprocessing time
+
+
+@dataclass(frozen=True)
+class Failure:
+    file: str
+    error: str
+
+
+@dataclass
+class PredictReport:
+    """Everything a predict run produced: results in input order, then the files that failed."""
+
+    results: list[VideoPrediction | VideoTimeline] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+class Predictor:
+    """A model in eval mode with its test protocol, labels and device.
+
+    `labels` may be shorter than the model's outputs (the HMDB51 head has 101 rows for 51 classes):
+    only the first `len(labels)` logits are ranked.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        protocol: ViewProtocol,
+        *,
+        labels: Sequence[str] | None = None,
+        name: str = "model",
+        device: torch.device | str = "cpu",
+        batch_size: int = 8,
+        decoder: str = "auto",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.protocol = protocol
+        self.labels = list(labels) if labels is not None else None
+        self.name = name
+        self.batch_size = batch_size
+        self.decoder = decoder
+
+    def logits(self, views: torch.Tensor) -> torch.Tensor:
+        """float32 logits `[views, classes]` on the CPU, `batch_size` views per forward pass."""
+        outputs = []
+        with torch.inference_mode(), autocast(self.device):
+            for batch in views.split(self.batch_size):
+                try:
+                    logits = self.model(batch.to(self.device, non_blocking=True))
+                except torch.OutOfMemoryError:
+                    raise UniformerError(
+                        f"out of memory on {self.device} with {len(batch)} views per pass: lower --batch-size"
+                    ) from None
+                outputs.append(logits.float().cpu())
+        scores = torch.cat(outputs)
+        return scores[:, : len(self.labels)] if self.labels else scores
+
+    def probabilities(self, views: torch.Tensor) -> torch.Tensor:
+        """Softmax of the mean of the views' logits: `[classes]`."""
+        return self.logits(views).mean(dim=0).softmax(dim=0)
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if self.labels else f"class {index}"
+
+    def rank(self, probabilities: torch.Tensor, top_k: int) -> list[Prediction]:
+        scores, indices = probabilities.topk(min(top_k, probabilities.numel()))
+        return [
+            Prediction(self.label(int(i)), int(i), float(s))
+            for s, i in zip(scores.tolist(), indices.tolist(), strict=True)
+        ]
+
+    def load(self, path: str | Path) -> LoadedVideo:
+        """Decode and preprocess one video under the protocol."""
+        started = time.perf_counter()
+        with open_video(path, self.decoder) as video:
+            views = views_from_video(video, self.protocol)
+            return LoadedVideo(views, video.num_frames, video.fps, time.perf_counter() - started)
+
+    def classify(self, path: str | Path, video: LoadedVideo, top_k: int) -> VideoPrediction:
+        started = time.perf_counter()
+        predictions = self.rank(self.probabilities(video.views), top_k)
+        return VideoPrediction(
+            file=str(path),
+            model=self.name,
+            predictions=predictions,
+            seconds=video.seconds + time.perf_counter() - started,
+            protocol=self.protocol.describe(),
+            views=len(video.views),
+            num_frames=video.num_frames,
+            fps=video.fps,
+        )
+
+    def predict(self, path: str | Path, top_k: int = 5) -> VideoPrediction:
+        return self.classify(path, self.load(path), top_k)
+
+    def predict_many(self, paths: Sequence[str | Path], top_k: int = 5) -> Iterator[VideoPrediction | Failure]:
+        """Predictions in order; the next video is decoded in a background thread while the model
+        runs on the current one. A video that cannot be read yields a `Failure` and the rest go on."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uniformer-decode") as pool:
+            upcoming: Future | None = pool.submit(self.load, paths[0]) if paths else None
+            for position, path in enumerate(paths):
+                assert upcoming is not None
+                current = upcoming
+                upcoming = pool.submit(self.load, paths[position + 1]) if position + 1 < len(paths) else None
+                try:
+                    video = current.result()
+                except UniformerError as error:
+                    yield Failure(str(path), str(error))
+                    continue
+                yield self.classify(path, video, top_k)
+
+    def timeline(
+        self,
+        path: str | Path,
+        seconds: float,
+        clips: int = 1,
+        on_window: Callable[[int, int], None] | None = None,
+    ) -> VideoTimeline:
+        """Top class of each `seconds`-long window of the video (the last window absorbs a tail
+        shorter than half a window). Each window is sampled with the model's temporal rule as if it
+        were a whole video, with `clips` clips and the centre crop."""
+        started = time.perf_counter()
+        protocol = replace(self.protocol, clips=clips, crops=1, single_crop="centre")
+        windows = []
+        with open_video(path, self.decoder) as video:
+            bounds = window_bounds(video.num_frames, video.fps, seconds)
+            for number, (first, stop) in enumerate(bounds):
+                probabilities = self.probabilities(views_from_video(video, protocol, window=(first, stop)))
+                best = self.rank(probabilities, 1)[0]
+                windows.append(TimelineWindow(first / video.fps, stop / video.fps, best.label, best.index, best.score))
+                if on_window:
+                    on_window(number + 1, len(bounds))
+        return VideoTimeline(str(path), self.name, windows, time.perf_counter() - started, protocol.describe())
+
+
+def window_bounds(num_frames: int, fps: float, seconds: float) -> list[tuple[int, int]]:
+    """`(first, stop)` frame ranges of consecutive `seconds`-long windows covering the video."""
+    if seconds <= 0:
+        raise UniformerError(f"--timeline needs a positive window length in seconds, got {seconds:g}")
+    length = max(1, round(seconds * fps))
+    bounds = [(first, min(first + length, num_frames)) for first in range(0, num_frames, length)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < length / 2:
+        bounds[-2:] = [(bounds[-2][0], num_frames)]
+    return bounds
+
+
+def load_predictor(
+    model: str | None = None,
+    weights: str | Path | None = None,
+    *,
+    revision: str | None = None,
+    head_dim: int | None = None,
+    device: str = "auto",
+    clips: int | None = None,
+    crops: int | None = None,
+    batch_size: int = 8,
+    decoder: str = "auto",
+) -> Predictor:
+    """A `Predictor` for a zoo model (default `DEFAULT_MODEL`) or a weights file.
+
+    The protocol comes from the zoo entry (`model`, which also names the entry a local `.pth` belongs
+    to) or the safetensors metadata; `clips` / `crops` override its view counts.
+    """
+    if decoder not in DECODERS:
+        raise UniformerError(f"unknown decoder {decoder!r} (use one of {', '.join(DECODERS)})")
+    target = select_device(device)
+    if weights is not None:
+        loaded = resolve_model(Path(weights), device=target, revision=revision, head_dim=head_dim, zoo_name=model)
+    else:
+        loaded = resolve_model(model or DEFAULT_MODEL, device=target, revision=revision, head_dim=head_dim)
+    if loaded.protocol is None:
+        raise UniformerError(
+            f"{loaded.path} carries no test protocol: name its zoo entry with --model "
+            f"(e.g. --weights {loaded.path.name} --model s16x4-k400; see `uniformer models`)"
+        )
+    protocol = ViewProtocol.from_dict(loaded.protocol).with_views(clips, crops)
+    name = loaded.entry.name if loaded.entry else loaded.path.name
+    return Predictor(
+        loaded.model, protocol, labels=loaded.labels, name=name, device=target, batch_size=batch_size, decoder=decoder
+    )
+
+
+def _videos_under(folder: Path) -> list[Path]:
+    """Video files and frame folders below `folder`, in sorted order; frame folders are not entered."""
+    found = []
+    for root, directories, files in os.walk(folder):
+        directories.sort()
+        here = Path(root)
+        if here != folder and is_frame_folder(here):
+            found.append(here)
+            directories.clear()
+            continue
+        found.extend(here / name for name in sorted(files) if Path(name).suffix.lower() in VIDEO_EXTENSIONS)
+    return found
+
+
+def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]:
+    """Files as given, folders searched recursively (video extensions and frame folders), globs
+    (`**` included) expanded; each pattern that yields nothing is a `Failure`. Duplicates are dropped."""
+    found: list[Path] = []
+    failures: list[Failure] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            matches = [path] if is_frame_folder(path) else _videos_under(path)
+            reason = f"no videos or frame folders found under {path}"
+        elif path.exists():
+            matches, reason = [path], ""
+        elif GLOB_CHARACTERS & set(str(pattern)):
+            matches = []
+            for match in map(Path, sorted(glob.glob(str(pattern), recursive=True))):
+                if match.is_dir():
+                    matches.extend([match] if is_frame_folder(match) else _videos_under(match))
+                elif match.suffix.lower() in VIDEO_EXTENSIONS:
+                    matches.append(match)
+            reason = f"no videos match {pattern}"
+        else:
+            matches, reason = [], f"no such file or folder: {path}"
+        if not matches:
+            failures.append(Failure(str(pattern), reason))
+        found.extend(matches)
+    return list(dict.fromkeys(found)), failures
+
+
+def run_predict(
+    predictor: Predictor,
+    patterns: Sequence[str | Path],
+    *,
+    top_k: int = 5,
+    timeline: float | None = None,
+    timeline_clips: int | None = None,
+    progress: bool = True,
+) -> PredictReport:
+    """Predict (or build `timeline`-second timelines for, `timeline_clips` clips per window, default 1)
+    every video the patterns name, with a progress bar when there are several files (or windows);
+    unreadable videos are reported, not fatal."""
+    paths, failures = expand_paths(patterns)
+    report = PredictReport(failures=failures)
+    if not paths and not failures:
+        raise UniformerError("no video given")
+    with progress_bar(disable=not progress or (len(paths) < 2 and timeline is None)) as bar:
+        task = bar.add_task("predicting", total=len(paths))
+        if timeline is None:
+            for outcome in predictor.predict_many(paths, top_k):
+                _record(report, outcome)
+                bar.advance(task)
+            return report
+        for path in paths:
+            windows = bar.add_task(f"  {path.name}", total=None)
+            try:
+                outcome = predictor.timeline(
+                    path,
+                    timeline,
+                    timeline_clips or 1,
+                    functools.partial(_show_windows, bar, windows),
+                )
+            except UniformerError as error:
+                outcome = Failure(str(path), str(error))
+            bar.remove_task(windows)
+            _record(report, outcome)
+            bar.advance(task)
+    return report
+
+
+def _show_windows(bar: Progress, task: TaskID, done: int, total: int) -> None:
+    bar.update(task, completed=done, total=total)
+
+
+def _record(report: PredictReport, outcome: VideoPrediction | VideoTimeline | Failure) -> None:
+    if isinstance(outcome, Failure):
+        report.failures.append(outcome)
+    else:
+        report.results.append(outcome)
