@@ -1,8 +1,149 @@
-"""Placeholder until the evaluate command lands (replaced by its owner)."""
+"""`uniformer eval`: accuracy of a model on a dataset split with the official test protocol."""
 
-from uniformer_cli.errors import UniformerError
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from uniformer_cli.cli.options import (
+    BatchSizeOption,
+    ClipsOption,
+    CropsOption,
+    DecoderOption,
+    DeviceOption,
+    HeadDimOption,
+    ModelOption,
+    RevisionOption,
+    WeightsOption,
+    WorkersOption,
+)
+from uniformer_cli.data.datasets import DATASETS
+from uniformer_cli.engine.evaluate import EvalReport, EvalRequest, run_evaluation
+
+DATASET_HELP = f"{', '.join(DATASETS)}: picks the reader, list file names, class names and default model."
 
 
-def evaluate() -> None:
-    """Not implemented yet."""
-    raise UniformerError("evaluate is not implemented yet")
+def evaluate(
+    dataset: Annotated[str, typer.Option("--dataset", "-D", help=DATASET_HELP, show_default=False)],
+    root: Annotated[
+        Path | None, typer.Option("--root", "-r", help="Folder holding the videos or frame folders (and the lists).")
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="train, val or test; UCF101/HMDB51 folds as val2, val3.")
+    ] = "val",
+    list_file: Annotated[
+        Path | None, typer.Option("--list", help="List file to read instead of the dataset's default.")
+    ] = None,
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    revision: RevisionOption = None,
+    head_dim: HeadDimOption = None,
+    frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames per clip (default: model's).")] = None,
+    stride: Annotated[
+        int | None, typer.Option("--stride", min=1, help="Dense sampling rate (default: model's).")
+    ] = None,
+    sampling: Annotated[
+        str | None, typer.Option("--sampling", help="dense, segment or sparse (default: the model's).")
+    ] = None,
+    clips: ClipsOption = None,
+    crops: CropsOption = None,
+    device: DeviceOption = "auto",
+    decoder: DecoderOption = "auto",
+    batch_size: BatchSizeOption = 8,
+    workers: WorkersOption = 4,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate only the first N videos.")] = None,
+    skip_broken: Annotated[
+        bool,
+        typer.Option("--skip-broken", help="Leave unreadable videos out of the accuracy (default: count as wrong)."),
+    ] = False,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write the summary and per-video predictions to FILE ('-': stdout, no table)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run saved in the --json FILE: skip videos already scored.")
+    ] = False,
+) -> None:
+    """Evaluate a model on a dataset split: top-1, top-5 and mean class accuracy, released protocol.
+
+    The model defaults to the dataset's zoo checkpoint, the protocol (sampling, views, size, channel order)
+    to the model's. Unreadable videos count as wrong and are listed.
+    Multi-GPU: `torchrun --nproc-per-node 8 -m uniformer_cli.cli.app eval ...` (same numbers, one shard each).
+
+    Example: `uniformer eval --dataset sthv2 --root /data/sthv2 --model b-sthv2 --json sthv2.json`
+    """
+    to_stdout = json_file == Path("-")
+    request = EvalRequest(
+        dataset=dataset,
+        root=root,
+        split=split,
+        list_file=list_file,
+        model=model,
+        weights=weights,
+        revision=revision,
+        head_dim=head_dim,
+        frames=frames,
+        stride=stride,
+        sampling=sampling,
+        clips=clips,
+        crops=crops,
+        device=device,
+        decoder=decoder,
+        batch_size=batch_size,
+        workers=workers,
+        limit=limit,
+        skip_broken=skip_broken,
+        json_path=None if to_stdout else json_file,
+        resume=resume,
+    )
+    report = run_evaluation(request)
+    if report is None:  # a torchrun rank other than 0
+        return
+    if to_stdout:
+        typer.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        show(report, json_file)
+
+
+def show(report: EvalReport, json_file: Path | None) -> None:
+    console = Console()
+    console.print(f"[bold]{report.model}[/] on {report.dataset} {report.split}", highlight=False, soft_wrap=True)
+    table = Table(show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("top-1", f"{report.top1:.2f}%"),
+        ("top-5", f"{report.top5:.2f}%"),
+        ("mean class", f"{report.mean_class:.2f}%"),
+    ]
+    if report.paper_top1 is not None:
+        rows.append(("paper top-1", f"{report.paper_top1:.1f}%"))
+    counted = "" if report.counted == report.videos else f" ({report.counted} counted)"
+    treated = "" if not report.failures else " (left out)" if report.skip_broken else " (counted as wrong)"
+    rows += [
+        ("videos", f"{report.videos}{counted}"),
+        ("failures", f"{report.failures}{treated}"),
+        ("videos/s", f"{report.videos_per_s:.2f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    details = [
+        f"protocol {report.protocol_text}",
+        f"list {report.list} ({report.layout})",
+        f"device {report.device}" + (f" x {report.processes} processes" if report.processes > 1 else ""),
+    ]
+    if report.evaluated != report.videos:
+        details.append(f"{report.videos - report.evaluated} videos taken from the resumed file")
+    if json_file is not None:
+        details.append(f"per-video predictions in {json_file}")
+    console.print("\n".join(details), style="dim", highlight=False)
+    if report.failed:
+        console.print(f"[bold red]{report.failures} unreadable video(s):[/]")
+        for result in report.failed:
+            console.print(f"  {result.video}: {result.error}", highlight=False, soft_wrap=True)
