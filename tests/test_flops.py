@@ -1,0 +1,223 @@
+"""`uniformer flops`: counts in the paper's convention (1 multiply-accumulate = 1 FLOP) land on the paper's
+figures, the stage split adds up, and the CLI's table / JSON / CSV / bench outputs hold what they promise.
+
+Counting runs on fake tensors, so even full-size 32-frame models cost a fraction of a second here."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from uniformer_cli.cli.app import main
+from uniformer_cli.engine.flops import STAGE_GROUPS, cost_rows, count_macs, select_workloads
+from uniformer_cli.models import FAMILIES, ModelConfig
+from uniformer_cli.zoo import ZOO, get_entry
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["flops", *map(str, args)])
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def gflops(family: str, frames: int, size: int) -> float:
+    return count_macs(FAMILIES[family], frames, size).macs / 1e9
+
+
+# Issue 5: the paper's per-view figures (Kinetics totals / 4 views).
+@pytest.mark.parametrize(
+    ("family", "frames", "paper"),
+    [("s", 8, 17.5), ("s", 16, 41.8), ("s", 32, 109.5), ("b", 8, 40.3), ("b", 16, 96.7), ("b", 32, 259.0)],
+)
+def test_per_view_counts_match_the_paper(family: str, frames: int, paper: float) -> None:
+    assert gflops(family, frames, 224) == pytest.approx(paper, rel=0.02)
+
+
+@pytest.mark.parametrize(("name", "paper_total"), [("s16-sthv2-k600", 125.0), ("b16-sthv1-k400", 290.0)])
+def test_something_something_totals_over_three_crops_match_the_paper(name: str, paper_total: float) -> None:
+    (row,) = cost_rows(select_workloads(model=name), progress=False)
+    assert (row.clips, row.crops) == (1, 3)
+    assert row.gflops == pytest.approx(paper_total, rel=0.02)
+    assert row.gflops == pytest.approx(3 * row.gflops_per_view)
+
+
+# MODEL.md section 9: the same convention counted on the official light modules (two decimals).
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("xxs4-128-k400", 1.00),
+        ("xxs4-160-k400", 1.57),
+        ("xxs8-128-k400", 2.02),
+        ("xxs8-160-k400", 3.22),
+        ("xxs16-128-k400", 4.19),
+        ("xxs16-160-k400", 6.83),
+        ("xxs32-160-k400", 15.26),
+        ("xs32-192-k400", 33.79),
+    ],
+)
+def test_light_model_counts_match_the_official_modules(name: str, spec: float) -> None:
+    entry = get_entry(name)
+    count = count_macs(entry.config, entry.frames, entry.size).macs / 1e9
+    assert count == pytest.approx(spec, abs=0.006)
+    # ... and stay within the documented 0-2.5% below the zoo's one-decimal figures.
+    assert -0.025 <= count / entry.gflops_per_view - 1 <= 0.012
+
+
+@pytest.mark.parametrize(
+    ("config", "params"),
+    [
+        (FAMILIES["s"], 21_400_400),
+        (FAMILIES["b"], 49_813_200),
+        (FAMILIES["xxs"], 9_833_896),
+        (FAMILIES["xxs"].replace(layer_scale=0.1), 9_840_616),
+        (FAMILIES["xs"], 16_099_552),
+    ],
+)
+def test_parameter_counts_are_those_of_the_official_models(config: ModelConfig, params: int) -> None:
+    assert count_macs(config, 4, 128).params == params
+
+
+def test_the_count_is_convolutions_linears_and_attention_matmuls_only() -> None:
+    """An independent hand count of a tiny S-style network: every conv (depthwise too) as output positions x
+    kernel volume x in x out channels (per group), every Linear as in x out per token, attention as 2 N^2 C."""
+    config = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(8, 16, 32, 64), head_dim=8, num_classes=10)
+    d0, d1, d2, d3 = config.embed_dim
+    # Grids after each patch embedding for a 4x32x32 clip: (2, 8, 8), (2, 4, 4), (2, 2, 2), (2, 1, 1).
+    p1, p2, p3, p4 = 128, 32, 8, 2
+
+    def conv_block(c: int, positions: int) -> int:  # pos_embed 3^3 + attn 5^3 depthwise, conv1/conv2, MLP 4x
+        return positions * ((27 + 125) * c + 2 * c * c + 8 * c * c)
+
+    def attention_block(c: int, tokens: int) -> int:  # pos_embed, qkv + proj, MLP 4x, q k^T and probs x v
+        return 27 * c * tokens + 4 * c * c * tokens + 8 * c * c * tokens + 2 * tokens * tokens * c
+
+    expected = (
+        p1 * d0 * 3 * 3 * 4 * 4
+        + conv_block(d0, p1)
+        + p2 * d1 * d0 * 4
+        + conv_block(d1, p2)
+        + p3 * d2 * d1 * 4
+        + attention_block(d2, p3)
+        + p4 * d3 * d2 * 4
+        + attention_block(d3, p4)
+        + d3 * 10
+    )
+    assert count_macs(config, 4, 32).macs == expected
+
+
+@pytest.mark.parametrize(("family", "frames", "size"), [("s", 16, 224), ("xxs", 16, 160)])
+def test_the_stage_split_adds_up_to_the_total(family: str, frames: int, size: int) -> None:
+    count = count_macs(FAMILIES[family], frames, size)
+    assert list(count.stage_macs) == list(STAGE_GROUPS)
+    assert sum(count.stage_macs.values()) == count.macs
+    assert all(macs > 0 for macs in count.stage_macs.values())
+    # Global attention over every token dominates: stage 3 is the most expensive part of every UniFormer.
+    assert max(count.stage_macs, key=count.stage_macs.__getitem__) == "blocks3"
+
+
+def test_json_row_schema_with_stages(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--model", "s16x8-k400", "--by-stage", "--json")
+    assert code == 0
+    (row,) = json.loads(out)
+    entry = ZOO["s16x8-k400"]
+    assert row["name"] == entry.name
+    assert (row["frames"], row["size"], row["clips"], row["crops"], row["views"]) == (16, 224, 4, 1, 4)
+    assert row["params"] == 21_400_400
+    assert row["gflops_per_view"] == pytest.approx(row["macs_per_view"] / 1e9)
+    assert row["gflops"] == pytest.approx(4 * row["gflops_per_view"])
+    assert (row["paper_gflops_per_view"], row["paper_gflops"]) == (entry.gflops_per_view, entry.gflops)
+    assert row["diff_pct"] == pytest.approx((row["gflops_per_view"] / entry.gflops_per_view - 1) * 100)
+    assert list(row["stages"]) == list(STAGE_GROUPS)
+    assert sum(row["stages"].values()) == pytest.approx(row["gflops_per_view"])
+    assert "bench" not in row
+
+
+def test_frames_alone_lists_the_zoo_entries_of_that_length_and_csv_matches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "--frames", "16", "--csv", tmp_path / "cost.csv")
+    assert code == 0
+    names = [entry.name for entry in ZOO.values() if entry.frames == 16]
+    assert all(name in out for name in names)  # the table
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "cost.csv").read_text())))
+    assert [row["name"] for row in rows] == names
+    assert {"params", "gflops_per_view", "gflops", "views", "paper_gflops", "diff_pct"} <= set(rows[0])
+    for row in rows:
+        assert float(row["gflops"]) == pytest.approx(float(row["gflops_per_view"]) * int(row["views"]))
+        assert float(row["gflops"]) == pytest.approx(float(row["paper_gflops"]), rel=0.025)
+
+
+def test_csv_to_stdout_replaces_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--arch", "xxs", "--frames", "8", "--size", "128", "--by-stage", "--csv", "-")
+    assert code == 0
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert (row["name"], row["frames"], row["size"], row["views"]) == ("xxs", "8", "128", "1")
+    stage_columns = [f"gflops_{group}" for group in STAGE_GROUPS]
+    assert sum(float(row[column]) for column in stage_columns) == pytest.approx(float(row["gflops_per_view"]))
+    # The architecture at a released clip shape is shown beside that release's figure.
+    assert float(row["paper_gflops_per_view"]) == get_entry("xxs8-128-k400").gflops_per_view
+
+
+def test_a_length_nobody_released_costs_every_architecture_at_it(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--frames", "12", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert {(row["family"], row["size"]) for row in rows} == {(e.family, e.size) for e in ZOO.values()}
+    assert all(row["frames"] == 12 and row["paper_gflops_per_view"] is None for row in rows)
+    by_family = {row["family"]: row["gflops_per_view"] for row in rows}
+    assert gflops("s", 8, 224) < by_family["s"] < gflops("s", 16, 224)
+
+
+def test_a_zoo_model_recomputed_at_another_shape_drops_the_paper_figure(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--model", "b16x4-k400", "--frames", "8", "--clips", "2", "--json")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert (row["frames"], row["views"], row["paper_gflops_per_view"], row["diff_pct"]) == (8, 2, None, None)
+    assert row["macs_per_view"] == count_macs(FAMILIES["b"], 8, 224).macs
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--arch", "q"], "unknown architecture 'q'"),
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--model", "s16x8-k400", "--arch", "s"], "either --model or --arch"),
+        (["--arch", "s", "--json", "--csv", "-"], "both write to stdout"),
+        (["--arch", "s", "--size", "16"], "cannot run this architecture on 16-frame 16x16 clips"),
+    ],
+)
+def test_bad_requests_fail_with_one_line(
+    capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
+) -> None:
+    code, _, err = run_cli(capsys, *arguments)
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_help_says_what_is_and_is_not_counted(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "depthwise included" in text
+    assert "Not counted: normalisation" in text
+
+
+def test_bench_measures_the_chosen_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(
+        capsys, "--arch", "xxs", "--frames", "4", "--size", "64", "--bench", "--device", "cpu", "--batch-size", "2",
+        "--warmup", "1", "--runs", "2", "--json",
+    )  # fmt: skip
+    assert code == 0
+    (row,) = json.loads(out)
+    bench = row["bench"]
+    assert (bench["device"], bench["precision"], bench["batch_size"], bench["runs"]) == ("cpu", "fp32", 2, 2)
+    assert bench["latency_ms"] > 0
+    assert bench["clips_per_s"] == pytest.approx(2 / (bench["latency_ms"] / 1e3))
+    # The weights alone are 4 bytes per parameter, and a forward pass allocates activations on top.
+    assert bench["peak_memory_mb"] > row["params"] * 4 / 2**20

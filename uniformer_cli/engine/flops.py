@@ -1,0 +1,392 @@
+"""What a UniFormer network costs: parameters, multiply-accumulates per view (the paper's "GFLOPs"), their
+split over the network's stages, and measured latency, throughput and peak memory.
+
+Counting runs the real model code on fake tensors (shapes only, no arithmetic, no memory) under PyTorch's
+`FlopCounterMode`, with attention switched to the explicit matmul path so that the counter sees both
+attention products (it does not count the fused CPU attention kernel).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import cache
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
+
+from uniformer_cli.engine.device import autocast, autocast_dtype, select_device
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.models import FAMILIES, ModelConfig, create_model, exact_attention
+from uniformer_cli.models.fast import optimize_for_inference
+from uniformer_cli.progress import progress_bar
+from uniformer_cli.zoo import ZOO, ZooEntry, get_entry
+
+COUNTED = (
+    "convolutions (depthwise included), linear layers and the two attention matrix products "
+    "(q k^T and probabilities x v), one multiply-accumulate = one FLOP, as the paper (fvcore) counts"
+)
+NOT_COUNTED = "normalisation, activations, softmax, pooling, bias and residual additions, token-selection bookkeeping"
+
+# The paper's main clip length: what `--arch` costs unless `--frames` says otherwise.
+DEFAULT_FRAMES = 16
+
+# Cost groups, in network order: the modules of that name, and "head" for everything outside them
+# (final BatchNorm and classifier; for the light models also the class-token upsampling).
+STAGE_GROUPS = (
+    "patch_embed1",
+    "blocks1",
+    "patch_embed2",
+    "blocks2",
+    "patch_embed3",
+    "blocks3",
+    "patch_embed4",
+    "blocks4",
+    "head",
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A network, the clip shape it sees and how many views a test runs: what one cost row describes."""
+
+    name: str
+    family: str
+    config: ModelConfig
+    frames: int
+    size: int
+    clips: int
+    crops: int
+    paper_gflops_per_view: float | None = None
+    paper_gflops: float | None = None
+
+    @property
+    def views(self) -> int:
+        return self.clips * self.crops
+
+
+@dataclass(frozen=True)
+class MacCount:
+    """Parameters and multiply-accumulates of one view, in total and per `STAGE_GROUPS` entry."""
+
+    params: int
+    macs: int
+    stage_macs: dict[str, int]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    device: str = "auto"
+    batch_size: int = 1
+    warmup: int = 2
+    runs: int = 5
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Measured forward passes of a randomly initialised model on random clips (inference mode)."""
+
+    device: str
+    precision: str  # "fp32", or the autocast dtype on CUDA / MPS
+    batch_size: int
+    warmup: int
+    runs: int
+    latency_ms: float  # median time of one forward pass of `batch_size` clips
+    clips_per_s: float
+    peak_memory_mb: float | None  # weights + activations allocated by torch; None where not measurable
+
+
+@dataclass(frozen=True)
+class CostRow:
+    name: str
+    family: str
+    frames: int
+    size: int
+    clips: int
+    crops: int
+    params: int
+    macs_per_view: int
+    paper_gflops_per_view: float | None
+    paper_gflops: float | None
+    stages: dict[str, float] | None = None  # GFLOPs per view by STAGE_GROUPS entry
+    bench: BenchResult | None = None
+
+    @property
+    def views(self) -> int:
+        return self.clips * self.crops
+
+    @property
+    def params_m(self) -> float:
+        return self.params / 1e6
+
+    @property
+    def gflops_per_view(self) -> float:
+        return self.macs_per_view / 1e9
+
+    @property
+    def gflops(self) -> float:
+        return self.gflops_per_view * self.views
+
+    @property
+    def diff_pct(self) -> float | None:
+        """Relative difference of the per-view count to the paper's per-view figure, in percent."""
+        if not self.paper_gflops_per_view:
+            return None
+        return (self.gflops_per_view / self.paper_gflops_per_view - 1) * 100
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form: the scalar fields, then `stages` and `bench` objects when they were computed."""
+        row: dict[str, object] = {
+            "name": self.name,
+            "family": self.family,
+            "frames": self.frames,
+            "size": self.size,
+            "clips": self.clips,
+            "crops": self.crops,
+            "views": self.views,
+            "params": self.params,
+            "params_m": self.params_m,
+            "macs_per_view": self.macs_per_view,
+            "gflops_per_view": self.gflops_per_view,
+            "gflops": self.gflops,
+            "paper_gflops_per_view": self.paper_gflops_per_view,
+            "paper_gflops": self.paper_gflops,
+            "diff_pct": self.diff_pct,
+        }
+        if self.stages is not None:
+            row["stages"] = dict(self.stages)
+        if self.bench is not None:
+            row["bench"] = asdict(self.bench)
+        return row
+
+    def as_flat_dict(self) -> dict[str, object]:
+        """CSV form: `stages` become `gflops_<group>` columns and `bench` fields `bench_<field>` columns."""
+        row = self.as_dict()
+        row.pop("stages", None)
+        row.pop("bench", None)
+        row.update({f"gflops_{group}": value for group, value in (self.stages or {}).items()})
+        if self.bench is not None:
+            row.update({f"bench_{key}": value for key, value in asdict(self.bench).items()})
+        return row
+
+
+def select_workloads(
+    model: str | None = None,
+    arch: str | None = None,
+    frames: int | None = None,
+    size: int | None = None,
+    clips: int | None = None,
+    crops: int | None = None,
+) -> list[Workload]:
+    """The rows to cost.
+
+    - `arch` (s, b, xxs, xs): that architecture (400 classes) at `frames` x `size` with `clips` x `crops`
+      views; defaults: 16 frames, the largest size the family was released at for that length, 1x1 views.
+    - `model`: that zoo entry, at its own protocol unless `frames`, `size`, `clips`, `crops` override it.
+    - neither: every zoo entry released at `frames` / `size` (all entries when both are None); when no
+      entry matches, each family at that clip shape instead (at its released sizes unless `size` is given).
+    The paper's figures are kept only where the row is the released protocol's (per view: same clip shape).
+    """
+    if model is not None and arch is not None:
+        raise UniformerError("give either --model or --arch, not both")
+    if arch is not None:
+        return [_architecture_workload(arch, frames, size, clips, crops)]
+    if model is not None:
+        return [_entry_workload(get_entry(model), frames, size, clips, crops)]
+    entries = [
+        entry
+        for entry in ZOO.values()
+        if (frames is None or entry.frames == frames) and (size is None or entry.size == size)
+    ]
+    if entries:
+        return [_entry_workload(entry, None, None, clips, crops) for entry in entries]
+    shapes = dict.fromkeys((entry.family, size or entry.size) for entry in ZOO.values())
+    return [_architecture_workload(family, frames, family_size, clips, crops) for family, family_size in shapes]
+
+
+def _entry_workload(
+    entry: ZooEntry, frames: int | None, size: int | None, clips: int | None, crops: int | None
+) -> Workload:
+    frames, size = frames or entry.frames, size or entry.size
+    clips, crops = clips or entry.clips, crops or entry.crops
+    released_shape = (frames, size) == (entry.frames, entry.size)
+    released_views = (clips, crops) == (entry.clips, entry.crops)
+    return Workload(
+        name=entry.name,
+        family=entry.family,
+        config=entry.config,
+        frames=frames,
+        size=size,
+        clips=clips,
+        crops=crops,
+        paper_gflops_per_view=entry.gflops_per_view if released_shape else None,
+        paper_gflops=entry.gflops if released_shape and released_views else None,
+    )
+
+
+def _architecture_workload(
+    family: str, frames: int | None, size: int | None, clips: int | None, crops: int | None
+) -> Workload:
+    family = family.lower()
+    if family not in FAMILIES:
+        raise UniformerError(f"unknown architecture {family!r} (choose one of {', '.join(FAMILIES)})")
+    released = [entry for entry in ZOO.values() if entry.family == family]
+    frames = frames or DEFAULT_FRAMES
+    size = size or max([e.size for e in released if e.frames == frames] or [e.size for e in released])
+    # The paper's per-view figure of any released model with this architecture and clip shape.
+    paper = next((e for e in ZOO.values() if (e.family, e.frames, e.size) == (family, frames, size)), None)
+    return Workload(
+        name=family,
+        family=family,
+        config=FAMILIES[family],
+        frames=frames,
+        size=size,
+        clips=clips or 1,
+        crops=crops or 1,
+        paper_gflops_per_view=paper.gflops_per_view if paper else None,
+    )
+
+
+@cache
+def _shape_only_model(config: ModelConfig) -> tuple[FakeTensorMode, nn.Module]:
+    """The network with fake CPU parameters: it runs the real code on shapes, without memory or arithmetic.
+
+    Built on the meta device (no initialisation cost), then faked on the CPU rather than left on meta:
+    the exact attention path switches autocast off for its tensors' device type, which meta has not.
+    """
+    with torch.device("meta"):
+        model = create_model(config)
+    # No autograd state: the counter's module tracker would otherwise hook gradients of parameter views.
+    model.eval().requires_grad_(False)
+    exact_attention(model)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake_mode:
+        model = model.to_empty(device="cpu")
+    return fake_mode, model
+
+
+@cache
+def count_macs(config: ModelConfig, frames: int, size: int) -> MacCount:
+    """Multiply-accumulates of one `[1, 3, frames, size, size]` view through `config`'s network."""
+    fake_mode, model = _shape_only_model(config)
+    try:
+        with fake_mode, FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, 3, frames, size, size))
+    except RuntimeError as error:
+        raise UniformerError(f"cannot run this architecture on {frames}-frame {size}x{size} clips: {error}") from error
+    # FlopCounterMode counts 2 FLOPs per multiply-accumulate; the paper counts 1.
+    counts = {module: sum(ops.values()) // 2 for module, ops in counter.get_flop_counts().items()}
+    total = counts.get("Global", 0)
+    root = type(model).__name__
+
+    def module_macs(path: str, module: nn.Module) -> int:
+        # The tracker records modules that were called; containers such as ModuleList never are.
+        if f"{root}.{path}" in counts:
+            return counts[f"{root}.{path}"]
+        return sum(module_macs(f"{path}.{name}", child) for name, child in module.named_children())
+
+    stage_macs = {group: module_macs(group, getattr(model, group)) for group in STAGE_GROUPS[:-1]}
+    stage_macs["head"] = total - sum(stage_macs.values())
+    params = sum(parameter.numel() for parameter in model.parameters())
+    return MacCount(params=params, macs=total, stage_macs=stage_macs)
+
+
+def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettings) -> BenchResult:
+    """Median latency over `runs` forward passes after `warmup` ones, throughput and peak memory, of the
+    fast inference path (`optimize_for_inference`) under the device's autocast."""
+    device = select_device(settings.device)
+    model = optimize_for_inference(create_model(config).to(device), inplace=True)
+    clips = torch.randn(settings.batch_size, 3, frames, size, size, device=device)
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast(device):
+            model(clips)
+
+    for _ in range(settings.warmup):
+        forward()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(settings.runs):
+        _synchronize(device)
+        start = time.perf_counter()
+        forward()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    latency = statistics.median(times)
+    dtype = autocast_dtype(device)
+    return BenchResult(
+        device=str(device),
+        precision="fp32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast",
+        batch_size=settings.batch_size,
+        warmup=settings.warmup,
+        runs=settings.runs,
+        latency_ms=latency * 1e3,
+        clips_per_s=settings.batch_size / latency,
+        peak_memory_mb=_peak_memory(device, model, clips, forward),
+    )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _peak_memory(
+    device: torch.device, model: nn.Module, clips: torch.Tensor, forward: Callable[[], None]
+) -> float | None:
+    """Peak bytes held by torch tensors during the timed runs (CUDA) or one profiled run (CPU), in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if device.type != "cpu":
+        return None  # MPS exposes current, not peak, allocation
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        forward()
+    # Replay the allocations and frees the profiler recorded, in time order, to find the high-water mark.
+    held = peak = 0
+    for event in sorted(profiler.events(), key=lambda event: event.time_range.start):
+        held += event.self_cpu_memory_usage
+        peak = max(peak, held)
+    resident = sum(tensor.numel() * tensor.element_size() for tensor in (*model.parameters(), *model.buffers(), clips))
+    return (resident + peak) / 2**20
+
+
+def cost_rows(
+    workloads: list[Workload], *, by_stage: bool = False, bench: BenchSettings | None = None, progress: bool = True
+) -> list[CostRow]:
+    """Count (and optionally benchmark) every workload; identical networks are measured once."""
+    benches: dict[tuple[ModelConfig, int, int], BenchResult] = {}
+    rows = []
+    with progress_bar(disable=not progress) as bar:
+        task = bar.add_task("benchmarking" if bench else "counting", total=len(workloads))
+        for workload in workloads:
+            bar.update(task, description=workload.name)
+            count = count_macs(workload.config, workload.frames, workload.size)
+            key = (workload.config, workload.frames, workload.size)
+            if bench is not None and key not in benches:
+                benches[key] = benchmark(workload.config, workload.frames, workload.size, bench)
+            rows.append(
+                CostRow(
+                    name=workload.name,
+                    family=workload.family,
+                    frames=workload.frames,
+                    size=workload.size,
+                    clips=workload.clips,
+                    crops=workload.crops,
+                    params=count.params,
+                    macs_per_view=count.macs,
+                    paper_gflops_per_view=workload.paper_gflops_per_view,
+                    paper_gflops=workload.paper_gflops,
+                    stages={group: macs / 1e9 for group, macs in count.stage_macs.items()} if by_stage else None,
+                    bench=benches.get(key),
+                )
+            )
+            bar.advance(task)
+    return rows
