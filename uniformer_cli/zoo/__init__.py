@@ -110,6 +110,9 @@ class ZooEntry:
         return row
 
 
+Hub = tuple[str, str, int | None]  # repo, file, size in bytes (None: not recorded)
+
+
 def _recipe(
     init: str,
     batch: int,
@@ -124,65 +127,39 @@ def _recipe(
     return Recipe(init, batch, lr, epochs, warmup, wd, randaug, flip)
 
 
-def _kinetics(
+def _entry(
     name: str,
+    official: str,
     family: str,
     dataset: str,
     frames: int,
-    stride: int,
+    stride: int | None,
+    views: str,
+    size: int,
     top1: float,
     gflops: float,
     per_view: float,
+    drop_path: float,
     recipe: Recipe,
-    hub: tuple[str, str, int] | None = None,
+    hub: Hub | None = None,
+    **extra: object,
 ) -> ZooEntry:
+    """One zoo row; the sampling follows from the dataset and family (DATA.md 5.1), the channel order
+    from the official loader (frame folders are read as BGR, DATA.md 1.3)."""
+    clips, crops = (int(n) for n in views.split("x"))
+    sampling: Sampling = "dense" if stride else "sparse" if FAMILIES[family].arch == "light" else "segment"
     return ZooEntry(
         name=name,
-        official_name=f"uniformer_{family}{frames}x{stride}_{dataset}",
+        official_name=official,
         family=family,
         dataset=dataset,
         frames=frames,
         stride=stride,
-        sampling="dense",
-        clips=4,
-        crops=1,
-        size=224,
-        channel_order="rgb",
-        top1=top1,
-        gflops=gflops,
-        gflops_per_view=per_view,
-        drop_path=0.1 if family == "s" else 0.3,
-        recipe=recipe,
-        hub_repo=hub[0] if hub else None,
-        hub_file=hub[1] if hub else None,
-        hub_bytes=hub[2] if hub else None,
-    )
-
-
-def _sth(
-    family: str,
-    dataset: str,
-    frames: int,
-    pre: str,
-    top1: float,
-    drop_path: float,
-    recipe: Recipe,
-    hub: tuple[str, str, int | None] | None = None,
-) -> ZooEntry:
-    per_view = 41.7 if (family, frames) == ("s", 16) else 109.7 if family == "s" else (96.7 if frames == 16 else 259.0)
-    gflops = {("s", 16): 125.0, ("s", 32): 329.0, ("b", 16): 290.0, ("b", 32): 777.0}[(family, frames)]
-    return ZooEntry(
-        name=f"{family}{frames}-{dataset}-{pre}",
-        official_name=f"uniformer_{family}{frames}_{dataset}_pre{pre}",
-        family=family,
-        dataset=dataset,
-        frames=frames,
-        stride=None,
-        sampling="segment",
-        clips=1,
-        crops=3,
-        size=224,
-        channel_order="bgr",
+        sampling=sampling,
+        clips=clips,
+        crops=crops,
+        size=size,
+        channel_order="bgr" if dataset in FRAME_FOLDER_SETS else "rgb",
         top1=top1,
         gflops=gflops,
         gflops_per_view=per_view,
@@ -191,232 +168,89 @@ def _sth(
         hub_repo=hub[0] if hub else None,
         hub_file=hub[1] if hub else None,
         hub_bytes=hub[2] if hub else None,
-    )
-
-
-def _light(
-    family: str,
-    frames: int,
-    size: int,
-    top1: float,
-    gflops: float,
-    recipe: Recipe,
-    layer_scale: float | None = None,
-    hub: tuple[str, str, int | None] | None = None,
-) -> ZooEntry:
-    return ZooEntry(
-        name=f"{family}{frames}-{size}-k400",
-        official_name=f"uniformer_{family}{frames}_{size}_k400",
-        family=family,
-        dataset="k400",
-        frames=frames,
-        stride=None,
-        sampling="sparse",
-        clips=1,
-        crops=1,
-        size=size,
-        channel_order="rgb",
-        top1=top1,
-        gflops=gflops,
-        gflops_per_view=gflops,
-        drop_path=0.05 if family == "xxs" else 0.1,
-        recipe=recipe,
-        layer_scale=layer_scale,
-        hub_repo=hub[0] if hub else None,
-        hub_file=hub[1] if hub else None,
-        hub_bytes=hub[2] if hub else None,
+        **extra,  # type: ignore[arg-type]
     )
 
 
 SENSE_X = "Sense-X/uniformer_video"
+RAND_M5 = "rand-m5-n2-mstd0.25"
 
 _S_K = _recipe("imagenet", 32, 1e-4, 110, 10)
 _B_K16 = _recipe("imagenet", 40, 1.25e-4, 110, 10)
 _B_K32 = _recipe("imagenet", 32, 1e-4, 110, 10)
-_STH_FLIP = dict(flip=False)
+_XXS_LS = _recipe("imagenet", 256, 4e-4, 110, 10, wd=0.1, randaug="rand")
 
+
+def _sth(init: str, batch: int, lr: float, epochs: int) -> Recipe:
+    return _recipe(init, batch, lr, epochs, 5, flip=False)  # left/right is part of the Sth labels
+
+
+# fmt: off
 _ENTRIES: tuple[ZooEntry, ...] = (
-    # Kinetics-400 (4 clips x 1 centre crop)
-    _kinetics("s8x8-k400", "s", "k400", 8, 8, 78.4, 70.0, 17.5, _recipe("imagenet", 128, 4e-4, 100, 10)),
-    _kinetics("s16x4-k400", "s", "k400", 16, 4, 80.8, 167.0, 41.8, _S_K),
-    _kinetics(
-        "s16x8-k400",
-        "s",
-        "k400",
-        16,
-        8,
-        80.8,
-        167.0,
-        41.8,
-        _S_K,
-        (SENSE_X, "uniformer_small_k400_16x8.pth", 85_735_325),
-    ),
+    # name               official name                      fam  data     T   stride views  size top1  GFLOPs per-view drop recipe
+    _entry("s8x8-k400",  "uniformer_s8x8_k400",             "s", "k400",  8,  8,  "4x1", 224, 78.4, 70,   17.5, 0.1, _recipe("imagenet", 128, 4e-4, 100, 10)),
+    _entry("s16x4-k400", "uniformer_s16x4_k400",            "s", "k400",  16, 4,  "4x1", 224, 80.8, 167,  41.8, 0.1, _S_K),
+    _entry("s16x8-k400", "uniformer_s16x8_k400",            "s", "k400",  16, 8,  "4x1", 224, 80.8, 167,  41.8, 0.1, _S_K,
+           (SENSE_X, "uniformer_small_k400_16x8.pth", 85_735_325)),
     # No checkpoint was released for S32x4 (only its log); kept for FLOPs and training.
-    _kinetics("s32x4-k400", "s", "k400", 32, 4, 82.0, 438.0, 109.5, _S_K),
-    _kinetics("b8x8-k400", "b", "k400", 8, 8, 79.8, 161.0, 40.3, _recipe("imagenet", 64, 2e-4, 100, 10)),
-    _kinetics(
-        "b16x4-k400",
-        "b",
-        "k400",
-        16,
-        4,
-        82.0,
-        387.0,
-        96.7,
-        _B_K16,
-        ("Andy1621/uniformer", "uniformer_base_k400_16x4.pth", 199_525_573),
-    ),
-    _kinetics("b16x8-k400", "b", "k400", 16, 8, 81.7, 387.0, 96.7, _B_K16),
-    _kinetics(
-        "b32x4-k400",
-        "b",
-        "k400",
-        32,
-        4,
-        82.9,
-        1036.0,
-        259.0,
-        _B_K32,
-        (SENSE_X, "uniformer_base_k400_32x4.pth", 199_525_573),
-    ),
-    # Kinetics-600
-    _kinetics("s16x4-k600", "s", "k600", 16, 4, 82.8, 167.0, 41.8, _recipe("imagenet", 96, 3e-4, 110, 10)),
-    _kinetics(
-        "s16x8-k600",
-        "s",
-        "k600",
-        16,
-        8,
-        82.7,
-        167.0,
-        41.8,
-        _S_K,
-        (SENSE_X, "uniformer_small_k600_16x8.pth", 86_145_693),
-    ),
-    _kinetics("b16x4-k600", "b", "k600", 16, 4, 84.0, 387.0, 96.7, _B_K16),
-    _kinetics("b16x8-k600", "b", "k600", 16, 8, 83.4, 387.0, 96.7, _recipe("imagenet", 32, 1.25e-4, 110, 10)),
-    _kinetics(
-        "b32x4-k600",
-        "b",
-        "k600",
-        32,
-        4,
-        84.5,
-        1036.0,
-        259.0,
-        _recipe("imagenet", 128, 4e-4, 110, 10),
-        (SENSE_X, "uniformer_base_k600_32x4.pth", 199_935_941),
-    ),
-    # Something-Something V1 (1 clip x 3 crops, BGR frames)
-    _sth("s", "sthv1", 16, "k400", 57.2, 0.2, _recipe("s16x4-k400", 32, 2e-4, 60, 5, **_STH_FLIP)),
-    _sth(
-        "s",
-        "sthv1",
-        16,
-        "k600",
-        57.6,
-        0.2,
-        _recipe("s16x4-k600", 32, 2e-4, 60, 5, **_STH_FLIP),
-        (SENSE_X, "uniformer_small_sthv1_16_prek600.pth", None),
-    ),
-    _sth("s", "sthv1", 32, "k400", 58.8, 0.2, _recipe("s16x4-k400", 32, 2e-4, 60, 5, **_STH_FLIP)),
-    _sth("s", "sthv1", 32, "k600", 59.9, 0.3, _recipe("s16x4-k600", 32, 2e-4, 60, 5, **_STH_FLIP)),
-    _sth("b", "sthv1", 16, "k400", 59.1, 0.6, _recipe("b16x4-k400", 40, 2.5e-4, 60, 5, **_STH_FLIP)),
-    _sth("b", "sthv1", 16, "k600", 58.8, 0.5, _recipe("b16x4-k600", 40, 2.5e-4, 60, 5, **_STH_FLIP)),
-    _sth("b", "sthv1", 32, "k400", 60.9, 0.6, _recipe("b16x4-k400", 32, 2e-4, 60, 5, **_STH_FLIP)),
-    _sth(
-        "b",
-        "sthv1",
-        32,
-        "k600",
-        61.0,
-        0.6,
-        _recipe("b16x4-k600", 32, 2e-4, 60, 5, **_STH_FLIP),
-        (SENSE_X, "uniformer_base_sthv1_32_prek600.pth", 199_061_829),
-    ),
-    # Something-Something V2
-    _sth("s", "sthv2", 16, "k400", 67.7, 0.3, _recipe("s16x4-k400", 32, 2e-4, 50, 5, **_STH_FLIP)),
-    _sth(
-        "s",
-        "sthv2",
-        16,
-        "k600",
-        69.4,
-        0.3,
-        _recipe("s16x4-k600", 32, 2e-4, 50, 5, **_STH_FLIP),
-        (SENSE_X, "uniformer_small_sthv2_16_prek600.pth", 85_271_581),
-    ),
-    _sth("s", "sthv2", 32, "k400", 69.0, 0.3, _recipe("s16x4-k400", 32, 2e-4, 50, 5, **_STH_FLIP)),
-    _sth("s", "sthv2", 32, "k600", 70.4, 0.3, _recipe("s16x4-k600", 32, 2e-4, 50, 5, **_STH_FLIP)),
-    _sth("b", "sthv2", 16, "k400", 70.4, 0.4, _recipe("b16x4-k400", 40, 2.5e-4, 50, 5, **_STH_FLIP)),
-    _sth("b", "sthv2", 16, "k600", 70.2, 0.5, _recipe("b16x4-k600", 40, 2.5e-4, 50, 5, **_STH_FLIP)),
-    _sth("b", "sthv2", 32, "k400", 71.1, 0.5, _recipe("b16x4-k400", 32, 2e-4, 50, 5, **_STH_FLIP)),
-    _sth(
-        "b",
-        "sthv2",
-        32,
-        "k600",
-        71.2,
-        0.5,
-        _recipe("b16x4-k600", 32, 2e-4, 50, 5, **_STH_FLIP),
-        (SENSE_X, "uniformer_base_sthv2_32_prek600.pth", 199_061_829),
-    ),
-    # UCF101 / HMDB51 (5 clips x 3 crops); HMDB51 trained on BGR frame folders with a 101-row head.
-    ZooEntry(
-        name="s16x4-ucf101-k400",
-        official_name="uniformer_s16x4_ucf101_prek400",
-        family="s",
-        dataset="ucf101",
-        frames=16,
-        stride=4,
-        sampling="dense",
-        clips=5,
-        crops=3,
-        size=224,
-        channel_order="rgb",
-        top1=98.3,
-        gflops=625.0,
-        gflops_per_view=41.7,
-        drop_path=0.2,
-        recipe=_recipe("s16x4-k400", 128, 5e-5, 25, 5, randaug="rand-m5-n2-mstd0.25"),
-    ),
-    ZooEntry(
-        name="s16x4-hmdb51-k400",
-        official_name="uniformer_s16x4_hmdb51_prek400",
-        family="s",
-        dataset="hmdb51",
-        frames=16,
-        stride=4,
-        sampling="dense",
-        clips=5,
-        crops=3,
-        size=224,
-        channel_order="bgr",
-        top1=77.5,
-        gflops=625.0,
-        gflops_per_view=41.7,
-        drop_path=0.2,
-        recipe=_recipe("s16x4-k400", 128, 5e-5, 25, 5, randaug="rand-m5-n2-mstd0.25"),
-        head_classes=101,
-    ),
-    # Light models (sparse sampling, 1 view at their own resolution)
-    _light("xxs", 4, 128, 63.2, 1.0, _recipe("imagenet", 256, 4e-4, 110, 10, wd=0.1, randaug="rand"), 0.1),
-    _light("xxs", 4, 160, 65.8, 1.6, _recipe("imagenet", 256, 4e-4, 110, 10, wd=0.1, randaug="rand"), 0.1),
-    _light("xxs", 8, 128, 68.3, 2.0, _recipe("imagenet", 256, 4e-4, 110, 10, wd=0.1, randaug="rand"), 0.1),
-    _light("xxs", 8, 160, 71.4, 3.3, _recipe("imagenet", 256, 4e-4, 110, 10, wd=0.1, randaug="rand-m5-n2-mstd0.25")),
-    _light("xxs", 16, 128, 73.3, 4.2, _recipe("imagenet", 256, 8e-4, 110, 10, wd=0.1, randaug="rand-m5-n2-mstd0.25")),
-    _light(
-        "xxs",
-        16,
-        160,
-        75.1,
-        6.9,
-        _recipe("imagenet", 256, 8e-4, 110, 10, wd=0.1, randaug="rand-m5-n2-mstd0.25"),
-        hub=("Andy1621/uniformer_light", "uniformer_xxs16_160_k400.pth", None),
-    ),
-    _light("xxs", 32, 160, 77.9, 15.4, _recipe("imagenet", 256, 8e-4, 110, 10, wd=0.1, randaug="rand-m5-n2-mstd0.25")),
-    _light("xs", 32, 192, 78.6, 34.2, _recipe("imagenet", 128, 4e-4, 110, 10)),
+    _entry("s32x4-k400", "uniformer_s32x4_k400",            "s", "k400",  32, 4,  "4x1", 224, 82.0, 438, 109.5, 0.1, _S_K),
+    _entry("b8x8-k400",  "uniformer_b8x8_k400",             "b", "k400",  8,  8,  "4x1", 224, 79.8, 161,  40.3, 0.3, _recipe("imagenet", 64, 2e-4, 100, 10)),
+    _entry("b16x4-k400", "uniformer_b16x4_k400",            "b", "k400",  16, 4,  "4x1", 224, 82.0, 387,  96.7, 0.3, _B_K16,
+           ("Andy1621/uniformer", "uniformer_base_k400_16x4.pth", 199_525_573)),
+    _entry("b16x8-k400", "uniformer_b16x8_k400",            "b", "k400",  16, 8,  "4x1", 224, 81.7, 387,  96.7, 0.3, _B_K16),
+    _entry("b32x4-k400", "uniformer_b32x4_k400",            "b", "k400",  32, 4,  "4x1", 224, 82.9, 1036, 259,  0.3, _B_K32,
+           (SENSE_X, "uniformer_base_k400_32x4.pth", 199_525_573)),
+    _entry("s16x4-k600", "uniformer_s16x4_k600",            "s", "k600",  16, 4,  "4x1", 224, 82.8, 167,  41.8, 0.1, _recipe("imagenet", 96, 3e-4, 110, 10)),
+    _entry("s16x8-k600", "uniformer_s16x8_k600",            "s", "k600",  16, 8,  "4x1", 224, 82.7, 167,  41.8, 0.1, _S_K,
+           (SENSE_X, "uniformer_small_k600_16x8.pth", 86_145_693)),
+    _entry("b16x4-k600", "uniformer_b16x4_k600",            "b", "k600",  16, 4,  "4x1", 224, 84.0, 387,  96.7, 0.3, _B_K16),
+    _entry("b16x8-k600", "uniformer_b16x8_k600",            "b", "k600",  16, 8,  "4x1", 224, 83.4, 387,  96.7, 0.3, _recipe("imagenet", 32, 1.25e-4, 110, 10)),
+    # The B32x4-K600 run used 4 nodes (batch 32 per node, lr 1e-4 per node).
+    _entry("b32x4-k600", "uniformer_b32x4_k600",            "b", "k600",  32, 4,  "4x1", 224, 84.5, 1036, 259,  0.3, _recipe("imagenet", 128, 4e-4, 110, 10),
+           (SENSE_X, "uniformer_base_k600_32x4.pth", 199_935_941)),
+    # Something-Something: segment sampling, 1 clip x 3 crops, BGR frame folders.
+    _entry("s16-sthv1-k400", "uniformer_s16_sthv1_prek400", "s", "sthv1", 16, None, "1x3", 224, 57.2, 125,  41.7, 0.2, _sth("s16x4-k400", 32, 2e-4, 60)),
+    _entry("s16-sthv1-k600", "uniformer_s16_sthv1_prek600", "s", "sthv1", 16, None, "1x3", 224, 57.6, 125,  41.7, 0.2, _sth("s16x4-k600", 32, 2e-4, 60),
+           (SENSE_X, "uniformer_small_sthv1_16_prek600.pth", None)),
+    _entry("s32-sthv1-k400", "uniformer_s32_sthv1_prek400", "s", "sthv1", 32, None, "1x3", 224, 58.8, 329, 109.7, 0.2, _sth("s16x4-k400", 32, 2e-4, 60)),
+    _entry("s32-sthv1-k600", "uniformer_s32_sthv1_prek600", "s", "sthv1", 32, None, "1x3", 224, 59.9, 329, 109.7, 0.3, _sth("s16x4-k600", 32, 2e-4, 60)),
+    _entry("b16-sthv1-k400", "uniformer_b16_sthv1_prek400", "b", "sthv1", 16, None, "1x3", 224, 59.1, 290,  96.7, 0.6, _sth("b16x4-k400", 40, 2.5e-4, 60)),
+    _entry("b16-sthv1-k600", "uniformer_b16_sthv1_prek600", "b", "sthv1", 16, None, "1x3", 224, 58.8, 290,  96.7, 0.5, _sth("b16x4-k600", 40, 2.5e-4, 60)),
+    _entry("b32-sthv1-k400", "uniformer_b32_sthv1_prek400", "b", "sthv1", 32, None, "1x3", 224, 60.9, 777, 259,   0.6, _sth("b16x4-k400", 32, 2e-4, 60)),
+    _entry("b32-sthv1-k600", "uniformer_b32_sthv1_prek600", "b", "sthv1", 32, None, "1x3", 224, 61.0, 777, 259,   0.6, _sth("b16x4-k600", 32, 2e-4, 60),
+           (SENSE_X, "uniformer_base_sthv1_32_prek600.pth", 199_061_829)),
+    _entry("s16-sthv2-k400", "uniformer_s16_sthv2_prek400", "s", "sthv2", 16, None, "1x3", 224, 67.7, 125,  41.7, 0.3, _sth("s16x4-k400", 32, 2e-4, 50)),
+    _entry("s16-sthv2-k600", "uniformer_s16_sthv2_prek600", "s", "sthv2", 16, None, "1x3", 224, 69.4, 125,  41.7, 0.3, _sth("s16x4-k600", 32, 2e-4, 50),
+           (SENSE_X, "uniformer_small_sthv2_16_prek600.pth", 85_271_581)),
+    _entry("s32-sthv2-k400", "uniformer_s32_sthv2_prek400", "s", "sthv2", 32, None, "1x3", 224, 69.0, 329, 109.7, 0.3, _sth("s16x4-k400", 32, 2e-4, 50)),
+    _entry("s32-sthv2-k600", "uniformer_s32_sthv2_prek600", "s", "sthv2", 32, None, "1x3", 224, 70.4, 329, 109.7, 0.3, _sth("s16x4-k600", 32, 2e-4, 50)),
+    _entry("b16-sthv2-k400", "uniformer_b16_sthv2_prek400", "b", "sthv2", 16, None, "1x3", 224, 70.4, 290,  96.7, 0.4, _sth("b16x4-k400", 40, 2.5e-4, 50)),
+    _entry("b16-sthv2-k600", "uniformer_b16_sthv2_prek600", "b", "sthv2", 16, None, "1x3", 224, 70.2, 290,  96.7, 0.5, _sth("b16x4-k600", 40, 2.5e-4, 50)),
+    _entry("b32-sthv2-k400", "uniformer_b32_sthv2_prek400", "b", "sthv2", 32, None, "1x3", 224, 71.1, 777, 259,   0.5, _sth("b16x4-k400", 32, 2e-4, 50)),
+    _entry("b32-sthv2-k600", "uniformer_b32_sthv2_prek600", "b", "sthv2", 32, None, "1x3", 224, 71.2, 777, 259,   0.5, _sth("b16x4-k600", 32, 2e-4, 50),
+           (SENSE_X, "uniformer_base_sthv2_32_prek600.pth", 199_061_829)),
+    # UCF101 / HMDB51: dense 16x4, 5 clips x 3 crops; the HMDB51 head has 101 rows (MODEL.md 6.2).
+    _entry("s16x4-ucf101-k400", "uniformer_s16x4_ucf101_prek400", "s", "ucf101", 16, 4, "5x3", 224, 98.3, 625, 41.7, 0.2,
+           _recipe("s16x4-k400", 128, 5e-5, 25, 5, randaug=RAND_M5)),
+    _entry("s16x4-hmdb51-k400", "uniformer_s16x4_hmdb51_prek400", "s", "hmdb51", 16, 4, "5x3", 224, 77.5, 625, 41.7, 0.2,
+           _recipe("s16x4-k400", 128, 5e-5, 25, 5, randaug=RAND_M5), head_classes=101),
+    # Light models: sparse sampling, 1 view at their own resolution; "ls" checkpoints have layer scale.
+    _entry("xxs4-128-k400",  "uniformer_xxs4_128_k400",     "xxs", "k400", 4,  None, "1x1", 128, 63.2, 1.0,  1.0, 0.05, _XXS_LS, layer_scale=0.1),
+    _entry("xxs4-160-k400",  "uniformer_xxs4_160_k400",     "xxs", "k400", 4,  None, "1x1", 160, 65.8, 1.6,  1.6, 0.05, _XXS_LS, layer_scale=0.1),
+    _entry("xxs8-128-k400",  "uniformer_xxs8_128_k400",     "xxs", "k400", 8,  None, "1x1", 128, 68.3, 2.0,  2.0, 0.05, _XXS_LS, layer_scale=0.1),
+    _entry("xxs8-160-k400",  "uniformer_xxs8_160_k400",     "xxs", "k400", 8,  None, "1x1", 160, 71.4, 3.3,  3.3, 0.05,
+           _recipe("imagenet", 256, 4e-4, 110, 10, wd=0.1, randaug=RAND_M5)),
+    _entry("xxs16-128-k400", "uniformer_xxs16_128_k400",    "xxs", "k400", 16, None, "1x1", 128, 73.3, 4.2,  4.2, 0.05,
+           _recipe("imagenet", 256, 8e-4, 110, 10, wd=0.1, randaug=RAND_M5)),
+    _entry("xxs16-160-k400", "uniformer_xxs16_160_k400",    "xxs", "k400", 16, None, "1x1", 160, 75.1, 6.9,  6.9, 0.05,
+           _recipe("imagenet", 256, 8e-4, 110, 10, wd=0.1, randaug=RAND_M5),
+           ("Andy1621/uniformer_light", "uniformer_xxs16_160_k400.pth", None)),
+    _entry("xxs32-160-k400", "uniformer_xxs32_160_k400",    "xxs", "k400", 32, None, "1x1", 160, 77.9, 15.4, 15.4, 0.05,
+           _recipe("imagenet", 256, 8e-4, 110, 10, wd=0.1, randaug=RAND_M5)),
+    _entry("xs32-192-k400",  "uniformer_xs32_192_k400",     "xs",  "k400", 32, None, "1x1", 192, 78.6, 34.2, 34.2, 0.1,
+           _recipe("imagenet", 128, 4e-4, 110, 10)),
 )
+# fmt: on
 
 ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in _ENTRIES}
 
