@@ -1,0 +1,71 @@
+"""`torchrun` DDP training (gloo, CPU) against one process that sees the same batches.
+
+Two processes with micro-batch B and one process accumulating two micro-batches of B see the same
+videos in the same chunks (`GlobalBatchSampler`), draw the same augmentation, mixup and drop-path
+randomness (keyed by sample and chunk, not by rank), normalise BatchNorm over the same chunks and
+average the same gradients; only the floating-point summation order differs. So their loss curves
+and weights must agree to float32 rounding, amplified a little by Adam over a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from motion_data import motion_dataset, tiny_flags
+
+from uniformer_cli.engine.checkpointing import load_checkpoint
+
+LOSS_TOLERANCE = 1e-5  # relative, per logged step (measured: 1.3e-7)
+WEIGHT_TOLERANCE = 1e-5  # absolute, per parameter after 8 steps (measured: 8.8e-7)
+
+FLAGS = [*tiny_flags(), "--no-flip", "--workers", "0", "--epochs", "2", "--log-every", "1"]
+# The official augmentation chain and regularisers, so that every random draw is exercised.
+FLAGS += ["--aug", "official", "--randaug", "rand-m7-n2-mstd0.5", "--mixup", "--drop-path", "0.1", "--lr", "2e-3"]
+
+
+def train_command(data: Path, output: Path, *extra: str) -> list[str]:
+    return ["-m", "uniformer_cli.cli.app", "train", "--data", str(data), "-o", str(output), *FLAGS, *extra, "--json"]
+
+
+def step_losses(run: Path) -> list[float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [record["loss"] for record in records if record["event"] == "step"]
+
+
+def run(command: list[str]) -> None:
+    # One thread per process, as torchrun gives each of its workers (and a busy second core would slow
+    # a two-thread process by orders of magnitude).
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_accumulating_the_same_global_batch(tmp_path: Path) -> None:
+    data = motion_dataset(tmp_path / "motion", 4, 1)  # 16 training videos: 4 steps of 4 per epoch
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    run([*torchrun, *train_command(data, ddp, "--batch-size", "2")])
+    run([sys.executable, *train_command(data, single, "--batch-size", "2", "--accum-steps", "2")])
+
+    for folder, processes in ((ddp, 2), (single, 1)):
+        config = json.loads((folder / "config.json").read_text())
+        assert config["world_size"] == processes
+        assert config["batch_size"] * config["accum_steps"] * config["world_size"] == 4
+    ddp_losses, single_losses = step_losses(ddp), step_losses(single)
+    assert len(ddp_losses) == len(single_losses) == 8
+    for step, (a, b) in enumerate(zip(ddp_losses, single_losses, strict=True), start=1):
+        assert a == pytest.approx(b, rel=LOSS_TOLERANCE), f"step {step}: {a} vs {b}"
+    assert len(set(ddp_losses)) > 1  # the model trained
+
+    ddp_state, single_state = load_checkpoint(ddp / "last.pt"), load_checkpoint(single / "last.pt")
+    parameters = {
+        name for name, _ in ddp_state["model"].items() if "running_" not in name and "num_batches" not in name
+    }
+    worst = max((ddp_state["model"][name] - single_state["model"][name]).abs().max().item() for name in parameters)
+    assert worst <= WEIGHT_TOLERANCE

@@ -1,0 +1,91 @@
+"""Training checkpoints: atomic writes and a state that `torch.load(weights_only=True)` can read back.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (no pickled classes), so
+resuming never executes code from the file. Random number generator states are stored as tensors
+and lists for the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from uniformer_cli.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "uniformer-train/1"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Run `write(temporary_path)`, flush it to disk and rename it over `path`.
+
+    A crash at any point leaves either the previous file or the new one, never a partial file: the
+    rename is atomic on POSIX and Windows file systems, and the data is fsynced before it. A failed
+    write removes its temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    # Persist the rename itself (the directory entry); not possible on every platform.
+    with contextlib.suppress(OSError):
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Atomically write a training state dict with `torch.save`."""
+    atomic_write(path, lambda temporary: torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a training checkpoint written by `save_checkpoint` (safely: `weights_only=True`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no training checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
+        raise CheckpointError(f"cannot read training checkpoint {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a uniformer training checkpoint (use it with --model or --weights)")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and every CUDA device) generator states as weights-only types."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured (CUDA states only when the device count matches)."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

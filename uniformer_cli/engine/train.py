@@ -1,0 +1,536 @@
+"""Training and fine-tuning (issue 6, DATA.md 7): `train(config, runtime)` runs a planned `TrainConfig`
+alone or as one rank of a `torchrun` job (DDP), and `resume=` continues it exactly.
+
+Files in the output folder (written by rank 0):
+- `last.pt`, `best.pt`: training checkpoints (model, optimiser, scaler, counters, RNG states, config),
+  written atomically and readable with `torch.load(weights_only=True)`;
+- `best.safetensors`: the best model with its config, labels and test protocol (`predict --weights`);
+- `metrics.jsonl`: one JSON object per logged step and per epoch; `config.json`: the run's config;
+- `tensorboard/`: event files with `--tensorboard` when TensorBoard is installed.
+
+Every random draw is keyed by the run's seed and a position (epoch, step, sample or micro-batch), so
+the same config gives the same run with any worker count, after a resume, and with N processes x 1
+micro-batch or 1 process x N accumulated micro-batches (see `GlobalBatchSampler`).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from huggingface_hub import hf_hub_download
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from uniformer_cli.data.augment import ClipAugment, MixupCutmix, soft_cross_entropy
+from uniformer_cli.data.datasets import Sample, class_key
+from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from uniformer_cli.engine.evaluate import Session, _single_thread_worker, compute_metrics, score_videos, session
+from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
+from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng
+from uniformer_cli.errors import CheckpointError, UniformerError
+from uniformer_cli.models import create_model
+from uniformer_cli.progress import progress_bar, stderr_console
+from uniformer_cli.weights import (
+    inflate_image_state_dict,
+    load_state_dict_strict,
+    read_checkpoint,
+    resolve_model,
+    save_weights,
+)
+from uniformer_cli.zoo import IMAGENET_WEIGHTS, get_entry
+
+HEAD_MODULES = ("head", "head_cls")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optimisation
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on norms, biases, other 1-D parameters and the class token."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if parameter.ndim <= 1 or name.endswith((".bias", "cls_token")):
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass(frozen=True)
+class CosineSchedule:
+    """Learning rate at a fractional epoch: linear warm-up from `min_lr` to `lr`, then a half cosine
+    down to `min_lr` at `epochs` (PySlowFast's cosine policy with COSINE_AFTER_WARMUP, DATA.md 7.3)."""
+
+    lr: float
+    min_lr: float
+    warmup_epochs: float
+    epochs: int
+
+    def __call__(self, epoch: float) -> float:
+        if epoch < self.warmup_epochs:
+            return self.min_lr + (self.lr - self.min_lr) * epoch / self.warmup_epochs
+        progress = min((epoch - self.warmup_epochs) / max(self.epochs - self.warmup_epochs, 1e-12), 1.0)
+        return self.min_lr + (self.lr - self.min_lr) * (math.cos(math.pi * progress) + 1.0) * 0.5
+
+
+def amp_dtype(amp: str, device: torch.device, light: bool) -> torch.dtype | None:
+    """Autocast dtype: `auto` is bf16 on CUDA GPUs that have it, else fp16 with a gradient scaler
+    (except for the light models, whose fp16 training overflowed, MODEL.md 11); off elsewhere."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None if light else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise UniformerError("--amp fp16 needs a CUDA GPU (its gradient scaler is CUDA-only): use bf16 or off")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+class TrainForward(nn.Module):
+    """The model's training forward as `forward`, so that DDP sees and synchronises it: light models
+    return `(logits, token_logits)` for the two-head loss, S/B models their logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        forward_train = getattr(self.model, "forward_train", None)
+        return forward_train(clips) if forward_train is not None else self.model(clips)
+
+
+def training_loss(outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """Soft-target cross entropy; light models average their two heads' losses (DATA.md 7.2)."""
+    if isinstance(outputs, tuple):
+        return 0.5 * soft_cross_entropy(outputs[0], targets) + 0.5 * soft_cross_entropy(outputs[1], targets)
+    return soft_cross_entropy(outputs, targets)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Initial weights
+
+
+def _same_classes(labels: list[str] | None, classes: tuple[str, ...]) -> bool:
+    return labels is not None and [class_key(name) for name in labels] == [class_key(name) for name in classes]
+
+
+def image_weights(family: str) -> Path:
+    """The family's ImageNet-1K image checkpoint (`IMAGENET_WEIGHTS`), through the Hub cache."""
+    repo, filename = IMAGENET_WEIGHTS[family]
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except Exception as error:  # offline, HTTP errors, missing entry: huggingface_hub has many types
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"cannot get {filename} from {repo} ({reason}): download it and pass it with --init FILE"
+        ) from None
+
+
+def build_model(config: TrainConfig, *, initialise: bool = True) -> nn.Module:
+    """The network of `config`, with its starting weights unless `initialise` is off (resuming).
+
+    ImageNet image weights are inflated to 3-D (MODEL.md 8); a fine-tuned checkpoint keeps its head
+    when its classes are the run's and gets a new head otherwise (DATA.md 7.5).
+    """
+    torch.manual_seed(config.seed)  # random initial weights (scratch, new heads) belong to the run's seed
+    model = create_model(config.model)
+    if not initialise or config.init == SCRATCH:
+        return model
+    if config.init == IMAGENET:
+        source = Path(config.init_model) if config.init_model else image_weights(get_entry(config.recipe_from).family)
+        state = read_checkpoint(source).state_dict
+    else:
+        assert config.init_model is not None
+        zoo_name = config.init_model if config.init_weights else None
+        loaded = resolve_model(config.init_weights or config.init_model, zoo_name=zoo_name)
+        source, state = loaded.path, loaded.model.state_dict()
+        if not _same_classes(loaded.labels, config.classes):
+            state = {key: value for key, value in state.items() if key.split(".")[0] not in HEAD_MODULES}
+    load_state_dict_strict(model, inflate_image_state_dict(state, model), str(source))
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------
+# Logging
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    epochs: int  # completed
+    steps: int
+    best_top1: float | None
+    best_epoch: int | None
+    last_checkpoint: Path
+    exported: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)  # the epoch records
+    stopped_early: bool = False  # --max-steps ended the run before its last epoch
+
+
+class MetricsLog:
+    """`metrics.jsonl` (rank 0 only), a line per record; a resumed run first drops the lines written
+    after its checkpoint, so the file reads like one uninterrupted run. Optionally TensorBoard too."""
+
+    def __init__(self, path: Path, enabled: bool, resumed_step: int | None, tensorboard: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.writer: Any = None
+        if not enabled:
+            return
+        kept = []
+        if resumed_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_step]
+        path.write_text("".join(f"{line}\n" for line in kept))
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                stderr_console.print("[yellow]TensorBoard is not installed (pip install tensorboard): JSON log only")
+            else:
+                self.writer = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resumed_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, float):
+                    self.writer.add_scalar(f"{record['event']}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _mean_over_ranks(value: float, processes: Session) -> float:
+    if processes.world_size == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=processes.device)
+    dist.all_reduce(tensor)
+    return tensor.item() / processes.world_size
+
+
+def _from_rank0(value: Any, processes: Session) -> Any:
+    """Rank 0's `value` on every rank, so that all of them take the same branch."""
+    if processes.world_size == 1:
+        return value
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _seed_micro_step(seed: int, epoch: int, step: int, chunk: int) -> None:
+    """Seed torch's global generator (drop path) from the micro-batch's place in the run rather than
+    a stream: resumed or differently parallelised runs draw the same masks for the same samples."""
+    torch.manual_seed(int(keyed_rng(seed, epoch, step, chunk).integers(2**62)))
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _steps(loader: DataLoader, accumulation: int) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The loader's micro-batches grouped per optimiser step."""
+    group = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == accumulation:
+            yield group
+            group = []
+
+
+def train(config: TrainConfig, runtime: Runtime, *, resume: Path | None = None) -> TrainResult:
+    """Run `config`, or continue it from the checkpoint `resume`. Under torchrun every rank calls it;
+    the result (and every file) comes from rank 0."""
+    with session(runtime.device) as processes:
+        trainer = _Trainer(config, runtime, processes, resume)
+        try:
+            return trainer.run()
+        finally:
+            trainer.release()
+
+
+class _Trainer:
+    """One run's state; `run()` is the epoch loop."""
+
+    def __init__(self, config: TrainConfig, runtime: Runtime, processes: Session, resume: Path | None) -> None:
+        self.config, self.runtime, self.processes = config, runtime, processes
+        self.output = Path(config.output)
+        if resume is None and _from_rank0((self.output / "last.pt").exists(), processes):
+            raise UniformerError(f"{self.output} already holds a run: continue it with --resume, or pick another -o")
+        device = processes.device
+        state = load_checkpoint(resume) if resume is not None else None
+        self.train_split, self.val_split = config_splits(config)
+
+        self.model = build_model(config, initialise=state is None).to(device)
+        if state is not None:
+            load_state_dict_strict(self.model, state["model"], str(resume))
+        if runtime.grad_checkpointing:
+            per_stage = None if runtime.grad_checkpointing is True else runtime.grad_checkpointing
+            self.model.set_grad_checkpointing(True, per_stage)
+        forward: nn.Module = TrainForward(self.model)
+        if processes.world_size > 1:
+            forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
+        self.ddp = forward if isinstance(forward, DistributedDataParallel) else None
+        self.forward = torch.compile(forward) if runtime.compile else forward
+        self.dtype = amp_dtype(config.amp, device, config.model.arch == "light")
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999), eps=1e-8
+        )
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.schedule = CosineSchedule(config.lr, config.min_lr, config.warmup_epochs, config.epochs)
+        self.mixer = MixupCutmix(
+            len(config.classes), config.mixup_alpha, config.cutmix_alpha, smoothing=config.label_smoothing
+        )
+        self.sampler = GlobalBatchSampler(
+            len(self.train_split.samples),
+            config.batch_size,
+            accumulation=config.accum_steps,
+            world_size=processes.world_size,
+            rank=processes.rank,
+            seed=config.seed,
+        )
+        self.loader = DataLoader(
+            TrainClips(
+                self.train_split.samples, config.sampling, ClipAugment(config.augment), config.seed, runtime.decoder
+            ),
+            batch_sampler=self.sampler,
+            num_workers=runtime.workers,
+            worker_init_fn=_single_thread_worker if runtime.workers else None,
+            pin_memory=device.type == "cuda",
+            persistent_workers=runtime.workers > 0,
+            generator=torch.Generator().manual_seed(config.seed),  # leaves the global generator alone
+        )
+        self.step = 0
+        self.best_top1: float | None = None
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []
+        self.epoch_losses: list[float] = []  # the step losses so far in the current epoch
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+            self.step, self.best_top1, self.best_epoch = state["step"], state["best_top1"], state["best_epoch"]
+            self.history, self.epoch_losses = state["history"], state["epoch_losses"]
+            set_rng_state(state["rng"])
+        if processes.main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            (self.output / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        resumed_step = self.step if state is not None else None
+        self.log = MetricsLog(self.output / "metrics.jsonl", processes.main, resumed_step, runtime.tensorboard)
+
+    def release(self) -> None:
+        """Let go of the DDP wrapper and the loader before the process group goes away: a DDP reducer
+        that outlives its group (it sits in reference cycles until a garbage collection) can abort
+        the process at exit."""
+        if self.processes.world_size > 1:
+            dist.barrier()
+        del self.forward, self.ddp, self.loader
+        gc.collect()
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+
+    def state(self, epoch: float) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "model": {key: value.detach().cpu() for key, value in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "epoch": epoch,
+            "step": self.step,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "epoch_losses": self.epoch_losses,
+            "rng": rng_state(),
+        }
+
+    def export(self, path: Path) -> Path:
+        """The model as safetensors with config, class names and test protocol (`predict --weights`)."""
+        protocol = self.config.protocol.as_dict()
+        return save_weights(path, self.model, self.config.model, labels=list(self.config.classes), protocol=protocol)
+
+    # -- steps ---------------------------------------------------------------------------------------
+
+    def optimiser_step(self, epoch: int, group: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> float:
+        """Forward/backward every micro-batch of the step, then one clipped optimiser update; returns
+        the step's loss (mean over micro-batches and processes, so every rank sees the same value)."""
+        config, device = self.config, self.processes.device
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = lr
+        total = 0.0
+        for micro_step, (clips, labels) in enumerate(group):
+            chunk = self.sampler.chunk(micro_step)
+            clips = clips.flatten(0, 1).to(device, non_blocking=True)  # [B * repeats, 3, T, S, S]
+            labels = labels.repeat_interleave(config.augment.repeats).to(device)
+            clips, targets = self.mixer(clips, labels, keyed_rng(config.seed, epoch, self.step, chunk, 1))
+            _seed_micro_step(config.seed, epoch, self.step, chunk)
+            # Gradients are all-reduced once per step, on the last micro-batch.
+            last = micro_step == len(group) - 1
+            with nullcontext() if last or self.ddp is None else self.ddp.no_sync():
+                with _autocast(device, self.dtype):
+                    loss = training_loss(self.forward(clips), targets)
+                self.scaler.scale(loss / len(group)).backward()
+            total += loss.item()
+        loss = _mean_over_ranks(total / len(group), self.processes)
+        if not math.isfinite(loss):  # the same verdict on every rank, so none is left waiting
+            raise UniformerError(f"the training loss became {loss} at step {self.step}: lower --lr, or try --amp off")
+        if config.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss
+
+    def run(self) -> TrainResult:
+        config, runtime, processes = self.config, self.runtime, self.processes
+        steps_per_epoch = self.sampler.steps_per_epoch
+        clips_per_step = config.global_batch * config.augment.repeats
+        reached_max = False
+        progress = progress_bar("loss", "lr", "clips_s", disable=not (processes.main and runtime.progress))
+        with progress:
+            for epoch in range(self.step // steps_per_epoch, config.epochs):
+                done_in_epoch = self.step - epoch * steps_per_epoch
+                self.sampler.set_position(epoch, done_in_epoch)
+                task = progress.add_task(
+                    f"epoch {epoch + 1}/{config.epochs}",
+                    total=steps_per_epoch,
+                    completed=done_in_epoch,
+                    loss="-",
+                    lr="-",
+                    clips_s="-",
+                )
+                self.model.train()
+                window: list[float] = []
+                window_start = time.perf_counter()
+                for group in _steps(self.loader, config.accum_steps):
+                    lr = self.schedule(self.step / steps_per_epoch)
+                    loss = self.optimiser_step(epoch, group, lr)
+                    window.append(loss)
+                    self.epoch_losses.append(loss)
+                    progress.update(task, advance=1)
+                    if self.step % runtime.log_every == 0 or self.step % steps_per_epoch == 0:
+                        mean = sum(window) / len(window)
+                        speed = clips_per_step * len(window) / max(time.perf_counter() - window_start, 1e-9)
+                        record = {"event": "step", "epoch": epoch + 1, "step": self.step, "loss": mean, "lr": lr}
+                        self.log.write({**record, "clips_per_s": speed})
+                        progress.update(task, loss=f"{mean:.4f}", lr=f"{lr:.2e}", clips_s=f"{speed:.1f}")
+                        window, window_start = [], time.perf_counter()
+                    reached_max = runtime.max_steps is not None and self.step >= runtime.max_steps
+                    periodic = config.save_every > 0 and self.step % config.save_every == 0
+                    # Mid-epoch saves only: the epoch's end saves after validating.
+                    if processes.main and (reached_max or periodic) and self.step % steps_per_epoch:
+                        save_checkpoint(self.state(self.step / steps_per_epoch), self.output / "last.pt")
+                    if reached_max:
+                        break
+                progress.remove_task(task)
+                if self.step % steps_per_epoch:  # stopped by --max-steps inside the epoch
+                    break
+                self.end_epoch(epoch, sum(self.epoch_losses) / len(self.epoch_losses))
+                self.epoch_losses = []
+                if reached_max:
+                    break
+        self.log.close()
+        exported = self.output / "best.safetensors"
+        return TrainResult(
+            output=self.output,
+            epochs=self.step // steps_per_epoch,
+            steps=self.step,
+            best_top1=self.best_top1,
+            best_epoch=self.best_epoch,
+            last_checkpoint=self.output / "last.pt",
+            exported=exported if exported.exists() else None,
+            history=self.history,
+            stopped_early=self.step < config.epochs * steps_per_epoch,
+        )
+
+    def end_epoch(self, epoch: int, train_loss: float) -> None:
+        """Validate (every `val_every` epochs and after the last), log, save `last` and, when the
+        validation top-1 improved, `best` and its safetensors export."""
+        config, processes = self.config, self.processes
+        record: dict[str, Any] = {
+            "event": "epoch",
+            "epoch": epoch + 1,
+            "step": self.step,
+            "train_loss": train_loss,
+        }
+        improved = False
+        if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+            protocol = config.protocol.with_views(config.val_clips, config.val_crops)
+            batch = max(protocol.views, config.batch_size * config.augment.repeats)
+            metrics = validate(self.model, self.val_split.samples, protocol, processes, self.runtime, batch)
+            record.update(metrics)
+            improved = self.best_top1 is None or metrics["val_top1"] > self.best_top1
+            if improved:
+                self.best_top1, self.best_epoch = metrics["val_top1"], epoch + 1
+            record["best_top1"] = self.best_top1
+        self.history.append(record)
+        self.log.write(record)
+        if processes.main:
+            state = self.state(float(epoch + 1))
+            save_checkpoint(state, self.output / "last.pt")
+            if improved:
+                save_checkpoint(state, self.output / "best.pt")
+                self.export(self.output / "best.safetensors")
+            shown = ", ".join(f"{key} {value:.4g}" for key, value in record.items() if isinstance(value, float))
+            stderr_console.print(f"epoch {epoch + 1}/{config.epochs}: {shown}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate(
+    model: nn.Module,
+    samples: list[Sample],
+    protocol: ViewProtocol,
+    processes: Session,
+    runtime: Runtime,
+    batch_size: int,
+) -> dict[str, float]:
+    """Top-1/top-5/mean-class accuracy of `samples` with the eval engine's scoring (the protocol's views,
+    summed logits), each rank scoring every world_size-th video; every rank gets the numbers."""
+    if processes.world_size > 1:
+        # Each rank's last forward updated its own BatchNorm statistics: validate (and save) rank 0's.
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+    model.eval()
+    scored = score_videos(
+        model,
+        samples,
+        list(range(processes.rank, len(samples), processes.world_size)),
+        [str(sample.path) for sample in samples],
+        protocol,
+        processes.device,
+        batch_size=batch_size,
+        workers=runtime.workers,
+        decoder=runtime.decoder,
+    )
+    results = processes.gather(dict(scored))
+    metrics = _from_rank0(compute_metrics(list(results.values())) if processes.main else None, processes)
+    model.train()
+    return {"val_top1": metrics.top1, "val_top5": metrics.top5, "val_mean_class": metrics.mean_class}

@@ -1,0 +1,432 @@
+"""What a training run is: `TrainOptions` (what the user asked, None = default) -> `TrainConfig` (complete).
+
+`plan_training` resolves every default: classes from the data, architecture and test protocol from the
+weights the run starts from, hyper-parameters from the released recipe of the matching zoo entry
+(DATA.md 7.4) with the learning rate scaled linearly to the user's batch. The config is saved in every
+checkpoint, so `--resume` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from uniformer_cli.data.augment import AugmentConfig
+from uniformer_cli.data.datasets import DatasetSplit, read_dataset
+from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.engine.checkpointing import load_checkpoint
+from uniformer_cli.engine.train_data import ClipSampling
+from uniformer_cli.errors import DatasetError, UniformerError
+from uniformer_cli.models.config import FAMILIES, ModelConfig
+from uniformer_cli.weights import resolve_model
+from uniformer_cli.weights.checkpoint import light_keep_ratios
+from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZOO, ZooEntry, get_entry
+
+# The official augmentation (RandAugment, mixup/cutmix, erasing, 2 repeats) needs data to pay off;
+# below this many training videos `--aug auto` uses the plain jitter + crop + flip chain.
+OFFICIAL_AUG_MIN_VIDEOS = 1000
+GPUS_PER_RECIPE_MACHINE = 8  # recipe batch sizes count videos per 8-GPU machine (DATA.md 7.4)
+WARMUP_START_LR = 1e-6  # warm-up start and cosine end learning rate (DATA.md 7.3)
+CLIP_GRAD_NORM = 20.0
+LABEL_SMOOTHING = 0.1
+ERASE_PROB = 0.25
+REPEATS = 2
+MIXUP_ALPHA, CUTMIX_ALPHA = 0.8, 1.0
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+AUG_CHOICES = ("auto", "official", "basic")
+SCRATCH, IMAGENET, FINETUNE = "scratch", "imagenet", "finetune"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run (saved in every checkpoint; `--resume` reuses it)."""
+
+    output: str
+    data: str
+    dataset: str
+    classes: tuple[str, ...]
+    init: str  # SCRATCH, IMAGENET or FINETUNE
+    init_model: str | None  # IMAGENET: an image checkpoint file (None: the Hub's); FINETUNE: zoo name or file
+    init_weights: str | None  # FINETUNE from a zoo name: the local file of that entry (None: download)
+    model: ModelConfig
+    protocol: ViewProtocol  # test protocol of the exported model; frames/stride/sampling drive training
+    augment: AugmentConfig
+    recipe_from: str  # the zoo entry whose recipe gave the defaults
+    epochs: int
+    warmup_epochs: float
+    lr: float
+    min_lr: float
+    weight_decay: float
+    batch_size: int  # videos per process and micro-batch
+    accum_steps: int
+    world_size: int
+    clip_grad: float
+    label_smoothing: float
+    mixup_alpha: float  # 0 disables mixup
+    cutmix_alpha: float  # 0 disables cutmix
+    amp: str
+    seed: int
+    val_every: int
+    val_clips: int
+    val_crops: int
+    save_every: int  # optimiser steps between mid-epoch checkpoints (0: at epoch ends only)
+    train_split: str = "train"
+    val_split: str = "val"
+    train_list: str | None = None
+    val_list: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+
+    @property
+    def global_batch(self) -> int:
+        """Videos per optimiser step over all processes."""
+        return self.batch_size * self.accum_steps * self.world_size
+
+    @property
+    def sampling(self) -> ClipSampling:
+        return ClipSampling(self.protocol.frames, self.protocol.stride, self.protocol.sampling)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(
+            classes=list(self.classes),
+            model=asdict(self.model),
+            protocol=self.protocol.as_dict(),
+            augment=asdict(self.augment),
+        )
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        augment = {key: tuple(value) if isinstance(value, list) else value for key, value in values["augment"].items()}
+        return cls(
+            **{
+                **values,
+                "model": ModelConfig(**values["model"]),
+                "protocol": ViewProtocol.from_dict(values["protocol"]),
+                "augment": AugmentConfig(**augment),
+            }
+        )
+
+
+@dataclass
+class TrainOptions:
+    """What the user asked for; None means "the default" (mostly from the zoo recipe)."""
+
+    data: Path | None = None
+    output: Path | None = None
+    dataset: str | None = None
+    train_split: str | None = None
+    val_split: str | None = None
+    train_list: Path | None = None
+    val_list: Path | None = None
+    model: str | None = None
+    weights: Path | None = None
+    recipe: str | None = None
+    init: str | None = None
+    arch: str | None = None
+    frames: int | None = None
+    stride: int | None = None
+    sampling: str | None = None
+    size: int | None = None
+    depth: tuple[int, int, int, int] | None = None
+    embed_dim: tuple[int, int, int, int] | None = None
+    head_dim: int | None = None
+    epochs: int | None = None
+    warmup_epochs: float | None = None
+    lr: float | None = None
+    min_lr: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
+    accum_steps: int | None = None
+    clip_grad: float | None = None
+    drop_path: float | None = None
+    label_smoothing: float | None = None
+    aug: str | None = None
+    randaug: str | None = None
+    flip: bool | None = None
+    mixup: bool | None = None
+    repeats: int | None = None
+    erase_prob: float | None = None
+    amp: str | None = None
+    seed: int | None = None
+    val_every: int | None = None
+    val_clips: int | None = None
+    val_crops: int | None = None
+    save_every: int | None = None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How this process runs the job; free to change between a run and its resumption."""
+
+    device: str = "auto"
+    workers: int = 4
+    decoder: str = "auto"
+    compile: bool = False
+    grad_checkpointing: bool | tuple[int, int, int, int] = False  # True: every block; else the first N per stage
+    log_every: int = 10
+    max_steps: int | None = None  # stop, after saving `last.pt`, once this many optimiser steps are done
+    progress: bool = True
+    tensorboard: bool = False
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def world_size() -> int:
+    """Processes of this job: torchrun's WORLD_SIZE, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def main_process() -> bool:
+    """Rank 0 of a torchrun job, or a lone process: the one that prints and writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def default_entry(family: str) -> ZooEntry:
+    """The Kinetics-400 entry of a family that a new run takes its recipe and protocol from:
+    downloadable first, then the best top-1 (S 16x8, B 32x4, XXS 16x160, XS 32x192)."""
+    if family not in FAMILIES:
+        raise UniformerError(f"unknown architecture {family!r} (use one of {', '.join(FAMILIES)})")
+    entries = [entry for entry in ZOO.values() if entry.family == family and entry.dataset == "k400"]
+    return max(entries, key=lambda entry: (entry.on_hub, entry.top1))
+
+
+def read_splits(
+    data: str | Path | None,
+    dataset: str | None,
+    *,
+    classes: list[str] | None = None,
+    train_split: str = "train",
+    val_split: str = "val",
+    train_list: str | Path | None = None,
+    val_list: str | Path | None = None,
+) -> tuple[DatasetSplit, DatasetSplit]:
+    """The train and val splits. Classes come from `classes`, else the dataset's label set, else the
+    train split's class folders / names; the val split is read against the same classes."""
+    if data is None:
+        raise DatasetError("--data DIR is required: a folder with train/ and val/ class folders, or a dataset root")
+    root = Path(data).expanduser()
+    if dataset is None:
+        if not (root / "train").is_dir():
+            raise DatasetError(
+                f"{root} has no train/ folder: use DIR/train/<class>/<video> and DIR/val/<class>/<video>, "
+                "or name the layout with --dataset (k400, k600, sthv1, sthv2, ucf101, hmdb51, csv)"
+            )
+        dataset = "folder"
+    train = read_dataset(
+        dataset, root, split=train_split, list_file=Path(train_list) if train_list else None, classes=classes
+    )
+    val = read_dataset(
+        dataset, root, split=val_split, list_file=Path(val_list) if val_list else None, classes=train.classes
+    )
+    return train, val
+
+
+def config_splits(config: TrainConfig) -> tuple[DatasetSplit, DatasetSplit]:
+    return read_splits(
+        config.data,
+        config.dataset,
+        classes=list(config.classes),
+        train_split=config.train_split,
+        val_split=config.val_split,
+        train_list=config.train_list,
+        val_list=config.val_list,
+    )
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """The weights a run starts from and what they imply."""
+
+    init: str  # SCRATCH, IMAGENET or FINETUNE
+    init_model: str | None  # IMAGENET: an image checkpoint file (None: the Hub's); FINETUNE: zoo name or file
+    init_weights: str | None  # FINETUNE from a zoo name: the local file of that entry
+    recipe: ZooEntry  # whose recipe gives the default hyper-parameters
+    architecture: ModelConfig
+    protocol: ViewProtocol
+
+
+def start_point(options: TrainOptions) -> StartPoint:
+    """Where the run starts and which recipe applies.
+
+    - `--model NAME|FILE` (or `--weights FILE`, or a `--recipe` whose released run started from a video
+      model, e.g. Sth from K400) fine-tunes that checkpoint: its architecture, and its protocol with the
+      channel order it was trained on;
+    - otherwise `--init imagenet|FILE` (2-D weights inflated) or `--scratch` builds `--arch` (custom
+      `--depth/--embed-dim/--head-dim` from scratch only), in RGB.
+    The recipe (hyper-parameters, and the protocol of new runs) is `--recipe`'s, else the fine-tuned
+    checkpoint's zoo entry's, else the family's Kinetics-400 entry's.
+    """
+    recipe = get_entry(options.recipe) if options.recipe else None
+    if recipe is not None and options.arch is not None:
+        raise UniformerError("--recipe names the architecture: drop --arch")
+    custom = {"depth": options.depth, "embed_dim": options.embed_dim, "head_dim": options.head_dim}
+    custom = {key: value for key, value in custom.items() if value is not None}
+    source = options.model
+    if source is None and options.init is None and recipe is not None and recipe.recipe.init != IMAGENET:
+        source = recipe.recipe.init
+    if source is not None or options.weights is not None:
+        if options.init is not None or options.arch is not None or custom:
+            raise UniformerError(
+                "fine-tuning keeps the checkpoint's architecture: drop --init/--scratch/--arch/--depth"
+            )
+        weights = str(options.weights) if options.weights is not None else None
+        loaded = resolve_model(weights or str(source), zoo_name=source if weights else None)
+        recipe = recipe or loaded.entry or default_entry("xxs" if loaded.config.arch == "light" else "s")
+        own = ViewProtocol.from_dict(loaded.protocol) if loaded.protocol else None
+        protocol = own if own is not None and options.recipe is None else ViewProtocol.from_entry(recipe)
+        protocol = replace(protocol, channel_order=own.channel_order if own else "rgb")
+        init_model, init_weights = (source, weights) if source is not None else (weights, None)
+        return StartPoint(FINETUNE, init_model, init_weights, recipe, loaded.config, protocol)
+    recipe = recipe or default_entry(options.arch or "s")
+    architecture = recipe.config
+    if options.depth is not None and architecture.arch == "light":
+        custom["keep_ratio3"], custom["keep_ratio4"] = light_keep_ratios(options.depth[2], options.depth[3])
+    init, init_model = SCRATCH, None
+    if options.init != SCRATCH:
+        init, init_model = IMAGENET, None if options.init in (None, IMAGENET) else options.init
+        if init_model is None and custom:
+            raise UniformerError("custom --depth/--embed-dim/--head-dim have no ImageNet weights: add --scratch")
+        if init_model is None and recipe.family not in IMAGENET_WEIGHTS:
+            raise UniformerError(
+                f"no ImageNet weights of {recipe.family} are published: pass an image checkpoint with --init FILE, "
+                "or --scratch"
+            )
+    protocol = replace(ViewProtocol.from_entry(recipe), channel_order="rgb")
+    return StartPoint(init, init_model, None, recipe, architecture.replace(**custom), protocol)
+
+
+def _augment(
+    options: TrainOptions, official: bool, size: int, flip: bool, randaug: str, channel_order: str
+) -> AugmentConfig:
+    """The official chain (DATA.md 7.1) or the plain one (4.3), with the user's overrides."""
+    base = (
+        AugmentConfig(size=size, randaug=randaug, flip=flip, erase_prob=ERASE_PROB, repeats=REPEATS)
+        if official
+        else AugmentConfig.basic(size, flip=flip)
+    )
+    augment = replace(
+        base,
+        randaug=_pick(options.randaug, base.randaug),
+        erase_prob=_pick(options.erase_prob, base.erase_prob),
+        repeats=_pick(options.repeats, base.repeats),
+        channel_order=channel_order,
+    )
+    return replace(augment, randaug=None) if augment.randaug in ("none", "") else augment
+
+
+def plan_training(options: TrainOptions) -> TrainConfig:
+    """The complete run for `options`: every default resolved and the learning rate scaled.
+
+    The recipe gives lr, epochs, warm-up, weight decay, RandAugment, flip and drop path; its lr is
+    scaled linearly from the recipe's batch (videos per step on one 8-GPU machine) to this run's
+    `batch x accumulation x processes`, and the default batch is the recipe's per-GPU share.
+    """
+    # Absolute paths: a resumed run may start from another working directory.
+    data, train_list, val_list = (_absolute(path) for path in (options.data, options.train_list, options.val_list))
+    train_split, val_split = _pick(options.train_split, "train"), _pick(options.val_split, "val")
+    train, _ = read_splits(
+        data, options.dataset, train_split=train_split, val_split=val_split, train_list=train_list, val_list=val_list
+    )
+    start = start_point(options)
+    recipe = start.recipe.recipe
+    sampling = _pick(options.sampling, start.protocol.sampling)
+    protocol = replace(
+        start.protocol,
+        frames=_pick(options.frames, start.protocol.frames),
+        stride=_pick(options.stride, start.protocol.stride) if sampling == "dense" else None,
+        sampling=sampling,
+        size=_pick(options.size, start.protocol.size),
+        single_crop=start.protocol.single_crop if sampling == start.protocol.sampling else None,
+    )
+    aug = _pick(options.aug, "auto")
+    if aug not in AUG_CHOICES:
+        raise UniformerError(f"unknown --aug {aug!r} (use one of {', '.join(AUG_CHOICES)})")
+    official = aug == "official" or (aug == "auto" and len(train.samples) >= OFFICIAL_AUG_MIN_VIDEOS)
+    augment = _augment(
+        options, official, protocol.size, _pick(options.flip, recipe.flip), recipe.randaug, protocol.channel_order
+    )
+    mixup = _pick(options.mixup, official)
+    batch_size = _pick(options.batch_size, max(1, recipe.batch_size // GPUS_PER_RECIPE_MACHINE))
+    accum_steps = _pick(options.accum_steps, 1)
+    if mixup and batch_size * augment.repeats < 2:
+        raise UniformerError("mixup/cutmix pairs clips of a micro-batch: use --batch-size 2 or more, or --no-mixup")
+    lr = _pick(options.lr, recipe.lr * batch_size * accum_steps * world_size() / recipe.batch_size)
+    amp = _pick(options.amp, "auto")
+    if amp not in AMP_CHOICES:
+        raise UniformerError(f"unknown --amp {amp!r} (use one of {', '.join(AMP_CHOICES)})")
+    epochs = _pick(options.epochs, recipe.epochs)
+    return TrainConfig(
+        output=str(_absolute(_pick(options.output, Path("runs") / "train"))),
+        data=str(data),
+        dataset=train.dataset,
+        classes=tuple(train.classes),
+        init=start.init,
+        init_model=start.init_model,
+        init_weights=start.init_weights,
+        model=start.architecture.replace(
+            num_classes=len(train.classes), drop_path_rate=_pick(options.drop_path, start.recipe.drop_path)
+        ),
+        protocol=protocol,
+        augment=augment,
+        recipe_from=start.recipe.name,
+        epochs=epochs,
+        warmup_epochs=min(_pick(options.warmup_epochs, recipe.warmup_epochs), epochs),
+        lr=lr,
+        min_lr=min(_pick(options.min_lr, WARMUP_START_LR), lr),
+        weight_decay=_pick(options.weight_decay, recipe.weight_decay),
+        batch_size=batch_size,
+        accum_steps=accum_steps,
+        world_size=world_size(),
+        clip_grad=_pick(options.clip_grad, CLIP_GRAD_NORM),
+        label_smoothing=_pick(options.label_smoothing, LABEL_SMOOTHING),
+        mixup_alpha=MIXUP_ALPHA if mixup else 0.0,
+        cutmix_alpha=CUTMIX_ALPHA if mixup else 0.0,
+        amp=amp,
+        seed=_pick(options.seed, 0),
+        val_every=_pick(options.val_every, 1),
+        val_clips=_pick(options.val_clips, 1),
+        val_crops=_pick(options.val_crops, 1),
+        save_every=_pick(options.save_every, 0),
+        train_split=train_split,
+        val_split=val_split,
+        train_list=train_list,
+        val_list=val_list,
+    )
+
+
+def checkpoint_path(resume: Path) -> Path:
+    """`--resume` takes a run folder (its `last.pt`) or a checkpoint file."""
+    resume = Path(resume).expanduser()
+    return resume / "last.pt" if resume.is_dir() else resume
+
+
+def resume_config(checkpoint: Path, options: TrainOptions) -> TrainConfig:
+    """The config saved in `checkpoint`, writing into the checkpoint's folder; `--epochs` may extend
+    the run, any other run option is refused (it would make the resumed run a different one)."""
+    changed = [
+        f"--{f.name.replace('_', '-')}"
+        for f in fields(options)
+        if f.name != "epochs" and getattr(options, f.name) is not None
+    ]
+    if changed:
+        raise UniformerError(
+            f"--resume continues the saved run: drop {', '.join(changed)} (only --epochs and runtime options)"
+        )
+    saved = TrainConfig.from_dict(load_checkpoint(checkpoint)["config"])
+    if world_size() != saved.world_size:
+        raise UniformerError(
+            f"{checkpoint} was trained by {saved.world_size} process(es), this run has {world_size()}: resume "
+            "with the same torchrun --nnodes x --nproc-per-node, so every step sees the same batch"
+        )
+    return replace(saved, output=str(checkpoint.parent), epochs=_pick(options.epochs, saved.epochs))

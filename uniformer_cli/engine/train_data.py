@@ -1,0 +1,148 @@
+"""Training inputs: which videos form each step's batch, and one augmented sample per video.
+
+Randomness is keyed, not streamed: the order of an epoch is a function of (seed, epoch), a sample's
+temporal position and augmentation of (seed, epoch, sample index). So a run gives the same batches
+with any number of processes or DataLoader workers, and a resumed run picks up exactly where the
+interrupted one was, from nothing but the epoch and step counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from uniformer_cli.data.augment import ClipAugment
+from uniformer_cli.data.datasets import Sample
+from uniformer_cli.data.sampling import random_dense_indices, random_segment_indices, random_sparse_indices
+from uniformer_cli.data.video import open_video
+from uniformer_cli.errors import DatasetError, VideoError
+
+SampleKey = tuple[int, int]  # (epoch, index into the sample list)
+DECODE_RETRIES = 10  # a broken video is replaced by another random one, as the official loader does
+
+
+def keyed_rng(*key: int) -> np.random.Generator:
+    """A generator determined by integer `key` (e.g. seed, epoch, index)."""
+    return np.random.default_rng([int(part) for part in key])
+
+
+@dataclass(frozen=True)
+class ClipSampling:
+    """Where a training clip's frames come from (DATA.md 3): dense T x stride, segment or sparse."""
+
+    frames: int
+    stride: int | None
+    sampling: str
+
+    def indices(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+        if self.sampling == "dense":
+            return random_dense_indices(num_frames, self.frames, self.stride or 1, rng)
+        if self.sampling == "segment":
+            return random_segment_indices(num_frames, self.frames, rng)
+        return random_sparse_indices(num_frames, self.frames, rng)
+
+
+class TrainClips(Dataset):
+    """`dataset[(epoch, index)]` -> (`[R, 3, T, S, S]` augmented views of video `index`, its label)."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        sampling: ClipSampling,
+        augment: ClipAugment,
+        seed: int,
+        decoder: str = "auto",
+    ) -> None:
+        self.samples = list(samples)
+        self.sampling = sampling
+        self.augment = augment
+        self.seed = seed
+        self.decoder = decoder
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, sample: Sample, rng: np.random.Generator) -> torch.Tensor:
+        with open_video(sample.path, self.decoder) as video:
+            num_frames = sample.num_frames or video.num_frames
+            frames = video.read(self.sampling.indices(num_frames, rng))
+        return self.augment(torch.from_numpy(frames), rng)
+
+    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, int]:
+        epoch, index = key
+        rng = keyed_rng(self.seed, epoch, index)
+        errors = []
+        for _ in range(DECODE_RETRIES):
+            sample = self.samples[index]
+            try:
+                return self._load(sample, rng), sample.label
+            except VideoError as error:
+                errors.append(str(error))
+                index = int(rng.integers(len(self.samples)))
+        raise DatasetError(f"{DECODE_RETRIES} training videos in a row failed to decode; the first: {errors[0]}")
+
+
+class GlobalBatchSampler(Sampler[list[SampleKey]]):
+    """This process's micro-batches of sample keys.
+
+    Every optimiser step consumes one global batch of `micro_batch * accumulation * world_size` videos,
+    a contiguous slice of a seeded permutation of the dataset (the incomplete last slice is dropped).
+    The slice is cut into `accumulation * world_size` chunks; rank r's m-th micro-batch is chunk
+    `r * accumulation + m`. So 2 processes with 1 micro-batch each and 1 process accumulating 2
+    micro-batches see the same chunks (same BatchNorm statistics, same mixing partners).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        micro_batch: int,
+        *,
+        accumulation: int = 1,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.size = size
+        self.micro_batch = micro_batch
+        self.accumulation = accumulation
+        self.world_size = world_size
+        self.rank = rank
+        self.seed = seed
+        self.epoch = 0
+        self.start_step = 0
+        if self.steps_per_epoch == 0:
+            raise DatasetError(
+                f"the training set has {size} videos, fewer than one global batch of {self.global_batch} "
+                "(batch size x accumulation x processes): lower --batch-size or --accum-steps"
+            )
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch * self.accumulation * self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.size // self.global_batch
+
+    def chunk(self, micro_step: int) -> int:
+        """Index of this process's `micro_step`-th micro-batch within its global batch."""
+        return self.rank * self.accumulation + micro_step
+
+    def set_position(self, epoch: int, start_step: int = 0) -> None:
+        """The epoch to iterate next, starting at optimiser step `start_step` of it (for resuming)."""
+        self.epoch = epoch
+        self.start_step = start_step
+
+    def __len__(self) -> int:
+        return (self.steps_per_epoch - self.start_step) * self.accumulation
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        order = keyed_rng(self.seed, self.epoch).permutation(self.size)
+        for step in range(self.start_step, self.steps_per_epoch):
+            for micro_step in range(self.accumulation):
+                first = step * self.global_batch + self.chunk(micro_step) * self.micro_batch
+                yield [(self.epoch, int(index)) for index in order[first : first + self.micro_batch]]
