@@ -14,7 +14,7 @@ from eval_data import CENTRES, colour, colour_model, flat_frames, flat_video, ra
 
 from uniformer_cli.cli.app import main
 from uniformer_cli.data.datasets import get_dataset
-from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol
 from uniformer_cli.engine.evaluate import EvalRequest, VideoResult, build_protocol, compute_metrics
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.weights import save_weights
@@ -130,20 +130,26 @@ def test_metrics_count_failures_as_wrong_unless_skipped() -> None:
 def test_protocol_is_the_models_unless_overridden() -> None:
     spec = get_dataset("sthv1")
     released = ViewProtocol.from_entry(get_entry("b-sthv1"))
-    assert build_protocol(released, spec, EvalRequest("sthv1", None)) == (released, True)
-    changed, same = build_protocol(released, spec, EvalRequest("sthv1", None, clips=2, frames=8))
+
+    def build(model_protocol: ViewProtocol | None, dataset: str = "sthv1", **overrides: object):
+        request = EvalRequest(dataset, None, protocol=ProtocolOverrides(**overrides))  # type: ignore[arg-type]
+        return build_protocol(model_protocol, get_dataset(dataset), request, "tiny.pth")
+
+    assert build(released) == (released, True)
+    changed, same = build(released, clips=2, frames=8)
     assert not same and (changed.clips, changed.crops, changed.frames, changed.channel_order) == (2, 3, 8, "bgr")
-    dense, _ = build_protocol(released, spec, EvalRequest("sthv1", None, sampling="dense", stride=4))
+    dense, _ = build(released, sampling="dense", stride=4)
     assert (dense.sampling, dense.stride, dense.single_crop) == ("dense", 4, "centre")
+    resized, _ = build(released, size=160, channel_order="rgb")
+    assert (resized.size, resized.channel_order, resized.sampling) == (160, "rgb", released.sampling)
     # A model without a protocol gets the dataset's zoo model's; without either, the user must say.
-    assert build_protocol(None, spec, EvalRequest("sthv1", None)) == (
-        ViewProtocol.from_entry(spec.default_model),
-        False,
-    )
+    assert build(None) == (ViewProtocol.from_entry(spec.default_model), False)
     with pytest.raises(UniformerError, match="stride"):
-        build_protocol(released, spec, EvalRequest("sthv1", None, sampling="dense"))
-    with pytest.raises(UniformerError, match="--frames and --sampling"):
-        build_protocol(None, get_dataset("folder"), EvalRequest("folder", None))
+        build(released, sampling="dense")
+    with pytest.raises(UniformerError, match=r"tiny\.pth carries no test protocol: give --frames with --stride"):
+        build(None, "folder")
+    own, _ = build(None, "folder", frames=8, sampling="sparse", stride=4)
+    assert own == ViewProtocol(frames=8, sampling="sparse")
 
 
 def test_kinetics_official_list_with_broken_and_missing_videos(tmp_path: Path, capsys) -> None:
@@ -286,7 +292,7 @@ def test_protocol_overrides_and_resume(tmp_path: Path, capsys) -> None:
     (tmp_path / "list.csv").write_text("\n".join(lines) + "\n")
     weights = write_model(tmp_path / "tiny.safetensors", TINY_NAMES, DENSE_RGB)
     base = ("--dataset", "csv", "--list", tmp_path / "list.csv", "--weights", weights)
-    override = ("--frames", "8", "--sampling", "segment", "--clips", "1", "--crops", "3")
+    override = ("--frames", "8", "--sampling", "segment", "--clips", "1", "--crops", "3", "--size", "64")
     summary = eval_json(capsys, tmp_path, *base, *override)["summary"]
     assert summary["protocol"] | {"single_crop": None} == DENSE_RGB | {
         "frames": 8,
@@ -294,6 +300,7 @@ def test_protocol_overrides_and_resume(tmp_path: Path, capsys) -> None:
         "sampling": "segment",
         "clips": 1,
         "crops": 3,
+        "size": 64,
         "single_crop": None,
     }
     assert_metrics(summary, expected(MIXED))

@@ -17,7 +17,7 @@ from synthetic_video import write_audio_only, write_frame_folder, write_video
 from torch import nn
 
 from uniformer_cli.cli.app import main
-from uniformer_cli.data import ViewProtocol, load_views
+from uniformer_cli.data import ViewProtocol, load_views, open_video, views_from_video
 from uniformer_cli.engine import predict as predict_engine
 from uniformer_cli.engine.predict import Failure, Predictor, expand_paths, run_predict, window_bounds
 from uniformer_cli.errors import UniformerError
@@ -276,14 +276,63 @@ def test_cli_bad_inputs_fail_one_line_each_and_the_rest_is_predicted(
         assert len(err.strip().splitlines()) == 1
 
 
-def test_cli_weights_without_a_protocol_asks_for_the_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    config = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 128), head_dim=16, num_classes=3)
-    weights = save_weights(tmp_path / "bare.safetensors", create_model(config), config)
-    code, out, err = _run(capsys, CLIP, "--weights", weights, "--device", "cpu")
-    assert (code, out) == (1, "")
-    assert "carries no test protocol" in err
-    assert "--model" in err
-    assert len(err.strip().splitlines()) == 1
+def test_cli_protocol_flags_override_the_models_protocol(
+    capsys: pytest.CaptureFixture[str], colour_cli: dict, videos: dict[str, Path]
+) -> None:
+    flags = ("--frames", "3", "--sampling", "sparse", "--size", "48", "--channel-order", "bgr")
+    code, out, err = _run(capsys, videos["red"], "--model", "colour", *flags)
+    assert code == 0, err
+    assert "3 sparse, 2x1 views, 48px, BGR" in out  # the clip count stays the model's
+    code, out, err = _run(capsys, videos["red"], "--model", "colour", *flags, "--json")
+    assert json.loads(out)[0]["predictions"][0]["label"] == "blue"  # BGR frames swap the colour model's classes
+
+
+TINY_CONFIG = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 128), head_dim=16, num_classes=3)
+
+
+def _expected_json(model: nn.Module, protocol: ViewProtocol) -> dict[str, float]:
+    """`class N` -> probability of the model on the clip's views under `protocol`."""
+    with open_video(CLIP) as video, torch.inference_mode():
+        probabilities = model(views_from_video(video, protocol)).mean(dim=0).softmax(dim=0)
+    return {f"class {index}": score for index, score in enumerate(probabilities.tolist())}
+
+
+def test_cli_weights_without_a_protocol_ask_for_one(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    weights = save_weights(tmp_path / "bare.safetensors", create_model(TINY_CONFIG), TINY_CONFIG)
+    for flags in ((), ("--frames", "4"), ("--stride", "2")):
+        code, out, err = _run(capsys, CLIP, "--weights", weights, "--device", "cpu", *flags)
+        assert (code, out) == (1, "")
+        assert "bare.safetensors carries no test protocol" in err
+        assert all(flag in err for flag in ("--frames", "--stride", "--sampling", "--model")), err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_weights_without_a_protocol_or_labels_predict_with_the_flags(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A custom architecture, as safetensors without metadata and as an official-layout `.pth`: the
+    flags give the protocol (clips 1, crops 1, size 224 and RGB when not given), classes are `class N`."""
+    torch.manual_seed(0)
+    model = create_model(TINY_CONFIG).eval()
+    safetensors = save_weights(tmp_path / "bare.safetensors", model, TINY_CONFIG)
+    official = tmp_path / "custom.pth"
+    torch.save({"model": model.state_dict()}, official)
+    cases = [
+        (safetensors, ("--frames", "4", "--stride", "2"), ViewProtocol(frames=4, stride=2)),
+        (
+            official,
+            ("--frames", "4", "--sampling", "segment", "--size", "64", "--crops", "3", "--channel-order", "bgr"),
+            ViewProtocol(frames=4, sampling="segment", size=64, crops=3, channel_order="bgr"),
+        ),
+    ]
+    for weights, flags, protocol in cases:
+        code, out, err = _run(capsys, CLIP, "--weights", weights, "--head-dim", "16", "--json", *flags)
+        assert code == 0, err
+        [record] = json.loads(out)
+        assert record["model"] == weights.name
+        scores = {p["label"]: p["score"] for p in record["predictions"]}
+        assert scores == pytest.approx(_expected_json(model, protocol), abs=1e-5)
+        assert [p["label"] for p in record["predictions"]] == [f"class {p['index']}" for p in record["predictions"]]
 
 
 def test_console_script_with_saved_weights(tmp_path: Path) -> None:

@@ -22,11 +22,12 @@ from motion_data import DIRECTIONS, TINY, motion_dataset, motion_video, tiny_fla
 
 from uniformer_cli.cli.app import main
 from uniformer_cli.engine import checkpointing
-from uniformer_cli.engine.checkpointing import atomic_write, load_checkpoint, save_checkpoint
+from uniformer_cli.engine.checkpointing import load_checkpoint, save_checkpoint
 from uniformer_cli.engine.train import CosineSchedule, build_model, parameter_groups, train
 from uniformer_cli.engine.train_config import Runtime, TrainOptions, plan_training, resume_config
 from uniformer_cli.engine.train_data import GlobalBatchSampler
 from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError
+from uniformer_cli.files import atomic_write
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import FAMILIES
 from uniformer_cli.weights import save_weights

@@ -98,9 +98,10 @@ def test_decord_matches_pyav_on_a_seeking_video(gop_video: Path) -> None:
 
 
 @needs_decord
-def test_auto_falls_back_to_pyav_where_decord_fails(tmp_path: Path) -> None:
-    # decord 0.6 cannot copy out frames 48 pixels wide; PyAV reads them.
-    path = write_video(tmp_path / "narrow.mp4", 10, frame=lambda i: numbered_frame(i, 36, 48))
+@pytest.mark.parametrize(("height", "width"), [(36, 48), (48, 48)])
+def test_auto_falls_back_to_pyav_where_decord_fails(tmp_path: Path, height: int, width: int) -> None:
+    # decord 0.6 opens H.264 files 48 pixels wide but cannot copy out their frames; PyAV reads them.
+    path = write_video(tmp_path / "narrow.mp4", 10, frame=lambda i: numbered_frame(i, height, width))
     reference = _decode_all(path)
     with open_video(path, "decord") as video, pytest.raises(VideoError, match=r"decord cannot decode .*narrow\.mp4"):
         video.read([0])

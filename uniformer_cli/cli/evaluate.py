@@ -12,17 +12,23 @@ from rich.table import Table
 
 from uniformer_cli.cli.options import (
     BatchSizeOption,
+    ChannelOrderOption,
     ClipsOption,
     CropsOption,
     DecoderOption,
     DeviceOption,
+    FramesOption,
     HeadDimOption,
     ModelOption,
     RevisionOption,
+    SamplingOption,
+    SizeOption,
+    StrideOption,
     WeightsOption,
     WorkersOption,
 )
 from uniformer_cli.data.datasets import DATASETS
+from uniformer_cli.data.views import ProtocolOverrides
 from uniformer_cli.engine.evaluate import EvalReport, EvalRequest, run_evaluation
 
 DATASET_HELP = f"{', '.join(DATASETS)}: picks the reader, list file names, class names and default model."
@@ -43,15 +49,13 @@ def evaluate(
     weights: WeightsOption = None,
     revision: RevisionOption = None,
     head_dim: HeadDimOption = None,
-    frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames per clip (default: model's).")] = None,
-    stride: Annotated[
-        int | None, typer.Option("--stride", min=1, help="Dense sampling rate (default: model's).")
-    ] = None,
-    sampling: Annotated[
-        str | None, typer.Option("--sampling", help="dense, segment or sparse (default: the model's).")
-    ] = None,
+    frames: FramesOption = None,
+    stride: StrideOption = None,
+    sampling: SamplingOption = None,
     clips: ClipsOption = None,
     crops: CropsOption = None,
+    size: SizeOption = None,
+    channel_order: ChannelOrderOption = None,
     device: DeviceOption = "auto",
     decoder: DecoderOption = "auto",
     batch_size: BatchSizeOption = 8,
@@ -72,7 +76,8 @@ def evaluate(
     """Evaluate a model on a dataset split: top-1, top-5 and mean class accuracy, released protocol.
 
     The model defaults to the dataset's zoo checkpoint, the protocol (sampling, views, size, channel order)
-    to the model's. Unreadable videos count as wrong and are listed.
+    to the model's (for weights without one, the dataset's zoo model's, else --frames with --stride or
+    --sampling). Unreadable videos count as wrong and are listed.
     Multi-GPU: `torchrun --nproc-per-node 8 -m uniformer_cli.cli.app eval ...` (same numbers, one shard each).
 
     Example: `uniformer eval --dataset sthv2 --root /data/sthv2 --model b-sthv2 --json sthv2.json`
@@ -87,11 +92,15 @@ def evaluate(
         weights=weights,
         revision=revision,
         head_dim=head_dim,
-        frames=frames,
-        stride=stride,
-        sampling=sampling,
-        clips=clips,
-        crops=crops,
+        protocol=ProtocolOverrides(
+            frames=frames,
+            stride=stride,
+            sampling=sampling,
+            clips=clips,
+            crops=crops,
+            size=size,
+            channel_order=channel_order,
+        ),
         device=device,
         decoder=decoder,
         batch_size=batch_size,

@@ -38,3 +38,26 @@ HeadDimOption = Annotated[
     int | None,
     typer.Option("--head-dim", min=1, help="Attention head width for a custom checkpoint (S/B 64, XXS 28, XS 32)."),
 ]
+FramesOption = Annotated[
+    int | None, typer.Option("--frames", min=1, help="Frames per clip (default: the model's protocol).")
+]
+StrideOption = Annotated[
+    int | None, typer.Option("--stride", min=1, help="Dense sampling rate, frames apart (default: the model's).")
+]
+SamplingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sampling",
+        help="dense (--stride apart), segment (one frame per segment) or sparse (default: the model's; "
+        "dense when only --stride is given).",
+    ),
+]
+SizeOption = Annotated[
+    int | None, typer.Option("--size", min=32, help="Crop side in pixels (default: the model's, else 224).")
+]
+ChannelOrderOption = Annotated[
+    str | None,
+    typer.Option(
+        "--channel-order", help="rgb, or bgr for models trained on BGR frames (default: the model's, else rgb)."
+    ),
+]

@@ -14,16 +14,22 @@ from rich.table import Table
 
 from uniformer_cli.cli.options import (
     BatchSizeOption,
+    ChannelOrderOption,
     ClipsOption,
     CropsOption,
     DecoderOption,
     DeviceOption,
+    FramesOption,
     HeadDimOption,
     JsonFlag,
     ModelOption,
     RevisionOption,
+    SamplingOption,
+    SizeOption,
+    StrideOption,
     WeightsOption,
 )
+from uniformer_cli.data.views import ProtocolOverrides
 from uniformer_cli.engine.predict import (
     DEFAULT_MODEL,
     PredictReport,
@@ -51,8 +57,13 @@ def predict(
     model: ModelOption = None,
     weights: WeightsOption = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per video.")] = 5,
+    frames: FramesOption = None,
+    stride: StrideOption = None,
+    sampling: SamplingOption = None,
     clips: ClipsOption = None,
     crops: CropsOption = None,
+    size: SizeOption = None,
+    channel_order: ChannelOrderOption = None,
     device: DeviceOption = "auto",
     batch_size: BatchSizeOption = 8,
     decoder: DecoderOption = "auto",
@@ -74,14 +85,17 @@ def predict(
 ) -> None:
     """Classify videos with a zoo model or your own weights, under the model's test protocol.
 
-    Without --model or --weights the model is [bold]{default}[/]. A local [italic].pth[/] without metadata needs
-    --model naming its zoo entry (that gives its protocol and labels); a safetensors file written by
-    `uniformer convert` or `uniformer train` carries them. Scores are the softmax of the mean of the
-    views' logits. Files that cannot be read are listed at the end (exit status 1); the others are
-    still predicted.
+    Without --model or --weights the model is [bold]{default}[/]. A local [italic].pth[/] of a zoo checkpoint
+    takes --model naming its entry (that gives its protocol and labels); a safetensors file written by
+    `uniformer convert` or `uniformer train` carries them. Any other file (e.g. a custom architecture) needs
+    its protocol from --frames with --stride or --sampling (then clips 1, crops 1, size 224, RGB unless
+    given) and shows its classes as `class N`. The protocol flags also override a model's own protocol.
+    Scores are the softmax of the mean of the views' logits. Files that cannot be read are listed at the
+    end (exit status 1); the others are still predicted.
 
     Examples: `uniformer predict examples/yoga.mp4 --model b-k400`,
-    `uniformer predict videos/ --json`, `uniformer predict long.mp4 --timeline 2`
+    `uniformer predict videos/ --json`, `uniformer predict long.mp4 --timeline 2`,
+    `uniformer predict clip.mp4 --weights mine.pth --frames 16 --stride 4`
     """
     predictor = load_predictor(
         model,
@@ -89,8 +103,15 @@ def predict(
         revision=revision,
         head_dim=head_dim,
         device=device,
-        clips=clips,
-        crops=crops,
+        overrides=ProtocolOverrides(
+            frames=frames,
+            stride=stride,
+            sampling=sampling,
+            clips=clips,
+            crops=crops,
+            size=size,
+            channel_order=channel_order,
+        ),
         batch_size=batch_size,
         decoder=decoder,
     )

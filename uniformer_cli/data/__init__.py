@@ -9,11 +9,12 @@ from uniformer_cli.data.sampling import (
     sparse_indices,
 )
 from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, Video, is_frame_folder, open_video
-from uniformer_cli.data.views import ViewProtocol, load_views, views_from_video
+from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, load_views, resolve_protocol, views_from_video
 
 __all__ = [
     "DECODERS",
     "VIDEO_EXTENSIONS",
+    "ProtocolOverrides",
     "Video",
     "ViewProtocol",
     "dense_indices",
@@ -23,6 +24,7 @@ __all__ = [
     "random_dense_indices",
     "random_segment_indices",
     "random_sparse_indices",
+    "resolve_protocol",
     "segment_indices",
     "sparse_indices",
     "views_from_video",

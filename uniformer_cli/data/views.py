@@ -106,6 +106,48 @@ class ViewProtocol:
         return [sample(num_frames, self.frames, v, self.clips) for v in range(self.clips)]
 
 
+@dataclass(frozen=True)
+class ProtocolOverrides:
+    """Changes asked of a model's test protocol (`--frames`, `--clips`...); None keeps the model's value.
+    Names are checked where they are used, by `ViewProtocol`."""
+
+    frames: int | None = None
+    stride: int | None = None
+    sampling: str | None = None
+    clips: int | None = None
+    crops: int | None = None
+    size: int | None = None
+    channel_order: str | None = None
+
+
+def resolve_protocol(model_protocol: ViewProtocol | None, overrides: ProtocolOverrides, source: str) -> ViewProtocol:
+    """The protocol a model is run with: its own (zoo entry or weights metadata) with the overrides.
+
+    A model without one (`source` names it in the error) takes the overrides alone: `frames` and a
+    temporal rule (`stride` for dense, or `sampling`) are required; clips 1, crops 1, size 224 and RGB
+    are the defaults. Segment and sparse sampling drop the stride (DATA.md 3.2, 3.3), and a change of
+    sampling re-derives which crop a 1-crop test takes.
+    """
+    changes = {name: value for name, value in asdict(overrides).items() if value is not None}
+    if model_protocol is None:
+        if overrides.frames is None or (overrides.sampling is None and overrides.stride is None):
+            raise UniformerError(
+                f"{source} carries no test protocol: give --frames with --stride (dense sampling) or --sampling "
+                "segment|sparse, or name its zoo entry with --model (see `uniformer models`)"
+            )
+        model_protocol = ViewProtocol(
+            frames=overrides.frames,
+            stride=overrides.stride,
+            sampling=overrides.sampling or "dense",  # type: ignore[arg-type]
+        )
+    sampling = changes.get("sampling", model_protocol.sampling)
+    if sampling != "dense":
+        changes["stride"] = None
+    if sampling != model_protocol.sampling:
+        changes["single_crop"] = None
+    return replace(model_protocol, **changes)
+
+
 def read_view_frames(
     video: Video, protocol: ViewProtocol, window: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -7,10 +7,7 @@ and lists for the same reason.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +15,9 @@ import numpy as np
 import torch
 
 from uniformer_cli.errors import CheckpointError
+from uniformer_cli.files import atomic_write
 
 CHECKPOINT_FORMAT = "uniformer-train/1"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run `write(temporary_path)`, flush it to disk and rename it over `path`.
-
-    A crash at any point leaves either the previous file or the new one, never a partial file: the
-    rename is atomic on POSIX and Windows file systems, and the data is fsynced before it. A failed
-    write removes its temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    # Persist the rename itself (the directory entry); not possible on every platform.
-    with contextlib.suppress(OSError):
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

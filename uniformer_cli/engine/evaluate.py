@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,10 +23,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
+from uniformer_cli.data.loading import limit_worker_threads
 from uniformer_cli.data.video import open_video
-from uniformer_cli.data.views import ViewProtocol, views_from_video
+from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
 from uniformer_cli.engine.device import autocast, select_device
 from uniformer_cli.errors import DatasetError, UniformerError
+from uniformer_cli.files import atomic_write
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.weights import resolve_model
 
@@ -49,11 +51,7 @@ class EvalRequest:
     weights: Path | None = None
     revision: str | None = None
     head_dim: int | None = None
-    frames: int | None = None
-    stride: int | None = None
-    sampling: str | None = None
-    clips: int | None = None
-    crops: int | None = None
+    protocol: ProtocolOverrides = field(default_factory=ProtocolOverrides)
     device: str = "auto"
     decoder: str = "auto"
     batch_size: int = 8
@@ -156,10 +154,8 @@ class EvalReport:
 
 def write_report(path: Path, report: EvalReport) -> None:
     """Write the JSON atomically, so an interrupted run leaves the previous file intact for --resume."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
-    os.replace(temporary, path)
+    text = json.dumps(report.to_json(), indent=1)
+    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def load_previous(path: Path, model: str, protocol: dict[str, object], split: DatasetSplit) -> dict[str, VideoResult]:
@@ -230,29 +226,14 @@ def session(device_name: str) -> Iterator[Session]:
 
 
 def build_protocol(
-    model_protocol: ViewProtocol | None, spec: DatasetSpec, request: EvalRequest
+    model_protocol: ViewProtocol | None, spec: DatasetSpec, request: EvalRequest, source: str
 ) -> tuple[ViewProtocol, bool]:
-    """The model's test protocol (else the dataset's zoo model's) with the requested overrides; also
-    whether it is still the model's own."""
+    """The model's test protocol (else the dataset's zoo model's) with the requested overrides
+    (`resolve_protocol`; `source` names the model in its errors); also whether it is still the model's own."""
     base = model_protocol
     if base is None and spec.default_model is not None:
         base = ViewProtocol.from_entry(spec.default_model)
-    if base is None:
-        if request.frames is None or request.sampling is None:
-            raise UniformerError(
-                "this model carries no test protocol: give --frames and --sampling (and --stride for dense)"
-            )
-        base = ViewProtocol(frames=request.frames, stride=request.stride, sampling=request.sampling)  # type: ignore[arg-type]
-    overrides = {
-        name: value
-        for name in ("frames", "stride", "sampling", "clips", "crops")
-        if (value := getattr(request, name)) is not None
-    }
-    if overrides.get("sampling", base.sampling) != "dense":
-        overrides["stride"] = None  # segment and sparse sampling ignore the stride (DATA.md 3.2, 3.3)
-    if "sampling" in overrides and overrides["sampling"] != base.sampling:
-        overrides["single_crop"] = None  # re-derived from the new sampling
-    protocol = replace(base, **overrides)
+    protocol = resolve_protocol(base, request.protocol, source)
     return protocol, protocol == model_protocol
 
 
@@ -285,10 +266,6 @@ class _VideoViews(Dataset):
             return position, None, f"{sample.path}: {type(error).__name__}: {error}"
 
 
-def _single_thread_worker(_: int) -> None:
-    torch.set_num_threads(1)  # workers only resize frames; N workers x all cores would oversubscribe
-
-
 def score_videos(
     model: torch.nn.Module,
     samples: Sequence[Sample],
@@ -309,7 +286,7 @@ def score_videos(
         batch_size=max(1, batch_size // protocol.views),
         num_workers=workers,
         collate_fn=list,
-        worker_init_fn=_single_thread_worker if workers else None,
+        worker_init_fn=limit_worker_threads if workers else None,
     )
     for batch in loader:
         sums = iter(_summed_logits(model, [views for _, views, _ in batch if views is not None], device, batch_size))
@@ -426,8 +403,8 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
             zoo_name=request.model if request.weights else None,
         )
         split = read_split(location, classes=loaded.labels, num_classes=loaded.config.num_classes)
-        model_protocol = ViewProtocol.from_dict(loaded.protocol) if loaded.protocol else None
-        protocol, released = build_protocol(model_protocol, location.spec, request)
+        model_protocol = loaded.view_protocol
+        protocol, released = build_protocol(model_protocol, location.spec, request, str(loaded.path))
         samples = split.samples[: request.limit] if request.limit else split.samples
         keys = [_key(sample, split.root) for sample in samples]
         model_name = loaded.entry.name if loaded.entry is not None else str(source)

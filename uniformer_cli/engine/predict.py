@@ -20,7 +20,7 @@ from rich.progress import Progress, TaskID
 from torch import nn
 
 from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, is_frame_folder, open_video
-from uniformer_cli.data.views import ViewProtocol, views_from_video
+from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
 from uniformer_cli.engine.device import autocast, select_device
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.progress import progress_bar
@@ -245,15 +245,15 @@ def load_predictor(
     revision: str | None = None,
     head_dim: int | None = None,
     device: str = "auto",
-    clips: int | None = None,
-    crops: int | None = None,
+    overrides: ProtocolOverrides | None = None,
     batch_size: int = 8,
     decoder: str = "auto",
 ) -> Predictor:
     """A `Predictor` for a zoo model (default `DEFAULT_MODEL`) or a weights file.
 
     The protocol comes from the zoo entry (`model`, which also names the entry a local `.pth` belongs
-    to) or the safetensors metadata; `clips` / `crops` override its view counts.
+    to) or the safetensors metadata, changed by `overrides`; a file with neither takes it from the
+    overrides alone (`resolve_protocol`). A model without labels names its classes `class N`.
     """
     if decoder not in DECODERS:
         raise UniformerError(f"unknown decoder {decoder!r} (use one of {', '.join(DECODERS)})")
@@ -262,12 +262,7 @@ def load_predictor(
         loaded = resolve_model(Path(weights), device=target, revision=revision, head_dim=head_dim, zoo_name=model)
     else:
         loaded = resolve_model(model or DEFAULT_MODEL, device=target, revision=revision, head_dim=head_dim)
-    if loaded.protocol is None:
-        raise UniformerError(
-            f"{loaded.path} carries no test protocol: name its zoo entry with --model "
-            f"(e.g. --weights {loaded.path.name} --model s16x4-k400; see `uniformer models`)"
-        )
-    protocol = ViewProtocol.from_dict(loaded.protocol).with_views(clips, crops)
+    protocol = resolve_protocol(loaded.view_protocol, overrides or ProtocolOverrides(), str(loaded.path))
     name = loaded.entry.name if loaded.entry else loaded.path.name
     return Predictor(
         loaded.model, protocol, labels=loaded.labels, name=name, device=target, batch_size=batch_size, decoder=decoder

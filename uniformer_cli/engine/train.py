@@ -34,9 +34,10 @@ from torch.utils.data import DataLoader
 
 from uniformer_cli.data.augment import ClipAugment, MixupCutmix, soft_cross_entropy
 from uniformer_cli.data.datasets import Sample, class_key
+from uniformer_cli.data.loading import limit_worker_threads
 from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from uniformer_cli.engine.evaluate import Session, _single_thread_worker, compute_metrics, score_videos, session
+from uniformer_cli.engine.evaluate import Session, compute_metrics, score_videos, session
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng
 from uniformer_cli.errors import CheckpointError, UniformerError
@@ -318,7 +319,7 @@ class _Trainer:
             ),
             batch_sampler=self.sampler,
             num_workers=runtime.workers,
-            worker_init_fn=_single_thread_worker if runtime.workers else None,
+            worker_init_fn=limit_worker_threads if runtime.workers else None,
             pin_memory=device.type == "cuda",
             persistent_workers=runtime.workers > 0,
             generator=torch.Generator().manual_seed(config.seed),  # leaves the global generator alone

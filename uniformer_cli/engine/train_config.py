@@ -15,7 +15,7 @@ from typing import Any
 
 from uniformer_cli.data.augment import AugmentConfig
 from uniformer_cli.data.datasets import DatasetSplit, read_dataset
-from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.engine.checkpointing import load_checkpoint
 from uniformer_cli.engine.train_data import ClipSampling
 from uniformer_cli.errors import DatasetError, UniformerError
@@ -283,7 +283,7 @@ def start_point(options: TrainOptions) -> StartPoint:
         weights = str(options.weights) if options.weights is not None else None
         loaded = resolve_model(weights or str(source), zoo_name=source if weights else None)
         recipe = recipe or loaded.entry or default_entry("xxs" if loaded.config.arch == "light" else "s")
-        own = ViewProtocol.from_dict(loaded.protocol) if loaded.protocol else None
+        own = loaded.view_protocol
         protocol = own if own is not None and options.recipe is None else ViewProtocol.from_entry(recipe)
         protocol = replace(protocol, channel_order=own.channel_order if own else "rgb")
         init_model, init_weights = (source, weights) if source is not None else (weights, None)
@@ -340,14 +340,10 @@ def plan_training(options: TrainOptions) -> TrainConfig:
     )
     start = start_point(options)
     recipe = start.recipe.recipe
-    sampling = _pick(options.sampling, start.protocol.sampling)
-    protocol = replace(
+    protocol = resolve_protocol(
         start.protocol,
-        frames=_pick(options.frames, start.protocol.frames),
-        stride=_pick(options.stride, start.protocol.stride) if sampling == "dense" else None,
-        sampling=sampling,
-        size=_pick(options.size, start.protocol.size),
-        single_crop=start.protocol.single_crop if sampling == start.protocol.sampling else None,
+        ProtocolOverrides(frames=options.frames, stride=options.stride, sampling=options.sampling, size=options.size),
+        "the start point",
     )
     aug = _pick(options.aug, "auto")
     if aug not in AUG_CHOICES:

@@ -46,6 +46,10 @@ class LoadedModel:
     path: Path
     protocol: dict[str, object] | None
 
+    @property
+    def view_protocol(self) -> ViewProtocol | None:
+        return ViewProtocol.from_dict(self.protocol) if self.protocol is not None else None
+
 
 @dataclass(frozen=True)
 class Conversion:

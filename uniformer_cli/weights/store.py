@@ -10,10 +10,7 @@ Metadata (all JSON strings, as safetensors metadata must be str -> str):
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from uniformer_cli.errors import CheckpointError, UniformerError
+from uniformer_cli.files import atomic_write
 from uniformer_cli.models.config import ModelConfig
 
 FORMAT = "pt"
@@ -49,8 +47,7 @@ def save_weights(
 ) -> Path:
     """Write `weights` (a model or a state_dict) with its metadata, atomically.
 
-    The file appears complete or not at all: it is written to a temporary file in the same folder,
-    flushed to disk, then renamed over `path`.
+    The file appears complete or not at all (`atomic_write`), with the usual mode (0666 less the umask).
     """
     path = Path(path)
     _check_labels(labels, config, f"cannot write {path}")
@@ -61,22 +58,9 @@ def save_weights(
     if protocol is not None:
         metadata[PROTOCOL_KEY] = json.dumps(dict(protocol), sort_keys=True)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write(path, lambda temporary: save_file(_storable(state), str(temporary), metadata=metadata))
     except OSError as error:
         raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from None
-    os.close(handle)
-    try:
-        save_file(_storable(state), temporary, metadata=metadata)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(error, OSError):
-            raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from None
-        raise
     return path
 
 

@@ -1,0 +1,15 @@
+"""DataLoader settings shared by evaluation and training."""
+
+from __future__ import annotations
+
+import torch
+
+
+def limit_worker_threads(worker_id: int) -> None:
+    """`worker_init_fn` for DataLoaders that decode videos: one torch thread per worker process.
+
+    Workers only decode and resize frames; N workers each using every core would oversubscribe the
+    CPU and slow the main process's forward passes.
+    """
+    del worker_id  # the same for every worker
+    torch.set_num_threads(1)
