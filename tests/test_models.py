@@ -321,3 +321,18 @@ def test_conv_blocks_use_batch_norm_and_attention_blocks_layer_norm_eps() -> Non
     assert evo.norm1.eps == evo.norm2.eps == 1e-6
     assert model.patch_embed2.norm.eps == model.norm_cls.eps == 1e-5
     assert evo.mlp.act.approximate == "none"
+
+
+def test_feature_maps_are_channels_last_on_cpu_unless_the_official_layout_is_asked_for() -> None:
+    model = fixture_model("small")
+    layouts: list[bool] = []
+    model.blocks1[0].register_forward_pre_hook(
+        lambda _m, inputs: layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last_3d))
+    )
+    x = fixture_input()
+    with torch.no_grad():
+        default = model(x)
+        model.channels_last = False
+        official_layout = model(x)
+    assert layouts == [True, False]
+    assert (default - official_layout).abs().max().item() < 1e-5

@@ -1,0 +1,189 @@
+"""The fast inference path stays within 1e-3 of the exact path and leaves the original model alone."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from parity import FIXTURES, fixture_input, fixture_model, official_logits
+from torch import nn
+
+from uniformer_cli.models import FAMILIES, create_model, exact_attention
+from uniformer_cli.models.fast import ChannelsLastPointwise, OneDnnConv3d, is_pointwise, optimize_for_inference
+from uniformer_cli.models.layers import Attention, StagedModel
+
+FAST_TOLERANCE = 1e-3  # issue 7: every fast path against the exact path, fp32
+
+
+def exact_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with exact_attention(model), torch.no_grad():
+        return model(x)
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+@pytest.mark.parametrize("fold_bn", [True, False], ids=["fold", "nofold"])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["cl", "ncthw"])
+def test_fast_path_matches_the_exact_path_on_the_fixtures(name: str, fold_bn: bool, channels_last: bool) -> None:
+    model = fixture_model(name)
+    x = fixture_input()
+    fast = optimize_for_inference(model, fold_bn=fold_bn, channels_last=channels_last)
+    with torch.inference_mode():
+        logits = fast(x)
+    assert (logits - exact_logits(model, x)).abs().max().item() < FAST_TOLERANCE
+    assert (logits - official_logits(name)).abs().max().item() < 1e-4
+
+
+def randomise_batch_norms(model: nn.Module) -> None:
+    """Non-trivial eval statistics, so that folding has something to get wrong."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm3d):
+            channels = module.num_features
+            module.running_mean.copy_(torch.randn(channels, generator=generator) * 0.2)
+            module.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
+            with torch.no_grad():
+                module.weight.copy_(1 + torch.randn(channels, generator=generator) * 0.2)
+                module.bias.copy_(torch.randn(channels, generator=generator) * 0.2)
+
+
+@pytest.mark.parametrize("family", ["s", "xxs"])
+def test_fast_path_matches_on_full_width_models(family: str) -> None:
+    torch.manual_seed(0)
+    shallow = {"depth": (1, 1, 2, 2), "num_classes": 20}
+    if family == "xxs":
+        shallow.update(keep_ratio3=(1.0, 0.5), keep_ratio4=(0.5, 0.5))
+    model = create_model(FAMILIES[family].replace(**shallow)).eval()
+    randomise_batch_norms(model)
+    x = torch.randn(1, 3, 4, 64, 64)
+    fast = optimize_for_inference(model)
+    with torch.inference_mode():
+        assert (fast(x) - exact_logits(model, x)).abs().max().item() < FAST_TOLERANCE
+
+
+def test_folding_removes_every_batch_norm_without_changing_the_output() -> None:
+    model = fixture_model("small_light_ls")
+    folded = optimize_for_inference(model, channels_last=False)
+    unfolded = optimize_for_inference(model, fold_bn=False, channels_last=False)
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm3d) for m in unfolded.modules()) == 7
+    with torch.inference_mode():
+        assert (folded(fixture_input()) - unfolded(fixture_input())).abs().max().item() < 1e-5
+
+
+def test_the_original_model_is_left_untouched() -> None:
+    model = fixture_model("small").train()
+    exact_attention(model)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    fast = optimize_for_inference(model)
+    assert fast is not model and not fast.training
+    assert model.training and model.channels_last is None
+    assert all(m.exact for m in model.modules() if isinstance(m, Attention))
+    assert not any(m.exact for m in fast.modules() if isinstance(m, Attention))
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[key], value) for key, value in before.items())
+
+
+def test_inplace_reuses_the_model_and_keeps_its_attributes() -> None:
+    model = fixture_model("small")
+    model.labels = [f"class {i}" for i in range(10)]
+    copied = optimize_for_inference(model)
+    assert copied.labels == model.labels and copied.config == model.config
+    assert optimize_for_inference(model, inplace=True) is model
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in model.modules())
+
+
+def test_channels_last_reaches_the_convolution_stages() -> None:
+    layouts: list[bool] = []
+    for channels_last in (True, False):
+        fast = optimize_for_inference(fixture_model("small_light"), channels_last=channels_last)
+        for module in (fast.blocks1[0], fast.blocks2[0]):
+            module.register_forward_pre_hook(
+                lambda _m, inputs: layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last_3d))
+            )
+        with torch.inference_mode():
+            fast(fixture_input())
+    assert layouts == [True, True, False, False]
+
+
+def test_channels_last_defaults_to_cpu_only() -> None:
+    assert optimize_for_inference(fixture_model("small")).channels_last
+    with torch.device("meta"):
+        meta_model = create_model(FIXTURES["small"])
+    assert not optimize_for_inference(meta_model, fold_bn=False).channels_last
+
+
+def test_compile_wraps_the_fast_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wiring and Dynamo's trace of the model; the eager backend skips minutes of Inductor codegen."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    model = fixture_model("small_light")
+    compiled = optimize_for_inference(model, compile=True)
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
+    assert compiled.config == model.config
+    with torch.inference_mode():
+        assert (compiled(fixture_input()) - official_logits("small_light")).abs().max().item() < 1e-4
+
+
+def test_light_fast_path_in_bfloat16_autocast_stays_close() -> None:
+    model = fixture_model("small_light_ls")
+    fast = optimize_for_inference(model)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = fast(fixture_input()).float()
+    reference = official_logits("small_light_ls")
+    assert torch.isfinite(logits).all()
+    assert (logits - reference).abs().max().item() < 0.05 * reference.abs().max().item()
+    assert torch.equal(logits.argmax(1), reference.argmax(1))
+
+
+def test_fast_models_still_are_staged_models() -> None:
+    fast = optimize_for_inference(fixture_model("small"))
+    assert isinstance(fast, StagedModel)
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last_3d, torch.contiguous_format], ids=["cl", "ncthw"])
+def test_pointwise_matmul_equals_the_pointwise_conv(layout: torch.memory_format) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv3d(12, 20, kernel_size=1)
+    x = torch.randn(2, 12, 3, 5, 4).contiguous(memory_format=layout)
+    with torch.no_grad():
+        out = ChannelsLastPointwise.from_conv(conv)(x)
+        assert torch.allclose(out, conv(x), atol=1e-6)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    assert is_pointwise(conv) and not is_pointwise(nn.Conv3d(12, 20, kernel_size=(1, 2, 2), stride=(1, 2, 2)))
+
+
+def test_channels_last_fast_models_run_cblock_pointwise_convs_as_matmuls() -> None:
+    fast = optimize_for_inference(fixture_model("small"))
+    block = fast.blocks1[0]
+    assert all(isinstance(layer, ChannelsLastPointwise) for layer in (block.conv1, block.conv2, block.mlp.fc1))
+    assert isinstance(fast.patch_embed2.proj, nn.Conv3d)
+    kept = optimize_for_inference(fixture_model("small"), channels_last=False)
+    assert isinstance(kept.blocks1[0].conv1, nn.Conv3d)
+
+
+def test_attention_stage_grids_have_canonical_channels_last_strides_at_batch_1() -> None:
+    """oneDNN only runs a depthwise conv channels-last on canonical strides (a batch-1 view may lack them)."""
+    strides = []
+    fast = optimize_for_inference(fixture_model("small"))
+    fast.blocks3[1].pos_embed.register_forward_pre_hook(lambda _m, inputs: strides.append(inputs[0].stride()))
+    with torch.inference_mode():
+        fast(fixture_input()[:1])
+    channels, frames, height, width = 64, 4, 4, 4
+    assert strides == [(channels * frames * height * width, 1, height * width * channels, width * channels, channels)]
+
+
+def test_onednn_conv_matches_and_replaces_the_im2col_fallback() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv3d(3, 8, kernel_size=3, stride=(1, 2, 2), padding=1)
+    onednn = OneDnnConv3d.from_conv(conv)
+    x = torch.randn(1, 3, 4, 16, 16)
+    with torch.inference_mode():
+        assert torch.allclose(onednn(x), conv(x), atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert onednn(x).dtype == conv(x).dtype == torch.bfloat16  # autocast keeps its own rules
+        fast = optimize_for_inference(fixture_model("small_light"))
+        with torch.profiler.profile() as prof:
+            fast(fixture_input()[:1])  # batch 1: PyTorch would pick im2col for the small convs
+    ops = {event.key for event in prof.key_averages()}
+    assert "aten::mkldnn_convolution" in ops and "aten::slow_conv3d_forward" not in ops
