@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from uniformer_cli.engine.device import autocast, autocast_dtype
-from uniformer_cli.engine.flops import _peak_memory, _synchronize, count_macs
+from uniformer_cli.engine.device import autocast, autocast_dtype, synchronize
+from uniformer_cli.engine.flops import count_macs, peak_memory
 from uniformer_cli.models import FAMILIES, create_model, exact_attention
 from uniformer_cli.models.fast import optimize_for_inference
 
@@ -54,10 +54,10 @@ def median_times(
     cpus: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(runs):
         for name, function in functions.items():
-            _synchronize(device)
+            synchronize(device)
             start, start_cpu = time.perf_counter(), time.process_time()
             function()
-            _synchronize(device)
+            synchronize(device)
             walls[name].append(time.perf_counter() - start)
             cpus[name].append(time.process_time() - start_cpu)
     return {name: Timing(statistics.median(walls[name]), statistics.median(cpus[name])) for name in functions}
@@ -74,7 +74,7 @@ def peak_mib(device: torch.device, model: nn.Module, clips: torch.Tensor, step: 
         torch.cuda.reset_peak_memory_stats(device)
         step()
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return _peak_memory(device, model, clips, step)
+    return peak_memory(device, model, clips, step)
 
 
 def inference_rows(args: argparse.Namespace, family: str, device: torch.device, batch: int) -> None:

@@ -4,47 +4,74 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from functools import cache
 
 import torch
 
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.progress import stderr_console
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
+@cache
+def mps_runs_conv3d() -> bool:
+    """Whether this Mac's MPS backend runs the depthwise 3-D convolutions UniFormer is built from
+    (they arrived late on Apple GPUs; older PyTorch / macOS raise "not implemented")."""
+    try:
+        conv = torch.nn.Conv3d(4, 4, 3, padding=1, groups=4).to("mps")
+        conv(torch.zeros(1, 4, 2, 4, 4, device="mps")).cpu()
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
 def select_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is absent fails clearly."""
+    """`auto` picks CUDA, then MPS, then CPU; an explicit device that is absent fails clearly. An MPS
+    backend without 3-D depthwise convolutions falls back to the CPU with a message."""
     name = name.lower()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        name = "mps" if torch.backends.mps.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UniformerError("--device cuda was asked for but no CUDA GPU is available")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UniformerError("--device mps was asked for but MPS is not available on this machine")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise UniformerError("--device mps was asked for but MPS is not available on this machine")
+        if not mps_runs_conv3d():
+            stderr_console.print("[yellow]MPS cannot run 3-D depthwise convolutions here: using the CPU[/]")
+            return torch.device("cpu")
     try:
         return torch.device(name)
     except RuntimeError as error:
         raise UniformerError(f"unknown device {name!r} (use one of {', '.join(DEVICE_CHOICES)})") from error
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Half precision where it pays: bf16 on CUDA GPUs that support it, else fp16; none on CPU."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
+def autocast_dtype(device: torch.device, *, fp16_safe: bool = True) -> torch.dtype | None:
+    """Half precision where it pays: bf16 on CUDA GPUs that support it, else fp16; none on CPU.
+    `fp16_safe=False` (the light models, which overflow in fp16, MODEL.md 11) keeps them in fp32 where
+    bf16 is not available."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type in ("cuda", "mps") and fp16_safe:
         return torch.float16
     return None
 
 
 @contextlib.contextmanager
-def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
-    dtype = autocast_dtype(device) if enabled else None
+def autocast(device: torch.device, enabled: bool = True, *, fp16_safe: bool = True) -> Iterator[None]:
+    dtype = autocast_dtype(device, fp16_safe=fp16_safe) if enabled else None
     if dtype is None:
         yield
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that wall-clock timings measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

@@ -29,6 +29,7 @@ from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_pr
 from uniformer_cli.engine.device import autocast, select_device
 from uniformer_cli.errors import DatasetError, UniformerError
 from uniformer_cli.files import atomic_write
+from uniformer_cli.models import fp16_safe
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.weights import resolve_model
 
@@ -308,7 +309,7 @@ def _summed_logits(
         return []
     views = torch.cat(videos)
     logits = []
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, fp16_safe=fp16_safe(model)):
         for start in range(0, len(views), batch_size):
             logits.append(model(views[start : start + batch_size].to(device)).float().cpu())
     return [part.sum(0) for part in torch.cat(logits).split([len(v) for v in videos])]

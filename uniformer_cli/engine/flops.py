@@ -20,9 +20,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from uniformer_cli.engine.device import autocast, autocast_dtype, select_device
+from uniformer_cli.engine.device import autocast, autocast_dtype, select_device, synchronize
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.models import FAMILIES, ModelConfig, create_model, exact_attention
+from uniformer_cli.models import FAMILIES, ModelConfig, create_model, exact_attention, fp16_safe
 from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.zoo import ZOO, ZooEntry, get_entry
@@ -304,7 +304,7 @@ def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettin
     clips = torch.randn(settings.batch_size, 3, frames, size, size, device=device)
 
     def forward() -> None:
-        with torch.inference_mode(), autocast(device):
+        with torch.inference_mode(), autocast(device, fp16_safe=fp16_safe(model)):
             model(clips)
 
     for _ in range(settings.warmup):
@@ -313,13 +313,13 @@ def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettin
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for _ in range(settings.runs):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         forward()
-        _synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     latency = statistics.median(times)
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device, fp16_safe=fp16_safe(model))
     return BenchResult(
         device=str(device),
         precision="fp32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast",
@@ -328,18 +328,11 @@ def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettin
         runs=settings.runs,
         latency_ms=latency * 1e3,
         clips_per_s=settings.batch_size / latency,
-        peak_memory_mb=_peak_memory(device, model, clips, forward),
+        peak_memory_mb=peak_memory(device, model, clips, forward),
     )
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def _peak_memory(
+def peak_memory(
     device: torch.device, model: nn.Module, clips: torch.Tensor, forward: Callable[[], None]
 ) -> float | None:
     """Peak bytes held by torch tensors during the timed runs (CUDA) or one profiled run (CPU), in MiB."""

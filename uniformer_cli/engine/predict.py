@@ -23,6 +23,7 @@ from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, is_frame_folder
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
 from uniformer_cli.engine.device import autocast, select_device
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.models import fp16_safe
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.weights import resolve_model
 
@@ -137,7 +138,7 @@ class Predictor:
     def logits(self, views: torch.Tensor) -> torch.Tensor:
         """float32 logits `[views, classes]` on the CPU, `batch_size` views per forward pass."""
         outputs = []
-        with torch.inference_mode(), autocast(self.device):
+        with torch.inference_mode(), autocast(self.device, fp16_safe=fp16_safe(self.model)):
             for batch in views.split(self.batch_size):
                 try:
                     logits = self.model(batch.to(self.device, non_blocking=True))

@@ -37,6 +37,7 @@ from uniformer_cli.data.datasets import Sample, class_key
 from uniformer_cli.data.loading import limit_worker_threads
 from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from uniformer_cli.engine.device import autocast_dtype
 from uniformer_cli.engine.evaluate import Session, compute_metrics, score_videos, session
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng
@@ -95,9 +96,7 @@ def amp_dtype(amp: str, device: torch.device, light: bool) -> torch.dtype | None
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     if amp == "auto":
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None if light else torch.float16
+        return autocast_dtype(device, fp16_safe=not light)
     if amp == "fp16" and device.type != "cuda":
         raise UniformerError("--amp fp16 needs a CUDA GPU (its gradient scaler is CUDA-only): use bf16 or off")
     return torch.bfloat16 if amp == "bf16" else torch.float16

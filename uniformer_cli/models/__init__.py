@@ -31,6 +31,12 @@ def create_model(config: ModelConfig) -> UniFormerModel:
     return MODEL_CLASSES[config.arch](config)
 
 
+def fp16_safe(model: nn.Module) -> bool:
+    """Whether half-precision autocast may run `model`: not the light models, whose fp16 training
+    overflowed (MODEL.md 11); any module that is not a UniFormer is left to the caller's choice."""
+    return not isinstance(model, UniFormerLight)
+
+
 class exact_attention:  # lower case: it reads as a call, `exact_attention(model)`, as often as a `with`
     """Switch every attention of `model` to the explicit fp32 path (or back to SDPA with `enabled=False`).
 
@@ -63,4 +69,5 @@ __all__ = [
     "UniFormerLight",
     "create_model",
     "exact_attention",
+    "fp16_safe",
 ]
