@@ -9,23 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_runner import run_cli
 from parity import FIXTURES, PARITY, SMALL, fixture_input, official_logits
 from torch import nn
 
-from uniformer_cli.cli.app import main
 from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import CheckpointError
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import FAMILIES
 from uniformer_cli.weights import inflate_image_state_dict, load_model, load_weights, read_checkpoint
 from uniformer_cli.zoo import get_entry, load_labels
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
 
 
 @pytest.mark.parametrize(

@@ -11,18 +11,15 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 
-from uniformer_cli.cli.app import main
 from uniformer_cli.engine.flops import STAGE_GROUPS, cost_rows, count_macs, select_workloads
 from uniformer_cli.models import FAMILIES, ModelConfig
 from uniformer_cli.zoo import ZOO, get_entry
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["flops", *map(str, args)])
-    captured = capsys.readouterr()
-    return int(exit_info.value.code or 0), captured.out, captured.err
+def run_flops(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    return run_cli(capsys, "flops", *args)
 
 
 def gflops(family: str, frames: int, size: int) -> float:
@@ -121,7 +118,7 @@ def test_the_stage_split_adds_up_to_the_total(family: str, frames: int, size: in
 
 
 def test_json_row_schema_with_stages(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "--model", "s16x8-k400", "--by-stage", "--json")
+    code, out, _ = run_flops(capsys, "--model", "s16x8-k400", "--by-stage", "--json")
     assert code == 0
     (row,) = json.loads(out)
     entry = ZOO["s16x8-k400"]
@@ -140,7 +137,7 @@ def test_json_row_schema_with_stages(capsys: pytest.CaptureFixture[str]) -> None
 def test_frames_alone_lists_the_zoo_entries_of_that_length_and_csv_matches(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run_cli(capsys, "--frames", "16", "--csv", tmp_path / "cost.csv")
+    code, out, _ = run_flops(capsys, "--frames", "16", "--csv", tmp_path / "cost.csv")
     assert code == 0
     names = [entry.name for entry in ZOO.values() if entry.frames == 16]
     assert all(name in out for name in names)  # the table
@@ -153,7 +150,7 @@ def test_frames_alone_lists_the_zoo_entries_of_that_length_and_csv_matches(
 
 
 def test_csv_to_stdout_replaces_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "--arch", "xxs", "--frames", "8", "--size", "128", "--by-stage", "--csv", "-")
+    code, out, _ = run_flops(capsys, "--arch", "xxs", "--frames", "8", "--size", "128", "--by-stage", "--csv", "-")
     assert code == 0
     (row,) = list(csv.DictReader(io.StringIO(out)))
     assert (row["name"], row["frames"], row["size"], row["views"]) == ("xxs", "8", "128", "1")
@@ -164,7 +161,7 @@ def test_csv_to_stdout_replaces_the_table(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_a_length_nobody_released_costs_every_architecture_at_it(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "--frames", "12", "--json")
+    code, out, _ = run_flops(capsys, "--frames", "12", "--json")
     assert code == 0
     rows = json.loads(out)
     assert {(row["family"], row["size"]) for row in rows} == {(e.family, e.size) for e in ZOO.values()}
@@ -174,7 +171,7 @@ def test_a_length_nobody_released_costs_every_architecture_at_it(capsys: pytest.
 
 
 def test_a_zoo_model_recomputed_at_another_shape_drops_the_paper_figure(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "--model", "b16x4-k400", "--frames", "8", "--clips", "2", "--json")
+    code, out, _ = run_flops(capsys, "--model", "b16x4-k400", "--frames", "8", "--clips", "2", "--json")
     assert code == 0
     (row,) = json.loads(out)
     assert (row["frames"], row["views"], row["paper_gflops_per_view"], row["diff_pct"]) == (8, 2, None, None)
@@ -194,14 +191,14 @@ def test_a_zoo_model_recomputed_at_another_shape_drops_the_paper_figure(capsys: 
 def test_bad_requests_fail_with_one_line(
     capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
 ) -> None:
-    code, _, err = run_cli(capsys, *arguments)
+    code, _, err = run_flops(capsys, *arguments)
     assert code == 1
     assert message in err
     assert "Traceback" not in err
 
 
 def test_help_says_what_is_and_is_not_counted(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "--help")
+    code, out, _ = run_flops(capsys, "--help")
     assert code == 0
     text = " ".join(out.split())
     assert "depthwise included" in text
@@ -209,7 +206,7 @@ def test_help_says_what_is_and_is_not_counted(capsys: pytest.CaptureFixture[str]
 
 
 def test_bench_measures_the_chosen_batch(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(
+    code, out, _ = run_flops(
         capsys, "--arch", "xxs", "--frames", "4", "--size", "64", "--bench", "--device", "cpu", "--batch-size", "2",
         "--warmup", "1", "--runs", "2", "--json",
     )  # fmt: skip

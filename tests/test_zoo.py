@@ -7,8 +7,8 @@ import math
 from importlib import resources
 
 import pytest
+from cli_runner import run_cli
 
-from uniformer_cli.cli.app import main
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.zoo import ALIASES, LABEL_SETS, ZOO, ZooEntry, get_entry, load_labels
 
@@ -33,11 +33,11 @@ JSON_FIELDS = {
 }
 
 
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    assert exit_info.value.code in (0, None)
-    return capsys.readouterr().out
+def models_output(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """stdout of a successful `uniformer models ARGS`."""
+    code, out, _ = run_cli(capsys, "models", *args)
+    assert code == 0
+    return out
 
 
 # --- label files ------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def test_get_entry_fails_clearly_on_unknown_names() -> None:
 
 
 def test_models_json_lists_every_entry_with_the_documented_fields(capsys: pytest.CaptureFixture[str]) -> None:
-    rows = json.loads(run_cli(capsys, "models", "--json"))
+    rows = json.loads(models_output(capsys, "--json"))
     assert [row["name"] for row in rows] == list(ZOO)
     for row in rows:
         assert set(row) >= JSON_FIELDS
@@ -214,7 +214,7 @@ def test_models_table_shows_every_name_whole(
     monkeypatch.setenv("COLUMNS", str(columns))
     for variable in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
         monkeypatch.delenv(variable, raising=False)
-    output = run_cli(capsys, "models")
+    output = models_output(capsys)
     assert max(len(line) for line in output.splitlines()) <= columns
     words = set(output.replace(",", " ").split())
     assert set(ZOO) <= words
@@ -225,5 +225,5 @@ def test_models_table_names_the_hub_repos_at_100_columns(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "100")
-    words = set(run_cli(capsys, "models").split())
+    words = set(models_output(capsys).split())
     assert {entry.hub_repo for entry in ZOO.values() if entry.on_hub} <= words

@@ -30,7 +30,8 @@ ArchOption = Annotated[
     str | None,
     typer.Option("--arch", help=f"An architecture instead of zoo entries: {', '.join(FAMILIES)} (400 classes)."),
 ]
-FramesOption = Annotated[
+# --frames and --size filter the zoo here (or recompute a model), unlike the shared protocol overrides.
+ShapeFramesOption = Annotated[
     int | None,
     typer.Option(
         "--frames",
@@ -40,7 +41,7 @@ FramesOption = Annotated[
         " none, every architecture at it); with --model / --arch: recompute at this length.",
     ),
 ]
-SizeOption = Annotated[
+ShapeSizeOption = Annotated[
     int | None, typer.Option("--size", min=1, help="Crop side in pixels; filters or recomputes like --frames.")
 ]
 ByStageFlag = Annotated[
@@ -62,8 +63,8 @@ CsvOption = Annotated[
 def flops(
     model: ModelOption = None,
     arch: ArchOption = None,
-    frames: FramesOption = None,
-    size: SizeOption = None,
+    frames: ShapeFramesOption = None,
+    size: ShapeSizeOption = None,
     clips: ClipsOption = None,
     crops: CropsOption = None,
     by_stage: ByStageFlag = False,

@@ -137,7 +137,8 @@ def predict(
         raise typer.Exit(1)
 
 
-predict.__doc__ = (predict.__doc__ or "").replace("{default}", DEFAULT_MODEL)
+# The help names the default model from the engine, which owns it.
+predict.__doc__ = (predict.__doc__ or "").format(default=DEFAULT_MODEL)
 
 
 def _table(result: VideoPrediction) -> Table:

@@ -11,7 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from uniformer_cli.cli.options import DecoderOption, DeviceOption, HeadDimOption, WeightsOption, WorkersOption
+from uniformer_cli.cli.options import (
+    DecoderOption,
+    DeviceOption,
+    FramesOption,
+    HeadDimOption,
+    SamplingOption,
+    StrideOption,
+    WeightsOption,
+    WorkersOption,
+)
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.engine import train as train_engine
 from uniformer_cli.engine.train_config import (
@@ -80,9 +89,9 @@ def train(
     arch: Annotated[
         str | None, typer.Option("--arch", help=f"Family for --init/--scratch: {', '.join(FAMILIES)} (default: s).")
     ] = None,
-    frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames per clip.")] = None,
-    stride: Annotated[int | None, typer.Option("--stride", min=1, help="Dense sampling rate.")] = None,
-    sampling: Annotated[str | None, typer.Option("--sampling", help="dense, segment or sparse.")] = None,
+    frames: FramesOption = None,
+    stride: StrideOption = None,
+    sampling: SamplingOption = None,
     size: Annotated[int | None, typer.Option("--size", min=16, help="Crop size (pixels).")] = None,
     depth: Stages = None,
     embed_dim: Stages = None,

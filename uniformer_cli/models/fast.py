@@ -145,8 +145,8 @@ def optimize_for_inference(
     A copy by default, so the original's state_dict and training mode stay as they were; `inplace=True`
     saves the memory of a copy when the caller no longer needs the original. `channels_last=None` picks
     channels-last on CPU (measured faster) and NCTHW elsewhere, for the device the model is on when this
-    is called. Attributes set on the
-    model (`config`, `labels`, `zoo_entry`) are kept. Call it after moving the model to its device.
+    is called. Attributes set on the model (`config`, `labels`, `zoo_entry`) are kept. Call it after
+    moving the model to its device.
     """
     fast = model if inplace else copy.deepcopy(model)
     fast.eval()

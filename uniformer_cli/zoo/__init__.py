@@ -17,9 +17,9 @@ from uniformer_cli.models.config import FAMILIES, ModelConfig
 Sampling = Literal["dense", "segment", "sparse"]
 ChannelOrder = Literal["rgb", "bgr"]
 
-LABEL_SETS = ("k400", "k600", "sthv1", "sthv2", "ucf101", "hmdb51")
 # Class counts of the label sets (the HMDB51 head may carry 101 rows, MODEL.md 6.2).
 LABEL_SET_SIZES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
+LABEL_SETS = tuple(LABEL_SET_SIZES)
 # Datasets the official code reads as JPEG frame folders (Sth, HMDB51 loaders; DATA.md 2.2, 4.2).
 FRAME_FOLDER_SETS = ("sthv1", "sthv2", "hmdb51")
 
