@@ -20,7 +20,7 @@ import torch
 
 from uniformer_cli.data import ViewProtocol, open_video
 from uniformer_cli.data.views import read_view_frames, views_from_frames
-from uniformer_cli.engine.device import select_device
+from uniformer_cli.engine.device import select_device, synchronize
 from uniformer_cli.engine.predict import Predictor
 from uniformer_cli.models import create_model
 from uniformer_cli.zoo import get_entry
@@ -32,12 +32,10 @@ def _median_seconds(work: Callable[[], object], runs: int, device: torch.device)
     work()  # warm-up: first-call allocations, kernel selection, decoder start-up
     times, result = [], None
     for _ in range(runs):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         started = time.perf_counter()
         result = work()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times), result
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from synthetic_video import write_jpeg, write_video
+from synthetic_video import write_frame_folder, write_video
 
 from uniformer_cli.models import ModelConfig, create_model
 
@@ -80,11 +80,7 @@ def flat_frames(
     folder: Path, rgb: tuple[int, int, int], frames: int, template: str, size: tuple[int, int] = (48, 40)
 ) -> Path:
     """A frame folder of flat-colour JPEGs named `template.format(1..frames)` (1-based, like Sth/HMDB)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    image = flat_image(rgb, size)
-    for number in range(1, frames + 1):
-        write_jpeg(folder / template.format(number), image)
-    return folder
+    return write_frame_folder(folder, [flat_image(rgb, size)] * frames, template)
 
 
 def flat_image(rgb: tuple[int, int, int], size: tuple[int, int]) -> np.ndarray:

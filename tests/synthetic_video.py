@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import av
@@ -48,6 +48,12 @@ def write_video(
     return path
 
 
+def decode_all(path: Path) -> np.ndarray:
+    """Every frame, decoded in order with plain PyAV: the reference numbering (DATA.md 2.1)."""
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
 def write_jpeg(path: Path, image: np.ndarray, quality: int = 2) -> None:
     """A JPEG file written with PyAV's mjpeg encoder (`quality` is its qscale: 2 is near-lossless)."""
     with av.open(str(path), "w", format="image2") as container:
@@ -59,7 +65,7 @@ def write_jpeg(path: Path, image: np.ndarray, quality: int = 2) -> None:
         container.mux(stream.encode(None))
 
 
-def write_frame_folder(folder: Path, frames: np.ndarray, template: str = "img_{:05d}.jpg") -> Path:
+def write_frame_folder(folder: Path, frames: Sequence[np.ndarray], template: str = "img_{:05d}.jpg") -> Path:
     """Sth/HMDB-style folder: frame k (0-based) in file number k + 1."""
     folder.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(frames):

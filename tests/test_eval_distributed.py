@@ -4,12 +4,11 @@ and the numbers and per-video predictions equal a single-process run."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from eval_data import colour, colour_model, flat_video
+from launch import run_uniformer
 
 from uniformer_cli.weights import save_weights
 
@@ -18,20 +17,7 @@ NAMES = [f"class{k}" for k in range(8)]
 
 
 def uniformer_eval(*args: str | Path, processes: int = 1) -> subprocess.CompletedProcess[str]:
-    launcher = [sys.executable, "-m", "uniformer_cli.cli.app"]
-    if processes > 1:
-        launcher = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={processes}",
-            "-m",
-            "uniformer_cli.cli.app",
-        ]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [*launcher, "eval", "--device", "cpu", "--workers", "0", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment, check=False)
+    return run_uniformer("eval", "--device", "cpu", "--workers", "0", *map(str, args), processes=processes, timeout=240)
 
 
 def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:

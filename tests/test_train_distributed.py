@@ -10,12 +10,10 @@ and weights must agree to float32 rounding, amplified a little by Adam over a fe
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launch import run_uniformer
 from motion_data import motion_dataset, tiny_flags
 
 from uniformer_cli.engine.checkpointing import load_checkpoint
@@ -28,8 +26,8 @@ FLAGS = [*tiny_flags(), "--no-flip", "--workers", "0", "--epochs", "2", "--log-e
 FLAGS += ["--aug", "official", "--randaug", "rand-m7-n2-mstd0.5", "--mixup", "--drop-path", "0.1", "--lr", "2e-3"]
 
 
-def train_command(data: Path, output: Path, *extra: str) -> list[str]:
-    return ["-m", "uniformer_cli.cli.app", "train", "--data", str(data), "-o", str(output), *FLAGS, *extra, "--json"]
+def train_args(data: Path, output: Path, *extra: str) -> list[str]:
+    return ["train", "--data", str(data), "-o", str(output), *FLAGS, *extra, "--json"]
 
 
 def step_losses(run: Path) -> list[float]:
@@ -37,11 +35,8 @@ def step_losses(run: Path) -> list[float]:
     return [record["loss"] for record in records if record["event"] == "step"]
 
 
-def run(command: list[str]) -> None:
-    # One thread per process, as torchrun gives each of its workers (and a busy second core would slow
-    # a two-thread process by orders of magnitude).
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+def run(args: list[str], processes: int = 1) -> None:
+    done = run_uniformer(*args, processes=processes)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -49,9 +44,8 @@ def run(command: list[str]) -> None:
 def test_two_gloo_processes_match_one_process_accumulating_the_same_global_batch(tmp_path: Path) -> None:
     data = motion_dataset(tmp_path / "motion", 4, 1)  # 16 training videos: 4 steps of 4 per epoch
     ddp, single = tmp_path / "ddp", tmp_path / "single"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    run([*torchrun, *train_command(data, ddp, "--batch-size", "2")])
-    run([sys.executable, *train_command(data, single, "--batch-size", "2", "--accum-steps", "2")])
+    run(train_args(data, ddp, "--batch-size", "2"), processes=2)
+    run(train_args(data, single, "--batch-size", "2", "--accum-steps", "2"))
 
     for folder, processes in ((ddp, 2), (single, 1)):
         config = json.loads((folder / "config.json").read_text())

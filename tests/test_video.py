@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from synthetic_video import numbered_frame, write_audio_only, write_frame_folder, write_jpeg, write_video
+from synthetic_video import decode_all, numbered_frame, write_audio_only, write_frame_folder, write_jpeg, write_video
 
 from uniformer_cli.data.video import FrameFolderVideo, PyAVVideo, decord_available, open_video
 from uniformer_cli.errors import UniformerError, VideoError
@@ -16,12 +16,6 @@ from uniformer_cli.errors import UniformerError, VideoError
 FIXTURES = Path(__file__).parent / "fixtures" / "preprocess"
 FIXTURE_CLIPS = ["Tw2yXa6CzWE", "carphone_pristine"]
 needs_decord = pytest.mark.skipif(not decord_available(), reason="decord has no wheel for this platform")
-
-
-def _decode_all(path: Path) -> np.ndarray:
-    """Every frame, decoded in order with plain PyAV: the reference numbering (DATA.md 2.1)."""
-    with av.open(str(path)) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +39,7 @@ def test_fixture_metadata(clip: str, decoder: str) -> None:
 @pytest.mark.parametrize("clip", FIXTURE_CLIPS)
 def test_decord_and_pyav_return_identical_frames(clip: str) -> None:
     path = FIXTURES / f"{clip}.mp4"
-    reference = _decode_all(path)
+    reference = decode_all(path)
     with open_video(path, "pyav") as pyav_video, open_video(path, "decord") as decord_video:
         everything = list(range(pyav_video.num_frames))
         assert np.array_equal(pyav_video.read(everything), reference)
@@ -61,7 +55,7 @@ def test_auto_prefers_decord_when_installed() -> None:
 
 
 def test_pyav_random_reads_match_sequential_decoding(gop_video: Path) -> None:
-    reference = _decode_all(gop_video)
+    reference = decode_all(gop_video)
     rng = np.random.default_rng(0)
     with open_video(gop_video, "pyav") as video:
         assert video.num_frames == len(reference) == 120
@@ -102,7 +96,7 @@ def test_decord_matches_pyav_on_a_seeking_video(gop_video: Path) -> None:
 def test_auto_falls_back_to_pyav_where_decord_fails(tmp_path: Path, height: int, width: int) -> None:
     # decord 0.6 opens H.264 files 48 pixels wide but cannot copy out their frames; PyAV reads them.
     path = write_video(tmp_path / "narrow.mp4", 10, frame=lambda i: numbered_frame(i, height, width))
-    reference = _decode_all(path)
+    reference = decode_all(path)
     with open_video(path, "decord") as video, pytest.raises(VideoError, match=r"decord cannot decode .*narrow\.mp4"):
         video.read([0])
     with open_video(path) as video:
@@ -114,7 +108,7 @@ def test_webm_without_a_frame_count_in_the_header(tmp_path: Path) -> None:
     path = write_video(tmp_path / "clip.webm", 20, codec="libvpx-vp9", gop=5)
     with av.open(str(path)) as container:
         assert container.streams.video[0].frames == 0  # the frame count comes from counting packets
-    reference = _decode_all(path)
+    reference = decode_all(path)
     with open_video(path, "pyav") as video:
         assert video.num_frames == len(reference) == 20
         assert np.array_equal(video.read([19, 0, 7]), reference[[19, 0, 7]])
@@ -126,7 +120,7 @@ def test_webm_without_a_frame_count_in_the_header(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("template", ["{:05d}.jpg", "img_{:05d}.jpg"])
 def test_frame_folder_equals_the_video_within_jpeg_loss(tmp_path: Path, template: str) -> None:
-    frames = _decode_all(FIXTURES / "carphone_pristine.mp4")[:24]
+    frames = decode_all(FIXTURES / "carphone_pristine.mp4")[:24]
     folder = write_frame_folder(tmp_path / "video_0001", frames, template)
     with open_video(folder) as video:
         assert isinstance(video, FrameFolderVideo)

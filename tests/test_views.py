@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic_video import write_frame_folder, write_video
+from synthetic_video import decode_all, write_frame_folder, write_video
 
 from uniformer_cli.data import ViewProtocol, load_views, open_video, transforms, views_from_video
 from uniformer_cli.data.transforms import crop_indices, crop_offset, short_side_resize, short_side_size
@@ -193,8 +192,7 @@ def _reference_views(frames: np.ndarray, clips: list[list[int]], size: int) -> l
 
 def test_view_order_is_clip_major_and_bgr_reverses_channels(tmp_path: Path) -> None:
     path = write_video(tmp_path / "wide.mp4", 40, frame=lambda i: np.full((48, 96, 3), (i * 6, 90, 200), np.uint8))
-    with av.open(str(path)) as container:
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    frames = decode_all(path)
     protocol = ViewProtocol(frames=4, stride=2, clips=2, crops=3, size=32)
     with open_video(path, "pyav") as video:
         views = views_from_video(video, protocol)
@@ -227,8 +225,7 @@ def test_window_samples_inside_the_window() -> None:
 
 
 def test_frame_folder_views_match_video_views_within_jpeg_loss(tmp_path: Path) -> None:
-    with av.open(str(FIXTURES / "carphone_pristine.mp4")) as container:
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    frames = decode_all(FIXTURES / "carphone_pristine.mp4")
     folder = write_frame_folder(tmp_path / "carphone", frames)
     from_video = load_views(FIXTURES / "carphone_pristine.mp4", frames=16, sampling="segment", crops=3)
     from_folder = load_views(folder, frames=16, sampling="segment", crops=3)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from uniformer_cli.data.transforms import normalise, short_side_resize
+from uniformer_cli.data.transforms import normalise, resize, short_side_resize
 from uniformer_cli.errors import UniformerError
 
 GREY = 128.0  # fill of the geometric ops (timm's img_mean for the video recipe)
@@ -320,11 +320,6 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def resize_square(clip: torch.Tensor, size: int) -> torch.Tensor:
-    """`[3, T, h, w]` -> `[3, T, size, size]`, bilinear without antialiasing (each frame separately)."""
-    return F.interpolate(clip, size=(size, size), mode="bilinear", align_corners=False)
-
-
 def random_erase(clip: torch.Tensor, rng: np.random.Generator, area: tuple[float, float] = (0.02, 1 / 3)) -> None:
     """In place on `[..., H, W]`: one rectangle (2-33% of the frame, aspect 0.3-3.3, the same in every
     frame) filled with fresh standard-normal noise per pixel and frame; skipped if 100 draws miss."""
@@ -385,15 +380,15 @@ class ClipAugment:
 
     def view(self, frames: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         config = self.config
-        clip = frames.permute(0, 3, 1, 2)  # [T, 3, H, W]
         if self.randaug is not None:
-            clip = self.randaug(clip, rng)
-        clip = normalise(clip.permute(0, 2, 3, 1))  # float [3, T, H, W]
-        height, width = clip.shape[-2:]
+            frames = self.randaug(frames.permute(0, 3, 1, 2), rng).permute(0, 2, 3, 1)
         if config.resized_crop:
+            height, width = frames.shape[1:3]
             top, left, h, w = random_resized_crop_box(height, width, rng, config.scale, config.ratio)
-            clip = resize_square(clip[..., top : top + h, left : left + w], config.size)
+            # Normalising is per pixel: crop first, so only the box is converted to floats.
+            clip = resize(normalise(frames[:, top : top + h, left : left + w]), (config.size, config.size))
         else:
+            clip = normalise(frames)  # float [3, T, H, W]
             low, high = config.jitter_range
             clip = short_side_resize(clip, int(rng.integers(low, high, endpoint=True)))
             height, width = clip.shape[-2:]

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from uniformer_cli.data.video import VIDEO_EXTENSIONS
-from uniformer_cli.errors import DatasetError
+from uniformer_cli.data.video import VIDEO_EXTENSIONS, Video
+from uniformer_cli.errors import DatasetError, VideoError
 from uniformer_cli.zoo import ZOO, ZooEntry, load_labels
 
 SPLITS = ("train", "val", "test")
@@ -37,6 +37,14 @@ class Sample:
     path: Path
     label: int
     num_frames: int | None = None
+
+    def frame_count(self, video: Video) -> int:
+        """Frames to sample over: a frame folder's comes from the list, not the folder (DATA.md 2.2)."""
+        if self.num_frames is None:
+            return video.num_frames
+        if self.num_frames < 1:
+            raise VideoError(f"{self.path}: the list gives it {self.num_frames} frames")
+        return self.num_frames
 
 
 @dataclass

@@ -38,16 +38,19 @@ def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
     return size, math.floor(width / height * size)
 
 
+def resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a float `[C, T, H, W]` clip to `size = (height, width)`: bilinear, `align_corners=False`,
+    no antialiasing (antialiased or 8-bit resizers are 0.01-0.5 off, DATA.md 4.4)."""
+    # Time acts as the channel axis, so each frame is resized on its own.
+    return F.interpolate(clip, size=size, mode="bilinear", align_corners=False)
+
+
 def short_side_resize(clip: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a float `[C, T, H, W]` clip so its short side is `size`: bilinear, `align_corners=False`,
-    no antialiasing (antialiased or 8-bit resizers are 0.01-0.5 off, DATA.md 4.4). Frames whose short
-    side already equals `size` are returned untouched."""
+    """`resize` a float `[C, T, H, W]` clip so its short side is `size`. Frames whose short side
+    already equals `size` are returned untouched."""
     height, width = clip.shape[-2:]
     new_size = short_side_size(height, width, size)
-    if new_size == (height, width):
-        return clip
-    # Time acts as the channel axis, so each frame is resized on its own.
-    return F.interpolate(clip, size=new_size, mode="bilinear", align_corners=False)
+    return clip if new_size == (height, width) else resize(clip, new_size)
 
 
 def resized_clip(frames: np.ndarray, size: int, chunk: int = 8) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Device choice and mixed precision, shared by predict, eval, train and flops."""
+"""Device choice, mixed precision and batched inference, shared by predict, eval, train and flops."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from functools import cache
 import torch
 
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.models import fp16_safe
 from uniformer_cli.progress import stderr_console
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -60,13 +61,36 @@ def autocast_dtype(device: torch.device, *, fp16_safe: bool = True) -> torch.dty
 
 
 @contextlib.contextmanager
-def autocast(device: torch.device, enabled: bool = True, *, fp16_safe: bool = True) -> Iterator[None]:
-    dtype = autocast_dtype(device, fp16_safe=fp16_safe) if enabled else None
+def autocast_to(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    """Autocast on `device` to `dtype`; None runs in full precision."""
     if dtype is None:
         yield
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+def autocast(
+    device: torch.device, enabled: bool = True, *, fp16_safe: bool = True
+) -> contextlib.AbstractContextManager[None]:
+    """Inference autocast to `autocast_dtype(device)` (off when not `enabled`)."""
+    return autocast_to(device, autocast_dtype(device, fp16_safe=fp16_safe) if enabled else None)
+
+
+def batched_logits(model: torch.nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
+    """float32 logits of `inputs` on the CPU: `batch_size` inputs per forward pass, under inference mode
+    and autocast; running out of device memory becomes a one-line error."""
+    outputs = []
+    with torch.inference_mode(), autocast(device, fp16_safe=fp16_safe(model)):
+        for batch in inputs.split(batch_size):
+            try:
+                logits = model(batch.to(device, non_blocking=True))
+            except torch.OutOfMemoryError:
+                raise UniformerError(
+                    f"out of memory on {device} with {len(batch)} views per pass: lower --batch-size"
+                ) from None
+            outputs.append(logits.float().cpu())
+    return torch.cat(outputs)
 
 
 def synchronize(device: torch.device) -> None:

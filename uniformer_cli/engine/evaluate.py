@@ -26,10 +26,9 @@ from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locat
 from uniformer_cli.data.loading import limit_worker_threads
 from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
-from uniformer_cli.engine.device import autocast, select_device
+from uniformer_cli.engine.device import batched_logits, select_device
 from uniformer_cli.errors import DatasetError, UniformerError
 from uniformer_cli.files import atomic_write
-from uniformer_cli.models import fp16_safe
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.weights import resolve_model
 
@@ -204,12 +203,16 @@ class Session:
         return merged
 
 
+def world_size() -> int:
+    """Processes of this job: torchrun's WORLD_SIZE, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 @contextlib.contextmanager
 def session(device_name: str) -> Iterator[Session]:
     """One process, or one rank of a `torchrun` job: gloo on CPU, NCCL on CUDA, one GPU per rank."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     device = select_device(device_name)
-    if world_size == 1:
+    if world_size() == 1:
         yield Session(0, 1, device)
         return
     if device.type == "cuda":
@@ -258,9 +261,7 @@ class _VideoViews(Dataset):
         sample = self.samples[position]
         try:
             with open_video(sample.path, self.decoder) as video:
-                # Frame folders are sampled over the list's frame count, not the folder's (DATA.md 2.2).
-                window = (0, sample.num_frames) if sample.num_frames is not None else None
-                return position, views_from_video(video, self.protocol, window), None
+                return position, views_from_video(video, self.protocol, (0, sample.frame_count(video))), None
         except UniformerError as error:
             return position, None, str(error)
         except Exception as error:  # one undecodable video must not end a run of thousands
@@ -307,12 +308,8 @@ def _summed_logits(
     forward passes of at most `batch_size` views."""
     if not videos:
         return []
-    views = torch.cat(videos)
-    logits = []
-    with torch.inference_mode(), autocast(device, fp16_safe=fp16_safe(model)):
-        for start in range(0, len(views), batch_size):
-            logits.append(model(views[start : start + batch_size].to(device)).float().cpu())
-    return [part.sum(0) for part in torch.cat(logits).split([len(v) for v in videos])]
+    logits = batched_logits(model, torch.cat(videos), device, batch_size)
+    return [part.sum(0) for part in logits.split([len(v) for v in videos])]
 
 
 def _key(sample: Sample, root: Path) -> str:

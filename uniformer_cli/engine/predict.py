@@ -21,9 +21,8 @@ from torch import nn
 
 from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, is_frame_folder, open_video
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
-from uniformer_cli.engine.device import autocast, select_device
+from uniformer_cli.engine.device import batched_logits, select_device
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.models import fp16_safe
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.weights import resolve_model
 
@@ -137,17 +136,7 @@ class Predictor:
 
     def logits(self, views: torch.Tensor) -> torch.Tensor:
         """float32 logits `[views, classes]` on the CPU, `batch_size` views per forward pass."""
-        outputs = []
-        with torch.inference_mode(), autocast(self.device, fp16_safe=fp16_safe(self.model)):
-            for batch in views.split(self.batch_size):
-                try:
-                    logits = self.model(batch.to(self.device, non_blocking=True))
-                except torch.OutOfMemoryError:
-                    raise UniformerError(
-                        f"out of memory on {self.device} with {len(batch)} views per pass: lower --batch-size"
-                    ) from None
-                outputs.append(logits.float().cpu())
-        scores = torch.cat(outputs)
+        scores = batched_logits(self.model, views, self.device, self.batch_size)
         return scores[:, : len(self.labels)] if self.labels else scores
 
     def probabilities(self, views: torch.Tensor) -> torch.Tensor:
@@ -270,6 +259,11 @@ def load_predictor(
     )
 
 
+def _videos_in(folder: Path) -> list[Path]:
+    """The folder itself when it is a frame folder, else the videos below it."""
+    return [folder] if is_frame_folder(folder) else _videos_under(folder)
+
+
 def _videos_under(folder: Path) -> list[Path]:
     """Video files and frame folders below `folder`, in sorted order; frame folders are not entered."""
     found = []
@@ -292,7 +286,7 @@ def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path], list[Failu
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            matches = [path] if is_frame_folder(path) else _videos_under(path)
+            matches = _videos_in(path)
             reason = f"no videos or frame folders found under {path}"
         elif path.exists():
             matches, reason = [path], ""
@@ -300,7 +294,7 @@ def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path], list[Failu
             matches = []
             for match in map(Path, sorted(glob.glob(str(pattern), recursive=True))):
                 if match.is_dir():
-                    matches.extend([match] if is_frame_folder(match) else _videos_under(match))
+                    matches.extend(_videos_in(match))
                 elif match.suffix.lower() in VIDEO_EXTENSIONS:
                     matches.append(match)
             reason = f"no videos match {pattern}"

@@ -20,7 +20,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from uniformer_cli.data.datasets import Sample, class_key
 from uniformer_cli.data.loading import limit_worker_threads
 from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from uniformer_cli.engine.device import autocast_dtype
+from uniformer_cli.engine.device import autocast_dtype, autocast_to
 from uniformer_cli.engine.evaluate import Session, compute_metrics, score_videos, session
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng
@@ -247,10 +247,6 @@ def _seed_micro_step(seed: int, epoch: int, step: int, chunk: int) -> None:
     torch.manual_seed(int(keyed_rng(seed, epoch, step, chunk).integers(2**62)))
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
 def _steps(loader: DataLoader, accumulation: int) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
     """The loader's micro-batches grouped per optimiser step."""
     group = []
@@ -390,7 +386,7 @@ class _Trainer:
             # Gradients are all-reduced once per step, on the last micro-batch.
             last = micro_step == len(group) - 1
             with nullcontext() if last or self.ddp is None else self.ddp.no_sync():
-                with _autocast(device, self.dtype):
+                with autocast_to(device, self.dtype):
                     loss = training_loss(self.forward(clips), targets)
                 self.scaler.scale(loss / len(group)).backward()
             total += loss.item()

@@ -17,6 +17,7 @@ from uniformer_cli.data.augment import AugmentConfig
 from uniformer_cli.data.datasets import DatasetSplit, read_dataset
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.engine.checkpointing import load_checkpoint
+from uniformer_cli.engine.evaluate import world_size
 from uniformer_cli.engine.train_data import ClipSampling
 from uniformer_cli.errors import DatasetError, UniformerError
 from uniformer_cli.models.config import FAMILIES, ModelConfig
@@ -180,11 +181,6 @@ def _pick(value: Any, default: Any) -> Any:
 
 def _absolute(path: str | Path | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
-
-
-def world_size() -> int:
-    """Processes of this job: torchrun's WORLD_SIZE, else 1."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def main_process() -> bool:

@@ -68,8 +68,7 @@ class TrainClips(Dataset):
 
     def _load(self, sample: Sample, rng: np.random.Generator) -> torch.Tensor:
         with open_video(sample.path, self.decoder) as video:
-            num_frames = sample.num_frames or video.num_frames
-            frames = video.read(self.sampling.indices(num_frames, rng))
+            frames = video.read(self.sampling.indices(sample.frame_count(video), rng))
         return self.augment(torch.from_numpy(frames), rng)
 
     def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, int]:
