@@ -173,7 +173,12 @@ def colour_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, obj
             ColourModel(), ModelConfig(), COLOURS, None, tmp_path / "colour.safetensors", PROTOCOL.as_dict()
         )
 
+    def fake_optimize(model: nn.Module, **options: object) -> nn.Module:
+        asked.update(optimized=options)
+        return model  # the colour model has no UniFormer layers to fuse
+
     monkeypatch.setattr(predict_engine, "resolve_model", fake_resolve)
+    monkeypatch.setattr(predict_engine, "optimize_for_inference", fake_optimize)
     return asked
 
 
@@ -228,6 +233,9 @@ def test_cli_options_reach_the_engine(
     assert "4x2, 3x3 views, 32px, RGB" in out
     assert colour_cli["device"] == torch.device("cpu")
     assert colour_cli["head_dim"] == 8
+    assert colour_cli["optimized"] == {"inplace": True, "compile": False}
+    assert _run(capsys, videos["red"], "--model", "colour", "--compile")[0] == 0
+    assert colour_cli["optimized"] == {"inplace": True, "compile": True}
 
 
 def test_cli_timeline(capsys: pytest.CaptureFixture[str], colour_cli: dict, videos: dict[str, Path]) -> None:

@@ -14,6 +14,7 @@ from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
     ClipsOption,
+    CompileFlag,
     CropsOption,
     DecoderOption,
     DeviceOption,
@@ -58,6 +59,7 @@ def evaluate(
     channel_order: ChannelOrderOption = None,
     device: DeviceOption = "auto",
     decoder: DecoderOption = "auto",
+    compile_model: CompileFlag = False,
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = 4,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate only the first N videos.")] = None,
@@ -109,6 +111,7 @@ def evaluate(
         skip_broken=skip_broken,
         json_path=None if to_stdout else json_file,
         resume=resume,
+        compile=compile_model,
     )
     report = run_evaluation(request)
     if report is None:  # a torchrun rank other than 0

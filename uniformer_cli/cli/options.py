@@ -33,6 +33,13 @@ BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, help=
 WorkersOption = Annotated[
     int, typer.Option("--workers", "-j", min=0, help="DataLoader worker processes that decode videos.")
 ]
+CompileFlag = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the inference model: a slow first call, then faster; pays off over many videos.",
+    ),
+]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")]
 HeadDimOption = Annotated[
     int | None,

@@ -16,6 +16,7 @@ from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
     ClipsOption,
+    CompileFlag,
     CropsOption,
     DecoderOption,
     DeviceOption,
@@ -67,6 +68,7 @@ def predict(
     device: DeviceOption = "auto",
     batch_size: BatchSizeOption = 8,
     decoder: DecoderOption = "auto",
+    compile_model: CompileFlag = False,
     json_output: JsonFlag = False,
     csv_file: Annotated[
         Path | None, typer.Option("--csv", help="Also write the results to this CSV file.", dir_okay=False)
@@ -114,6 +116,7 @@ def predict(
         ),
         batch_size=batch_size,
         decoder=decoder,
+        compile=compile_model,
     )
     report = run_predict(
         predictor,

@@ -29,6 +29,7 @@ from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_pr
 from uniformer_cli.engine.device import batched_logits, select_device
 from uniformer_cli.errors import DatasetError, UniformerError
 from uniformer_cli.files import atomic_write
+from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.weights import resolve_model
 
@@ -60,6 +61,7 @@ class EvalRequest:
     skip_broken: bool = False
     json_path: Path | None = None
     resume: bool = False
+    compile: bool = False
 
 
 @dataclass
@@ -422,8 +424,9 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
         )
         todo = [position for position, key in enumerate(keys) if key not in previous]
         shard = todo[current.rank :: current.world_size]  # no padding duplicates, unlike the official sampler
+        model = optimize_for_inference(loaded.model, inplace=True, compile=request.compile)
         scored = score_videos(
-            loaded.model,
+            model,
             samples,
             shard,
             keys,

@@ -23,6 +23,7 @@ from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, is_frame_folder
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
 from uniformer_cli.engine.device import batched_logits, select_device
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.weights import resolve_model
 
@@ -238,8 +239,10 @@ def load_predictor(
     overrides: ProtocolOverrides | None = None,
     batch_size: int = 8,
     decoder: str = "auto",
+    compile: bool = False,
 ) -> Predictor:
-    """A `Predictor` for a zoo model (default `DEFAULT_MODEL`) or a weights file.
+    """A `Predictor` for a zoo model (default `DEFAULT_MODEL`) or a weights file, on the fast inference
+    path (`optimize_for_inference`, `torch.compile` with `compile`).
 
     The protocol comes from the zoo entry (`model`, which also names the entry a local `.pth` belongs
     to) or the safetensors metadata, changed by `overrides`; a file with neither takes it from the
@@ -254,8 +257,9 @@ def load_predictor(
         loaded = resolve_model(model or DEFAULT_MODEL, device=target, revision=revision, head_dim=head_dim)
     protocol = resolve_protocol(loaded.view_protocol, overrides or ProtocolOverrides(), str(loaded.path))
     name = loaded.entry.name if loaded.entry else loaded.path.name
+    fast = optimize_for_inference(loaded.model, inplace=True, compile=compile)
     return Predictor(
-        loaded.model, protocol, labels=loaded.labels, name=name, device=target, batch_size=batch_size, decoder=decoder
+        fast, protocol, labels=loaded.labels, name=name, device=target, batch_size=batch_size, decoder=decoder
     )
 
 

@@ -34,7 +34,7 @@ def create_model(config: ModelConfig) -> UniFormerModel:
 def fp16_safe(model: nn.Module) -> bool:
     """Whether half-precision autocast may run `model`: not the light models, whose fp16 training
     overflowed (MODEL.md 11); any module that is not a UniFormer is left to the caller's choice."""
-    return not isinstance(model, UniFormerLight)
+    return not isinstance(getattr(model, "_orig_mod", model), UniFormerLight)  # _orig_mod: torch.compile
 
 
 class exact_attention:  # lower case: it reads as a call, `exact_attention(model)`, as often as a `with`
