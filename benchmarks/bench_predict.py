@@ -23,6 +23,7 @@ from uniformer_cli.data.views import read_view_frames, views_from_frames
 from uniformer_cli.engine.device import select_device, synchronize
 from uniformer_cli.engine.predict import Predictor
 from uniformer_cli.models import create_model
+from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.zoo import get_entry
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "yoga.mp4"
@@ -55,7 +56,9 @@ def main() -> None:
     entry = get_entry(args.model)
     device = select_device(args.device)
     protocol = ViewProtocol.from_entry(entry, args.clips, args.crops)
-    predictor = Predictor(create_model(entry.config), protocol, device=device, batch_size=args.batch_size)
+    # The model `uniformer predict` runs: the fast inference path on the chosen device.
+    model = optimize_for_inference(create_model(entry.config).to(device), inplace=True)
+    predictor = Predictor(model, protocol, device=device, batch_size=args.batch_size)
 
     def decode() -> tuple[object, ...]:
         with open_video(args.video, args.decoder) as video:
