@@ -10,7 +10,13 @@ from parity import FIXTURES, fixture_input, fixture_model, official_logits
 from torch import nn
 
 from uniformer_cli.models import FAMILIES, create_model, exact_attention
-from uniformer_cli.models.fast import ChannelsLastPointwise, OneDnnConv3d, is_pointwise, optimize_for_inference
+from uniformer_cli.models.fast import (
+    ChannelsLastPointwise,
+    LinearGelu,
+    OneDnnConv3d,
+    is_pointwise,
+    optimize_for_inference,
+)
 from uniformer_cli.models.layers import Attention, StagedModel
 
 FAST_TOLERANCE = 1e-3  # issue 7: every fast path against the exact path, fp32
@@ -156,7 +162,11 @@ def test_pointwise_matmul_equals_the_pointwise_conv(layout: torch.memory_format)
 def test_channels_last_fast_models_run_cblock_pointwise_convs_as_matmuls() -> None:
     fast = optimize_for_inference(fixture_model("small"))
     block = fast.blocks1[0]
-    assert all(isinstance(layer, ChannelsLastPointwise) for layer in (block.conv1, block.conv2, block.mlp.fc1))
+    assert all(isinstance(layer, ChannelsLastPointwise) for layer in (block.conv1, block.conv2, block.mlp.fc2))
+    # The MLP's first pointwise conv carries the GELU, fused into one oneDNN matmul on CPU.
+    assert isinstance(block.mlp.fc1, LinearGelu) and block.mlp.fc1.channels_last_map
+    assert isinstance(block.mlp.act, nn.Identity)
+    assert isinstance(fast.blocks3[0].mlp.fc1, LinearGelu) and not fast.blocks3[0].mlp.fc1.channels_last_map
     assert isinstance(fast.patch_embed2.proj, nn.Conv3d)
     kept = optimize_for_inference(fixture_model("small"), channels_last=False)
     assert isinstance(kept.blocks1[0].conv1, nn.Conv3d)
@@ -187,3 +197,19 @@ def test_onednn_conv_matches_and_replaces_the_im2col_fallback() -> None:
             fast(fixture_input()[:1])  # batch 1: PyTorch would pick im2col for the small convs
     ops = {event.key for event in prof.key_averages()}
     assert "aten::mkldnn_convolution" in ops and "aten::slow_conv3d_forward" not in ops
+
+
+@pytest.mark.parametrize("channels_last_map", [False, True])
+def test_fused_linear_gelu_equals_linear_then_exact_gelu(channels_last_map: bool) -> None:
+    torch.manual_seed(0)
+    linear = ChannelsLastPointwise(8, 32) if channels_last_map else nn.Linear(8, 32)
+    fused = LinearGelu.from_linear(linear)
+    if channels_last_map:
+        x = torch.randn(2, 8, 3, 5, 5).to(memory_format=torch.channels_last_3d)
+    else:
+        x = torch.randn(2, 7, 8)
+    expected = nn.functional.gelu(linear(x))  # exact erf GELU
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), expected, atol=1e-6, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the fallback path under autocast
+            torch.testing.assert_close(fused(x).float(), expected, atol=0.05, rtol=0.05)
