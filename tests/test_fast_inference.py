@@ -11,8 +11,7 @@ from torch import nn
 
 from uniformer_cli.models import FAMILIES, create_model, exact_attention
 from uniformer_cli.models.fast import (
-    ChannelsLastPointwise,
-    LinearGelu,
+    FastLinear,
     OneDnnConv3d,
     is_pointwise,
     optimize_for_inference,
@@ -153,7 +152,7 @@ def test_pointwise_matmul_equals_the_pointwise_conv(layout: torch.memory_format)
     conv = nn.Conv3d(12, 20, kernel_size=1)
     x = torch.randn(2, 12, 3, 5, 4).contiguous(memory_format=layout)
     with torch.no_grad():
-        out = ChannelsLastPointwise.from_conv(conv)(x)
+        out = FastLinear.from_conv(conv)(x)
         assert torch.allclose(out, conv(x), atol=1e-6)
     assert out.is_contiguous(memory_format=torch.channels_last_3d)
     assert is_pointwise(conv) and not is_pointwise(nn.Conv3d(12, 20, kernel_size=(1, 2, 2), stride=(1, 2, 2)))
@@ -162,11 +161,15 @@ def test_pointwise_matmul_equals_the_pointwise_conv(layout: torch.memory_format)
 def test_channels_last_fast_models_run_cblock_pointwise_convs_as_matmuls() -> None:
     fast = optimize_for_inference(fixture_model("small"))
     block = fast.blocks1[0]
-    assert all(isinstance(layer, ChannelsLastPointwise) for layer in (block.conv1, block.conv2, block.mlp.fc2))
-    # The MLP's first pointwise conv carries the GELU, fused into one oneDNN matmul on CPU.
-    assert isinstance(block.mlp.fc1, LinearGelu) and block.mlp.fc1.channels_last_map
+    pointwise = (block.conv1, block.conv2, block.mlp.fc1, block.mlp.fc2)
+    assert all(isinstance(layer, FastLinear) and layer.channels_last_map for layer in pointwise)
+    # The MLP's first layer carries the GELU, fused into one oneDNN matmul on CPU.
+    assert [layer.gelu for layer in pointwise] == [False, False, True, False]
     assert isinstance(block.mlp.act, nn.Identity)
-    assert isinstance(fast.blocks3[0].mlp.fc1, LinearGelu) and not fast.blocks3[0].mlp.fc1.channels_last_map
+    attention_block = fast.blocks3[0]
+    token_layers = (attention_block.attn.qkv, attention_block.attn.proj, attention_block.mlp.fc1)
+    assert all(isinstance(layer, FastLinear) and not layer.channels_last_map for layer in token_layers)
+    assert attention_block.mlp.fc1.gelu and not attention_block.mlp.fc2.gelu
     assert isinstance(fast.patch_embed2.proj, nn.Conv3d)
     kept = optimize_for_inference(fixture_model("small"), channels_last=False)
     assert isinstance(kept.blocks1[0].conv1, nn.Conv3d)
@@ -202,13 +205,16 @@ def test_onednn_conv_matches_and_replaces_the_im2col_fallback() -> None:
 @pytest.mark.parametrize("channels_last_map", [False, True])
 def test_fused_linear_gelu_equals_linear_then_exact_gelu(channels_last_map: bool) -> None:
     torch.manual_seed(0)
-    linear = ChannelsLastPointwise(8, 32) if channels_last_map else nn.Linear(8, 32)
-    fused = LinearGelu.from_linear(linear)
     if channels_last_map:
+        conv = nn.Conv3d(8, 32, kernel_size=1)
+        fused = FastLinear.from_linear(FastLinear.from_conv(conv), gelu=True)
         x = torch.randn(2, 8, 3, 5, 5).to(memory_format=torch.channels_last_3d)
+        expected = nn.functional.gelu(conv(x))  # exact erf GELU
     else:
+        linear = nn.Linear(8, 32)
+        fused = FastLinear.from_linear(linear, gelu=True)
         x = torch.randn(2, 7, 8)
-    expected = nn.functional.gelu(linear(x))  # exact erf GELU
+        expected = nn.functional.gelu(linear(x))
     with torch.inference_mode():
         torch.testing.assert_close(fused(x), expected, atol=1e-6, rtol=1e-5)
         with torch.autocast("cpu", dtype=torch.bfloat16):  # the fallback path under autocast
