@@ -174,6 +174,11 @@ def test_plan_takes_the_recipe_and_scales_the_learning_rate(small_motion: Path) 
     assert config.augment.randaug is None and not config.augment.resized_crop and config.mixup_alpha == 0
     scaled = plan_training(TrainOptions(data=small_motion, init="scratch", batch_size=2, accum_steps=2))
     assert scaled.lr == pytest.approx(recipe.lr * 4 / recipe.batch_size)
+    # A shorter schedule keeps the recipe's warm-up fraction; an explicit warm-up is taken as given.
+    short = plan_training(TrainOptions(data=small_motion, init="scratch", epochs=11))
+    assert short.warmup_epochs == pytest.approx(recipe.warmup_epochs * 11 / recipe.epochs)
+    explicit = plan_training(TrainOptions(data=small_motion, init="scratch", epochs=11, warmup_epochs=2))
+    assert explicit.warmup_epochs == 2
 
 
 def test_plan_official_augmentation_follows_the_recipe(small_motion: Path) -> None:

@@ -29,6 +29,7 @@ from uniformer_cli.cli.options import (
     WorkersOption,
 )
 from uniformer_cli.data.datasets import DATASETS
+from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.views import ProtocolOverrides
 from uniformer_cli.engine.evaluate import EvalReport, EvalRequest, run_evaluation
 
@@ -61,7 +62,7 @@ def evaluate(
     decoder: DecoderOption = "auto",
     compile_model: CompileFlag = False,
     batch_size: BatchSizeOption = 8,
-    workers: WorkersOption = 4,
+    workers: WorkersOption = DEFAULT_WORKERS,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate only the first N videos.")] = None,
     skip_broken: Annotated[
         bool,

@@ -22,6 +22,7 @@ from uniformer_cli.cli.options import (
     WorkersOption,
 )
 from uniformer_cli.data.datasets import DATASETS
+from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.engine import train as train_engine
 from uniformer_cli.engine.train_config import (
     AMP_CHOICES,
@@ -141,7 +142,7 @@ def train(
         Path | None, typer.Option("--resume", help="Continue a run: its folder or a checkpoint (.pt) file.")
     ] = None,
     device: DeviceOption = "auto",
-    workers: WorkersOption = 4,
+    workers: WorkersOption = DEFAULT_WORKERS,
     decoder: DecoderOption = "auto",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the training step.")] = False,
     grad_checkpointing: Annotated[

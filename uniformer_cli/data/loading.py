@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+# Decoding workers: 4 keep a GPU fed on a workstation; never more than the machine has cores.
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def limit_worker_threads(worker_id: int) -> None:

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
-from uniformer_cli.data.loading import limit_worker_threads
+from uniformer_cli.data.loading import DEFAULT_WORKERS, limit_worker_threads
 from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
 from uniformer_cli.engine.device import batched_logits, select_device
@@ -56,7 +56,7 @@ class EvalRequest:
     device: str = "auto"
     decoder: str = "auto"
     batch_size: int = 8
-    workers: int = 4
+    workers: int = DEFAULT_WORKERS
     limit: int | None = None
     skip_broken: bool = False
     json_path: Path | None = None

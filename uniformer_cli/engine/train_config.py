@@ -15,6 +15,7 @@ from typing import Any
 
 from uniformer_cli.data.augment import AugmentConfig
 from uniformer_cli.data.datasets import DatasetSplit, read_dataset
+from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.engine.checkpointing import load_checkpoint
 from uniformer_cli.engine.evaluate import world_size
@@ -165,7 +166,7 @@ class Runtime:
     """How this process runs the job; free to change between a run and its resumption."""
 
     device: str = "auto"
-    workers: int = 4
+    workers: int = DEFAULT_WORKERS
     decoder: str = "auto"
     compile: bool = False
     grad_checkpointing: bool | tuple[int, int, int, int] = False  # True: every block; else the first N per stage
@@ -373,7 +374,8 @@ def plan_training(options: TrainOptions) -> TrainConfig:
         augment=augment,
         recipe_from=start.recipe.name,
         epochs=epochs,
-        warmup_epochs=min(_pick(options.warmup_epochs, recipe.warmup_epochs), epochs),
+        # A shortened schedule keeps the recipe's warm-up fraction (10 of 110 epochs), not its length.
+        warmup_epochs=min(_pick(options.warmup_epochs, recipe.warmup_epochs * epochs / recipe.epochs), epochs),
         lr=lr,
         min_lr=min(_pick(options.min_lr, WARMUP_START_LR), lr),
         weight_decay=_pick(options.weight_decay, recipe.weight_decay),
