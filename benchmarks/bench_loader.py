@@ -2,7 +2,7 @@
 
 Writes `--videos` synthetic H.264 clips (320x240, 150 frames of moving gradient plus noise, so decoding is
 real work) to a temporary folder and scores them with the eval engine's `score_videos`, once per
-`--workers` value. The model (a zoo family with random weights, on the fast inference path) is wrapped so
+`--workers` value. The model (a zoo family with random weights, on the fast inference path) has hooks so
 that every forward pass is timed between device synchronisations: the sum is the model-busy time, the
 wall time of consuming the whole iterator is the total, and idle = wall - busy is the time the model
 waited for decoded views (worker start-up included). With workers, decoding runs in other processes while
@@ -33,22 +33,24 @@ from uniformer_cli.models.config import FAMILIES
 from uniformer_cli.models.fast import optimize_for_inference
 
 
-class TimedModel(nn.Module):
-    """Runs the wrapped model and adds the synchronised duration of each forward pass to `busy`."""
+class ForwardTimer:
+    """Adds the synchronised duration of each forward pass of `model` to `busy`, through forward hooks,
+    so the engine runs the model itself (its autocast and fast-path checks see the real module)."""
 
     def __init__(self, model: nn.Module, device: torch.device) -> None:
-        super().__init__()
-        self._orig_mod = model  # the name `fp16_safe` looks through, so autocast treats it as the inner model
         self.device = device
         self.busy = 0.0
+        self.started = 0.0
+        model.register_forward_pre_hook(self._start)
+        model.register_forward_hook(self._stop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _start(self, *_: object) -> None:
         synchronize(self.device)
-        started = time.perf_counter()
-        out = self._orig_mod(x)
+        self.started = time.perf_counter()
+
+    def _stop(self, *_: object) -> None:
         synchronize(self.device)
-        self.busy += time.perf_counter() - started
-        return out
+        self.busy += time.perf_counter() - self.started
 
 
 def write_clip(path: Path, seed: int, frames: int = 150, width: int = 320, height: int = 240) -> Path:
@@ -70,7 +72,8 @@ def write_clip(path: Path, seed: int, frames: int = 150, width: int = 320, heigh
 
 
 def measure(
-    model: TimedModel,
+    model: nn.Module,
+    timer: ForwardTimer,
     samples: list[Sample],
     protocol: ViewProtocol,
     device: torch.device,
@@ -79,7 +82,7 @@ def measure(
 ) -> tuple[float, float]:
     """(wall seconds, model-busy seconds) of scoring every sample once."""
     keys = [sample.path.name for sample in samples]
-    model.busy = 0.0
+    timer.busy = 0.0
     synchronize(device)
     started = time.perf_counter()
     for _, result in score_videos(
@@ -88,7 +91,7 @@ def measure(
         if result.error:
             raise SystemExit(f"{result.key}: {result.error}")
     synchronize(device)
-    return time.perf_counter() - started, model.busy
+    return time.perf_counter() - started, timer.busy
 
 
 def main() -> None:
@@ -109,7 +112,8 @@ def main() -> None:
     protocol = ViewProtocol(
         frames=args.frames, stride=args.stride, sampling="dense", clips=args.clips, crops=args.crops, size=args.size
     )
-    model = TimedModel(optimize_for_inference(create_model(FAMILIES[args.family]).to(device), inplace=True), device)
+    model = optimize_for_inference(create_model(FAMILIES[args.family]).to(device), inplace=True)
+    timer = ForwardTimer(model, device)
     print(f"torch   {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads")
     print(f"model   {args.family} (random weights), {protocol.describe()}, batch {args.batch_size}")
 
@@ -119,9 +123,9 @@ def main() -> None:
             for index in range(args.videos)
         ]
         print(f"data    {args.videos} synthetic clips, 320x240 H.264, 150 frames")
-        measure(model, samples[:1], protocol, device, args.batch_size, 0)  # warm-up: allocations, kernels
+        measure(model, timer, samples[:1], protocol, device, args.batch_size, 0)  # warm-up: allocations, kernels
         for workers in args.workers:
-            wall, busy = measure(model, samples, protocol, device, args.batch_size, workers)
+            wall, busy = measure(model, timer, samples, protocol, device, args.batch_size, workers)
             idle = 100 * max(wall - busy, 0.0) / wall
             print(
                 f"workers {workers}: wall {wall:6.2f} s, model busy {busy:6.2f} s, "
