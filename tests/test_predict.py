@@ -24,7 +24,7 @@ from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.weights import LoadedModel, save_weights
-from uniformer_cli.zoo import get_entry, load_labels
+from uniformer_cli.zoo import DEFAULT_MODEL, get_entry, load_labels
 
 FIXTURES = Path(__file__).parent / "fixtures" / "preprocess"
 CLIP = FIXTURES / "carphone_pristine.mp4"
@@ -155,7 +155,7 @@ def test_run_predict_reports_unmatched_patterns(videos: dict[str, Path], tmp_pat
 
 
 def test_default_model_is_downloadable() -> None:
-    assert get_entry(predict_engine.DEFAULT_MODEL).on_hub
+    assert get_entry(DEFAULT_MODEL).on_hub
 
 
 # ---------------------------------------------------------------------------------------------------

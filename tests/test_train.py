@@ -24,8 +24,9 @@ from uniformer_cli.cli.app import main
 from uniformer_cli.engine import checkpointing
 from uniformer_cli.engine.checkpointing import load_checkpoint, save_checkpoint
 from uniformer_cli.engine.train import CosineSchedule, build_model, parameter_groups, train
-from uniformer_cli.engine.train_config import Runtime, TrainOptions, plan_training, resume_config
+from uniformer_cli.engine.train_config import Runtime, plan_training, resume_config
 from uniformer_cli.engine.train_data import GlobalBatchSampler
+from uniformer_cli.engine.train_options import TrainOptions
 from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError
 from uniformer_cli.files import atomic_write
 from uniformer_cli.models import create_model

@@ -10,9 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from uniformer_cli import engine
 from uniformer_cli.cli.options import HeadDimOption, JsonFlag, ModelOption
-from uniformer_cli.engine.convert import conversion_summary
-from uniformer_cli.engine.convert import convert as run_convert
 
 
 def convert(
@@ -30,7 +29,9 @@ def convert(
 
     Example: `uniformer convert uniformer_small_k400_16x8.pth s16x8.safetensors --model s16x8-k400`
     """
-    summary = conversion_summary(run_convert(source, destination, model=model, head_dim=head_dim))
+    summary = engine.convert.conversion_summary(
+        engine.convert.convert(source, destination, model=model, head_dim=head_dim)
+    )
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
         return

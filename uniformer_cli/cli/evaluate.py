@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from uniformer_cli import data, engine
 from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
@@ -30,8 +31,6 @@ from uniformer_cli.cli.options import (
 )
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.loading import DEFAULT_WORKERS
-from uniformer_cli.data.views import ProtocolOverrides
-from uniformer_cli.engine.evaluate import EvalReport, EvalRequest, run_evaluation
 
 DATASET_HELP = f"{', '.join(DATASETS)}: picks the reader, list file names, class names and default model."
 
@@ -86,7 +85,7 @@ def evaluate(
     Example: `uniformer eval --dataset sthv2 --root /data/sthv2 --model b-sthv2 --json sthv2.json`
     """
     to_stdout = json_file == Path("-")
-    request = EvalRequest(
+    request = engine.evaluate.EvalRequest(
         dataset=dataset,
         root=root,
         split=split,
@@ -95,7 +94,7 @@ def evaluate(
         weights=weights,
         revision=revision,
         head_dim=head_dim,
-        protocol=ProtocolOverrides(
+        protocol=data.ProtocolOverrides(
             frames=frames,
             stride=stride,
             sampling=sampling,
@@ -114,7 +113,7 @@ def evaluate(
         resume=resume,
         compile=compile_model,
     )
-    report = run_evaluation(request)
+    report = engine.evaluate.run_evaluation(request)
     if report is None:  # a torchrun rank other than 0
         return
     if to_stdout:
@@ -123,7 +122,7 @@ def evaluate(
         show(report, json_file)
 
 
-def show(report: EvalReport, json_file: Path | None) -> None:
+def show(report: engine.evaluate.EvalReport, json_file: Path | None) -> None:
     console = Console()
     console.print(f"[bold]{report.model}[/] on {report.dataset} {report.split}", highlight=False, soft_wrap=True)
     table = Table(show_header=False)

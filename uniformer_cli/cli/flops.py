@@ -13,18 +13,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from uniformer_cli import engine
 from uniformer_cli.cli.options import BatchSizeOption, ClipsOption, CropsOption, DeviceOption, JsonFlag, ModelOption
-from uniformer_cli.engine.flops import (
-    COUNTED,
-    NOT_COUNTED,
-    STAGE_GROUPS,
-    BenchSettings,
-    CostRow,
-    cost_rows,
-    select_workloads,
-)
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.models import FAMILIES
+from uniformer_cli.models.config import FAMILIES
 
 ArchOption = Annotated[
     str | None,
@@ -79,8 +71,10 @@ def flops(
     """Parameters and GFLOPs of every zoo model (or one, or an architecture), beside the paper's figures.
 
     GFLOPs are per view (one clip x one crop) and in total over the test views.
-    [bold]Counted[/]: {counted}.
-    [bold]Not counted[/]: {not_counted}.
+    [bold]Counted[/]: convolutions (depthwise included), linear layers and the two attention matrix products
+    (q k^T and probabilities x v), one multiply-accumulate = one FLOP, as the paper (fvcore) counts.
+    [bold]Not counted[/]: normalisation, activations, softmax, pooling, bias and residual additions,
+    token-selection bookkeeping.
     The light models' paper figures are up to 2.5% higher: they presumably include some of those.
 
     Examples:
@@ -91,9 +85,13 @@ def flops(
     csv_to_stdout = csv_path is not None and str(csv_path) == "-"
     if json_output and csv_to_stdout:
         raise UniformerError("--json and --csv - both write to stdout: pick one")
-    settings = BenchSettings(device=device, batch_size=batch_size, warmup=warmup, runs=runs) if bench else None
-    workloads = select_workloads(model=model, arch=arch, frames=frames, size=size, clips=clips, crops=crops)
-    rows = cost_rows(workloads, by_stage=by_stage, bench=settings)
+    settings = (
+        engine.flops.BenchSettings(device=device, batch_size=batch_size, warmup=warmup, runs=runs) if bench else None
+    )
+    workloads = engine.flops.select_workloads(
+        model=model, arch=arch, frames=frames, size=size, clips=clips, crops=crops
+    )
+    rows = engine.flops.cost_rows(workloads, by_stage=by_stage, bench=settings)
     if json_output:
         typer.echo(json.dumps([row.as_dict() for row in rows], indent=2))
     elif csv_to_stdout:
@@ -107,11 +105,7 @@ def flops(
             raise UniformerError(f"cannot write {csv_path}: {error.strerror or error}") from error
 
 
-# The help states the counting convention from the engine's own description of it.
-flops.__doc__ = (flops.__doc__ or "").format(counted=COUNTED, not_counted=NOT_COUNTED)
-
-
-def _csv_text(rows: list[CostRow]) -> str:
+def _csv_text(rows: list[engine.flops.CostRow]) -> str:
     flat = [row.as_flat_dict() for row in rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(flat[0]), lineterminator="\n")
@@ -133,7 +127,7 @@ def _gflops(value: float) -> str:
 COMPACT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
 
 
-def _print_tables(rows: list[CostRow]) -> None:
+def _print_tables(rows: list[engine.flops.CostRow]) -> None:
     console = Console()
     table = Table(title="UniFormer cost per view and over the test views", header_style="bold", **COMPACT)
     table.caption = "1 multiply-accumulate = 1 FLOP; counted: convolutions, linear layers, attention matmuls (--help)"
@@ -159,7 +153,7 @@ def _print_tables(rows: list[CostRow]) -> None:
         # The four patch embeddings share one column so the table fits 80 columns; --json splits them.
         stages = Table(title="GFLOPs per view by stage (embeds: patch_embed1-4)", header_style="bold", **COMPACT)
         stages.add_column("model", no_wrap=True)
-        blocks = [group for group in STAGE_GROUPS if not group.startswith("patch_embed")]
+        blocks = [group for group in rows[0].stages if not group.startswith("patch_embed")]
         for column in ("embeds", *blocks):
             stages.add_column(column, justify="right")
         for row in rows:

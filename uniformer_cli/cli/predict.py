@@ -12,6 +12,7 @@ from rich.bar import Bar
 from rich.console import Console
 from rich.table import Table
 
+from uniformer_cli import data, engine
 from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
@@ -30,17 +31,9 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
 )
-from uniformer_cli.data.views import ProtocolOverrides
-from uniformer_cli.engine.predict import (
-    DEFAULT_MODEL,
-    PredictReport,
-    VideoPrediction,
-    VideoTimeline,
-    load_predictor,
-    run_predict,
-)
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.progress import stderr_console
+from uniformer_cli.zoo import DEFAULT_MODEL
 
 PREDICTION_COLUMNS = ("file", "model", "rank", "label", "index", "score", "seconds")
 TIMELINE_COLUMNS = ("file", "model", "start", "end", "label", "index", "score")
@@ -99,13 +92,13 @@ def predict(
     `uniformer predict videos/ --json`, `uniformer predict long.mp4 --timeline 2`,
     `uniformer predict clip.mp4 --weights mine.pth --frames 16 --stride 4`
     """
-    predictor = load_predictor(
+    predictor = engine.predict.load_predictor(
         model,
         weights,
         revision=revision,
         head_dim=head_dim,
         device=device,
-        overrides=ProtocolOverrides(
+        overrides=data.ProtocolOverrides(
             frames=frames,
             stride=stride,
             sampling=sampling,
@@ -118,7 +111,7 @@ def predict(
         decoder=decoder,
         compile=compile_model,
     )
-    report = run_predict(
+    report = engine.predict.run_predict(
         predictor,
         paths,
         top_k=top_k,
@@ -131,7 +124,9 @@ def predict(
     else:
         console = Console()
         for result in report.results:
-            console.print(_timeline_table(result) if isinstance(result, VideoTimeline) else _table(result))
+            console.print(
+                _timeline_table(result) if isinstance(result, engine.predict.VideoTimeline) else _table(result)
+            )
     if csv_file is not None:
         _write_csv(csv_file, report)
     for failure in report.failures:
@@ -140,11 +135,11 @@ def predict(
         raise typer.Exit(1)
 
 
-# The help names the default model from the engine, which owns it.
+# The help names the default model from the zoo, which owns it.
 predict.__doc__ = (predict.__doc__ or "").format(default=DEFAULT_MODEL)
 
 
-def _table(result: VideoPrediction) -> Table:
+def _table(result: engine.predict.VideoPrediction) -> Table:
     table = Table(
         title=f"[bold]{result.file}[/]",
         caption=f"{result.model} · {result.protocol} · {result.num_frames} frames · {result.seconds:.2f} s",
@@ -166,7 +161,7 @@ def _clock(seconds: float) -> str:
     return f"{int(minutes)}:{rest:04.1f}"
 
 
-def _timeline_table(result: VideoTimeline) -> Table:
+def _timeline_table(result: engine.predict.VideoTimeline) -> Table:
     table = Table(
         title=f"[bold]{result.file}[/]",
         caption=f"{result.model} · {result.protocol} per window · {result.seconds:.2f} s",
@@ -181,18 +176,22 @@ def _timeline_table(result: VideoTimeline) -> Table:
     return table
 
 
-def _write_csv(path: Path, report: PredictReport) -> None:
+def _write_csv(path: Path, report: engine.predict.PredictReport) -> None:
     """One row per (video, rank), or per (video, window) for timelines."""
     rows: list[tuple[object, ...]] = []
     for result in report.results:
-        if isinstance(result, VideoTimeline):
+        if isinstance(result, engine.predict.VideoTimeline):
             rows += [(result.file, result.model, w.start, w.end, w.label, w.index, w.score) for w in result.windows]
         else:
             rows += [
                 (result.file, result.model, rank, p.label, p.index, p.score, round(result.seconds, 4))
                 for rank, p in enumerate(result.predictions, start=1)
             ]
-    columns = TIMELINE_COLUMNS if any(isinstance(r, VideoTimeline) for r in report.results) else PREDICTION_COLUMNS
+    columns = (
+        TIMELINE_COLUMNS
+        if any(isinstance(r, engine.predict.VideoTimeline) for r in report.results)
+        else PREDICTION_COLUMNS
+    )
     try:
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)

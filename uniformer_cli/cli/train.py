@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from uniformer_cli import engine
 from uniformer_cli.cli.options import (
     DecoderOption,
     DeviceOption,
@@ -23,18 +24,7 @@ from uniformer_cli.cli.options import (
 )
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.loading import DEFAULT_WORKERS
-from uniformer_cli.engine import train as train_engine
-from uniformer_cli.engine.train_config import (
-    AMP_CHOICES,
-    AUG_CHOICES,
-    Runtime,
-    TrainConfig,
-    TrainOptions,
-    checkpoint_path,
-    main_process,
-    plan_training,
-    resume_config,
-)
+from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models.config import FAMILIES
 from uniformer_cli.progress import stderr_console
@@ -213,9 +203,13 @@ def train(
         val_crops=val_crops,
         save_every=save_every,
     )
-    checkpoint = checkpoint_path(resume) if resume is not None else None
-    config = resume_config(checkpoint, options) if checkpoint is not None else plan_training(options)
-    runtime = Runtime(
+    checkpoint = engine.train_config.checkpoint_path(resume) if resume is not None else None
+    config = (
+        engine.train_config.resume_config(checkpoint, options)
+        if checkpoint is not None
+        else engine.train_config.plan_training(options)
+    )
+    runtime = engine.train_config.Runtime(
         device=device,
         workers=workers,
         decoder=decoder,
@@ -226,14 +220,14 @@ def train(
         progress=not json_output,
         tensorboard=tensorboard,
     )
-    main = main_process()
+    main = engine.train_config.main_process()
     if main and json_output and dry_run:
         _print(config.to_dict())
     elif main and not json_output:
         show_config(config, checkpoint)
     if dry_run:
         return
-    result = train_engine.train(config, runtime, resume=checkpoint)
+    result = engine.train.train(config, runtime, resume=checkpoint)
     if main and json_output:
         _print(_result_dict(result))
     elif main:
@@ -244,11 +238,11 @@ def _print(values: dict[str, object]) -> None:
     typer.echo(json.dumps(values, indent=2, default=str))
 
 
-def _result_dict(result: train_engine.TrainResult) -> dict[str, object]:
+def _result_dict(result: engine.train.TrainResult) -> dict[str, object]:
     return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(result).items()}
 
 
-def show_config(config: TrainConfig, resumed_from: Path | None) -> None:
+def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | None) -> None:
     """The resolved run, on stderr (stdout stays clean for --json)."""
     table = Table(title="training run" + (f" (resuming {resumed_from})" if resumed_from else ""), show_header=False)
     table.add_column(style="bold")
@@ -286,7 +280,7 @@ def show_config(config: TrainConfig, resumed_from: Path | None) -> None:
     stderr_console.print(table)
 
 
-def show_result(result: train_engine.TrainResult) -> None:
+def show_result(result: engine.train.TrainResult) -> None:
     console = Console()
     best = f"{result.best_top1:.2f}% (epoch {result.best_epoch})" if result.best_top1 is not None else "not validated"
     state = "stopped at --max-steps (resume with --resume)" if result.stopped_early else "finished"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 # Decoding workers: 4 keep a GPU fed on a workstation; never more than the machine has cores.
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -17,4 +15,6 @@ def limit_worker_threads(worker_id: int) -> None:
     CPU and slow the main process's forward passes.
     """
     del worker_id  # the same for every worker
+    import torch  # here, not at the top: the CLI reads DEFAULT_WORKERS without loading torch
+
     torch.set_num_threads(1)

@@ -1,0 +1,37 @@
+"""What the commands do (predict, evaluate, train, flops, convert), with no printing.
+
+The CLI refers to `engine.<module>.<name>` inside its commands: the modules (and torch) load on first
+use, so `uniformer --help` stays fast."""
+
+from typing import TYPE_CHECKING
+
+from uniformer_cli.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from uniformer_cli.engine import (
+        checkpointing,
+        convert,
+        device,
+        evaluate,
+        flops,
+        predict,
+        train,
+        train_config,
+        train_data,
+        train_options,
+    )
+
+__all__ = [
+    "checkpointing",
+    "convert",
+    "device",
+    "evaluate",
+    "flops",
+    "predict",
+    "train",
+    "train_config",
+    "train_data",
+    "train_options",
+]
+
+__getattr__, __dir__ = lazy_attributes(__name__, submodules=__all__)

@@ -27,12 +27,6 @@ from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.zoo import ZOO, ZooEntry, get_entry
 
-COUNTED = (
-    "convolutions (depthwise included), linear layers and the two attention matrix products "
-    "(q k^T and probabilities x v), one multiply-accumulate = one FLOP, as the paper (fvcore) counts"
-)
-NOT_COUNTED = "normalisation, activations, softmax, pooling, bias and residual additions, token-selection bookkeeping"
-
 # The paper's main clip length: what `--arch` costs unless `--frames` says otherwise.
 DEFAULT_FRAMES = 16
 

@@ -26,9 +26,8 @@ from uniformer_cli.errors import UniformerError
 from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.weights import resolve_model
+from uniformer_cli.zoo import DEFAULT_MODEL
 
-# What `uniformer predict clip.mp4` uses: the small Kinetics-400 model on the Hub (80.8% top-1, 4 views).
-DEFAULT_MODEL = "s-k400"
 GLOB_CHARACTERS = frozenset("*?[")
 
 

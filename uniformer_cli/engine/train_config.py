@@ -1,4 +1,5 @@
-"""What a training run is: `TrainOptions` (what the user asked, None = default) -> `TrainConfig` (complete).
+"""What a training run is: `TrainOptions` (`train_options.py`: what the user asked, None = default) ->
+`TrainConfig` (complete).
 
 `plan_training` resolves every default: classes from the data, architecture and test protocol from the
 weights the run starts from, hyper-parameters from the released recipe of the matching zoo entry
@@ -20,6 +21,7 @@ from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_pr
 from uniformer_cli.engine.checkpointing import load_checkpoint
 from uniformer_cli.engine.evaluate import world_size
 from uniformer_cli.engine.train_data import ClipSampling
+from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
 from uniformer_cli.errors import DatasetError, UniformerError
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.weights import resolve_model
@@ -36,8 +38,6 @@ LABEL_SMOOTHING = 0.1
 ERASE_PROB = 0.25
 REPEATS = 2
 MIXUP_ALPHA, CUTMIX_ALPHA = 0.8, 1.0
-AMP_CHOICES = ("auto", "bf16", "fp16", "off")
-AUG_CHOICES = ("auto", "official", "basic")
 SCRATCH, IMAGENET, FINETUNE = "scratch", "imagenet", "finetune"
 
 
@@ -112,53 +112,6 @@ class TrainConfig:
                 "augment": AugmentConfig(**augment),
             }
         )
-
-
-@dataclass
-class TrainOptions:
-    """What the user asked for; None means "the default" (mostly from the zoo recipe)."""
-
-    data: Path | None = None
-    output: Path | None = None
-    dataset: str | None = None
-    train_split: str | None = None
-    val_split: str | None = None
-    train_list: Path | None = None
-    val_list: Path | None = None
-    model: str | None = None
-    weights: Path | None = None
-    recipe: str | None = None
-    init: str | None = None
-    arch: str | None = None
-    frames: int | None = None
-    stride: int | None = None
-    sampling: str | None = None
-    size: int | None = None
-    depth: tuple[int, int, int, int] | None = None
-    embed_dim: tuple[int, int, int, int] | None = None
-    head_dim: int | None = None
-    epochs: int | None = None
-    warmup_epochs: float | None = None
-    lr: float | None = None
-    min_lr: float | None = None
-    weight_decay: float | None = None
-    batch_size: int | None = None
-    accum_steps: int | None = None
-    clip_grad: float | None = None
-    drop_path: float | None = None
-    label_smoothing: float | None = None
-    aug: str | None = None
-    randaug: str | None = None
-    flip: bool | None = None
-    mixup: bool | None = None
-    repeats: int | None = None
-    erase_prob: float | None = None
-    amp: str | None = None
-    seed: int | None = None
-    val_every: int | None = None
-    val_clips: int | None = None
-    val_crops: int | None = None
-    save_every: int | None = None
 
 
 @dataclass(frozen=True)

@@ -275,6 +275,10 @@ IMAGENET_WEIGHTS: dict[str, tuple[str, str]] = {
 }
 
 
+# What `uniformer predict clip.mp4` uses: the small Kinetics-400 model on the Hub (80.8% top-1, 4 views).
+DEFAULT_MODEL = "s-k400"
+
+
 def get_entry(name: str) -> ZooEntry:
     """Resolve a zoo name, an alias or an official experiment name; unknown names fail clearly."""
     key = name.strip().lower()

@@ -1,0 +1,59 @@
+"""The command as a whole: start-up cost and the package's lazily loaded exports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import uniformer_cli
+from uniformer_cli import data, engine, models
+
+# Runs the command in a fresh interpreter and reports which heavy modules it imported.
+PROBE = """
+import contextlib, io, sys
+from uniformer_cli.cli.app import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    main(sys.argv[1:])
+print(sorted(name for name in ("torch", "safetensors", "huggingface_hub") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["models"], ["predict", "--help"], ["eval", "--help"], ["train", "--help"], ["flops", "--help"]],
+)
+def test_help_and_listing_do_not_import_torch(args: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_commands_that_compute_do_import_torch() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, "flops", "--arch", "xxs", "--frames", "4", "--size", "64"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "torch" in result.stdout
+
+
+def test_lazy_exports_resolve_to_the_defining_modules() -> None:
+    from uniformer_cli.models.factory import create_model
+    from uniformer_cli.weights.loader import load_model
+
+    assert uniformer_cli.load_model is load_model
+    assert models.create_model is create_model
+    assert data.ProtocolOverrides.__module__ == "uniformer_cli.data.views"
+    assert engine.flops.__name__ == "uniformer_cli.engine.flops"
+    for package in (uniformer_cli, data, models, engine):
+        assert set(package.__all__) <= set(dir(package))
+        for name in package.__all__:
+            assert getattr(package, name) is not None
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        _ = models.missing
+    assert not hasattr(engine, "missing")
