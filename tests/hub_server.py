@@ -1,7 +1,7 @@
 """A local stand-in for the Hugging Face Hub's file endpoint, for tests that exercise real downloads.
 
 It answers `HEAD` and `GET` on `/{repo_id}/resolve/{revision}/{filename}` the way
-`huggingface_hub.hf_hub_download` (2.x) needs: a quoted sha256 `ETag` (the Hub's ETag of an LFS file),
+`huggingface_hub.hf_hub_download` (0.23 to 2.x) needs: a quoted sha256 `ETag` (the Hub's ETag of an LFS file),
 `X-Repo-Commit` (a 40-hex commit per revision), `Content-Length`, and the `X-Error-Code` header on 404s
 (`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`) that huggingface_hub turns into its typed errors.
 It never sends Xet headers, so huggingface_hub takes its plain HTTP download path.
@@ -33,7 +33,8 @@ from urllib.parse import unquote
 
 import pytest
 import torch
-from huggingface_hub import constants
+from huggingface_hub import constants, file_download
+from huggingface_hub import utils as hf_utils
 from torch import nn
 
 from uniformer_cli.models import create_model
@@ -173,6 +174,12 @@ class HubServer:
         return Handler
 
 
+def _reset_http_sessions() -> None:
+    """huggingface_hub before 1.0 fixes offline mode into its cached HTTP session when it creates it."""
+    if hasattr(hf_utils, "reset_sessions"):
+        hf_utils.reset_sessions()
+
+
 class LocalHub:
     """A running `HubServer` that huggingface_hub uses, with a throw-away `HF_HOME`.
 
@@ -209,7 +216,8 @@ class LocalHub:
             "HF_HUB_DISABLE_XET": True,
         }
         for name, value in patches.items():
-            monkeypatch.setattr(constants, name, value, raising=False)
+            self._patch_constant(name, value)
+        _reset_http_sessions()
 
     def add_file(self, repo_id: str, filename: str, content: bytes | Path, **options: str) -> str:
         """Serve a file (see `HubServer.add_file`); returns the revision's commit hash."""
@@ -221,7 +229,14 @@ class LocalHub:
     def set_offline(self, offline: bool = True) -> None:
         """Switch `HF_HUB_OFFLINE` on or off, as a user would."""
         self._monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
-        self._monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+        self._patch_constant("HF_HUB_OFFLINE", offline)
+        _reset_http_sessions()
+
+    def _patch_constant(self, name: str, value: object) -> None:
+        self._monkeypatch.setattr(constants, name, value, raising=False)
+        # huggingface_hub before 1.0 also copies some constants into `file_download` at import.
+        if hasattr(file_download, name):
+            self._monkeypatch.setattr(file_download, name, value)
 
 
 @dataclass(frozen=True)
