@@ -19,6 +19,7 @@ import pytest
 import torch
 from hub_server import LocalHub, serve_tiny_zoo_model
 from motion_data import DIRECTIONS, TINY, motion_dataset, motion_video, tiny_flags
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from uniformer_cli.cli.app import main
 from uniformer_cli.engine import checkpointing
@@ -47,6 +48,14 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 def read_metrics(run: Path, event: str) -> list[dict[str, object]]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [record for record in records if record["event"] == event]
+
+
+def tensorboard_scalars(run: Path, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a scalar as TensorBoard shows it: the events written after a resumed run's
+    `purge_step` replace those the crashed run wrote past its checkpoint."""
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
 
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -365,6 +374,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, capsys: pytest.C
     data = motion_dataset(tmp_path / "motion", 4, 1)
     flags = [*RUN_FLAGS, "--aug", "official", "--randaug", "rand-m7-n2-mstd0.5", "--mixup", "--drop-path", "0.1"]
     flags += ["--epochs", "2", "--batch-size", "2", "--save-every", "2", "--log-every", "1", "--val-every", "1"]
+    flags += ["--tensorboard"]
     reference = tmp_path / "reference"
     run_cli(["train", "--data", str(data), "-o", str(reference), *flags, "--json"], capsys)
 
@@ -388,8 +398,14 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, capsys: pytest.C
     state = load_checkpoint(crashed / "last.pt")  # complete and readable: never half-written
     assert state["step"] % 8 != 0, "the kill should land mid-epoch (8 steps per epoch)"
 
+    # TensorBoard orders event files by the second they were created in (then by process id): a restart
+    # within the crashed run's first second, which only this in-process resume is fast enough for,
+    # would sort before it.
+    time.sleep(1.0)
     resumed = json.loads(
-        run_cli(["train", "--resume", str(crashed), "--workers", "0", "--log-every", "1", "--json"], capsys)
+        run_cli(
+            ["train", "--resume", str(crashed), "--workers", "0", "--log-every", "1", "--tensorboard", "--json"], capsys
+        )
     )
     assert resumed["steps"] == 16 and not resumed["stopped_early"]
     expected, actual = final_weights(reference), final_weights(crashed)
@@ -402,3 +418,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, capsys: pytest.C
     for ours, theirs in epochs:
         assert ours.keys() == theirs.keys()
         assert all(math.isclose(ours[key], theirs[key], rel_tol=1e-6) for key in ours if key != "event")
+    # TensorBoard shows the same run: the events the crashed process wrote past its checkpoint are purged.
+    board = tensorboard_scalars(crashed, "step/loss")
+    assert [step for step, _ in board] == list(range(1, 17))
+    assert [loss for _, loss in board] == pytest.approx([record["loss"] for record in read_metrics(crashed, "step")])
+    assert tensorboard_scalars(crashed, "epoch/train_loss") == pytest.approx(
+        tensorboard_scalars(reference, "epoch/train_loss"), rel=1e-6
+    )

@@ -203,7 +203,9 @@ class MetricsLog:
             except ImportError:
                 stderr_console.print("[yellow]TensorBoard is not installed (pip install tensorboard): JSON log only")
             else:
-                self.writer = SummaryWriter(str(path.parent / "tensorboard"), purge_step=resumed_step)
+                # TensorBoard hides the events of steps >= purge_step that the interrupted run wrote.
+                first_step = None if resumed_step is None else resumed_step + 1
+                self.writer = SummaryWriter(str(path.parent / "tensorboard"), purge_step=first_step)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -214,6 +216,7 @@ class MetricsLog:
             for key, value in record.items():
                 if isinstance(value, float):
                     self.writer.add_scalar(f"{record['event']}/{key}", value, record["step"])
+            self.writer.flush()  # on disk with the JSON line: a killed run loses neither
 
     def close(self) -> None:
         if self.writer is not None:
