@@ -11,15 +11,21 @@ Prints, in one run:
 - a training step (forward, cross-entropy, backward, SGD step) with and without gradient checkpointing
   of every block: median time and peak memory.
 Reference and fast runs alternate, so a busy machine slows both alike: trust the ratios more than the
-absolute times when other jobs are running.
+absolute times when other jobs are running. Each model runs in a fresh process: the memory allocator's
+state left by one model changes the next one's reference time (benchmarks/README.md); with
+--keep-large-blocks, glibc keeps freed large blocks instead of returning them to the kernel, which takes
+the reference's page faults out of the comparison.
 
     python benchmarks/bench_inference.py [--models s b] [--frames 16] [--size 224] [--runs 5] [--warmup 2]
         [--cuda-batch 8] [--train-batch 1] [--train-frames 16] [--train-size 224] [--compile] [--no-train]
+        [--keep-large-blocks]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -145,6 +151,19 @@ def train_rows(args: argparse.Namespace, family: str, device: torch.device) -> N
         )
 
 
+def benchmark_family(args: argparse.Namespace, family: str) -> None:
+    """Every row of one model, on every device (run in a fresh process)."""
+    for device in devices():
+        inference_rows(args, family, device, batch=1 if device.type == "cpu" else args.cuda_batch)
+    if not args.no_train:
+        for device in devices():
+            train_rows(args, family, device)
+
+
+def devices() -> list[torch.device]:
+    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["s", "b"], choices=sorted(FAMILIES))
@@ -158,23 +177,24 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=224)
     parser.add_argument("--compile", action="store_true", help="torch.compile the fast path (slow first call)")
     parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--keep-large-blocks", action="store_true", help="glibc keeps freed large blocks")
     args = parser.parse_args()
 
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    for device in devices:
+    if args.keep_large_blocks:  # read by glibc when each model's process starts
+        os.environ.update({name: str(2**34) for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")})
+    allocator = "large blocks kept" if args.keep_large_blocks else "default allocator"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {allocator}")
+    for device in devices():
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-        print(f"2048^3 fp32 matmul on {label}: {matmul_gflops(device):.1f} GFLOP/s")
-    print(f"inference, median of {args.runs} after {args.warmup} warm-up, reference and fast alternating:")
+        print(f"2048^3 fp32 matmul on {label}: {matmul_gflops(device):.1f} GFLOP/s", flush=True)
+    print(f"median of {args.runs} after {args.warmup} warm-up, reference and fast alternating, a process per model:")
+    spawn = multiprocessing.get_context("spawn")
     for family in args.models:
-        for device in devices:
-            inference_rows(args, family, device, batch=1 if device.type == "cpu" else args.cuda_batch)
-    if args.no_train:
-        return
-    print("training step (forward, loss, backward, SGD step):")
-    for family in args.models:
-        for device in devices:
-            train_rows(args, family, device)
+        process = spawn.Process(target=benchmark_family, args=(args, family))
+        process.start()
+        process.join()
+        if process.exitcode != 0:
+            raise SystemExit(f"benchmark of {family} failed (exit status {process.exitcode})")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ attention products (it does not count the fused CPU attention kernel).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
 
@@ -326,6 +329,21 @@ def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettin
     )
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Discard what native code writes to file descriptor 2 meanwhile: the CPU profiler prints a
+    "profiler_start" / "profiler_stop" line there on every use. Python errors still propagate."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory(
     device: torch.device, model: nn.Module, clips: torch.Tensor, forward: Callable[[], None]
 ) -> float | None:
@@ -334,7 +352,7 @@ def peak_memory(
         return torch.cuda.max_memory_allocated(device) / 2**20
     if device.type != "cpu":
         return None  # MPS exposes current, not peak, allocation
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+    with native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
         forward()
     # Replay the allocations and frees the profiler recorded, in time order, to find the high-water mark.
     held = peak = 0
