@@ -422,6 +422,6 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, capsys: pytest.C
     board = tensorboard_scalars(crashed, "step/loss")
     assert [step for step, _ in board] == list(range(1, 17))
     assert [loss for _, loss in board] == pytest.approx([record["loss"] for record in read_metrics(crashed, "step")])
-    assert tensorboard_scalars(crashed, "epoch/train_loss") == pytest.approx(
-        tensorboard_scalars(reference, "epoch/train_loss"), rel=1e-6
-    )
+    ours, theirs = tensorboard_scalars(crashed, "epoch/train_loss"), tensorboard_scalars(reference, "epoch/train_loss")
+    assert [step for step, _ in ours] == [step for step, _ in theirs] == [8, 16]
+    assert [loss for _, loss in ours] == pytest.approx([loss for _, loss in theirs], rel=1e-6)
