@@ -13,13 +13,24 @@ import numpy as np
 import pytest
 import torch
 from hub_server import serve_tiny_zoo_model
+from rich.console import Console
 from synthetic_video import write_audio_only, write_frame_folder, write_video
 from torch import nn
 
+from uniformer_cli.cli import predict as predict_cli
 from uniformer_cli.cli.app import main
 from uniformer_cli.data import ViewProtocol, load_views, open_video, views_from_video
 from uniformer_cli.engine import predict as predict_engine
-from uniformer_cli.engine.predict import Failure, Predictor, expand_paths, run_predict, window_bounds
+from uniformer_cli.engine.predict import (
+    Failure,
+    Prediction,
+    Predictor,
+    VideoPrediction,
+    expand_paths,
+    find_videos,
+    run_predict,
+    window_bounds,
+)
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
@@ -149,7 +160,7 @@ def test_expand_paths(tmp_path: Path, videos: dict[str, Path]) -> None:
 
 
 def test_run_predict_reports_unmatched_patterns(videos: dict[str, Path], tmp_path: Path) -> None:
-    report = run_predict(_colour_predictor(), [videos["red"], tmp_path / "missing"], progress=False)
+    report = run_predict(_colour_predictor(), find_videos([videos["red"], tmp_path / "missing"]), progress=False)
     assert [r.file for r in report.results] == [str(videos["red"])]
     assert report.failures == [Failure(str(tmp_path / "missing"), f"no such file or folder: {tmp_path / 'missing'}")]
 
@@ -187,6 +198,38 @@ def _run(capsys: pytest.CaptureFixture[str], *arguments: object) -> tuple[int, s
         main(["predict", *map(str, arguments)])
     captured = capsys.readouterr()
     return int(exited.value.code or 0), captured.out, captured.err
+
+
+def test_paths_that_name_no_video_fail_before_the_model_loads(
+    capsys: pytest.CaptureFixture[str], colour_cli: dict, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    code, out, err = _run(capsys, tmp_path / "typo.mp4", tmp_path / "empty", "--model", "colour")
+    assert (code, out) == (1, "")
+    assert err.strip() == (
+        f"error: no such file or folder: {tmp_path / 'typo.mp4'}; no videos or frame folders found under "
+        f"{tmp_path / 'empty'}"
+    )
+    assert "name" not in colour_cli  # the model was never resolved (no download for a typo)
+
+
+def test_brackets_in_paths_and_labels_are_printed_verbatim(
+    capsys: pytest.CaptureFixture[str], colour_cli: dict, tmp_path: Path
+) -> None:
+    missing = tmp_path / "clip[v2].mp4"  # brackets: rich markup to rich, a pattern to glob
+    code, _, err = _run(capsys, missing, "--model", "colour")
+    assert (code, err.strip()) == (1, f"error: no videos match {missing}")
+    # Something-Something class names are templates such as "Putting [something] on a surface".
+    labels = ["Putting [something] on a surface", "Pushing [something] from left to right"]
+    result = VideoPrediction(
+        file=str(missing), model="m[1].pth", predictions=[Prediction(label, i, 0.5) for i, label in enumerate(labels)],
+        seconds=1.0, protocol="8x8", num_frames=8,
+    )  # fmt: skip
+    console = Console(record=True, width=200)
+    console.print(predict_cli._table(result))
+    text = console.export_text()
+    assert all(label in text for label in labels)
+    assert str(missing) in text and "m[1].pth" in text
 
 
 def test_cli_json_schema(capsys: pytest.CaptureFixture[str], colour_cli: dict, videos: dict[str, Path]) -> None:

@@ -4,6 +4,7 @@ for `--json` output)."""
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,6 +15,12 @@ from rich.progress import (
 )
 
 stderr_console = Console(stderr=True)
+
+
+def print_error(message: object) -> None:
+    """One red `error:` line on stderr, the message shown verbatim (paths and Something-Something labels
+    hold [brackets] that rich would otherwise read as markup)."""
+    stderr_console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def progress_bar(*extra_fields: str, disable: bool = False) -> Progress:

@@ -8,7 +8,7 @@ import typer
 
 from uniformer_cli.cli import convert, evaluate, flops, models, predict, train
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.progress import stderr_console
+from uniformer_cli.progress import print_error, stderr_console
 
 app = typer.Typer(
     name="uniformer",
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="uniformer")
     except UniformerError as error:
-        stderr_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        print_error(error)
         sys.exit(1)
     except KeyboardInterrupt:
         stderr_console.print("[bold red]interrupted[/]")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
@@ -35,11 +36,11 @@ def convert(
     if json_output:
         typer.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"Converted to {destination}", show_header=False)
+    table = Table(title=escape(f"Converted to {destination}"), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for name, value in summary.items():
-        table.add_row(name.replace("_", " "), _shown(value))
+        table.add_row(name.replace("_", " "), escape(_shown(value)))
     Console().print(table)
 
 

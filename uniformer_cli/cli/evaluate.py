@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import data, engine
@@ -124,7 +125,9 @@ def evaluate(
 
 def show(report: engine.evaluate.EvalReport, json_file: Path | None) -> None:
     console = Console()
-    console.print(f"[bold]{report.model}[/] on {report.dataset} {report.split}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold]{escape(report.model)}[/] on {report.dataset} {escape(report.split)}", highlight=False, soft_wrap=True
+    )
     table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -154,8 +157,8 @@ def show(report: engine.evaluate.EvalReport, json_file: Path | None) -> None:
         details.append(f"{report.videos - report.evaluated} videos taken from the resumed file")
     if json_file is not None:
         details.append(f"per-video predictions in {json_file}")
-    console.print("\n".join(details), style="dim", highlight=False)
+    console.print(escape("\n".join(details)), style="dim", highlight=False)
     if report.failed:
         console.print(f"[bold red]{report.failures} unreadable video(s):[/]")
         for result in report.failed:
-            console.print(f"  {result.video}: {result.error}", highlight=False, soft_wrap=True)
+            console.print(escape(f"  {result.video}: {result.error}"), highlight=False, soft_wrap=True)

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.bar import Bar
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import data, engine
@@ -32,7 +33,7 @@ from uniformer_cli.cli.options import (
     WeightsOption,
 )
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.progress import stderr_console
+from uniformer_cli.progress import print_error, stderr_console
 from uniformer_cli.zoo import DEFAULT_MODEL
 
 PREDICTION_COLUMNS = ("file", "model", "rank", "label", "index", "score", "seconds")
@@ -92,6 +93,7 @@ def predict(
     `uniformer predict videos/ --json`, `uniformer predict long.mp4 --timeline 2`,
     `uniformer predict clip.mp4 --weights mine.pth --frames 16 --stride 4`
     """
+    videos = engine.predict.find_videos(paths)
     predictor = engine.predict.load_predictor(
         model,
         weights,
@@ -113,7 +115,7 @@ def predict(
     )
     report = engine.predict.run_predict(
         predictor,
-        paths,
+        videos,
         top_k=top_k,
         timeline=timeline,
         timeline_clips=clips,
@@ -130,7 +132,7 @@ def predict(
     if csv_file is not None:
         _write_csv(csv_file, report)
     for failure in report.failures:
-        stderr_console.print(f"[bold red]error:[/] {failure.error}", highlight=False, soft_wrap=True)
+        print_error(failure.error)
     if report.failures:
         raise typer.Exit(1)
 
@@ -141,8 +143,8 @@ predict.__doc__ = (predict.__doc__ or "").format(default=DEFAULT_MODEL)
 
 def _table(result: engine.predict.VideoPrediction) -> Table:
     table = Table(
-        title=f"[bold]{result.file}[/]",
-        caption=f"{result.model} · {result.protocol} · {result.num_frames} frames · {result.seconds:.2f} s",
+        title=f"[bold]{escape(result.file)}[/]",
+        caption=escape(f"{result.model} · {result.protocol} · {result.num_frames} frames · {result.seconds:.2f} s"),
         header_style="bold",
     )
     table.add_column("#", justify="right")
@@ -150,9 +152,8 @@ def _table(result: engine.predict.VideoPrediction) -> Table:
     table.add_column("probability", justify="right")
     table.add_column("", width=24)
     for rank, prediction in enumerate(result.predictions, start=1):
-        table.add_row(
-            str(rank), prediction.label, f"{prediction.score:.1%}", Bar(1.0, 0.0, prediction.score, color="green")
-        )
+        bar = Bar(1.0, 0.0, prediction.score, color="green")
+        table.add_row(str(rank), escape(prediction.label), f"{prediction.score:.1%}", bar)
     return table
 
 
@@ -163,8 +164,8 @@ def _clock(seconds: float) -> str:
 
 def _timeline_table(result: engine.predict.VideoTimeline) -> Table:
     table = Table(
-        title=f"[bold]{result.file}[/]",
-        caption=f"{result.model} · {result.protocol} per window · {result.seconds:.2f} s",
+        title=f"[bold]{escape(result.file)}[/]",
+        caption=escape(f"{result.model} · {result.protocol} per window · {result.seconds:.2f} s"),
         header_style="bold",
     )
     for column in ("start", "end"):
@@ -172,7 +173,7 @@ def _timeline_table(result: engine.predict.VideoTimeline) -> Table:
     table.add_column("label")
     table.add_column("score", justify="right")
     for window in result.windows:
-        table.add_row(_clock(window.start), _clock(window.end), window.label, f"{window.score:.1%}")
+        table.add_row(_clock(window.start), _clock(window.end), escape(window.label), f"{window.score:.1%}")
     return table
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
@@ -244,7 +245,8 @@ def _result_dict(result: engine.train.TrainResult) -> dict[str, object]:
 
 def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | None) -> None:
     """The resolved run, on stderr (stdout stays clean for --json)."""
-    table = Table(title="training run" + (f" (resuming {resumed_from})" if resumed_from else ""), show_header=False)
+    title = "training run" + (f" (resuming {resumed_from})" if resumed_from else "")
+    table = Table(title=escape(title), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     augment = config.augment
@@ -276,7 +278,7 @@ def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | No
         ("output", config.output),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, escape(value))
     stderr_console.print(table)
 
 
@@ -285,8 +287,9 @@ def show_result(result: engine.train.TrainResult) -> None:
     best = f"{result.best_top1:.2f}% (epoch {result.best_epoch})" if result.best_top1 is not None else "not validated"
     state = "stopped at --max-steps (resume with --resume)" if result.stopped_early else "finished"
     console.print(f"[bold]{state}[/]: {result.epochs} epochs, {result.steps} steps, best val top-1 {best}")
-    console.print(f"last checkpoint {result.last_checkpoint}", highlight=False)
+    console.print(escape(f"last checkpoint {result.last_checkpoint}"), highlight=False)
     if result.exported is not None:
         console.print(
-            f"best model {result.exported}: `uniformer predict VIDEO --weights {result.exported}`", highlight=False
+            escape(f"best model {result.exported}: `uniformer predict VIDEO --weights {result.exported}`"),
+            highlight=False,
         )

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from torch import nn
 
@@ -309,9 +310,26 @@ def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path], list[Failu
     return list(dict.fromkeys(found)), failures
 
 
+@dataclass(frozen=True)
+class VideoSearch:
+    """The videos some paths and patterns name, and the patterns that named nothing."""
+
+    paths: list[Path]
+    failures: list[Failure]
+
+
+def find_videos(patterns: Sequence[str | Path]) -> VideoSearch:
+    """`expand_paths`, failing when it finds nothing at all: called before the model is loaded, so a
+    mistyped path costs no download."""
+    paths, failures = expand_paths(patterns)
+    if not paths:
+        raise UniformerError("; ".join(failure.error for failure in failures) or "no video given")
+    return VideoSearch(paths, failures)
+
+
 def run_predict(
     predictor: Predictor,
-    patterns: Sequence[str | Path],
+    videos: VideoSearch,
     *,
     top_k: int = 5,
     timeline: float | None = None,
@@ -319,12 +337,10 @@ def run_predict(
     progress: bool = True,
 ) -> PredictReport:
     """Predict (or build `timeline`-second timelines for, `timeline_clips` clips per window, default 1)
-    every video the patterns name, with a progress bar when there are several files (or windows);
+    every video `find_videos` found, with a progress bar when there are several files (or windows);
     unreadable videos are reported, not fatal."""
-    paths, failures = expand_paths(patterns)
-    report = PredictReport(failures=failures)
-    if not paths and not failures:
-        raise UniformerError("no video given")
+    paths = videos.paths
+    report = PredictReport(failures=list(videos.failures))
     with progress_bar(disable=not progress or (len(paths) < 2 and timeline is None)) as bar:
         task = bar.add_task("predicting", total=len(paths))
         if timeline is None:
@@ -333,7 +349,7 @@ def run_predict(
                 bar.advance(task)
             return report
         for path in paths:
-            windows = bar.add_task(f"  {path.name}", total=None)
+            windows = bar.add_task(escape(f"  {path.name}"), total=None)
             try:
                 outcome = predictor.timeline(
                     path,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from rich.markup import escape
 from torch import nn
 
 from uniformer_cli.data.views import ViewProtocol
@@ -144,7 +145,7 @@ def fetch_zoo_weights(entry: ZooEntry, revision: str | None = None) -> Path:
     hub_file = hub.download(entry, revision)
     if not hub_file.converted.is_file():
         hub.verify_download(hub_file, entry)
-        stderr_console.print(f"converting {entry.hub_file} to safetensors (once): {hub_file.converted}")
+        stderr_console.print(escape(f"converting {entry.hub_file} to safetensors (once): {hub_file.converted}"))
         convert_checkpoint(hub_file.path, hub_file.converted, entry=entry)
     return hub_file.converted
 
