@@ -366,62 +366,164 @@ def test_training_learns_motion_and_predict_uses_the_export(tmp_path: Path, caps
     assert correct >= 3  # a >= 90% model; allow one miss of four
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """SIGKILL a training process mid-epoch, `--resume` it: the final weights equal an uninterrupted
-    run's (tolerance 1e-6; the runs are deterministic, so in practice identical), and the checkpoint
-    it left is complete."""
-    data = motion_dataset(tmp_path / "motion", 4, 1)
-    flags = [*RUN_FLAGS, "--aug", "official", "--randaug", "rand-m7-n2-mstd0.5", "--mixup", "--drop-path", "0.1"]
-    flags += ["--epochs", "2", "--batch-size", "2", "--save-every", "2", "--log-every", "1", "--val-every", "1"]
-    flags += ["--tensorboard"]
-    reference = tmp_path / "reference"
-    run_cli(["train", "--data", str(data), "-o", str(reference), *flags, "--json"], capsys)
+# A 2-epoch run of 8 steps each, with every random augmentation on, that interrupted runs must reproduce.
+INTERRUPTED_FLAGS = [
+    *RUN_FLAGS, "--aug", "official", "--randaug", "rand-m7-n2-mstd0.5", "--mixup", "--drop-path", "0.1",
+    "--epochs", "2", "--batch-size", "2", "--log-every", "1", "--val-every", "1", "--tensorboard",
+]  # fmt: skip
 
-    crashed = tmp_path / "crashed"
-    command = [sys.executable, "-m", "uniformer_cli.cli.app", "train", "--data", str(data), "-o", str(crashed)]
-    process = subprocess.Popen(
-        [*command, *flags, "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD
-    )
-    metrics = crashed / "metrics.jsonl"
-    deadline = time.monotonic() + 120
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dataset, run folder) of the reference run, trained once for the interruption tests."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    data = motion_dataset(root / "motion", 4, 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the interrupted runs: summation order must not differ
     try:
-        while time.monotonic() < deadline and process.poll() is None:
-            complete_lines = metrics.read_text().split("\n")[:-1] if metrics.exists() else []  # not one being written
-            steps = [json.loads(line)["step"] for line in complete_lines]
-            if steps and max(steps) >= 3:
-                break
-            time.sleep(0.01)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--data", str(data), "-o", str(root / "run"), *INTERRUPTED_FLAGS, "--json"])
     finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
-    state = load_checkpoint(crashed / "last.pt")  # complete and readable: never half-written
-    assert state["step"] % 8 != 0, "the kill should land mid-epoch (8 steps per epoch)"
+        torch.set_num_threads(threads)
+    assert exit_info.value.code in (0, None)
+    return data, root / "run"
 
+
+def train_until_step(data: Path, run: Path, step: int, *flags: str, new_session: bool = False) -> subprocess.Popen:
+    """Start `uniformer train` in a subprocess; return once metrics.jsonl has logged `step`."""
+    command = [sys.executable, "-m", "uniformer_cli.cli.app", "train", "--data", str(data), "-o", str(run)]
+    process = subprocess.Popen(
+        [*command, *INTERRUPTED_FLAGS, *flags, "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=ONE_THREAD,
+        start_new_session=new_session,
+    )
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        complete_lines = metrics.read_text().split("\n")[:-1] if metrics.exists() else []  # not one being written
+        if any(json.loads(line)["step"] >= step for line in complete_lines):
+            return process
+        time.sleep(0.01)
+    process.kill()
+    raise AssertionError(f"training never logged step {step}: {process.communicate()[1].decode()[-2000:]}")
+
+
+def resume_and_compare(interrupted: Path, reference: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--resume` the interrupted run: the final weights equal the uninterrupted run's (tolerance 1e-6;
+    the runs are deterministic, so in practice identical), and its logs read as one run."""
     # TensorBoard orders event files by the second they were created in (then by process id): a restart
-    # within the crashed run's first second, which only this in-process resume is fast enough for,
+    # within the interrupted run's first second, which only this in-process resume is fast enough for,
     # would sort before it.
     time.sleep(1.0)
     resumed = json.loads(
         run_cli(
-            ["train", "--resume", str(crashed), "--workers", "0", "--log-every", "1", "--tensorboard", "--json"], capsys
+            ["train", "--resume", str(interrupted), "--workers", "0", "--log-every", "1", "--tensorboard", "--json"],
+            capsys,
         )
     )
-    assert resumed["steps"] == 16 and not resumed["stopped_early"]
-    expected, actual = final_weights(reference), final_weights(crashed)
+    assert resumed["steps"] == 16 and not resumed["stopped_early"] and resumed["interrupted_by"] is None
+    expected, actual = final_weights(reference), final_weights(interrupted)
     assert expected.keys() == actual.keys()
     worst = max((expected[key].double() - actual[key].double()).abs().max().item() for key in expected)
     assert worst <= 1e-6
     # The log reads as one run: every step once, and the same epoch records as the reference.
-    assert [record["step"] for record in read_metrics(crashed, "step")] == list(range(1, 17))
-    epochs = zip(read_metrics(reference, "epoch"), read_metrics(crashed, "epoch"), strict=True)
+    assert [record["step"] for record in read_metrics(interrupted, "step")] == list(range(1, 17))
+    epochs = zip(read_metrics(reference, "epoch"), read_metrics(interrupted, "epoch"), strict=True)
     for ours, theirs in epochs:
         assert ours.keys() == theirs.keys()
         assert all(math.isclose(ours[key], theirs[key], rel_tol=1e-6) for key in ours if key != "event")
-    # TensorBoard shows the same run: the events the crashed process wrote past its checkpoint are purged.
-    board = tensorboard_scalars(crashed, "step/loss")
+    # TensorBoard shows the same run: the events the first process wrote past its checkpoint are purged.
+    board = tensorboard_scalars(interrupted, "step/loss")
     assert [step for step, _ in board] == list(range(1, 17))
-    assert [loss for _, loss in board] == pytest.approx([record["loss"] for record in read_metrics(crashed, "step")])
-    ours, theirs = tensorboard_scalars(crashed, "epoch/train_loss"), tensorboard_scalars(reference, "epoch/train_loss")
+    steps = read_metrics(interrupted, "step")
+    assert [loss for _, loss in board] == pytest.approx([record["loss"] for record in steps])
+    ours = tensorboard_scalars(interrupted, "epoch/train_loss")
+    theirs = tensorboard_scalars(reference, "epoch/train_loss")
     assert [step for step, _ in ours] == [step for step, _ in theirs] == [8, 16]
     assert [loss for _, loss in ours] == pytest.approx([loss for _, loss in theirs], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(
+    uninterrupted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL mid-epoch: the last periodic checkpoint (--save-every 2) is complete, and resuming from it
+    ends where the uninterrupted run ended."""
+    data, reference = uninterrupted
+    crashed = tmp_path / "crashed"
+    process = train_until_step(data, crashed, 3, "--save-every", "2")
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    state = load_checkpoint(crashed / "last.pt")  # complete and readable: never half-written
+    assert state["step"] % 8 != 0, "the kill should land mid-epoch (8 steps per epoch)"
+    resume_and_compare(crashed, reference, capsys)
+
+
+# A DataLoader whose worker is still decoding when Ctrl-C reaches the whole process group. Workers are
+# spawned, as on macOS: forked ones would inherit the main process's stop handler and hide the problem.
+CTRL_C_DURING_LOADING = """
+import time
+from torch.utils.data import DataLoader, Dataset
+from uniformer_cli.data.loading import init_decoding_worker
+from uniformer_cli.engine.train import StopSignal
+
+
+class Slow(Dataset):
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, index):
+        time.sleep(0.3)
+        return index
+
+
+if __name__ == "__main__":
+    with StopSignal() as stop:
+        loader = DataLoader(
+            Slow(), batch_size=None, num_workers=1, worker_init_fn=init_decoding_worker, multiprocessing_context="spawn"
+        )
+        batches = iter(loader)
+        first = next(batches)
+        print("loading", flush=True)
+        print([first, *batches], stop.received, flush=True)
+"""
+
+
+def test_ctrl_c_leaves_decoding_workers_running(tmp_path: Path) -> None:
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_DURING_LOADING)
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert process.stdout is not None and process.stdout.readline() == "loading\n"
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err[-2000:]
+    assert out == f"[0, 1, 2, 3, 4, 5] {int(signal.SIGINT)}\n"  # every batch arrived; the main process noted the stop
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_a_stop_signal_saves_the_current_step_and_resumes_to_the_same_weights(
+    stop: str, uninterrupted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C (SIGINT to the whole process group, DataLoader workers included) or SIGTERM (a scheduler's
+    pre-emption): training finishes its step, saves it (no --save-every here), exits with 128 + the
+    signal number and resumes to the uninterrupted run's weights."""
+    data, reference = uninterrupted
+    stopped = tmp_path / "stopped"
+    process = train_until_step(data, stopped, 3, "--workers", "1", new_session=True)
+    if stop == "ctrl-c":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        os.kill(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    number = signal.SIGINT if stop == "ctrl-c" else signal.SIGTERM
+    assert process.returncode == 128 + number, err.decode()[-2000:]
+    state = load_checkpoint(stopped / "last.pt")
+    logged = [record["step"] for record in read_metrics(stopped, "step")]
+    assert state["step"] == logged[-1] >= 3  # the step it was in when the signal came, saved
+    assert state["step"] % 8 != 0, "the stop should land mid-epoch (8 steps per epoch)"
+    resume_and_compare(stopped, reference, capsys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -233,6 +234,8 @@ def train(
         _print(_result_dict(result))
     elif main:
         show_result(result)
+    if result.interrupted_by is not None:  # a stopped job reports it, as the signal itself would have
+        raise typer.Exit(128 + getattr(signal, result.interrupted_by, signal.SIGTERM))
 
 
 def _print(values: dict[str, object]) -> None:
@@ -285,7 +288,10 @@ def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | No
 def show_result(result: engine.train.TrainResult) -> None:
     console = Console()
     best = f"{result.best_top1:.2f}% (epoch {result.best_epoch})" if result.best_top1 is not None else "not validated"
-    state = "stopped at --max-steps (resume with --resume)" if result.stopped_early else "finished"
+    if result.interrupted_by is not None:
+        state = f"stopped by {result.interrupted_by} at step {result.steps} (last.pt saved; continue with --resume)"
+    else:
+        state = "stopped at --max-steps (continue with --resume)" if result.stopped_early else "finished"
     console.print(f"[bold]{state}[/]: {result.epochs} epochs, {result.steps} steps, best val top-1 {best}")
     console.print(escape(f"last checkpoint {result.last_checkpoint}"), highlight=False)
     if result.exported is not None:

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
-from uniformer_cli.data.loading import DEFAULT_WORKERS, limit_worker_threads
+from uniformer_cli.data.loading import DEFAULT_WORKERS, init_decoding_worker
 from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
 from uniformer_cli.engine.device import batched_logits, select_device
@@ -290,7 +290,7 @@ def score_videos(
         batch_size=max(1, batch_size // protocol.views),
         num_workers=workers,
         collate_fn=list,
-        worker_init_fn=limit_worker_threads if workers else None,
+        worker_init_fn=init_decoding_worker if workers else None,
     )
     for batch in loader:
         sums = iter(_summed_logits(model, [views for _, views, _ in batch if views is not None], device, batch_size))

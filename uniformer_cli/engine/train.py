@@ -18,6 +18,8 @@ from __future__ import annotations
 import gc
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -34,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from uniformer_cli.data.augment import ClipAugment, MixupCutmix, soft_cross_entropy
 from uniformer_cli.data.datasets import Sample, class_key
-from uniformer_cli.data.loading import limit_worker_threads
+from uniformer_cli.data.loading import init_decoding_worker
 from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from uniformer_cli.engine.device import autocast_dtype, autocast_to
@@ -180,7 +182,8 @@ class TrainResult:
     last_checkpoint: Path
     exported: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)  # the epoch records
-    stopped_early: bool = False  # --max-steps ended the run before its last epoch
+    stopped_early: bool = False  # --max-steps or a stop signal ended the run before its last epoch
+    interrupted_by: str | None = None  # the signal that stopped it (SIGINT, SIGTERM), after saving last.pt
 
 
 class MetricsLog:
@@ -260,6 +263,46 @@ def _steps(loader: DataLoader, accumulation: int) -> Iterator[list[tuple[torch.T
             group = []
 
 
+class StopSignal:
+    """Ctrl-C (SIGINT) and SIGTERM (torchrun's shutdown, a cluster's pre-emption notice) stop training
+    after the current optimiser step, with `last.pt` saved; a second Ctrl-C aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.stopped = False  # some rank received a signal and every rank left the loop for it
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
+            self.previous = {number: signal.signal(number, self.handle) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def handle(self, number: int, frame: object) -> None:
+        if self.received == signal.SIGINT and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = number
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else "a signal to another rank"
+
+    def agreed(self, processes: Session) -> bool:
+        """Whether any rank received a signal: all of them must stop after the same step."""
+        flag = self.received is not None
+        if processes.world_size > 1:
+            votes = torch.tensor([float(flag)], device=processes.device)
+            dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+            flag = bool(votes.item())
+        self.stopped = self.stopped or flag
+        return flag
+
+
 def train(config: TrainConfig, runtime: Runtime, *, resume: Path | None = None) -> TrainResult:
     """Run `config`, or continue it from the checkpoint `resume`. Under torchrun every rank calls it;
     the result (and every file) comes from rank 0."""
@@ -317,7 +360,7 @@ class _Trainer:
             ),
             batch_sampler=self.sampler,
             num_workers=runtime.workers,
-            worker_init_fn=limit_worker_threads if runtime.workers else None,
+            worker_init_fn=init_decoding_worker if runtime.workers else None,
             pin_memory=device.type == "cuda",
             persistent_workers=runtime.workers > 0,
             generator=torch.Generator().manual_seed(config.seed),  # leaves the global generator alone
@@ -409,9 +452,9 @@ class _Trainer:
         config, runtime, processes = self.config, self.runtime, self.processes
         steps_per_epoch = self.sampler.steps_per_epoch
         clips_per_step = config.global_batch * config.augment.repeats
-        reached_max = False
+        stopping = False
         progress = progress_bar("loss", "lr", "clips_s", disable=not (processes.main and runtime.progress))
-        with progress:
+        with progress, StopSignal() as stop_signal:
             for epoch in range(self.step // steps_per_epoch, config.epochs):
                 done_in_epoch = self.step - epoch * steps_per_epoch
                 self.sampler.set_position(epoch, done_in_epoch)
@@ -440,18 +483,19 @@ class _Trainer:
                         progress.update(task, loss=f"{mean:.4f}", lr=f"{lr:.2e}", clips_s=f"{speed:.1f}")
                         window, window_start = [], time.perf_counter()
                     reached_max = runtime.max_steps is not None and self.step >= runtime.max_steps
+                    stopping = stop_signal.agreed(processes) or reached_max
                     periodic = config.save_every > 0 and self.step % config.save_every == 0
                     # Mid-epoch saves only: the epoch's end saves after validating.
-                    if processes.main and (reached_max or periodic) and self.step % steps_per_epoch:
+                    if processes.main and (stopping or periodic) and self.step % steps_per_epoch:
                         save_checkpoint(self.state(self.step / steps_per_epoch), self.output / "last.pt")
-                    if reached_max:
+                    if stopping:
                         break
                 progress.remove_task(task)
-                if self.step % steps_per_epoch:  # stopped by --max-steps inside the epoch
+                if self.step % steps_per_epoch:  # stopped inside the epoch
                     break
                 self.end_epoch(epoch, sum(self.epoch_losses) / len(self.epoch_losses))
                 self.epoch_losses = []
-                if reached_max:
+                if stopping:
                     break
         self.log.close()
         exported = self.output / "best.safetensors"
@@ -465,6 +509,7 @@ class _Trainer:
             exported=exported if exported.exists() else None,
             history=self.history,
             stopped_early=self.step < config.epochs * steps_per_epoch,
+            interrupted_by=stop_signal.name if stop_signal.stopped else None,
         )
 
     def end_epoch(self, epoch: int, train_loss: float) -> None:
