@@ -480,7 +480,7 @@ class Slow(Dataset):
 
 
 if __name__ == "__main__":
-    with StopSignal() as stop:
+    with StopSignal(announce=False) as stop:
         loader = DataLoader(
             Slow(), batch_size=None, num_workers=1, worker_init_fn=init_decoding_worker, multiprocessing_context="spawn"
         )
@@ -522,6 +522,7 @@ def test_a_stop_signal_saves_the_current_step_and_resumes_to_the_same_weights(
     _, err = process.communicate(timeout=60)
     number = signal.SIGINT if stop == "ctrl-c" else signal.SIGTERM
     assert process.returncode == 128 + number, err.decode()[-2000:]
+    assert f"{number.name}: stopping after this step" in err.decode()
     state = load_checkpoint(stopped / "last.pt")
     logged = [record["step"] for record in read_metrics(stopped, "step")]
     assert state["step"] == logged[-1] >= 3  # the step it was in when the signal came, saved

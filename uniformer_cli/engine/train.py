@@ -269,7 +269,8 @@ class StopSignal:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool) -> None:
+        self.announce = announce  # say at once that the signal was heard (rank 0 only)
         self.received: int | None = None
         self.stopped = False  # some rank received a signal and every rank left the loop for it
         self.previous: dict[int, Any] = {}
@@ -286,6 +287,10 @@ class StopSignal:
     def handle(self, number: int, frame: object) -> None:
         if self.received == signal.SIGINT and number == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.announce and self.received is None:
+            again = " (Ctrl-C again to abort)" if number == signal.SIGINT else ""
+            message = f"{signal.Signals(number).name}: stopping after this step to save it{again}"
+            stderr_console.print(f"[yellow]{message}[/]")
         self.received = number
 
     @property
@@ -454,7 +459,7 @@ class _Trainer:
         clips_per_step = config.global_batch * config.augment.repeats
         stopping = False
         progress = progress_bar("loss", "lr", "clips_s", disable=not (processes.main and runtime.progress))
-        with progress, StopSignal() as stop_signal:
+        with progress, StopSignal(announce=processes.main) as stop_signal:
             for epoch in range(self.step // steps_per_epoch, config.epochs):
                 done_in_epoch = self.step - epoch * steps_per_epoch
                 self.sampler.set_position(epoch, done_in_epoch)
