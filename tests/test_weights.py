@@ -16,6 +16,7 @@ from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.weights import (
+    convert_checkpoint,
     infer_config,
     load_model,
     load_state_dict_strict,
@@ -100,6 +101,10 @@ def test_truncated_missing_and_non_state_dict_files(tmp_path: Path) -> None:
         read_checkpoint(tmp_path / "cut.pth")
     with pytest.raises(CheckpointError, match="does not exist"):
         read_checkpoint(tmp_path / "absent.pth")
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
+        read_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
+        load_weights(tmp_path)
     torch.save(torch.zeros(3), tmp_path / "tensor.pth")
     with pytest.raises(CheckpointError, match="holds a Tensor, not a state_dict"):
         read_checkpoint(tmp_path / "tensor.pth")
@@ -159,9 +164,12 @@ def test_light_keep_ratio_rule_gives_the_released_ratios() -> None:
         assert light_keep_ratios(config.depth[2], config.depth[3]) == (config.keep_ratio3, config.keep_ratio4)
 
 
-def test_non_uniformer_state_dicts_are_named_as_such() -> None:
+def test_non_uniformer_state_dicts_are_named_as_such(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"not a UniFormer checkpoint: it has no patch_embed1\.proj\.weight"):
         infer_config({"fc.weight": torch.zeros(2, 2)})
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "resnet.pth")
+    with pytest.raises(CheckpointError, match=r"resnet\.pth is not a UniFormer checkpoint"):
+        convert_checkpoint(tmp_path / "resnet.pth", tmp_path / "out.safetensors")
 
 
 # --- strict loading ----------------------------------------------------------------------------------

@@ -47,6 +47,14 @@ class RawCheckpoint:
         return is_image_state_dict(self.state_dict)
 
 
+def require_file(path: Path, what: str) -> None:
+    """Fail with one clear line unless `path` is a file; `what` names it ("checkpoint", "weights file")."""
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+
+
 def read_checkpoint(path: str | Path) -> RawCheckpoint:
     """Read a `.pth` / `.pyth` file with `torch.load(weights_only=True)` and normalise it.
 
@@ -54,8 +62,7 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     unwrapped from `model_state` / `model` / `state_dict`, and a leading `module.` is stripped.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    require_file(path, "checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -124,7 +131,11 @@ def light_keep_ratios(depth3: int, depth4: int) -> tuple[tuple[float, ...], tupl
 
 
 def infer_config(
-    state_dict: Mapping[str, torch.Tensor], head_dim: int | None = None, family_hint: str | None = None
+    state_dict: Mapping[str, torch.Tensor],
+    head_dim: int | None = None,
+    family_hint: str | None = None,
+    *,
+    source: str = "the checkpoint",
 ) -> ModelConfig:
     """The architecture of a video (or 2-D image) UniFormer state_dict, read from its tensors.
 
@@ -132,7 +143,7 @@ def infer_config(
     from the keys and shapes (MODEL.md 4.3). The attention head width does not: it is `head_dim` when
     given (the caller passes `--head-dim` or the PySlowFast cfg's value), else that of the `family_hint`
     family (a `FAMILIES` key, e.g. from `--model`), else that of the released family with the same
-    widths; otherwise the user is asked for `--head-dim`.
+    widths; otherwise the user is asked for `--head-dim`. `source` names the file in error messages.
     """
     light = "cls_token" in state_dict
     stem_key = "patch_embed1.proj.3.weight" if light else "patch_embed1.proj.weight"
@@ -140,9 +151,9 @@ def infer_config(
     mlp_keys = tuple(f"blocks{stage}.0.mlp.fc1.weight" for stage in (1, 2, 3, 4))
     absent = [key for key in (*width_keys, *mlp_keys, "head.weight") if key not in state_dict]
     if absent:
-        raise CheckpointError(f"not a UniFormer checkpoint: it has no {_few(absent)}")
+        raise CheckpointError(f"{source} is not a UniFormer checkpoint: it has no {_few(absent)}")
     embed_dim = tuple(int(state_dict[key].shape[0]) for key in width_keys)
-    depth = _block_counts(state_dict)
+    depth = _block_counts(state_dict, source)
     mlp_ratio = state_dict[mlp_keys[0]].shape[0] / embed_dim[0]
     for stage, (width, key) in enumerate(zip(embed_dim, mlp_keys, strict=True), start=1):
         hidden = state_dict[key].shape[0]
@@ -170,7 +181,7 @@ def infer_config(
     )
 
 
-def _block_counts(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, int, int, int]:
+def _block_counts(state_dict: Mapping[str, torch.Tensor], source: str) -> tuple[int, int, int, int]:
     indices: dict[int, set[int]] = {stage: set() for stage in (1, 2, 3, 4)}
     for key in state_dict:
         match = _BLOCK_KEY.match(key)
@@ -178,7 +189,9 @@ def _block_counts(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, int, int
             indices[int(match.group(1))].add(int(match.group(2)))
     for stage, found in indices.items():
         if found and found != set(range(len(found))):
-            raise CheckpointError(f"not a UniFormer checkpoint: blocks{stage} indices are not 0..{len(found) - 1}")
+            raise CheckpointError(
+                f"{source} is not a UniFormer checkpoint: blocks{stage} indices are not 0..{len(found) - 1}"
+            )
     counts = [len(indices[stage]) for stage in (1, 2, 3, 4)]
     return counts[0], counts[1], counts[2], counts[3]
 

@@ -86,7 +86,7 @@ def convert_checkpoint(
                 f"{source} holds 2-D ImageNet weights, which have no video classes: convert it without --model "
                 "(it keeps its 1000-class ImageNet head), or start training from it with `uniformer train`"
             )
-        model = create_model(infer_config(raw.state_dict, head_dim))
+        model = create_model(infer_config(raw.state_dict, head_dim, source=str(source)))
         load_state_dict_strict(model, inflate_image_state_dict(raw.state_dict, model), str(source))
     else:
         model = _model_from_state_dict(raw.state_dict, str(source), entry, head_dim=head_dim)
@@ -121,7 +121,7 @@ def _model_from_state_dict(
     """Build the architecture (`config`, else inferred from the tensors), check it against the named zoo
     entry, and load the weights strictly."""
     if config is None:
-        config = infer_config(state_dict, head_dim, entry.family if entry else None)
+        config = infer_config(state_dict, head_dim, entry.family if entry else None, source=source)
     if entry is not None:
         check_matches_entry(config, entry, source)
     model = _uninitialised_model(config)

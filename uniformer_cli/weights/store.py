@@ -23,6 +23,7 @@ from torch import nn
 from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.files import atomic_write
 from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.weights.checkpoint import require_file
 
 FORMAT = "pt"
 CONFIG_KEY = "uniformer_config"
@@ -88,8 +89,7 @@ def _storable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def load_weights(path: str | Path) -> StoredWeights:
     """Read a safetensors file and the metadata `save_weights` wrote (absent fields are None)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
+    require_file(path, "weights file")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as reader:
             metadata = reader.metadata() or {}
