@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
     """Run `write(temporary_path)`, flush it to disk and rename it over `path` (parents created).
 
     A crash at any point leaves either the previous file or the new one, never a partial file: the

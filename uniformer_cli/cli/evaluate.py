@@ -150,7 +150,7 @@ def show(report: engine.evaluate.EvalReport, json_file: Path | None) -> None:
     console.print(table)
     details = [
         f"protocol {report.protocol_text}",
-        f"list {report.list} ({report.layout})",
+        f"list {report.list_file} ({report.layout})",
         f"device {report.device}" + (f" x {report.processes} processes" if report.processes > 1 else ""),
     ]
     if report.evaluated != report.videos:

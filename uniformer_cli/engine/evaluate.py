@@ -115,7 +115,7 @@ class EvalReport:
     model: str
     dataset: str
     split: str
-    list: str
+    list_file: str
     layout: str
     protocol: dict[str, object]
     protocol_text: str
@@ -358,7 +358,7 @@ class _Run:
             model=self.model_name,
             dataset=self.split.dataset,
             split=self.split.split,
-            list=str(self.split.source),
+            list_file=str(self.split.source),
             layout=self.split.layout,
             protocol=self.protocol.as_dict(),
             protocol_text=self.protocol.describe(),

@@ -32,7 +32,9 @@ from uniformer_cli.zoo import DEFAULT_MODEL
 GLOB_CHARACTERS = frozenset("*?[")
 
 
-def _json_record(file: str, model: str, key: str, items: Sequence[object], seconds: float) -> dict[str, object]:
+def _json_record(
+    file: str, model: str, key: str, items: Sequence[Prediction | TimelineWindow], seconds: float
+) -> dict[str, object]:
     return {"file": file, "model": model, key: [asdict(item) for item in items], "seconds": round(seconds, 4)}
 
 
@@ -344,12 +346,13 @@ def run_predict(
     with progress_bar(disable=not progress or (len(paths) < 2 and timeline is None)) as bar:
         task = bar.add_task("predicting", total=len(paths))
         if timeline is None:
-            for outcome in predictor.predict_many(paths, top_k):
-                _record(report, outcome)
+            for result in predictor.predict_many(paths, top_k):
+                _record(report, result)
                 bar.advance(task)
             return report
         for path in paths:
             windows = bar.add_task(escape(f"  {path.name}"), total=None)
+            outcome: VideoTimeline | Failure
             try:
                 outcome = predictor.timeline(
                     path,

@@ -441,9 +441,11 @@ class _Trainer:
                     loss = training_loss(self.forward(clips), targets)
                 self.scaler.scale(loss / len(group)).backward()
             total += loss.item()
-        loss = _mean_over_ranks(total / len(group), self.processes)
-        if not math.isfinite(loss):  # the same verdict on every rank, so none is left waiting
-            raise UniformerError(f"the training loss became {loss} at step {self.step}: lower --lr, or try --amp off")
+        step_loss = _mean_over_ranks(total / len(group), self.processes)
+        if not math.isfinite(step_loss):  # the same verdict on every rank, so none is left waiting
+            raise UniformerError(
+                f"the training loss became {step_loss} at step {self.step}: lower --lr, or try --amp off"
+            )
         if config.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad)
@@ -451,7 +453,7 @@ class _Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return loss
+        return step_loss
 
     def run(self) -> TrainResult:
         config, runtime, processes = self.config, self.runtime, self.processes

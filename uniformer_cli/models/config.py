@@ -16,8 +16,8 @@ Arch = Literal["uniformer", "light"]
 
 # Released keep ratios of the light models' token selection (MODEL.md 3.3): the first stage-3 block
 # sees every token, every later block keeps half; they are architecture constants, not weights.
-LIGHT_KEEP_XXS = ([1.0] + [0.5] * 7, [0.5, 0.5])
-LIGHT_KEEP_XS = ([1.0] + [0.5] * 8, [0.5, 0.5, 0.5])
+LIGHT_KEEP_XXS = ((1.0,) + (0.5,) * 7, (0.5, 0.5))
+LIGHT_KEEP_XS = ((1.0,) + (0.5,) * 8, (0.5, 0.5, 0.5))
 
 
 @dataclass(frozen=True)
