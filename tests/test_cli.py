@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import typer
 
 import uniformer_cli
 from uniformer_cli import data, engine, models
+from uniformer_cli.cli.app import app
 
 # Runs the command in a fresh interpreter and reports which heavy modules it imported.
 PROBE = """
@@ -57,3 +61,27 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'missing'"):
         _ = models.missing
     assert not hasattr(engine, "missing")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# `uniformer <command> ...` or `torchrun ... -m uniformer_cli.cli.app <command> ...` in a document.
+DOCUMENTED_COMMAND = re.compile(
+    r"(?:uniformer|uniformer_cli\.cli\.app) (predict|eval|train|flops|convert|models)\b([^`#|]*)"
+)
+FLAG = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
+
+
+def test_every_option_the_documentation_uses_exists() -> None:
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    options = {
+        name: {flag for parameter in command.params for flag in (*parameter.opts, *parameter.secondary_opts)}
+        for name, command in commands.items()
+    }
+    documents = [ROOT / "README.md", *ROOT.glob("*/README.md"), *(ROOT / "docs").glob("*.md")]
+    used = []
+    for document in documents:
+        for number, line in enumerate(document.read_text().splitlines(), start=1):
+            for command, rest in DOCUMENTED_COMMAND.findall(line):
+                used += [(f"{document.name}:{number}", command, flag) for flag in FLAG.findall(rest)]
+    assert len(used) > 50  # the README's and docs' examples were found
+    assert [use for use in used if use[2] not in options[use[1]]] == []
