@@ -1,7 +1,8 @@
 """Fast inference path against the exact reference, and a training step with / without checkpointing.
 
 Prints, in one run:
-- a 2048^3 fp32 matmul's GFLOP/s on each device (the practical peak the models are compared with);
+- in each model's process, a 2048^3 fp32 matmul's GFLOP/s on each device (the practical peak the models are
+  compared with);
 - per model (S16 and B16 at 224 by default), CPU batch 1: the exact reference (explicit fp32 softmax
   attention, BatchNorm as separate ops, the official contiguous NCTHW layout) and the fast path
   (`optimize_for_inference`: SDPA, folded BatchNorm, channels-last), median latency of --runs after
@@ -152,7 +153,11 @@ def train_rows(args: argparse.Namespace, family: str, device: torch.device) -> N
 
 
 def benchmark_family(args: argparse.Namespace, family: str) -> None:
-    """Every row of one model, on every device (run in a fresh process)."""
+    """Every row of one model, on every device (run in a fresh process), after the matmul rate that
+    this process reaches on each device."""
+    for device in devices():
+        label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        print(f"  2048^3 fp32 matmul on {label}: {matmul_gflops(device):.1f} GFLOP/s", flush=True)
     for device in devices():
         inference_rows(args, family, device, batch=1 if device.type == "cpu" else args.cuda_batch)
     if not args.no_train:
@@ -183,10 +188,7 @@ def main() -> None:
     if args.keep_large_blocks:  # read by glibc when each model's process starts
         os.environ.update({name: str(2**34) for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")})
     allocator = "large blocks kept" if args.keep_large_blocks else "default allocator"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {allocator}")
-    for device in devices():
-        label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-        print(f"2048^3 fp32 matmul on {label}: {matmul_gflops(device):.1f} GFLOP/s", flush=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {allocator}", flush=True)
     print(f"median of {args.runs} after {args.warmup} warm-up, reference and fast alternating, a process per model:")
     spawn = multiprocessing.get_context("spawn")
     for family in args.models:
