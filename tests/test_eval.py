@@ -5,7 +5,10 @@ top-1 / top-5 / mean class accuracy checked against a count made here from the v
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from eval_data import CENTRES, colour, colour_model, flat_frames, flat_video, ra
 from uniformer_cli.cli.app import main
 from uniformer_cli.data.datasets import get_dataset
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol
+from uniformer_cli.engine import evaluate as evaluate_engine
 from uniformer_cli.engine.evaluate import EvalRequest, VideoResult, build_protocol, compute_metrics
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.weights import save_weights
@@ -284,14 +288,19 @@ def test_folder_and_csv_layouts_with_workers(tmp_path: Path, capsys) -> None:
     assert sorted(item["video"] for item in listed["videos"]) == sorted(item["video"] for item in folder["videos"])
 
 
-def test_protocol_overrides_and_resume(tmp_path: Path, capsys) -> None:
+def mixed_csv_run(tmp_path: Path) -> tuple[str | Path, ...]:
+    """Write `MIXED` as videos with a CSV list and the forced model; return the eval flags that read them."""
     lines = ["path,label"]
     for number, video in enumerate(MIXED):
         make_media(tmp_path / f"{number}.mp4", video)
         lines.append(f"{number}.mp4,{video.label}")
     (tmp_path / "list.csv").write_text("\n".join(lines) + "\n")
     weights = write_model(tmp_path / "tiny.safetensors", TINY_NAMES, DENSE_RGB)
-    base = ("--dataset", "csv", "--list", tmp_path / "list.csv", "--weights", weights)
+    return ("--dataset", "csv", "--list", tmp_path / "list.csv", "--weights", weights)
+
+
+def test_protocol_overrides_and_resume(tmp_path: Path, capsys) -> None:
+    base = mixed_csv_run(tmp_path)
     override = ("--frames", "8", "--sampling", "segment", "--clips", "1", "--crops", "3", "--size", "64")
     summary = eval_json(capsys, tmp_path, *base, *override)["summary"]
     assert summary["protocol"] | {"single_crop": None} == DENSE_RGB | {
@@ -318,6 +327,32 @@ def test_protocol_overrides_and_resume(tmp_path: Path, capsys) -> None:
     # A different protocol cannot continue that file.
     code, _, err = run_eval(capsys, *base, "--clips", "3", "--json", report, "--resume")
     assert code == 1 and "cannot resume" in err and "protocol" in err
+
+
+def test_sigterm_saves_the_scored_videos_for_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = mixed_csv_run(tmp_path)
+    scoring = evaluate_engine.score_videos
+
+    def terminated_after_two(*args: object, **kwargs: object) -> Iterator[tuple[int, VideoResult]]:
+        for count, scored in enumerate(scoring(*args, **kwargs), start=1):  # type: ignore[arg-type]
+            yield scored
+            if count == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler pre-empting the job
+
+    monkeypatch.setattr(evaluate_engine, "score_videos", terminated_after_two)
+    report = tmp_path / "report.json"
+    code, _, err = run_eval(capsys, *base, "--json", report)
+    assert code == 143 and "terminated (SIGTERM)" in err
+    saved = json.loads(report.read_text())
+    assert (saved["summary"]["videos"], saved["summary"]["complete"]) == (2, False)
+    monkeypatch.setattr(evaluate_engine, "score_videos", scoring)
+    code, _, err = run_eval(capsys, *base, "--json", report, "--resume")
+    assert code == 0, err
+    resumed = json.loads(report.read_text())
+    assert (resumed["summary"]["videos"], resumed["summary"]["evaluated"]) == (5, 3)
+    assert_metrics(resumed["summary"], expected(MIXED))
 
 
 @pytest.mark.parametrize(

@@ -467,7 +467,7 @@ CTRL_C_DURING_LOADING = """
 import time
 from torch.utils.data import DataLoader, Dataset
 from uniformer_cli.data.loading import init_decoding_worker
-from uniformer_cli.engine.train import StopSignal
+from uniformer_cli.engine.signals import StopSignal
 
 
 class Slow(Dataset):

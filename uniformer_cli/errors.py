@@ -18,3 +18,8 @@ class CheckpointError(UniformerError):
 
 class DatasetError(UniformerError):
     """A dataset root, list or label file that is missing or malformed."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where a job saves its work as on Ctrl-C; the command then exits 143. A
+    BaseException, like KeyboardInterrupt, so that no `except Exception` takes it for a failed video."""

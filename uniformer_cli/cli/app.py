@@ -7,7 +7,7 @@ import sys
 import typer
 
 from uniformer_cli.cli import convert, evaluate, flops, models, predict, train
-from uniformer_cli.errors import UniformerError
+from uniformer_cli.errors import Terminated, UniformerError
 from uniformer_cli.progress import print_error, stderr_console
 
 app = typer.Typer(
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     except UniformerError as error:
         print_error(error)
         sys.exit(1)
+    except Terminated:
+        stderr_console.print("[bold red]terminated[/] (SIGTERM)")
+        sys.exit(143)
     except KeyboardInterrupt:
         stderr_console.print("[bold red]interrupted[/]")
         sys.exit(130)

@@ -27,7 +27,8 @@ from uniformer_cli.data.loading import DEFAULT_WORKERS, init_decoding_worker
 from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
 from uniformer_cli.engine.device import batched_logits, select_device
-from uniformer_cli.errors import DatasetError, UniformerError
+from uniformer_cli.engine.signals import raise_on_sigterm
+from uniformer_cli.errors import DatasetError, Terminated, UniformerError
 from uniformer_cli.files import atomic_write
 from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar
@@ -447,12 +448,12 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
 
 def _collect(run: _Run, scored: Iterator[tuple[int, VideoResult]], total: int) -> dict[int, VideoResult]:
     """This rank's results by position, with a progress bar (running top-1) on rank 0; a single process
-    saves its --json file every minute and on Ctrl-C, so that an interrupted run can be resumed."""
+    saves its --json file every minute and on Ctrl-C or SIGTERM, so that an interrupted run can be resumed."""
     results: dict[int, VideoResult] = {}
     hits = sum(result.correct1 for result in run.previous.values())
     seen = len(run.previous)
     last_save = time.perf_counter()
-    with progress_bar("top1", disable=not run.session.main) as bar:
+    with raise_on_sigterm(), progress_bar("top1", disable=not run.session.main) as bar:
         task = bar.add_task("evaluating", total=total, top1="-")
         try:
             for position, result in scored:
@@ -463,7 +464,7 @@ def _collect(run: _Run, scored: Iterator[tuple[int, VideoResult]], total: int) -
                 if time.perf_counter() - last_save > CHECKPOINT_SECONDS:
                     run.save(results)
                     last_save = time.perf_counter()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated):
             run.save(results)
             raise
     return results

@@ -18,8 +18,6 @@ from __future__ import annotations
 import gc
 import json
 import math
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -41,6 +39,7 @@ from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from uniformer_cli.engine.device import autocast_dtype, autocast_to
 from uniformer_cli.engine.evaluate import Session, compute_metrics, score_videos, session
+from uniformer_cli.engine.signals import StopSignal
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng
 from uniformer_cli.errors import CheckpointError, UniformerError
@@ -261,51 +260,6 @@ def _steps(loader: DataLoader, accumulation: int) -> Iterator[list[tuple[torch.T
         if len(group) == accumulation:
             yield group
             group = []
-
-
-class StopSignal:
-    """Ctrl-C (SIGINT) and SIGTERM (torchrun's shutdown, a cluster's pre-emption notice) stop training
-    after the current optimiser step, with `last.pt` saved; a second Ctrl-C aborts at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, announce: bool) -> None:
-        self.announce = announce  # say at once that the signal was heard (rank 0 only)
-        self.received: int | None = None
-        self.stopped = False  # some rank received a signal and every rank left the loop for it
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
-            self.previous = {number: signal.signal(number, self.handle) for number in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for number, handler in self.previous.items():
-            signal.signal(number, handler)
-
-    def handle(self, number: int, frame: object) -> None:
-        if self.received == signal.SIGINT and number == signal.SIGINT:
-            raise KeyboardInterrupt
-        if self.announce and self.received is None:
-            again = " (Ctrl-C again to abort)" if number == signal.SIGINT else ""
-            message = f"{signal.Signals(number).name}: stopping after this step to save it{again}"
-            stderr_console.print(f"[yellow]{message}[/]")
-        self.received = number
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.received).name if self.received is not None else "a signal to another rank"
-
-    def agreed(self, processes: Session) -> bool:
-        """Whether any rank received a signal: all of them must stop after the same step."""
-        flag = self.received is not None
-        if processes.world_size > 1:
-            votes = torch.tensor([float(flag)], device=processes.device)
-            dist.all_reduce(votes, op=dist.ReduceOp.MAX)
-            flag = bool(votes.item())
-        self.stopped = self.stopped or flag
-        return flag
 
 
 def train(config: TrainConfig, runtime: Runtime, *, resume: Path | None = None) -> TrainResult:
