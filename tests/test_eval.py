@@ -345,6 +345,7 @@ def test_sigterm_saves_the_scored_videos_for_resume(
     report = tmp_path / "report.json"
     code, _, err = run_eval(capsys, *base, "--json", report)
     assert code == 143 and "terminated (SIGTERM)" in err
+    assert f"2 videos saved in {report}: continue with the same command and --resume" in " ".join(err.split())
     saved = json.loads(report.read_text())
     assert (saved["summary"]["videos"], saved["summary"]["complete"]) == (2, False)
     monkeypatch.setattr(evaluate_engine, "score_videos", scoring)

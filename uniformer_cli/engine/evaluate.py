@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from rich.markup import escape
 from torch.utils.data import DataLoader, Dataset
 
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
@@ -31,7 +32,7 @@ from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError
 from uniformer_cli.files import atomic_write
 from uniformer_cli.models.fast import optimize_for_inference
-from uniformer_cli.progress import progress_bar
+from uniformer_cli.progress import progress_bar, stderr_console
 from uniformer_cli.weights import resolve_model
 
 TOP_K = 5
@@ -381,10 +382,13 @@ class _Run:
             results=done,
         )
 
-    def save(self, results: dict[int, VideoResult]) -> None:
-        """Checkpoint a single-process run to its --json file (gathering happens only at the end)."""
-        if self.request.json_path is not None and self.session.world_size == 1:
-            write_report(self.request.json_path, self.report(results, complete=False))
+    def save(self, results: dict[int, VideoResult]) -> bool:
+        """Checkpoint a single-process run to its --json file (gathering happens only at the end);
+        whether there was one to write."""
+        if self.request.json_path is None or self.session.world_size > 1:
+            return False
+        write_report(self.request.json_path, self.report(results, complete=False))
+        return True
 
 
 def run_evaluation(request: EvalRequest) -> EvalReport | None:
@@ -465,6 +469,8 @@ def _collect(run: _Run, scored: Iterator[tuple[int, VideoResult]], total: int) -
                     run.save(results)
                     last_save = time.perf_counter()
         except (KeyboardInterrupt, Terminated):
-            run.save(results)
+            if run.save(results):
+                saved = f"{len(run.previous) + len(results)} videos saved in {run.request.json_path}"
+                stderr_console.print(escape(f"{saved}: continue with the same command and --resume"), highlight=False)
             raise
     return results
