@@ -64,10 +64,6 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
 
 ROOT = Path(__file__).resolve().parent.parent
-# `uniformer <command> ...` or `torchrun ... -m uniformer_cli.cli.app <command> ...` in a document.
-DOCUMENTED_COMMAND = re.compile(
-    r"(?:uniformer|uniformer_cli\.cli\.app) (predict|eval|train|flops|convert|models)\b([^`#|]*)"
-)
 FLAG = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
 
 
@@ -77,11 +73,13 @@ def test_every_option_the_documentation_uses_exists() -> None:
         name: {flag for parameter in command.params for flag in (*parameter.opts, *parameter.secondary_opts)}
         for name, command in commands.items()
     }
+    # `uniformer <command> ...` or `torchrun ... -m uniformer_cli.cli.app <command> ...` in a document.
+    documented_command = re.compile(rf"(?:uniformer|uniformer_cli\.cli\.app) ({'|'.join(commands)})\b([^`#|]*)")
     documents = [ROOT / "README.md", *ROOT.glob("*/README.md"), *(ROOT / "docs").glob("*.md")]
     used = []
     for document in documents:
         for number, line in enumerate(document.read_text().splitlines(), start=1):
-            for command, rest in DOCUMENTED_COMMAND.findall(line):
+            for command, rest in documented_command.findall(line):
                 used += [(f"{document.name}:{number}", command, flag) for flag in FLAG.findall(rest)]
     assert len(used) > 50  # the README's and docs' examples were found
     assert [use for use in used if use[2] not in options[use[1]]] == []

@@ -3,6 +3,7 @@ that learns motion directions and whose exported model `uniformer predict` uses.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -62,14 +63,22 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run / "last.pt")["model"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
     """Tiny models train fastest on one thread, and a second one competing for a busy core slows every
     step by orders of magnitude; subprocesses get OMP_NUM_THREADS=1 for the same reason."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -378,13 +387,10 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     """(dataset, run folder) of the reference run, trained once for the interruption tests."""
     root = tmp_path_factory.mktemp("uninterrupted")
     data = motion_dataset(root / "motion", 4, 1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the interrupted runs: summation order must not differ
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main(["train", "--data", str(data), "-o", str(root / "run"), *INTERRUPTED_FLAGS, "--json"])
-    finally:
-        torch.set_num_threads(threads)
+    # Module fixtures start before the per-test `one_thread`; one thread, as the interrupted runs use,
+    # keeps the summation order the same.
+    with one_torch_thread(), pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(data), "-o", str(root / "run"), *INTERRUPTED_FLAGS, "--json"])
     assert exit_info.value.code in (0, None)
     return data, root / "run"
 

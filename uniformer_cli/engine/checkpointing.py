@@ -16,6 +16,7 @@ import torch
 
 from uniformer_cli.errors import CheckpointError
 from uniformer_cli.files import atomic_write
+from uniformer_cli.weights.checkpoint import require_file
 
 CHECKPOINT_FORMAT = "uniformer-train/1"
 
@@ -28,8 +29,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a training checkpoint written by `save_checkpoint` (safely: `weights_only=True`)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no training checkpoint at {path}")
+    require_file(path, "training checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
