@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from uniformer_cli.engine.device import autocast, autocast_dtype, synchronize
+from uniformer_cli.device import autocast, autocast_dtype, synchronize
 from uniformer_cli.engine.flops import count_macs, peak_memory
 from uniformer_cli.models import FAMILIES, create_model, exact_attention
 from uniformer_cli.models.fast import optimize_for_inference

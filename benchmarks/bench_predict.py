@@ -20,7 +20,7 @@ import torch
 
 from uniformer_cli.data import ViewProtocol, open_video
 from uniformer_cli.data.views import read_view_frames, views_from_frames
-from uniformer_cli.engine.device import select_device, synchronize
+from uniformer_cli.device import select_device, synchronize
 from uniformer_cli.engine.predict import Predictor
 from uniformer_cli.models import create_model
 from uniformer_cli.models.fast import optimize_for_inference

@@ -1,12 +1,12 @@
-"""Device choice and autocast precision rules (engine/device.py)."""
+"""Device choice and autocast precision rules (uniformer_cli/device.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from uniformer_cli.engine import device as device_module
-from uniformer_cli.engine.device import autocast_dtype, select_device
+from uniformer_cli import device as device_module
+from uniformer_cli.device import autocast_dtype, select_device
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import fp16_safe
 from uniformer_cli.models.light import UniFormerLight

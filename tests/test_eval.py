@@ -19,7 +19,8 @@ from uniformer_cli.cli.app import main
 from uniformer_cli.data.datasets import get_dataset
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol
 from uniformer_cli.engine import evaluate as evaluate_engine
-from uniformer_cli.engine.evaluate import EvalRequest, VideoResult, build_protocol, compute_metrics
+from uniformer_cli.engine.evaluate import EvalRequest, build_protocol
+from uniformer_cli.engine.scoring import VideoResult, compute_metrics
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.weights import save_weights
 from uniformer_cli.zoo import get_entry, load_labels

@@ -222,7 +222,7 @@ def train(
         progress=not json_output,
         tensorboard=tensorboard,
     )
-    main = engine.train_config.main_process()
+    main = engine.distributed.main_process()
     if main and json_output and dry_run:
         _print(config.to_dict())
     elif main and not json_output:

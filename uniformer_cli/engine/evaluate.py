@@ -1,6 +1,6 @@
-"""Dataset evaluation with the official test protocol (DATA.md 5): every view of a video goes through the
-network, the video's score is the sum of the views' logits, and top-1 / top-5 / mean class accuracy are
-computed over the videos, with unreadable videos counted as wrong unless the caller excludes them.
+"""Dataset evaluation with the official test protocol (DATA.md 5): a split's videos are scored
+(`scoring.score_videos`: the sum of each video's view logits) and top-1 / top-5 / mean class accuracy are
+computed over them, with unreadable videos counted as wrong unless the caller excludes them.
 
 Under `torchrun` (RANK / WORLD_SIZE set) each process scores every WORLD_SIZE-th video, without the
 official sampler's padding duplicates, and rank 0 gathers the per-video results: the numbers equal a
@@ -9,25 +9,19 @@ single-process run.
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import json
-import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
 from rich.markup import escape
-from torch.utils.data import DataLoader, Dataset
 
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
-from uniformer_cli.data.loading import DEFAULT_WORKERS, init_decoding_worker
-from uniformer_cli.data.video import open_video
-from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
-from uniformer_cli.engine.device import batched_logits, select_device
+from uniformer_cli.data.loading import DEFAULT_WORKERS
+from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
+from uniformer_cli.engine.distributed import Session, session
+from uniformer_cli.engine.scoring import VideoResult, compute_metrics, score_videos
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError
 from uniformer_cli.files import atomic_write
@@ -35,11 +29,7 @@ from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar, stderr_console
 from uniformer_cli.weights import resolve_model
 
-TOP_K = 5
 CHECKPOINT_SECONDS = 60.0  # how often a single-process run rewrites its --json file, for --resume
-# Gathering waits for the slowest rank; the default 30 min collective timeout is too short for a shard
-# of Kinetics on a slow disk.
-DISTRIBUTED_TIMEOUT = datetime.timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -64,50 +54,6 @@ class EvalRequest:
     json_path: Path | None = None
     resume: bool = False
     compile: bool = False
-
-
-@dataclass
-class VideoResult:
-    """One video's outcome: its top-5 classes by summed logits, or why it could not be read."""
-
-    video: str
-    label: int
-    top5: list[int] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)  # softmax of the mean logits, for the top-5
-    error: str | None = None
-
-    @property
-    def correct1(self) -> bool:
-        return self.error is None and self.top5[:1] == [self.label]
-
-    @property
-    def correct5(self) -> bool:
-        return self.error is None and self.label in self.top5
-
-
-@dataclass(frozen=True)
-class Metrics:
-    top1: float
-    top5: float
-    mean_class: float
-    counted: int  # videos in the denominator
-
-
-def compute_metrics(results: Sequence[VideoResult], skip_broken: bool = False) -> Metrics:
-    """Percentages over the counted videos: all of them, or only the readable ones with `skip_broken`.
-    Mean class accuracy averages the top-1 accuracy of each class that has counted videos."""
-    counted = [result for result in results if result.error is None or not skip_broken]
-    if not counted:
-        return Metrics(0.0, 0.0, 0.0, 0)
-    per_class: dict[int, list[bool]] = {}
-    for result in counted:
-        per_class.setdefault(result.label, []).append(result.correct1)
-    return Metrics(
-        top1=100.0 * sum(result.correct1 for result in counted) / len(counted),
-        top5=100.0 * sum(result.correct5 for result in counted) / len(counted),
-        mean_class=100.0 * sum(sum(hits) / len(hits) for hits in per_class.values()) / len(per_class),
-        counted=len(counted),
-    )
 
 
 @dataclass
@@ -183,56 +129,6 @@ def load_previous(path: Path, model: str, protocol: dict[str, object], split: Da
     return {result.video: result for result in previous if result.error is None}
 
 
-@dataclass(frozen=True)
-class Session:
-    """This process's place in a (possibly single-process) evaluation."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def gather(self, results: dict[int, VideoResult]) -> dict[int, VideoResult]:
-        """Every rank's results on rank 0 (other ranks get an empty dict)."""
-        if self.world_size == 1:
-            return results
-        gathered: list[dict[int, VideoResult] | None] = [None] * self.world_size if self.main else []
-        dist.gather_object(results, gathered if self.main else None, dst=0)
-        merged: dict[int, VideoResult] = {}
-        for part in gathered:
-            merged.update(part or {})
-        return merged
-
-
-def world_size() -> int:
-    """Processes of this job: torchrun's WORLD_SIZE, else 1."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-@contextlib.contextmanager
-def session(device_name: str) -> Iterator[Session]:
-    """One process, or one rank of a `torchrun` job: gloo on CPU, NCCL on CUDA, one GPU per rank."""
-    device = select_device(device_name)
-    if world_size() == 1:
-        yield Session(0, 1, device)
-        return
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    started = not dist.is_initialized()
-    if started:
-        dist.init_process_group(backend, timeout=DISTRIBUTED_TIMEOUT)
-    try:
-        yield Session(dist.get_rank(), dist.get_world_size(), device)
-    finally:
-        if started:
-            dist.destroy_process_group()
-
-
 def build_protocol(
     model_protocol: ViewProtocol | None, spec: DatasetSpec, request: EvalRequest, source: str
 ) -> tuple[ViewProtocol, bool]:
@@ -243,77 +139,6 @@ def build_protocol(
         base = ViewProtocol.from_entry(spec.default_model)
     protocol = resolve_protocol(base, request.protocol, source)
     return protocol, protocol == model_protocol
-
-
-class _VideoViews(Dataset):
-    """Item `i`: (position of the video in the split, views `[V, 3, T, S, S]` or None, error or None).
-    Decoding happens here, in the DataLoader workers."""
-
-    def __init__(
-        self, samples: Sequence[Sample], positions: Sequence[int], protocol: ViewProtocol, decoder: str
-    ) -> None:
-        self.samples = samples
-        self.positions = positions
-        self.protocol = protocol
-        self.decoder = decoder
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
-        position = self.positions[index]
-        sample = self.samples[position]
-        try:
-            with open_video(sample.path, self.decoder) as video:
-                return position, views_from_video(video, self.protocol, (0, sample.frame_count(video))), None
-        except UniformerError as error:
-            return position, None, str(error)
-        except Exception as error:  # one undecodable video must not end a run of thousands
-            return position, None, f"{sample.path}: {type(error).__name__}: {error}"
-
-
-def score_videos(
-    model: torch.nn.Module,
-    samples: Sequence[Sample],
-    positions: Sequence[int],
-    keys: Sequence[str],
-    protocol: ViewProtocol,
-    device: torch.device,
-    *,
-    batch_size: int = 8,
-    workers: int = 0,
-    decoder: str = "auto",
-) -> Iterator[tuple[int, VideoResult]]:
-    """Score `samples[p]` for each p in `positions`, yielding (p, result) as videos finish: views go
-    through the network `batch_size` at a time, and a video's score is the sum of its views' logits.
-    `keys[p]` names the video in its result."""
-    loader = DataLoader(
-        _VideoViews(samples, positions, protocol, decoder),
-        batch_size=max(1, batch_size // protocol.views),
-        num_workers=workers,
-        collate_fn=list,
-        worker_init_fn=init_decoding_worker if workers else None,
-    )
-    for batch in loader:
-        sums = iter(_summed_logits(model, [views for _, views, _ in batch if views is not None], device, batch_size))
-        for position, views, error in batch:
-            result = VideoResult(keys[position], samples[position].label, error=error)
-            if views is not None:
-                summed = next(sums)
-                top = torch.softmax(summed / protocol.views, dim=0).topk(min(TOP_K, summed.numel()))
-                result.top5, result.scores = top.indices.tolist(), top.values.tolist()
-            yield position, result
-
-
-def _summed_logits(
-    model: torch.nn.Module, videos: list[torch.Tensor], device: torch.device, batch_size: int
-) -> list[torch.Tensor]:
-    """Per video, the float32 sum of its views' logits (DATA.md 5.3); views of several videos share
-    forward passes of at most `batch_size` views."""
-    if not videos:
-        return []
-    logits = batched_logits(model, torch.cat(videos), device, batch_size)
-    return [part.sum(0) for part in logits.split([len(v) for v in videos])]
 
 
 def _key(sample: Sample, root: Path) -> str:

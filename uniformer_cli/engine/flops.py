@@ -23,7 +23,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from uniformer_cli.engine.device import autocast, autocast_dtype, select_device, synchronize
+from uniformer_cli.device import autocast, autocast_dtype, select_device, synchronize
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import FAMILIES, ModelConfig, create_model, exact_attention, fp16_safe
 from uniformer_cli.models.fast import optimize_for_inference

@@ -22,7 +22,7 @@ from torch import nn
 
 from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, is_frame_folder, open_video
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
-from uniformer_cli.engine.device import batched_logits, select_device
+from uniformer_cli.device import batched_logits, select_device
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar

@@ -12,16 +12,11 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-import torch.distributed as dist
-
+from uniformer_cli.engine.distributed import Session
 from uniformer_cli.errors import Terminated
 from uniformer_cli.progress import stderr_console
-
-if TYPE_CHECKING:  # evaluate imports this module
-    from uniformer_cli.engine.evaluate import Session
 
 
 def _in_main_thread() -> bool:
@@ -65,11 +60,7 @@ class StopSignal:
 
     def agreed(self, processes: Session) -> bool:
         """Whether any rank received a signal: all of them must stop after the same step."""
-        flag = self.received is not None
-        if processes.world_size > 1:
-            votes = torch.tensor([float(flag)], device=processes.device)
-            dist.all_reduce(votes, op=dist.ReduceOp.MAX)
-            flag = bool(votes.item())
+        flag = processes.any(self.received is not None)
         self.stopped = self.stopped or flag
         return flag
 

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from huggingface_hub import hf_hub_download
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -36,9 +35,10 @@ from uniformer_cli.data.augment import ClipAugment, MixupCutmix, soft_cross_entr
 from uniformer_cli.data.datasets import Sample, class_key
 from uniformer_cli.data.loading import init_decoding_worker
 from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.device import autocast_dtype, autocast_to
 from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from uniformer_cli.engine.device import autocast_dtype, autocast_to
-from uniformer_cli.engine.evaluate import Session, compute_metrics, score_videos, session
+from uniformer_cli.engine.distributed import Session, session
+from uniformer_cli.engine.scoring import compute_metrics, score_videos
 from uniformer_cli.engine.signals import StopSignal
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng
@@ -225,23 +225,6 @@ class MetricsLog:
             self.writer.close()
 
 
-def _mean_over_ranks(value: float, processes: Session) -> float:
-    if processes.world_size == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=processes.device)
-    dist.all_reduce(tensor)
-    return tensor.item() / processes.world_size
-
-
-def _from_rank0(value: Any, processes: Session) -> Any:
-    """Rank 0's `value` on every rank, so that all of them take the same branch."""
-    if processes.world_size == 1:
-        return value
-    shared = [value]
-    dist.broadcast_object_list(shared, src=0)
-    return shared[0]
-
-
 # ---------------------------------------------------------------------------------------------------
 # The loop
 
@@ -279,7 +262,7 @@ class _Trainer:
     def __init__(self, config: TrainConfig, runtime: Runtime, processes: Session, resume: Path | None) -> None:
         self.config, self.runtime, self.processes = config, runtime, processes
         self.output = Path(config.output)
-        if resume is None and _from_rank0((self.output / "last.pt").exists(), processes):
+        if resume is None and processes.from_main((self.output / "last.pt").exists()):
             raise UniformerError(f"{self.output} already holds a run: continue it with --resume, or pick another -o")
         device = processes.device
         state = load_checkpoint(resume) if resume is not None else None
@@ -346,8 +329,7 @@ class _Trainer:
         """Let go of the DDP wrapper and the loader before the process group goes away: a DDP reducer
         that outlives its group (it sits in reference cycles until a garbage collection) can abort
         the process at exit."""
-        if self.processes.world_size > 1:
-            dist.barrier()
+        self.processes.barrier()
         del self.forward, self.ddp, self.loader
         gc.collect()
 
@@ -395,7 +377,7 @@ class _Trainer:
                     loss = training_loss(self.forward(clips), targets)
                 self.scaler.scale(loss / len(group)).backward()
             total += loss.item()
-        step_loss = _mean_over_ranks(total / len(group), self.processes)
+        step_loss = self.processes.mean(total / len(group))
         if not math.isfinite(step_loss):  # the same verdict on every rank, so none is left waiting
             raise UniformerError(
                 f"the training loss became {step_loss} at step {self.step}: lower --lr, or try --amp off"
@@ -519,10 +501,8 @@ def validate(
 ) -> dict[str, float]:
     """Top-1/top-5/mean-class accuracy of `samples` with the eval engine's scoring (the protocol's views,
     summed logits), each rank scoring every world_size-th video; every rank gets the numbers."""
-    if processes.world_size > 1:
-        # Each rank's last forward updated its own BatchNorm statistics: validate (and save) rank 0's.
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
+    # Each rank's last forward updated its own BatchNorm statistics: validate (and save) rank 0's.
+    processes.broadcast_buffers(model)
     model.eval()
     scored = score_videos(
         model,
@@ -536,6 +516,6 @@ def validate(
         decoder=runtime.decoder,
     )
     results = processes.gather(dict(scored))
-    metrics = _from_rank0(compute_metrics(list(results.values())) if processes.main else None, processes)
+    metrics = processes.from_main(compute_metrics(list(results.values())) if processes.main else None)
     model.train()
     return {"val_top1": metrics.top1, "val_top5": metrics.top5, "val_mean_class": metrics.mean_class}

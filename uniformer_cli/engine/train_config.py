@@ -9,7 +9,6 @@ checkpoint, so `--resume` needs nothing else.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from uniformer_cli.data.datasets import DatasetSplit, read_dataset
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.engine.checkpointing import load_checkpoint
-from uniformer_cli.engine.evaluate import world_size
+from uniformer_cli.engine.distributed import world_size
 from uniformer_cli.engine.train_data import ClipSampling
 from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
 from uniformer_cli.errors import DatasetError, UniformerError
@@ -135,11 +134,6 @@ def _pick(value: Any, default: Any) -> Any:
 
 def _absolute(path: str | Path | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
-
-
-def main_process() -> bool:
-    """Rank 0 of a torchrun job, or a lone process: the one that prints and writes."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def default_entry(family: str) -> ZooEntry:

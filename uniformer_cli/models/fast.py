@@ -11,7 +11,7 @@
 - on CPU, oneDNN for every convolution (PyTorch's own choice falls back to im2col for some small ones),
   and every linear layer as one oneDNN matmul with its bias (and the MLPs' exact GELU) fused in;
 - optionally `torch.compile`.
-Autocast (bf16/fp16 on CUDA/MPS) stays the caller's choice: see `uniformer_cli.engine.device.autocast`.
+Autocast (bf16/fp16 on CUDA/MPS) stays the caller's choice: see `uniformer_cli.device.autocast`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from rich.markup import escape
 from torch import nn
 
 from uniformer_cli.data.views import ViewProtocol
-from uniformer_cli.engine.device import select_device
+from uniformer_cli.device import select_device
 from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig

@@ -1,4 +1,5 @@
-"""Device choice, mixed precision and batched inference, shared by predict, eval, train and flops."""
+"""Device choice, mixed precision and batched inference: shared by the engine (predict, eval, train, flops)
+and by `weights` (which loads models onto a device), so it sits below both."""
 
 from __future__ import annotations
 
