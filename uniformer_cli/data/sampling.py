@@ -1,16 +1,32 @@
-"""Temporal sampling: which frames of a video form each view (DATA.md section 3).
+"""Temporal sampling: the rule names and which frames of a video form each view (DATA.md section 3).
 
-All functions return 0-based indices into the decoded frame sequence as int64 numpy arrays. Frame
-folders read file number `index + first_number` (the folder reader handles that, DATA.md 2.2).
+- `dense`: `frames` frames `stride` apart (Kinetics);
+- `segment`: one frame per equal segment (Something-Something, HMDB51);
+- `sparse`: the segment rule clamped to the last frame (the light models).
+
+`test_indices` and `train_indices` are the one dispatch from a rule name to its index functions. All
+functions return 0-based indices into the decoded frame sequence as int64 numpy arrays. Frame folders
+read file number `index + first_number` (the folder reader handles that, DATA.md 2.2).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import numpy as np
 
 from uniformer_cli.errors import UniformerError
+
+Sampling = Literal["dense", "segment", "sparse"]
+SAMPLINGS: tuple[Sampling, ...] = get_args(Sampling)
+
+
+def check_sampling(name: str) -> Sampling:
+    """`name` as a sampling rule, or a one-line error listing the rules."""
+    if name not in SAMPLINGS:
+        raise UniformerError(f"unknown sampling {name!r} (use one of {', '.join(SAMPLINGS)})")
+    return name  # type: ignore[return-value]
 
 
 def _check(num_frames: int, frames: int) -> None:
@@ -82,3 +98,25 @@ def sparse_indices(num_frames: int, frames: int, view: int = 0, num_views: int =
 def random_sparse_indices(num_frames: int, frames: int, rng: np.random.Generator) -> np.ndarray:
     """Light-model training clip: uniform inside each segment, clamped to the last frame."""
     return np.minimum(random_segment_indices(num_frames, frames, rng), num_frames - 1)
+
+
+def test_indices(
+    sampling: Sampling, num_frames: int, frames: int, stride: int | None, view: int = 0, num_views: int = 1
+) -> np.ndarray:
+    """Test clip `view` of `num_views` under rule `sampling` (`stride` only applies to dense sampling)."""
+    if sampling == "dense":
+        return dense_indices(num_frames, frames, stride or 1, view, num_views)
+    if sampling == "segment":
+        return segment_indices(num_frames, frames, view, num_views)
+    return sparse_indices(num_frames, frames, view, num_views)
+
+
+def train_indices(
+    sampling: Sampling, num_frames: int, frames: int, stride: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    """A random training clip under rule `sampling`, drawn from `rng`."""
+    if sampling == "dense":
+        return random_dense_indices(num_frames, frames, stride or 1, rng)
+    if sampling == "segment":
+        return random_segment_indices(num_frames, frames, rng)
+    return random_sparse_indices(num_frames, frames, rng)

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from uniformer_cli.data import sampling, transforms
+from uniformer_cli.data.sampling import Sampling, check_sampling
 from uniformer_cli.data.video import Decoder, Video, open_video
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.zoo import ChannelOrder, Sampling, ZooEntry
+from uniformer_cli.zoo import ChannelOrder, ZooEntry
 
-SAMPLINGS = ("dense", "segment", "sparse")
 SingleCrop = Literal["centre", "first"]
 
 
@@ -39,8 +39,7 @@ class ViewProtocol:
     single_crop: SingleCrop | None = None
 
     def __post_init__(self) -> None:
-        if self.sampling not in SAMPLINGS:
-            raise UniformerError(f"unknown sampling {self.sampling!r} (use one of {', '.join(SAMPLINGS)})")
+        check_sampling(self.sampling)
         if self.sampling == "dense" and not self.stride:
             raise UniformerError("dense sampling needs a stride (frames x stride, e.g. 16x4)")
         if min(self.frames, self.clips, self.crops, self.size) < 1:
@@ -99,11 +98,10 @@ class ViewProtocol:
 
     def clip_indices(self, num_frames: int) -> list[np.ndarray]:
         """Frame indices of each temporal clip of a `num_frames` video."""
-        if self.sampling == "dense":
-            stride = self.stride or 1
-            return [sampling.dense_indices(num_frames, self.frames, stride, v, self.clips) for v in range(self.clips)]
-        sample = sampling.segment_indices if self.sampling == "segment" else sampling.sparse_indices
-        return [sample(num_frames, self.frames, v, self.clips) for v in range(self.clips)]
+        return [
+            sampling.test_indices(self.sampling, num_frames, self.frames, self.stride, view, self.clips)
+            for view in range(self.clips)
+        ]
 
 
 @dataclass(frozen=True)

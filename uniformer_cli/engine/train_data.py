@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Sampler
 
 from uniformer_cli.data.augment import ClipAugment
 from uniformer_cli.data.datasets import Sample
-from uniformer_cli.data.sampling import random_dense_indices, random_segment_indices, random_sparse_indices
+from uniformer_cli.data.sampling import Sampling, train_indices
 from uniformer_cli.data.video import open_video
 from uniformer_cli.errors import DatasetError, VideoError
 
@@ -36,14 +36,10 @@ class ClipSampling:
 
     frames: int
     stride: int | None
-    sampling: str
+    sampling: Sampling
 
     def indices(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
-        if self.sampling == "dense":
-            return random_dense_indices(num_frames, self.frames, self.stride or 1, rng)
-        if self.sampling == "segment":
-            return random_segment_indices(num_frames, self.frames, rng)
-        return random_sparse_indices(num_frames, self.frames, rng)
+        return train_indices(self.sampling, num_frames, self.frames, self.stride, rng)
 
 
 class TrainClips(Dataset):

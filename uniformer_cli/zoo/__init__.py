@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 
-Sampling = Literal["dense", "segment", "sparse"]
+if TYPE_CHECKING:  # the rule names live with the sampling code; the zoo loads without numpy
+    from uniformer_cli.data.sampling import Sampling
+
 ChannelOrder = Literal["rgb", "bgr"]
 
 # Class counts of the label sets (the HMDB51 head may carry 101 rows, MODEL.md 6.2).
@@ -86,12 +88,6 @@ class ZooEntry:
         return FAMILIES[self.family].replace(
             num_classes=self.head_classes or self.num_classes, layer_scale=self.layer_scale
         )
-
-    @property
-    def protocol(self) -> str:
-        from uniformer_cli.data.views import ViewProtocol  # the data layer imports the zoo
-
-        return ViewProtocol.from_entry(self).describe()
 
     def labels(self) -> list[str]:
         return load_labels(self.dataset)
