@@ -54,7 +54,7 @@ def colour_model(centres: Sequence[float] = CENTRES) -> torch.nn.Module:
 
 def level(value: float) -> int:
     """The uint8 level whose normalised value is closest to `value`."""
-    levels = (np.arange(256) / 255 - 0.45) / 0.225  # DATA.md 1.1
+    levels = (np.arange(256) / 255 - 0.45) / 0.225  # PROTOCOLS.md 1.1
     return int(np.argmin(np.abs(levels - value)))
 
 

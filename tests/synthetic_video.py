@@ -49,7 +49,7 @@ def write_video(
 
 
 def decode_all(path: Path) -> np.ndarray:
-    """Every frame, decoded in order with plain PyAV: the reference numbering (DATA.md 2.1)."""
+    """Every frame, decoded in order with plain PyAV: the reference numbering (PROTOCOLS.md 2.1)."""
     with av.open(str(path)) as container:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 

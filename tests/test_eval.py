@@ -219,7 +219,7 @@ def test_kinetics_annotation_csv_and_limit(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize("dataset", ["sthv1", "sthv2"])
 def test_something_frame_folders_are_fed_bgr(tmp_path: Path, capsys, dataset: str) -> None:
     template = "{:05d}.jpg" if dataset == "sthv1" else "img_{:05d}.jpg"
-    # Folders hold more frames than the list says: the list's count is the one sampled (DATA.md 2.2); a
+    # Folders hold more frames than the list says: the list's count is the one sampled (PROTOCOLS.md 2.2); a
     # folder with fewer frames than listed cannot be read as the official loader would.
     videos = [*MIXED, Video(1, 0.0, -1.0, state="short")]
     lines = []

@@ -43,7 +43,7 @@ def test_something_something_totals_over_three_crops_match_the_paper(name: str, 
     assert row.gflops == pytest.approx(3 * row.gflops_per_view)
 
 
-# MODEL.md section 9: the same convention counted on the official light modules (two decimals).
+# MODEL.md 9: the same convention counted on the official light modules (two decimals).
 @pytest.mark.parametrize(
     ("name", "spec"),
     [

@@ -1,4 +1,4 @@
-"""Temporal sampling against the official indices (fixtures) and the worked examples of DATA.md 3."""
+"""Temporal sampling against the official indices (fixtures) and the worked examples of PROTOCOLS.md 3."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_indices_are_int64_arrays() -> None:
 
 
 def _exact_dense(length: int, frames: int, stride: int, view: int, views: int) -> list[int]:
-    """DATA.md 3.1 in exact rational arithmetic (an independent formulation of the rule)."""
+    """PROTOCOLS.md 3.1 in exact rational arithmetic (an independent formulation of the rule)."""
     clip = frames * stride
     delta = max(length - clip, 0)
     start = delta // 2 if views == 1 else view * (delta // (views - 1))
@@ -104,7 +104,7 @@ def test_dense_matches_exact_arithmetic_for_many_lengths(frames: int, stride: in
 
 
 def test_dense_step_is_not_the_stride() -> None:
-    # DATA.md trap 1: 8x8 steps by 9 and 16x4 by 4.2.
+    # PROTOCOLS.md 3.1: 8x8 steps by 9 and 16x4 by 4.2.
     assert dense_indices(300, 8, 8, 0, 4).tolist() == [0, 9, 18, 27, 36, 45, 54, 63]
     assert dense_indices(300, 16, 4, 0, 4).tolist() == [0, 4, 8, 12, 16, 21, 25, 29, 33, 37, 42, 46, 50, 54, 58, 63]
 
@@ -117,14 +117,14 @@ def test_dense_views_use_offset_placement() -> None:
 
 
 def test_short_video_views_are_identical_and_clamped() -> None:
-    # DATA.md 3.1: L = 40, 16x4.
+    # PROTOCOLS.md 3.1: L = 40, 16x4.
     expected = [0, 4, 8, 12, 16, 21, 25, 29, 33, 37, 39, 39, 39, 39, 39, 39]
     for view in range(4):
         assert dense_indices(40, 16, 4, view, 4).tolist() == expected
 
 
 def test_segment_rounds_half_to_even() -> None:
-    # DATA.md 3.2: L = 41, T = 16; half-up rounding would give 1 4 6 9 11 14 ...
+    # PROTOCOLS.md 3.2: L = 41, T = 16; half-up rounding would give 1 4 6 9 11 14 ...
     indices = segment_indices(41, 16).tolist()
     assert indices[:6] == [1, 3, 6, 9, 11, 13]
 

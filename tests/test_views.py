@@ -1,4 +1,4 @@
-"""Spatial transforms and test views against the official input tensors (DATA.md 1, 4, 5)."""
+"""Spatial transforms and test views against the official input tensors (PROTOCOLS.md 1, 4, 5)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from uniformer_cli.zoo import ZOO, get_entry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "preprocess"
 CLIP = FIXTURES / "Tw2yXa6CzWE.mp4"
-TOLERANCE = 2e-3  # float16 storage (9.8e-4) plus arithmetic-order noise (DATA.md 8)
+TOLERANCE = 2e-3  # float16 storage (9.8e-4) plus arithmetic-order noise (PROTOCOLS.md 8)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_value_range_is_the_normalised_one() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Geometry: DATA.md 4.1 and 4.2 worked examples and the fixtures' crop corners
+# Geometry: PROTOCOLS.md 4.1 and 4.2 worked examples and the fixtures' crop corners
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Training augmentation on clip tensors (DATA.md 7.1-7.2), with no torchvision and no PIL.
+"""Training augmentation on clip tensors (PROTOCOLS.md 7.1-7.2), with no torchvision and no PIL.
 
 - `RandAugment`: timm-style video RandAugment, the same operations and magnitudes for every frame,
   on uint8 clips `[T, 3, H, W]` (the 15 ops of timm re-implemented with torch; geometric ops resample
@@ -340,7 +340,7 @@ def random_erase(clip: torch.Tensor, rng: np.random.Generator, area: tuple[float
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """How one training clip becomes its views (defaults: the official recipe, DATA.md 7.1)."""
+    """How one training clip becomes its views (defaults: the official recipe, PROTOCOLS.md 7.1)."""
 
     size: int = 224
     randaug: str | None = "rand-m7-n4-mstd0.5-inc1"  # None: no RandAugment
@@ -355,7 +355,7 @@ class AugmentConfig:
 
     @classmethod
     def basic(cls, size: int, *, flip: bool = True, channel_order: str = "rgb") -> AugmentConfig:
-        """The official no-`AUG` path (DATA.md 4.3): short-side jitter, random crop, flip; for small data."""
+        """The official no-`AUG` path (PROTOCOLS.md 4.3): short-side jitter, random crop, flip; for small data."""
         return cls(
             size=size,
             randaug=None,

@@ -1,7 +1,7 @@
 """Dataset readers for `uniformer eval`: the official UniFormer lists and the layouts users really have.
 
 Every reader returns a `DatasetSplit` whose sample labels index the checkpoint's classes (the zoo label
-files, DATA.md 6.2): lists that carry label indices are checked against the class count, lists and trees
+files, PROTOCOLS.md 6.2): lists that carry label indices are checked against the class count, lists and trees
 that carry class names are matched by name. Names are compared after `class_key` (case, spaces,
 underscores, brackets and punctuation ignored), so `massaging person's head` (K600 CSV) matches
 `massaging persons head` (K600 label file), and SSv2 JSON templates match the category file.
@@ -26,20 +26,20 @@ from uniformer_cli.zoo import ZOO, ZooEntry, load_labels
 SPLITS = ("train", "val", "test")
 # Folders where list files are commonly kept, relative to --root ({label_set} is filled in).
 LIST_DIRS = ("", "annotations", "lists", "splits", "labels", "{label_set}", "data_list/{label_set}")
-# Kinetics clips downloaded from the published CSVs: {youtube_id}_{start:06d}_{end:06d}.mp4 (DATA.md 6.4).
+# Kinetics clips downloaded from the published CSVs: {youtube_id}_{start:06d}_{end:06d}.mp4 (PROTOCOLS.md 6.4).
 _KINETICS_CLIP = re.compile(r"^(?P<youtube_id>.+)_(?P<start>\d{6})_(?P<end>\d{6})$")
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One video: a file, or a frame folder whose frame count comes from the list (DATA.md 2.2)."""
+    """One video: a file, or a frame folder whose frame count comes from the list (PROTOCOLS.md 2.2)."""
 
     path: Path
     label: int
     num_frames: int | None = None
 
     def frame_count(self, video: Video) -> int:
-        """Frames to sample over: a frame folder's comes from the list, not the folder (DATA.md 2.2)."""
+        """Frames to sample over: a frame folder's comes from the list, not the folder (PROTOCOLS.md 2.2)."""
         if self.num_frames is None:
             return video.num_frames
         if self.num_frames < 1:
@@ -329,7 +329,7 @@ def _read_csv(ctx: ReadContext) -> list[Sample]:
     return _read_path_label(ctx, separator=",")
 
 
-# The official data_list ships val.csv and test.csv as the same file (DATA.md 6.1), the published
+# The official data_list ships val.csv and test.csv as the same file (PROTOCOLS.md 6.1), the published
 # annotations name their validation CSV validate.csv.
 KINETICS_LISTS = {"val": ("val.csv", "validate.csv", "test.csv"), "train": ("train.csv",), "test": ("test.csv",)}
 

@@ -1,4 +1,4 @@
-"""Temporal sampling: the rule names and which frames of a video form each view (DATA.md section 3).
+"""Temporal sampling: the rule names and which frames of a video form each view (PROTOCOLS.md 3).
 
 - `dense`: `frames` frames `stride` apart (Kinetics);
 - `segment`: one frame per equal segment (Something-Something, HMDB51);
@@ -6,7 +6,7 @@
 
 `test_indices` and `train_indices` are the one dispatch from a rule name to its index functions. All
 functions return 0-based indices into the decoded frame sequence as int64 numpy arrays. Frame folders
-read file number `index + first_number` (the folder reader handles that, DATA.md 2.2).
+read file number `index + first_number` (the folder reader handles that, PROTOCOLS.md 2.2).
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ def _check(num_frames: int, frames: int) -> None:
 def _linspace_clip(start: float, frames: int, stride: int, num_frames: int) -> np.ndarray:
     """`frames` evenly spaced positions from `start` to `start + frames*stride - 1` (both ends
     included), clamped to the video and truncated: the official rule, whose step is
-    `(frames*stride - 1) / (frames - 1)`, not `stride` (DATA.md trap 1)."""
+    `(frames*stride - 1) / (frames - 1)`, not `stride` (PROTOCOLS.md 3.1)."""
     end = start + frames * stride - 1
     positions = np.clip(np.linspace(start, end, frames), 0, num_frames - 1)
     return positions.astype(np.int64)
 
 
 def dense_indices(num_frames: int, frames: int, stride: int, view: int = 0, num_views: int = 1) -> np.ndarray:
-    """Kinetics-style dense clip `view` of `num_views` with offset view placement (DATA.md 3.1).
+    """Kinetics-style dense clip `view` of `num_views` with offset view placement (PROTOCOLS.md 3.1).
 
     One view takes the centre clip; several views start at `view * floor(delta / (num_views - 1))`,
     so the first starts at frame 0. Videos shorter than a clip give identical views whose tail
@@ -69,7 +69,7 @@ def _segment_bounds(num_frames: int, frames: int) -> tuple[float, list[int]]:
     """Segment length `(L - 1) / T` and the segment starts `round_half_even(seg * i)`, i = 0..T.
 
     Python's `round` rounds half to even like numpy's; `seg * i` is often exactly .5 because T is a
-    power of two, so half-up rounding would move most Sth videos' frames (DATA.md trap 3).
+    power of two, so half-up rounding would move most Sth videos' frames (PROTOCOLS.md 3.2).
     """
     _check(num_frames, frames)
     segment = (num_frames - 1) / frames
@@ -77,7 +77,7 @@ def _segment_bounds(num_frames: int, frames: int) -> tuple[float, list[int]]:
 
 
 def segment_indices(num_frames: int, frames: int, view: int = 0, num_views: int = 1) -> np.ndarray:
-    """Something-Something test clip `view` of `num_views` (DATA.md 3.2): each segment start plus
+    """Something-Something test clip `view` of `num_views` (PROTOCOLS.md 3.2): each segment start plus
     `floor(seg / (num_views + 1) * (view + 1))`."""
     segment, starts = _segment_bounds(num_frames, frames)
     shift = math.floor(segment / (num_views + 1) * (view + 1))
@@ -91,7 +91,7 @@ def random_segment_indices(num_frames: int, frames: int, rng: np.random.Generato
 
 
 def sparse_indices(num_frames: int, frames: int, view: int = 0, num_views: int = 1) -> np.ndarray:
-    """Light-model clip (DATA.md 3.3): the segment rule, clamped to the last frame."""
+    """Light-model clip (PROTOCOLS.md 3.3): the segment rule, clamped to the last frame."""
     return np.minimum(segment_indices(num_frames, frames, view, num_views), num_frames - 1)
 
 

@@ -1,4 +1,4 @@
-"""Test-time spatial operations on clips (DATA.md sections 1 and 4), in the official order:
+"""Test-time spatial operations on clips (PROTOCOLS.md 1 and 4), in the official order:
 uint8 frames -> float32 normalised `[3, T, H, W]` -> short-side resize -> square crops.
 """
 
@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# The same mean and std on every channel, after /255 (DATA.md 1.1): not the ImageNet values.
+# The same mean and std on every channel, after /255 (PROTOCOLS.md 1.1): not the ImageNet values.
 MEAN = 0.45
 STD = 0.225
 
@@ -30,7 +30,7 @@ def normalise(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
     """`(height, width)` after scaling the short side to `size`; the long side is truncated, not
-    rounded (340x256 -> 297x224, DATA.md trap 6)."""
+    rounded (340x256 -> 297x224, PROTOCOLS.md 4.1)."""
     if min(height, width) == size:
         return height, width
     if width < height:
@@ -40,7 +40,7 @@ def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
 
 def resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize a float `[C, T, H, W]` clip to `size = (height, width)`: bilinear, `align_corners=False`,
-    no antialiasing (antialiased or 8-bit resizers are 0.01-0.5 off, DATA.md 4.4)."""
+    no antialiasing (antialiased or 8-bit resizers are 0.01-0.5 off, PROTOCOLS.md 4.4)."""
     # Time acts as the channel axis, so each frame is resized on its own.
     return F.interpolate(clip, size=size, mode="bilinear", align_corners=False)
 
@@ -66,7 +66,7 @@ def resized_clip(frames: np.ndarray, size: int, chunk: int = 8) -> torch.Tensor:
 def crop_offset(height: int, width: int, size: int, index: int) -> tuple[int, int]:
     """Top-left `(y, x)` of crop `index` (0, 1, 2) of a `size` square in a `height x width` frame.
 
-    1 is the centre (offsets rounded up, DATA.md trap 8); 0 and 2 are left/right for landscape or
+    1 is the centre (offsets rounded up, PROTOCOLS.md 4.2); 0 and 2 are left/right for landscape or
     square frames and top/bottom for portrait ones.
     """
     y = math.ceil((height - size) / 2)
@@ -87,7 +87,7 @@ def crop(clip: torch.Tensor, size: int, index: int) -> torch.Tensor:
 
 def crop_indices(crops: int, single_crop: str) -> list[int]:
     """Crop positions of a test with `crops` crops: all of them in order, or for one crop the centre
-    ("centre", Kinetics-style loaders) or the left/top one ("first", Sth/HMDB loaders, DATA.md 4.2)."""
+    ("centre", Kinetics-style loaders) or the left/top one ("first", Sth/HMDB loaders, PROTOCOLS.md 4.2)."""
     if crops > 1:
         return list(range(crops))
     return [1] if single_crop == "centre" else [0]

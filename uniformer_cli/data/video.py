@@ -1,7 +1,7 @@
 """Video decoding: decord (fast random access) or PyAV (always installed), and JPEG frame folders.
 
 Every reader returns uint8 RGB frames `[T, H, W, 3]` at the stored resolution for 0-based indices
-into the decoded frame sequence, numbered like decord (DATA.md 2.1): no fps resampling, no decoder
+into the decoded frame sequence, numbered like decord (PROTOCOLS.md 2.1): no fps resampling, no decoder
 side resizing. Every failure becomes a one-line `VideoError`.
 """
 
@@ -28,7 +28,7 @@ VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv", ".ts"}
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
-# Frame folders carry no frame rate; the Sth/HMDB frames were extracted at 30 fps (DATA.md 2.2).
+# Frame folders carry no frame rate; the Sth/HMDB frames were extracted at 30 fps (PROTOCOLS.md 2.2).
 FRAME_FOLDER_FPS = 30.0
 _FRAME_FILE = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)(?P<ext>\.[A-Za-z]+)$")
 
@@ -303,7 +303,7 @@ def _decode_image(file: Path) -> np.ndarray:
 
 class FrameFolderVideo(Video):
     """A folder of numbered JPEG/PNG frames (`00001.jpg`, `img_00001.jpg`...): index `k` reads the
-    `k`-th number from the first one (file 1 for the Sth/HMDB folders, DATA.md 2.2), decoded to RGB
+    `k`-th number from the first one (file 1 for the Sth/HMDB folders, PROTOCOLS.md 2.2), decoded to RGB
     with PyAV. The Sth/HMDB checkpoints want BGR: the view protocol reverses channels, not this."""
 
     decoder = "frames"

@@ -1,4 +1,4 @@
-"""Test views: a video's clips x crops model inputs under one test protocol (DATA.md 3-5)."""
+"""Test views: a video's clips x crops model inputs under one test protocol (PROTOCOLS.md 3-5)."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def resolve_protocol(model_protocol: ViewProtocol | None, overrides: ProtocolOve
 
     A model without one (`source` names it in the error) takes the overrides alone: `frames` and a
     temporal rule (`stride` for dense, or `sampling`) are required; clips 1, crops 1, size 224 and RGB
-    are the defaults. Segment and sparse sampling drop the stride (DATA.md 3.2, 3.3), and a change of
+    are the defaults. Segment and sparse sampling drop the stride (PROTOCOLS.md 3.2, 3.3), and a change of
     sampling re-derives which crop a 1-crop test takes.
     """
     changes = {name: value for name, value in asdict(overrides).items() if value is not None}
@@ -164,7 +164,7 @@ def read_view_frames(
 def views_from_frames(frames: np.ndarray, positions: np.ndarray, protocol: ViewProtocol) -> torch.Tensor:
     """float32 `[clips * crops, 3, T, size, size]` from `read_view_frames` output, view index =
     clip * crops + crop. Each frame is normalised and resized once; the channel axis is reversed for
-    BGR-trained checkpoints (DATA.md 1.3)."""
+    BGR-trained checkpoints (PROTOCOLS.md 1.3)."""
     resized = transforms.resized_clip(frames, protocol.size)
     if protocol.channel_order == "bgr":
         resized = resized.flip(0)

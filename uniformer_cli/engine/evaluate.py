@@ -1,4 +1,4 @@
-"""Dataset evaluation with the official test protocol (DATA.md 5): a split's videos are scored
+"""Dataset evaluation with the official test protocol (PROTOCOLS.md 5): a split's videos are scored
 (`scoring.score_videos`: the sum of each video's view logits) and top-1 / top-5 / mean class accuracy are
 computed over them, with unreadable videos counted as wrong unless the caller excludes them.
 

@@ -1,7 +1,7 @@
 """`uniformer predict`: ranked labels for videos under their model's test protocol, and timelines.
 
 A video's score is the softmax of the mean of its views' logits: the official metric sums the logits
-(DATA.md 5.3), which ranks the classes the same way.
+(PROTOCOLS.md 5.3), which ranks the classes the same way.
 """
 
 from __future__ import annotations

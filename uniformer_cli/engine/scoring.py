@@ -1,5 +1,5 @@
 """Video scoring under a test protocol: every view of a video goes through the network, the video's score
-is the sum of its views' logits (DATA.md 5.3), and top-1 / top-5 / mean class accuracy are computed over
+is the sum of its views' logits (PROTOCOLS.md 5.3), and top-1 / top-5 / mean class accuracy are computed over
 the videos. `uniformer eval` and training's validation both score through here.
 """
 
@@ -128,7 +128,7 @@ def score_videos(
 def _summed_logits(
     model: torch.nn.Module, videos: list[torch.Tensor], device: torch.device, batch_size: int
 ) -> list[torch.Tensor]:
-    """Per video, the float32 sum of its views' logits (DATA.md 5.3); views of several videos share
+    """Per video, the float32 sum of its views' logits (PROTOCOLS.md 5.3); views of several videos share
     forward passes of at most `batch_size` views."""
     if not videos:
         return []

@@ -1,4 +1,4 @@
-"""Training and fine-tuning (issue 6, DATA.md 7): `train(config, runtime)` runs a planned `TrainConfig`
+"""Training and fine-tuning (issue 6, PROTOCOLS.md 7): `train(config, runtime)` runs a planned `TrainConfig`
 alone or as one rank of a `torchrun` job (DDP), and `resume=` continues it exactly.
 
 Files in the output folder (written by rank 0):
@@ -77,7 +77,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 @dataclass(frozen=True)
 class CosineSchedule:
     """Learning rate at a fractional epoch: linear warm-up from `min_lr` to `lr`, then a half cosine
-    down to `min_lr` at `epochs` (PySlowFast's cosine policy with COSINE_AFTER_WARMUP, DATA.md 7.3)."""
+    down to `min_lr` at `epochs` (PySlowFast's cosine policy with COSINE_AFTER_WARMUP, PROTOCOLS.md 7.3)."""
 
     lr: float
     min_lr: float
@@ -117,7 +117,7 @@ class TrainForward(nn.Module):
 
 
 def training_loss(outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-    """Soft-target cross entropy; light models average their two heads' losses (DATA.md 7.2)."""
+    """Soft-target cross entropy; light models average their two heads' losses (PROTOCOLS.md 7.2)."""
     if isinstance(outputs, tuple):
         return 0.5 * soft_cross_entropy(outputs[0], targets) + 0.5 * soft_cross_entropy(outputs[1], targets)
     return soft_cross_entropy(outputs, targets)
@@ -147,7 +147,7 @@ def build_model(config: TrainConfig, *, initialise: bool = True) -> nn.Module:
     """The network of `config`, with its starting weights unless `initialise` is off (resuming).
 
     ImageNet image weights are inflated to 3-D (MODEL.md 8); a fine-tuned checkpoint keeps its head
-    when its classes are the run's and gets a new head otherwise (DATA.md 7.5).
+    when its classes are the run's and gets a new head otherwise (PROTOCOLS.md 7.5).
     """
     torch.manual_seed(config.seed)  # random initial weights (scratch, new heads) belong to the run's seed
     model = create_model(config.model)

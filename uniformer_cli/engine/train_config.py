@@ -3,7 +3,7 @@
 
 `plan_training` resolves every default: classes from the data, architecture and test protocol from the
 weights the run starts from, hyper-parameters from the released recipe of the matching zoo entry
-(DATA.md 7.4) with the learning rate scaled linearly to the user's batch. The config is saved in every
+(PROTOCOLS.md 7.4) with the learning rate scaled linearly to the user's batch. The config is saved in every
 checkpoint, so `--resume` needs nothing else.
 """
 
@@ -30,8 +30,8 @@ from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZOO, ZooEntry, get_entry
 # The official augmentation (RandAugment, mixup/cutmix, erasing, 2 repeats) needs data to pay off;
 # below this many training videos `--aug auto` uses the plain jitter + crop + flip chain.
 OFFICIAL_AUG_MIN_VIDEOS = 1000
-GPUS_PER_RECIPE_MACHINE = 8  # recipe batch sizes count videos per 8-GPU machine (DATA.md 7.4)
-WARMUP_START_LR = 1e-6  # warm-up start and cosine end learning rate (DATA.md 7.3)
+GPUS_PER_RECIPE_MACHINE = 8  # recipe batch sizes count videos per 8-GPU machine (PROTOCOLS.md 7.4)
+WARMUP_START_LR = 1e-6  # warm-up start and cosine end learning rate (PROTOCOLS.md 7.3)
 CLIP_GRAD_NORM = 20.0
 LABEL_SMOOTHING = 0.1
 ERASE_PROB = 0.25
@@ -253,7 +253,7 @@ def start_point(options: TrainOptions) -> StartPoint:
 def _augment(
     options: TrainOptions, official: bool, size: int, flip: bool, randaug: str, channel_order: str
 ) -> AugmentConfig:
-    """The official chain (DATA.md 7.1) or the plain one (4.3), with the user's overrides."""
+    """The official chain (PROTOCOLS.md 7.1) or the plain one (4.3), with the user's overrides."""
     base = (
         AugmentConfig(size=size, randaug=randaug, flip=flip, erase_prob=ERASE_PROB, repeats=REPEATS)
         if official

@@ -32,7 +32,7 @@ def keyed_rng(*key: int) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class ClipSampling:
-    """Where a training clip's frames come from (DATA.md 3): dense T x stride, segment or sparse."""
+    """Where a training clip's frames come from (PROTOCOLS.md 3): dense T x stride, segment or sparse."""
 
     frames: int
     stride: int | None

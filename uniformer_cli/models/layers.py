@@ -1,7 +1,7 @@
 """Building blocks shared by UniFormer S/B (`uniformer.py`) and the light XXS/XS models (`light.py`).
 
 Module and parameter names mirror the official PySlowFast fork so that official state_dicts load
-strictly; the numerics follow /shared/spec/MODEL.md (LayerNorm eps 1e-5 in patch embeddings and 1e-6
+strictly; the numerics follow MODEL.md 1 (LayerNorm eps 1e-5 in patch embeddings and 1e-6
 in attention blocks, erf GELU, attention scale head_dim ** -0.5).
 """
 
@@ -238,7 +238,7 @@ class SABlock(LayerScaled):
 
 
 def init_weights(module: nn.Module) -> None:
-    """MODEL.md section 5: Linear trunc-normal(0.02) with zero bias, LayerNorm (1, 0); convs keep PyTorch's."""
+    """MODEL.md 5: Linear trunc-normal(0.02) with zero bias, LayerNorm (1, 0); convs keep PyTorch's."""
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
             nn.init.trunc_normal_(layer.weight, std=0.02)

@@ -1,4 +1,4 @@
-"""UniFormer-XXS / -XS, the light "hourglass" video networks (official `Uniformer_light*`, MODEL.md section 3).
+"""UniFormer-XXS / -XS, the light "hourglass" video networks (official `Uniformer_light*`, MODEL.md 3).
 
 Stages 3-4 carry a class token and an Evo-ViT style token score: most blocks attend over the best-scoring
 tokens plus one score-weighted representative of the rest, whose update is then given to every dropped

@@ -1,4 +1,4 @@
-"""UniFormer-S / -B video networks (official `Uniformer` class, MODEL.md section 2)."""
+"""UniFormer-S / -B video networks (official `Uniformer` class, MODEL.md 2)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Reading checkpoints safely, working out their architecture, and fitting them to a model.
 
-Covers MODEL.md sections 4 (keys), 7 (checkpoint layouts) and 8 (2-D ImageNet inflation). Everything
+Covers keys, checkpoint layouts and 2-D ImageNet inflation (MODEL.md 4, 7 and 8). Everything
 here works on plain state_dicts; building models and writing files is `loader.py`'s job.
 """
 

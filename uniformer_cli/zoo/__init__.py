@@ -22,13 +22,13 @@ ChannelOrder = Literal["rgb", "bgr"]
 # Class counts of the label sets (the HMDB51 head may carry 101 rows, MODEL.md 6.2).
 LABEL_SET_SIZES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
 LABEL_SETS = tuple(LABEL_SET_SIZES)
-# Datasets the official code reads as JPEG frame folders (Sth, HMDB51 loaders; DATA.md 2.2, 4.2).
+# Datasets the official code reads as JPEG frame folders (Sth, HMDB51 loaders; PROTOCOLS.md 2.2, 4.2).
 FRAME_FOLDER_SETS = ("sthv1", "sthv2", "hmdb51")
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """The released training recipe after the official run.sh overrides (DATA.md 7.4)."""
+    """The released training recipe after the official run.sh overrides (PROTOCOLS.md 7.4)."""
 
     init: str  # "imagenet" or the zoo name of the video checkpoint it was fine-tuned from
     batch_size: int  # videos per step on one 8-GPU machine
@@ -75,7 +75,7 @@ class ZooEntry:
     @property
     def single_crop(self) -> Literal["centre", "first"]:
         """The crop a 1-crop test takes: the frame-folder loaders take the first (left/top) one, the
-        video loaders the centre (DATA.md 4.2)."""
+        video loaders the centre (PROTOCOLS.md 4.2)."""
         return "first" if self.dataset in FRAME_FOLDER_SETS else "centre"
 
     @property
@@ -140,8 +140,8 @@ def _entry(
     hub: Hub | None = None,
     **extra: object,
 ) -> ZooEntry:
-    """One zoo row; the sampling follows from the dataset and family (DATA.md 5.1), the channel order
-    from the official loader (frame folders are read as BGR, DATA.md 1.3)."""
+    """One zoo row; the sampling follows from the dataset and family (PROTOCOLS.md 5.1), the channel order
+    from the official loader (frame folders are read as BGR, PROTOCOLS.md 1.3)."""
     clips, crops = (int(n) for n in views.split("x"))
     sampling: Sampling = "dense" if stride else "sparse" if FAMILIES[family].arch == "light" else "segment"
     return ZooEntry(
