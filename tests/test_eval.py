@@ -138,7 +138,7 @@ def test_protocol_is_the_models_unless_overridden() -> None:
 
     def build(model_protocol: ViewProtocol | None, dataset: str = "sthv1", **overrides: object):
         request = EvalRequest(dataset, None, protocol=ProtocolOverrides(**overrides))  # type: ignore[arg-type]
-        return build_protocol(model_protocol, get_dataset(dataset), request, "tiny.pth")
+        return build_protocol(model_protocol, get_dataset(dataset), request.protocol, "tiny.pth")
 
     assert build(released) == (released, True)
     changed, same = build(released, clips=2, frames=8)

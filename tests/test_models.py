@@ -257,7 +257,7 @@ def test_light_forward_train_adds_the_class_token_head() -> None:
     x = fixture_input()
     with torch.no_grad():
         logits, token_logits = model.forward_train(x)
-        cls, _ = model.forward_features(x)
+        cls, _ = model.forward_tokens(x)
         assert torch.allclose(logits, model(x))
         assert torch.allclose(token_logits, model.head_cls(model.norm_cls(cls[:, 0])))
         assert not torch.allclose(token_logits, logits, atol=1e-2)

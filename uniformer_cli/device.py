@@ -4,7 +4,7 @@ and by `weights` (which loads models onto a device), so it sits below both."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 
 import torch
@@ -78,14 +78,22 @@ def autocast(
     return autocast_to(device, autocast_dtype(device, fp16_safe=fp16_safe) if enabled else None)
 
 
-def batched_logits(model: torch.nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
-    """float32 logits of `inputs` on the CPU: `batch_size` inputs per forward pass, under inference mode
-    and autocast; running out of device memory becomes a one-line error."""
+def batched_logits(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    device: torch.device,
+    batch_size: int,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """float32 logits of `inputs` on the CPU (or what `forward`, a method of `model` such as
+    `forward_features`, returns): `batch_size` inputs per forward pass, under inference mode and autocast;
+    running out of device memory becomes a one-line error."""
     outputs = []
+    run = forward or model
     with torch.inference_mode(), autocast(device, fp16_safe=fp16_safe(model)):
         for batch in inputs.split(batch_size):
             try:
-                logits = model(batch.to(device, non_blocking=True))
+                logits = run(batch.to(device, non_blocking=True))
             except torch.OutOfMemoryError:
                 raise UniformerError(
                     f"out of memory on {device} with {len(batch)} views per pass: lower --batch-size"

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from uniformer_cli.cli import convert, evaluate, flops, models, predict, train
+from uniformer_cli.cli import convert, evaluate, features, flops, models, predict, train
 from uniformer_cli.errors import Terminated, UniformerError
 from uniformer_cli.progress import print_error, stderr_console
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.command("predict")(predict.predict)
 app.command("eval")(evaluate.evaluate)
 app.command("train")(train.train)
+app.command("features")(features.features)
 app.command("flops")(flops.flops)
 app.command("convert")(convert.convert)
 app.command("models")(models.models)

@@ -130,18 +130,18 @@ def load_previous(path: Path, model: str, protocol: dict[str, object], split: Da
 
 
 def build_protocol(
-    model_protocol: ViewProtocol | None, spec: DatasetSpec, request: EvalRequest, source: str
+    model_protocol: ViewProtocol | None, spec: DatasetSpec, overrides: ProtocolOverrides, source: str
 ) -> tuple[ViewProtocol, bool]:
     """The model's test protocol (else the dataset's zoo model's) with the requested overrides
     (`resolve_protocol`; `source` names the model in its errors); also whether it is still the model's own."""
     base = model_protocol
     if base is None and spec.default_model is not None:
         base = ViewProtocol.from_entry(spec.default_model)
-    protocol = resolve_protocol(base, request.protocol, source)
+    protocol = resolve_protocol(base, overrides, source)
     return protocol, protocol == model_protocol
 
 
-def _key(sample: Sample, root: Path) -> str:
+def sample_key(sample: Sample, root: Path) -> str:
     """How a video is named in the results: relative to the dataset root when it lies under it."""
     try:
         return sample.path.relative_to(root).as_posix()
@@ -149,12 +149,12 @@ def _key(sample: Sample, root: Path) -> str:
         return str(sample.path)
 
 
-def _model_source(spec: DatasetSpec, request: EvalRequest) -> str | Path:
+def model_source(spec: DatasetSpec, model: str | None, weights: Path | None) -> str | Path:
     """--weights FILE, else --model NAME, else the dataset's zoo model."""
-    if request.weights is not None:
-        return request.weights
-    if request.model is not None:
-        return request.model
+    if weights is not None:
+        return weights
+    if model is not None:
+        return model
     if spec.default_model is None:
         raise UniformerError(f"--dataset {spec.name} has no zoo model: pass --model NAME or --weights FILE")
     return spec.default_model.name
@@ -224,7 +224,7 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
     # The data is checked before a model is downloaded.
     location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
     with session(request.device) as current:
-        source = _model_source(location.spec, request)
+        source = model_source(location.spec, request.model, request.weights)
         loaded = resolve_model(
             source,
             device=current.device,
@@ -234,9 +234,9 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
         )
         split = read_split(location, classes=loaded.labels, num_classes=loaded.config.num_classes)
         model_protocol = loaded.view_protocol
-        protocol, released = build_protocol(model_protocol, location.spec, request, str(loaded.path))
+        protocol, released = build_protocol(model_protocol, location.spec, request.protocol, str(loaded.path))
         samples = split.samples[: request.limit] if request.limit else split.samples
-        keys = [_key(sample, split.root) for sample in samples]
+        keys = [sample_key(sample, split.root) for sample in samples]
         model_name = loaded.entry.name if loaded.entry is not None else str(source)
         previous = {}
         if request.resume and request.json_path is not None:

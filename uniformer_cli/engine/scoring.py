@@ -92,6 +92,28 @@ class _VideoViews(Dataset):
             return position, None, f"{sample.path}: {type(error).__name__}: {error}"
 
 
+def decoded_batches(
+    samples: Sequence[Sample],
+    positions: Sequence[int],
+    protocol: ViewProtocol,
+    *,
+    batch_size: int = 8,
+    workers: int = 0,
+    decoder: str = "auto",
+) -> Iterator[list[tuple[int, torch.Tensor | None, str | None]]]:
+    """The views of `samples[p]` for each p in `positions`, decoded by `workers` DataLoader processes, in
+    groups of about `batch_size` views: lists of (p, views `[V, 3, T, S, S]` or None, error or None).
+    Scoring and feature extraction both read videos through here."""
+    loader = DataLoader(
+        _VideoViews(samples, positions, protocol, decoder),
+        batch_size=max(1, batch_size // protocol.views),
+        num_workers=workers,
+        collate_fn=list,
+        worker_init_fn=init_decoding_worker if workers else None,
+    )
+    yield from loader
+
+
 def score_videos(
     model: torch.nn.Module,
     samples: Sequence[Sample],
@@ -107,14 +129,7 @@ def score_videos(
     """Score `samples[p]` for each p in `positions`, yielding (p, result) as videos finish: views go
     through the network `batch_size` at a time, and a video's score is the sum of its views' logits.
     `keys[p]` names the video in its result."""
-    loader = DataLoader(
-        _VideoViews(samples, positions, protocol, decoder),
-        batch_size=max(1, batch_size // protocol.views),
-        num_workers=workers,
-        collate_fn=list,
-        worker_init_fn=init_decoding_worker if workers else None,
-    )
-    for batch in loader:
+    for batch in decoded_batches(samples, positions, protocol, batch_size=batch_size, workers=workers, decoder=decoder):
         sums = iter(_summed_logits(model, [views for _, views, _ in batch if views is not None], device, batch_size))
         for position, views, error in batch:
             result = VideoResult(keys[position], samples[position].label, error=error)

@@ -62,8 +62,22 @@ def fold_batch_norms(model: StagedModel) -> None:
                 norm = module.proj[conv_index + 1]
                 fold_into_output(module.proj[conv_index], *batch_norm_affine(norm))
                 module.proj[conv_index + 1] = nn.Identity()
-    fold_into_input(model.head, *batch_norm_affine(model.norm))
-    model.norm = nn.Identity()  # type: ignore[assignment]
+    model.norm = PooledBatchNorm(model.norm)  # type: ignore[assignment]
+
+
+class PooledBatchNorm(nn.Module):
+    """The final eval BatchNorm as a per-channel affine applied after the mean over positions instead of
+    before (an affine map commutes with the mean): one affine per clip instead of one per position, and
+    `forward_features` still returns the normalised representation (folding it into the head would not)."""
+
+    def __init__(self, norm: nn.BatchNorm3d) -> None:
+        super().__init__()
+        scale, shift = batch_norm_affine(norm)
+        self.register_buffer("scale", scale.float().reshape(1, -1, 1, 1, 1))
+        self.register_buffer("shift", shift.float().reshape(1, -1, 1, 1, 1))
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        return grid.mean(dim=(2, 3, 4), keepdim=True) * self.scale + self.shift
 
 
 def runs_onednn_fp32(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -281,6 +281,28 @@ class StagedModel(nn.Module):
             for index, block in enumerate(blocks):
                 block.checkpointed = enable and index < count
 
+    def forward_stages(self, x: torch.Tensor, stages: int = 4) -> torch.Tensor:
+        """The feature map `[B, C, T', H', W']` after the first `stages` stages (4: the last one, before
+        the final norm)."""
+        raise NotImplementedError
+
+    def pool(self, grid: torch.Tensor) -> torch.Tensor:
+        """The last stage's map -> `[B, embed_dim[3]]`: final BatchNorm, mean over all positions (what the
+        head reads)."""
+        return self.norm(grid).flatten(2).mean(-1)
+
     def classify(self, grid: torch.Tensor) -> torch.Tensor:
         """Final BatchNorm over the grid, mean over all positions, linear head."""
-        return self.head(self.norm(grid).flatten(2).mean(-1))
+        return self.head(self.pool(grid))
+
+    def forward_features(self, x: torch.Tensor, stage: int = 4) -> torch.Tensor:
+        """The pooled representation of clips `[B, 3, T, H, W]`: `[B, embed_dim[stage - 1]]`.
+
+        Stage 4 (default) is what the classifier reads: after the final norm, before the head, so
+        `model.head(model.forward_features(x)) == model(x)`. Stages 1-3 give the mean of that stage's
+        output map over time and space (no norm). Works on the exact and on the fast inference model.
+        """
+        if stage not in (1, 2, 3, 4):
+            raise ValueError(f"stage must be 1, 2, 3 or 4, got {stage}")
+        grid = self.forward_stages(x, stage)
+        return self.pool(grid) if stage == 4 else grid.flatten(2).mean(-1)

@@ -162,18 +162,25 @@ class UniFormerLight(StagedModel):
         self.head_cls = nn.Linear(dims[3], config.num_classes)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The class token `[B, 1, embed_dim[3]]` and the last feature map, before the final norms."""
+    def forward_tokens(self, x: torch.Tensor, stages: int = 4) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The class token (`[B, 1, C]` from stage 3 on, else None) and the feature map after `stages`
+        stages, before the final norms."""
         x = self.patch_embed1(self.to_layout(x))
         for block in self.blocks1:
             x = run_block(block, x)
+        if stages == 1:
+            return None, x
         x = self.to_layout(self.patch_embed2(x))
         for block in self.blocks2:
             x = run_block(block, x)
+        if stages == 2:
+            return None, x
         x = self.to_layout(self.patch_embed3(x))
         cls, scores = self.cls_token.expand(x.shape[0], -1, -1), None
         for block in self.blocks3:
             cls, x, scores = run_block(block, cls, x, scores)
+        if stages == 3:
+            return cls, x
         if scores is not None:
             scores = pool_scores(scores, x.shape)
         cls = self.cls_upsample(cls)
@@ -182,10 +189,14 @@ class UniFormerLight(StagedModel):
             cls, x, scores = run_block(block, cls, x, scores)
         return cls, x
 
+    def forward_stages(self, x: torch.Tensor, stages: int = 4) -> torch.Tensor:
+        return self.forward_tokens(x, stages)[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.forward_features(x)[1])
+        return self.classify(self.forward_stages(x))
 
     def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`(logits, token_logits)`: the main head and `head_cls(norm_cls(cls_token))` for the two-head loss."""
-        cls, grid = self.forward_features(x)
+        cls, grid = self.forward_tokens(x)
+        assert cls is not None
         return self.classify(grid), self.head_cls(self.norm_cls(cls[:, 0]))

@@ -92,15 +92,16 @@ class UniFormer(StagedModel):
             if isinstance(block, SplitSABlock):
                 block.reset_temporal_attention()
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last feature map `[B, embed_dim[3], T/2, H/32, W/32]`, before the final norm."""
+    def forward_stages(self, x: torch.Tensor, stages: int = 4) -> torch.Tensor:
+        """The feature map after `stages` stages; 4: `[B, embed_dim[3], T/2, H/32, W/32]`, before the final
+        norm."""
         embeds = (self.patch_embed1, self.patch_embed2, self.patch_embed3, self.patch_embed4)
         x = self.to_layout(x)
-        for embed, blocks in zip(embeds, self.stages(), strict=True):
+        for embed, blocks in list(zip(embeds, self.stages(), strict=True))[:stages]:
             x = self.to_layout(embed(x))
             for block in blocks:
                 x = run_block(block, x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.forward_features(x))
+        return self.classify(self.forward_stages(x))

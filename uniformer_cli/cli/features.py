@@ -1,0 +1,167 @@
+"""`uniformer features`: pooled representations of videos for downstream models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from uniformer_cli import data, engine
+from uniformer_cli.cli.options import (
+    BatchSizeOption,
+    ChannelOrderOption,
+    ClipsOption,
+    CompileFlag,
+    CropsOption,
+    DecoderOption,
+    DeviceOption,
+    FramesOption,
+    HeadDimOption,
+    JsonFlag,
+    ModelOption,
+    RevisionOption,
+    SamplingOption,
+    SizeOption,
+    StrideOption,
+    WeightsOption,
+    WorkersOption,
+)
+from uniformer_cli.data.datasets import DATASETS
+from uniformer_cli.data.loading import DEFAULT_WORKERS
+from uniformer_cli.progress import print_error
+
+
+def features(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Video files, frame folders, folders (searched recursively) or globs; or use --dataset.",
+            show_default=False,
+            metavar="[PATH]...",
+        ),
+    ] = None,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="OUT.safetensors, or OUT.npy (with an OUT.json index).", show_default=False
+        ),
+    ] = Path(),
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-D", help=f"Read a split of {', '.join(DATASETS)} instead of PATHs.")
+    ] = None,
+    root: Annotated[Path | None, typer.Option("--root", "-r", help="The dataset's folder (with --dataset).")] = None,
+    split: Annotated[str, typer.Option("--split", help="train, val or test (with --dataset).")] = "val",
+    list_file: Annotated[
+        Path | None, typer.Option("--list", help="List file to read instead of the dataset's default.")
+    ] = None,
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    layer: Annotated[
+        int,
+        typer.Option(
+            "--layer", min=1, max=4, help="Stage whose pooled map to take: 4 is after the final norm, before the head."
+        ),
+    ] = 4,
+    per_view: Annotated[
+        bool, typer.Option("--per-view", help="Keep every view's vector ([N, V, D]) instead of their mean.")
+    ] = False,
+    frames: FramesOption = None,
+    stride: StrideOption = None,
+    sampling: SamplingOption = None,
+    clips: ClipsOption = None,
+    crops: CropsOption = None,
+    size: SizeOption = None,
+    channel_order: ChannelOrderOption = None,
+    device: DeviceOption = "auto",
+    decoder: DecoderOption = "auto",
+    compile_model: CompileFlag = False,
+    batch_size: BatchSizeOption = 8,
+    workers: WorkersOption = DEFAULT_WORKERS,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N videos.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run that wrote OUT: skip the videos it already holds.")
+    ] = False,
+    revision: RevisionOption = None,
+    head_dim: HeadDimOption = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Extract each video's pooled representation (after the final norm, before the head) to a file.
+
+    Views follow the model's test protocol (as in `eval`) and are averaged per video unless --per-view.
+    The file holds one float32 [N, D] tensor and, as metadata, the video names (row order), dataset labels,
+    the model, protocol and layer, and the videos that could not be read (exit status 1 when there are any).
+    Multi-GPU: `torchrun --nproc-per-node 8 -m uniformer_cli.cli.app features ...`.
+
+    Examples: `uniformer features clips/ -o clips.safetensors`,
+    `uniformer features --dataset k400 --root /data/k400 --model s16x4-k400 -o k400.npy --workers 8`
+    """
+    if output == Path():
+        raise typer.BadParameter("name the file to write: -o OUT.safetensors or -o OUT.npy", param_hint="'-o'")
+    request = engine.features.FeaturesRequest(
+        output=output,
+        paths=paths or [],
+        dataset=dataset,
+        root=root,
+        split=split,
+        list_file=list_file,
+        model=model,
+        weights=weights,
+        revision=revision,
+        head_dim=head_dim,
+        protocol=data.ProtocolOverrides(
+            frames=frames,
+            stride=stride,
+            sampling=sampling,
+            clips=clips,
+            crops=crops,
+            size=size,
+            channel_order=channel_order,
+        ),
+        layer=layer,
+        per_view=per_view,
+        device=device,
+        decoder=decoder,
+        batch_size=batch_size,
+        workers=workers,
+        limit=limit,
+        resume=resume,
+        compile=compile_model,
+    )
+    result = engine.features.extract_features(request)
+    if result is None:  # a torchrun rank other than 0
+        return
+    if json_output:
+        record = {
+            "file": str(result.output),
+            "index": str(result.index) if result.index else None,
+            "shape": list(result.shape),
+            "videos": result.videos,
+            "computed": result.computed,
+            "model": result.model,
+            "protocol": result.protocol,
+            "layer": result.layer,
+            "seconds": round(result.seconds, 4),
+            "failures": [{"file": f.video, "error": f.error} for f in result.failures],
+        }
+        typer.echo(json.dumps(record, indent=2))
+    else:
+        shape = " x ".join(map(str, result.shape))
+        written = f"{result.output}" + (f" (index {result.index})" if result.index else "")
+        resumed = result.videos - result.computed
+        note = f" ({resumed} from the resumed file)" if resumed else ""
+        Console().print(
+            escape(
+                f"{result.videos} videos -> {written}: float32 [{shape}], layer {result.layer}, {result.model}, "
+                f"{result.protocol}, {result.seconds:.1f} s{note}"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+    for failure in result.failures:
+        print_error(f"{failure.video}: {failure.error}" if failure.video not in failure.error else failure.error)
+    if result.failures:
+        raise typer.Exit(1)
