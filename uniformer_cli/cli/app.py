@@ -19,7 +19,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.command("predict")(predict.predict)
-app.command("eval")(evaluate.evaluate)
+app.command("eval", epilog=evaluate.LAYOUTS_EPILOG)(evaluate.evaluate)
 app.command("train")(train.train)
 app.command("features")(features.features)
 app.command("flops")(flops.flops)

@@ -36,6 +36,19 @@ from uniformer_cli.data.loading import DEFAULT_WORKERS
 DATASET_HELP = f"{', '.join(DATASETS)}: picks the reader, list file names, class names and default model."
 
 
+def _layouts_epilog() -> str:
+    """Every layout the readers find without --list, one line per dataset (datasets that share their
+    layouts share a line); docs/DATASETS.md shows an example tree of each."""
+    lines: dict[tuple[str, ...], list[str]] = {}
+    for spec in DATASETS.values():
+        lines.setdefault(tuple(layout.name for layout in spec.layouts), []).append(spec.name)
+    rows = [f"{', '.join(names)}: {' | '.join(layouts)}" for layouts, names in lines.items()]
+    return escape("Layouts (an example tree of each: docs/DATASETS.md):\n\n" + "\n".join(rows))
+
+
+LAYOUTS_EPILOG = _layouts_epilog()
+
+
 def evaluate(
     dataset: Annotated[str, typer.Option("--dataset", "-D", help=DATASET_HELP, show_default=False)],
     root: Annotated[

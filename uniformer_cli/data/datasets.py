@@ -1,20 +1,26 @@
-"""Dataset readers for `uniformer eval`: the official UniFormer lists and the layouts users really have.
+"""Dataset readers for `uniformer eval` and `uniformer train`: the official UniFormer lists and the public
+releases laid out as they are downloaded (docs/DATASETS.md shows every layout with an example tree).
 
-Every reader returns a `DatasetSplit` whose sample labels index the checkpoint's classes (the zoo label
-files, PROTOCOLS.md 6.2): lists that carry label indices are checked against the class count, lists and trees
-that carry class names are matched by name. Names are compared after `class_key` (case, spaces,
-underscores, brackets and punctuation ignored), so `massaging person's head` (K600 CSV) matches
-`massaging persons head` (K600 label file), and SSv2 JSON templates match the category file.
+Every reader returns a `DatasetSplit` whose sample labels index the model's classes. Lists that carry
+class names are matched by name; lists that carry indices are read in the order of their release (the
+zoo label files of PROTOCOLS.md 6.2, or the class map the release ships: Sth-V2 `labels.json`, UCF101
+`classInd.txt`) and mapped by name onto the model's classes, so a model whose classes come in another
+order is still scored against the right ones. Names are compared after `class_key` (case, spaces,
+underscores, brackets and punctuation ignored), which is exactly how the releases differ from one
+another: Sth-V2 split files bracket the placeholders that `labels.json` does not, the K600 CSVs keep
+apostrophes and parentheses that the official K600 category files drop, and class folders often use
+underscores for spaces.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
+import logging
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,23 +29,28 @@ from uniformer_cli.data.video import VIDEO_EXTENSIONS, Video
 from uniformer_cli.errors import DatasetError, VideoError
 from uniformer_cli.zoo import ZOO, ZooEntry, load_labels
 
+logger = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
 # Folders where list files are commonly kept, relative to --root ({label_set} is filled in).
 LIST_DIRS = ("", "annotations", "lists", "splits", "labels", "{label_set}", "data_list/{label_set}")
 # Kinetics clips downloaded from the published CSVs: {youtube_id}_{start:06d}_{end:06d}.mp4 (PROTOCOLS.md 6.4).
 _KINETICS_CLIP = re.compile(r"^(?P<youtube_id>.+)_(?P<start>\d{6})_(?P<end>\d{6})$")
+# Label sets whose classes name a direction ("from left to right"): a mirrored clip has another label.
+SOMETHING_SETS = ("sthv1", "sthv2")
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One video: a file, or a frame folder whose frame count comes from the list (PROTOCOLS.md 2.2)."""
+    """One video: a file, or a frame folder whose frame count comes from the list, else the folder
+    (PROTOCOLS.md 2.2)."""
 
     path: Path
     label: int
     num_frames: int | None = None
 
     def frame_count(self, video: Video) -> int:
-        """Frames to sample over: a frame folder's comes from the list, not the folder (PROTOCOLS.md 2.2)."""
+        """Frames to sample over: a frame folder's comes from the list when it gives one."""
         if self.num_frames is None:
             return video.num_frames
         if self.num_frames < 1:
@@ -58,19 +69,29 @@ class DatasetSplit:
     source: Path
     layout: str
     root: Path
+    label_map: Path | None = None  # the release's own class map, when one was found and checked
 
 
 def class_key(name: str) -> str:
     """Comparable form of a class name: lower case, apostrophes dropped (K600 lists drop them), every other
-    run of non-alphanumerics one underscore."""
+    run of non-alphanumerics one underscore (brackets, parentheses, spaces)."""
     return re.sub(r"[^0-9a-z]+", "_", re.sub(r"['’]", "", name.lower())).strip("_")
 
 
-class _ClassIndex:
-    """Maps class names or label indices from a list to the checkpoint's label indices, collecting every
-    unknown name so that the error names them all at once."""
+def _class_mismatch(names: Sequence[str], reference: Sequence[str]) -> tuple[str | None, str | None]:
+    """(first of `names` not in `reference`, first of `reference` not in `names`), compared by
+    `class_key`; (None, None) when both name the same classes, in any order."""
+    reference_keys, own_keys = {class_key(name) for name in reference}, {class_key(name) for name in names}
+    extra = next((name for name in names if class_key(name) not in reference_keys), None)
+    absent = next((name for name in reference if class_key(name) not in own_keys), None)
+    return extra, absent
 
-    def __init__(self, classes: list[str], source: Path) -> None:
+
+class _ClassIndex:
+    """Maps class names, or label indices in the release's order, to the model's label indices; collects
+    every unknown name so that the error names them all at once."""
+
+    def __init__(self, classes: list[str], source: Path, order: list[str] | None = None) -> None:
         self.classes = classes
         self.source = source
         self.by_key: dict[str, int] = {}
@@ -79,6 +100,9 @@ class _ClassIndex:
             if key in self.by_key:
                 raise DatasetError(f"class names {classes[self.by_key[key]]!r} and {name!r} cannot be told apart")
             self.by_key[key] = index
+        # The release's index order when it is not the model's (same classes, another order).
+        same = order is None or [class_key(name) for name in order] == [class_key(name) for name in classes]
+        self.order = None if same else order
         self.unknown: dict[str, None] = {}
 
     def by_name(self, name: str) -> int:
@@ -93,11 +117,10 @@ class _ClassIndex:
             index = int(text)
         except ValueError:
             raise DatasetError(f"{self.source}:{line}: label {text!r} is not an integer") from None
-        if not 0 <= index < len(self.classes):
-            raise DatasetError(
-                f"{self.source}:{line}: label {index} is out of range for a model with {len(self.classes)} classes"
-            )
-        return index
+        count = len(self.order or self.classes)
+        if not 0 <= index < count:
+            raise DatasetError(f"{self.source}:{line}: label {index} is out of range for a model with {count} classes")
+        return index if self.order is None else self.by_name(self.order[index])
 
     def check(self) -> None:
         if self.unknown:
@@ -138,6 +161,23 @@ class _VideoIndex:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """One way a dataset is laid out on disk: its name (as reports show it) and a small example tree."""
+
+    name: str
+    tree: str
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """A release's own class map: names in its index order (`indexed`: its lists give these indices)."""
+
+    path: Path
+    names: list[str]
+    indexed: bool
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """How to read one dataset: its label set, list file names per split, where its media live."""
 
@@ -147,6 +187,9 @@ class DatasetSpec:
     lists: dict[str, tuple[str, ...]] = field(default_factory=dict)
     media_dirs: tuple[str, ...] = ("",)
     folds: bool = False
+    layouts: tuple[Layout, ...] = ()
+    list_dirs: tuple[str, ...] = ()  # more folders for the lists, after LIST_DIRS
+    label_maps: tuple[str, ...] = ()  # file names of the class map the release ships
 
     @property
     def default_model(self) -> ZooEntry | None:
@@ -154,10 +197,15 @@ class DatasetSpec:
         entries = [entry for entry in ZOO.values() if entry.dataset == self.label_set]
         return max(entries, key=lambda entry: (entry.on_hub, entry.top1)) if entries else None
 
+    @property
+    def folders(self) -> list[str]:
+        return list(
+            dict.fromkeys(folder.format(label_set=self.label_set or "") for folder in LIST_DIRS + self.list_dirs)
+        )
+
     def list_candidates(self, split: str, fold: int) -> list[str]:
         names = self.lists.get(split, ())
-        folders = [folder.format(label_set=self.label_set or "") for folder in LIST_DIRS]
-        return [str(Path(folder, name.format(fold=fold))) for name in names for folder in dict.fromkeys(folders)]
+        return [str(Path(folder, name.format(fold=fold))) for name in names for folder in self.folders]
 
 
 @dataclass
@@ -171,6 +219,7 @@ class ReadContext:
     split: str
     fold: int
     layout: str = ""
+    label_map: LabelMap | None = None
 
     @cached_property
     def videos(self) -> _VideoIndex:
@@ -186,22 +235,43 @@ class ReadContext:
 
     def media_path(self, relative: str) -> Path:
         """A listed path under the media root or the root, else a video with the same stem anywhere under
-        the root; a missing video keeps its listed path, so evaluation reports it instead of dropping it."""
+        the root; a missing video keeps its listed path, so it is reported instead of dropped."""
         for base in dict.fromkeys((self.media_root, self.root)):
             if (base / relative).exists():
                 return base / relative
         return self.videos.find(Path(relative).stem) or self.media_root / relative
 
+    def video_by_id(self, video_id: str, suffix: str) -> Path:
+        """`<media root>/<id><suffix>` when it is there, else a video named `<id>.*` anywhere under the root."""
+        direct = self.media_root / f"{video_id}{suffix}"
+        if direct.exists():
+            return direct
+        return self.videos.find(video_id) or direct
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"cannot read {path}: {error}") from None
+
 
 def _lines(path: Path) -> Iterable[tuple[int, str]]:
     """Non-blank lines with their 1-based numbers; CRLF and a UTF-8 BOM are accepted."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"cannot read list {path}: {error}") from None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if line.strip():
             yield number, line.strip()
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """Rows of a real CSV file (quoted fields, commas inside quotes, CRLF) with their line numbers."""
+    reader = csv.reader(_read_text(path).splitlines())
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                yield reader.line_num, [cell.strip() for cell in row]
+    except csv.Error as error:
+        raise DatasetError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
 
 
 def _fields(path: Path, line: int, text: str, separator: str | None, count: int) -> list[str]:
@@ -211,39 +281,135 @@ def _fields(path: Path, line: int, text: str, separator: str | None, count: int)
     return [part.strip() for part in parts]
 
 
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(_read_text(path))
+    except ValueError as error:
+        raise DatasetError(f"cannot read {path}: {error}") from None
+
+
+# -- the releases' own class maps -------------------------------------------------------------------
+
+
+def _label_map_json(path: Path) -> LabelMap:
+    """Sth-V2 `labels.json`: {"Approaching something with your camera": "0", ...}."""
+    table = _read_json(path)
+    if not isinstance(table, dict) or not table:
+        raise DatasetError(f"{path} is not a class map (a JSON object of class name -> index)")
+    by_index: dict[int, str] = {}
+    for name, value in table.items():
+        try:
+            index = int(value)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}: class {name!r} has index {value!r}, not an integer") from None
+        if index in by_index:
+            raise DatasetError(f"{path}: classes {by_index[index]!r} and {name!r} both have index {index}")
+        by_index[index] = str(name)
+    if sorted(by_index) != list(range(len(by_index))):
+        raise DatasetError(f"{path}: the class indices are not 0..{len(by_index) - 1}")
+    return LabelMap(path, [by_index[index] for index in range(len(by_index))], indexed=True)
+
+
+def _label_map_class_ind(path: Path) -> LabelMap:
+    """UCF101 `classInd.txt`: `1 ApplyEyeMakeup` ... `101 YoYo` (1-based, CRLF)."""
+    by_index: dict[int, str] = {}
+    for line, text in _lines(path):
+        number, name = _fields(path, line, text, None, 2)
+        if not number.isdigit() or int(number) < 1 or int(number) in by_index:
+            raise DatasetError(f"{path}:{line}: expected a new 1-based class number, got {number!r}")
+        by_index[int(number)] = name
+    if sorted(by_index) != list(range(1, len(by_index) + 1)):
+        raise DatasetError(f"{path}: the class numbers are not 1..{len(by_index)}")
+    return LabelMap(path, [by_index[number] for number in sorted(by_index)], indexed=True)
+
+
+def _label_map_lines(path: Path) -> LabelMap:
+    """Sth-V1 `something-something-v1-labels.csv`: one class a line. Its lists name the classes, and the
+    official index order is these names sorted, so the file's own line order is never used as indices."""
+    return LabelMap(path, [text for _, text in _lines(path)], indexed=False)
+
+
+_LABEL_MAP_READERS: dict[str, Callable[[Path], LabelMap]] = {
+    ".json": _label_map_json,
+    ".txt": _label_map_class_ind,
+    ".csv": _label_map_lines,
+}
+
+
+def find_label_map(spec: DatasetSpec, root: Path, list_path: Path) -> LabelMap | None:
+    """The release's class map beside the list (or its parent), else in the usual list folders."""
+    places = [list_path.parent if list_path.is_file() else list_path, list_path.parent]
+    places += [root / folder for folder in spec.folders]
+    for folder in dict.fromkeys(places):
+        for name in spec.label_maps:
+            if (folder / name).is_file():
+                return _LABEL_MAP_READERS[Path(name).suffix.lower()](folder / name)
+    return None
+
+
+# -- readers -----------------------------------------------------------------------------------------
+
+KINETICS_ANNOTATIONS = "DeepMind annotation CSV (label,youtube_id,time_start,time_end,split[,is_cc])"
+OFFICIAL_PATH_LABEL = "official list (path,label)"
+FRAME_LIST = "frame folders + official list (folder num_frames label)"
+STH_V2_RELEASE = "release: webm videos + labels/*.json"
+STH_V1_RELEASE = "release: JPEG frame folders + something-something-v1-*.csv (id;label)"
+UCF_OFFICIAL = "official list (path label)"
+UCF_RELEASE = "release: ucfTrainTestlist (class folder gives the label)"
+HMDB_RELEASE = "release: videos + testTrainMulti_7030_splits"
+CLASS_FOLDERS = "class folders"
+CSV_LIST = "CSV (path,label)"
+
+
 def _read_kinetics(ctx: ReadContext) -> list[Sample]:
     """The official `path,label` list, or a published annotation CSV (`label,youtube_id,time_start,...`)."""
     first = next(iter(_lines(ctx.list_path)), (0, ""))[1]
     if "youtube_id" not in first:
-        ctx.layout = "official list (path,label)"
+        ctx.layout = OFFICIAL_PATH_LABEL
         return _read_path_label(ctx, separator=",")
-    ctx.layout = "annotation CSV (label,youtube_id,time_start,time_end,split)"
-    text = "\n".join(line for _, line in _lines(ctx.list_path))
+    ctx.layout = KINETICS_ANNOTATIONS
+    rows = _csv_rows(ctx.list_path)
+    _, header = next(rows)
+    columns = {name: position for position, name in enumerate(header)}
+    if "label" not in columns:
+        raise DatasetError(f"{ctx.list_path} has no labels (the Kinetics test CSV is unlabelled)")
+    missing = [name for name in ("youtube_id", "time_start", "time_end") if name not in columns]
+    if missing:
+        raise DatasetError(f"{ctx.list_path}: the header has no {', '.join(missing)} column")
     samples = []
-    for row in csv.DictReader(io.StringIO(text)):
-        if not row.get("label"):
-            raise DatasetError(f"{ctx.list_path} has no labels (the Kinetics test CSV is unlabelled)")
-        youtube_id = row["youtube_id"]
-        clip = f"{youtube_id}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+    for line, row in rows:
+        try:
+            label, youtube_id = row[columns["label"]], row[columns["youtube_id"]]
+            start, end = int(float(row[columns["time_start"]])), int(float(row[columns["time_end"]]))
+        except (IndexError, ValueError):
+            raise DatasetError(f"{ctx.list_path}:{line}: expected {','.join(header)}, got {','.join(row)!r}") from None
+        if not label:
+            raise DatasetError(f"{ctx.list_path}:{line} has no labels (the Kinetics test CSV is unlabelled)")
+        clip = f"{youtube_id}_{start:06d}_{end:06d}"
         path = ctx.videos.find(clip, youtube_id) or ctx.root / f"{clip}.mp4"
-        samples.append(Sample(path, ctx.classes.by_name(row["label"])))
+        samples.append(Sample(path, ctx.classes.by_name(label)))
     return samples
 
 
+def _label(ctx: ReadContext, text: str, line: int) -> int:
+    """A list's label: an index in the release's order, or a class name."""
+    return ctx.classes.by_index(text, line) if text.lstrip("-").isdigit() else ctx.classes.by_name(text)
+
+
 def _read_path_label(ctx: ReadContext, separator: str | None) -> list[Sample]:
-    """`path<sep>label` lines; the label is an index into the model's classes, or a class name."""
+    """`path<sep>label` lines (the official lists); the label is an index or a class name."""
     samples = []
     for line, text in _lines(ctx.list_path):
         relative, label = _fields(ctx.list_path, line, text, separator, 2)
         if line == 1 and (relative.lower(), label.lower()) == ("path", "label"):
             continue
-        index = ctx.classes.by_index(label, line) if label.lstrip("-").isdigit() else ctx.classes.by_name(label)
-        samples.append(Sample(ctx.media_path(relative), index))
+        samples.append(Sample(ctx.media_path(relative), _label(ctx, label, line)))
     return samples
 
 
 def _read_frame_list(ctx: ReadContext) -> list[Sample]:
     """`folder num_frames label` lines over frame folders (Sth V1/V2, HMDB51)."""
+    ctx.layout = FRAME_LIST
     samples = []
     for line, text in _lines(ctx.list_path):
         name, frames, label = _fields(ctx.list_path, line, text, None, 3)
@@ -254,39 +420,86 @@ def _read_frame_list(ctx: ReadContext) -> list[Sample]:
 
 
 def _read_something(ctx: ReadContext) -> list[Sample]:
-    """Sth lists over frame folders, or (V2) the published `.webm` release with its JSON split files."""
-    if ctx.list_path.suffix.lower() != ".json":
-        ctx.layout = "frame folders + list (folder num_frames label)"
-        return _read_frame_list(ctx)
-    ctx.layout = "webm videos + JSON split"
-    try:
-        items = json.loads(ctx.list_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"cannot read {ctx.list_path}: {error}") from None
+    """Sth frame folders + lists, the V2 `.webm` release with its JSON split files, or the V1 release with
+    its `id;label` CSV split files."""
+    suffix = ctx.list_path.suffix.lower()
+    if suffix == ".json":
+        return _read_sthv2_json(ctx)
+    if suffix == ".csv":
+        return _read_sthv1_csv(ctx)
+    return _read_frame_list(ctx)
+
+
+def _test_answers(ctx: ReadContext) -> dict[str, str]:
+    """Sth-V2 `test-answers.csv` beside `test.json` (`id;template`, templates as in labels.json)."""
+    path = ctx.list_path.parent / "test-answers.csv"
+    if not path.is_file():
+        raise DatasetError(
+            f"{ctx.list_path} has no labels (the Something-Something test split is unlabelled; its answers "
+            f"are read from test-answers.csv beside it)"
+        )
+    answers = {}
+    for line, text in _lines(path):
+        video_id, _, template = text.partition(";")
+        if not template:
+            raise DatasetError(f"{path}:{line}: expected id;label, got {text!r}")
+        answers[video_id.strip()] = template.strip()
+    return answers
+
+
+def _read_sthv2_json(ctx: ReadContext) -> list[Sample]:
+    """`[{"id": "74225", "label": ..., "template": "Spinning [something] that ...", "placeholders": [...]}]`;
+    videos `<id>.webm` in `20bn-something-something-v2/`."""
+    ctx.layout = STH_V2_RELEASE
+    items = _read_json(ctx.list_path)
     if not isinstance(items, list) or not all(isinstance(item, dict) and "id" in item for item in items):
         raise DatasetError(f"{ctx.list_path} is not a Something-Something split file (a list of objects with 'id')")
-    if items and "template" not in items[0]:
-        raise DatasetError(f"{ctx.list_path} has no labels (the Something-Something test split is unlabelled)")
-    return [
-        Sample(
-            ctx.videos.find(str(item["id"])) or ctx.media_root / f"{item['id']}.webm",
-            ctx.classes.by_name(item["template"]),
-        )
-        for item in items
-    ]
+    answers = _test_answers(ctx) if items and "template" not in items[0] else {}
+    samples = []
+    for item in items:
+        video_id = str(item["id"])
+        template = item.get("template") or answers.get(video_id)
+        if not isinstance(template, str):
+            raise DatasetError(f"{ctx.list_path}: video {video_id} has no template (class)")
+        samples.append(Sample(ctx.video_by_id(video_id, ".webm"), ctx.classes.by_name(template)))
+    return samples
+
+
+def _read_sthv1_csv(ctx: ReadContext) -> list[Sample]:
+    """`something-something-v1-{train,validation}.csv`: `id;label` lines; frames `<id>/00001.jpg` in
+    `20bn-something-something-v1/`, all of a folder's frames sampled."""
+    ctx.layout = STH_V1_RELEASE
+    samples = []
+    for line, text in _lines(ctx.list_path):
+        video_id, _, label = (part.strip() for part in text.partition(";"))
+        if not label:
+            raise DatasetError(f"{ctx.list_path}:{line}: no label (the Something-Something test split is unlabelled)")
+        samples.append(Sample(ctx.media_root / video_id, ctx.classes.by_name(label)))
+    return samples
 
 
 def _read_ucf101(ctx: ReadContext) -> list[Sample]:
-    """The official `Class/v_Class_gNN_cNN.avi label` lists, or the original `trainlist0N.txt` /
-    `testlist0N.txt` (1-based or no labels): for those the class comes from the folder name."""
+    """The official `Class/v_Class_gNN_cNN.avi label` lists, or the original `trainlist0N.txt` (with
+    1-based `classInd.txt` numbers) / `testlist0N.txt` (none): there the class folder gives the label,
+    and a listed number must name the same class in `classInd.txt`."""
     if ctx.list_path.suffix.lower() == ".csv":
-        ctx.layout = "official list (path label)"
+        ctx.layout = UCF_OFFICIAL
         return _read_path_label(ctx, separator=None)
-    ctx.layout = "UCF101 split list (class folder gives the label)"
+    ctx.layout = UCF_RELEASE
+    numbered = ctx.label_map.names if ctx.label_map is not None else None
     samples = []
-    for _, text in _lines(ctx.list_path):
-        relative = text.split()[0]
-        samples.append(Sample(ctx.media_path(relative), ctx.classes.by_name(relative.split("/")[0])))
+    for line, text in _lines(ctx.list_path):
+        relative, *number = text.split()
+        folder = relative.replace("\\", "/").split("/")[0]
+        if numbered is not None and number:
+            if not number[0].isdigit() or not 1 <= int(number[0]) <= len(numbered):
+                raise DatasetError(f"{ctx.list_path}:{line}: class number {number[0]!r} is not in classInd.txt")
+            if class_key(numbered[int(number[0]) - 1]) != class_key(folder):
+                raise DatasetError(
+                    f"{ctx.list_path}:{line}: class {number[0]} is {numbered[int(number[0]) - 1]!r} in "
+                    f"classInd.txt, but the video is in folder {folder!r}"
+                )
+        samples.append(Sample(ctx.media_path(relative), ctx.classes.by_name(folder)))
     return samples
 
 
@@ -294,9 +507,8 @@ def _read_hmdb51(ctx: ReadContext) -> list[Sample]:
     """The official frame-folder lists, or the original `testTrainMulti_7030_splits` folder
     (`<class>_test_split<fold>.txt`, lines `video.avi 1|2`: 1 = train, 2 = test)."""
     if not ctx.list_path.is_dir():
-        ctx.layout = "frame folders + list (folder num_frames label)"
         return _read_frame_list(ctx)
-    ctx.layout = "videos + original split files"
+    ctx.layout = HMDB_RELEASE
     wanted = "1" if ctx.split == "train" else "2"
     split_files = sorted(ctx.list_path.glob(f"*_test_split{ctx.fold}.txt"))
     if not split_files:
@@ -314,7 +526,7 @@ def _read_hmdb51(ctx: ReadContext) -> list[Sample]:
 
 def _read_folder(ctx: ReadContext) -> list[Sample]:
     """`root/<split>/<class>/<video file or frame folder>`; classes matched by name."""
-    ctx.layout = "class folders"
+    ctx.layout = CLASS_FOLDERS
     samples = []
     for class_dir in sorted(path for path in ctx.list_path.iterdir() if path.is_dir()):
         label = ctx.classes.by_name(class_dir.name)
@@ -324,65 +536,138 @@ def _read_folder(ctx: ReadContext) -> list[Sample]:
     return samples
 
 
+def _csv_columns(path: Path) -> tuple[list[tuple[int, str, str]], bool]:
+    """(line, path, label) rows of a `path,label` CSV and whether it had a header. A header names the
+    columns (`path` and `label`, others ignored, e.g. the index column pandas writes); without one,
+    every row is exactly `path,label`."""
+    rows = list(_csv_rows(path))
+    if not rows:
+        return [], False
+    header = [cell.lower() for cell in rows[0][1]]
+    if "path" in header and "label" in header:
+        where = (header.index("path"), header.index("label"))
+        body, has_header = rows[1:], True
+    else:
+        where, body, has_header = (0, 1), rows, False
+    result = []
+    for line, row in body:
+        if (not has_header and len(row) != 2) or len(row) <= max(where):
+            raise DatasetError(f"{path}:{line}: expected path,label, got {','.join(row)!r}")
+        result.append((line, row[where[0]], row[where[1]]))
+    return result, has_header
+
+
 def _read_csv(ctx: ReadContext) -> list[Sample]:
-    ctx.layout = "CSV (path,label)"
-    return _read_path_label(ctx, separator=",")
+    ctx.layout = CSV_LIST
+    rows, _ = _csv_columns(ctx.list_path)
+    return [Sample(ctx.media_path(relative), _label(ctx, label, line)) for line, relative, label in rows]
 
 
-# The official data_list ships val.csv and test.csv as the same file (PROTOCOLS.md 6.1), the published
-# annotations name their validation CSV validate.csv.
+# The official data_list ships val.csv and test.csv as the same file (PROTOCOLS.md 6.1); the DeepMind archive names its
+# validation CSV validate.csv (kinetics400/, kinetics600/), the CVDF mirror val.csv (annotations/).
 KINETICS_LISTS = {"val": ("val.csv", "validate.csv", "test.csv"), "train": ("train.csv",), "test": ("test.csv",)}
-
+KINETICS_LAYOUTS = (
+    Layout(
+        OFFICIAL_PATH_LABEL,
+        "ROOT/val.csv                     lines <youtube_id>.mp4,<label index> (CRLF)\n"
+        "ROOT/<youtube_id>.mp4            (or any folder below ROOT, also with the time range in the name)",
+    ),
+    Layout(
+        KINETICS_ANNOTATIONS,
+        "ROOT/kinetics400/validate.csv    label,youtube_id,time_start,time_end,split,is_cc (quoted labels)\n"
+        "ROOT/val/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4   (or flat, in any folder below ROOT)",
+    ),
+)
+SOMETHING_FRAME_LAYOUT = Layout(
+    FRAME_LIST,
+    "ROOT/somesomev{1,2}_rgb_validation_split.txt   lines <id> <num_frames> <label index>\n"
+    "ROOT/<id>/00001.jpg (V1) or ROOT/<id>/img_00001.jpg (V2) ...",
+)
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
-        # Kinetics-400 videos: official list or the published annotation CSVs
         DatasetSpec(
-            "k400",
-            "k400",
-            _read_kinetics,
-            KINETICS_LISTS,
+            "k400", "k400", _read_kinetics, KINETICS_LISTS, layouts=KINETICS_LAYOUTS, list_dirs=("kinetics400",)
         ),
-        # Kinetics-600 videos: official list or the published annotation CSVs
         DatasetSpec(
-            "k600",
-            "k600",
-            _read_kinetics,
-            KINETICS_LISTS,
+            "k600", "k600", _read_kinetics, KINETICS_LISTS, layouts=KINETICS_LAYOUTS, list_dirs=("kinetics600",)
         ),
-        # Something-Something V1 frame folders (00001.jpg) + somesomev1_rgb_*_split.txt
         DatasetSpec(
             "sthv1",
             "sthv1",
             _read_something,
-            {"val": ("somesomev1_rgb_validation_split.txt",), "train": ("somesomev1_rgb_train_split.txt",)},
+            {
+                "val": ("somesomev1_rgb_validation_split.txt", "something-something-v1-validation.csv"),
+                "train": ("somesomev1_rgb_train_split.txt", "something-something-v1-train.csv"),
+                "test": ("something-something-v1-test.csv",),
+            },
             media_dirs=("20bn-something-something-v1",),
+            layouts=(
+                SOMETHING_FRAME_LAYOUT,
+                Layout(
+                    STH_V1_RELEASE,
+                    "ROOT/something-something-v1-labels.csv       one class a line\n"
+                    "ROOT/something-something-v1-validation.csv   lines <id>;<class>\n"
+                    "ROOT/20bn-something-something-v1/<id>/00001.jpg ...",
+                ),
+            ),
+            label_maps=("something-something-v1-labels.csv",),
         ),
-        # Something-Something V2 frame folders (img_00001.jpg) + lists, or .webm + JSON split files
         DatasetSpec(
             "sthv2",
             "sthv2",
             _read_something,
             {
-                "val": ("somesomev2_rgb_validation_split.txt", "something-something-v2-validation.json"),
-                "train": ("somesomev2_rgb_train_split.txt", "something-something-v2-train.json"),
+                "val": (
+                    "somesomev2_rgb_validation_split.txt",
+                    "validation.json",
+                    "something-something-v2-validation.json",
+                ),
+                "train": ("somesomev2_rgb_train_split.txt", "train.json", "something-something-v2-train.json"),
+                "test": ("test.json", "something-something-v2-test.json"),
             },
             media_dirs=("20bn-something-something-v2",),
+            layouts=(
+                SOMETHING_FRAME_LAYOUT,
+                Layout(
+                    STH_V2_RELEASE,
+                    'ROOT/labels/labels.json           {"<class>": "<index>", ...}\n'
+                    'ROOT/labels/validation.json       [{"id": ..., "template": ...}, ...] (also train.json;\n'
+                    "                                  test.json with test-answers.csv beside it)\n"
+                    "ROOT/20bn-something-something-v2/<id>.webm\n"
+                    "(older names: something-something-v2-{labels,train,validation,test}.json)",
+                ),
+            ),
+            label_maps=("labels.json", "something-something-v2-labels.json"),
         ),
-        # UCF101 videos + official split{N}/*.csv or the original trainlist0N/testlist0N.txt
         DatasetSpec(
             "ucf101",
             "ucf101",
             _read_ucf101,
             {
-                "val": ("split{fold}/val.csv", "testlist0{fold}.txt", "ucfTrainTestlist/testlist0{fold}.txt"),
-                "test": ("split{fold}/test.csv", "testlist0{fold}.txt", "ucfTrainTestlist/testlist0{fold}.txt"),
-                "train": ("split{fold}/train.csv", "trainlist0{fold}.txt", "ucfTrainTestlist/trainlist0{fold}.txt"),
+                "val": ("split{fold}/val.csv", "testlist0{fold}.txt"),
+                "test": ("split{fold}/test.csv", "testlist0{fold}.txt"),
+                "train": ("split{fold}/train.csv", "trainlist0{fold}.txt"),
             },
             media_dirs=("UCF-101", "UCF101"),
             folds=True,
+            layouts=(
+                Layout(
+                    UCF_OFFICIAL,
+                    "ROOT/split1/val.csv      lines <Class>/v_<Class>_gNN_cNN.avi <label index>\n"
+                    "ROOT/UCF-101/<Class>/v_<Class>_gNN_cNN.avi",
+                ),
+                Layout(
+                    UCF_RELEASE,
+                    "ROOT/ucfTrainTestlist/classInd.txt     lines <1-based number> <Class> (CRLF)\n"
+                    "ROOT/ucfTrainTestlist/testlist01.txt   lines <Class>/v_<Class>_gNN_cNN.avi\n"
+                    "ROOT/ucfTrainTestlist/trainlist01.txt  lines <Class>/v_<Class>_gNN_cNN.avi <number>\n"
+                    "ROOT/UCF-101/<Class>/v_<Class>_gNN_cNN.avi",
+                ),
+            ),
+            list_dirs=("ucfTrainTestlist",),
+            label_maps=("classInd.txt",),
         ),
-        # HMDB51 frame folders + official split{N}/*.txt, or videos + testTrainMulti_7030_splits
         DatasetSpec(
             "hmdb51",
             "hmdb51",
@@ -393,11 +678,37 @@ DATASETS: dict[str, DatasetSpec] = {
                 "train": ("split{fold}/train.txt", "testTrainMulti_7030_splits"),
             },
             folds=True,
+            layouts=(
+                Layout(
+                    FRAME_LIST,
+                    "ROOT/split1/val.txt      lines <folder> <num_frames> <label index>\n"
+                    "ROOT/<folder>/img_00001.jpg ...",
+                ),
+                Layout(
+                    HMDB_RELEASE,
+                    "ROOT/testTrainMulti_7030_splits/<class>_test_split1.txt   lines <video>.avi 0|1|2\n"
+                    "ROOT/<class>/<video>.avi",
+                ),
+            ),
         ),
-        # any root/<split>/<class>/<video file or frame folder> tree
-        DatasetSpec("folder", None, _read_folder),
-        # a CSV of path,label (--list FILE; paths relative to --root)
-        DatasetSpec("csv", None, _read_csv),
+        DatasetSpec(
+            "folder",
+            None,
+            _read_folder,
+            layouts=(Layout(CLASS_FOLDERS, "ROOT/<split>/<class>/<video file or frame folder>"),),
+        ),
+        DatasetSpec(
+            "csv",
+            None,
+            _read_csv,
+            layouts=(
+                Layout(
+                    CSV_LIST,
+                    "--list FILE.csv          rows path,label (optional header naming path and label;\n"
+                    "                         quoted fields); paths relative to --root, else the CSV's folder",
+                ),
+            ),
+        ),
     )
 }
 
@@ -437,23 +748,26 @@ def find_list(spec: DatasetSpec, root: Path, split: str, fold: int) -> Path:
 
 
 def check_label_set(spec: DatasetSpec, classes: list[str]) -> None:
-    """A model whose classes are not the dataset's would be scored against the wrong names."""
+    """A model whose classes are not the dataset's (in any order) would be scored against the wrong names."""
     if spec.label_set is None:
         return
-    expected = load_labels(spec.label_set)
-    differ = next(
-        (i for i, (a, b) in enumerate(zip(classes, expected, strict=False)) if class_key(a) != class_key(b)), None
-    )
-    if len(classes) != len(expected) or differ is not None:
-        detail = (
-            f"class {differ} is {classes[differ]!r}, not {expected[differ]!r}"
-            if differ is not None
-            else f"{len(classes)} classes, not {len(expected)}"
-        )
+    extra, absent = _class_mismatch(classes, load_labels(spec.label_set))
+    if extra is not None or absent is not None:
+        detail = f"its class {extra!r} is not one of them" if extra is not None else f"it has no class {absent!r}"
         default = spec.default_model.name if spec.default_model else "none"
         raise DatasetError(
             f"the model's classes are not the {spec.name} classes ({detail}): use a {spec.name} model, e.g. {default}"
         )
+
+
+def check_label_map(label_map: LabelMap, classes: list[str]) -> None:
+    """The release's class map must name the model's classes (any order): one line naming the first
+    class that differs, never a silent score against another class list."""
+    extra, absent = _class_mismatch(label_map.names, classes)
+    if extra is not None:
+        raise DatasetError(f"{label_map.path} does not match the model: its class {extra!r} is not a model class")
+    if absent is not None:
+        raise DatasetError(f"{label_map.path} does not match the model: it has no class {absent!r}")
 
 
 @dataclass(frozen=True)
@@ -491,19 +805,28 @@ def read_split(
 ) -> DatasetSplit:
     """Read a located split. `classes` are the model's class names (its output order); a model without
     names gives its `num_classes`, and the dataset's label set (or, for `folder`/`csv`, the sorted class
-    names found in the data) names them."""
+    names found in the data) names them. A class map shipped with the release is checked against them
+    and gives the order of the release's label indices."""
     spec, list_path = location.spec, location.list_path
     if classes is not None:
         check_label_set(spec, classes)
     classes = _resolve_classes(spec, list_path, classes, num_classes)
-    ctx = ReadContext(
-        spec, location.root, list_path, _ClassIndex(classes, list_path), location.split_name, location.fold
-    )
+    label_map = find_label_map(spec, location.root, list_path) if spec.label_maps else None
+    if label_map is not None:
+        check_label_map(label_map, classes)
+    order = label_map.names if label_map is not None and label_map.indexed else None
+    if order is None and spec.label_set is not None:
+        order = load_labels(spec.label_set)
+    index = _ClassIndex(classes, list_path, order)
+    ctx = ReadContext(spec, location.root, list_path, index, location.split_name, location.fold, label_map=label_map)
     samples = spec.read(ctx)
     ctx.classes.check()
     if not samples:
         raise DatasetError(f"{list_path} lists no videos")
-    return DatasetSplit(spec.name, location.split, samples, classes, list_path, ctx.layout, location.root)
+    if index.order is not None:
+        logger.info("%s: label indices follow the release's class order, mapped by name to the model's", list_path)
+    map_path = label_map.path if label_map is not None else None
+    return DatasetSplit(spec.name, location.split, samples, classes, list_path, ctx.layout, location.root, map_path)
 
 
 def read_dataset(
@@ -531,7 +854,7 @@ def _resolve_classes(
     elif spec.name == "folder":
         names = sorted(path.name for path in list_path.iterdir() if path.is_dir())
     else:
-        labels = {_fields(list_path, line, text, ",", 2)[1] for line, text in _lines(list_path)} - {"label"}
+        labels = {label for _, _, label in _csv_columns(list_path)[0]}
         numeric = all(label.isdigit() for label in labels)
         if numeric and num_classes is None:
             raise DatasetError(f"{list_path} has label indices but the model's class count is unknown")
@@ -541,15 +864,55 @@ def _resolve_classes(
     return names
 
 
+def mirroring_changes_labels(split: DatasetSplit) -> bool:
+    """Whether a horizontal flip turns a clip of one class into another: Something-Something ("Pushing
+    something from left to right"), read with its reader or as any list or tree of its class names."""
+    spec = DATASETS.get(split.dataset)
+    if spec is not None and spec.label_set in SOMETHING_SETS:
+        return True
+    keys = {class_key(name) for name in split.classes}
+    return bool(keys) and any(
+        keys <= {class_key(name) for name in load_labels(label_set)} for label_set in SOMETHING_SETS
+    )
+
+
+def _unavailable_reason(path: Path) -> str | None:
+    """Why a listed video cannot be read, from the file system alone (no decoding): None when it can."""
+    try:
+        if path.is_dir():
+            with os.scandir(path) as entries:
+                return None if any(entry.is_file() for entry in entries) else "empty frame folder"
+        if path.stat().st_size == 0:
+            return "empty file"
+        with path.open("rb") as file:
+            file.read(1)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as error:
+        return f"unreadable ({error.strerror or error})"
+    return None
+
+
+def unavailable_videos(samples: Sequence[Sample], workers: int = 8) -> list[tuple[Path, str]]:
+    """(path, reason) of every listed video that is missing or cannot be opened, in list order."""
+    with ThreadPoolExecutor(workers) as pool:  # file systems on the network answer in parallel
+        reasons = list(pool.map(_unavailable_reason, [sample.path for sample in samples]))
+    return [(sample.path, reason) for sample, reason in zip(samples, reasons, strict=True) if reason is not None]
+
+
 __all__ = [
     "DATASETS",
     "DatasetSpec",
     "DatasetSplit",
+    "LabelMap",
+    "Layout",
     "Sample",
     "SplitLocation",
     "class_key",
     "get_dataset",
     "locate_split",
+    "mirroring_changes_labels",
     "read_dataset",
     "read_split",
+    "unavailable_videos",
 ]
