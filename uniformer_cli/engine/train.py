@@ -41,8 +41,8 @@ from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.scoring import compute_metrics, score_videos
 from uniformer_cli.engine.signals import StopSignal
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
-from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng
-from uniformer_cli.errors import CheckpointError, UniformerError
+from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng, report_unavailable
+from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError
 from uniformer_cli.models import create_model
 from uniformer_cli.progress import progress_bar, stderr_console
 from uniformer_cli.weights import (
@@ -322,6 +322,16 @@ class _Trainer:
         if processes.main:
             self.output.mkdir(parents=True, exist_ok=True)
             (self.output / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        # Rank 0 checks the lists (one pass over the file system), every rank stops if it must.
+        unreadable = None
+        if processes.main:
+            try:
+                report_unavailable({"train": self.train_split, "val": self.val_split}, self.output)
+            except DatasetError as error:
+                unreadable = str(error)
+        unreadable = processes.from_main(unreadable)
+        if unreadable is not None:
+            raise DatasetError(unreadable)
         resumed_step = self.step if state is not None else None
         self.log = MetricsLog(self.output / "metrics.jsonl", processes.main, resumed_step, runtime.tensorboard)
 

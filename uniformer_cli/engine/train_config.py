@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from uniformer_cli.data.augment import AugmentConfig
-from uniformer_cli.data.datasets import DatasetSplit, read_dataset
+from uniformer_cli.data.datasets import DatasetSplit, mirroring_changes_labels, read_dataset
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.engine.checkpointing import load_checkpoint
@@ -293,9 +293,10 @@ def plan_training(options: TrainOptions) -> TrainConfig:
     if aug not in AUG_CHOICES:
         raise UniformerError(f"unknown --aug {aug!r} (use one of {', '.join(AUG_CHOICES)})")
     official = aug == "official" or (aug == "auto" and len(train.samples) >= OFFICIAL_AUG_MIN_VIDEOS)
-    augment = _augment(
-        options, official, protocol.size, _pick(options.flip, recipe.flip), recipe.randaug, protocol.channel_order
-    )
+    # Something-Something classes name directions ("from left to right"): a mirrored clip would carry the
+    # wrong label, so such data never flips unless --flip asks for it, whatever the recipe's data was.
+    flip = _pick(options.flip, recipe.flip and not mirroring_changes_labels(train))
+    augment = _augment(options, official, protocol.size, flip, recipe.randaug, protocol.channel_order)
     mixup = _pick(options.mixup, official)
     batch_size = _pick(options.batch_size, max(1, recipe.batch_size // GPUS_PER_RECIPE_MACHINE))
     accum_steps = _pick(options.accum_steps, 1)

@@ -8,21 +8,57 @@ interrupted one was, from nothing but the epoch and step counters.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from uniformer_cli.data.augment import ClipAugment
-from uniformer_cli.data.datasets import Sample
+from uniformer_cli.data.datasets import DatasetSplit, Sample, unavailable_videos
 from uniformer_cli.data.sampling import Sampling, train_indices
 from uniformer_cli.data.video import open_video
 from uniformer_cli.errors import DatasetError, VideoError
 
+logger = logging.getLogger(__name__)
+
 SampleKey = tuple[int, int]  # (epoch, index into the sample list)
 DECODE_RETRIES = 10  # a broken video is replaced by another random one, as the official loader does
+
+
+UNAVAILABLE_LIST = "unavailable_videos.txt"  # in the run folder: every listed video that cannot be read
+SHOWN_UNAVAILABLE = 3
+
+
+def report_unavailable(splits: Mapping[str, DatasetSplit], output: Path) -> int:
+    """Check that every listed video is there and readable (no decoding) before training starts: one
+    warning line with the counts and the first few names, the full list in `output/unavailable_videos.txt`
+    (`split<TAB>reason<TAB>path`). Training replaces an unreadable video by another random one, as the
+    official loader does, but never silently; a training list with no readable video is refused.
+    Returns how many are unavailable."""
+    found = {name: unavailable_videos(split.samples) for name, split in splits.items()}
+    listing = output / UNAVAILABLE_LIST
+    total = sum(len(bad) for bad in found.values())
+    if total == 0:
+        listing.unlink(missing_ok=True)  # a stale list of a resumed run's earlier start
+        return 0
+    lines = [f"{name}\t{reason}\t{path}" for name, bad in found.items() for path, reason in bad]
+    listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    counts = " and ".join(f"{len(bad)} of {len(splits[name].samples)} {name}" for name, bad in found.items() if bad)
+    first = [
+        path.relative_to(splits[name].root) if path.is_relative_to(splits[name].root) else path
+        for name, bad in found.items()
+        for path, _ in bad
+    ][:SHOWN_UNAVAILABLE]
+    shown = ", ".join(str(path) for path in first) + (", ..." if total > SHOWN_UNAVAILABLE else "")
+    logger.warning("%s videos are missing or unreadable (%s): the full list is in %s", counts, shown, listing)
+    train = splits.get("train")
+    if train is not None and len(found["train"]) == len(train.samples):
+        raise DatasetError(f"none of the {len(train.samples)} training videos can be read (see {listing})")
+    return total
 
 
 def keyed_rng(*key: int) -> np.random.Generator:
