@@ -315,6 +315,7 @@ def test_light_model_trains_both_heads_with_checkpointing_and_bf16(small_motion:
     assert result.stopped_early and result.steps == 2 and result.best_top1 is None
     trained = load_checkpoint(tmp_path / "last.pt")
     assert trained["step"] == 2
+    assert (tmp_path / "curves.png").is_file()
     # The token head only gets gradients from the two-head training loss (forward_train).
     assert not torch.equal(trained["model"]["head_cls.weight"], initial["head_cls.weight"])
     assert not torch.equal(trained["model"]["head.weight"], initial["head.weight"])

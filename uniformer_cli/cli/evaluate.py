@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from uniformer_cli import data, engine
+from uniformer_cli import data, engine, plots
 from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
@@ -32,6 +32,7 @@ from uniformer_cli.cli.options import (
 )
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.loading import DEFAULT_WORKERS
+from uniformer_cli.progress import stderr_console
 
 DATASET_HELP = f"{', '.join(DATASETS)}: picks the reader, list file names, class names and default model."
 
@@ -88,6 +89,15 @@ def evaluate(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run saved in the --json FILE: skip videos already scored.")
     ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Write per_class.png (accuracy bars) and confusion.png (matrix, or the most confused pairs "
+            "when there are many classes) to this folder. Needs the plot extra.",
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a model on a dataset split: top-1, top-5 and mean class accuracy, released protocol.
 
@@ -127,6 +137,8 @@ def evaluate(
         resume=resume,
         compile=compile_model,
     )
+    if plot is not None:
+        plots.require_matplotlib()
     report = engine.evaluate.run_evaluation(request)
     if report is None:  # a torchrun rank other than 0
         return
@@ -134,6 +146,19 @@ def evaluate(
         typer.echo(json.dumps(report.to_json(), indent=1))
     else:
         show(report, json_file)
+    if plot is not None:
+        _plot(report, plot)
+
+
+def _plot(report: engine.evaluate.EvalReport, folder: Path) -> None:
+    """Per-class accuracy and confusions of the readable videos (their top-1 prediction)."""
+    scored = [result for result in report.results if result.error is None and result.top5]
+    labels, predicted = [r.label for r in scored], [r.top5[0] for r in scored]
+    written = [
+        plots.per_class_plot(folder / "per_class.png", report.classes, labels, predicted),
+        plots.confusion_plot(folder / "confusion.png", report.classes, labels, predicted),
+    ]
+    stderr_console.print(escape(f"plots: {', '.join(map(str, written))}"), highlight=False)
 
 
 def show(report: engine.evaluate.EvalReport, json_file: Path | None) -> None:

@@ -7,13 +7,14 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.bar import Bar
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from uniformer_cli import data, engine
+from uniformer_cli import data, engine, plots
 from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
@@ -76,6 +77,15 @@ def predict(
             "(one centre-crop clip per window, or --clips).",
         ),
     ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="With --timeline: draw the top classes' scores over time to this PNG (one per video: "
+            "FILE-<video>.png when there are several). Needs the plot extra.",
+            dir_okay=False,
+        ),
+    ] = None,
     revision: RevisionOption = None,
     head_dim: HeadDimOption = None,
 ) -> None:
@@ -93,6 +103,10 @@ def predict(
     `uniformer predict videos/ --json`, `uniformer predict long.mp4 --timeline 2`,
     `uniformer predict clip.mp4 --weights mine.pth --frames 16 --stride 4`
     """
+    if plot is not None:
+        if timeline is None:
+            raise typer.BadParameter("--plot draws a timeline: add --timeline SECONDS", param_hint="'--plot'")
+        plots.require_matplotlib()
     videos = engine.predict.find_videos(paths)
     predictor = engine.predict.load_predictor(
         model,
@@ -131,6 +145,8 @@ def predict(
             )
     if csv_file is not None:
         _write_csv(csv_file, report)
+    if plot is not None:
+        _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.predict.VideoTimeline)])
     for failure in report.failures:
         print_error(failure.error)
     if report.failures:
@@ -175,6 +191,24 @@ def _timeline_table(result: engine.predict.VideoTimeline) -> Table:
     for window in result.windows:
         table.add_row(_clock(window.start), _clock(window.end), escape(window.label), f"{window.score:.1%}")
     return table
+
+
+def _plot_timelines(path: Path, timelines: list[engine.predict.VideoTimeline]) -> None:
+    """One PNG per video: `path` itself for a single video, else `path`'s stem, `-`, the video's stem."""
+    used: set[Path] = set()
+    for result in timelines:
+        target = path
+        if len(timelines) > 1:
+            target = path.with_name(f"{path.stem}-{Path(result.file).stem}{path.suffix or '.png'}")
+            for number in range(2, len(timelines) + 2):
+                if target not in used:
+                    break
+                target = path.with_name(f"{path.stem}-{Path(result.file).stem}-{number}{path.suffix or '.png'}")
+        used.add(target)
+        windows = [(window.start, window.end) for window in result.windows]
+        title = f"{Path(result.file).name} · {result.model} · {result.protocol} per window"
+        plots.timeline_plot(target, windows, np.asarray(result.probabilities), result.labels, title)
+        stderr_console.print(escape(f"timeline plot: {target}"), highlight=False)
 
 
 def _write_csv(path: Path, report: engine.predict.PredictReport) -> None:

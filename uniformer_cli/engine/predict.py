@@ -81,6 +81,9 @@ class VideoTimeline:
     windows: list[TimelineWindow]
     seconds: float
     protocol: str = ""
+    # Every class's probability per window `[windows, classes]`, for plots (not part of the JSON record).
+    probabilities: list[list[float]] = field(default_factory=list, repr=False)
+    labels: list[str] = field(default_factory=list, repr=False)  # the names of those classes
 
     def as_dict(self) -> dict[str, object]:
         """The `--json --timeline` record: file, model, windows (start, end, label, index, score), seconds."""
@@ -208,16 +211,19 @@ class Predictor:
         were a whole video, with `clips` clips and the centre crop."""
         started = time.perf_counter()
         protocol = replace(self.protocol, clips=clips, crops=1, single_crop="centre")
-        windows = []
+        windows, scores = [], []
         with open_video(path, self.decoder) as video:
             bounds = window_bounds(video.num_frames, video.fps, seconds)
             for number, (first, stop) in enumerate(bounds):
                 probabilities = self.probabilities(views_from_video(video, protocol, window=(first, stop)))
                 best = self.rank(probabilities, 1)[0]
                 windows.append(TimelineWindow(first / video.fps, stop / video.fps, best.label, best.index, best.score))
+                scores.append(probabilities.tolist())
                 if on_window:
                     on_window(number + 1, len(bounds))
-        return VideoTimeline(str(path), self.name, windows, time.perf_counter() - started, protocol.describe())
+        labels = [self.label(index) for index in range(len(scores[0]))] if scores else []
+        elapsed = time.perf_counter() - started
+        return VideoTimeline(str(path), self.name, windows, elapsed, protocol.describe(), scores, labels)
 
 
 def window_bounds(num_frames: int, fps: float, seconds: float) -> list[tuple[int, int]]:

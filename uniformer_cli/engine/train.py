@@ -6,6 +6,7 @@ Files in the output folder (written by rank 0):
   written atomically and readable with `torch.load(weights_only=True)`;
 - `best.safetensors`: the best model with its config, labels and test protocol (`predict --weights`);
 - `metrics.jsonl`: one JSON object per logged step and per epoch; `config.json`: the run's config;
+- `curves.png`: loss, learning rate and validation top-1, drawn at the end and on resume (`plot` extra);
 - `tensorboard/`: event files with `--tensorboard` when TensorBoard is installed.
 
 Every random draw is keyed by the run's seed and a position (epoch, step, sample or micro-batch), so
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from uniformer_cli import plots
 from uniformer_cli.data.augment import ClipAugment, MixupCutmix, soft_cross_entropy
 from uniformer_cli.data.datasets import Sample, class_key
 from uniformer_cli.data.loading import init_decoding_worker
@@ -53,6 +56,8 @@ from uniformer_cli.weights import (
     save_weights,
 )
 from uniformer_cli.zoo import IMAGENET_WEIGHTS, get_entry
+
+logger = logging.getLogger(__name__)
 
 HEAD_MODULES = ("head", "head_cls")
 
@@ -199,6 +204,8 @@ class MetricsLog:
         if resumed_step is not None and path.exists():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_step]
         path.write_text("".join(f"{line}\n" for line in kept))
+        if kept:
+            self.draw_curves()
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -220,7 +227,18 @@ class MetricsLog:
                     self.writer.add_scalar(f"{record['event']}/{key}", value, record["step"])
             self.writer.flush()  # on disk with the JSON line: a killed run loses neither
 
+    def draw_curves(self) -> None:
+        """`curves.png` beside the log (loss, learning rate, validation top-1), when matplotlib is installed."""
+        if not self.enabled:
+            return
+        records = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+        try:
+            plots.training_curves(self.path.parent / "curves.png", records)
+        except UniformerError as error:  # no matplotlib, or an unwritable folder: the run itself is fine
+            logger.warning("curves.png not written: %s", error)
+
     def close(self) -> None:
+        self.draw_curves()
         if self.writer is not None:
             self.writer.close()
 
