@@ -72,7 +72,8 @@ def test_full_size_official_layouts_convert_with_the_right_config(
     code, out, err = run_cli(capsys, "convert", tmp_path / "official.pth", destination, *model_option, "--json")
     assert code == 0, err
     summary = json.loads(out)
-    assert (summary["parameters"], summary["tensors"]) == (parameters, keys)
+    assert (summary["params"], summary["tensors"]) == (parameters, keys)
+    assert (summary["arch"], summary["backbone"]) == (family, config.arch)
     stored = load_weights(destination)
     assert stored.config == config
     for key, tensor in state_dict.items():
@@ -81,8 +82,10 @@ def test_full_size_official_layouts_convert_with_the_right_config(
         entry = get_entry(zoo_name)
         assert stored.labels == load_labels("k400")
         assert stored.protocol == ViewProtocol.from_entry(entry).as_dict()
-        assert summary["zoo_entry"] == zoo_name
+        assert summary["model"] == zoo_name
+        assert summary["protocol"] == ViewProtocol.from_entry(entry).as_dict()
     else:
+        assert summary["model"] is None and summary["protocol"] is None
         assert stored.labels is None and stored.protocol is None
 
 
@@ -112,6 +115,21 @@ def test_convert_failures_are_one_line_and_exit_1(
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / arguments[1]).exists()
+
+
+def test_convert_keeps_an_existing_destination_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    destination = tmp_path / "out.safetensors"
+    destination.write_bytes(b"an earlier conversion")
+    source = PARITY / "small_official.pth"
+    code, _, err = run_cli(capsys, "convert", source, destination, "--head-dim", "16")
+    assert code == 1 and "out.safetensors already exists: pass --force" in err
+    assert destination.read_bytes() == b"an earlier conversion"
+    code, out, err = run_cli(capsys, "convert", source, destination, "--head-dim", "16", "--force", "-o", "-")
+    assert code == 0, err
+    assert json.loads(out)["destination"] == str(destination)
+    assert load_model(destination).config.head_dim == 16
 
 
 # --- 2-D ImageNet inflation --------------------------------------------------------------------------
@@ -197,5 +215,5 @@ def test_an_image_checkpoint_converts_to_an_inflated_video_model(
     kernel = stored.state_dict["blocks1.0.attn.weight"]
     assert kernel.shape[2] == 5
     torch.testing.assert_close(kernel.sum(dim=2), image["blocks1.0.attn.weight"])
-    code, _, err = run_cli(capsys, "convert", tmp_path / "in1k.pth", destination, "--model", "s16x8-k400")
+    code, _, err = run_cli(capsys, "convert", tmp_path / "in1k.pth", destination, "--model", "s16x8-k400", "--force")
     assert code == 1 and "2-D ImageNet weights" in err

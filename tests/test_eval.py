@@ -99,9 +99,10 @@ def run_eval(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int
 
 def eval_json(capsys: pytest.CaptureFixture[str], tmp_path: Path, *args: str | Path) -> dict:
     report = tmp_path / "report.json"
-    code, _, err = run_eval(capsys, *args, "--json", report)
-    assert code == 0, err
-    return json.loads(report.read_text())
+    code, _, err = run_eval(capsys, *args, "-o", report)
+    data = json.loads(report.read_text())
+    assert code == (3 if data["summary"]["failures"] else 0), err  # 3: some videos failed, the rest was written
+    return data
 
 
 def assert_metrics(summary: dict, wanted: dict[str, float]) -> None:
@@ -168,8 +169,8 @@ def test_kinetics_official_list_with_broken_and_missing_videos(tmp_path: Path, c
     weights = write_model(tmp_path / "k400.safetensors", load_labels("k400"), DENSE_RGB)
 
     report = tmp_path / "report.json"
-    code, out, err = run_eval(capsys, "--dataset", "k400", "--root", tmp_path, "--weights", weights, "--json", report)
-    assert code == 0, err
+    code, out, err = run_eval(capsys, "--dataset", "k400", "--root", tmp_path, "--weights", weights, "-o", report)
+    assert code == 3, err
     data = json.loads(report.read_text())
     summary = data["summary"]
     assert_metrics(summary, expected(videos))
@@ -182,11 +183,15 @@ def test_kinetics_official_list_with_broken_and_missing_videos(tmp_path: Path, c
     ]
     for item, video in zip(per_video, videos, strict=True):
         if video.state == "ok":
-            assert item["top5"] == ranking(video.first)[:5] or set(item["top5"]) == set(ranking(video.first)[:5])
-            assert item["top5"][0] == ranking(video.first)[0] and item["error"] is None
-            assert item["label_name"] == load_labels("k400")[video.label]
+            top5 = [ranked["index"] for ranked in item["top5"]]
+            assert top5 == ranking(video.first)[:5] or set(top5) == set(ranking(video.first)[:5])
+            assert item["predicted_index"] == top5[0] == ranking(video.first)[0] and item["error"] is None
+            assert item["predicted_label"] == item["top5"][0]["label"] == load_labels("k400")[top5[0]]
+            assert (item["true_index"], item["true_label"]) == (video.label, load_labels("k400")[video.label])
+            assert item["correct"] == (top5[0] == video.label)
         else:
-            assert item["error"] and item["top5"] == []
+            assert item["error"] and item["top5"] == [] and item["correct"] is None
+        assert item["weights"] == str(weights) and item["protocol"] == summary["protocol"]
     # The table names the metrics and lists both failures.
     assert "top-1" in out and "mean class" in out and "2 unreadable video(s)" in out
     assert "vid00000006.mp4" in out and "vid00000005_000010_000020.mp4" in out
@@ -208,8 +213,8 @@ def test_kinetics_annotation_csv_and_limit(tmp_path: Path, capsys) -> None:
     weights = write_model(tmp_path / "k600.safetensors", labels, DENSE_RGB)
     data = eval_json(capsys, tmp_path, "--dataset", "k600", "--root", tmp_path, "--weights", weights)
     assert_metrics(data["summary"], expected(MIXED))
-    # --json - prints the JSON instead of the table.
-    code, out, err = run_eval(capsys, "-D", "k600", "-r", tmp_path, "-w", weights, "--limit", "2", "--json", "-")
+    # --json prints the JSON instead of the table.
+    code, out, err = run_eval(capsys, "-D", "k600", "-r", tmp_path, "-w", weights, "--limit", "2", "--json")
     assert code == 0, err
     limited = json.loads(out)
     assert limited["summary"]["videos"] == 2 and len(limited["videos"]) == 2
@@ -316,17 +321,17 @@ def test_protocol_overrides_and_resume(tmp_path: Path, capsys) -> None:
     assert_metrics(summary, expected(MIXED))
 
     report = tmp_path / "resume.json"
-    run_eval(capsys, *base, "--limit", "2", "--json", report)
+    run_eval(capsys, *base, "--limit", "2", "-o", report)
     first = json.loads(report.read_text())
     assert first["summary"]["videos"] == 2
-    code, _, err = run_eval(capsys, *base, "--json", report, "--resume")
+    code, _, err = run_eval(capsys, *base, "-o", report, "--resume")
     assert code == 0, err
     resumed = json.loads(report.read_text())
     assert (resumed["summary"]["videos"], resumed["summary"]["evaluated"]) == (5, 3)
     assert resumed["videos"][:2] == first["videos"]
     assert_metrics(resumed["summary"], expected(MIXED))
     # A different protocol cannot continue that file.
-    code, _, err = run_eval(capsys, *base, "--clips", "3", "--json", report, "--resume")
+    code, _, err = run_eval(capsys, *base, "--clips", "3", "-o", report, "--resume")
     assert code == 1 and "cannot resume" in err and "protocol" in err
 
 
@@ -344,13 +349,13 @@ def test_sigterm_saves_the_scored_videos_for_resume(
 
     monkeypatch.setattr(evaluate_engine, "score_videos", terminated_after_two)
     report = tmp_path / "report.json"
-    code, _, err = run_eval(capsys, *base, "--json", report)
+    code, _, err = run_eval(capsys, *base, "-o", report)
     assert code == 143 and "terminated (SIGTERM)" in err
     assert f"2 videos saved in {report}: continue with the same command and --resume" in " ".join(err.split())
     saved = json.loads(report.read_text())
     assert (saved["summary"]["videos"], saved["summary"]["complete"]) == (2, False)
     monkeypatch.setattr(evaluate_engine, "score_videos", scoring)
-    code, _, err = run_eval(capsys, *base, "--json", report, "--resume")
+    code, _, err = run_eval(capsys, *base, "-o", report, "--resume")
     assert code == 0, err
     resumed = json.loads(report.read_text())
     assert (resumed["summary"]["videos"], resumed["summary"]["evaluated"]) == (5, 3)
@@ -366,7 +371,7 @@ def test_sigterm_saves_the_scored_videos_for_resume(
         ("tiny", ("--dataset", "k400", "--root", "{tmp}"), "the model's classes are not the k400 classes"),
         ("unknown", ("--dataset", "folder", "--root", "{tmp}"), r"not classes of the model .*'zebra'"),
         ("range", ("--dataset", "csv", "--list", "{tmp}/list.csv"), r"list.csv:1: label 8 is out of range"),
-        ("tiny", ("--dataset", "csv", "--list", "{tmp}/list.csv", "--resume"), "--resume needs --json FILE"),
+        ("tiny", ("--dataset", "csv", "--list", "{tmp}/list.csv", "--resume"), "--resume needs -o FILE.json"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, capsys, layout: str, args: tuple[str, ...], message: str) -> None:

@@ -179,7 +179,7 @@ def colour_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, obj
     asked: dict[str, object] = {}
 
     def fake_resolve(name_or_path: object, **options: object) -> LoadedModel:
-        asked.update(options, name=name_or_path)
+        asked.update(options, name=name_or_path, path=tmp_path / "colour.safetensors")
         return LoadedModel(
             ColourModel(), ModelConfig(), COLOURS, None, tmp_path / "colour.safetensors", PROTOCOL.as_dict()
         )
@@ -237,16 +237,20 @@ def test_cli_json_schema(capsys: pytest.CaptureFixture[str], colour_cli: dict, v
     assert code == 0
     assert not err.strip()  # nothing but, with rich < 15, the newline that ends even a disabled progress bar
     records = json.loads(out)
-    assert [record["file"] for record in records] == [str(videos["red"]), str(videos["blue"])]
+    assert [record["video"] for record in records] == [str(videos["red"]), str(videos["blue"])]
     for record, colour in zip(records, COLOURS, strict=True):
-        assert set(record) == {"file", "model", "predictions", "seconds"}
-        assert record["model"] == "colour.safetensors"
+        assert record["error"] is None
+        # A file that is no zoo entry's is named by its path, never by an ambiguous bare file name.
+        assert record["model"] == record["weights"] == str(colour_cli["path"])
+        assert record["protocol"] == PROTOCOL.as_dict()
         assert isinstance(record["seconds"], float)
         assert record["seconds"] >= 0
-        assert [set(p) for p in record["predictions"]] == [{"label", "index", "score"}] * 2
-        assert record["predictions"][0]["label"] == colour
-        assert record["predictions"][0]["index"] == COLOURS.index(colour)
-        scores = [p["score"] for p in record["predictions"]]
+        assert [set(p) for p in record["top_k"]] == [{"label", "index", "score"}] * 2
+        assert (record["predicted_label"], record["predicted_index"]) == (colour, COLOURS.index(colour))
+        assert record["top_k"][0] == {
+            "label": colour, "index": COLOURS.index(colour), "score": record["score"]
+        }  # fmt: skip
+        scores = [p["score"] for p in record["top_k"]]
         assert scores == sorted(scores, reverse=True)
         assert sum(scores) == pytest.approx(1.0)
     assert colour_cli["name"] == "colour"
@@ -256,15 +260,19 @@ def test_cli_table_and_csv(
     capsys: pytest.CaptureFixture[str], colour_cli: dict, videos: dict[str, Path], tmp_path: Path
 ) -> None:
     table_file = tmp_path / "out.csv"
-    code, out, _ = _run(capsys, videos["blue"], "--model", "colour", "--csv", table_file, "--top-k", "2")
+    code, out, _ = _run(capsys, videos["blue"], "--model", "colour", "-o", table_file, "--top-k", "2")
     assert code == 0
     assert "blue.mp4" in out
     assert "colour.safetensors" in out
     assert "4x2, 2x1 views, 32px, RGB" in out  # the protocol used
     with table_file.open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert [(row["rank"], row["label"]) for row in rows] == [("1", "blue"), ("2", "red")]
-    assert set(rows[0]) == {"file", "model", "rank", "label", "index", "score", "seconds"}
+        [row] = list(csv.DictReader(handle))
+    assert (row["video"], row["predicted_label"], row["protocol.frames"]) == (str(videos["blue"]), "blue", "4")
+    assert [p["label"] for p in json.loads(row["top_k"])] == ["blue", "red"]
+    # --csv FILE: the old spelling, the same file.
+    old = tmp_path / "old.csv"
+    assert _run(capsys, videos["blue"], "--model", "colour", "--csv", old, "--top-k", "2")[0] == 0
+    assert next(iter(csv.DictReader(old.open()))).keys() == row.keys()
 
 
 def test_cli_options_reach_the_engine(
@@ -314,17 +322,24 @@ def test_cli_bad_inputs_fail_one_line_each_and_the_rest_is_predicted(
         tmp_path / "cut.mp4",
     ]
     code, out, err = _run(capsys, bad[0], videos["red"], *bad[1:], videos["blue"], "--model", "colour", "--json")
-    assert code == 1
-    assert [record["file"] for record in json.loads(out)] == [str(videos["red"]), str(videos["blue"])]
+    assert code == 3  # some inputs failed, the others were written
+    records = json.loads(out)
+    # Every input has its record, in input order (a path that named nothing first); failures carry `error`.
+    assert [record["video"] for record in records] == [
+        str(p) for p in [bad[0], videos["red"], *bad[1:], videos["blue"]]
+    ]
+    assert [record["error"] is None for record in records] == [False, True, False, False, False, False, True]
+    assert all(record["predicted_label"] is None and record["top_k"] is None for record in records if record["error"])
+    assert {len(record) for record in records} == {len(records[1])}  # the same fields, for CSV columns
     lines = err.strip().splitlines()
     assert len(lines) == len(bad)
     for line, path in zip(lines, bad, strict=True):
         assert line.startswith("error: ")
         assert path.name in line
     assert "Traceback" not in err
-    for path in bad:  # alone, each is exactly one line on stderr and exit status 1
+    for path in bad:  # alone, each is exactly one line on stderr: 1 if nothing ran, else 3 (its record failed)
         code, out, err = _run(capsys, path, "--model", "colour")
-        assert (code, out) == (1, "")
+        assert (code, out) == (3 if path.exists() else 1, "")
         assert len(err.strip().splitlines()) == 1
 
 
@@ -336,7 +351,7 @@ def test_cli_protocol_flags_override_the_models_protocol(
     assert code == 0, err
     assert "3 sparse, 2x1 views, 48px, BGR" in out  # the clip count stays the model's
     code, out, err = _run(capsys, videos["red"], "--model", "colour", *flags, "--json")
-    assert json.loads(out)[0]["predictions"][0]["label"] == "blue"  # BGR frames swap the colour model's classes
+    assert json.loads(out)[0]["predicted_label"] == "blue"  # BGR frames swap the colour model's classes
 
 
 TINY_CONFIG = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 128), head_dim=16, num_classes=3)
@@ -381,10 +396,10 @@ def test_cli_weights_without_a_protocol_or_labels_predict_with_the_flags(
         code, out, err = _run(capsys, CLIP, "--weights", weights, "--head-dim", "16", "--json", *flags)
         assert code == 0, err
         [record] = json.loads(out)
-        assert record["model"] == weights.name
-        scores = {p["label"]: p["score"] for p in record["predictions"]}
+        assert record["model"] == str(weights)
+        scores = {p["label"]: p["score"] for p in record["top_k"]}
         assert scores == pytest.approx(_expected_json(model, protocol), abs=1e-5)
-        assert [p["label"] for p in record["predictions"]] == [f"class {p['index']}" for p in record["predictions"]]
+        assert [p["label"] for p in record["top_k"]] == [f"class {p['index']}" for p in record["top_k"]]
 
 
 def test_console_script_with_saved_weights(tmp_path: Path) -> None:
@@ -399,14 +414,15 @@ def test_console_script_with_saved_weights(tmp_path: Path) -> None:
     result = subprocess.run(
         [*command, "--weights", str(weights), "--json", "--device", "cpu"], capture_output=True, text=True, timeout=120
     )
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot open")
-    [record] = json.loads(result.stdout)
+    record, failed = json.loads(result.stdout)
+    assert failed["error"].startswith("cannot open") and failed["video"].endswith("noise.mp4")
     views = load_views(CLIP, frames=4, stride=2, clips=2, size=32)
     with torch.inference_mode():
         expected = model(views).mean(dim=0).softmax(dim=0)
-    assert {p["label"]: p["score"] for p in record["predictions"]} == pytest.approx(
+    assert {p["label"]: p["score"] for p in record["top_k"]} == pytest.approx(
         dict(zip(labels, expected.tolist(), strict=True)), abs=1e-5
     )
 
@@ -433,9 +449,9 @@ def test_predict_a_zoo_model_from_the_hub(
         expected = served.model(views).mean(dim=0).softmax(dim=0)
     scores, indices = expected.topk(3)
     labels = load_labels("k400")
-    assert [p["index"] for p in record["predictions"]] == indices.tolist()
-    assert [p["label"] for p in record["predictions"]] == [labels[i] for i in indices.tolist()]
-    assert [p["score"] for p in record["predictions"]] == pytest.approx(scores.tolist(), abs=1e-5)
+    assert [p["index"] for p in record["top_k"]] == indices.tolist()
+    assert [p["label"] for p in record["top_k"]] == [labels[i] for i in indices.tolist()]
+    assert [p["score"] for p in record["top_k"]] == pytest.approx(scores.tolist(), abs=1e-5)
     assert local_hub.count("GET", served.entry.hub_file) == 1
     code, _, _ = _run(capsys, CLIP, "--model", served.entry.name, "--json", "--device", "cpu")
     assert code == 0

@@ -9,6 +9,7 @@ from importlib import resources
 import pytest
 from cli_runner import run_cli
 
+from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.zoo import ALIASES, LABEL_SETS, ZOO, ZooEntry, get_entry, load_labels
 
@@ -16,20 +17,17 @@ from uniformer_cli.zoo import ALIASES, LABEL_SETS, ZOO, ZooEntry, get_entry, loa
 EXPECTED_COUNTS = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
 LIGHT_FAMILIES = {"xxs", "xs"}
 JSON_FIELDS = {
-    "name",
+    "model",
+    "aliases",
     "arch",
     "dataset",
     "num_classes",
-    "frames",
-    "stride",
-    "sampling",
-    "clips",
-    "crops",
-    "size",
+    "protocol",
     "hub_repo",
     "hub_file",
-    "top1",
-    "gflops",
+    "paper_top1",
+    "paper_gflops",
+    "paper_gflops_per_view",
 }
 
 
@@ -198,19 +196,20 @@ def test_get_entry_fails_clearly_on_unknown_names() -> None:
 
 def test_models_json_lists_every_entry_with_the_documented_fields(capsys: pytest.CaptureFixture[str]) -> None:
     rows = json.loads(models_output(capsys, "--json"))
-    assert [row["name"] for row in rows] == list(ZOO)
+    assert [row["model"] for row in rows] == list(ZOO)
     for row in rows:
         assert set(row) >= JSON_FIELDS
-        entry = ZOO[row["name"]]
+        entry = ZOO[row["model"]]
         assert row["arch"] == entry.family
         assert row["num_classes"] == len(entry.labels())
-        assert (row["frames"], row["stride"], row["sampling"]) == (entry.frames, entry.stride, entry.sampling)
-        assert (row["clips"], row["crops"], row["size"]) == (entry.clips, entry.crops, entry.size)
+        assert row["protocol"] == ViewProtocol.from_entry(entry).as_dict()
         assert (row["hub_repo"], row["hub_file"]) == (entry.hub_repo, entry.hub_file)
-        assert (row["top1"], row["gflops"]) == (entry.top1, entry.gflops)
+        assert (row["paper_top1"], row["paper_gflops"]) == (entry.top1, entry.gflops)
+        assert all(ALIASES[alias] == entry.name for alias in row["aliases"])
+    assert sorted(alias for row in rows for alias in row["aliases"]) == sorted(ALIASES)
 
 
-@pytest.mark.parametrize("columns", [80, 100, 160])
+@pytest.mark.parametrize("columns", [60, 80, 100, 160])
 def test_models_table_shows_every_name_whole(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, columns: int
 ) -> None:

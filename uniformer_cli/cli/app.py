@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
 
 import typer
 
 from uniformer_cli.cli import convert, evaluate, features, flops, models, predict, train
+from uniformer_cli.cli.click_api import ClickException, NoArgsIsHelpError, UsageError
+from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 from uniformer_cli.errors import Terminated, UniformerError
 from uniformer_cli.progress import print_error, stderr_console
 
 app = typer.Typer(
     name="uniformer",
-    help="UniFormer video classification: predict, evaluate, train, count FLOPs and convert checkpoints.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("predict")(predict.predict)
 app.command("eval", epilog=evaluate.LAYOUTS_EPILOG)(evaluate.evaluate)
@@ -27,19 +31,67 @@ app.command("convert")(convert.convert)
 app.command("models")(models.models)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: every `UniformerError` becomes one red line on stderr and exit status 1."""
+def package_version() -> str:
     try:
-        app(args=argv, prog_name="uniformer")
+        return version("uniformer")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"uniformer {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def uniformer(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """UniFormer video classification: predict, evaluate, train, count FLOPs and convert checkpoints.
+
+    Exit status: 0 every input processed, 3 some inputs failed (their records carry `error`), 1 an error
+    stopped the command, 2 a bad command line, 130 Ctrl-C, 143 SIGTERM (docs/OUTPUT.md).
+    """
+
+
+def _usage_line(error: Any) -> str:
+    """Click's usage error as one line, with where to read the command's options."""
+    # Typer on pydantic prefixes its validation messages with "Value error, ".
+    message = " ".join(error.format_message().split()).replace("Value error, ", "")
+    command = error.ctx.command_path if error.ctx is not None else "uniformer"
+    return f"{message} (see '{command} -h')"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point. Every failure is one red `error:` line on stderr and an exit status from the one rule
+    in `cli.output`: usage errors 2, `UniformerError` 1, Ctrl-C 130, SIGTERM 143."""
+    try:
+        code = app(args=argv, prog_name="uniformer", standalone_mode=False)
+    except NoArgsIsHelpError as error:  # `uniformer` alone, on Click >= 8.2
+        typer.echo(error.format_message())
+        code = EXIT_USAGE
+    except UsageError as error:
+        print_error(_usage_line(error))
+        code = EXIT_USAGE
+    except ClickException as error:
+        print_error(" ".join(error.format_message().split()))
+        code = getattr(error, "exit_code", EXIT_ERROR)
+    except typer.Abort:
+        code = EXIT_ERROR
     except UniformerError as error:
         print_error(error)
-        sys.exit(1)
+        code = EXIT_ERROR
     except Terminated:
         stderr_console.print("[bold red]terminated[/] (SIGTERM)")
-        sys.exit(143)
+        code = EXIT_TERMINATED
     except KeyboardInterrupt:
         stderr_console.print("[bold red]interrupted[/]")
-        sys.exit(130)
+        code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
-from uniformer_cli.cli.options import HeadDimOption, JsonFlag, ModelOption
+from uniformer_cli.cli.options import HeadDimOption, ModelOption
+from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 
 
 def convert(
@@ -20,33 +20,39 @@ def convert(
     destination: Annotated[Path, typer.Argument(help="Output .safetensors file (config and labels in metadata).")],
     model: ModelOption = None,
     head_dim: HeadDimOption = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite DESTINATION if it exists.")] = False,
     json_output: JsonFlag = False,
+    output: OutputOption = None,
 ) -> None:
     """Convert a checkpoint to safetensors that rebuilds its model on its own.
 
     The architecture is read from the tensors; `--model` names the zoo entry the file is (a
     Drive-only download, say) so its labels and test protocol are recorded too. Files that need code
-    to unpickle are refused.
+    to unpickle are refused; an existing DESTINATION is kept unless --force.
 
     Example: `uniformer convert uniformer_small_k400_16x8.pth s16x8.safetensors --model s16x8-k400`
     """
     summary = engine.convert.conversion_summary(
-        engine.convert.convert(source, destination, model=model, head_dim=head_dim)
+        engine.convert.convert(source, destination, model=model, head_dim=head_dim, overwrite=force)
     )
-    if json_output:
-        typer.echo(json.dumps(summary, indent=2))
-        return
-    table = Table(title=escape(f"Converted to {destination}"), show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    Output(json_output, output).finish(Result([summary], document=summary), lambda console: _print(console, summary))
+
+
+def _print(console: Console, summary: dict[str, object]) -> None:
+    table = Table(title=escape(f"Converted to {summary['destination']}"), show_header=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
     for name, value in summary.items():
-        table.add_row(name.replace("_", " "), escape(_shown(value)))
-    Console().print(table)
+        if name != "destination":
+            table.add_row(name.replace("_", " "), escape(_shown(value)))
+    console.print(table)
 
 
 def _shown(value: object) -> str:
     if value is None:
         return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_shown(item)}" for key, item in value.items() if item is not None)
     if isinstance(value, list):
         return "-".join(map(str, value))
     if isinstance(value, int) and not isinstance(value, bool):

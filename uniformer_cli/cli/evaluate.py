@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -15,10 +14,13 @@ from uniformer_cli import data, engine, plots
 from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
+    Choice,
     ClipsOption,
     CompileFlag,
     CropsOption,
+    Decoder,
     DecoderOption,
+    Device,
     DeviceOption,
     FramesOption,
     HeadDimOption,
@@ -29,12 +31,16 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
     WorkersOption,
+    plain,
 )
+from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.loading import DEFAULT_WORKERS
+from uniformer_cli.errors import UniformerError
 from uniformer_cli.progress import stderr_console
 
-DATASET_HELP = f"{', '.join(DATASETS)}: picks the reader, list file names, class names and default model."
+# The dataset readers, as a choice (`data.datasets.DATASETS` owns them; a test checks they agree).
+Dataset = Choice("Dataset", {name: name for name in DATASETS})  # type: ignore[misc]
 
 
 def _layouts_epilog() -> str:
@@ -51,7 +57,17 @@ LAYOUTS_EPILOG = _layouts_epilog()
 
 
 def evaluate(
-    dataset: Annotated[str, typer.Option("--dataset", "-D", help=DATASET_HELP, show_default=False)],
+    dataset: Annotated[
+        Dataset,  # type: ignore[valid-type]
+        typer.Option(
+            "--dataset",
+            "-D",
+            callback=plain,
+            case_sensitive=False,
+            help="Picks the reader, list file names, class names and default model.",
+            show_default=False,
+        ),
+    ],
     root: Annotated[
         Path | None, typer.Option("--root", "-r", help="Folder holding the videos or frame folders (and the lists).")
     ] = None,
@@ -72,8 +88,8 @@ def evaluate(
     crops: CropsOption = None,
     size: SizeOption = None,
     channel_order: ChannelOrderOption = None,
-    device: DeviceOption = "auto",
-    decoder: DecoderOption = "auto",
+    device: DeviceOption = Device.auto,
+    decoder: DecoderOption = Decoder.auto,
     compile_model: CompileFlag = False,
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = DEFAULT_WORKERS,
@@ -82,12 +98,10 @@ def evaluate(
         bool,
         typer.Option("--skip-broken", help="Leave unreadable videos out of the accuracy (default: count as wrong)."),
     ] = False,
-    json_file: Annotated[
-        Path | None,
-        typer.Option("--json", help="Write the summary and per-video predictions to FILE ('-': stdout, no table)."),
-    ] = None,
+    json_output: JsonFlag = False,
+    output: OutputOption = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run saved in the --json FILE: skip videos already scored.")
+        bool, typer.Option("--resume", help="Continue the run saved in -o FILE.json: skip videos already scored.")
     ] = False,
     plot: Annotated[
         Path | None,
@@ -103,12 +117,17 @@ def evaluate(
 
     The model defaults to the dataset's zoo checkpoint, the protocol (sampling, views, size, channel order)
     to the model's (for weights without one, the dataset's zoo model's, else --frames with --stride or
-    --sampling). Unreadable videos count as wrong and are listed.
+    --sampling). Unreadable videos count as wrong (exit status 3) and are listed. `-o FILE.json` is also
+    saved every minute and on Ctrl-C or SIGTERM; `--resume` continues it.
     Multi-GPU: `torchrun --nproc-per-node 8 -m uniformer_cli.cli.app eval ...` (same numbers, one shard each).
 
-    Example: `uniformer eval --dataset sthv2 --root /data/sthv2 --model b-sthv2 --json sthv2.json`
+    Example: `uniformer eval --dataset sthv2 --root /data/sthv2 --model b-sthv2 -o sthv2.json`
     """
-    to_stdout = json_file == Path("-")
+    destination = Output(json_output, output)
+    # A JSON file is the engine's: it saves progress into it and --resume reads it back.
+    json_path = destination.file if destination.file is not None and destination.file_format == "json" else None
+    if resume and json_path is None:
+        raise UniformerError("--resume needs -o FILE.json (the file of the run to continue)")
     request = engine.evaluate.EvalRequest(
         dataset=dataset,
         root=root,
@@ -133,7 +152,7 @@ def evaluate(
         workers=workers,
         limit=limit,
         skip_broken=skip_broken,
-        json_path=None if to_stdout else json_file,
+        json_path=json_path,
         resume=resume,
         compile=compile_model,
     )
@@ -142,12 +161,18 @@ def evaluate(
     report = engine.evaluate.run_evaluation(request)
     if report is None:  # a torchrun rank other than 0
         return
-    if to_stdout:
-        typer.echo(json.dumps(report.to_json(), indent=1))
-    else:
-        show(report, json_file)
+    document = report.to_json()
+    code = destination.emit(
+        Result(document["videos"], document=document),  # type: ignore[arg-type]
+        lambda console: show(console, report, destination.file),
+        file_written=json_path is not None,
+    )
     if plot is not None:
         _plot(report, plot)
+    # torchrun reports any non-zero status of a process as a crash, with a traceback of its own: a
+    # multi-process run lists its failed videos and exits 0 (docs/OUTPUT.md).
+    if code and report.processes == 1:
+        raise typer.Exit(code)
 
 
 def _plot(report: engine.evaluate.EvalReport, folder: Path) -> None:
@@ -161,8 +186,7 @@ def _plot(report: engine.evaluate.EvalReport, folder: Path) -> None:
     stderr_console.print(escape(f"plots: {', '.join(map(str, written))}"), highlight=False)
 
 
-def show(report: engine.evaluate.EvalReport, json_file: Path | None) -> None:
-    console = Console()
+def show(console: Console, report: engine.evaluate.EvalReport, json_file: Path | None) -> None:
     console.print(
         f"[bold]{escape(report.model)}[/] on {report.dataset} {escape(report.split)}", highlight=False, soft_wrap=True
     )

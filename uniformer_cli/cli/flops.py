@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from uniformer_cli import engine
-from uniformer_cli.cli.options import BatchSizeOption, ClipsOption, CropsOption, DeviceOption, JsonFlag, ModelOption
+from uniformer_cli.cli.options import (
+    Arch,
+    BatchSizeOption,
+    ClipsOption,
+    CropsOption,
+    Device,
+    DeviceOption,
+    ModelOption,
+    plain,
+)
+from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.models.config import FAMILIES
 
 ArchOption = Annotated[
-    str | None,
-    typer.Option("--arch", help=f"An architecture instead of zoo entries: {', '.join(FAMILIES)} (400 classes)."),
+    Arch | None,
+    typer.Option(
+        "--arch",
+        callback=plain,
+        case_sensitive=False,
+        help="An architecture instead of zoo entries (400 classes).",
+        show_default=False,
+    ),
 ]
 # --frames and --size filter the zoo here (or recompute a model), unlike the shared protocol overrides.
 ShapeFramesOption = Annotated[
@@ -30,11 +40,19 @@ ShapeFramesOption = Annotated[
         "-t",
         min=1,
         help="Frames per clip. Alone: the zoo entries released at this length (or, if"
-        " none, every architecture at it); with --model / --arch: recompute at this length.",
+        " none, every architecture at it); with --model / --arch: recompute at this length."
+        " [default: all; 16 with --arch]",
+        show_default=False,
     ),
 ]
 ShapeSizeOption = Annotated[
-    int | None, typer.Option("--size", min=1, help="Crop side in pixels; filters or recomputes like --frames.")
+    int | None,
+    typer.Option(
+        "--size",
+        min=1,
+        help="Crop side in pixels; filters or recomputes like --frames. [default: all; the released one with --arch]",
+        show_default=False,
+    ),
 ]
 ByStageFlag = Annotated[
     bool, typer.Option("--by-stage", help="Also split GFLOPs per view over patch embeddings, stages and head.")
@@ -48,7 +66,8 @@ BenchFlag = Annotated[
 WarmupOption = Annotated[int, typer.Option("--warmup", min=0, help="Untimed forward passes before measuring.")]
 RunsOption = Annotated[int, typer.Option("--runs", min=1, help="Timed forward passes; the median is reported.")]
 CsvOption = Annotated[
-    Path | None, typer.Option("--csv", help="Write the rows as CSV to FILE (`-`: stdout instead of the tables).")
+    str | None,
+    typer.Option("--csv", metavar="FILE", hidden=True, help="Old spelling of -o FILE, as CSV ('-': stdout)."),
 ]
 
 
@@ -61,11 +80,12 @@ def flops(
     crops: CropsOption = None,
     by_stage: ByStageFlag = False,
     bench: BenchFlag = False,
-    device: DeviceOption = "auto",
+    device: DeviceOption = Device.auto,
     batch_size: BatchSizeOption = 1,
     warmup: WarmupOption = 2,
     runs: RunsOption = 5,
     json_output: JsonFlag = False,
+    output: OutputOption = None,
     csv_path: CsvOption = None,
 ) -> None:
     """Parameters and GFLOPs of every zoo model (or one, or an architecture), beside the paper's figures.
@@ -81,10 +101,11 @@ def flops(
     `uniformer flops --frames 16`
     `uniformer flops --model b16x4-k400 --by-stage`
     `uniformer flops --arch s --frames 8 --size 224 --bench --batch-size 4`
+    `uniformer flops --by-stage -o flops.csv`
     """
-    csv_to_stdout = csv_path is not None and str(csv_path) == "-"
-    if json_output and csv_to_stdout:
-        raise UniformerError("--json and --csv - both write to stdout: pick one")
+    if output is not None and csv_path is not None:
+        raise UniformerError("--csv is the old spelling of -o FILE.csv: give one of them")
+    destination = Output(json_output, csv_path, forced_format="csv") if csv_path else Output(json_output, output)
     settings = (
         engine.flops.BenchSettings(device=device, batch_size=batch_size, warmup=warmup, runs=runs) if bench else None
     )
@@ -92,26 +113,7 @@ def flops(
         model=model, arch=arch, frames=frames, size=size, clips=clips, crops=crops
     )
     rows = engine.flops.cost_rows(workloads, by_stage=by_stage, bench=settings)
-    if json_output:
-        typer.echo(json.dumps([row.as_dict() for row in rows], indent=2))
-    elif csv_to_stdout:
-        typer.echo(_csv_text(rows), nl=False)
-    else:
-        _print_tables(rows)
-    if csv_path is not None and not csv_to_stdout:
-        try:
-            csv_path.write_text(_csv_text(rows), encoding="utf-8")
-        except OSError as error:
-            raise UniformerError(f"cannot write {csv_path}: {error.strerror or error}") from error
-
-
-def _csv_text(rows: list[engine.flops.CostRow]) -> str:
-    flat = [row.as_flat_dict() for row in rows]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(flat[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(flat)
-    return buffer.getvalue()
+    destination.finish(Result([row.as_dict() for row in rows]), lambda console: _print_tables(console, rows))
 
 
 def _number(value: float | None, digits: int = 2) -> str:
@@ -123,21 +125,34 @@ def _gflops(value: float) -> str:
     return f"{value:.2f}" if value >= 0.01 or value == 0 else f"{value:.1g}"
 
 
-# Tables narrow enough for an 80-column terminal.
-COMPACT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
+# Numbers never wrap; model names fold and low-value columns go when the terminal is narrow.
+COMPACT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True, "header_style": "bold"}
+MODEL = Column("model", wrap=True)
+COST_COLUMNS = (
+    MODEL,
+    Column("clip", justify="right", drop=3),
+    Column("views", justify="right", drop=2),
+    Column("params\n(M)", justify="right", drop=4),
+    Column("GFLOPs\n/view", justify="right"),
+    Column("GFLOPs\ntotal", justify="right"),
+    Column("paper\n/view", justify="right"),
+    Column("paper\ntotal", justify="right", drop=1),
+    Column("Δ\n/view", justify="right"),
+)
+SPEED_COLUMNS = (
+    MODEL,
+    Column("device", drop=2),
+    Column("precision", drop=1),
+    Column("batch", justify="right"),
+    Column("latency\n(ms)", justify="right"),
+    Column("clips/s", justify="right"),
+    Column("peak\nMiB", justify="right"),
+)
 
 
-def _print_tables(rows: list[engine.flops.CostRow]) -> None:
-    console = Console()
-    table = Table(title="UniFormer cost per view and over the test views", header_style="bold", **COMPACT)
-    table.caption = "1 multiply-accumulate = 1 FLOP; counted: convolutions, linear layers, attention matmuls (--help)"
-    table.add_column("model", no_wrap=True)
-    for column in ("clip", "views", "params\n(M)", "GFLOPs\n/view", "GFLOPs\ntotal", "paper\n/view", "paper\ntotal"):
-        table.add_column(column, justify="right")
-    table.add_column("Δ\n/view", justify="right")
-    for row in rows:
-        diff = row.diff_pct
-        table.add_row(
+def _print_tables(console: Console, rows: list[engine.flops.CostRow]) -> None:
+    cells = [
+        [
             row.name,
             f"{row.frames}x{row.size}",
             f"{row.clips}x{row.crops}",
@@ -146,36 +161,44 @@ def _print_tables(rows: list[engine.flops.CostRow]) -> None:
             _number(row.gflops, 1),
             "-" if row.paper_gflops_per_view is None else f"{row.paper_gflops_per_view:g}",
             "-" if row.paper_gflops is None else f"{row.paper_gflops:g}",
-            "-" if diff is None else f"{diff:+.1f}%",
-        )
+            "-" if row.diff_pct is None else f"{row.diff_pct:+.1f}%",
+        ]
+        for row in rows
+    ]
+    title = "UniFormer cost per view and over the test views"
+    table, dropped = fitted_table(console, COST_COLUMNS, cells, title=title, **COMPACT)
+    table.caption = "1 multiply-accumulate = 1 FLOP; counted: convolutions, linear layers, attention matmuls (--help)"
+    table.caption += dropped_note(dropped)
     console.print(table)
     if rows[0].stages is not None:
-        # The four patch embeddings share one column so the table fits 80 columns; --json splits them.
-        stages = Table(title="GFLOPs per view by stage (embeds: patch_embed1-4)", header_style="bold", **COMPACT)
-        stages.add_column("model", no_wrap=True)
+        # The four patch embeddings share one column so the table stays narrow; --json splits them.
         blocks = [group for group in rows[0].stages if not group.startswith("patch_embed")]
-        for column in ("embeds", *blocks):
-            stages.add_column(column, justify="right")
+        stage_columns = [MODEL, *(Column(name, justify="right") for name in ("embeds", *blocks))]
+        stage_cells = []
         for row in rows:
             split = row.stages or {}
             embeds = sum(value for group, value in split.items() if group.startswith("patch_embed"))
-            stages.add_row(row.name, *(_gflops(value) for value in (embeds, *(split[group] for group in blocks))))
+            stage_cells.append([row.name, *(_gflops(value) for value in (embeds, *(split[group] for group in blocks)))])
+        title = "GFLOPs per view by stage (embeds: patch_embed1-4)"
+        stages, _ = fitted_table(console, stage_columns, stage_cells, title=title, **COMPACT)
         console.print(stages)
     if rows[0].bench is not None:
-        speed = Table(title="Measured speed (median of the timed runs)", header_style="bold", **COMPACT)
-        speed.add_column("model", no_wrap=True)
-        for column in ("device", "precision", "batch", "latency\n(ms)", "clips/s", "peak memory\n(MiB)"):
-            speed.add_column(column, justify="left" if column in ("device", "precision") else "right")
+        speed_cells = []
         for row in rows:
             result = row.bench
             assert result is not None
-            speed.add_row(
-                row.name,
-                result.device,
-                result.precision,
-                str(result.batch_size),
-                _number(result.latency_ms, 1),
-                _number(result.clips_per_s),
-                _number(result.peak_memory_mb, 0),
+            speed_cells.append(
+                [
+                    row.name,
+                    result.device,
+                    result.precision,
+                    str(result.batch_size),
+                    _number(result.latency_ms, 1),
+                    _number(result.clips_per_s),
+                    _number(result.peak_memory_mb, 0),
+                ]
             )
+        title = "Measured speed (median of the timed runs)"
+        speed, dropped = fitted_table(console, SPEED_COLUMNS, speed_cells, title=title, **COMPACT)
+        speed.caption = dropped_note(dropped).strip() or None
         console.print(speed)

@@ -1,56 +1,65 @@
-"""`uniformer models`: the zoo as a table or JSON."""
+"""`uniformer models`: the zoo as a table, JSON, JSONL or CSV."""
 
 from __future__ import annotations
 
-import json
-
-import typer
 from rich import box
 from rich.console import Console
-from rich.table import Table
 
-from uniformer_cli.cli.options import JsonFlag
-from uniformer_cli.zoo import ALIASES, ZOO
+from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
+from uniformer_cli.zoo import ZOO, ZooEntry
+
+# Left out first when the terminal is narrow: the crop size, the views, the Hub repository, the aliases.
+COLUMNS = (
+    Column("name", style="cyan"),
+    Column("aliases", drop=4),
+    Column("sampling"),
+    Column("views", justify="right", drop=2),
+    Column("size", justify="right", drop=1),
+    Column("top-1", justify="right"),
+    Column("GFLOPs", justify="right"),
+    Column("weights", drop=3),
+)
 
 
-def models(json_output: JsonFlag = False) -> None:
+def models(json_output: JsonFlag = False, output: OutputOption = None) -> None:
     """List every released checkpoint with its protocol, Hub file, accuracy and cost.
 
-    Example: `uniformer models --json | jq '.[] | select(.dataset == "k400") | .name'`
+    Examples: `uniformer models`, `uniformer models --json | jq '.[] | select(.dataset == "k400") | .model'`,
+    `uniformer models -o zoo.csv`
     """
-    if json_output:
-        typer.echo(json.dumps([entry.as_dict() for entry in ZOO.values()], indent=2))
-        return
-    aliases: dict[str, list[str]] = {}
-    for alias, target in ALIASES.items():
-        aliases.setdefault(target, []).append(alias)
-    table = Table(
-        title="UniFormer model zoo",
-        caption="dense: T frames x stride; views: clips x crops; GFLOPs: all views\n"
-        "Drive: Google Drive only, use --weights FILE; --json lists the Hub files",
-        header_style="bold",
-        box=box.SIMPLE_HEAVY,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
-    )
-    # Every column but the Hub repo keeps its text on one line: names must stay copy-pastable.
-    table.add_column("name", style="cyan", no_wrap=True)
-    table.add_column("aliases", no_wrap=True)
-    table.add_column("sampling", no_wrap=True)
-    for numeric in ("views", "size", "top-1", "GFLOPs"):
-        table.add_column(numeric, justify="right", no_wrap=True)
-    table.add_column("weights", overflow="fold")
     entries = list(ZOO.values())
-    for entry, following in zip(entries, [*entries[1:], None], strict=True):
-        table.add_row(
+    Output(json_output, output).finish(Result([entry.as_dict() for entry in entries]), lambda c: _print(c, entries))
+
+
+def _print(console: Console, entries: list[ZooEntry]) -> None:
+    rows = [
+        [
             entry.name,
-            ", ".join(aliases.get(entry.name, [])),
+            ", ".join(entry.as_dict()["aliases"]),  # type: ignore[arg-type]
             f"{entry.sampling} {entry.frames}x{entry.stride}" if entry.stride else f"{entry.sampling} {entry.frames}",
             f"{entry.clips}x{entry.crops}",
             str(entry.size),
             f"{entry.top1:.1f}",
             f"{entry.gflops:g}",
-            entry.hub_repo if entry.on_hub else "[dim]Drive[/]",
-            end_section=following is None or following.dataset != entry.dataset,
-        )
-    Console().print(table)
+            entry.hub_repo if entry.hub_repo else "[dim]Drive[/]",
+        ]
+        for entry in entries
+    ]
+    table, dropped = fitted_table(
+        console,
+        COLUMNS,
+        rows,
+        title="UniFormer model zoo",
+        header_style="bold",
+        box=box.SIMPLE_HEAVY,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    for index, (entry, following) in enumerate(zip(entries, [*entries[1:], None], strict=True)):
+        if following is None or following.dataset != entry.dataset:
+            table.rows[index].end_section = True
+    table.caption = (
+        "dense: T frames x stride; views: clips x crops; top-1 (%) and GFLOPs (all views): paper\n"
+        "Drive: Google Drive only, use --weights FILE" + dropped_note(dropped)
+    )
+    console.print(table)

@@ -1,33 +1,120 @@
-"""Option types shared by several subcommands, so each flag is spelled and documented once."""
+"""Option types shared by several subcommands, so each flag is spelled, documented and checked once.
+
+Choice options are refused while the command line is parsed (exit status 2, with the valid values) and
+show their values in `--help`; tests/test_output.py holds each list to the code that owns the concept.
+"""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from uniformer_cli.cli import output as _output
+
+
+class Choice(str, Enum):
+    """A choice option's values; the command receives the plain string (see `plain`)."""
+
+
+def plain(value: Choice | None) -> str | None:
+    """Option callback: the command gets the choice's plain string, never an Enum member (a config saved
+    with one could not be read back by `torch.load(weights_only=True)`)."""
+    return None if value is None else value.value
+
+
+def as_int(value: Choice | None) -> int | None:
+    return None if value is None else int(value.value)
+
+
+# The values come from the code that owns each concept; tests/test_output.py checks that they agree.
+class Device(Choice):
+    auto = "auto"  # CUDA, then MPS, then CPU
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Decoder(Choice):
+    auto = "auto"
+    decord = "decord"
+    pyav = "pyav"
+
+
+class Sampling(Choice):
+    dense = "dense"
+    segment = "segment"
+    sparse = "sparse"
+
+
+class ChannelOrder(Choice):
+    rgb = "rgb"
+    bgr = "bgr"
+
+
+class Crops(Choice):
+    """The official tests take one square crop or three along the long side."""
+
+    one = "1"
+    three = "3"
+
+
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Zoo name or alias (see `uniformer models`), e.g. b-k400, s16x8-k400."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Zoo name or alias (see `uniformer models`), e.g. b-k400, s16x8-k400.",
+        show_default=False,
+    ),
 ]
 WeightsOption = Annotated[
     Path | None,
-    typer.Option("--weights", "-w", help="Local .safetensors or official .pth file instead of a zoo download."),
+    typer.Option(
+        "--weights",
+        "-w",
+        help="Local .safetensors or official .pth file instead of a zoo download.",
+        show_default=False,
+    ),
 ]
 RevisionOption = Annotated[
-    str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of the zoo file.")
+    str | None,
+    typer.Option(
+        "--revision", help="Hub revision (branch, tag or commit) of the zoo file. [default: main]", show_default=False
+    ),
 ]
-DeviceOption = Annotated[str, typer.Option("--device", "-d", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")]
+DeviceOption = Annotated[
+    Device,
+    typer.Option(
+        "--device",
+        "-d",
+        callback=plain,
+        case_sensitive=False,
+        help="auto: CUDA, then MPS, then CPU (pick a GPU with CUDA_VISIBLE_DEVICES).",
+    ),
+]
 DecoderOption = Annotated[
-    str, typer.Option("--decoder", help="Video decoder: auto (decord if installed), decord or pyav.")
+    Decoder,
+    typer.Option(
+        "--decoder", callback=plain, case_sensitive=False, help="Video decoder: auto is decord if installed, else pyav."
+    ),
 ]
 ClipsOption = Annotated[
-    int | None, typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's protocol).")
+    int | None,
+    typer.Option(
+        "--clips", min=1, help="Temporal clips per video. [default: the model's protocol]", show_default=False
+    ),
 ]
 CropsOption = Annotated[
-    int | None,
-    typer.Option("--crops", min=1, max=3, help="Spatial crops per clip, 1 or 3 (default: the model's protocol)."),
+    Crops | None,
+    typer.Option(
+        "--crops",
+        callback=as_int,
+        help="Spatial crops per clip: 1 (one square crop) or 3 (along the long side). [default: the model's protocol]",
+        show_default=False,
+    ),
 ]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Views per forward pass.")]
 WorkersOption = Annotated[
@@ -40,31 +127,60 @@ CompileFlag = Annotated[
         help="torch.compile the inference model: a slow first call, then faster; pays off over many videos.",
     ),
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")]
 HeadDimOption = Annotated[
     int | None,
-    typer.Option("--head-dim", min=1, help="Attention head width for a custom checkpoint (S/B 64, XXS 28, XS 32)."),
+    typer.Option(
+        "--head-dim",
+        min=1,
+        help="Attention head width for a custom checkpoint (S/B 64, XXS 28, XS 32). [default: the family's]",
+        show_default=False,
+    ),
 ]
 FramesOption = Annotated[
-    int | None, typer.Option("--frames", min=1, help="Frames per clip (default: the model's protocol).")
+    int | None,
+    typer.Option("--frames", min=1, help="Frames per clip. [default: the model's protocol]", show_default=False),
 ]
 StrideOption = Annotated[
-    int | None, typer.Option("--stride", min=1, help="Dense sampling rate, frames apart (default: the model's).")
+    int | None,
+    typer.Option(
+        "--stride", min=1, help="Dense sampling rate, frames apart. [default: the model's]", show_default=False
+    ),
 ]
 SamplingOption = Annotated[
-    str | None,
+    Sampling | None,
     typer.Option(
         "--sampling",
-        help="dense (--stride apart), segment (one frame per segment) or sparse (default: the model's; "
-        "dense when only --stride is given).",
+        callback=plain,
+        case_sensitive=False,
+        help="dense (--stride apart), segment (one frame per segment) or sparse. [default: the model's; "
+        "dense when only --stride is given]",
+        show_default=False,
     ),
 ]
 SizeOption = Annotated[
-    int | None, typer.Option("--size", min=32, help="Crop side in pixels (default: the model's, else 224).")
+    int | None,
+    typer.Option("--size", min=32, help="Crop side in pixels. [default: the model's, else 224]", show_default=False),
 ]
 ChannelOrderOption = Annotated[
-    str | None,
+    ChannelOrder | None,
     typer.Option(
-        "--channel-order", help="rgb, or bgr for models trained on BGR frames (default: the model's, else rgb)."
+        "--channel-order",
+        callback=plain,
+        case_sensitive=False,
+        help="rgb, or bgr for models trained on BGR frames. [default: the model's, else rgb]",
+        show_default=False,
     ),
 ]
+
+
+class Arch(Choice):
+    """The released architectures (`models.config.FAMILIES`)."""
+
+    s = "s"
+    b = "b"
+    xxs = "xxs"
+    xs = "xs"
+
+
+# `--json` belongs to the output layer; re-exported for the commands that take it from here.
+JsonFlag = _output.JsonFlag

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
+from rich import box
 from rich.bar import Bar
 from rich.console import Console
 from rich.markup import escape
@@ -21,11 +20,12 @@ from uniformer_cli.cli.options import (
     ClipsOption,
     CompileFlag,
     CropsOption,
+    Decoder,
     DecoderOption,
+    Device,
     DeviceOption,
     FramesOption,
     HeadDimOption,
-    JsonFlag,
     ModelOption,
     RevisionOption,
     SamplingOption,
@@ -33,12 +33,18 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
 )
+from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
+from uniformer_cli.data.video import is_frame_folder
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.progress import print_error, stderr_console
 from uniformer_cli.zoo import DEFAULT_MODEL
 
-PREDICTION_COLUMNS = ("file", "model", "rank", "label", "index", "score", "seconds")
-TIMELINE_COLUMNS = ("file", "model", "start", "end", "label", "index", "score")
+SUMMARY_COLUMNS = (
+    Column("video", wrap=True),
+    Column("top-1", wrap=True),
+    Column("score", justify="right"),
+    Column("next", wrap=True, drop=1),
+)
 
 
 def predict(
@@ -60,13 +66,15 @@ def predict(
     crops: CropsOption = None,
     size: SizeOption = None,
     channel_order: ChannelOrderOption = None,
-    device: DeviceOption = "auto",
+    device: DeviceOption = Device.auto,
     batch_size: BatchSizeOption = 8,
-    decoder: DecoderOption = "auto",
+    decoder: DecoderOption = Decoder.auto,
     compile_model: CompileFlag = False,
     json_output: JsonFlag = False,
+    output: OutputOption = None,
     csv_file: Annotated[
-        Path | None, typer.Option("--csv", help="Also write the results to this CSV file.", dir_okay=False)
+        str | None,
+        typer.Option("--csv", metavar="FILE", hidden=True, help="Old spelling of -o FILE, as CSV ('-': stdout)."),
     ] = None,
     timeline: Annotated[
         float | None,
@@ -75,6 +83,16 @@ def predict(
             min=0.01,
             help="Slide a window of this many seconds over each video and show its top label per window "
             "(one centre-crop clip per window, or --clips).",
+            show_default=False,
+        ),
+    ] = None,
+    fps: Annotated[
+        float | None,
+        typer.Option(
+            "--fps",
+            min=0.01,
+            help="Frame rate of frame folders, which record none: needed for --timeline on one.",
+            show_default=False,
         ),
     ] = None,
     plot: Annotated[
@@ -96,18 +114,27 @@ def predict(
     `uniformer convert` or `uniformer train` carries them. Any other file (e.g. a custom architecture) needs
     its protocol from --frames with --stride or --sampling (then clips 1, crops 1, size 224, RGB unless
     given) and shows its classes as `class N`. The protocol flags also override a model's own protocol.
-    Scores are the softmax of the mean of the views' logits. Files that cannot be read are listed at the
-    end (exit status 1); the others are still predicted.
+    Scores are the softmax of the mean of the views' logits. One video prints its ranked labels, several
+    one summary table. Files that cannot be read are listed at the end and kept as records with an
+    `error` (exit status 3); the others are still predicted.
 
     Examples: `uniformer predict examples/yoga.mp4 --model b-k400`,
-    `uniformer predict videos/ --json`, `uniformer predict long.mp4 --timeline 2`,
+    `uniformer predict videos/ --json`, `uniformer predict videos/ -o predictions.csv`,
+    `uniformer predict long.mp4 --timeline 2`,
     `uniformer predict clip.mp4 --weights mine.pth --frames 16 --stride 4`
     """
+    if output is not None and csv_file is not None:
+        raise UniformerError("--csv is the old spelling of -o FILE.csv: give one of them")
+    destination = Output(json_output, csv_file, forced_format="csv") if csv_file else Output(json_output, output)
     if plot is not None:
         if timeline is None:
             raise typer.BadParameter("--plot draws a timeline: add --timeline SECONDS", param_hint="'--plot'")
         plots.require_matplotlib()
     videos = engine.predict.find_videos(paths)
+    if timeline is not None and fps is None:
+        folder = next((path for path in videos.paths if is_frame_folder(path)), None)
+        if folder is not None:
+            raise UniformerError(f"{folder} is a frame folder, which records no frame rate: give --fps for --timeline")
     predictor = engine.predict.load_predictor(
         model,
         weights,
@@ -133,34 +160,58 @@ def predict(
         top_k=top_k,
         timeline=timeline,
         timeline_clips=clips,
+        fps=fps,
         progress=stderr_console.is_terminal,
     )
-    if json_output:
-        typer.echo(json.dumps([result.as_dict() for result in report.results], indent=2))
-    else:
-        console = Console()
-        for result in report.results:
-            console.print(
-                _timeline_table(result) if isinstance(result, engine.predict.VideoTimeline) else _table(result)
-            )
-    if csv_file is not None:
-        _write_csv(csv_file, report)
+    code = destination.emit(Result(report.records()), lambda console: _print(console, report))
     if plot is not None:
         _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.predict.VideoTimeline)])
     for failure in report.failures:
         print_error(failure.error)
-    if report.failures:
-        raise typer.Exit(1)
+    if code:
+        raise typer.Exit(code)
 
 
 # The help names the default model from the zoo, which owns it.
 predict.__doc__ = (predict.__doc__ or "").format(default=DEFAULT_MODEL)
 
 
+def _print(console: Console, report: engine.predict.PredictReport) -> None:
+    """Ranked labels of one video, one summary row per video for several, a table per timeline."""
+    predictions = [r for r in report.results if isinstance(r, engine.predict.VideoPrediction)]
+    for result in report.results:
+        if isinstance(result, engine.predict.VideoTimeline):
+            console.print(_timeline_table(result))
+    if len(predictions) == 1:
+        console.print(_table(predictions[0]))
+    elif predictions:
+        _print_summary(console, predictions)
+
+
+def _print_summary(console: Console, results: list[engine.predict.VideoPrediction]) -> None:
+    rows = [
+        [
+            escape(result.file),
+            escape(result.predictions[0].label),
+            f"{result.predictions[0].score:.1%}",
+            escape(", ".join(f"{p.label} {p.score:.0%}" for p in result.predictions[1:])),
+        ]
+        for result in results
+    ]
+    first = results[0]
+    table, dropped = fitted_table(
+        console, SUMMARY_COLUMNS, rows, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    seconds = sum(result.seconds for result in results)
+    table.caption = escape(f"{first.model}\n{first.protocol} · {len(results)} videos · {seconds:.1f} s")
+    table.caption += dropped_note(dropped)
+    console.print(table)
+
+
 def _table(result: engine.predict.VideoPrediction) -> Table:
     table = Table(
         title=f"[bold]{escape(result.file)}[/]",
-        caption=escape(f"{result.model} · {result.protocol} · {result.num_frames} frames · {result.seconds:.2f} s"),
+        caption=escape(f"{result.model}\n{result.protocol} · {result.num_frames} frames · {result.seconds:.2f} s"),
         header_style="bold",
     )
     table.add_column("#", justify="right")
@@ -181,7 +232,7 @@ def _clock(seconds: float) -> str:
 def _timeline_table(result: engine.predict.VideoTimeline) -> Table:
     table = Table(
         title=f"[bold]{escape(result.file)}[/]",
-        caption=escape(f"{result.model} · {result.protocol} per window · {result.seconds:.2f} s"),
+        caption=escape(f"{result.model}\n{result.protocol} per window · {result.seconds:.2f} s"),
         header_style="bold",
     )
     for column in ("start", "end"):
@@ -209,28 +260,3 @@ def _plot_timelines(path: Path, timelines: list[engine.predict.VideoTimeline]) -
         title = f"{Path(result.file).name} · {result.model} · {result.protocol} per window"
         plots.timeline_plot(target, windows, np.asarray(result.probabilities), result.labels, title)
         stderr_console.print(escape(f"timeline plot: {target}"), highlight=False)
-
-
-def _write_csv(path: Path, report: engine.predict.PredictReport) -> None:
-    """One row per (video, rank), or per (video, window) for timelines."""
-    rows: list[tuple[object, ...]] = []
-    for result in report.results:
-        if isinstance(result, engine.predict.VideoTimeline):
-            rows += [(result.file, result.model, w.start, w.end, w.label, w.index, w.score) for w in result.windows]
-        else:
-            rows += [
-                (result.file, result.model, rank, p.label, p.index, p.score, round(result.seconds, 4))
-                for rank, p in enumerate(result.predictions, start=1)
-            ]
-    columns = (
-        TIMELINE_COLUMNS
-        if any(isinstance(r, engine.predict.VideoTimeline) for r in report.results)
-        else PREDICTION_COLUMNS
-    )
-    try:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            writer.writerows(rows)
-    except OSError as error:
-        raise UniformerError(f"cannot write {path}: {error.strerror or error}") from None

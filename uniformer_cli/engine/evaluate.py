@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 
@@ -27,6 +28,7 @@ from uniformer_cli.errors import DatasetError, Terminated, UniformerError
 from uniformer_cli.files import atomic_write
 from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar, stderr_console
+from uniformer_cli.records import Record, class_record, model_fields
 from uniformer_cli.weights import resolve_model
 
 CHECKPOINT_SECONDS = 60.0  # how often a single-process run rewrites its --json file, for --resume
@@ -83,6 +85,7 @@ class EvalReport:
     complete: bool
     classes: list[str]
     results: list[VideoResult]
+    weights: str | None = None  # the file that was loaded
 
     @property
     def failed(self) -> list[VideoResult]:
@@ -94,12 +97,32 @@ class EvalReport:
         values.pop("classes")
         return values
 
-    def to_json(self) -> dict[str, object]:
-        def named(result: VideoResult) -> dict[str, object]:
-            names = {"label_name": self.classes[result.label] if 0 <= result.label < len(self.classes) else None}
-            return {**asdict(result), **names}
+    def label(self, index: int) -> str | None:
+        return self.classes[index] if 0 <= index < len(self.classes) else None
 
-        return {"summary": self.summary(), "classes": self.classes, "videos": [named(r) for r in self.results]}
+    def record(self, result: VideoResult) -> Record:
+        """One video's `eval` record (docs/OUTPUT.md)."""
+        best = result.top5[0] if result.top5 else None
+        return {
+            "video": result.video,
+            **model_fields(self.model, self.weights),
+            "protocol": self.protocol,
+            "true_index": result.label,
+            "true_label": self.label(result.label),
+            "predicted_index": best,
+            "predicted_label": None if best is None else self.label(best),
+            "score": round(result.scores[0], 6) if result.scores else None,
+            "top5": [
+                class_record(index, self.label(index), score)
+                for index, score in zip(result.top5, result.scores, strict=True)
+            ],
+            "correct": None if result.error is not None else result.correct1,
+            "error": result.error,
+        }
+
+    def to_json(self) -> dict[str, object]:
+        """The `eval` JSON document: summary, class names, one record per video."""
+        return {"summary": self.summary(), "classes": self.classes, "videos": [self.record(r) for r in self.results]}
 
 
 def write_report(path: Path, report: EvalReport) -> None:
@@ -115,10 +138,7 @@ def load_previous(path: Path, model: str, protocol: dict[str, object], split: Da
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         summary = data["summary"]
-        previous = [
-            VideoResult(item["video"], item["label"], item["top5"], item["scores"], item["error"])
-            for item in data["videos"]
-        ]
+        previous = [_from_record(item) for item in data["videos"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DatasetError(f"cannot resume from {path}: not an evaluation file ({error})") from None
     ours = {"model": model, "protocol": protocol, "dataset": split.dataset, "split": split.split}
@@ -127,6 +147,16 @@ def load_previous(path: Path, model: str, protocol: dict[str, object], split: Da
         differ = ", ".join(key for key in ours if ours[key] != theirs[key])
         raise DatasetError(f"cannot resume from {path}: it was written with another {differ}")
     return {result.video: result for result in previous if result.error is None}
+
+
+def _from_record(item: dict[str, Any]) -> VideoResult:
+    """A video of an `eval` file back from its record (or from the format before docs/OUTPUT.md)."""
+    if "true_index" in item:
+        ranked = item["top5"]
+        return VideoResult(
+            item["video"], item["true_index"], [c["index"] for c in ranked], [c["score"] for c in ranked], item["error"]
+        )
+    return VideoResult(item["video"], item["label"], item["top5"], item["scores"], item["error"])
 
 
 def build_protocol(
@@ -168,6 +198,7 @@ class _Run:
     session: Session
     model_name: str
     entry_top1: float | None  # the zoo figure when the protocol is the released one
+    weights: str  # the file that was loaded
     split: DatasetSplit
     protocol: ViewProtocol
     samples: list[Sample]
@@ -205,6 +236,7 @@ class _Run:
             complete=complete,
             classes=self.split.classes,
             results=done,
+            weights=self.weights,
         )
 
     def save(self, results: dict[int, VideoResult]) -> bool:
@@ -220,7 +252,7 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
     """Load the model, read the split, score it (sharded under torchrun) and return the report on rank 0
     (None on the other ranks). Writes `request.json_path` when given, also every minute while running."""
     if request.resume and request.json_path is None:
-        raise UniformerError("--resume needs --json FILE (the file of the run to continue)")
+        raise UniformerError("--resume needs -o FILE.json (the file of the run to continue)")
     # The data is checked before a model is downloaded.
     location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
     with session(request.device) as current:
@@ -246,6 +278,7 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
             current,
             model_name,
             loaded.entry.top1 if loaded.entry is not None and released else None,
+            str(loaded.path),
             split,
             protocol,
             samples,

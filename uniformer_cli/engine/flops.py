@@ -137,10 +137,11 @@ class CostRow:
         return (self.gflops_per_view / self.paper_gflops_per_view - 1) * 100
 
     def as_dict(self) -> dict[str, object]:
-        """JSON form: the scalar fields, then `stages` and `bench` objects when they were computed."""
+        """The `flops` record (docs/OUTPUT.md): the scalar fields, then `stages` and `bench` objects when
+        they were computed. Measured figures are `gflops*`, the paper's `paper_gflops*`."""
         row: dict[str, object] = {
-            "name": self.name,
-            "family": self.family,
+            "model": self.name,
+            "arch": self.family,
             "frames": self.frames,
             "size": self.size,
             "clips": self.clips,
@@ -159,16 +160,6 @@ class CostRow:
             row["stages"] = dict(self.stages)
         if self.bench is not None:
             row["bench"] = asdict(self.bench)
-        return row
-
-    def as_flat_dict(self) -> dict[str, object]:
-        """CSV form: `stages` become `gflops_<group>` columns and `bench` fields `bench_<field>` columns."""
-        row = self.as_dict()
-        row.pop("stages", None)
-        row.pop("bench", None)
-        row.update({f"gflops_{group}": value for group, value in (self.stages or {}).items()})
-        if self.bench is not None:
-            row.update({f"bench_{key}": value for key, value in asdict(self.bench).items()})
         return row
 
 

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -26,16 +26,11 @@ from uniformer_cli.device import batched_logits, select_device
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar
+from uniformer_cli.records import Record, class_record, model_fields
 from uniformer_cli.weights import resolve_model
 from uniformer_cli.zoo import DEFAULT_MODEL
 
 GLOB_CHARACTERS = frozenset("*?[")
-
-
-def _json_record(
-    file: str, model: str, key: str, items: Sequence[Prediction | TimelineWindow], seconds: float
-) -> dict[str, object]:
-    return {"file": file, "model": model, key: [asdict(item) for item in items], "seconds": round(seconds, 4)}
 
 
 @dataclass(frozen=True)
@@ -58,9 +53,18 @@ class VideoPrediction:
     num_frames: int = 0
     fps: float = 0.0
 
-    def as_dict(self) -> dict[str, object]:
-        """The `--json` record: file, model, predictions (label, index, score), seconds."""
-        return _json_record(self.file, self.model, "predictions", self.predictions, self.seconds)
+    def fields(self) -> Record:
+        """The fields of its `predict` record (docs/OUTPUT.md) after video, model, weights and protocol."""
+        best = self.predictions[0] if self.predictions else None
+        return {
+            "predicted_index": best.index if best else None,
+            "predicted_label": best.label if best else None,
+            "score": round(best.score, 6) if best else None,
+            "top_k": [class_record(p.index, p.label, p.score) for p in self.predictions],
+            "frames": self.num_frames,
+            "fps": self.fps,
+            "seconds": round(self.seconds, 4),
+        }
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,13 @@ class VideoTimeline:
     probabilities: list[list[float]] = field(default_factory=list, repr=False)
     labels: list[str] = field(default_factory=list, repr=False)  # the names of those classes
 
-    def as_dict(self) -> dict[str, object]:
-        """The `--json --timeline` record: file, model, windows (start, end, label, index, score), seconds."""
-        return _json_record(self.file, self.model, "windows", self.windows, self.seconds)
+    def fields(self) -> Record:
+        """The fields of its `predict --timeline` record after video, model, weights and protocol."""
+        windows = [
+            {"start": round(w.start, 4), "end": round(w.end, 4), **class_record(w.index, w.label, w.score)}
+            for w in self.windows
+        ]
+        return {"windows": windows, "seconds": round(self.seconds, 4)}
 
 
 @dataclass(frozen=True)
@@ -108,10 +116,28 @@ class Failure:
 
 @dataclass
 class PredictReport:
-    """Everything a predict run produced: results in input order, then the files that failed."""
+    """Everything a predict run produced: the results and the failures, and both in input order
+    (paths that named no video first)."""
 
+    model: str = "model"
+    weights: str | None = None
+    protocol: dict[str, object] = field(default_factory=dict)
     results: list[VideoPrediction | VideoTimeline] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    outcomes: list[VideoPrediction | VideoTimeline | Failure] = field(default_factory=list)
+
+    def records(self) -> list[Record]:
+        """One `predict` record per input (docs/OUTPUT.md); a failure has `error` and null results."""
+        timeline = any(isinstance(outcome, VideoTimeline) for outcome in self.outcomes)
+        empty = {key: None for key in (VideoTimeline if timeline else VideoPrediction)("", "", [], 0.0).fields()}
+        records = []
+        for outcome in self.outcomes:
+            common = {"video": outcome.file, **model_fields(self.model, self.weights), "protocol": self.protocol}
+            if isinstance(outcome, Failure):
+                records.append({**common, **empty, "error": outcome.error})
+            else:
+                records.append({**common, **outcome.fields(), "error": None})
+        return records
 
 
 class Predictor:
@@ -128,6 +154,7 @@ class Predictor:
         *,
         labels: Sequence[str] | None = None,
         name: str = "model",
+        weights: str | None = None,
         device: torch.device | str = "cpu",
         batch_size: int = 8,
         decoder: str = "auto",
@@ -137,6 +164,7 @@ class Predictor:
         self.protocol = protocol
         self.labels = list(labels) if labels is not None else None
         self.name = name
+        self.weights = weights
         self.batch_size = batch_size
         self.decoder = decoder
 
@@ -205,19 +233,27 @@ class Predictor:
         seconds: float,
         clips: int = 1,
         on_window: Callable[[int, int], None] | None = None,
+        fps: float | None = None,
     ) -> VideoTimeline:
         """Top class of each `seconds`-long window of the video (the last window absorbs a tail
         shorter than half a window). Each window is sampled with the model's temporal rule as if it
-        were a whole video, with `clips` clips and the centre crop."""
+        were a whole video, with `clips` clips and the centre crop. `fps` is the frame rate of a frame
+        folder, which records none (required for one); a video file's own rate is used otherwise."""
         started = time.perf_counter()
         protocol = replace(self.protocol, clips=clips, crops=1, single_crop="centre")
         windows, scores = [], []
         with open_video(path, self.decoder) as video:
-            bounds = window_bounds(video.num_frames, video.fps, seconds)
+            if is_frame_folder(Path(path)):
+                if fps is None:
+                    raise UniformerError(f"{path} is a frame folder, which records no frame rate: give --fps")
+                rate = fps
+            else:
+                rate = video.fps
+            bounds = window_bounds(video.num_frames, rate, seconds)
             for number, (first, stop) in enumerate(bounds):
                 probabilities = self.probabilities(views_from_video(video, protocol, window=(first, stop)))
                 best = self.rank(probabilities, 1)[0]
-                windows.append(TimelineWindow(first / video.fps, stop / video.fps, best.label, best.index, best.score))
+                windows.append(TimelineWindow(first / rate, stop / rate, best.label, best.index, best.score))
                 scores.append(probabilities.tolist())
                 if on_window:
                     on_window(number + 1, len(bounds))
@@ -264,10 +300,18 @@ def load_predictor(
     else:
         loaded = resolve_model(model or DEFAULT_MODEL, device=target, revision=revision, head_dim=head_dim)
     protocol = resolve_protocol(loaded.view_protocol, overrides or ProtocolOverrides(), str(loaded.path))
-    name = loaded.entry.name if loaded.entry else loaded.path.name
+    # A file that is no zoo entry's is named by its path as given, never by a bare (ambiguous) file name.
+    name = loaded.entry.name if loaded.entry else str(weights if weights is not None else loaded.path)
     fast = optimize_for_inference(loaded.model, inplace=True, compile=compile)
     return Predictor(
-        fast, protocol, labels=loaded.labels, name=name, device=target, batch_size=batch_size, decoder=decoder
+        fast,
+        protocol,
+        labels=loaded.labels,
+        name=name,
+        weights=str(loaded.path),
+        device=target,
+        batch_size=batch_size,
+        decoder=decoder,
     )
 
 
@@ -342,13 +386,16 @@ def run_predict(
     top_k: int = 5,
     timeline: float | None = None,
     timeline_clips: int | None = None,
+    fps: float | None = None,
     progress: bool = True,
 ) -> PredictReport:
     """Predict (or build `timeline`-second timelines for, `timeline_clips` clips per window, default 1)
     every video `find_videos` found, with a progress bar when there are several files (or windows);
-    unreadable videos are reported, not fatal."""
+    unreadable videos are reported, not fatal. `fps`: the frame rate of frame folders, for timelines."""
     paths = videos.paths
-    report = PredictReport(failures=list(videos.failures))
+    report = PredictReport(predictor.name, predictor.weights, predictor.protocol.as_dict())
+    for failure in videos.failures:
+        _record(report, failure)
     with progress_bar(disable=not progress or (len(paths) < 2 and timeline is None)) as bar:
         task = bar.add_task("predicting", total=len(paths))
         if timeline is None:
@@ -365,6 +412,7 @@ def run_predict(
                     timeline,
                     timeline_clips or 1,
                     functools.partial(_show_windows, bar, windows),
+                    fps,
                 )
             except UniformerError as error:
                 outcome = Failure(str(path), str(error))
@@ -379,6 +427,7 @@ def _show_windows(bar: Progress, task: TaskID, done: int, total: int) -> None:
 
 
 def _record(report: PredictReport, outcome: VideoPrediction | VideoTimeline | Failure) -> None:
+    report.outcomes.append(outcome)
     if isinstance(outcome, Failure):
         report.failures.append(outcome)
     else:

@@ -7,7 +7,7 @@ metadata of every safetensors file this package writes, so a file alone rebuilds
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
 from uniformer_cli.errors import UniformerError
@@ -100,3 +100,20 @@ FAMILIES: dict[str, ModelConfig] = {
         keep_ratio4=LIGHT_KEEP_XS[1],
     ),
 }
+
+
+def family_of(config: ModelConfig) -> str | None:
+    """The released family (`FAMILIES` key) whose network `config` is, whatever its head and drop path;
+    None for a custom architecture."""
+    for name, family in FAMILIES.items():
+        same_head = replace(
+            family,
+            num_classes=config.num_classes,
+            drop_path_rate=config.drop_path_rate,
+            layer_scale=config.layer_scale,
+            split=config.split,
+            std=config.std,
+        )
+        if same_head == config:
+            return name
+    return None

@@ -92,18 +92,41 @@ class ZooEntry:
     def labels(self) -> list[str]:
         return load_labels(self.dataset)
 
+    @property
+    def protocol_fields(self) -> dict[str, object]:
+        """The released test protocol as the records of every command show it (`ViewProtocol.as_dict`)."""
+        return {
+            "frames": self.frames,
+            "stride": self.stride,
+            "sampling": self.sampling,
+            "clips": self.clips,
+            "crops": self.crops,
+            "size": self.size,
+            "channel_order": self.channel_order,
+            "single_crop": self.single_crop,
+        }
+
     def as_dict(self) -> dict[str, object]:
-        row = asdict(self)
-        row.pop("recipe")
-        row.pop("official_name")
-        row.update(
-            arch=self.family,
-            num_classes=self.num_classes,
-            views=self.views,
-            official_name=self.official_name,
-            recipe=asdict(self.recipe),
-        )
-        return row
+        """The `uniformer models` record (docs/OUTPUT.md): paper figures are named `paper_*`."""
+        return {
+            "model": self.name,
+            "aliases": [alias for alias, target in ALIASES.items() if target == self.name],
+            "arch": self.family,
+            "dataset": self.dataset,
+            "num_classes": self.num_classes,
+            "protocol": self.protocol_fields,
+            "paper_top1": self.top1,
+            "paper_gflops_per_view": self.gflops_per_view,
+            "paper_gflops": self.gflops,
+            "hub_repo": self.hub_repo,
+            "hub_file": self.hub_file,
+            "hub_bytes": self.hub_bytes,
+            "official_name": self.official_name,
+            "layer_scale": self.layer_scale,
+            "head_classes": self.head_classes,
+            "drop_path": self.drop_path,
+            "recipe": asdict(self.recipe),
+        }
 
 
 Hub = tuple[str, str, int | None]  # repo, file, size in bytes (None: not recorded)

@@ -1,0 +1,16 @@
+"""The Click exceptions Typer raises: recent Typer releases carry their own copy of Click (`typer._click`)
+and no longer install the `click` package; older ones raise `click`'s."""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from typer._click import exceptions  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # Typer before it vendored Click
+    from click import exceptions  # type: ignore[no-redef,unused-ignore]
+
+ClickException: type[Exception] = exceptions.ClickException
+UsageError: type[Exception] = exceptions.UsageError
+# `uniformer` with no command: Click >= 8.2 raises this (its message is the help), older ones print the help.
+NoArgsIsHelpError: Any = getattr(exceptions, "NoArgsIsHelpError", ())
