@@ -70,7 +70,8 @@ FLAG = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
 def test_every_option_the_documentation_uses_exists() -> None:
     commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
     options = {
-        name: {flag for parameter in command.params for flag in (*parameter.opts, *parameter.secondary_opts)}
+        name: {"-h", "--help"}
+        | {flag for parameter in command.params for flag in (*parameter.opts, *parameter.secondary_opts)}
         for name, command in commands.items()
     }
     # `uniformer <command> ...` or `torchrun ... -m uniformer_cli.cli.app <command> ...` in a document.

@@ -61,7 +61,7 @@ class VideoPrediction:
             "predicted_label": best.label if best else None,
             "score": round(best.score, 6) if best else None,
             "top_k": [class_record(p.index, p.label, p.score) for p in self.predictions],
-            "frames": self.num_frames,
+            "video_frames": self.num_frames,
             "fps": self.fps,
             "seconds": round(self.seconds, 4),
         }

@@ -1,0 +1,373 @@
+"""The output contract of docs/OUTPUT.md: every command's records hold the documented fields, the flags and
+encodings mean the same everywhere, one exit-status rule, choices refused while parsing, tables that fit."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import get_args
+
+import pytest
+import typer
+from cli_runner import run_cli
+from eval_data import colour, colour_model, flat_video
+from synthetic_video import numbered_frame, write_frame_folder
+
+from uniformer_cli.cli import options
+from uniformer_cli.cli.app import app
+from uniformer_cli.cli.evaluate import Dataset
+from uniformer_cli.cli.output import flatten
+from uniformer_cli.data.datasets import DATASETS
+from uniformer_cli.data.sampling import SAMPLINGS
+from uniformer_cli.data.video import DECODERS
+from uniformer_cli.device import DEVICE_CHOICES
+from uniformer_cli.models.config import FAMILIES
+from uniformer_cli.weights import save_weights
+from uniformer_cli.zoo import ZOO, ChannelOrder
+
+ROOT = Path(__file__).resolve().parent.parent
+PARITY = ROOT / "tests" / "fixtures" / "parity"
+PROTOCOL = {"frames": 4, "stride": 2, "sampling": "dense", "clips": 2, "crops": 1, "size": 32, "channel_order": "rgb"}
+NAMES = [f"class {k} [x]" for k in range(8)]  # brackets: rich markup, printed verbatim
+COMMANDS = ("predict", "eval", "flops", "convert", "models")
+
+
+def documented_schema() -> dict[str, set[str]]:
+    """The 'Schema' table of docs/OUTPUT.md: record name -> its fields."""
+    text = (ROOT / "docs" / "OUTPUT.md").read_text()
+    section = text[text.index("## Schema") :]
+    section = section[: section.index("\n## ", 1)]
+    schema = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[1].startswith("`"):
+            schema[cells[0].replace("`", "")] = set(re.findall(r"`([\w.]+)`", cells[1]))
+    return schema
+
+
+SCHEMA = documented_schema()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny forced-colour model with its protocol and labels, two videos, an unreadable one, a list."""
+    root = tmp_path_factory.mktemp("output")
+    model = colour_model()
+    weights = save_weights(root / "tiny.safetensors", model, model.config, labels=NAMES, protocol=PROTOCOL)
+    first = flat_video(root / "first [1].mp4", colour(-1.5), size=(64, 48))
+    second = flat_video(root / "second.mp4", colour(0.5), size=(64, 48))
+    broken = root / "broken.mp4"
+    broken.write_bytes(b"not a video" * 50)
+    (root / "list.csv").write_text("first [1].mp4,0\nsecond.mp4,4\nbroken.mp4,2\n")
+    return {"root": root, "weights": weights, "first": first, "second": second, "broken": broken}
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    return run_cli(capsys, *args)
+
+
+def predict(capsys: pytest.CaptureFixture[str], data: dict[str, Path], *args: object) -> tuple[int, str, str]:
+    return run(capsys, "predict", *args, "--weights", data["weights"], "--device", "cpu")
+
+
+# --- the schema ---------------------------------------------------------------------------------------
+
+
+def test_the_schema_table_covers_every_command() -> None:
+    assert {"predict", "predict --timeline", "eval", "eval summary", "flops", "convert", "models"} <= set(SCHEMA)
+    assert SCHEMA["protocol"] == set(PROTOCOL) | {"single_crop"}
+
+
+def test_predict_records_hold_the_schema_and_keep_failures(
+    capsys: pytest.CaptureFixture[str], data: dict[str, Path]
+) -> None:
+    paths = [data["first"], data["broken"], data["second"]]
+    code, out, err = predict(capsys, data, *paths, "--json", "--top-k", "3")
+    assert code == 3, err  # one input failed, the others were written
+    records = json.loads(out)
+    assert [record["video"] for record in records] == [str(path) for path in paths]
+    for record in records:
+        assert set(record) == SCHEMA["predict"]
+        assert set(record["protocol"]) == SCHEMA["protocol"]
+        assert record["model"] == record["weights"] == str(data["weights"])
+    good, failed, other = records
+    assert failed["error"] and all(failed[key] is None for key in ("predicted_index", "score", "top_k"))
+    assert good["error"] is None and [set(item) for item in good["top_k"]] == [SCHEMA["class"]] * 3
+    assert (good["predicted_index"], good["predicted_label"]) == (0, NAMES[0])
+    assert (other["predicted_index"], other["predicted_label"]) == (4, NAMES[4])
+    assert good["score"] == good["top_k"][0]["score"]
+    assert err.count("error:") == 1 and "broken.mp4" in err
+
+
+def test_timeline_records_hold_the_schema(capsys: pytest.CaptureFixture[str], data: dict[str, Path]) -> None:
+    code, out, err = predict(capsys, data, data["first"], "--timeline", "0.2", "--json")
+    assert code == 0, err
+    [record] = json.loads(out)
+    assert set(record) == SCHEMA["predict --timeline"]
+    assert record["windows"] and all(set(window) == SCHEMA["window"] for window in record["windows"])
+
+
+def test_eval_records_hold_the_schema(capsys: pytest.CaptureFixture[str], data: dict[str, Path]) -> None:
+    code, out, err = run(
+        capsys, "eval", "-D", "csv", "--list", data["root"] / "list.csv", "-w", data["weights"], "--device", "cpu",
+        "--workers", "0", "--json",
+    )  # fmt: skip
+    assert code == 3, err
+    document = json.loads(out)
+    assert set(document) == {"summary", "classes", "videos"}
+    assert set(document["summary"]) == SCHEMA["eval summary"]
+    first, second, broken = document["videos"]
+    for record in document["videos"]:
+        assert set(record) == SCHEMA["eval"]
+    assert (first["true_index"], first["true_label"], first["predicted_label"], first["correct"]) == (
+        0, NAMES[0], NAMES[0], True
+    )  # fmt: skip
+    assert second["true_label"] == NAMES[4] and [set(item) for item in second["top5"]] == [SCHEMA["class"]] * 5
+    assert broken["error"] and broken["correct"] is None and broken["true_index"] == 2
+
+
+def test_flops_convert_and_models_records_hold_the_schema(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "flops", "--model", "s16x8-k400", "--by-stage", "--json")
+    assert code == 0
+    [row] = json.loads(out)
+    assert set(row) == SCHEMA["flops"] | {"stages"}
+    code, out, err = run(capsys, "convert", PARITY / "small_official.pth", tmp_path / "s.safetensors", "--head-dim", 16,
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    assert set(json.loads(out)) == SCHEMA["convert"]
+    code, out, _ = run(capsys, "models", "--json")
+    rows = json.loads(out)
+    assert all(set(row) == SCHEMA["models"] for row in rows) and len(rows) == len(ZOO)
+
+
+# --- flags and encodings ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv"])
+def test_every_encoding_holds_the_same_records(
+    capsys: pytest.CaptureFixture[str], data: dict[str, Path], tmp_path: Path, suffix: str
+) -> None:
+    paths = [data["first"], data["broken"]]
+    code, out, _ = predict(capsys, data, *paths, "--json")
+    records = json.loads(out)
+    target = tmp_path / f"out{suffix}"
+    code, out, _ = predict(capsys, data, *paths, "-o", target)
+    assert code == 3
+    assert NAMES[0] in out  # the tables still print when the records go to a file
+    text = target.read_text()
+    if suffix == ".json":
+        read = json.loads(text)
+    elif suffix == ".jsonl":
+        read = [json.loads(line) for line in text.splitlines()]
+    else:
+        read = list(csv.DictReader(io.StringIO(text)))
+        records = [{k: "" if v is None else str(v) for k, v in flatten(record).items()} for record in records]
+    for got, want in zip(read, records, strict=True):
+        got.pop("seconds"), want.pop("seconds")
+        assert got == want
+
+
+def test_output_to_stdout_is_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models", "-o", "-")
+    assert code == 0
+    assert json.loads(out)[0]["model"] == next(iter(ZOO))
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_file_of_unknown_format_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    required = {"predict": ["clip.mp4"], "eval": ["-D", "csv"], "convert": ["a.pth", "b.safetensors"]}
+    code, out, err = run(capsys, command, *required.get(command, []), "-o", tmp_path / "out.txt")
+    assert (code, out) == (2, "")
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert ".json, .jsonl or .csv" in err
+
+
+# --- exit status and usage errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "valid"),
+    [
+        (["predict", "a.mp4", "--crops", "2"], "--crops", "'1', '3'"),
+        (["predict", "a.mp4", "--device", "gpu"], "--device", "'auto', 'cpu', 'cuda', 'mps'"),
+        (["predict", "a.mp4", "--sampling", "uniform"], "--sampling", "'dense', 'segment', 'sparse'"),
+        (["predict", "a.mp4", "--decoder", "ffmpeg"], "--decoder", "'auto', 'decord', 'pyav'"),
+        (["eval", "--dataset", "kinetics"], "--dataset", "'k400'"),
+        (["eval", "-D", "k400", "--channel-order", "rbg"], "--channel-order", "'rgb', 'bgr'"),
+        (["flops", "--arch", "q"], "--arch", "'s', 'b', 'xxs', 'xs'"),
+        (["flops", "--bogus"], "--bogus", "No such option"),
+        (["models", "extra"], "extra", "unexpected extra argument"),
+    ],
+)
+def test_usage_errors_are_one_line_with_the_valid_values(
+    capsys: pytest.CaptureFixture[str], args: list[str], option: str, valid: str
+) -> None:
+    code, out, err = run(capsys, *args)
+    assert (code, out) == (2, "")
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert option in err and valid.lower() in err.lower()
+    assert "╭" not in err and "Traceback" not in err
+
+
+def test_choice_enums_agree_with_the_code_that_owns_them() -> None:
+    def values(choice: type[options.Choice]) -> tuple[str, ...]:
+        return tuple(member.value for member in choice)
+
+    assert values(options.Device) == DEVICE_CHOICES
+    assert values(options.Decoder) == DECODERS
+    assert values(options.Sampling) == SAMPLINGS
+    assert values(options.ChannelOrder) == get_args(ChannelOrder)
+    assert values(options.Arch) == tuple(FAMILIES)
+    assert values(Dataset) == tuple(DATASETS)
+
+
+def test_choices_reach_the_command_as_plain_values(capsys: pytest.CaptureFixture[str], data: dict[str, Path]) -> None:
+    code, out, err = predict(capsys, data, data["first"], "--crops", "3", "--sampling", "SPARSE", "--json")
+    assert code == 0, err
+    [record] = json.loads(out)
+    assert (record["protocol"]["crops"], record["protocol"]["sampling"]) == (3, "sparse")
+
+
+def test_help_version_and_completion(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "-h")
+    assert code == 0 and "Usage: uniformer" in out and "--install-completion" in out
+    assert "predict" in out and "Exit status" in out
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and re.fullmatch(r"uniformer \S+\n", out)
+    for command in COMMANDS:
+        code, out, _ = run(capsys, command, "-h")
+        assert code == 0 and f"Usage: uniformer {command}" in out
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_has_help_and_shows_its_default(name: str) -> None:
+    command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    for parameter in command.params:
+        assert parameter.help, f"{name} {parameter.name} has no help"
+        if parameter.param_type_name != "option" or parameter.is_flag or parameter.hidden:
+            continue
+        # A concrete default is shown (None means "not given": the help says what happens then).
+        assert parameter.default is None or parameter.show_default is not False, f"{name} {parameter.opts}"
+
+
+# --- tables -------------------------------------------------------------------------------------------------
+
+
+def render(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, width: int, *args: object) -> str:
+    monkeypatch.setenv("COLUMNS", str(width))
+    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(variable, raising=False)
+    code, out, err = run(capsys, *args)
+    assert code in (0, 3), err
+    assert max(len(line) for line in out.splitlines()) <= width, out
+    assert "…" not in out, out
+    return out
+
+
+def words(text: str) -> set[str]:
+    return set(text.replace(",", " ").split())
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_models_table_keeps_every_number_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    text = words(render(capsys, monkeypatch, width, "models"))
+    for entry in ZOO.values():
+        assert {entry.name, f"{entry.top1:.1f}", f"{entry.gflops:g}"} <= text, entry.name
+    if width >= 100:  # wide enough for the Hub repositories, each on one line
+        assert {entry.hub_repo for entry in ZOO.values() if entry.hub_repo} <= text
+
+
+@pytest.mark.parametrize("args", [["--frames", "16"], ["--model", "b32x4-k400", "--by-stage"]])
+def test_flops_tables_keep_every_number_whole_at_60_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    rows = json.loads(run(capsys, "flops", *args, "--json")[1])
+    text = words(render(capsys, monkeypatch, 60, "flops", *args))
+    for row in rows:
+        assert {f"{row['gflops_per_view']:.2f}", f"{row['gflops']:.1f}", f"{row['diff_pct']:+.1f}%"} <= text
+        for group, value in (row.get("stages") or {}).items():
+            if not group.startswith("patch_embed"):  # the four embeddings share one column
+                assert (f"{value:.2f}" if value >= 0.01 else f"{value:.1g}") in text, group
+
+
+def test_predict_on_several_videos_prints_one_summary_table(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, data: dict[str, Path]
+) -> None:
+    text = render(
+        capsys, monkeypatch, 60, "predict", data["first"], data["second"], data["broken"], "-w", data["weights"],
+        "--device", "cpu",
+    )  # fmt: skip
+    assert text.count("top-1") == 1  # one table, not one per video
+    assert NAMES[0] in text and NAMES[4] in text  # brackets verbatim
+    assert "[1].mp4" in text and "second.mp4" in text  # the video column folds long paths
+    for record in json.loads(predict(capsys, data, data["first"], data["second"], "--json")[1]):
+        assert f"{record['score']:.1%}" in text
+
+
+# --- command behaviour the issue asked for -------------------------------------------------------------------
+
+
+def test_timeline_on_a_frame_folder_asks_for_fps(
+    capsys: pytest.CaptureFixture[str], data: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = write_frame_folder(tmp_path / "frames", [numbered_frame(i, 48, 64) for i in range(20)])
+    code, out, err = predict(capsys, data, folder, "--timeline", "1")
+    assert (code, out) == (1, "")
+    assert "frame folder" in err and "--fps" in err
+    code, out, err = predict(capsys, data, folder, "--timeline", "1", "--fps", "10", "--json")
+    assert code == 0, err
+    [record] = json.loads(out)
+    assert [(w["start"], w["end"]) for w in record["windows"]] == [(0.0, 1.0), (1.0, 2.0)]
+
+
+# --- examples in the README and in --help ---------------------------------------------------------------------
+
+
+def documented_examples() -> list[tuple[str, list[str]]]:
+    """(where, argv) of every `uniformer COMMAND ...` example in the README, the docs and `--help`."""
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    pattern = re.compile(rf"(?:uniformer|uniformer_cli\.cli\.app) ((?:{'|'.join(commands)})\b[^`#|\\\n]*)")
+    # In Markdown the fenced code blocks hold the examples (inline code in prose names options); in --help,
+    # the "Example(s):" paragraph.
+    fence = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    sources = [(path.name, block) for path in documents for block in fence.findall(path.read_text())]
+    helps = [(name, command.help or "") for name, command in commands.items()]
+    sources += [(f"{name} --help", text[text.find("Example") :]) for name, text in helps if "Example" in text]
+    examples = []
+    for where, text in sources:
+        for match in pattern.finditer(text):
+            line = match.group(1).strip().rstrip(".,;")
+            if "..." in line or "FILE" in line.split() or line.count("'") % 2:
+                continue  # a pattern or a quoted message, not an example
+            examples.append((where, shlex.split(line)))
+    return examples
+
+
+def test_every_documented_example_parses() -> None:
+    """Each example's options exist and its values pass the parser (choices, numbers, -o formats)."""
+    group = typer.main.get_command(app)
+    examples = documented_examples()
+    assert len(examples) > 20
+    for where, argv in examples:
+        command = group.commands[argv[0]]  # type: ignore[attr-defined]
+        try:
+            command.make_context(argv[0], argv[1:])
+        except Exception as error:  # reported with the example that failed
+            pytest.fail(f"{where}: uniformer {shlex.join(argv)}: {error}")
+
+
+@pytest.mark.parametrize("argv", [argv for _, argv in documented_examples() if argv[0] == "models"])
+def test_the_models_examples_run(capsys: pytest.CaptureFixture[str], argv: list[str], tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
