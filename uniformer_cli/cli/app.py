@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from uniformer_cli.cli import convert, evaluate, features, flops, models, predict, train
+from uniformer_cli.cli import convert, evaluate, explain, features, flops, models, predict, train
 from uniformer_cli.cli.click_api import ClickException, NoArgsIsHelpError, UsageError
 from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 from uniformer_cli.errors import Terminated, UniformerError
@@ -26,6 +26,7 @@ app.command("predict")(predict.predict)
 app.command("eval", epilog=evaluate.LAYOUTS_EPILOG)(evaluate.evaluate)
 app.command("train")(train.train)
 app.command("features")(features.features)
+app.command("explain")(explain.explain)
 app.command("flops")(flops.flops)
 app.command("convert")(convert.convert)
 app.command("models")(models.models)

@@ -165,7 +165,12 @@ def views_from_frames(frames: np.ndarray, positions: np.ndarray, protocol: ViewP
     """float32 `[clips * crops, 3, T, size, size]` from `read_view_frames` output, view index =
     clip * crops + crop. Each frame is normalised and resized once; the channel axis is reversed for
     BGR-trained checkpoints (PROTOCOLS.md 1.3)."""
-    resized = transforms.resized_clip(frames, protocol.size)
+    return views_from_resized(transforms.resized_clip(frames, protocol.size), positions, protocol)
+
+
+def views_from_resized(resized: torch.Tensor, positions: np.ndarray, protocol: ViewProtocol) -> torch.Tensor:
+    """`views_from_frames` from frames already normalised and resized (`transforms.resized_clip` output,
+    `[3, N, h, w]`): a live stream resizes each frame once as it arrives."""
     if protocol.channel_order == "bgr":
         resized = resized.flip(0)
     crop_positions = transforms.crop_indices(protocol.crops, protocol.single_crop or "centre")

@@ -1,0 +1,133 @@
+"""`uniformer explain`: Grad-CAM that points at what decides the class, and the files it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from cli_runner import run_cli
+from matplotlib.image import imread
+from synthetic_video import write_video
+from tiny_training import TINY_CONFIG, train_tiny
+
+from uniformer_cli.data import transforms
+from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.engine.explain import DEFAULT_STAGE, explain_clip, resolve_target
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.models import ModelConfig, create_model
+from uniformer_cli.weights import save_weights
+
+SIDE, FRAMES = 64, 8
+HALF = SIDE // 2
+DIRECTIONS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # left, right, up, down
+
+
+def quadrant_clip(direction: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """uint8 frames `[T, S, S, 3]`: static noise everywhere, and in the top-left quadrant only a square
+    moving in `direction` (the class)."""
+    dx, dy = direction
+    square, speed = HALF // 3, 2
+    travel = speed * (FRAMES - 1)
+    x0 = int(rng.integers(travel if dx < 0 else 0, HALF - square - (travel if dx > 0 else 0) + 1))
+    y0 = int(rng.integers(travel if dy < 0 else 0, HALF - square - (travel if dy > 0 else 0) + 1))
+    colour = rng.integers(128, 256, 3)
+    background = rng.integers(0, 64, (SIDE, SIDE, 3))
+    frames = np.empty((FRAMES, SIDE, SIDE, 3), np.uint8)
+    for t in range(FRAMES):
+        image = background.copy()
+        x, y = x0 + dx * speed * t, y0 + dy * speed * t
+        image[y : y + square, x : x + square] = colour
+        frames[t] = image
+    return frames
+
+
+@pytest.mark.slow
+def test_the_map_concentrates_in_the_quadrant_that_decides_the_class() -> None:
+    """Train the tiny model for seconds on clips whose class only the top-left quadrant's motion decides;
+    on new clips, most of the map's mass must lie in that quadrant (a uniform map puts 25% there)."""
+    rng = np.random.default_rng(0)
+    train = [(quadrant_clip(d, rng), label) for label, d in enumerate(DIRECTIONS) for _ in range(32)]
+    clips = torch.stack([transforms.normalise(frames) for frames, _ in train])
+    model = train_tiny(clips, torch.tensor([label for _, label in train]), len(DIRECTIONS), epochs=30)
+    protocol = ViewProtocol(frames=FRAMES, stride=1, size=SIDE)
+    positions = np.arange(FRAMES)[None]
+    shares: dict[int, list[float]] = {2: [], 3: [], 4: []}
+    correct = 0
+    for label, direction in enumerate(DIRECTIONS):
+        for _ in range(6):
+            frames = quadrant_clip(direction, rng)
+            for stage, found in shares.items():
+                explained = explain_clip(model, frames, positions, protocol, [0.0] * FRAMES, None, stage=stage)
+                found.append(float(explained.cam[:, :HALF, :HALF].sum() / explained.cam.sum().clamp(min=1e-12)))
+            correct += explained.index == label
+            assert explained.cam.shape == (FRAMES, SIDE, SIDE) and float(explained.cam.max()) == pytest.approx(1.0)
+    means = {stage: float(np.mean(found)) for stage, found in shares.items()}
+    print(f"model accuracy {correct}/24; mean share of the map in the deciding quadrant by stage: {means}")
+    assert correct >= 20
+    assert means[DEFAULT_STAGE] >= 0.5
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("explain")
+    protocol = ViewProtocol(frames=8, stride=2, size=64).as_dict()
+    light = ModelConfig(
+        arch="light",
+        depth=(1, 1, 2, 1),
+        embed_dim=(16, 32, 64, 64),
+        head_dim=16,
+        num_classes=3,
+        keep_ratio3=(1.0, 0.5),
+        keep_ratio4=(0.5,),
+    )
+    found = {}
+    for name, config in (("tiny", TINY_CONFIG.replace(num_classes=3)), ("light", light)):
+        torch.manual_seed(0)
+        model = create_model(config).eval()
+        found[name] = save_weights(folder / f"{name}.safetensors", model, config, ["run", "jump", "sit"], protocol)
+    found["clip"] = write_video(folder / "clip.mp4", 40)
+    return found
+
+
+@pytest.mark.parametrize("model", ["tiny", "light"])
+def test_explain_writes_the_overlay_clip_and_the_contact_sheet(
+    capsys: pytest.CaptureFixture[str], weights: dict[str, Path], tmp_path: Path, model: str
+) -> None:
+    output = tmp_path / "out.mp4"
+    code, out, err = run_cli(capsys, "explain", weights["clip"], "-w", weights[model], "-o", output, "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["label"] in ("run", "jump", "sit") and 0 <= record["score"] <= 1
+    assert record["sheet"] == str(tmp_path / "out.png")
+    with av.open(str(output)) as container:
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(decoded) == 8 and decoded[0].shape == (256, 256, 3)  # 64 px crops enlarged 4x
+    sheet = imread(tmp_path / "out.png")
+    assert sheet.shape[:2] == (660, 1200) and sheet[..., :3].std() > 0.05
+    # A chosen class by name or index, and a GIF.
+    code, out, err = run_cli(
+        capsys, "explain", weights["clip"], "-w", weights[model], "-o", tmp_path / "a.gif", "--class", "sit", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["index"] == 2
+    with av.open(str(tmp_path / "a.gif")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 8
+
+
+def test_explain_mistakes_are_one_line_errors(
+    capsys: pytest.CaptureFixture[str], weights: dict[str, Path], tmp_path: Path
+) -> None:
+    for arguments, message in [
+        (["-o", tmp_path / "out.avi"], "name an .mp4 or .gif file"),
+        (["-o", tmp_path / "out.mp4", "--class", "swim"], "not a class of this model"),
+        (["-o", tmp_path / "out.mp4", "--class", "7"], "out of range"),
+    ]:
+        code, _, err = run_cli(capsys, "explain", weights["clip"], "-w", weights["tiny"], *arguments)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert resolve_target("Jump", ["run", "jump"], 2) == 1 and resolve_target(None, None, 5) is None
+    with pytest.raises(UniformerError, match="no class names"):
+        resolve_target("jump", None, 2)

@@ -1,0 +1,250 @@
+"""Where the model looks: Grad-CAM over space and time (`uniformer explain`).
+
+One clip (the protocol's temporal sampling, 1 clip, centre crop) goes through the exact network. The map
+is Grad-CAM on a stage's output feature map `A` `[C, T', H', W']` (stage 4's is the input of the final
+norm; the default is stage 2, see `DEFAULT_STAGE`): each channel is weighted by the mean gradient of the
+target logit over its positions, `ReLU(sum_c w_c A_c)`, then upsampled (trilinear) to the sampled frames
+`[T, S, S]` and scaled to [0, 1]. The target is the
+predicted class or a chosen one (name or index). The same code serves S/B and the light XXS/XS models:
+both end in `forward_stages` -> `classify`.
+
+`explain_video` writes the clip with the map overlaid (`.mp4` with H.264 or `.gif`) and a PNG contact
+sheet of the frames with the class and score in its title.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from uniformer_cli import plots
+from uniformer_cli.data import transforms
+from uniformer_cli.data.video import open_video
+from uniformer_cli.data.views import (
+    ProtocolOverrides,
+    ViewProtocol,
+    read_view_frames,
+    resolve_protocol,
+    views_from_frames,
+)
+from uniformer_cli.device import select_device
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.files import atomic_write
+from uniformer_cli.models.layers import StagedModel
+from uniformer_cli.weights import resolve_model
+from uniformer_cli.zoo import DEFAULT_MODEL
+
+logger = logging.getLogger(__name__)
+
+OUTPUTS = (".mp4", ".gif")
+DISPLAY_SIDE = 256  # small crops are enlarged (whole pixels) to at least this side in the outputs
+SHEET_FRAMES = 8  # frames on the contact sheet, evenly spaced over the clip
+# Grad-CAM reads positions in a feature map as places in the frame. Stages 1-2 are convolutional (local);
+# stages 3-4 attend globally and mix every position into every other. In a tiny model trained on synthetic
+# clips whose class only the top-left quadrant's motion decides (tests/test_explain.py), the share of the
+# map in that quadrant was 59% on stage 2's output, 52% on stage 3's and 25% (uniform, chance) on stage 4's.
+# So the default is the last convolutional stage; `--stage 4` gives the last stage.
+DEFAULT_STAGE = 2
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    video: Path
+    output: Path
+    model: str | None = None
+    weights: Path | None = None
+    target: str | None = None  # a class name or index; None: the predicted class
+    revision: str | None = None
+    head_dim: int | None = None
+    protocol: ProtocolOverrides = field(default_factory=ProtocolOverrides)
+    device: str = "auto"
+    decoder: str = "auto"
+    alpha: float = 0.5  # weight of the heat map in the overlay
+    stage: int = DEFAULT_STAGE
+
+
+@dataclass
+class Explanation:
+    """A clip's class activation map and what it was computed for."""
+
+    cam: torch.Tensor  # float32 [T, S, S] in [0, 1], one map per sampled frame
+    frames: np.ndarray  # uint8 [T, S, S, 3]: the frames the model saw (RGB, cropped)
+    times: list[float]  # seconds of each sampled frame
+    index: int
+    label: str
+    score: float  # the class's softmax probability on this clip
+    model: str = ""
+    protocol: str = ""
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    video: Path
+    sheet: Path
+    explanation: Explanation
+
+
+def grad_cam(
+    model: StagedModel, clip: torch.Tensor, target: int | None = None, stage: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM of one clip `[1, 3, T, S, S]` on stage `stage`'s output map: (`[T', H', W']` map, not
+    upsampled or scaled; logits `[classes]`). `target` None takes the top class."""
+    captured: list[torch.Tensor] = []
+
+    def keep(module: torch.nn.Module, inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+        captured.append(output[1] if isinstance(output, tuple) else output)  # light stages 3-4: (cls, map, scores)
+
+    was_training = model.training
+    model.eval()
+    handle = model.stages()[stage - 1][-1].register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            logits = model(clip.detach().requires_grad_(True))[0]
+            chosen = int(logits.argmax()) if target is None else target
+            (gradients,) = torch.autograd.grad(logits[chosen], captured[-1])
+    finally:
+        handle.remove()
+        model.train(was_training)
+    activations = captured[-1].detach()[0].float()
+    weights = gradients[0].float().mean(dim=(1, 2, 3), keepdim=True)
+    return torch.relu((weights * activations).sum(dim=0)), logits.detach()
+
+
+def upsample(cam: torch.Tensor, frames: int, side: int) -> torch.Tensor:
+    """A `[T', H', W']` map -> `[frames, side, side]` (trilinear), scaled so its maximum is 1."""
+    full = F.interpolate(cam[None, None], size=(frames, side, side), mode="trilinear", align_corners=False)[0, 0]
+    peak = full.max()
+    return full / peak if peak > 0 else full
+
+
+def display_frames(views: torch.Tensor, channel_order: str) -> np.ndarray:
+    """The uint8 RGB frames `[T, S, S, 3]` of one normalised view `[3, T, S, S]` (undoing the normalisation)."""
+    pixels = views.flip(0) if channel_order == "bgr" else views
+    levels = (pixels * transforms.STD + transforms.MEAN) * 255
+    return levels.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).numpy()
+
+
+def resolve_target(target: str | None, labels: Sequence[str] | None, classes: int) -> int | None:
+    """A class index from a name (case-insensitive) or an index, or None for the predicted class."""
+    if target is None:
+        return None
+    if target.strip().lstrip("-").isdigit():
+        index = int(target)
+        if not 0 <= index < classes:
+            raise UniformerError(f"--class {index} is out of range: the model has {classes} classes (0-{classes - 1})")
+        return index
+    names = {name.lower(): i for i, name in enumerate(labels or [])}
+    if target.lower() not in names:
+        known = "its classes are listed by `uniformer models`" if labels else "the model has no class names"
+        raise UniformerError(f"--class {target!r} is not a class of this model ({known}); give an index instead")
+    return names[target.lower()]
+
+
+def explain_clip(
+    model: StagedModel,
+    frames: np.ndarray,
+    positions: np.ndarray,
+    protocol: ViewProtocol,
+    times: list[float],
+    labels: Sequence[str] | None,
+    target: int | None = None,
+    stage: int = DEFAULT_STAGE,
+) -> Explanation:
+    """Grad-CAM (on stage `stage`'s output) of the first view built from `read_view_frames` output."""
+    view = views_from_frames(frames, positions, protocol)[0]
+    cam, logits = grad_cam(model, view[None].to(next(model.parameters()).device), target, stage)
+    named = len(labels) if labels else logits.numel()
+    probabilities = logits[:named].softmax(dim=0)
+    index = int(probabilities.argmax()) if target is None else target
+    label = labels[index] if labels and index < len(labels) else f"class {index}"
+    return Explanation(
+        cam=upsample(cam.cpu(), view.shape[1], view.shape[2]),
+        frames=display_frames(view, protocol.channel_order),
+        times=times,
+        index=index,
+        label=label,
+        score=float(probabilities[index]) if index < named else float("nan"),
+    )
+
+
+def overlay(frames: np.ndarray, cam: torch.Tensor, alpha: float) -> np.ndarray:
+    """Frames blended with the heat map's colours (`alpha` of the map), enlarged to `DISPLAY_SIDE`."""
+    colours = plots.colormap(cam.numpy()).astype(np.float32)
+    blended = ((1 - alpha) * frames.astype(np.float32) + alpha * colours).round().astype(np.uint8)
+    factor = max(1, math.ceil(DISPLAY_SIDE / frames.shape[1]))
+    return blended.repeat(factor, axis=1).repeat(factor, axis=2)
+
+
+def write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
+    """`.mp4` (H.264, yuv420p) or `.gif`, atomically."""
+    height, width = frames.shape[1:3]
+    rate = max(1, round(fps))
+
+    def write(temporary: Path) -> None:
+        gif = path.suffix == ".gif"
+        with av.open(str(temporary), "w", format="gif" if gif else "mp4") as container:
+            stream = container.add_stream("gif" if gif else "libx264", rate=rate)
+            stream.width, stream.height = width - width % 2, height - height % 2
+            stream.pix_fmt = "rgb8" if gif else "yuv420p"
+            for image in frames:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height, : stream.width]))
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+
+    try:
+        atomic_write(path, write)
+    except OSError as error:
+        raise UniformerError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def explain_video(request: ExplainRequest) -> ExplainResult:
+    """Load the model, compute the video's Grad-CAM and write the overlay clip and the contact sheet."""
+    if request.output.suffix.lower() not in OUTPUTS:
+        raise UniformerError(f"-o {request.output}: name an .mp4 or .gif file (the contact sheet goes beside it)")
+    if request.stage not in (1, 2, 3, 4):
+        raise UniformerError(f"--stage must be 1, 2, 3 or 4, got {request.stage}")
+    if not 0 <= request.alpha <= 1:
+        raise UniformerError(f"--alpha must be between 0 and 1, got {request.alpha:g}")
+    plots.require_matplotlib()
+    device = select_device(request.device)
+    source: str | Path = request.weights if request.weights is not None else request.model or DEFAULT_MODEL
+    loaded = resolve_model(
+        source,
+        device=device,
+        revision=request.revision,
+        head_dim=request.head_dim,
+        zoo_name=request.model if request.weights else None,
+    )
+    protocol = resolve_protocol(loaded.view_protocol, request.protocol, str(loaded.path))
+    protocol = replace(protocol, clips=1, crops=1, single_crop="centre")
+    target = resolve_target(request.target, loaded.labels, loaded.config.num_classes)
+    with open_video(request.video, request.decoder) as video:
+        frames, positions = read_view_frames(video, protocol)
+        indices = protocol.clip_indices(video.num_frames)[0]
+        times = [float(i) / video.fps for i in indices]
+        fps = video.fps
+    model = loaded.model
+    assert isinstance(model, StagedModel)
+    explanation = explain_clip(model, frames, positions, protocol, times, loaded.labels, target, request.stage)
+    explanation.model = loaded.entry.name if loaded.entry is not None else loaded.path.name
+    explanation.protocol = protocol.describe()
+    blended = overlay(explanation.frames, explanation.cam, request.alpha)
+    # Sampled frames play at the pace they were taken from the video.
+    spacing = (indices[-1] - indices[0]) / max(1, len(indices) - 1) if len(indices) > 1 else 1
+    write_clip(request.output, blended, fps / max(1.0, float(spacing)))
+    sheet = request.output.with_suffix(".png")
+    title = (
+        f"{explanation.label} (class {explanation.index}): {explanation.score:.1%}  ·  "
+        f"{explanation.model}  ·  {request.video.name}"
+    )
+    shown = np.unique(np.linspace(0, len(blended) - 1, min(SHEET_FRAMES, len(blended))).round().astype(int))
+    plots.contact_sheet(sheet, blended[shown], [times[i] for i in shown], title)
+    return ExplainResult(request.output, sheet, explanation)
