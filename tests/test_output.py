@@ -249,8 +249,10 @@ def test_help_version_and_completion(capsys: pytest.CaptureFixture[str]) -> None
 def test_every_option_has_help_and_shows_its_default(name: str) -> None:
     command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
     for parameter in command.params:
+        if parameter.param_type_name != "option":
+            continue
         assert parameter.help, f"{name} {parameter.name} has no help"
-        if parameter.param_type_name != "option" or parameter.is_flag or parameter.hidden:
+        if parameter.is_flag or parameter.hidden:
             continue
         # A concrete default is shown (None means "not given": the help says what happens then).
         assert parameter.default is None or parameter.show_default is not False, f"{name} {parameter.opts}"
@@ -371,3 +373,14 @@ def test_the_models_examples_run(capsys: pytest.CaptureFixture[str], argv: list[
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, *argv)
     assert code == 0, err
+
+
+def test_commands_get_plain_values_never_enum_members() -> None:
+    received = {}
+
+    def command(device: str, crops: int | None, sampling: str | None = None) -> None:
+        received.update(device=device, crops=crops, sampling=sampling)
+
+    options.plain_choices(command)(device=options.Device.cpu, crops=options.Crops.three, sampling=None)
+    assert received == {"device": "cpu", "crops": 3, "sampling": None}
+    assert type(received["device"]) is str and type(received["crops"]) is int

@@ -10,6 +10,7 @@ import typer
 
 from uniformer_cli.cli import convert, evaluate, explain, features, flops, models, predict, train
 from uniformer_cli.cli.click_api import ClickException, NoArgsIsHelpError, UsageError
+from uniformer_cli.cli.options import plain_choices
 from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 from uniformer_cli.errors import Terminated, UniformerError
 from uniformer_cli.progress import print_error, stderr_console
@@ -22,14 +23,15 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("predict")(predict.predict)
-app.command("eval", epilog=evaluate.LAYOUTS_EPILOG)(evaluate.evaluate)
-app.command("train")(train.train)
-app.command("features")(features.features)
-app.command("explain")(explain.explain)
-app.command("flops")(flops.flops)
-app.command("convert")(convert.convert)
-app.command("models")(models.models)
+# Every command gets its choice options as plain values (`plain_choices`).
+app.command("predict")(plain_choices(predict.predict))
+app.command("eval", epilog=evaluate.LAYOUTS_EPILOG)(plain_choices(evaluate.evaluate))
+app.command("train")(plain_choices(train.train))
+app.command("features")(plain_choices(features.features))
+app.command("explain")(plain_choices(explain.explain))
+app.command("flops")(plain_choices(flops.flops))
+app.command("convert")(plain_choices(convert.convert))
+app.command("models")(plain_choices(models.models))
 
 
 def package_version() -> str:

@@ -31,7 +31,6 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
     WorkersOption,
-    plain,
 )
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 from uniformer_cli.data.datasets import DATASETS
@@ -62,7 +61,6 @@ def evaluate(
         typer.Option(
             "--dataset",
             "-D",
-            callback=plain,
             case_sensitive=False,
             help="Picks the reader, list file names, class names and default model.",
             show_default=False,

@@ -17,7 +17,6 @@ from uniformer_cli.cli.options import (
     Device,
     DeviceOption,
     ModelOption,
-    plain,
 )
 from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
 from uniformer_cli.errors import UniformerError
@@ -26,7 +25,6 @@ ArchOption = Annotated[
     Arch | None,
     typer.Option(
         "--arch",
-        callback=plain,
         case_sensitive=False,
         help="An architecture instead of zoo entries (400 classes).",
         show_default=False,

@@ -6,9 +6,11 @@ show their values in `--help`; tests/test_output.py holds each list to the code 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,17 +18,24 @@ from uniformer_cli.cli import output as _output
 
 
 class Choice(str, Enum):
-    """A choice option's values; the command receives the plain string (see `plain`)."""
+    """A choice option's values. Commands get plain values, never members (see `plain_choices`)."""
+
+    @property
+    def plain(self) -> str | int:
+        return self.value
 
 
-def plain(value: Choice | None) -> str | None:
-    """Option callback: the command gets the choice's plain string, never an Enum member (a config saved
-    with one could not be read back by `torch.load(weights_only=True)`)."""
-    return None if value is None else value.value
+def plain_choices(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command so that its choice options arrive as plain strings (or ints), whatever Typer
+    release parsed them: an Enum member saved in a training config could not be read back by
+    `torch.load(weights_only=True)`. Typer reads the wrapped function's signature."""
 
+    @functools.wraps(command)
+    def with_plain_values(*args: Any, **kwargs: Any) -> Any:
+        values = {name: value.plain if isinstance(value, Choice) else value for name, value in kwargs.items()}
+        return command(*args, **values)
 
-def as_int(value: Choice | None) -> int | None:
-    return None if value is None else int(value.value)
+    return with_plain_values
 
 
 # The values come from the code that owns each concept; tests/test_output.py checks that they agree.
@@ -60,6 +69,10 @@ class Crops(Choice):
     one = "1"
     three = "3"
 
+    @property
+    def plain(self) -> int:
+        return int(self.value)
+
 
 ModelOption = Annotated[
     str | None,
@@ -90,16 +103,13 @@ DeviceOption = Annotated[
     typer.Option(
         "--device",
         "-d",
-        callback=plain,
         case_sensitive=False,
         help="auto: CUDA, then MPS, then CPU (pick a GPU with CUDA_VISIBLE_DEVICES).",
     ),
 ]
 DecoderOption = Annotated[
     Decoder,
-    typer.Option(
-        "--decoder", callback=plain, case_sensitive=False, help="Video decoder: auto is decord if installed, else pyav."
-    ),
+    typer.Option("--decoder", case_sensitive=False, help="Video decoder: auto is decord if installed, else pyav."),
 ]
 ClipsOption = Annotated[
     int | None,
@@ -111,7 +121,6 @@ CropsOption = Annotated[
     Crops | None,
     typer.Option(
         "--crops",
-        callback=as_int,
         help="Spatial crops per clip: 1 (one square crop) or 3 (along the long side). [default: the model's protocol]",
         show_default=False,
     ),
@@ -150,7 +159,6 @@ SamplingOption = Annotated[
     Sampling | None,
     typer.Option(
         "--sampling",
-        callback=plain,
         case_sensitive=False,
         help="dense (--stride apart), segment (one frame per segment) or sparse. [default: the model's; "
         "dense when only --stride is given]",
@@ -165,7 +173,6 @@ ChannelOrderOption = Annotated[
     ChannelOrder | None,
     typer.Option(
         "--channel-order",
-        callback=plain,
         case_sensitive=False,
         help="rgb, or bgr for models trained on BGR frames. [default: the model's, else rgb]",
         show_default=False,
