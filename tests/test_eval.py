@@ -241,13 +241,18 @@ def test_something_frame_folders_are_fed_bgr(tmp_path: Path, capsys, dataset: st
     assert summary["protocol"]["crops"] == 3 and summary["layout"].startswith("frame folders")
 
 
-def test_sthv2_webm_release(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("labels", ["labels/", "something-something-v2-"])
+def test_sthv2_webm_release(tmp_path: Path, capsys, labels: str) -> None:
+    # As downloaded today (labels/labels.json, labels/validation.json) and under the older names.
     names = load_labels("sthv2")
     items = []
     for number, video in enumerate(MIXED):
         make_media(tmp_path / "20bn-something-something-v2" / f"{number + 100}.webm", video)
         items.append({"id": str(number + 100), "template": names[video.label], "placeholders": []})
-    (tmp_path / "something-something-v2-validation.json").write_text(json.dumps(items))
+    (tmp_path / f"{labels}validation.json").parent.mkdir(exist_ok=True)
+    (tmp_path / f"{labels}validation.json").write_text(json.dumps(items))
+    label_map = {name.replace("[", "").replace("]", ""): str(index) for index, name in enumerate(names)}
+    (tmp_path / f"{labels}labels.json").write_text(json.dumps(label_map))
     weights = write_model(tmp_path / "sth.safetensors", names, SEGMENT_BGR)
     summary = eval_json(capsys, tmp_path, "--dataset", "sthv2", "--root", tmp_path, "--weights", weights)["summary"]
     assert_metrics(summary, expected(MIXED, bgr=True))

@@ -8,8 +8,11 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
+from motion_data import motion_dataset, tiny_flags
 from test_releases import STHV2_VALIDATION, touch, write_sthv2_release
 
+from uniformer_cli.cli.app import main
 from uniformer_cli.data.datasets import DatasetSplit, Sample
 from uniformer_cli.engine.train_config import plan_training
 from uniformer_cli.engine.train_data import UNAVAILABLE_LIST, report_unavailable
@@ -81,3 +84,26 @@ def test_unavailable_videos_are_counted_listed_and_reported_at_start(
     assert not (run / UNAVAILABLE_LIST).exists() and not caplog.records
     with pytest.raises(DatasetError, match="none of the 2 training videos can be read"):
         report_unavailable({"train": split(samples[2:4]), "val": split(samples[:2])}, run)
+
+
+def test_a_run_reports_its_unreadable_videos_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    data = motion_dataset(tmp_path / "motion", 2, 1)
+    touch(data / "train" / "left" / "broken.mp4")  # an empty file, as an interrupted download leaves
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "-o", str(run), *tiny_flags(), "--workers", "0", "--epochs", "1"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--batch-size", "3", "--json"])
+    finally:
+        torch.set_num_threads(threads)
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    listing = run / UNAVAILABLE_LIST
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == [
+        f"1 of 9 train videos are missing or unreadable (train/left/broken.mp4): the full list is in {listing}"
+    ]
+    assert listing.read_text() == f"train\tempty file\t{data / 'train' / 'left' / 'broken.mp4'}\n"
