@@ -15,6 +15,7 @@ import pytest
 import typer
 from cli_runner import run_cli
 from eval_data import colour, colour_model, flat_video
+from hub_server import serve_tiny_zoo_model
 from synthetic_video import numbered_frame, write_frame_folder
 
 from uniformer_cli.cli import options
@@ -340,7 +341,7 @@ def documented_examples() -> list[tuple[str, list[str]]]:
     # In Markdown the fenced code blocks hold the examples (inline code in prose names options); in --help,
     # the "Example(s):" paragraph.
     fence = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
-    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    documents = [ROOT / "README.md", *sorted(ROOT.glob("*/README.md")), *sorted((ROOT / "docs").glob("*.md"))]
     sources = [(path.name, block) for path in documents for block in fence.findall(path.read_text())]
     helps = [(name, command.help or "") for name, command in commands.items()]
     sources += [(f"{name} --help", text[text.find("Example") :]) for name, text in helps if "Example" in text]
@@ -367,12 +368,31 @@ def test_every_documented_example_parses() -> None:
             pytest.fail(f"{where}: uniformer {shlex.join(argv)}: {error}")
 
 
-@pytest.mark.parametrize("argv", [argv for _, argv in documented_examples() if argv[0] == "models"])
-def test_the_models_examples_run(capsys: pytest.CaptureFixture[str], argv: list[str], tmp_path: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def runnable(argv: list[str]) -> bool:
+    """Examples that run here in seconds: `models`, `flops --model` (no --bench), and `predict` on the
+    example clip (its zoo models served tiny from the local Hub)."""
+    if argv[0] == "flops":
+        return "--model" in argv and "--bench" not in argv
+    return argv[0] == "models" or (argv[0] == "predict" and "examples/yoga.mp4" in argv)
+
+
+@pytest.mark.parametrize(
+    "argv", sorted({tuple(argv) for _, argv in documented_examples() if runnable(argv)}), ids=" ".join
+)
+def test_the_documented_examples_run(
+    capsys: pytest.CaptureFixture[str], local_hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, argv: tuple
+) -> None:
+    # The zoo entries the examples name (and their aliases s-k400, b-k400) become tiny random models
+    # downloaded from the local Hub, so the README's quick start runs the real download-convert-predict path.
+    for name in ("s16x8-k400", "b32x4-k400"):
+        serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path, name=name)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")  # files the examples write land in tmp_path
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, *argv)
+    extra = ["--device", "cpu"] if argv[0] == "predict" else []
+    code, out, err = run(capsys, *argv, *extra)
     assert code == 0, err
+    if "--json" in argv:
+        assert json.loads(out)
 
 
 def test_commands_get_plain_values_never_enum_members() -> None:
@@ -384,3 +404,19 @@ def test_commands_get_plain_values_never_enum_members() -> None:
     options.plain_choices(command)(device=options.Device.cpu, crops=options.Crops.three, sampling=None)
     assert received == {"device": "cpu", "crops": 3, "sampling": None}
     assert type(received["device"]) is str and type(received["crops"]) is int
+
+
+def test_eval_writes_jsonl_and_csv_and_resumes_only_from_json(
+    capsys: pytest.CaptureFixture[str], data: dict[str, Path], tmp_path: Path
+) -> None:
+    base = ("eval", "-D", "csv", "--list", data["root"] / "list.csv", "-w", data["weights"], "-d", "cpu", "-j", "0")
+    code, _, err = run(capsys, *base, "-o", tmp_path / "videos.jsonl")
+    assert code == 3, err
+    lines = [json.loads(line) for line in (tmp_path / "videos.jsonl").read_text().splitlines()]
+    assert [line["true_label"] for line in lines] == [NAMES[0], NAMES[4], NAMES[2]]
+    code, _, err = run(capsys, *base, "-o", tmp_path / "videos.csv")
+    rows = list(csv.DictReader((tmp_path / "videos.csv").open()))
+    assert [row["error"] != "" for row in rows] == [False, False, True]
+    assert rows[0]["protocol.frames"] == "4" and rows[0]["correct"] == "True"
+    code, out, err = run(capsys, *base, "-o", tmp_path / "videos.csv", "--resume")
+    assert (code, out) == (1, "") and "--resume needs -o FILE.json" in err
