@@ -420,3 +420,19 @@ def test_eval_writes_jsonl_and_csv_and_resumes_only_from_json(
     assert rows[0]["protocol.frames"] == "4" and rows[0]["correct"] == "True"
     code, out, err = run(capsys, *base, "-o", tmp_path / "videos.csv", "--resume")
     assert (code, out) == (1, "") and "--resume needs -o FILE.json" in err
+
+
+def test_help_reflows_paragraphs_and_keeps_examples_on_their_lines() -> None:
+    from uniformer_cli.cli.app import help_text
+
+    doc = """First line
+    continues here.
+
+    Examples:
+    `uniformer flops --frames 16`
+    `uniformer models --json`
+    """
+    assert (
+        help_text(doc)
+        == "First line continues here.\n\nExamples:\n`uniformer flops --frames 16`\n`uniformer models --json`"
+    )

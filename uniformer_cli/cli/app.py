@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
@@ -23,15 +25,37 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-# Every command gets its choice options as plain values (`plain_choices`).
-app.command("predict")(plain_choices(predict.predict))
-app.command("eval", epilog=evaluate.LAYOUTS_EPILOG)(plain_choices(evaluate.evaluate))
-app.command("train")(plain_choices(train.train))
-app.command("features")(plain_choices(features.features))
-app.command("explain")(plain_choices(explain.explain))
-app.command("flops")(plain_choices(flops.flops))
-app.command("convert")(plain_choices(convert.convert))
-app.command("models")(plain_choices(models.models))
+
+
+def help_text(docstring: str | None) -> str:
+    """A docstring as help: paragraphs reflowed to the terminal (recent Typer releases keep the source's
+    line breaks), each example (a line starting with a backquoted command) and list item on its own line."""
+    paragraphs = []
+    for paragraph in inspect.cleandoc(docstring or "").split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.startswith(("`uniformer", "- ")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "predict": predict.predict,
+    "eval": evaluate.evaluate,
+    "train": train.train,
+    "features": features.features,
+    "explain": explain.explain,
+    "flops": flops.flops,
+    "convert": convert.convert,
+    "models": models.models,
+}
+EPILOGS = {"eval": evaluate.LAYOUTS_EPILOG}
+for name, function in COMMANDS.items():
+    # Every command gets its choice options as plain values (`plain_choices`).
+    app.command(name, help=help_text(function.__doc__), epilog=EPILOGS.get(name))(plain_choices(function))
 
 
 def package_version() -> str:

@@ -39,7 +39,7 @@ ShapeFramesOption = Annotated[
         min=1,
         help="Frames per clip. Alone: the zoo entries released at this length (or, if"
         " none, every architecture at it); with --model / --arch: recompute at this length."
-        " [default: all; 16 with --arch]",
+        " \\[default: all; 16 with --arch]",
         show_default=False,
     ),
 ]
@@ -48,7 +48,7 @@ ShapeSizeOption = Annotated[
     typer.Option(
         "--size",
         min=1,
-        help="Crop side in pixels; filters or recomputes like --frames. [default: all; the released one with --arch]",
+        help="Crop side in pixels; filters or recomputes like --frames. \\[default: all; the released one with --arch]",
         show_default=False,
     ),
 ]

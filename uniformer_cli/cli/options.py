@@ -95,7 +95,7 @@ WeightsOption = Annotated[
 RevisionOption = Annotated[
     str | None,
     typer.Option(
-        "--revision", help="Hub revision (branch, tag or commit) of the zoo file. [default: main]", show_default=False
+        "--revision", help="Hub revision (branch, tag or commit) of the zoo file. \\[default: main]", show_default=False
     ),
 ]
 DeviceOption = Annotated[
@@ -114,14 +114,15 @@ DecoderOption = Annotated[
 ClipsOption = Annotated[
     int | None,
     typer.Option(
-        "--clips", min=1, help="Temporal clips per video. [default: the model's protocol]", show_default=False
+        "--clips", min=1, help="Temporal clips per video. \\[default: the model's protocol]", show_default=False
     ),
 ]
 CropsOption = Annotated[
     Crops | None,
     typer.Option(
         "--crops",
-        help="Spatial crops per clip: 1 (one square crop) or 3 (along the long side). [default: the model's protocol]",
+        help="Spatial crops per clip: 1 (one square crop) or 3 (along the long side)."
+        " \\[default: the model's protocol]",
         show_default=False,
     ),
 ]
@@ -141,18 +142,18 @@ HeadDimOption = Annotated[
     typer.Option(
         "--head-dim",
         min=1,
-        help="Attention head width for a custom checkpoint (S/B 64, XXS 28, XS 32). [default: the family's]",
+        help="Attention head width for a custom checkpoint (S/B 64, XXS 28, XS 32). \\[default: the family's]",
         show_default=False,
     ),
 ]
 FramesOption = Annotated[
     int | None,
-    typer.Option("--frames", min=1, help="Frames per clip. [default: the model's protocol]", show_default=False),
+    typer.Option("--frames", min=1, help="Frames per clip. \\[default: the model's protocol]", show_default=False),
 ]
 StrideOption = Annotated[
     int | None,
     typer.Option(
-        "--stride", min=1, help="Dense sampling rate, frames apart. [default: the model's]", show_default=False
+        "--stride", min=1, help="Dense sampling rate, frames apart. \\[default: the model's]", show_default=False
     ),
 ]
 SamplingOption = Annotated[
@@ -160,21 +161,21 @@ SamplingOption = Annotated[
     typer.Option(
         "--sampling",
         case_sensitive=False,
-        help="dense (--stride apart), segment (one frame per segment) or sparse. [default: the model's; "
+        help="dense (--stride apart), segment (one frame per segment) or sparse. \\[default: the model's; "
         "dense when only --stride is given]",
         show_default=False,
     ),
 ]
 SizeOption = Annotated[
     int | None,
-    typer.Option("--size", min=32, help="Crop side in pixels. [default: the model's, else 224]", show_default=False),
+    typer.Option("--size", min=32, help="Crop side in pixels. \\[default: the model's, else 224]", show_default=False),
 ]
 ChannelOrderOption = Annotated[
     ChannelOrder | None,
     typer.Option(
         "--channel-order",
         case_sensitive=False,
-        help="rgb, or bgr for models trained on BGR frames. [default: the model's, else rgb]",
+        help="rgb, or bgr for models trained on BGR frames. \\[default: the model's, else rgb]",
         show_default=False,
     ),
 ]
