@@ -4,7 +4,10 @@ mode, revisions, integrity checks and the failures a user can hit."""
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -17,7 +20,7 @@ from hub_server import LocalHub, serve_tiny_zoo_model
 from uniformer_cli import load_model, resolve_model
 from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import CheckpointError, UniformerError
-from uniformer_cli.weights import hub, load_weights, loader
+from uniformer_cli.weights import cache, hub, load_weights, loader
 from uniformer_cli.zoo import ZOO, get_entry, load_labels
 
 
@@ -183,3 +186,101 @@ def test_the_hub_server_answers_like_the_hub(local_hub: LocalHub) -> None:
     assert local_hub.count("GET", "a.bin") == 1
     assert local_hub.count("HEAD") == 1
     assert os.environ["HF_ENDPOINT"] == local_hub.server.url
+
+
+# --- the converted copy proves itself ----------------------------------------------------------------
+
+
+def damage_truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def damage_empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def damage_tail(path: Path) -> None:
+    """Random bytes over the last 4 KB: a file that still parses, with other weights (the worst case)."""
+    data = bytearray(path.read_bytes())
+    data[-4096:] = os.urandom(4096)
+    path.write_bytes(bytes(data))
+
+
+def damage_tail_keeping_mtime(path: Path) -> None:
+    stat = path.stat()
+    damage_tail(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # ctime still moves: it cannot be set back
+
+
+@pytest.mark.parametrize("damage", [damage_truncate, damage_empty, damage_tail, damage_tail_keeping_mtime])
+def test_a_damaged_converted_copy_is_converted_again_from_the_download(
+    local_hub: LocalHub,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: object,
+) -> None:
+    served = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    load_model("tiny-k400")
+    (converted,) = converted_files(local_hub)
+    sidecar = cache.integrity_file(converted)
+    record = json.loads(sidecar.read_text())
+    assert record["sha256"] == hashlib.sha256(converted.read_bytes()).hexdigest()
+    assert record["source_sha256"] == hashlib.sha256(served.source.read_bytes()).hexdigest()
+    assert load_weights(converted).state_dict
+
+    damage(converted)  # type: ignore[operator]
+    with caplog.at_level(logging.WARNING):
+        model = load_model("tiny-k400")
+    assert "converting it again from the verified download" in caplog.text
+    assert cache.integrity_problem(converted) is None
+    for key, tensor in served.model.state_dict().items():
+        assert torch.equal(load_weights(converted).state_dict[key], tensor), key
+    torch.testing.assert_close(logits(model), logits(served.model), rtol=0, atol=1e-6)
+    assert local_hub.count("GET", get_entry("tiny-k400").hub_file or "") == 1  # no second download
+
+
+def test_an_untouched_copy_is_not_hashed_again(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    load_model("tiny-k400")
+    hashed: list[Path] = []
+    monkeypatch.setattr(cache, "sha256_of", lambda path: hashed.append(path) or "")
+    load_model("tiny-k400")
+    assert hashed == []
+
+
+def test_a_copy_without_a_record_is_converted_again(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    load_model("tiny-k400")
+    (converted,) = converted_files(local_hub)
+    cache.integrity_file(converted).unlink()
+    with caplog.at_level(logging.WARNING):
+        load_model("tiny-k400")
+    assert "has no record of its sha256" in caplog.text
+    assert cache.integrity_problem(converted) is None
+
+
+def test_leftovers_of_killed_downloads_and_writes_are_removed(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    load_model("tiny-k400")
+    (converted,) = converted_files(local_hub)
+    blobs = next((local_hub.home / "hub").rglob("blobs"))
+    stale, fresh = blobs / ("a" * 64 + ".incomplete"), blobs / ("b" * 64 + ".incomplete")
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"in progress")
+    old = time.time() - 2 * cache.STALE_DOWNLOAD_SECONDS
+    os.utime(stale, (old, old))
+    dead_pid = 2**22 + 17  # above any pid_max default: no such process
+    killed = converted.with_name(f".{converted.name}.{dead_pid}.0badc0de.tmp")
+    killed.write_bytes(b"partial")
+    os.utime(killed, (time.time() - 60, time.time() - 60))
+    cache.integrity_file(converted).unlink()  # forces a conversion, which cleans its folder first
+    load_model("tiny-k400")
+    assert not stale.exists() and fresh.exists()
+    assert not killed.exists()

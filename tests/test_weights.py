@@ -9,10 +9,11 @@ import pytest
 import torch
 from hub_server import LocalHub, serve_tiny_zoo_model
 from parity import FIXTURES, PARITY, SMALL, SMALL_LIGHT, fixture_input, official_keys, official_logits
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from uniformer_cli.data.views import ViewProtocol
-from uniformer_cli.errors import CheckpointError, UniformerError
+from uniformer_cli.errors import CheckpointError, UniformerError, WriteError
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.weights import (
@@ -238,14 +239,14 @@ def test_a_failed_write_leaves_the_previous_file_intact_and_says_why(
 
     def crash(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str]) -> None:
         Path(filename).write_bytes(b"half a file")
-        raise OSError("disk full")
+        raise SafetensorError("Error while serializing: IoError(No space left on device (os error 28))")
 
     monkeypatch.setattr(store, "save_file", crash)
-    with pytest.raises(CheckpointError, match=r"cannot write .*m\.safetensors: disk full"):
+    with pytest.raises(WriteError, match=r"cannot write weights .*m\.safetensors: the disk is full; the previous file"):
         save_weights(path, {"a": torch.zeros(2)}, SMALL)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
-    with pytest.raises(CheckpointError, match=r"cannot write .*inside-a-file\.safetensors: "):
+    with pytest.raises(WriteError, match=r"cannot write .*inside-a-file\.safetensors: a part of the path is a file"):
         save_weights(path / "inside-a-file.safetensors", {"a": torch.ones(2)}, SMALL)
 
 

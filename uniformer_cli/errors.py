@@ -23,3 +23,7 @@ class DatasetError(UniformerError):
 class Terminated(BaseException):
     """SIGTERM, raised where a job saves its work as on Ctrl-C; the command then exits 143. A
     BaseException, like KeyboardInterrupt, so that no `except Exception` takes it for a failed video."""
+
+
+class WriteError(UniformerError):
+    """An output that cannot be written: a full disk, a read-only file system, missing permissions."""

@@ -7,6 +7,7 @@ metadata of every safetensors file this package writes, so a file alone rebuilds
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
@@ -18,6 +19,33 @@ Arch = Literal["uniformer", "light"]
 # sees every token, every later block keeps half; they are architecture constants, not weights.
 LIGHT_KEEP_XXS = ((1.0,) + (0.5,) * 7, (0.5, 0.5))
 LIGHT_KEEP_XS = ((1.0,) + (0.5,) * 8, (0.5, 0.5, 0.5))
+
+# Bounds on what a config may ask for, far above every released model (depth 20, width 512, MLP ratio 4,
+# 1000 classes) but low enough that a hostile file or option cannot make us build for hours or
+# allocate terabytes before its tensors are compared with it.
+MAX_DEPTH = 128  # blocks per stage
+MAX_WIDTH = 8192  # channels per stage
+MAX_MLP_RATIO = 16.0
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,843
+
+
+def _whole(name: str, value: object, low: int, high: int) -> int:
+    """`value` if it is an int (not a bool) in `low..high`, else one clear error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UniformerError(f"model config {name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise UniformerError(f"model config {name} {value} is out of range ({low}..{high})")
+    return value
+
+
+def _real(name: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
+    """`value` as a float if it is a finite number in `[low, high]` (`(low, high]` with `low_open`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UniformerError(f"model config {name} must be a finite number, got {value!r}")
+    if value < low or value > high or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        raise UniformerError(f"model config {name} {value:g} is out of range ({bracket}{low:g}, {high:g}])")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -49,6 +77,7 @@ class ModelConfig:
             raise UniformerError(f"unknown architecture {self.arch!r} (expected 'uniformer' or 'light')")
         if len(self.depth) != 4 or len(self.embed_dim) != 4:
             raise UniformerError("depth and embed_dim need exactly 4 values (one per stage)")
+        self._check_ranges()
         for dim in self.embed_dim[2:]:
             if dim % self.head_dim:
                 raise UniformerError(f"width {dim} is not a multiple of head_dim {self.head_dim}")
@@ -58,6 +87,23 @@ class ModelConfig:
         if self.arch == "light" and self.keep_ratio3 and self.keep_ratio3[0] < 1:
             # Token scores come from the class-token attention of a block that sees every token.
             raise UniformerError("light models need keep ratio 1 in the first block of stage 3")
+
+    def _check_ranges(self) -> None:
+        """Types and ranges of every field (configs also come from files and options)."""
+        for stage, (depth, width) in enumerate(zip(self.depth, self.embed_dim, strict=True), start=1):
+            _whole(f"depth of stage {stage}", depth, 1, MAX_DEPTH)
+            _whole(f"width of stage {stage}", width, 1, MAX_WIDTH)
+        _whole("head_dim", self.head_dim, 1, max(self.embed_dim[2:]))
+        _whole("num_classes", self.num_classes, 1, MAX_CLASSES)
+        _real("mlp_ratio", self.mlp_ratio, 0.0, MAX_MLP_RATIO, low_open=True)
+        _real("drop_path_rate", self.drop_path_rate, 0.0, 1.0)
+        if self.layer_scale is not None:
+            _real("layer_scale", self.layer_scale, 0.0, 1e6)
+        for name in ("qkv_bias", "split", "std"):
+            if not isinstance(getattr(self, name), bool):
+                raise UniformerError(f"model config {name} must be true or false, got {getattr(self, name)!r}")
+        for ratio in (*self.keep_ratio3, *self.keep_ratio4):
+            _real("keep ratio", ratio, 0.0, 1.0, low_open=True)
 
     def replace(self, **changes: object) -> ModelConfig:
         values = asdict(self)
@@ -70,6 +116,11 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
         values = json.loads(text)
+        if not isinstance(values, dict):
+            raise UniformerError("a model config must be a JSON object")
+        for name in ("depth", "embed_dim", "keep_ratio3", "keep_ratio4"):
+            if name in values and not isinstance(values[name], list):
+                raise UniformerError(f"model config {name} must be a list, got {values[name]!r}")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from uniformer_cli.errors import CheckpointError
+from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.zoo import ZooEntry
 
@@ -64,7 +64,7 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     path = Path(path)
     require_file(path, "checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_weights_only(path)
     except pickle.UnpicklingError as error:
         blocked = _BLOCKED_GLOBAL.search(str(error))
         if blocked:
@@ -73,7 +73,9 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
                 "file does not need and that could run code on this machine; re-save its state_dict alone"
             ) from None
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or another format)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except MemoryError:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: it claims too much memory") from None
+    except Exception as error:  # the unpickler raises KeyError, IndexError... on garbage
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {reason}") from None
     if not isinstance(payload, Mapping):
@@ -86,11 +88,36 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     not_tensors = [key for key, value in weights.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(f"{path} is not a state_dict: {_few(not_tensors)} are not tensors")
+    check_tensor_storage(weights, path)
     stripped = any(key.startswith(DDP_PREFIX) for key in weights)
     state_dict = {key.removeprefix(DDP_PREFIX): value for key, value in weights.items()}
     cfg = payload.get("cfg")
     head_dim = cfg_head_dim(cfg) if isinstance(cfg, str) else None
     return RawCheckpoint(state_dict, layout, stripped, head_dim)
+
+
+def load_weights_only(path: Path) -> object:
+    """`torch.load(weights_only=True)` onto the CPU, memory-mapped where the file allows it (the zip
+    format of every PyTorch since 1.6), so reading a file costs no memory until its tensors are used."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):  # the legacy (pre-zip) format cannot be mapped: read it
+            raise
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_tensor_storage(weights: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse tensors that claim more values than the file stores for them (a view expanded with
+    stride 0, e.g. a head of 10**9 rows over one stored row): building a model from their shapes would
+    allocate what the file never held."""
+    for key, tensor in weights.items():
+        stored = tensor.untyped_storage().nbytes()
+        if tensor.numel() * tensor.element_size() > stored:
+            raise CheckpointError(
+                f"{path} is malformed: tensor {key} {list(tensor.shape)} claims {tensor.numel():,} values but the "
+                f"file stores {stored // max(tensor.element_size(), 1):,} for it"
+            )
 
 
 def cfg_head_dim(cfg_text: str) -> int | None:
@@ -152,7 +179,12 @@ def infer_config(
     absent = [key for key in (*width_keys, *mlp_keys, "head.weight") if key not in state_dict]
     if absent:
         raise CheckpointError(f"{source} is not a UniFormer checkpoint: it has no {_few(absent)}")
+    flat = [key for key in (*width_keys, *mlp_keys, "head.weight") if state_dict[key].ndim < 2]
+    if flat:
+        raise CheckpointError(f"{source} is malformed: {_few(flat)} should be matrices or kernels")
     embed_dim = tuple(int(state_dict[key].shape[0]) for key in width_keys)
+    if min(embed_dim) < 1:
+        raise CheckpointError(f"{source} is malformed: a stage has width {min(embed_dim)}")
     depth = _block_counts(state_dict, source)
     mlp_ratio = state_dict[mlp_keys[0]].shape[0] / embed_dim[0]
     for stage, (width, key) in enumerate(zip(embed_dim, mlp_keys, strict=True), start=1):
@@ -162,6 +194,23 @@ def infer_config(
                 f"unsupported checkpoint: MLP widths are not one ratio of the stage widths (stage {stage}: "
                 f"{hidden} for width {width}, stage 1 ratio {mlp_ratio:g})"
             )
+    try:
+        return _inferred_config(state_dict, light, embed_dim, depth, mlp_ratio, head_dim, family_hint)
+    except CheckpointError:
+        raise
+    except UniformerError as error:  # a value out of range: the file is not a model we can build
+        raise CheckpointError(f"{source} is not a usable UniFormer checkpoint: {error}") from None
+
+
+def _inferred_config(
+    state_dict: Mapping[str, torch.Tensor],
+    light: bool,
+    embed_dim: tuple[int, ...],
+    depth: tuple[int, int, int, int],
+    mlp_ratio: float,
+    head_dim: int | None,
+    family_hint: str | None,
+) -> ModelConfig:
     layer_scale = LAYER_SCALE_INIT if any(key.endswith(".gamma_1") for key in state_dict) else None
     pe2 = state_dict["patch_embed2.proj.weight"]
     keep3, keep4 = light_keep_ratios(depth[2], depth[3]) if light else ((), ())
@@ -238,27 +287,69 @@ def check_matches_entry(config: ModelConfig, entry: ZooEntry, source: str) -> No
         )
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """`load_state_dict(strict=True)` with one readable line naming a few mismatched keys instead of
-    PyTorch's multi-line report (a non-strict load would hide a wrong checkpoint, MODEL.md 11)."""
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
+# The element types a weights file may hold: real floating point values for parameters and float
+# buffers, integers for counters (BatchNorm's num_batches_tracked). Anything else (complex, bool,
+# quantized, float8) would be cast silently, or would lose part of its value (a complex's imaginary part).
+REAL_FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+INTEGERS = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64})
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """The shape and element type of a tensor, read from a file's header or a (meta) tensor."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> TensorInfo:
+        return cls(tuple(tensor.shape), tensor.dtype)
+
+
+def check_fits(
+    expected: Mapping[str, torch.Tensor | TensorInfo],
+    found: Mapping[str, torch.Tensor | TensorInfo],
+    source: str,
+    target: str,
+) -> None:
+    """Every key of `expected` (a model's state_dict, usually on the meta device) is in `found` with the
+    same shape and a compatible element type, and nothing else is: one line naming a few mismatches.
+    Run before a model is allocated, so a file's claims cost nothing until they are checked."""
+    want = {key: value if isinstance(value, TensorInfo) else TensorInfo.of(value) for key, value in expected.items()}
+    have = {key: value if isinstance(value, TensorInfo) else TensorInfo.of(value) for key, value in found.items()}
+    missing = [key for key in want if key not in have]
+    unexpected = [key for key in have if key not in want]
     mis_shaped = [
-        f"{key} {list(state_dict[key].shape)} vs {list(expected[key].shape)}"
-        for key in expected
-        if key in state_dict and state_dict[key].shape != expected[key].shape
+        f"{key} {list(have[key].shape)} vs {list(want[key].shape)}"
+        for key in want
+        if key in have and have[key].shape != want[key].shape
+    ]
+    mis_typed = [
+        f"{key} {str(have[key].dtype).removeprefix('torch.')}"
+        for key in want
+        if key in have and have[key].dtype not in (REAL_FLOATS if want[key].dtype.is_floating_point else INTEGERS)
     ]
     problems = _summarise(
         (missing, "missing keys"),
         (unexpected, "unexpected keys"),
         (mis_shaped, "keys of another shape (file vs model)"),
+        (mis_typed, "keys of an unsupported element type (real floats and integers only)"),
     )
     if problems:
-        config = getattr(model, "config", None)
-        target = describe_config(config) if isinstance(config, ModelConfig) else type(model).__name__
         raise CheckpointError(f"{source} does not fit {target}: {problems}")
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """`load_state_dict(strict=True)` with one readable line naming a few mismatched keys instead of
+    PyTorch's multi-line report (a non-strict load would hide a wrong checkpoint, MODEL.md 11)."""
+    check_fits(model.state_dict(), state_dict, source, model_name(model))
     model.load_state_dict(state_dict, strict=True)
+
+
+def model_name(model: nn.Module) -> str:
+    """How messages name a network: its architecture when it is one of ours."""
+    config = getattr(model, "config", None)
+    return describe_config(config) if isinstance(config, ModelConfig) else type(model).__name__
 
 
 def inflate_image_state_dict(

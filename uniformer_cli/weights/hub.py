@@ -10,7 +10,6 @@ converted again.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -26,11 +25,11 @@ from huggingface_hub.utils import (
 )
 
 from uniformer_cli.errors import CheckpointError
+from uniformer_cli.files import sha256_of
 from uniformer_cli.zoo import ZooEntry
 
 CONVERTED_FOLDER = "uniformer"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_HASH_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -89,13 +88,14 @@ def download(entry: ZooEntry, revision: str | None = None) -> HubFile:
     return HubFile(path, commit, converted)
 
 
-def verify_download(hub_file: HubFile, entry: ZooEntry) -> None:
-    """Check the cached file against the zoo's size and the Hub's sha256 before it is trusted.
+def verify_download(hub_file: HubFile, entry: ZooEntry) -> str:
+    """Check the cached file against the zoo's size and the Hub's sha256 before it is trusted; returns
+    the file's sha256.
 
     The Hub's ETag of an LFS file is the file's sha256 and huggingface_hub names the cached blob after
-    it, so the blob's name is what the content must hash to (the check is skipped where the cache
-    cannot use symlinks and the blob name is not visible). A corrupt blob is removed so that the next
-    run downloads it afresh.
+    it, so the blob's name is what the content must hash to (where the cache cannot use symlinks and
+    the blob name is not visible, the hash is computed but has nothing to be compared with). A corrupt
+    blob is removed so that the next run downloads it afresh.
     """
     blob = Path(os.path.realpath(hub_file.path))
     size = blob.stat().st_size
@@ -104,16 +104,12 @@ def verify_download(hub_file: HubFile, entry: ZooEntry) -> None:
             f"{entry.hub_file} is {size:,} bytes but the zoo records {entry.hub_bytes:,}: the file at this "
             f"revision is not the released checkpoint ({hub_file.path})"
         )
-    if not _SHA256.fullmatch(blob.name):
-        return
-    digest = hashlib.sha256()
-    with open(blob, "rb") as stream:
-        for chunk in iter(lambda: stream.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != blob.name:
+    digest = sha256_of(blob)
+    if _SHA256.fullmatch(blob.name) and digest != blob.name:
         for damaged in (hub_file.path, blob):
             damaged.unlink(missing_ok=True)
         raise CheckpointError(
-            f"the download of {entry.hub_file} is corrupt (sha256 {digest.hexdigest()[:12]}... instead of "
+            f"the download of {entry.hub_file} is corrupt (sha256 {digest[:12]}... instead of "
             f"{blob.name[:12]}...); it was removed from the cache: run the command again to download it afresh"
         )
+    return digest

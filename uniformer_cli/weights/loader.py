@@ -3,7 +3,9 @@ conversion."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,21 +16,28 @@ from torch import nn
 from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.device import select_device
 from uniformer_cli.errors import CheckpointError, UniformerError
+from uniformer_cli.files import ensure_writable, remove_stale_temporaries
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.progress import stderr_console
 from uniformer_cli.weights import hub
+from uniformer_cli.weights.cache import integrity_problem, record_integrity, remove_stale_downloads
 from uniformer_cli.weights.checkpoint import (
+    check_fits,
     check_matches_entry,
+    describe_config,
     infer_config,
     inflate_image_state_dict,
     load_state_dict_strict,
     read_checkpoint,
+    require_file,
 )
 from uniformer_cli.weights.store import load_weights, save_weights
 from uniformer_cli.zoo import ZooEntry, get_entry
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pyth", ".pt", ".bin")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,12 +81,20 @@ def entry_protocol(entry: ZooEntry) -> dict[str, object]:
 
 
 def convert_checkpoint(
-    source: str | Path, destination: str | Path, *, entry: ZooEntry | None = None, head_dim: int | None = None
+    source: str | Path,
+    destination: str | Path,
+    *,
+    entry: ZooEntry | None = None,
+    head_dim: int | None = None,
+    source_sha256: str | None = None,
 ) -> Conversion:
     """Read an official / PySlowFast / 2-D ImageNet checkpoint, check it loads strictly into the model it
     describes, and write it as safetensors with its config (plus the entry's labels and protocol when a
-    zoo entry is named)."""
+    zoo entry is named, and `source_sha256` when given). The destination is checked to be writable,
+    with room for the file, before the source is read."""
     source, destination = Path(source), Path(destination)
+    require_file(source, "checkpoint")
+    ensure_writable(destination, "converted weights", needed_bytes=source.stat().st_size)
     raw = read_checkpoint(source)
     head_dim = head_dim if head_dim is not None else raw.head_dim
     if raw.is_image:
@@ -96,6 +113,7 @@ def convert_checkpoint(
         model.config,
         labels=entry.labels() if entry else None,
         protocol=entry_protocol(entry) if entry else None,
+        source_sha256=source_sha256,
     )
     return Conversion(
         source=source,
@@ -124,30 +142,48 @@ def _model_from_state_dict(
         config = infer_config(state_dict, head_dim, entry.family if entry else None, source=source)
     if entry is not None:
         check_matches_entry(config, entry, source)
-    model = _uninitialised_model(config)
+    return _uninitialised_model(config, state_dict, source)
+
+
+def _uninitialised_model(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+    """The network of `config` holding `state_dict`, checked against it before any memory is taken: it
+    is built on the meta device, every key, shape and element type compared with the file's, and only
+    then allocated (uninitialised: a strict load overwrites every parameter and persistent buffer, and
+    skipping the random initialisation saves seconds for UniFormer-B). A model with non-persistent
+    buffers is initialised normally."""
+    with torch.device("meta"):
+        model = create_model(config)
+    check_fits(model.state_dict(), state_dict, source, describe_config(config))
+    if {name for name, _ in model.named_buffers()} - set(model.state_dict()):
+        model = create_model(config)
+    else:
+        model = model.to_empty(device="cpu")
     load_state_dict_strict(model, state_dict, source)
     return model
 
 
-def _uninitialised_model(config: ModelConfig) -> nn.Module:
-    """The network with uninitialised CPU memory, for a strict load to fill: it skips the random
-    initialisation, which takes seconds for UniFormer-B. Only safe because a strict load overwrites every
-    parameter and persistent buffer; a model with non-persistent buffers is initialised normally."""
-    with torch.device("meta"):
-        model = create_model(config)
-    if {name for name, _ in model.named_buffers()} - set(model.state_dict()):
-        return create_model(config)
-    return model.to_empty(device="cpu")
-
-
 def fetch_zoo_weights(entry: ZooEntry, revision: str | None = None) -> Path:
-    """The converted safetensors of a zoo entry: downloaded and converted on first use, reused after."""
+    """The converted safetensors of a zoo entry: downloaded and converted on first use, reused after.
+
+    The converted copy proves itself before each use (`integrity_problem`: its sha256 against the one
+    recorded when it was written); a damaged or unrecorded copy is converted again from the download,
+    itself checked against the Hub's sha256 first.
+    """
     hub_file = hub.download(entry, revision)
-    if not hub_file.converted.is_file():
-        hub.verify_download(hub_file, entry)
-        stderr_console.print(escape(f"converting {entry.hub_file} to safetensors (once): {hub_file.converted}"))
-        convert_checkpoint(hub_file.path, hub_file.converted, entry=entry)
-    return hub_file.converted
+    if entry.hub_repo is not None:
+        remove_stale_downloads(entry.hub_repo)
+    converted = hub_file.converted
+    if converted.is_file():
+        problem = integrity_problem(converted)
+        if problem is None:
+            return converted
+        log.warning("the converted copy %s %s: converting it again from the verified download", converted, problem)
+    remove_stale_temporaries(converted.parent)
+    source_sha256 = hub.verify_download(hub_file, entry)
+    stderr_console.print(escape(f"converting {entry.hub_file} to safetensors (once): {converted}"))
+    convert_checkpoint(hub_file.path, converted, entry=entry, source_sha256=source_sha256)
+    record_integrity(converted, source_sha256)
+    return converted
 
 
 def resolve_model(

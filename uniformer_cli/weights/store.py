@@ -5,12 +5,15 @@ Metadata (all JSON strings, as safetensors metadata must be str -> str):
 - `uniformer_config`: the `ModelConfig`, enough to rebuild the network,
 - `labels`: class names in output order (optional),
 - `protocol`: frames, stride, sampling, clips, crops, size, channel_order (optional), so that a trained
-  or converted model predicts with the protocol it was trained for.
+  or converted model predicts with the protocol it was trained for,
+- `source_sha256`: the sha256 of the file it was converted from (optional).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +23,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import CheckpointError, UniformerError
-from uniformer_cli.files import atomic_write
+from uniformer_cli.files import write_or_fail
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.weights.checkpoint import require_file
 
@@ -29,6 +33,8 @@ FORMAT = "pt"
 CONFIG_KEY = "uniformer_config"
 LABELS_KEY = "labels"
 PROTOCOL_KEY = "protocol"
+SOURCE_SHA256_KEY = "source_sha256"
+_OS_ERROR = re.compile(r"os error (\d+)")
 
 
 @dataclass(frozen=True)
@@ -45,10 +51,12 @@ def save_weights(
     config: ModelConfig,
     labels: list[str] | None = None,
     protocol: Mapping[str, object] | None = None,
+    source_sha256: str | None = None,
 ) -> Path:
     """Write `weights` (a model or a state_dict) with its metadata, atomically.
 
-    The file appears complete or not at all (`atomic_write`), with the usual mode (0666 less the umask).
+    The file appears complete or not at all (`atomic_write`), with the usual mode (0666 less the umask);
+    a failed write (full disk, read-only folder) is one `WriteError` line and leaves any previous file.
     """
     path = Path(path)
     _check_labels(labels, config, f"cannot write {path}")
@@ -58,11 +66,23 @@ def save_weights(
         metadata[LABELS_KEY] = json.dumps(list(labels))
     if protocol is not None:
         metadata[PROTOCOL_KEY] = json.dumps(dict(protocol), sort_keys=True)
-    try:
-        atomic_write(path, lambda temporary: save_file(_storable(state), str(temporary), metadata=metadata))
-    except OSError as error:
-        raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from None
+    if source_sha256 is not None:
+        metadata[SOURCE_SHA256_KEY] = source_sha256
+    kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+    write_or_fail(path, lambda temporary: _save_file(_storable(state), temporary, metadata), "weights", kept)
     return path
+
+
+def _save_file(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' `save_file`, its I/O failures raised as the `OSError` they are (it reports them as
+    `SafetensorError: ... (os error 28)`)."""
+    try:
+        save_file(state, str(path), metadata=metadata)
+    except SafetensorError as error:
+        code = _OS_ERROR.search(str(error))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
 
 
 def _storable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -104,8 +124,11 @@ def load_weights(path: str | Path) -> StoredWeights:
         raise CheckpointError(f"{path} has unreadable uniformer metadata: {error}") from None
     if labels is not None and not (isinstance(labels, list) and all(isinstance(name, str) for name in labels)):
         raise CheckpointError(f"{path}: metadata 'labels' is not a list of class names")
-    if protocol is not None and not isinstance(protocol, dict):
-        raise CheckpointError(f"{path}: metadata 'protocol' is not an object")
+    if protocol is not None:
+        try:
+            ViewProtocol.from_dict(protocol)
+        except UniformerError as error:
+            raise CheckpointError(f"{path}: metadata 'protocol' is not usable: {error}") from None
     _check_labels(labels, config, str(path))
     return StoredWeights(state_dict, config, labels, protocol)
 

@@ -1,0 +1,83 @@
+"""The converted copies of zoo checkpoints in the Hub cache (`$HF_HOME/uniformer/...`), kept honest.
+
+Each copy proves itself: `record_integrity` writes a sidecar `<name>.sha256.json` with the file's
+sha256 (and that of the download it came from) when the copy is written, and `integrity_problem`
+checks it before each use, hashing only when the file's size, mtime, ctime or inode changed since it
+was last verified, so an untouched copy costs one `stat`. `remove_stale_downloads` removes the
+`.incomplete` files that killed downloads of our repositories leave in the Hub cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from huggingface_hub import constants
+
+from uniformer_cli.files import atomic_write, remove_files_if, sha256_of
+
+INTEGRITY_SUFFIX = ".sha256.json"
+# huggingface_hub resumes a download from its `.incomplete` file, and writes to it all the while: one
+# untouched this long belongs to a download that was killed or abandoned.
+STALE_DOWNLOAD_SECONDS = 3600.0
+
+log = logging.getLogger(__name__)
+
+
+def integrity_file(path: Path) -> Path:
+    """The sidecar that records a cached file's sha256: `<name>.sha256.json` beside it."""
+    return path.with_name(path.name + INTEGRITY_SUFFIX)
+
+
+def _stamp(path: Path) -> dict[str, int]:
+    """What changes whenever a file's content may have: size, mtime, ctime (which no tool can set back)
+    and inode (a replaced file)."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino}
+
+
+def record_integrity(path: Path, source_sha256: str | None = None, sha256: str | None = None) -> None:
+    """Write the sidecar of `path`: its sha256 (`sha256` when already computed), the sha256 of what it
+    was made from, and the stat stamp it was verified at. Best effort: a cache that cannot take it is
+    verified again next time."""
+    record = {"sha256": sha256 or sha256_of(path), "source_sha256": source_sha256, "verified": _stamp(path)}
+    try:
+        atomic_write(integrity_file(path), lambda temporary: temporary.write_text(json.dumps(record, indent=1)))
+    except OSError as error:
+        log.warning("could not record the sha256 of %s (%s): it is hashed again on next use", path, error)
+
+
+def integrity_problem(path: Path) -> str | None:
+    """None when `path` is what its sidecar records; else what is wrong, in words. Hashes the file only
+    when its stat stamp changed since the last verification (then records the new stamp)."""
+    try:
+        record = json.loads(integrity_file(path).read_text(encoding="utf-8"))
+        expected, verified = record["sha256"], record.get("verified")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "has no record of its sha256 (written by an older version, or the write was interrupted)"
+    if not isinstance(expected, str):
+        return "has an unreadable record of its sha256"
+    try:
+        stamp = _stamp(path)
+        if verified == stamp:
+            return None
+        actual = sha256_of(path)
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if actual != expected:
+        return f"is damaged (sha256 {actual[:12]}... instead of {expected[:12]}...)"
+    record_integrity(path, record.get("source_sha256"), actual)
+    return None
+
+
+def remove_stale_downloads(hub_repo: str, *, older_than: float = STALE_DOWNLOAD_SECONDS) -> list[Path]:
+    """Delete the `.incomplete` leftovers of killed downloads of the model repository `hub_repo` from
+    the Hub cache (`<cache>/models--org--name/blobs/*.incomplete` untouched for `older_than` seconds);
+    a download in progress keeps writing its file and is left alone. Returns what was removed."""
+    blobs = Path(constants.HF_HUB_CACHE) / f"models--{hub_repo.replace('/', '--')}" / "blobs"
+    return remove_files_if(
+        blobs.glob("*.incomplete"),
+        lambda _, age: age > older_than,
+        f"interrupted download(s) of {hub_repo} from the Hub cache",
+    )
