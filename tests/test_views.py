@@ -167,7 +167,12 @@ def test_protocol_round_trips_through_json() -> None:
     [
         ({"frames": 16}, "stride"),
         ({"frames": 16, "sampling": "random"}, "unknown sampling"),
-        ({"frames": 16, "stride": 4, "crops": 5}, "at most 3 crops"),
+        ({"frames": 16, "stride": 4, "crops": 5}, "crops 5 is out of range: 1 to 3"),
+        ({"frames": 100000, "stride": 4}, "frames 100000 is out of range"),
+        ({"frames": 16, "stride": 4, "size": 100000}, "size 100000 is out of range"),
+        ({"frames": "16", "stride": 4}, "frames must be a whole number"),
+        ({"frames": 16, "stride": 4.5}, "stride must be a whole number"),
+        ({"frames": 1024, "stride": 1, "clips": 100, "size": 2048}, r"GiB per video .*lower --frames"),
         ({"frames": 16, "stride": 4, "colour": "rgb"}, "unknown view protocol fields"),
     ],
 )

@@ -4,6 +4,7 @@ and by `weights` (which loads models onto a device), so it sits below both."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from functools import cache
 
@@ -14,6 +15,7 @@ from uniformer_cli.models import fp16_safe
 from uniformer_cli.progress import stderr_console
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+_DEVICE_NAME = re.compile(rf"(?P<kind>{'|'.join(DEVICE_CHOICES)})(?::(?P<index>\d+))?")
 
 
 @cache
@@ -28,10 +30,18 @@ def mps_runs_conv3d() -> bool:
     return True
 
 
+def check_device_name(name: str) -> str:
+    """`name` in lower case if it is one of `DEVICE_CHOICES`, optionally with an index (`cuda:1`)."""
+    match = _DEVICE_NAME.fullmatch(name.strip().lower())
+    if match is None or (match["kind"] == "auto" and match["index"]):
+        raise UniformerError(f"unknown device {name!r} (use one of {', '.join(DEVICE_CHOICES)}, or e.g. cuda:1)")
+    return match.group(0)
+
+
 def select_device(name: str = "auto") -> torch.device:
     """`auto` picks CUDA, then MPS, then CPU; an explicit device that is absent fails clearly. An MPS
     backend without 3-D depthwise convolutions falls back to the CPU with a message."""
-    name = name.lower()
+    name = check_device_name(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

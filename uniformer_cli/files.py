@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -92,6 +93,25 @@ def write_or_fail(path: str | Path, write: Callable[[Path], object], what: str, 
     except OSError as error:
         suffix = f"; {kept}" if kept else ""
         raise WriteError(f"cannot write {what} {path}: {write_reason(error)}{suffix}") from None
+
+
+def write_with_fallback(path: str | Path, write: Callable[[Path], object], what: str) -> None:
+    """`write_or_fail` for results that took long to compute: when `path` cannot be written, they are
+    written to the temporary folder (else the home or current folder) instead, and the `WriteError`
+    says where. Nothing finished is lost to a full disk or a read-only folder at the last step."""
+    path = Path(path)
+    try:
+        write_or_fail(path, write, what)
+    except WriteError as error:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for folder in (Path(tempfile.gettempdir()), Path.home(), Path.cwd()):
+            fallback = folder / f"{path.stem}.{stamp}.{os.getpid()}{path.suffix}"
+            try:
+                atomic_write(fallback, write)
+            except OSError:
+                continue
+            raise WriteError(f"{error}; the results were saved to {fallback} instead") from None
+        raise WriteError(f"{error}; no other folder could take the results either") from None
 
 
 def ensure_writable(path: str | Path, what: str = "output", *, needed_bytes: int = 0) -> Path:

@@ -353,6 +353,11 @@ class AugmentConfig:
     repeats: int = 2  # views of the same decoded clip per video (repeated augmentation)
     channel_order: str = "rgb"  # "bgr" reverses the channels last, for checkpoints trained on BGR frames
 
+    def __post_init__(self) -> None:
+        # A malformed spec fails when the run is planned (a dry run too), not at the first training clip.
+        if self.randaug not in (None, "none", ""):
+            RandAugment.parse(self.randaug)
+
     @classmethod
     def basic(cls, size: int, *, flip: bool = True, channel_order: str = "rgb") -> AugmentConfig:
         """The official no-`AUG` path (PROTOCOLS.md 4.3): short-side jitter, random crop, flip; for small data."""

@@ -17,6 +17,10 @@ from uniformer_cli.data.video import Decoder, Video, open_video
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.zoo import ChannelOrder, ZooEntry
 
+# Upper bounds of a protocol, far above every released one (16 frames, 224 px, 4 clips x 3 crops) but low
+# enough that no option or metadata value decodes without end or allocates without bound.
+LIMITS = {"frames": 1024, "stride": 1000, "clips": 100, "crops": 3, "size": 2048}
+MAX_VIEW_BYTES = 8 * 2**30  # the float32 views of one video
 SingleCrop = Literal["centre", "first"]
 
 
@@ -40,12 +44,23 @@ class ViewProtocol:
 
     def __post_init__(self) -> None:
         check_sampling(self.sampling)
+        for name, high in LIMITS.items():
+            value = getattr(self, name)
+            if value is None and name == "stride":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UniformerError(f"{name} must be a whole number, got {value!r}")
+            if not 1 <= value <= high:
+                raise UniformerError(f"{name} {value} is out of range: 1 to {high}")
         if self.sampling == "dense" and not self.stride:
             raise UniformerError("dense sampling needs a stride (frames x stride, e.g. 16x4)")
-        if min(self.frames, self.clips, self.crops, self.size) < 1:
-            raise UniformerError("frames, clips, crops and size must be positive")
-        if self.crops > 3:
-            raise UniformerError(f"at most 3 crops per clip (left/centre/right), got {self.crops}")
+        view_bytes = self.clips * self.crops * 3 * self.frames * self.size**2 * 4
+        if view_bytes > MAX_VIEW_BYTES:
+            raise UniformerError(
+                f"{self.clips}x{self.crops} views of {self.frames} frames at {self.size}px take "
+                f"{view_bytes / 2**30:.1f} GiB per video (at most {MAX_VIEW_BYTES // 2**30} GiB): lower --frames, "
+                "--size, --clips or --crops"
+            )
         if self.channel_order not in ("rgb", "bgr"):
             raise UniformerError(f"unknown channel order {self.channel_order!r} (rgb or bgr)")
         if self.single_crop is None:

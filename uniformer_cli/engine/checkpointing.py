@@ -15,15 +15,25 @@ import numpy as np
 import torch
 
 from uniformer_cli.errors import CheckpointError
-from uniformer_cli.files import atomic_write
+from uniformer_cli.files import write_or_fail
 from uniformer_cli.weights.checkpoint import require_file
 
 CHECKPOINT_FORMAT = "uniformer-train/1"
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Atomically write a training state dict with `torch.save`."""
-    atomic_write(path, lambda temporary: torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary))
+    """Atomically write a training state dict with `torch.save`; a failed write (full disk, read-only
+    folder) is one `WriteError` line, and the previous file at `path` stays intact."""
+    path = Path(path)
+    kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was saved"
+
+    def write(temporary: Path) -> None:
+        # Through a Python file object, so that I/O failures surface as OSError with their errno
+        # (torch's own file writer reports them as a bare RuntimeError).
+        with open(temporary, "wb") as handle:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, handle)
+
+    write_or_fail(path, write, "training checkpoint", kept)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -33,7 +43,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
-        raise CheckpointError(f"cannot read training checkpoint {path}: {str(error).splitlines()[0]}") from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        empty = " (the file is empty)" if path.stat().st_size == 0 else ""
+        raise CheckpointError(f"cannot read training checkpoint {path}{empty}: {reason}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a uniformer training checkpoint (use it with --model or --weights)")
     return state

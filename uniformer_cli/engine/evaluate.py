@@ -10,6 +10,7 @@ single-process run.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -24,12 +25,14 @@ from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_pr
 from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.scoring import VideoResult, compute_metrics, score_videos
 from uniformer_cli.engine.signals import raise_on_sigterm
-from uniformer_cli.errors import DatasetError, Terminated, UniformerError
-from uniformer_cli.files import atomic_write
+from uniformer_cli.errors import DatasetError, Terminated, UniformerError, WriteError
+from uniformer_cli.files import ensure_writable, write_or_fail, write_with_fallback
 from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.progress import progress_bar, stderr_console
 from uniformer_cli.records import Record, class_record, model_fields
 from uniformer_cli.weights import resolve_model
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_SECONDS = 60.0  # how often a single-process run rewrites its --json file, for --resume
 
@@ -125,10 +128,12 @@ class EvalReport:
         return {"summary": self.summary(), "classes": self.classes, "videos": [self.record(r) for r in self.results]}
 
 
-def write_report(path: Path, report: EvalReport) -> None:
-    """Write the JSON atomically, so an interrupted run leaves the previous file intact for --resume."""
+def write_report(path: Path, report: EvalReport, *, final: bool = False) -> None:
+    """Write the JSON atomically, so an interrupted run leaves the previous file intact for --resume. A
+    `final` report that cannot be written to `path` is written elsewhere, and the `WriteError` says where."""
     text = json.dumps(report.to_json(), indent=1)
-    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    write = write_with_fallback if final else write_or_fail
+    write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), "evaluation report")
 
 
 def load_previous(path: Path, model: str, protocol: dict[str, object], split: DatasetSplit) -> dict[str, VideoResult]:
@@ -244,7 +249,11 @@ class _Run:
         whether there was one to write."""
         if self.request.json_path is None or self.session.world_size > 1:
             return False
-        write_report(self.request.json_path, self.report(results, complete=False))
+        try:
+            write_report(self.request.json_path, self.report(results, complete=False))
+        except WriteError as error:  # the run goes on; the final write tries again, then elsewhere
+            log.warning("%s (the evaluation continues)", error)
+            return False
         return True
 
 
@@ -253,6 +262,8 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
     (None on the other ranks). Writes `request.json_path` when given, also every minute while running."""
     if request.resume and request.json_path is None:
         raise UniformerError("--resume needs -o FILE.json (the file of the run to continue)")
+    if request.json_path is not None:
+        ensure_writable(request.json_path, "evaluation report")
     # The data is checked before a model is downloaded.
     location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
     with session(request.device) as current:
@@ -304,7 +315,7 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
             return None
         final = run.report(results, complete=True)
         if request.json_path is not None:
-            write_report(request.json_path, final)
+            write_report(request.json_path, final, final=True)
         return final
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -262,10 +263,15 @@ class Predictor:
         return VideoTimeline(str(path), self.name, windows, elapsed, protocol.describe(), scores, labels)
 
 
+def check_timeline(seconds: float) -> None:
+    """A timeline window must be a positive, finite number of seconds."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UniformerError(f"--timeline needs a positive, finite window length in seconds, got {seconds:g}")
+
+
 def window_bounds(num_frames: int, fps: float, seconds: float) -> list[tuple[int, int]]:
     """`(first, stop)` frame ranges of consecutive `seconds`-long windows covering the video."""
-    if seconds <= 0:
-        raise UniformerError(f"--timeline needs a positive window length in seconds, got {seconds:g}")
+    check_timeline(seconds)
     length = max(1, round(seconds * fps))
     bounds = [(first, min(first + length, num_frames)) for first in range(0, num_frames, length)]
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < length / 2:
@@ -392,6 +398,8 @@ def run_predict(
     """Predict (or build `timeline`-second timelines for, `timeline_clips` clips per window, default 1)
     every video `find_videos` found, with a progress bar when there are several files (or windows);
     unreadable videos are reported, not fatal. `fps`: the frame rate of frame folders, for timelines."""
+    if timeline is not None:
+        check_timeline(timeline)
     paths = videos.paths
     report = PredictReport(predictor.name, predictor.weights, predictor.protocol.as_dict())
     for failure in videos.failures:

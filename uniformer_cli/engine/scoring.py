@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from uniformer_cli.data.datasets import Sample
-from uniformer_cli.data.loading import init_decoding_worker
+from uniformer_cli.data.loading import decoding_workers, init_decoding_worker
 from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import ViewProtocol, views_from_video
 from uniformer_cli.device import batched_logits
@@ -103,7 +103,8 @@ def decoded_batches(
 ) -> Iterator[list[tuple[int, torch.Tensor | None, str | None]]]:
     """The views of `samples[p]` for each p in `positions`, decoded by `workers` DataLoader processes, in
     groups of about `batch_size` views: lists of (p, views `[V, 3, T, S, S]` or None, error or None).
-    Scoring and feature extraction both read videos through here."""
+    Scoring and feature extraction both read videos through here; `workers` is capped at the cores."""
+    workers = decoding_workers(workers)
     loader = DataLoader(
         _VideoViews(samples, positions, protocol, decoder),
         batch_size=max(1, batch_size // protocol.views),

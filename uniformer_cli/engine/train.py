@@ -45,7 +45,8 @@ from uniformer_cli.engine.scoring import compute_metrics, score_videos
 from uniformer_cli.engine.signals import StopSignal
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng, report_unavailable
-from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError
+from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError, WriteError
+from uniformer_cli.files import ensure_writable, write_or_fail, write_reason
 from uniformer_cli.models import create_model
 from uniformer_cli.progress import progress_bar, stderr_console
 from uniformer_cli.weights import (
@@ -203,7 +204,8 @@ class MetricsLog:
         kept = []
         if resumed_step is not None and path.exists():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_step]
-        path.write_text("".join(f"{line}\n" for line in kept))
+        text = "".join(f"{line}\n" for line in kept)
+        write_or_fail(path, lambda temporary: temporary.write_text(text), "training log")
         if kept:
             self.draw_curves()
         if tensorboard:
@@ -219,8 +221,11 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise WriteError(f"cannot append to {self.path}: {write_reason(error)}") from None
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, float):
@@ -241,6 +246,15 @@ class MetricsLog:
         self.draw_curves()
         if self.writer is not None:
             self.writer.close()
+
+
+def _write_problem(path: Path) -> str | None:
+    """Why `path` could not be written (`ensure_writable`), or None."""
+    try:
+        ensure_writable(path, "training checkpoint")
+    except WriteError as error:
+        return str(error)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -282,6 +296,10 @@ class _Trainer:
         self.output = Path(config.output)
         if resume is None and processes.from_main((self.output / "last.pt").exists()):
             raise UniformerError(f"{self.output} already holds a run: continue it with --resume, or pick another -o")
+        # The run folder must take files before hours are spent on the first checkpoint.
+        unwritable = processes.from_main(_write_problem(self.output / "last.pt") if processes.main else None)
+        if unwritable is not None:
+            raise WriteError(unwritable)
         device = processes.device
         state = load_checkpoint(resume) if resume is not None else None
         self.train_split, self.val_split = config_splits(config)
@@ -339,7 +357,8 @@ class _Trainer:
             set_rng_state(state["rng"])
         if processes.main:
             self.output.mkdir(parents=True, exist_ok=True)
-            (self.output / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+            text = json.dumps(config.to_dict(), indent=2) + "\n"
+            write_or_fail(self.output / "config.json", lambda temporary: temporary.write_text(text), "run config")
         # Rank 0 checks the lists (one pass over the file system), every rank stops if it must.
         unreadable = None
         if processes.main:

@@ -15,8 +15,9 @@ from typing import Any
 
 from uniformer_cli.data.augment import AugmentConfig
 from uniformer_cli.data.datasets import DatasetSplit, mirroring_changes_labels, read_dataset
-from uniformer_cli.data.loading import DEFAULT_WORKERS
+from uniformer_cli.data.loading import DEFAULT_WORKERS, decoding_workers
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
+from uniformer_cli.device import check_device_name
 from uniformer_cli.engine.checkpointing import load_checkpoint
 from uniformer_cli.engine.distributed import world_size
 from uniformer_cli.engine.train_data import ClipSampling
@@ -126,6 +127,10 @@ class Runtime:
     max_steps: int | None = None  # stop, after saving `last.pt`, once this many optimiser steps are done
     progress: bool = True
     tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        check_device_name(self.device)  # a dry run checks it too, without a device
+        object.__setattr__(self, "workers", decoding_workers(self.workers))
 
 
 def _pick(value: Any, default: Any) -> Any:
