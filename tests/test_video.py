@@ -8,8 +8,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from synthetic_video import decode_all, numbered_frame, write_audio_only, write_frame_folder, write_jpeg, write_video
 
+from uniformer_cli.data import transforms
+from uniformer_cli.data import video as video_module
 from uniformer_cli.data.video import FrameFolderVideo, PyAVVideo, decord_available, open_video
 from uniformer_cli.errors import UniformerError, VideoError
 
@@ -244,3 +247,47 @@ def test_damaged_frame_data_fails_on_read(tmp_path: Path, decoder: str) -> None:
         with pytest.raises(VideoError, match=r"zeroed\.mp4") as caught:
             video.read(list(range(video.num_frames)))
     assert "\n" not in str(caught.value)
+
+
+# --- memory: frames are decoded as they are consumed --------------------------------------------------
+
+
+@pytest.mark.parametrize("decoder", ["pyav", pytest.param("decord", marks=needs_decord)])
+def test_frames_stream_one_batch_at_a_time_and_equal_read(
+    gop_video: Path, decoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(video_module, "DECODE_BATCH_BYTES", 2 * 64 * 80 * 3)  # two frames per decord batch
+    indices = [0, 5, 6, 7, 50, 119]
+    with open_video(gop_video, decoder) as video:
+        expected = video.read(indices)
+    with open_video(gop_video, decoder) as video:
+        stream = video.iter_frames(indices)
+        first = next(stream)
+        decoded_after_one = getattr(video, "frames_decoded", None)
+        rest = list(stream)
+    assert np.array_equal(np.stack([first, *rest]), expected)
+    if decoded_after_one is not None:  # PyAV counts its work: the first frame did not decode the others
+        assert decoded_after_one == 1
+    with open_video(gop_video, decoder) as video, pytest.raises(ValueError, match="sorted"):
+        list(video.iter_frames([5, 0]))
+
+
+def test_resizing_streamed_frames_a_channel_at_a_time_matches_one_resize_of_the_clip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (9, 96, 128, 3), dtype=np.uint8)
+    whole = transforms.short_side_resize(transforms.normalise(frames), 64)
+    monkeypatch.setattr(transforms, "RESIZE_BATCH_BYTES", 2 * 96 * 128 * 4)  # groups of two frames
+    streamed = transforms.resized_clip(iter(frames), 64)
+    torch.testing.assert_close(streamed, whole, rtol=0, atol=1e-6)  # the last bit may differ
+
+
+@needs_decord
+def test_auto_decodes_large_frames_with_pyav(gop_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with open_video(gop_video, "auto") as video:
+        assert video.decoder == "decord"
+    monkeypatch.setattr(video_module, "DECORD_MAX_PIXELS", 64 * 80 - 1)
+    with open_video(gop_video, "auto") as video:
+        assert video.decoder == "pyav"
+    with open_video(gop_video, "decord") as video:  # asked for by name: kept
+        assert video.decoder == "decord"

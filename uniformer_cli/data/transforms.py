@@ -5,6 +5,7 @@ uint8 frames -> float32 normalised `[3, T, H, W]` -> short-side resize -> square
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ import torch.nn.functional as F
 MEAN = 0.45
 STD = 0.225
 
+
+# Full-size float32 frame channels held at once while a clip is shrunk to the model's size.
+RESIZE_BATCH_BYTES = 32 * 2**20
 
 # The normalised value of each uint8 level, computed with the official float32 steps: a table lookup
 # gives bit-identical values in one pass over the frames (about 4x faster than the three arithmetic ones).
@@ -53,14 +57,32 @@ def short_side_resize(clip: torch.Tensor, size: int) -> torch.Tensor:
     return clip if new_size == (height, width) else resize(clip, new_size)
 
 
-def resized_clip(frames: np.ndarray, size: int, chunk: int = 8) -> torch.Tensor:
-    """uint8 `[T, H, W, 3]` frames -> normalised float32 `[3, T, h, w]` with the short side at `size`.
+def resized_clip(frames: Iterable[np.ndarray], size: int) -> torch.Tensor:
+    """uint8 frames (`[T, H, W, 3]`, or any iterable of `[H, W, 3]`) -> normalised float32 `[3, T, h, w]`
+    with the short side at `size`.
 
-    Works `chunk` frames at a time so a long or high-resolution clip never holds all its frames as
-    full-size floats at once; frames are independent, so the result is the same.
+    Frames are taken as they come and shrunk a group at a time, one channel at a time, each group at
+    most `RESIZE_BATCH_BYTES` of full-size floats: memory follows the output size, not the source
+    resolution. Frames and channels are resized independently; only the last bit may differ from one
+    resize of the whole clip (PyTorch's kernel vectorises differently for some group sizes).
     """
-    parts = [short_side_resize(normalise(frames[i : i + chunk]), size) for i in range(0, len(frames), chunk)]
+    group = 0
+    parts: list[torch.Tensor] = []
+    pending: list[np.ndarray] = []
+    for frame in frames:
+        group = group or max(1, RESIZE_BATCH_BYTES // max(1, frame.shape[0] * frame.shape[1] * 4))
+        pending.append(frame)
+        if len(pending) == group:
+            parts.append(_resized_group(np.stack(pending), size))
+            pending = []
+    if pending:
+        parts.append(_resized_group(np.stack(pending), size))
     return torch.cat(parts, dim=1)
+
+
+def _resized_group(frames: np.ndarray, size: int) -> torch.Tensor:
+    channels = [short_side_resize(normalise(frames[..., c : c + 1]), size) for c in range(frames.shape[-1])]
+    return torch.cat(channels, dim=0)
 
 
 def crop_offset(height: int, width: int, size: int, index: int) -> tuple[int, int]:

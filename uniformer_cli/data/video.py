@@ -49,6 +49,14 @@ def _decord_reason(error: BaseException) -> str:
     return message.rsplit(") ", 1)[-1] if message.startswith("Check failed") else message
 
 
+# decord decodes a batch of frames into one array: batches are cut to about this size, so reading a
+# 4K video costs a few frames of memory at a time instead of all of them.
+DECODE_BATCH_BYTES = 64 * 2**20
+# Above this frame size `auto` decodes with PyAV, frame by frame: decord buffers frames internally, over
+# 1 GB at 4000x3000 even when asked for one frame at a time (the frames are the same either way).
+DECORD_MAX_PIXELS = 1920 * 1088
+
+
 def _stack(frames: list[np.ndarray], mixed_sizes: str) -> np.ndarray:
     if len({frame.shape for frame in frames}) > 1:
         raise VideoError(mixed_sizes)
@@ -66,21 +74,44 @@ class Video(ABC):
     decoder: str
 
     @abstractmethod
-    def _read(self, indices: list[int]) -> np.ndarray:
-        """Frames for sorted, unique, in-range indices."""
+    def _decode(self, indices: list[int]) -> Iterator[np.ndarray]:
+        """Frames for sorted, unique, in-range indices, decoded one (or a few) at a time."""
 
-    def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        """uint8 RGB frames `[len(indices), H, W, 3]`; each distinct frame is decoded once."""
+    @property
+    def mixed_sizes(self) -> str:
+        """The error when frames of one video differ in size."""
+        return f"{self.path} changes its frame size mid-stream, which is not supported"
+
+    def _check(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
         if wanted.size == 0:
             raise VideoError(f"no frames asked of {self.path}")
         outside = wanted[(wanted < 0) | (wanted >= self.num_frames)]
         if outside.size:
             raise VideoError(f"frame {int(outside[0])} is out of range for {self.path} ({self.num_frames} frames)")
+        return wanted
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """uint8 RGB frames `[len(indices), H, W, 3]`; each distinct frame is decoded once."""
+        wanted = self._check(indices)
         unique, positions = np.unique(wanted, return_inverse=True)
-        frames = self._read(unique.tolist())
+        frames = _stack(list(self._decode(unique.tolist())), self.mixed_sizes)
         # Views ask for sorted distinct frames: skip the copy a gather would make.
         return frames if np.array_equal(unique, wanted) else frames[positions]
+
+    def iter_frames(self, indices: Sequence[int] | np.ndarray) -> Iterator[np.ndarray]:
+        """uint8 RGB frames `[H, W, 3]` for sorted, distinct `indices`, decoded as they are consumed:
+        a caller that shrinks each frame at once holds one source-resolution frame at a time (a few
+        for decord, within `DECODE_BATCH_BYTES`), whatever the video's resolution."""
+        wanted = self._check(indices)
+        if np.any(np.diff(wanted) <= 0):
+            raise ValueError("iter_frames takes sorted, distinct indices")
+        shape = None
+        for frame in self._decode(wanted.tolist()):
+            if shape is not None and frame.shape != shape:
+                raise VideoError(self.mixed_sizes)
+            shape = frame.shape
+            yield frame
 
     @property
     def duration(self) -> float:
@@ -220,12 +251,13 @@ class PyAVVideo(Video):
             raise VideoError(f"cannot decode frame {target} of {self.path}: the file is truncated or corrupt")
         return frame
 
-    def _read(self, indices: list[int]) -> np.ndarray:
-        try:
-            frames = [self._frame(index).to_ndarray(format="rgb24") for index in indices]
-        except av.FFmpegError as error:
-            raise VideoError(f"cannot decode {self.path}: {_reason(error)}") from None
-        return _stack(frames, f"{self.path} changes its frame size mid-stream, which is not supported")
+    def _decode(self, indices: list[int]) -> Iterator[np.ndarray]:
+        for index in indices:
+            try:
+                frame = self._frame(index).to_ndarray(format="rgb24")
+            except av.FFmpegError as error:
+                raise VideoError(f"cannot decode {self.path}: {_reason(error)}") from None
+            yield frame
 
     def close(self) -> None:
         self._container.close()
@@ -256,11 +288,16 @@ class DecordVideo(Video):
         self.fps = float(self._reader.get_avg_fps())
         self.width, self.height = probe.width, probe.height
 
-    def _read(self, indices: list[int]) -> np.ndarray:
+    def _decode(self, indices: list[int]) -> Iterator[np.ndarray]:
+        per_batch = max(1, DECODE_BATCH_BYTES // max(1, self.width * self.height * 3))
+        for start in range(0, len(indices), per_batch):
+            yield from self._batch(indices[start : start + per_batch])
+
+    def _batch(self, indices: list[int]) -> np.ndarray:
         import decord
 
         if self._pyav is not None:
-            return self._pyav._read(indices)
+            return _stack(list(self._pyav._decode(indices)), self.mixed_sizes)
         try:
             batch = self._reader.get_batch(indices)
         except (decord.DECORDError, RuntimeError) as error:
@@ -268,7 +305,7 @@ class DecordVideo(Video):
                 raise VideoError(f"decord cannot decode {self.path}: {_decord_reason(error)}") from None
             self._pyav = PyAVVideo(self.path, self._probe)
             self.decoder = "pyav"
-            return self._pyav._read(indices)
+            return _stack(list(self._pyav._decode(indices)), self.mixed_sizes)
         # decord's bridge is global state: another library may have switched it to torch.
         return np.asarray(batch.asnumpy() if hasattr(batch, "asnumpy") else batch)
 
@@ -322,9 +359,12 @@ class FrameFolderVideo(Video):
         self.fps = FRAME_FOLDER_FPS
         self.height, self.width = _decode_image(self._files[0]).shape[:2]
 
-    def _read(self, indices: list[int]) -> np.ndarray:
-        frames = [_decode_image(self._files[index]) for index in indices]
-        return _stack(frames, f"frame folder {self.path} mixes image sizes")
+    @property
+    def mixed_sizes(self) -> str:
+        return f"frame folder {self.path} mixes image sizes"
+
+    def _decode(self, indices: list[int]) -> Iterator[np.ndarray]:
+        return (_decode_image(self._files[index]) for index in indices)
 
     def close(self) -> None:
         """Nothing stays open: each frame file is opened and closed as it is read."""
@@ -334,7 +374,8 @@ def open_video(path: str | Path, decoder: Decoder | str = "auto") -> Video:
     """Open a video file or a frame folder.
 
     `auto` uses decord when it is installed and PyAV otherwise (or when decord fails on a file PyAV
-    reads); both return identical frames for the same indices. Every file is first checked with
+    reads, or for frames larger than 1080p, where decord's buffers take gigabytes); both return
+    identical frames for the same indices. Every file is first checked with
     PyAV, which reads the header and the packet list without decoding: that catches bad input with a
     clear message before decord could print native errors, and gives the frame size.
     """
@@ -350,7 +391,8 @@ def open_video(path: str | Path, decoder: Decoder | str = "auto") -> Video:
     if path.stat().st_size == 0:
         raise VideoError(f"{path} is empty (0 bytes)")
     probe = _probe(path)
-    if decoder == "pyav" or not decord_available():
+    large = probe.width * probe.height > DECORD_MAX_PIXELS
+    if decoder == "pyav" or not decord_available() or (decoder == "auto" and large):
         return PyAVVideo(path, probe)
     try:
         return DecordVideo(path, probe, fallback=decoder == "auto")

@@ -161,6 +161,17 @@ def resolve_protocol(model_protocol: ViewProtocol | None, overrides: ProtocolOve
     return replace(model_protocol, **changes)
 
 
+def _view_frame_indices(
+    video: Video, protocol: ViewProtocol, window: tuple[int, int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct frame indices the views need (sorted), and the positions of each clip's frames in
+    them (`[clips, frames]`)."""
+    first, stop = window or (0, video.num_frames)
+    clips = [first + indices for indices in protocol.clip_indices(stop - first)]
+    unique, positions = np.unique(np.concatenate(clips), return_inverse=True)
+    return unique, positions.reshape(protocol.clips, protocol.frames)
+
+
 def read_view_frames(
     video: Video, protocol: ViewProtocol, window: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -170,10 +181,18 @@ def read_view_frames(
     `window = (first, stop)` samples inside frames `first..stop-1` as if they were the whole video
     (used by the timeline).
     """
-    first, stop = window or (0, video.num_frames)
-    clips = [first + indices for indices in protocol.clip_indices(stop - first)]
-    unique, positions = np.unique(np.concatenate(clips), return_inverse=True)
-    return video.read(unique), positions.reshape(protocol.clips, protocol.frames)
+    unique, positions = _view_frame_indices(video, protocol, window)
+    return video.read(unique), positions
+
+
+def resized_view_frames(
+    video: Video, protocol: ViewProtocol, window: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, np.ndarray]:
+    """`read_view_frames`, with each frame normalised and resized (`transforms.resized_clip`) as soon
+    as it is decoded: float32 `[3, U, h, w]`. Memory follows the model's input size, not the video's
+    resolution (a 4000x3000 source never has all its frames decoded at once)."""
+    unique, positions = _view_frame_indices(video, protocol, window)
+    return transforms.resized_clip(video.iter_frames(unique), protocol.size), positions
 
 
 def views_from_frames(frames: np.ndarray, positions: np.ndarray, protocol: ViewProtocol) -> torch.Tensor:
@@ -198,8 +217,8 @@ def views_from_resized(resized: torch.Tensor, positions: np.ndarray, protocol: V
 
 
 def views_from_video(video: Video, protocol: ViewProtocol, window: tuple[int, int] | None = None) -> torch.Tensor:
-    """The model input views of an opened video: `views_from_frames(*read_view_frames(...))`."""
-    return views_from_frames(*read_view_frames(video, protocol, window), protocol)
+    """The model input views of an opened video, decoded and shrunk frame by frame (`resized_view_frames`)."""
+    return views_from_resized(*resized_view_frames(video, protocol, window), protocol)
 
 
 def load_views(
