@@ -36,6 +36,7 @@ from uniformer_cli.cli.options import (
 from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
 from uniformer_cli.data.video import is_frame_folder
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.files import ensure_writable
 from uniformer_cli.progress import print_error, stderr_console
 from uniformer_cli.zoo import DEFAULT_MODEL
 
@@ -130,6 +131,8 @@ def predict(
         if timeline is None:
             raise typer.BadParameter("--plot draws a timeline: add --timeline SECONDS", param_hint="'--plot'")
         plots.require_matplotlib()
+    if csv_file is not None:  # checked before any video is decoded
+        ensure_writable(csv_file, "CSV file")
     videos = engine.predict.find_videos(paths)
     if timeline is not None and fps is None:
         folder = next((path for path in videos.paths if is_frame_folder(path)), None)
