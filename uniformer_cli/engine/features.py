@@ -41,7 +41,7 @@ from uniformer_cli.engine.predict import find_videos
 from uniformer_cli.engine.scoring import decoded_batches
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import Terminated, UniformerError
-from uniformer_cli.files import atomic_write
+from uniformer_cli.files import atomic_write, ensure_writable
 from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.progress import progress_bar
@@ -184,6 +184,7 @@ def _check_output(request: FeaturesRequest) -> None:
         raise UniformerError(f"-o {request.output}: name a .safetensors or .npy file (the format follows the suffix)")
     if request.output.is_dir():
         raise UniformerError(f"-o {request.output} is a folder: name a .safetensors or .npy file")
+    ensure_writable(request.output, "features")  # before any video is decoded
     if request.layer not in (1, 2, 3, 4):
         raise UniformerError(f"--layer must be 1, 2, 3 or 4 (a stage of the network), got {request.layer}")
     if bool(request.paths) == (request.dataset is not None):
