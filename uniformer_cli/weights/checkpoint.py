@@ -182,7 +182,8 @@ def infer_config(
     flat = [key for key in (*width_keys, *mlp_keys, "head.weight") if state_dict[key].ndim < 2]
     if flat:
         raise CheckpointError(f"{source} is malformed: {_few(flat)} should be matrices or kernels")
-    embed_dim = tuple(int(state_dict[key].shape[0]) for key in width_keys)
+    w1, w2, w3, w4 = (int(state_dict[key].shape[0]) for key in width_keys)
+    embed_dim = (w1, w2, w3, w4)
     if min(embed_dim) < 1:
         raise CheckpointError(f"{source} is malformed: a stage has width {min(embed_dim)}")
     depth = _block_counts(state_dict, source)
@@ -205,7 +206,7 @@ def infer_config(
 def _inferred_config(
     state_dict: Mapping[str, torch.Tensor],
     light: bool,
-    embed_dim: tuple[int, ...],
+    embed_dim: tuple[int, int, int, int],
     depth: tuple[int, int, int, int],
     mlp_ratio: float,
     head_dim: int | None,

@@ -19,6 +19,7 @@ from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.progress import stderr_console
 from uniformer_cli.weights import hub
 from uniformer_cli.weights.cache import integrity_problem, record_integrity, remove_stale_downloads
@@ -135,7 +136,7 @@ def _model_from_state_dict(
     *,
     config: ModelConfig | None = None,
     head_dim: int | None = None,
-) -> nn.Module:
+) -> UniFormerModel:
     """Build the architecture (`config`, else inferred from the tensors), check it against the named zoo
     entry, and load the weights strictly."""
     if config is None:
@@ -145,7 +146,7 @@ def _model_from_state_dict(
     return _uninitialised_model(config, state_dict, source)
 
 
-def _uninitialised_model(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> nn.Module:
+def _uninitialised_model(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> UniFormerModel:
     """The network of `config` holding `state_dict`, checked against it before any memory is taken: it
     is built on the meta device, every key, shape and element type compared with the file's, and only
     then allocated (uninitialised: a strict load overwrites every parameter and persistent buffer, and
