@@ -19,10 +19,11 @@ from uniformer_cli.data.loading import DEFAULT_WORKERS, decoding_workers
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.device import check_device_name
 from uniformer_cli.engine.checkpointing import load_checkpoint
-from uniformer_cli.engine.distributed import world_size
+from uniformer_cli.engine.distributed import main_process, world_size
 from uniformer_cli.engine.train_data import ClipSampling
 from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
 from uniformer_cli.errors import DatasetError, UniformerError
+from uniformer_cli.files import ensure_writable
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.weights import resolve_model
 from uniformer_cli.weights.checkpoint import light_keep_ratios
@@ -283,6 +284,9 @@ def plan_training(options: TrainOptions) -> TrainConfig:
     """
     # Absolute paths: a resumed run may start from another working directory.
     data, train_list, val_list = (_absolute(path) for path in (options.data, options.train_list, options.val_list))
+    output = str(_absolute(_pick(options.output, Path("runs") / "train")))
+    if main_process():  # the run folder must take files: say so now, not after the first epoch
+        ensure_writable(Path(output) / "last.pt", "training checkpoint")
     train_split, val_split = _pick(options.train_split, "train"), _pick(options.val_split, "val")
     train, _ = read_splits(
         data, options.dataset, train_split=train_split, val_split=val_split, train_list=train_list, val_list=val_list
@@ -313,7 +317,7 @@ def plan_training(options: TrainOptions) -> TrainConfig:
         raise UniformerError(f"unknown --amp {amp!r} (use one of {', '.join(AMP_CHOICES)})")
     epochs = _pick(options.epochs, recipe.epochs)
     return TrainConfig(
-        output=str(_absolute(_pick(options.output, Path("runs") / "train"))),
+        output=output,
         data=str(data),
         dataset=train.dataset,
         classes=tuple(train.classes),
