@@ -101,8 +101,9 @@ def test_explain_writes_the_overlay_clip_and_the_contact_sheet(
     code, out, err = run_cli(capsys, "explain", weights["clip"], "-w", weights[model], "-o", output, "--json")
     assert code == 0, err
     record = json.loads(out)
-    assert record["label"] in ("run", "jump", "sit") and 0 <= record["score"] <= 1
-    assert record["sheet"] == str(tmp_path / "out.png")
+    assert record["explained_label"] in ("run", "jump", "sit") and 0 <= record["score"] <= 1
+    assert (record["sheet"], record["heatmap_video"]) == (str(tmp_path / "out.png"), str(output))
+    assert record["video"] == str(weights["clip"])
     with av.open(str(output)) as container:
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     assert len(decoded) == 8 and decoded[0].shape == (256, 256, 3)  # 64 px crops enlarged 4x
@@ -113,7 +114,7 @@ def test_explain_writes_the_overlay_clip_and_the_contact_sheet(
         capsys, "explain", weights["clip"], "-w", weights[model], "-o", tmp_path / "a.gif", "--class", "sit", "--json"
     )
     assert code == 0, err
-    assert json.loads(out)["index"] == 2
+    assert json.loads(out)["explained_index"] == 2
     with av.open(str(tmp_path / "a.gif")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 8
 

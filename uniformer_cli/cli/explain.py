@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from uniformer_cli import data, engine
@@ -25,6 +23,7 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
 )
+from uniformer_cli.cli.output import Output, Result
 
 
 def explain(
@@ -93,24 +92,24 @@ def explain(
     )
     result = engine.explain.explain_video(request)
     found = result.explanation
-    if json_output:
-        record = {
-            "file": str(video),
-            "model": found.model,
-            "label": found.label,
-            "index": found.index,
-            "score": round(found.score, 6),
-            "protocol": found.protocol,
-            "video": str(result.video),
-            "sheet": str(result.sheet),
-        }
-        typer.echo(json.dumps(record, indent=2))
-        return
-    Console().print(
-        escape(
-            f"{found.label} (class {found.index}) {found.score:.1%} · {found.model} · {found.protocol}\n"
-            f"heat map: {result.video}, contact sheet: {result.sheet}"
+    record = {
+        "video": str(video),
+        "model": found.model,
+        "explained_index": found.index,
+        "explained_label": found.label,
+        "score": round(found.score, 6),
+        "protocol_text": found.protocol,
+        "heatmap_video": str(result.video),
+        "sheet": str(result.sheet),
+    }
+    Output(json_output).finish(
+        Result([record], document=record),
+        lambda console: console.print(
+            escape(
+                f"{found.label} (class {found.index}) {found.score:.1%} · {found.model} · {found.protocol}\n"
+                f"heat map: {result.video}, contact sheet: {result.sheet}"
+            ),
+            highlight=False,
+            soft_wrap=True,
         ),
-        highlight=False,
-        soft_wrap=True,
     )

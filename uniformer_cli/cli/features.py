@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +29,7 @@ from uniformer_cli.cli.options import (
     WeightsOption,
     WorkersOption,
 )
+from uniformer_cli.cli.output import Output, Result
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.progress import print_error
@@ -93,7 +93,7 @@ def features(
 
     Views follow the model's test protocol (as in `eval`) and are averaged per video unless --per-view.
     The file holds one float32 [N, D] tensor and, as metadata, the video names (row order), dataset labels,
-    the model, protocol and layer, and the videos that could not be read (exit status 1 when there are any).
+    the model, protocol and layer, and the videos that could not be read (exit status 3 when there are any).
     Multi-GPU: `torchrun --nproc-per-node 8 -m uniformer_cli.cli.app features ...`.
 
     Examples: `uniformer features clips/ -o clips.safetensors`,
@@ -134,34 +134,38 @@ def features(
     result = engine.features.extract_features(request)
     if result is None:  # a torchrun rank other than 0
         return
-    if json_output:
-        record = {
-            "file": str(result.output),
-            "index": str(result.index) if result.index else None,
-            "shape": list(result.shape),
-            "videos": result.videos,
-            "computed": result.computed,
-            "model": result.model,
-            "protocol": result.protocol,
-            "layer": result.layer,
-            "seconds": round(result.seconds, 4),
-            "failures": [{"file": f.video, "error": f.error} for f in result.failures],
-        }
-        typer.echo(json.dumps(record, indent=2))
-    else:
-        shape = " x ".join(map(str, result.shape))
-        written = f"{result.output}" + (f" (index {result.index})" if result.index else "")
-        resumed = result.videos - result.computed
-        note = f" ({resumed} from the resumed file)" if resumed else ""
-        Console().print(
-            escape(
-                f"{result.videos} videos -> {written}: float32 [{shape}], layer {result.layer}, {result.model}, "
-                f"{result.protocol}, {result.seconds:.1f} s{note}"
-            ),
-            highlight=False,
-            soft_wrap=True,
-        )
+    # The features go to -o; the summary follows the output contract (docs/OUTPUT.md): failed videos are
+    # records with an `error`, and make the exit status 3 (0 under torchrun, which takes any other for a crash).
+    failures = [{"video": failure.video, "error": failure.error} for failure in result.failures]
+    summary = {
+        "output": str(result.output),
+        "index": str(result.index) if result.index else None,
+        "shape": list(result.shape),
+        "videos": result.videos,
+        "computed": result.computed,
+        "model": result.model,
+        "protocol_text": result.protocol,
+        "layer": result.layer,
+        "seconds": round(result.seconds, 4),
+        "failures": failures,
+    }
+    code = Output(json_output).emit(Result(failures, document=summary), lambda console: _print(console, result))
     for failure in result.failures:
         print_error(f"{failure.video}: {failure.error}" if failure.video not in failure.error else failure.error)
-    if result.failures:
-        raise typer.Exit(1)
+    if code and engine.distributed.world_size() == 1:
+        raise typer.Exit(code)
+
+
+def _print(console: Console, result: engine.features.FeaturesResult) -> None:
+    shape = " x ".join(map(str, result.shape))
+    written = f"{result.output}" + (f" (index {result.index})" if result.index else "")
+    resumed = result.videos - result.computed
+    note = f" ({resumed} from the resumed file)" if resumed else ""
+    console.print(
+        escape(
+            f"{result.videos} videos -> {written}: float32 [{shape}], layer {result.layer}, {result.model}, "
+            f"{result.protocol}, {result.seconds:.1f} s{note}"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
