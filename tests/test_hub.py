@@ -47,7 +47,7 @@ def test_zoo_download_converts_once_and_gives_the_source_logits(
     torch.testing.assert_close(logits(loaded.model), logits(served.model), rtol=0, atol=1e-6)
     assert loaded.labels == load_labels("k400")
     assert loaded.entry == entry
-    assert loaded.protocol == ViewProtocol.from_entry(entry).as_dict()
+    assert loaded.protocol == ViewProtocol.from_entry(entry)
     assert local_hub.count("GET", entry.hub_file) == 1
     (converted,) = converted_files(local_hub)
     assert converted.parent.parent.name == "test-org--uniformer-tiny"

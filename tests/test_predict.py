@@ -180,9 +180,7 @@ def colour_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, obj
 
     def fake_resolve(name_or_path: object, **options: object) -> LoadedModel:
         asked.update(options, name=name_or_path, path=tmp_path / "colour.safetensors")
-        return LoadedModel(
-            ColourModel(), ModelConfig(), COLOURS, None, tmp_path / "colour.safetensors", PROTOCOL.as_dict()
-        )
+        return LoadedModel(ColourModel(), ModelConfig(), COLOURS, None, tmp_path / "colour.safetensors", PROTOCOL)
 
     def fake_optimize(model: nn.Module, **options: object) -> nn.Module:
         asked.update(optimized=options)

@@ -292,7 +292,7 @@ def test_a_local_file_named_as_a_zoo_entry_gets_its_labels_and_protocol(
     served = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path, hub_repo=None, hub_file=None)
     loaded = resolve_model(served.source, zoo_name="tiny-k400")
     assert loaded.labels == load_labels("k400")
-    assert loaded.protocol == ViewProtocol.from_entry(served.entry).as_dict()
+    assert loaded.protocol == ViewProtocol.from_entry(served.entry)
     assert loaded.model.zoo_entry == served.entry
     assert resolve_model(served.source, head_dim=16).labels is None  # never guessed from the class count
     with pytest.raises(CheckpointError, match="but zoo entry s16x8-k400 is a UniFormer"):

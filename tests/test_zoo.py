@@ -11,7 +11,7 @@ from cli_runner import run_cli
 
 from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.zoo import ALIASES, LABEL_SETS, ZOO, ZooEntry, get_entry, load_labels
+from uniformer_cli.zoo import ALIASES, LABEL_SETS, ZOO, ZooEntry, best_entry, get_entry, load_labels
 
 # Public class counts of the datasets, written out here rather than read from the zoo.
 EXPECTED_COUNTS = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
@@ -229,3 +229,15 @@ def test_models_table_names_the_hub_repos_at_100_columns(
     monkeypatch.setenv("COLUMNS", "100")
     words = set(models_output(capsys).split())
     assert {entry.hub_repo for entry in ZOO.values() if entry.on_hub} <= words
+
+
+def test_best_entry_prefers_downloadable_then_top1() -> None:
+    for dataset in LABEL_SETS:
+        best = best_entry(dataset)
+        assert best is not None
+        rivals = [entry for entry in ZOO.values() if entry.dataset == dataset]
+        assert all((best.on_hub, best.top1) >= (entry.on_hub, entry.top1) for entry in rivals)
+    hidden = [entry for entry in ZOO.values() if entry.dataset == "k400" and not entry.on_hub]
+    assert best_entry("k400") not in hidden
+    assert best_entry("k400", "b") is not None and best_entry("k400", "b").family == "b"
+    assert best_entry("k400", "no-such-family") is None

@@ -1,4 +1,5 @@
-"""The one exception type that the CLI turns into a one-line message and a non-zero exit."""
+"""The one exception type that the CLI turns into a one-line message and a non-zero exit, and how a
+foreign exception becomes part of such a line."""
 
 
 class UniformerError(Exception):
@@ -27,3 +28,10 @@ class Terminated(BaseException):
 
 class WriteError(UniformerError):
     """An output that cannot be written: a full disk, a read-only file system, missing permissions."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, else its type name: how a foreign error
+    (torch, PyAV, huggingface_hub) is quoted inside one of our one-line messages."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from uniformer_cli.data.video import VIDEO_EXTENSIONS, Video
 from uniformer_cli.errors import DatasetError, VideoError
-from uniformer_cli.zoo import ZOO, ZooEntry, load_labels
+from uniformer_cli.zoo import ZooEntry, best_entry, load_labels
 
 logger = logging.getLogger(__name__)
 
@@ -194,8 +194,7 @@ class DatasetSpec:
     @property
     def default_model(self) -> ZooEntry | None:
         """The matching zoo checkpoint: downloadable first, then the best paper top-1."""
-        entries = [entry for entry in ZOO.values() if entry.dataset == self.label_set]
-        return max(entries, key=lambda entry: (entry.on_hub, entry.top1)) if entries else None
+        return best_entry(self.label_set) if self.label_set is not None else None
 
     @property
     def folders(self) -> list[str]:

@@ -20,7 +20,7 @@ from typing import Literal
 import av
 import numpy as np
 
-from uniformer_cli.errors import UniformerError, VideoError
+from uniformer_cli.errors import UniformerError, VideoError, first_line
 
 Decoder = Literal["auto", "decord", "pyav"]
 DECODERS: tuple[str, ...] = ("auto", "decord", "pyav")
@@ -39,7 +39,7 @@ def decord_available() -> bool:
 
 def _reason(error: BaseException) -> str:
     """FFmpeg's one-line reason without the errno and file name PyAV wraps around it."""
-    return getattr(error, "strerror", None) or str(error).splitlines()[0]
+    return getattr(error, "strerror", None) or first_line(error)
 
 
 def _decord_reason(error: BaseException) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from uniformer_cli.errors import CheckpointError
+from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import write_or_fail
 from uniformer_cli.weights.checkpoint import require_file
 
@@ -43,9 +43,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         empty = " (the file is empty)" if path.stat().st_size == 0 else ""
-        raise CheckpointError(f"cannot read training checkpoint {path}{empty}: {reason}") from None
+        raise CheckpointError(f"cannot read training checkpoint {path}{empty}: {first_line(error)}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a uniformer training checkpoint (use it with --model or --weights)")
     return state

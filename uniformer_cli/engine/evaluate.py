@@ -276,7 +276,7 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
             zoo_name=request.model if request.weights else None,
         )
         split = read_split(location, classes=loaded.labels, num_classes=loaded.config.num_classes)
-        model_protocol = loaded.view_protocol
+        model_protocol = loaded.protocol
         protocol, released = build_protocol(model_protocol, location.spec, request.protocol, str(loaded.path))
         samples = split.samples[: request.limit] if request.limit else split.samples
         keys = [sample_key(sample, split.root) for sample in samples]

@@ -223,7 +223,7 @@ def explain_video(request: ExplainRequest) -> ExplainResult:
         head_dim=request.head_dim,
         zoo_name=request.model if request.weights else None,
     )
-    protocol = resolve_protocol(loaded.view_protocol, request.protocol, str(loaded.path))
+    protocol = resolve_protocol(loaded.protocol, request.protocol, str(loaded.path))
     protocol = replace(protocol, clips=1, crops=1, single_crop="centre")
     target = resolve_target(request.target, loaded.labels, loaded.config.num_classes)
     with open_video(request.video, request.decoder) as video:

@@ -231,7 +231,7 @@ def extract_features(request: FeaturesRequest) -> FeaturesResult | None:
         if location is not None:
             split = read_split(location, classes=loaded.labels, num_classes=loaded.config.num_classes)
             samples = split.samples[: request.limit] if request.limit else split.samples
-            protocol, _ = build_protocol(loaded.view_protocol, location.spec, request.protocol, str(loaded.path))
+            protocol, _ = build_protocol(loaded.protocol, location.spec, request.protocol, str(loaded.path))
             plan = _Plan(
                 samples,
                 [sample_key(sample, split.root) for sample in samples],
@@ -242,7 +242,7 @@ def extract_features(request: FeaturesRequest) -> FeaturesResult | None:
         else:
             assert search is not None
             paths = search.paths[: request.limit] if request.limit else search.paths
-            protocol = resolve_protocol(loaded.view_protocol, request.protocol, str(loaded.path))
+            protocol = resolve_protocol(loaded.protocol, request.protocol, str(loaded.path))
             plan = _Plan(
                 [Sample(path, -1) for path in paths],
                 [str(path) for path in paths],

@@ -305,7 +305,7 @@ def load_predictor(
         loaded = resolve_model(Path(weights), device=target, revision=revision, head_dim=head_dim, zoo_name=model)
     else:
         loaded = resolve_model(model or DEFAULT_MODEL, device=target, revision=revision, head_dim=head_dim)
-    protocol = resolve_protocol(loaded.view_protocol, overrides or ProtocolOverrides(), str(loaded.path))
+    protocol = resolve_protocol(loaded.protocol, overrides or ProtocolOverrides(), str(loaded.path))
     # A file that is no zoo entry's is named by its path as given, never by a bare (ambiguous) file name.
     name = loaded.entry.name if loaded.entry else str(weights if weights is not None else loaded.path)
     fast = optimize_for_inference(loaded.model, inplace=True, compile=compile)

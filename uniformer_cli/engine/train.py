@@ -45,7 +45,7 @@ from uniformer_cli.engine.scoring import compute_metrics, score_videos
 from uniformer_cli.engine.signals import StopSignal
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng, report_unavailable
-from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError, WriteError
+from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError, WriteError, first_line
 from uniformer_cli.files import ensure_writable, write_or_fail, write_reason
 from uniformer_cli.models import create_model
 from uniformer_cli.progress import progress_bar, stderr_console
@@ -143,9 +143,8 @@ def image_weights(family: str) -> Path:
     try:
         return Path(hf_hub_download(repo, filename))
     except Exception as error:  # offline, HTTP errors, missing entry: huggingface_hub has many types
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
-            f"cannot get {filename} from {repo} ({reason}): download it and pass it with --init FILE"
+            f"cannot get {filename} from {repo} ({first_line(error)}): download it and pass it with --init FILE"
         ) from None
 
 

@@ -27,7 +27,7 @@ from uniformer_cli.files import ensure_writable
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.weights import resolve_model
 from uniformer_cli.weights.checkpoint import light_keep_ratios
-from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZOO, ZooEntry, get_entry
+from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZooEntry, best_entry, get_entry
 
 # The official augmentation (RandAugment, mixup/cutmix, erasing, 2 repeats) needs data to pay off;
 # below this many training videos `--aug auto` uses the plain jitter + crop + flip chain.
@@ -147,8 +147,10 @@ def default_entry(family: str) -> ZooEntry:
     downloadable first, then the best top-1 (S 16x8, B 32x4, XXS 16x160, XS 32x192)."""
     if family not in FAMILIES:
         raise UniformerError(f"unknown architecture {family!r} (use one of {', '.join(FAMILIES)})")
-    entries = [entry for entry in ZOO.values() if entry.family == family and entry.dataset == "k400"]
-    return max(entries, key=lambda entry: (entry.on_hub, entry.top1))
+    entry = best_entry("k400", family)
+    if entry is None:
+        raise UniformerError(f"the zoo has no Kinetics-400 model of {family!r} to take a recipe from: use --recipe")
+    return entry
 
 
 def read_splits(
@@ -233,7 +235,7 @@ def start_point(options: TrainOptions) -> StartPoint:
         weights = str(options.weights) if options.weights is not None else None
         loaded = resolve_model(weights or str(source), zoo_name=source if weights else None)
         recipe = recipe or loaded.entry or default_entry("xxs" if loaded.config.arch == "light" else "s")
-        own = loaded.view_protocol
+        own = loaded.protocol
         protocol = own if own is not None and options.recipe is None else ViewProtocol.from_entry(recipe)
         protocol = replace(protocol, channel_order=own.channel_order if own else "rgb")
         init_model, init_weights = (source, weights) if source is not None else (weights, None)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from uniformer_cli.errors import CheckpointError, UniformerError
+from uniformer_cli.errors import CheckpointError, UniformerError, first_line
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.zoo import ZooEntry
 
@@ -76,8 +76,7 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     except MemoryError:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: it claims too much memory") from None
     except Exception as error:  # the unpickler raises KeyError, IndexError... on garbage
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {reason}") from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {first_line(error)}") from None
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a state_dict")
     layout, weights = "plain", payload

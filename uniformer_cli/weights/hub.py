@@ -24,7 +24,7 @@ from huggingface_hub.utils import (
     RevisionNotFoundError,
 )
 
-from uniformer_cli.errors import CheckpointError
+from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import sha256_of
 from uniformer_cli.zoo import ZooEntry
 
@@ -74,8 +74,7 @@ def download(entry: ZooEntry, revision: str | None = None) -> HubFile:
     except (RepositoryNotFoundError, GatedRepoError):
         raise CheckpointError(f"Hub repository {entry.hub_repo} was not found or is not accessible") from None
     except Exception as error:  # other HTTP statuses, transport errors after retries, a full disk...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"download of {where} failed: {reason}") from None
+        raise CheckpointError(f"download of {where} failed: {first_line(error)}") from None
     # The cache lays files out as .../snapshots/<commit>/<hub_file>.
     commit = path.parents[len(PurePosixPath(entry.hub_file).parts) - 1].name
     converted = (

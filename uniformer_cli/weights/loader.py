@@ -46,8 +46,8 @@ class LoadedModel:
     """A model in eval mode with what is known about it.
 
     `labels` may be shorter than the model's outputs (the HMDB51 head has 101 rows for 51 classes,
-    MODEL.md 6.2): use the first `len(labels)` logits. `protocol` is the test protocol as a dict
-    (`ViewProtocol.from_dict` reads it): the zoo entry's, else the file's metadata, else None.
+    MODEL.md 6.2): use the first `len(labels)` logits. `protocol` is the test protocol: the zoo entry's,
+    else the file's metadata, else None.
     """
 
     model: nn.Module
@@ -55,11 +55,7 @@ class LoadedModel:
     labels: list[str] | None
     entry: ZooEntry | None
     path: Path
-    protocol: dict[str, object] | None
-
-    @property
-    def view_protocol(self) -> ViewProtocol | None:
-        return ViewProtocol.from_dict(self.protocol) if self.protocol is not None else None
+    protocol: ViewProtocol | None
 
 
 @dataclass(frozen=True)
@@ -75,10 +71,6 @@ class Conversion:
     parameters: int
     tensors: int
     entry: ZooEntry | None
-
-
-def entry_protocol(entry: ZooEntry) -> dict[str, object]:
-    return ViewProtocol.from_entry(entry).as_dict()
 
 
 def convert_checkpoint(
@@ -113,7 +105,7 @@ def convert_checkpoint(
         model,
         model.config,
         labels=entry.labels() if entry else None,
-        protocol=entry_protocol(entry) if entry else None,
+        protocol=ViewProtocol.from_entry(entry).as_dict() if entry else None,
         source_sha256=source_sha256,
     )
     return Conversion(
@@ -246,10 +238,12 @@ def _is_path(name_or_path: str | Path) -> bool:
 
 def _load_file(path: Path, entry: ZooEntry | None, head_dim: int | None) -> LoadedModel:
     source = str(path)
-    labels = protocol = None
+    labels: list[str] | None = None
+    protocol: ViewProtocol | None = None
     if path.suffix.lower() == ".safetensors":
         stored = load_weights(path)
-        state_dict, config, labels, protocol = stored.state_dict, stored.config, stored.labels, stored.protocol
+        state_dict, config, labels = stored.state_dict, stored.config, stored.labels
+        protocol = ViewProtocol.from_dict(stored.protocol) if stored.protocol is not None else None
         if config is not None and head_dim is not None and head_dim != config.head_dim:
             raise UniformerError(f"{path} was saved with head_dim {config.head_dim}; drop --head-dim {head_dim}")
     else:
@@ -263,5 +257,5 @@ def _load_file(path: Path, entry: ZooEntry | None, head_dim: int | None) -> Load
         head_dim = head_dim if head_dim is not None else raw.head_dim
     model = _model_from_state_dict(state_dict, source, entry, config=config, head_dim=head_dim)
     if entry is not None:
-        labels, protocol = entry.labels(), entry_protocol(entry)
+        labels, protocol = entry.labels(), ViewProtocol.from_entry(entry)
     return LoadedModel(model, model.config, labels, entry, path, protocol)

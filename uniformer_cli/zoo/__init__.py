@@ -312,6 +312,13 @@ def get_entry(name: str) -> ZooEntry:
     raise UniformerError(f"unknown model {name!r}.{hint}")
 
 
+def best_entry(dataset: str, family: str | None = None) -> ZooEntry | None:
+    """The zoo's pick for a label set (and family): downloadable first, then the best paper top-1; None
+    when the zoo has no such entry."""
+    entries = [entry for entry in ZOO.values() if entry.dataset == dataset and family in (None, entry.family)]
+    return max(entries, key=lambda entry: (entry.on_hub, entry.top1)) if entries else None
+
+
 @cache
 def load_labels(label_set: str) -> list[str]:
     """Class names of a label set, index = line number (the checkpoints' output order)."""
