@@ -226,6 +226,13 @@ class LocalHub:
     def count(self, method: str | None = None, filename: str | None = None) -> int:
         return self.server.count(method, filename)
 
+    def set_endpoint(self, url: str) -> None:
+        """Point huggingface_hub at another server (e.g. one that never answers)."""
+        self._monkeypatch.setenv("HF_ENDPOINT", url)
+        self._patch_constant("ENDPOINT", url)
+        self._patch_constant("HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+        _reset_http_sessions()
+
     def set_offline(self, offline: bool = True) -> None:
         """Switch `HF_HUB_OFFLINE` on or off, as a user would."""
         self._monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")

@@ -3,13 +3,16 @@ mode, revisions, integrity checks and the failures a user can hit."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from uniformer_cli import load_model, resolve_model
 from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.weights import cache, hub, load_weights, loader
-from uniformer_cli.zoo import ZOO, get_entry, load_labels
+from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZOO, get_entry, load_labels
 
 
 def logits(model: torch.nn.Module, seed: int = 1) -> torch.Tensor:
@@ -284,3 +287,60 @@ def test_leftovers_of_killed_downloads_and_writes_are_removed(
     load_model("tiny-k400")
     assert not stale.exists() and fresh.exists()
     assert not killed.exists()
+
+
+@contextlib.contextmanager
+def silent_hub(local_hub: LocalHub) -> Iterator[None]:
+    """HF_ENDPOINT at a port that accepts connections and never answers: a network that drops packets."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        local_hub.set_endpoint(url)
+        yield
+    finally:
+        listener.close()
+
+
+def _failure(download: Callable[[], object]) -> tuple[str, float]:
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError) as failure:
+        download()
+    return str(failure.value), time.perf_counter() - started
+
+
+def test_a_cold_cache_without_the_hub_fails_within_seconds_for_every_download(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Zoo weights and ImageNet weights go through the one helper: with the Hub down, unreachable or
+    switched off, each fails in under 5 s (huggingface_hub alone retries for ~30 s) with our message and
+    what to do instead."""
+    serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    local_hub.add_file("test-org/uniformer-image", "tiny_in1k.pth", b"image weights")
+    monkeypatch.setitem(IMAGENET_WEIGHTS, "tiny", ("test-org/uniformer-image", "tiny_in1k.pth"))
+    downloads = {"--weights": lambda: load_model("tiny-k400"), "--init FILE": lambda: hub.image_weights("tiny")}
+    endpoint = local_hub.server.url
+    local_hub.server.stop()
+    for remedy, download in downloads.items():
+        message, seconds = _failure(download)
+        assert message.startswith(f"could not reach the Hub ({endpoint}) (") and remedy in message
+        assert seconds < 5, f"{seconds:.1f} s with the Hub down"
+    with silent_hub(local_hub):
+        for remedy, download in downloads.items():
+            message, seconds = _failure(download)
+            assert message.startswith("could not reach the Hub") and remedy in message
+            assert seconds < 5, f"{seconds:.1f} s with a Hub that never answers"
+    local_hub.set_offline()
+    for remedy, download in downloads.items():
+        message, seconds = _failure(download)
+        assert message.startswith("HF_HUB_OFFLINE is set") and remedy in message
+        assert seconds < 5, f"{seconds:.1f} s offline"
+
+
+def test_a_warm_cache_survives_an_unreachable_hub(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    served = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    expected = logits(load_model("tiny-k400"))
+    local_hub.server.stop()
+    torch.testing.assert_close(logits(load_model("tiny-k400")), expected)
+    assert served.entry.name == "tiny-k400"

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import hf_hub_download
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -45,7 +44,7 @@ from uniformer_cli.engine.scoring import compute_metrics, score_videos
 from uniformer_cli.engine.signals import StopSignal
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng, report_unavailable
-from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError, WriteError, first_line
+from uniformer_cli.errors import DatasetError, UniformerError, WriteError
 from uniformer_cli.files import ensure_writable, write_or_fail, write_reason
 from uniformer_cli.models import create_model
 from uniformer_cli.progress import progress_bar, stderr_console
@@ -56,7 +55,8 @@ from uniformer_cli.weights import (
     resolve_model,
     save_weights,
 )
-from uniformer_cli.zoo import IMAGENET_WEIGHTS, get_entry
+from uniformer_cli.weights.hub import image_weights
+from uniformer_cli.zoo import get_entry
 
 logger = logging.getLogger(__name__)
 
@@ -135,17 +135,6 @@ def training_loss(outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], tar
 
 def _same_classes(labels: list[str] | None, classes: tuple[str, ...]) -> bool:
     return labels is not None and [class_key(name) for name in labels] == [class_key(name) for name in classes]
-
-
-def image_weights(family: str) -> Path:
-    """The family's ImageNet-1K image checkpoint (`IMAGENET_WEIGHTS`), through the Hub cache."""
-    repo, filename = IMAGENET_WEIGHTS[family]
-    try:
-        return Path(hf_hub_download(repo, filename))
-    except Exception as error:  # offline, HTTP errors, missing entry: huggingface_hub has many types
-        raise CheckpointError(
-            f"cannot get {filename} from {repo} ({first_line(error)}): download it and pass it with --init FILE"
-        ) from None
 
 
 def build_model(config: TrainConfig, *, initialise: bool = True) -> nn.Module:

@@ -1,5 +1,6 @@
-"""Zoo checkpoints from the Hugging Face Hub: download through the Hub cache, verify, locate the
-converted copy.
+"""Files from the Hugging Face Hub: `hub_download` is the one download helper (zoo checkpoints and the
+ImageNet weights that start training alike), with one translation of its errors; zoo checkpoints are
+then verified and their converted copy located.
 
 Downloads go through `huggingface_hub.hf_hub_download`, so its settings apply unchanged: `HF_HOME`,
 `HF_HUB_CACHE`, `HF_ENDPOINT` (mirrors), `HF_HUB_OFFLINE`, tokens. The official files are `.pth`
@@ -15,10 +16,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from huggingface_hub import constants, hf_hub_download
+from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.utils import (
     EntryNotFoundError,
     GatedRepoError,
+    HfHubHTTPError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
@@ -26,10 +28,11 @@ from huggingface_hub.utils import (
 
 from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import sha256_of
-from uniformer_cli.zoo import ZooEntry
+from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZooEntry
 
 CONVERTED_FOLDER = "uniformer"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+PROBE_SECONDS = 3.0  # how long a cold-cache download waits for the Hub to answer at all
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,68 @@ class HubFile:
     path: Path  # the cached file (a symlink into the cache's blobs on most systems)
     commit: str  # the commit the revision resolved to
     converted: Path  # safetensors copy, written once by the caller
+
+
+def probe_timeout() -> float:
+    """Seconds to wait for the Hub before a cold-cache download is declared unreachable: the user's
+    HF_HUB_ETAG_TIMEOUT when set, else `PROBE_SECONDS` (huggingface_hub's own default, 10 s, then its
+    retries would keep an offline user waiting half a minute)."""
+    return constants.HF_HUB_ETAG_TIMEOUT if os.environ.get("HF_HUB_ETAG_TIMEOUT") else PROBE_SECONDS
+
+
+def hub_download(repo: str, filename: str, *, revision: str | None = None, instead: str) -> Path:
+    """The one way a Hub file is fetched: `hf_hub_download` (cache, HF_HUB_OFFLINE, HF_ENDPOINT, tokens),
+    with every failure translated into one `CheckpointError` line that ends with `instead`, what the user
+    can do without the Hub (e.g. "pass a local file with --weights").
+
+    A file that is not cached is first asked for once, without retries (`get_hf_file_metadata`): when the
+    Hub cannot be reached the command fails within `probe_timeout()` instead of sitting through
+    huggingface_hub's retries with backoff. A cached file goes straight to `hf_hub_download`, which
+    checks for a newer revision and falls back to the cache by itself.
+    """
+    where = f"{filename} from {repo}" + (f" at revision {revision}" if revision else "")
+    try:
+        if not constants.HF_HUB_OFFLINE and not isinstance(
+            try_to_load_from_cache(repo, filename, revision=revision), str
+        ):
+            _probe(hf_hub_url(repo, filename, revision=revision), where, instead)
+        return Path(hf_hub_download(repo, filename, revision=revision))
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise CheckpointError(
+                f"HF_HUB_OFFLINE is set and {where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}): "
+                f"run once with network access, or {instead}"
+            ) from None
+        raise _unreachable(where, None, instead) from None
+    except EntryNotFoundError:
+        raise CheckpointError(f"the Hub has no {where}: {instead}") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"revision {revision!r} does not exist in {repo}") from None
+    except (RepositoryNotFoundError, GatedRepoError):
+        raise CheckpointError(f"Hub repository {repo} was not found or is not accessible") from None
+    except CheckpointError:
+        raise
+    except Exception as error:  # other HTTP statuses, transport errors after retries, a full disk...
+        raise CheckpointError(f"download of {where} failed: {first_line(error)}") from None
+
+
+def _probe(url: str, where: str, instead: str) -> None:
+    """One metadata request: the Hub's own errors (missing file, revision, repository) propagate; a
+    connection that fails or times out becomes the "cannot reach the Hub" error at once."""
+    try:
+        get_hf_file_metadata(url, timeout=probe_timeout())
+    except HfHubHTTPError:
+        raise
+    except Exception as error:  # requests' or httpx's connection and timeout errors, by version
+        raise _unreachable(where, error, instead) from None
+
+
+def _unreachable(where: str, error: BaseException | None, instead: str) -> CheckpointError:
+    reason = f" ({first_line(error)})" if error is not None else ""
+    return CheckpointError(
+        f"could not reach the Hub ({constants.ENDPOINT}){reason} to download {where}, and it is not cached: "
+        f"check the connection (or HF_ENDPOINT; HF_HUB_OFFLINE=1 uses the cache alone), or {instead}"
+    )
 
 
 def download(entry: ZooEntry, revision: str | None = None) -> HubFile:
@@ -52,29 +117,7 @@ def download(entry: ZooEntry, revision: str | None = None) -> HubFile:
             "UniFormer README (Google Drive / Baidu links), then pass it with --model "
             f"{entry.name} --weights FILE, or `uniformer convert FILE out.safetensors --model {entry.name}`"
         )
-    where = f"{entry.hub_file} from {entry.hub_repo}" + (f" at revision {revision}" if revision else "")
-    try:
-        path = Path(hf_hub_download(entry.hub_repo, entry.hub_file, revision=revision))
-    except LocalEntryNotFoundError:
-        if constants.HF_HUB_OFFLINE:
-            raise CheckpointError(
-                f"HF_HUB_OFFLINE is set and {where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}): "
-                "run once with network access, or pass a local file with --weights"
-            ) from None
-        raise CheckpointError(
-            f"could not reach the Hub ({constants.ENDPOINT}) to download {where}, and it is not cached: "
-            "check the connection (or HF_ENDPOINT), or pass a local file with --weights"
-        ) from None
-    except EntryNotFoundError:
-        raise CheckpointError(
-            f"the Hub has no {where}: pass a local copy with --weights FILE (see the official README)"
-        ) from None
-    except RevisionNotFoundError:
-        raise CheckpointError(f"revision {revision!r} does not exist in {entry.hub_repo}") from None
-    except (RepositoryNotFoundError, GatedRepoError):
-        raise CheckpointError(f"Hub repository {entry.hub_repo} was not found or is not accessible") from None
-    except Exception as error:  # other HTTP statuses, transport errors after retries, a full disk...
-        raise CheckpointError(f"download of {where} failed: {first_line(error)}") from None
+    path = hub_download(entry.hub_repo, entry.hub_file, revision=revision, instead="pass a local file with --weights")
     # The cache lays files out as .../snapshots/<commit>/<hub_file>.
     commit = path.parents[len(PurePosixPath(entry.hub_file).parts) - 1].name
     converted = (
@@ -85,6 +128,12 @@ def download(entry: ZooEntry, revision: str | None = None) -> HubFile:
         / f"{PurePosixPath(entry.hub_file).stem}.safetensors"
     )
     return HubFile(path, commit, converted)
+
+
+def image_weights(family: str) -> Path:
+    """The family's ImageNet-1K image checkpoint (`IMAGENET_WEIGHTS`), through the Hub cache."""
+    repo, filename = IMAGENET_WEIGHTS[family]
+    return hub_download(repo, filename, instead="download it and pass it with --init FILE")
 
 
 def verify_download(hub_file: HubFile, entry: ZooEntry) -> str:
