@@ -1,7 +1,7 @@
 """`uniformer flops`: counts in the paper's convention (1 multiply-accumulate = 1 FLOP) land on the paper's
 figures, the stage split adds up, and the CLI's table / JSON / CSV / bench outputs hold what they promise.
 
-Counting runs on fake tensors, so even full-size 32-frame models cost a fraction of a second here."""
+Counting runs on meta tensors, so even full-size 32-frame models cost a fraction of a second here."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from cli_runner import run_cli
+from torch.utils.flop_counter import FlopCounterMode
 
 from uniformer_cli.engine.flops import STAGE_GROUPS, cost_rows, count_macs, select_workloads
-from uniformer_cli.models import FAMILIES, ModelConfig
+from uniformer_cli.models import FAMILIES, ModelConfig, create_model, exact_attention
 from uniformer_cli.zoo import ZOO, get_entry
 
 
@@ -105,6 +107,35 @@ def test_the_count_is_convolutions_linears_and_attention_matmuls_only() -> None:
         + d3 * 10
     )
     assert count_macs(config, 4, 32).macs == expected
+
+
+def plain_count(config: ModelConfig, frames: int, size: int) -> tuple[int, int]:
+    """MACs and parameters of a whole forward pass counted op by op: no shared counts, no rescaling."""
+    with torch.device("meta"):
+        model = create_model(config)
+    model.eval().requires_grad_(False)
+    exact_attention(model)
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, frames, size, size, device="meta"))
+    return counter.get_total_flops() // 2, sum(parameter.numel() for parameter in model.parameters())
+
+
+# Issue 12: each architecture and clip shape is counted once (class counts rescale the classifiers, and
+# repeated blocks reuse their first count); the results must be those of a full count.
+@pytest.mark.parametrize(
+    ("config", "frames", "size"),
+    [
+        (FAMILIES["b"].replace(num_classes=174, split=True), 8, 64),
+        (FAMILIES["s"].replace(num_classes=1, std=True), 6, 96),
+        (FAMILIES["xxs"].replace(num_classes=51, layer_scale=0.1), 4, 96),
+        (FAMILIES["xs"].replace(num_classes=600), 6, 128),
+    ],
+)
+def test_shared_counts_equal_a_full_count(config: ModelConfig, frames: int, size: int) -> None:
+    count_macs(config.replace(num_classes=400), frames, size)  # the shared count, made first
+    count = count_macs(config, frames, size)
+    assert (count.macs, count.params) == plain_count(config, frames, size)
+    assert sum(count.stage_macs.values()) == count.macs
 
 
 @pytest.mark.parametrize(("family", "frames", "size"), [("s", 16, 224), ("xxs", 16, 160)])

@@ -1,7 +1,7 @@
 """What a UniFormer network costs: parameters, multiply-accumulates per view (the paper's "GFLOPs"), their
 split over the network's stages, and measured latency, throughput and peak memory.
 
-Counting runs the real model code on fake tensors (shapes only, no arithmetic, no memory) under PyTorch's
+Counting runs the real model code on meta tensors (shapes only, no arithmetic, no memory) under PyTorch's
 `FlopCounterMode`, with attention switched to the explicit matmul path so that the counter sees both
 attention products (it does not count the fused CPU attention kernel).
 """
@@ -19,7 +19,6 @@ from functools import cache
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -240,31 +239,110 @@ def _architecture_workload(
     )
 
 
-@cache
-def _shape_only_model(config: ModelConfig) -> tuple[FakeTensorMode, nn.Module]:
-    """The network with fake CPU parameters: it runs the real code on shapes, without memory or arithmetic.
+# Counting keys: every field that changes the counted work except the class count, which only sizes the
+# classifier (see `count_macs`); each architecture and clip shape is then counted once per process.
+COUNTED_CLASSES = 400
 
-    Built on the meta device (no initialisation cost), then faked on the CPU rather than left on meta:
-    the exact attention path switches autocast off for its tensors' device type, which meta has not.
-    """
+
+@cache
+def _shape_only_model(config: ModelConfig) -> nn.Module:
+    """The network on the meta device: it runs the real code on shapes, without memory or arithmetic
+    (several times faster than fake tensors; the exact attention path leaves autocast alone on meta)."""
     with torch.device("meta"):
         model = create_model(config)
     # No autograd state: the counter's module tracker would otherwise hook gradients of parameter views.
     model.eval().requires_grad_(False)
     exact_attention(model)
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake_mode:
-        model = model.to_empty(device="cpu")
-    return fake_mode, model
+    return model
+
+
+def _classifiers(model: nn.Module) -> list[nn.Linear]:
+    """The layers with one output row per class: `head`, and the light models' token head `head_cls`."""
+    return [layer for name in ("head", "head_cls") if isinstance(layer := getattr(model, name, None), nn.Linear)]
+
+
+def _signature(module: nn.Module) -> tuple[object, ...]:
+    """What decides a module's work besides its inputs: types, plain attributes and parameter shapes of it
+    and its children (a token block's keep ratio is an attribute; drop-path rates are zero here)."""
+    plain = (bool, int, float, str, tuple, type(None))
+    return tuple(
+        (
+            name,
+            type(child).__qualname__,
+            tuple((key, value) for key, value in sorted(vars(child).items()) if isinstance(value, plain)),
+            tuple((key, tuple(value.shape)) for key, value in child.named_parameters(recurse=False)),
+        )
+        for name, child in module.named_modules()
+    )
+
+
+def _meta_like(value: object) -> object:
+    if isinstance(value, torch.Tensor):
+        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device="meta")
+    if isinstance(value, tuple):
+        return tuple(_meta_like(item) for item in value)
+    return value
+
+
+def _shape_key(value: object) -> object:
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), tuple(value.stride()), value.dtype)
+    if isinstance(value, tuple | list):
+        return tuple(_shape_key(item) for item in value)
+    return value
+
+
+@contextlib.contextmanager
+def _blocks_counted_once(model: nn.Module, counter: FlopCounterMode) -> Iterator[None]:
+    """Run each distinct block (same signature, same input shapes) once: a repeat returns outputs of the
+    recorded shapes and adds the recorded operation counts to the modules the counter attributes work to
+    at that point (the block and its parents), as running it would. UniFormer-B's 40 blocks are 4 kinds.
+
+    Reads the counter's `flop_counts` and module tracker; where a PyTorch release lacks them, every block
+    simply runs.
+    """
+    tracker = getattr(counter, "mod_tracker", None)
+    if not isinstance(getattr(counter, "flop_counts", None), dict) or not hasattr(tracker, "parents"):
+        yield
+        return
+    recorded: dict[tuple[object, ...], tuple[object, dict[object, int]]] = {}
+    patched = []
+
+    def memoised(forward: Callable[..., object], signature: tuple[object, ...]) -> Callable[..., object]:
+        def run(*args: object) -> object:
+            key = (signature, _shape_key(args))
+            if key in recorded:
+                outputs, ops = recorded[key]
+                for parent in set(tracker.parents):
+                    for op, count in ops.items():
+                        counter.flop_counts[parent][op] += count
+                return _meta_like(outputs)
+            before = dict(counter.flop_counts.get("Global", {}))
+            outputs = forward(*args)
+            after = counter.flop_counts.get("Global", {})
+            recorded[key] = (_meta_like(outputs), {op: after[op] - before.get(op, 0) for op in after})
+            return outputs
+
+        return run
+
+    for stage in model.stages():  # type: ignore[operator]
+        for block in stage:
+            block.forward = memoised(block.forward, _signature(block))  # type: ignore[method-assign]
+            patched.append(block)
+    try:
+        yield
+    finally:
+        for block in patched:
+            del block.forward
 
 
 @cache
-def count_macs(config: ModelConfig, frames: int, size: int) -> MacCount:
-    """Multiply-accumulates of one `[1, 3, frames, size, size]` view through `config`'s network."""
-    fake_mode, model = _shape_only_model(config)
+def _count_architecture(config: ModelConfig, frames: int, size: int) -> tuple[MacCount, int]:
+    """`count_macs` for a config whose class count is `COUNTED_CLASSES`, and the classifiers' share."""
+    model = _shape_only_model(config)
     try:
-        with fake_mode, FlopCounterMode(display=False) as counter:
-            model(torch.empty(1, 3, frames, size, size))
+        with FlopCounterMode(display=False) as counter, _blocks_counted_once(model, counter):
+            model(torch.empty(1, 3, frames, size, size, device="meta"))
     except RuntimeError as error:
         raise UniformerError(f"cannot run this architecture on {frames}-frame {size}x{size} clips: {error}") from error
     # FlopCounterMode counts 2 FLOPs per multiply-accumulate; the paper counts 1.
@@ -281,7 +359,33 @@ def count_macs(config: ModelConfig, frames: int, size: int) -> MacCount:
     stage_macs = {group: module_macs(group, getattr(model, group)) for group in STAGE_GROUPS[:-1]}
     stage_macs["head"] = total - sum(stage_macs.values())
     params = sum(parameter.numel() for parameter in model.parameters())
-    return MacCount(params=params, macs=total, stage_macs=stage_macs)
+    classifier_macs = sum(counts.get(f"{root}.{name}", 0) for name in ("head", "head_cls"))
+    return MacCount(params=params, macs=total, stage_macs=stage_macs), classifier_macs
+
+
+def count_macs(config: ModelConfig, frames: int, size: int) -> MacCount:
+    """Multiply-accumulates of one `[1, 3, frames, size, size]` view through `config`'s network.
+
+    Zoo entries that differ only in their class count share one count: the classifier's work and
+    parameters grow linearly with the classes (one pooled vector per view), so they are rescaled from
+    the count at `COUNTED_CLASSES` (the drop-path rate, which does nothing in eval, is ignored too).
+    """
+    base = config.replace(num_classes=COUNTED_CLASSES, drop_path_rate=0.0)
+    count, classifier_macs = _count_architecture(base, frames, size)
+    extra = config.num_classes - COUNTED_CLASSES
+    if not extra:
+        return count
+    per_class_macs = classifier_macs // COUNTED_CLASSES
+    per_class_params = sum(
+        layer.in_features + (layer.bias is not None) for layer in _classifiers(_shape_only_model(base))
+    )
+    stage_macs = dict(count.stage_macs)
+    stage_macs["head"] += extra * per_class_macs
+    return MacCount(
+        params=count.params + extra * per_class_params,
+        macs=count.macs + extra * per_class_macs,
+        stage_macs=stage_macs,
+    )
 
 
 def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettings) -> BenchResult:
