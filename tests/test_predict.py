@@ -283,9 +283,9 @@ def test_cli_options_reach_the_engine(
     assert "4x2, 3x3 views, 32px, RGB" in out
     assert colour_cli["device"] == torch.device("cpu")
     assert colour_cli["head_dim"] == 8
-    assert colour_cli["optimized"] == {"inplace": True, "compile": False}
-    assert _run(capsys, videos["red"], "--model", "colour", "--compile")[0] == 0
-    assert colour_cli["optimized"] == {"inplace": True, "compile": True}
+    assert colour_cli["optimized"] == {"inplace": True, "compile": False, "precision": "auto"}
+    assert _run(capsys, videos["red"], "--model", "colour", "--compile", "--precision", "fp32")[0] == 0
+    assert colour_cli["optimized"] == {"inplace": True, "compile": True, "precision": "fp32"}
 
 
 def test_cli_timeline(capsys: pytest.CaptureFixture[str], colour_cli: dict, videos: dict[str, Path]) -> None:

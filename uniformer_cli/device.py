@@ -88,6 +88,12 @@ def autocast(
     return autocast_to(device, autocast_dtype(device, fp16_safe=fp16_safe) if enabled else None)
 
 
+def inference_autocast(model: torch.nn.Module, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """The device's autocast for a model whose precision is "auto" (the default); none for a model that
+    `optimize_for_inference` set to an explicit "fp32" or "bf16"."""
+    return autocast(device, getattr(model, "precision", "auto") == "auto", fp16_safe=fp16_safe(model))
+
+
 def batched_logits(
     model: torch.nn.Module,
     inputs: torch.Tensor,
@@ -96,11 +102,11 @@ def batched_logits(
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """float32 logits of `inputs` on the CPU (or what `forward`, a method of `model` such as
-    `forward_features`, returns): `batch_size` inputs per forward pass, under inference mode and autocast;
-    running out of device memory becomes a one-line error."""
+    `forward_features`, returns): `batch_size` inputs per forward pass, under inference mode and
+    `inference_autocast`; running out of device memory becomes a one-line error."""
     outputs = []
     run = forward or model
-    with torch.inference_mode(), autocast(device, fp16_safe=fp16_safe(model)):
+    with torch.inference_mode(), inference_autocast(model, device):
         for batch in inputs.split(batch_size):
             try:
                 logits = run(batch.to(device, non_blocking=True))

@@ -25,6 +25,8 @@ from uniformer_cli.cli.options import (
     FramesOption,
     HeadDimOption,
     ModelOption,
+    Precision,
+    PrecisionOption,
     RevisionOption,
     SamplingOption,
     SizeOption,
@@ -89,6 +91,7 @@ def evaluate(
     device: DeviceOption = Device.auto,
     decoder: DecoderOption = Decoder.auto,
     compile_model: CompileFlag = False,
+    precision: PrecisionOption = Precision.auto,
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = DEFAULT_WORKERS,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate only the first N videos.")] = None,
@@ -153,6 +156,7 @@ def evaluate(
         json_path=json_path,
         resume=resume,
         compile=compile_model,
+        precision=precision,
     )
     if plot is not None:
         plots.require_matplotlib()

@@ -17,6 +17,8 @@ from uniformer_cli.cli.options import (
     Device,
     DeviceOption,
     ModelOption,
+    Precision,
+    PrecisionOption,
 )
 from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
 from uniformer_cli.errors import UniformerError
@@ -80,6 +82,7 @@ def flops(
     bench: BenchFlag = False,
     device: DeviceOption = Device.auto,
     batch_size: BatchSizeOption = 1,
+    precision: PrecisionOption = Precision.auto,
     warmup: WarmupOption = 2,
     runs: RunsOption = 5,
     json_output: JsonFlag = False,
@@ -100,12 +103,15 @@ def flops(
     `uniformer flops --model b16x4-k400 --by-stage`
     `uniformer flops --arch s --frames 8 --size 224 --bench --batch-size 4`
     `uniformer flops --by-stage -o flops.csv`
+    `uniformer flops --model s16x4-k400 --bench --precision bf16`
     """
     if output is not None and csv_path is not None:
         raise UniformerError("--csv is the old spelling of -o FILE.csv: give one of them")
     destination = Output(json_output, csv_path, forced_format="csv") if csv_path else Output(json_output, output)
     settings = (
-        engine.flops.BenchSettings(device=device, batch_size=batch_size, warmup=warmup, runs=runs) if bench else None
+        engine.flops.BenchSettings(device=device, batch_size=batch_size, warmup=warmup, runs=runs, precision=precision)
+        if bench
+        else None
     )
     workloads = engine.flops.select_workloads(
         model=model, arch=arch, frames=frames, size=size, clips=clips, crops=crops

@@ -137,6 +137,25 @@ CompileFlag = Annotated[
         help="torch.compile the inference model: a slow first call, then faster; pays off over many videos.",
     ),
 ]
+
+
+class Precision(Choice):
+    """See `uniformer_cli.models.fast.PRECISIONS`."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        case_sensitive=False,
+        help="fp32: exact float32; bf16: bfloat16 weights, ~3x faster on CPUs with AVX512-BF16 or AMX, top-5 as"
+        " fp32 on our checks (see README); auto: fp32 on CPU, the device's half-precision autocast on CUDA/MPS.",
+    ),
+]
 HeadDimOption = Annotated[
     int | None,
     typer.Option(

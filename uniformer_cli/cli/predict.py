@@ -27,6 +27,8 @@ from uniformer_cli.cli.options import (
     FramesOption,
     HeadDimOption,
     ModelOption,
+    Precision,
+    PrecisionOption,
     RevisionOption,
     SamplingOption,
     SizeOption,
@@ -71,6 +73,7 @@ def predict(
     batch_size: BatchSizeOption = 8,
     decoder: DecoderOption = Decoder.auto,
     compile_model: CompileFlag = False,
+    precision: PrecisionOption = Precision.auto,
     json_output: JsonFlag = False,
     output: OutputOption = None,
     csv_file: Annotated[
@@ -156,6 +159,7 @@ def predict(
         batch_size=batch_size,
         decoder=decoder,
         compile=compile_model,
+        precision=precision,
     )
     report = engine.predict.run_predict(
         predictor,

@@ -27,7 +27,7 @@ from uniformer_cli.engine.scoring import VideoResult, compute_metrics, score_vid
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError, WriteError
 from uniformer_cli.files import ensure_writable, write_or_fail, write_with_fallback
-from uniformer_cli.models.fast import optimize_for_inference
+from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.progress import progress_bar, stderr_console
 from uniformer_cli.records import Record, class_record, model_fields
 from uniformer_cli.weights import resolve_model
@@ -59,6 +59,7 @@ class EvalRequest:
     json_path: Path | None = None
     resume: bool = False
     compile: bool = False
+    precision: str = "auto"  # see `optimize_for_inference`
 
 
 @dataclass
@@ -267,6 +268,7 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
     # The data is checked before a model is downloaded.
     location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
     with session(request.device) as current:
+        check_precision(request.precision, current.device)
         source = model_source(location.spec, request.model, request.weights)
         loaded = resolve_model(
             source,
@@ -298,7 +300,7 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
         )
         todo = [position for position, key in enumerate(keys) if key not in previous]
         shard = todo[current.rank :: current.world_size]  # no padding duplicates, unlike the official sampler
-        model = optimize_for_inference(loaded.model, inplace=True, compile=request.compile)
+        model = optimize_for_inference(loaded.model, inplace=True, compile=request.compile, precision=request.precision)
         scored = score_videos(
             model,
             samples,

@@ -22,7 +22,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from uniformer_cli.device import autocast, autocast_dtype, select_device, synchronize
+from uniformer_cli.device import autocast_dtype, inference_autocast, select_device, synchronize
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import FAMILIES, ModelConfig, create_model, exact_attention, fp16_safe
 from uniformer_cli.models.fast import optimize_for_inference
@@ -81,6 +81,7 @@ class BenchSettings:
     batch_size: int = 1
     warmup: int = 2
     runs: int = 5
+    precision: str = "auto"  # see `optimize_for_inference`
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class BenchResult:
     """Measured forward passes of a randomly initialised model on random clips (inference mode)."""
 
     device: str
-    precision: str  # "fp32", or the autocast dtype on CUDA / MPS
+    precision: str  # "fp32", "bf16", or the autocast dtype on CUDA / MPS
     batch_size: int
     warmup: int
     runs: int
@@ -392,11 +393,11 @@ def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettin
     """Median latency over `runs` forward passes after `warmup` ones, throughput and peak memory, of the
     fast inference path (`optimize_for_inference`) under the device's autocast."""
     device = select_device(settings.device)
-    model = optimize_for_inference(create_model(config).to(device), inplace=True)
+    model = optimize_for_inference(create_model(config).to(device), inplace=True, precision=settings.precision)
     clips = torch.randn(settings.batch_size, 3, frames, size, size, device=device)
 
     def forward() -> None:
-        with torch.inference_mode(), autocast(device, fp16_safe=fp16_safe(model)):
+        with torch.inference_mode(), inference_autocast(model, device):
             model(clips)
 
     for _ in range(settings.warmup):
@@ -411,10 +412,12 @@ def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettin
         synchronize(device)
         times.append(time.perf_counter() - start)
     latency = statistics.median(times)
-    dtype = autocast_dtype(device, fp16_safe=fp16_safe(model))
+    precision = "fp32" if settings.precision == "auto" else settings.precision
+    if settings.precision == "auto" and (dtype := autocast_dtype(device, fp16_safe=fp16_safe(model))) is not None:
+        precision = f"{str(dtype).removeprefix('torch.')} autocast"
     return BenchResult(
         device=str(device),
-        precision="fp32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast",
+        precision=precision,
         batch_size=settings.batch_size,
         warmup=settings.warmup,
         runs=settings.runs,

@@ -25,7 +25,7 @@ from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, is_frame_folder
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
 from uniformer_cli.device import batched_logits, select_device
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.models.fast import optimize_for_inference
+from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.records import Record, class_record, model_fields
 from uniformer_cli.weights import resolve_model
@@ -290,9 +290,10 @@ def load_predictor(
     batch_size: int = 8,
     decoder: str = "auto",
     compile: bool = False,
+    precision: str = "auto",
 ) -> Predictor:
     """A `Predictor` for a zoo model (default `DEFAULT_MODEL`) or a weights file, on the fast inference
-    path (`optimize_for_inference`, `torch.compile` with `compile`).
+    path (`optimize_for_inference` at `precision`, `torch.compile` with `compile`).
 
     The protocol comes from the zoo entry (`model`, which also names the entry a local `.pth` belongs
     to) or the safetensors metadata, changed by `overrides`; a file with neither takes it from the
@@ -301,6 +302,7 @@ def load_predictor(
     if decoder not in DECODERS:
         raise UniformerError(f"unknown decoder {decoder!r} (use one of {', '.join(DECODERS)})")
     target = select_device(device)
+    check_precision(precision, target)
     if weights is not None:
         loaded = resolve_model(Path(weights), device=target, revision=revision, head_dim=head_dim, zoo_name=model)
     else:
@@ -308,7 +310,7 @@ def load_predictor(
     protocol = resolve_protocol(loaded.protocol, overrides or ProtocolOverrides(), str(loaded.path))
     # A file that is no zoo entry's is named by its path as given, never by a bare (ambiguous) file name.
     name = loaded.entry.name if loaded.entry else str(weights if weights is not None else loaded.path)
-    fast = optimize_for_inference(loaded.model, inplace=True, compile=compile)
+    fast = optimize_for_inference(loaded.model, inplace=True, compile=compile, precision=precision)
     return Predictor(
         fast,
         protocol,

@@ -266,6 +266,8 @@ class StagedModel(nn.Module):
     # layout (the speed reference); None (default) channels-last on CPU, where oneDNN runs the depthwise convs
     # 3-10x faster forward and backward on it, and NCTHW elsewhere.
     channels_last: bool | None = None
+    # Set by `fast.optimize_for_inference`: "auto" (the device's autocast applies), "fp32" or "bf16".
+    precision: str = "auto"
 
     def to_layout(self, x: torch.Tensor) -> torch.Tensor:
         channels_last = x.device.type == "cpu" if self.channels_last is None else self.channels_last

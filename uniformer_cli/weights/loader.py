@@ -20,6 +20,7 @@ from uniformer_cli.files import ensure_writable, remove_stale_temporaries
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.models.factory import UniFormerModel
+from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.progress import stderr_console
 from uniformer_cli.weights import hub
 from uniformer_cli.weights.cache import integrity_problem, record_integrity, remove_stale_downloads
@@ -224,9 +225,19 @@ def load_model(
     revision: str | None = None,
     head_dim: int | None = None,
     zoo_name: str | None = None,
+    precision: str | None = None,
 ) -> nn.Module:
-    """`resolve_model(...).model`: eval mode, with `.labels`, `.zoo_entry` and `.protocol` attributes."""
-    return resolve_model(name_or_path, device=device, revision=revision, head_dim=head_dim, zoo_name=zoo_name).model
+    """`resolve_model(...).model`: eval mode, with `.labels`, `.zoo_entry` and `.protocol` attributes.
+
+    `precision` None gives the exact model (the official computation, trainable); "fp32", "bf16" or
+    "auto" give the fast inference path at that precision (`models.fast.optimize_for_inference`): it takes
+    float32 `[B, 3, T, H, W]` clips and returns float32 logits whatever the precision.
+    """
+    target = select_device(device) if isinstance(device, str) else device
+    if precision is not None:
+        check_precision(precision, target)
+    model = resolve_model(name_or_path, device=target, revision=revision, head_dim=head_dim, zoo_name=zoo_name).model
+    return model if precision is None else optimize_for_inference(model, inplace=True, precision=precision)
 
 
 def _is_path(name_or_path: str | Path) -> bool:
