@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
+from typing import Any
 
 import torch
 from torch import nn
@@ -302,7 +303,7 @@ def _blocks_counted_once(model: nn.Module, counter: FlopCounterMode) -> Iterator
     Reads the counter's `flop_counts` and module tracker; where a PyTorch release lacks them, every block
     simply runs.
     """
-    tracker = getattr(counter, "mod_tracker", None)
+    tracker: Any = getattr(counter, "mod_tracker", None)
     if not isinstance(getattr(counter, "flop_counts", None), dict) or not hasattr(tracker, "parents"):
         yield
         return

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from rich.markup import escape
@@ -21,6 +22,7 @@ from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
+from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.progress import stderr_console
 from uniformer_cli.weights import hub
 from uniformer_cli.weights.cache import integrity_problem, record_integrity, remove_stale_downloads
@@ -237,7 +239,11 @@ def load_model(
     if precision is not None:
         check_precision(precision, target)
     model = resolve_model(name_or_path, device=target, revision=revision, head_dim=head_dim, zoo_name=zoo_name).model
-    return model if precision is None else optimize_for_inference(model, inplace=True, precision=precision)
+    return (
+        model
+        if precision is None
+        else optimize_for_inference(cast(StagedModel, model), inplace=True, precision=precision)
+    )
 
 
 def _is_path(name_or_path: str | Path) -> bool:
