@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from uniformer_cli.cli import convert, evaluate, explain, features, flops, models, predict, train
+from uniformer_cli.cli import convert, evaluate, explain, export, features, flops, models, predict, train
 from uniformer_cli.cli.click_api import ClickException, NoArgsIsHelpError, UsageError
 from uniformer_cli.cli.options import plain_choices
 from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
@@ -50,6 +50,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "explain": explain.explain,
     "flops": flops.flops,
     "convert": convert.convert,
+    "export": export.export,
     "models": models.models,
 }
 EPILOGS = {"eval": evaluate.LAYOUTS_EPILOG}

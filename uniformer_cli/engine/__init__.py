@@ -1,4 +1,4 @@
-"""What the commands do (predict, evaluate, train, flops, convert), with no printing.
+"""What the commands do (predict, evaluate, train, flops, convert, export), with no printing.
 
 The CLI refers to `engine.<module>.<name>` inside its commands: the modules (and torch) load on first
 use, so `uniformer --help` stays fast."""
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         distributed,
         evaluate,
         explain,
+        export,
         features,
         flops,
         predict,
@@ -31,6 +32,7 @@ __all__ = [
     "distributed",
     "evaluate",
     "explain",
+    "export",
     "features",
     "flops",
     "predict",

@@ -1,0 +1,98 @@
+"""`uniformer export MODEL --format onnx|openvino -o DIR`: thin layer over `engine.export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from uniformer_cli import data, engine
+from uniformer_cli.cli.options import (
+    ChannelOrderOption,
+    Choice,
+    FramesOption,
+    HeadDimOption,
+    RevisionOption,
+    SamplingOption,
+    SizeOption,
+    StrideOption,
+)
+from uniformer_cli.cli.output import JsonFlag, Output, Result
+
+
+class ExportFormat(Choice):
+    """See `uniformer_cli.engine.export.FORMATS`."""
+
+    onnx = "onnx"
+    openvino = "openvino"
+
+
+def export(
+    source: Annotated[
+        str, typer.Argument(help="Zoo name or alias, or a .safetensors / official .pth file.", metavar="NAME|FILE")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Folder to write the model file(s) into (unlike other commands' -o FILE)."),
+    ],
+    format: Annotated[
+        ExportFormat,
+        typer.Option("--format", "-f", case_sensitive=False, help="onnx (one .onnx file) or openvino (.xml + .bin)."),
+    ] = ExportFormat.onnx,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="The zoo entry a local .pth belongs to (labels, protocol).")
+    ] = None,
+    frames: FramesOption = None,
+    stride: StrideOption = None,
+    sampling: SamplingOption = None,
+    size: SizeOption = None,
+    channel_order: ChannelOrderOption = None,
+    revision: RevisionOption = None,
+    head_dim: HeadDimOption = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Write a model as an ONNX or OpenVINO file for deployment without this package.
+
+    Input float32 [batch, 3, T, H, W] (normalised clips of the test protocol; the batch axis is dynamic),
+    output [batch, classes] logits. The file carries the protocol, the normalisation, the class names and
+    the config as metadata. It is run once after writing (onnxruntime or OpenVINO, batches of 1 and 3)
+    and its largest logit difference to PyTorch is printed. Needs `pip install 'uniformer[onnx]'` or
+    `'uniformer[openvino]'`.
+
+    Examples: `uniformer export s16x4-k400 -o deploy/`,
+    `uniformer export mine.safetensors --format openvino -o deploy/`
+    """
+    report = engine.export.export_model(
+        source,
+        format,
+        output,
+        zoo_name=model,
+        revision=revision,
+        head_dim=head_dim,
+        overrides=data.ProtocolOverrides(
+            frames=frames, stride=stride, sampling=sampling, size=size, channel_order=channel_order
+        ),
+    )
+    record = {
+        "model": report.model,
+        "weights": str(report.weights),
+        "format": report.format,
+        "file": str(report.path),
+        "files": [str(path) for path in report.files],
+        "input_shape": list(report.input_shape),
+        "max_error": report.max_error,
+        "logit_std": report.logit_std,
+        "metadata": sorted(report.metadata),
+        "error": None,
+    }
+    Output(json_output).finish(Result([record], document=record), lambda console: _print(console, report))
+
+
+def _print(console: Console, report: engine.export.ExportReport) -> None:
+    shape = "x".join(map(str, report.input_shape))
+    console.print(escape(f"wrote {report.path} ({report.format}, input {shape}, dynamic batch)"))
+    console.print(f"max logit error against PyTorch {report.max_error:.2e} (logit std {report.logit_std:.3g})")
+    console.print(escape(f"metadata: {', '.join(sorted(report.metadata))}"))
