@@ -16,6 +16,7 @@ from uniformer_cli.cli.options import plain_choices
 from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 from uniformer_cli.errors import Terminated, UniformerError
 from uniformer_cli.progress import print_error, stderr_console
+from uniformer_cli.runtime import configure_runtime
 
 app = typer.Typer(
     name="uniformer",
@@ -97,6 +98,7 @@ def _usage_line(error: Any) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Every failure is one red `error:` line on stderr and an exit status from the one rule
     in `cli.output`: usage errors 2, `UniformerError` 1, Ctrl-C 130, SIGTERM 143."""
+    configure_runtime()  # before any command loads torch
     try:
         code = app(args=argv, prog_name="uniformer", standalone_mode=False)
     except NoArgsIsHelpError as error:  # `uniformer` alone, on Click >= 8.2

@@ -47,6 +47,7 @@ from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keye
 from uniformer_cli.errors import DatasetError, UniformerError, WriteError
 from uniformer_cli.files import ensure_writable, write_or_fail, write_reason
 from uniformer_cli.models import create_model
+from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.progress import progress_bar, stderr_console
 from uniformer_cli.weights import (
     inflate_image_state_dict,
@@ -295,6 +296,8 @@ class _Trainer:
         self.model = build_model(config, initialise=state is None).to(device)
         if state is not None:
             load_state_dict_strict(self.model, state["model"], str(resume))
+        if isinstance(self.model, StagedModel) and self.model.runs_channels_last(device):
+            self.model.match_gradient_layout()
         if runtime.grad_checkpointing:
             per_stage = None if runtime.grad_checkpointing is True else runtime.grad_checkpointing
             self.model.set_grad_checkpointing(True, per_stage)

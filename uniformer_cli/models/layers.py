@@ -269,9 +269,30 @@ class StagedModel(nn.Module):
     # Set by `fast.optimize_for_inference`: "auto" (the device's autocast applies), "fp32" or "bf16".
     precision: str = "auto"
 
+    def runs_channels_last(self, device: torch.device) -> bool:
+        return device.type == "cpu" if self.channels_last is None else self.channels_last
+
     def to_layout(self, x: torch.Tensor) -> torch.Tensor:
-        channels_last = x.device.type == "cpu" if self.channels_last is None else self.channels_last
+        channels_last = self.runs_channels_last(x.device)
         return x.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+
+    def match_gradient_layout(self) -> None:
+        """Give the depthwise conv weights (`[C, 1, k, k, k]`) the channels-last strides that their
+        gradients have when the model runs channels-last, so that DDP's gradient buckets, laid out like
+        the parameters, take the gradients without a copy (and without its "Grad strides do not match
+        bucket view strides" warning). Same values; only the (size-1) input-channel stride changes."""
+        for module in self.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, nn.Conv3d) and weight is not None and weight.shape[1] == 1:
+                restrided = torch.empty_strided(
+                    weight.shape,
+                    (weight[0].numel(), 1, weight.shape[3] * weight.shape[4], weight.shape[4], 1),
+                    dtype=weight.dtype,
+                    device=weight.device,
+                )
+                with torch.no_grad():
+                    restrided.copy_(weight)
+                weight.data = restrided
 
     def stages(self) -> list[nn.ModuleList]:
         return [self.blocks1, self.blocks2, self.blocks3, self.blocks4]  # type: ignore[list-item]
