@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["s", "b"])
+    parser.add_argument("--models", nargs="*", default=["s", "b"])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)

@@ -83,6 +83,9 @@ def test_bf16_model_takes_float32_clips_keeps_its_attributes_and_leaves_the_orig
     clips = torch.randn(3, 3, 4, 32, 32)
     logits = batched_logits(bf16, clips, torch.device("cpu"), batch_size=2)
     assert logits.shape == (3, 3) and logits.dtype == torch.float32
+    with torch.inference_mode():  # the feature extractors take float32 clips too
+        assert bf16.forward_features(clips).dtype == torch.float32
+        assert bf16.forward_stages(clips).shape[:2] == (3, TINY.embed_dim[3])
 
 
 def test_the_cli_offers_the_precisions_the_model_code_knows() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import platform
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -245,20 +246,42 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise UniformerError("--precision bf16 needs a GPU with bf16 support; this one has none")
 
 
-def _bf16_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(arg.to(torch.bfloat16) if torch.is_tensor(arg) and arg.is_floating_point() else arg for arg in args)
+def _bf16(value: Any) -> Any:
+    return value.to(torch.bfloat16) if torch.is_tensor(value) and value.is_floating_point() else value
 
 
-def _float_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-    return output.float() if torch.is_tensor(output) else output
+def _float(value: Any) -> Any:
+    return value.float() if torch.is_tensor(value) and value.is_floating_point() else value
+
+
+# The methods that take clips: `forward` and the feature extractors (features, explain).
+CLIP_METHODS = ("forward", "forward_features", "forward_stages")
 
 
 def to_bfloat16(model: nn.Module) -> nn.Module:
-    """`model` (in place) with bfloat16 weights that still takes float32 clips and returns float32 logits:
-    forward hooks cast the input down and the output back up (attributes stay where callers read them)."""
+    """`model` (in place) with bfloat16 weights that still takes float32 clips and returns float32 outputs:
+    each of `CLIP_METHODS` casts its tensor arguments down and its result back up, when called from
+    outside (the methods call each other in bf16). Attributes stay where callers read them."""
     model.to(torch.bfloat16)
-    model.register_forward_pre_hook(_bf16_input)
-    model.register_forward_hook(_float_output)
+    depth = threading.local()
+
+    def casting(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if getattr(depth, "inside", False):
+                return method(*args, **kwargs)
+            depth.inside = True
+            try:
+                result = method(*map(_bf16, args), **{key: _bf16(value) for key, value in kwargs.items()})
+            finally:
+                depth.inside = False
+            return tuple(map(_float, result)) if isinstance(result, tuple) else _float(result)
+
+        return run
+
+    for name in CLIP_METHODS:
+        if callable(method := getattr(model, name, None)):
+            setattr(model, name, casting(method))
     return model
 
 
