@@ -15,6 +15,7 @@ import pytest
 import torch
 from cli_runner import run_cli
 from parity import FIXTURES, fixture_model
+from test_output import documented_schema
 
 from uniformer_cli.cli.export import ExportFormat
 from uniformer_cli.data.views import ViewProtocol
@@ -63,6 +64,7 @@ def test_onnx_export_reloads_with_onnxruntime_at_any_batch(
     path = tmp_path / "deploy" / f"{name}.onnx"
     assert summary["file"] == str(path) and summary["input_shape"] == ["batch", 3, 8, 64, 64]
     assert summary["files"] == [str(path)] and summary["error"] is None
+    assert set(summary) == documented_schema()["export"]  # docs/OUTPUT.md
     assert 0 <= float(summary["max_error"]) < TOLERANCE  # type: ignore[arg-type]
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # one file, no leftovers
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
