@@ -215,7 +215,7 @@ def export_model(
     if directory.exists() and not directory.is_dir():
         raise UniformerError(f"{directory} exists and is not a folder")
     loaded = resolve_model(name_or_path, device="cpu", revision=revision, head_dim=head_dim, zoo_name=zoo_name)
-    protocol = resolve_protocol(loaded.view_protocol, overrides or ProtocolOverrides(), str(loaded.path))
+    protocol = resolve_protocol(loaded.protocol, overrides or ProtocolOverrides(), str(loaded.path))
     model = exportable(loaded.model)
     shape = (2, 3, protocol.frames, protocol.size, protocol.size)
     metadata = export_metadata(loaded, protocol)
