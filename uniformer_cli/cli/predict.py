@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -35,11 +36,23 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
 )
-from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
+from uniformer_cli.cli.output import (
+    Column,
+    JsonFlag,
+    Output,
+    OutputOption,
+    Result,
+    dropped_note,
+    encode,
+    fitted_table,
+    write_text,
+)
+from uniformer_cli.data.stream import STDIN, is_stream
 from uniformer_cli.data.video import is_frame_folder
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.files import ensure_writable
 from uniformer_cli.progress import print_error, stderr_console
+from uniformer_cli.records import class_record, model_fields
 from uniformer_cli.zoo import DEFAULT_MODEL
 
 SUMMARY_COLUMNS = (
@@ -54,7 +67,9 @@ def predict(
     paths: Annotated[
         list[str],
         typer.Argument(
-            help="Video files, frame folders, folders (searched recursively) or globs such as 'clips/**/*.mp4'.",
+            help="Video files, frame folders, folders (searched recursively) or globs such as 'clips/**/*.mp4'; "
+            "or one stream with --timeline: '-' (a container on stdin), an rtsp:// or http(s):// URL, or a "
+            "capture device (v4l2:/dev/video0, avfoundation:0, dshow:video=NAME).",
             show_default=False,
             metavar="PATH",
         ),
@@ -125,29 +140,17 @@ def predict(
     Examples: `uniformer predict examples/yoga.mp4 --model b-k400`,
     `uniformer predict videos/ --json`, `uniformer predict videos/ -o predictions.csv`,
     `uniformer predict long.mp4 --timeline 2`,
+    `ffmpeg -i rtsp://cam/stream -f mpegts - | uniformer predict - --timeline 2 --json`,
     `uniformer predict clip.mp4 --weights mine.pth --frames 16 --stride 4`
     """
     if output is not None and csv_file is not None:
         raise UniformerError("--csv is the old spelling of -o FILE.csv: give one of them")
     destination = Output(json_output, csv_file, forced_format="csv") if csv_file else Output(json_output, output)
-    if plot is not None:
-        if timeline is None:
-            raise typer.BadParameter("--plot draws a timeline: add --timeline SECONDS", param_hint="'--plot'")
-        plots.require_matplotlib()
-    if csv_file is not None:  # checked before any video is decoded
-        ensure_writable(csv_file, "CSV file")
-    videos = engine.predict.find_videos(paths)
-    if timeline is not None and fps is None:
-        folder = next((path for path in videos.paths if is_frame_folder(path)), None)
-        if folder is not None:
-            raise UniformerError(f"{folder} is a frame folder, which records no frame rate: give --fps for --timeline")
-    predictor = engine.predict.load_predictor(
-        model,
-        weights,
-        revision=revision,
-        head_dim=head_dim,
-        device=device,
-        overrides=data.ProtocolOverrides(
+    loading = {
+        "revision": revision,
+        "head_dim": head_dim,
+        "device": device,
+        "overrides": data.ProtocolOverrides(
             frames=frames,
             stride=stride,
             sampling=sampling,
@@ -156,11 +159,28 @@ def predict(
             size=size,
             channel_order=channel_order,
         ),
-        batch_size=batch_size,
-        decoder=decoder,
-        compile=compile_model,
-        precision=precision,
-    )
+        "batch_size": batch_size,
+        "decoder": decoder,
+        "compile": compile_model,
+        "precision": precision,
+        "model": model,
+        "weights": weights,
+    }
+    if plot is not None:
+        if timeline is None:
+            raise typer.BadParameter("--plot draws a timeline: add --timeline SECONDS", param_hint="'--plot'")
+        plots.require_matplotlib()
+    if csv_file is not None:  # checked before any video is decoded
+        ensure_writable(csv_file, "CSV file")
+    if any(is_stream(path) for path in paths):
+        _predict_stream(paths, timeline, destination, plot, clips, **loading)
+        return
+    videos = engine.predict.find_videos(paths)
+    if timeline is not None and fps is None:
+        folder = next((path for path in videos.paths if is_frame_folder(path)), None)
+        if folder is not None:
+            raise UniformerError(f"{folder} is a frame folder, which records no frame rate: give --fps for --timeline")
+    predictor = engine.predict.load_predictor(**loading)
     report = engine.predict.run_predict(
         predictor,
         videos,
@@ -177,6 +197,46 @@ def predict(
         print_error(failure.error)
     if code:
         raise typer.Exit(code)
+
+
+def _predict_stream(
+    paths: list[str],
+    timeline: float | None,
+    destination: Output,
+    plot: Path | None,
+    clips: int | None,
+    **loading: Any,
+) -> None:
+    """A timeline of a live or piped stream: one line (or JSON line) per window as soon as it is final."""
+    if len(paths) > 1:
+        raise UniformerError("a stream (-, a URL or a capture device) must be the only PATH")
+    if timeline is None:
+        raise typer.BadParameter(
+            "a stream has no end to sample a whole video from: give --timeline SECONDS", param_hint="'--timeline'"
+        )
+    predictor = engine.predict.load_predictor(**loading)
+    source = paths[0]
+    console = Console()
+
+    def show(window: engine.predict.TimelineWindow) -> None:
+        if destination.to_stdout:
+            record = {
+                "video": "stdin" if source == STDIN else source,
+                **model_fields(predictor.name, predictor.weights),
+                "start": round(window.start, 4),
+                "end": round(window.end, 4),
+                **class_record(window.index, window.label, window.score),
+            }
+            typer.echo(json.dumps(record, ensure_ascii=False))
+        else:
+            line = f"{_clock(window.start)}-{_clock(window.end)}  {window.label}  {window.score:.1%}"
+            console.print(escape(line), highlight=False, soft_wrap=True)
+
+    report = engine.predict.run_live(predictor, source, timeline, clips, show)
+    if destination.file is not None:
+        write_text(destination.file, encode(Result(report.records()), destination.file_format))
+    if plot is not None:
+        _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.predict.VideoTimeline)])
 
 
 # The help names the default model from the zoo, which owns it.

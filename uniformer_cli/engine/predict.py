@@ -16,15 +16,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.markup import escape
 from rich.progress import Progress, TaskID
 from torch import nn
 
+from uniformer_cli.data import transforms
+from uniformer_cli.data.stream import STDIN, open_stream
 from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, is_frame_folder, open_video
-from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol, views_from_video
+from uniformer_cli.data.views import (
+    ProtocolOverrides,
+    ViewProtocol,
+    resolve_protocol,
+    views_from_resized,
+    views_from_video,
+)
 from uniformer_cli.device import batched_logits, select_device
-from uniformer_cli.errors import UniformerError
+from uniformer_cli.errors import UniformerError, VideoError
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.records import Record, class_record, model_fields
@@ -89,6 +98,7 @@ class VideoTimeline:
     # Every class's probability per window `[windows, classes]`, for plots (not part of the JSON record).
     probabilities: list[list[float]] = field(default_factory=list, repr=False)
     labels: list[str] = field(default_factory=list, repr=False)  # the names of those classes
+    frames_held: int = 0  # a stream's timeline: the most frames it kept in memory at once
 
     def fields(self) -> Record:
         """The fields of its `predict --timeline` record after video, model, weights and protocol."""
@@ -241,7 +251,7 @@ class Predictor:
         were a whole video, with `clips` clips and the centre crop. `fps` is the frame rate of a frame
         folder, which records none (required for one); a video file's own rate is used otherwise."""
         started = time.perf_counter()
-        protocol = replace(self.protocol, clips=clips, crops=1, single_crop="centre")
+        protocol = self.timeline_protocol(clips)
         windows, scores = [], []
         with open_video(path, self.decoder) as video:
             if is_frame_folder(Path(path)):
@@ -262,6 +272,91 @@ class Predictor:
         elapsed = time.perf_counter() - started
         return VideoTimeline(str(path), self.name, windows, elapsed, protocol.describe(), scores, labels)
 
+    def timeline_protocol(self, clips: int) -> ViewProtocol:
+        """How each timeline window is sampled: the model's temporal rule, `clips` clips, the centre crop."""
+        return replace(self.protocol, clips=clips, crops=1, single_crop="centre")
+
+    def live_timeline(
+        self,
+        source: str,
+        seconds: float,
+        clips: int = 1,
+        on_window: Callable[[TimelineWindow], None] | None = None,
+    ) -> VideoTimeline:
+        """`timeline` for a stream (stdin, URL or device, `open_stream`): each window is scored as soon as
+        it is final and passed to `on_window`, until the stream ends (or Ctrl-C, which propagates).
+
+        The windows equal `timeline`'s on the same frames: window k is final once half a window has
+        followed it (a shorter tail would join it, as `window_bounds` does). Frames are normalised and
+        resized on arrival and kept only while a window may still need them: `FrameRing` never holds
+        more than 1.5 windows of frames.
+        """
+        started = time.perf_counter()
+        protocol = self.timeline_protocol(clips)
+        windows, scores = [], []
+
+        def score(first: int, stop: int) -> None:
+            probabilities = self.probabilities(ring.views(first, stop, protocol))
+            best = self.rank(probabilities, 1)[0]
+            window = TimelineWindow(first / stream.fps, stop / stream.fps, best.label, best.index, best.score)
+            windows.append(window)
+            scores.append(probabilities.tolist())
+            if on_window:
+                on_window(window)
+
+        with open_stream(source) as stream:
+            length = window_length(stream.fps, seconds)
+            ring = FrameRing(protocol.size)
+            first = 0  # the next window to score starts here
+            for image in stream.frames():
+                ring.append(image)
+                if ring.count - (first + length) >= length / 2:  # the next window will stand alone
+                    score(first, first + length)
+                    first += length
+                    ring.drop_before(first)
+            if ring.count == 0:
+                raise VideoError(f"{source} ended before its first frame")
+            for start, stop in window_bounds(ring.count, stream.fps, seconds):
+                if start >= first:
+                    score(start, stop)
+        labels = [self.label(index) for index in range(len(scores[0]))] if scores else []
+        elapsed = time.perf_counter() - started
+        name = "stdin" if source == STDIN else source
+        return VideoTimeline(name, self.name, windows, elapsed, protocol.describe(), scores, labels, ring.peak)
+
+
+class FrameRing:
+    """The frames of a stream that a window may still need, each normalised and resized to the model's
+    short side as it arrives (the same values `resized_clip` gives a file's frames)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.frames: dict[int, torch.Tensor] = {}  # frame index -> [3, 1, h, w]
+        self.count = 0  # frames seen
+        self.peak = 0  # most frames held at once (the memory bound)
+
+    def append(self, image: np.ndarray) -> None:
+        self.frames[self.count] = transforms.resized_clip([image], self.size)
+        self.count += 1
+        self.peak = max(self.peak, len(self.frames))
+
+    def drop_before(self, index: int) -> None:
+        for old in [i for i in self.frames if i < index]:
+            del self.frames[old]
+
+    def views(self, first: int, stop: int, protocol: ViewProtocol) -> torch.Tensor:
+        """The window `first..stop-1`'s views, sampled as `read_view_frames` samples a file's window."""
+        clips = [first + indices for indices in protocol.clip_indices(stop - first)]
+        unique, positions = np.unique(np.concatenate(clips), return_inverse=True)
+        resized = torch.cat([self.frames[int(index)] for index in unique], dim=1)
+        return views_from_resized(resized, positions.reshape(protocol.clips, protocol.frames), protocol)
+
+
+def window_length(fps: float, seconds: float) -> int:
+    """Frames per `seconds`-long timeline window."""
+    check_timeline(seconds)
+    return max(1, round(seconds * fps))
+
 
 def check_timeline(seconds: float) -> None:
     """A timeline window must be a positive, finite number of seconds."""
@@ -271,8 +366,7 @@ def check_timeline(seconds: float) -> None:
 
 def window_bounds(num_frames: int, fps: float, seconds: float) -> list[tuple[int, int]]:
     """`(first, stop)` frame ranges of consecutive `seconds`-long windows covering the video."""
-    check_timeline(seconds)
-    length = max(1, round(seconds * fps))
+    length = window_length(fps, seconds)
     bounds = [(first, min(first + length, num_frames)) for first in range(0, num_frames, length)]
     if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < length / 2:
         bounds[-2:] = [(bounds[-2][0], num_frames)]
@@ -434,6 +528,19 @@ def run_predict(
 
 def _show_windows(bar: Progress, task: TaskID, done: int, total: int) -> None:
     bar.update(task, completed=done, total=total)
+
+
+def run_live(
+    predictor: Predictor,
+    source: str,
+    seconds: float,
+    clips: int | None = None,
+    on_window: Callable[[TimelineWindow], None] | None = None,
+) -> PredictReport:
+    """`Predictor.live_timeline` of one stream as a report (failures to open or read it raise)."""
+    report = PredictReport(predictor.name, predictor.weights, predictor.protocol.as_dict())
+    _record(report, predictor.live_timeline(source, seconds, clips or 1, on_window))
+    return report
 
 
 def _record(report: PredictReport, outcome: VideoPrediction | VideoTimeline | Failure) -> None:

@@ -1,0 +1,112 @@
+"""Live and piped input: `predict -` on a container piped to stdin gives the file's timeline, windows come
+out while the stream runs, and the frames kept stay within 1.5 windows however long the stream is."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from cli_runner import run_cli
+from synthetic_video import numbered_frame
+
+from uniformer_cli.data.stream import is_stream
+from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.engine.predict import load_predictor
+from uniformer_cli.models import ModelConfig, create_model
+from uniformer_cli.weights import save_weights
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def write_mpegts(path: Path, frames: int, fps: int = 30) -> Path:
+    """An H.264 MPEG-TS clip: a container that can be read from a pipe (no index at the end)."""
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = 80, 64
+        stream.pix_fmt = "yuv420p"
+        for index in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(numbered_frame(index), format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 64), head_dim=16, num_classes=4)
+    torch.manual_seed(0)
+    protocol = ViewProtocol(frames=4, stride=2, size=32)
+    folder = tmp_path_factory.mktemp("live")
+    return save_weights(
+        folder / "tiny.safetensors", create_model(config).eval(), config, list("abcd"), protocol.as_dict()
+    )
+
+
+def uniformer(*args: object, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    command = [sys.executable, "-m", "uniformer_cli.cli.app", *map(str, args), "--device", "cpu"]
+    return subprocess.run(command, input=stdin, capture_output=True, timeout=120, env=ONE_THREAD)
+
+
+@pytest.mark.parametrize(
+    "frames", [100, 115]
+)  # a tail shorter than half a window joins the last one; a longer one stands
+def test_a_clip_piped_through_stdin_gives_the_files_windows(weights: Path, tmp_path: Path, frames: int) -> None:
+    clip = write_mpegts(tmp_path / "clip.ts", frames)
+    piped = uniformer("predict", "-", "-w", weights, "--timeline", "1", "--json", stdin=clip.read_bytes())
+    assert piped.returncode == 0, piped.stderr.decode()
+    lines = [json.loads(line) for line in piped.stdout.decode().splitlines()]
+    # PyAV reads the file: decord misnumbers or refuses frames of MPEG-TS files (its seeking needs an index).
+    from_file = uniformer("predict", clip, "-w", weights, "--timeline", "1", "--json", "--decoder", "pyav")
+    assert from_file.returncode == 0, from_file.stderr.decode()
+    [record] = json.loads(from_file.stdout)
+    assert len(lines) == len(record["windows"]) == (3 if frames == 100 else 4)
+    for line, window in zip(lines, record["windows"], strict=True):
+        assert line["video"] == "stdin" and line["model"] == str(weights)
+        assert (line["start"], line["end"], line["index"], line["label"]) == (
+            window["start"], window["end"], window["index"], window["label"],
+        )  # fmt: skip
+        assert line["score"] == pytest.approx(window["score"], abs=1e-6)
+
+
+def test_windows_arrive_while_the_stream_runs_and_memory_stays_bounded(weights: Path) -> None:
+    """FFmpeg's `testsrc` through the `realtime` filter plays like a camera: 3 s of frames at 30 fps. The
+    first 1 s window is final at 1.5 s, long before the stream ends, and the ring never holds more than
+    1.5 windows of frames (45), for a short stream as for a long one."""
+    predictor = load_predictor(weights=weights, device="cpu")
+    arrivals: list[float] = []
+    started = time.perf_counter()
+    live = predictor.live_timeline(
+        "lavfi:testsrc=size=80x64:rate=30:duration=3,realtime",
+        1.0,
+        on_window=lambda _: arrivals.append(time.perf_counter()),
+    )
+    ended = time.perf_counter() - started
+    assert len(live.windows) == 3 and ended >= 2.9
+    assert arrivals[0] - started < 2.4  # not held back until the end
+    bound = math.ceil(1.5 * 30)
+    assert live.frames_held <= bound
+    longer = predictor.live_timeline("lavfi:testsrc=size=80x64:rate=30:duration=20", 1.0)
+    assert len(longer.windows) == 20 and live.frames_held == longer.frames_held <= bound
+    print(f"frames held: {longer.frames_held} for a 20 s stream of 1 s windows at 30 fps (bound {bound})")
+
+
+def test_stream_mistakes_are_one_line_errors(capsys: pytest.CaptureFixture[str], weights: Path, tmp_path: Path) -> None:
+    assert is_stream("-") and is_stream("rtsp://cam/1") and is_stream("v4l2:/dev/video0")
+    assert not is_stream("clip.mp4") and not is_stream("c:/videos/clip.mp4")
+    code, _, err = run_cli(capsys, "predict", "-", "-w", weights)
+    assert code == 2 and "--timeline" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "predict", "-", "clip.mp4", "-w", weights, "--timeline", "1")
+    assert code == 1 and "the only PATH" in err
+    started = time.perf_counter()
+    code, _, err = run_cli(capsys, "predict", "http://127.0.0.1:9/none.ts", "-w", weights, "--timeline", "1")
+    assert code == 1 and err.startswith("error: cannot open http://127.0.0.1:9/none.ts")
+    assert len(err.strip().splitlines()) == 1 and time.perf_counter() - started < 20
+    empty = uniformer("predict", "-", "-w", weights, "--timeline", "1", stdin=b"")
+    assert empty.returncode == 1 and empty.stderr.decode().startswith("error: cannot open stdin")
