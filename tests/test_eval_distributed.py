@@ -7,9 +7,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import torch
 from eval_data import colour, colour_model, flat_video
 from launch import run_uniformer
 
+from uniformer_cli.engine.features import read_features
 from uniformer_cli.weights import save_weights
 
 PROTOCOL = {"frames": 4, "stride": 2, "sampling": "dense", "clips": 2, "crops": 1, "size": 32, "channel_order": "rgb"}
@@ -57,3 +59,22 @@ def test_torchrun_two_processes_equal_one(tmp_path: Path) -> None:
         )
     # Only rank 0 prints the table.
     assert double.stdout.count("top-1") == 1
+
+
+def test_features_under_torchrun_equal_one_process(tmp_path: Path) -> None:
+    """`uniformer features` shards like eval: 2 gloo ranks write the same rows, in the same order, and
+    list the same failure as one process."""
+    for number, value in enumerate((-1.5, 0.0, 0.5, 1.0, 2.0)):
+        flat_video(tmp_path / "videos" / f"{number}.mp4", colour(value), size=(64, 48))
+    (tmp_path / "videos" / "2b.mp4").write_bytes(b"not a video" * 50)
+    model = colour_model()
+    weights = save_weights(tmp_path / "tiny.safetensors", model, model.config, labels=NAMES, protocol=PROTOCOL)
+    common = ("features", tmp_path / "videos", "--weights", weights, "--device", "cpu", "--workers", "0")
+    single = run_uniformer(*map(str, common), "-o", str(tmp_path / "one.safetensors"))
+    assert single.returncode == 3, single.stderr
+    double = run_uniformer(*map(str, common), "-o", str(tmp_path / "two.safetensors"), processes=2)
+    assert double.returncode == 0, double.stderr
+    one, two = read_features(tmp_path / "one.safetensors"), read_features(tmp_path / "two.safetensors")
+    assert one.videos == two.videos and len(one.videos) == 5
+    assert [failure.video for failure in two.failures] == [str(tmp_path / "videos" / "2b.mp4")]
+    assert torch.allclose(one.features, two.features, atol=1e-6)
