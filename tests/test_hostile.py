@@ -19,17 +19,19 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_cli
 from eval_data import TINY, colour_model, flat_video
 from safetensors.torch import save_file
 
+from uniformer_cli import files
 from uniformer_cli.data.loading import decoding_workers
-from uniformer_cli.engine import evaluate
 from uniformer_cli.errors import UniformerError, WriteError
-from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_with_fallback
+from uniformer_cli.files import ensure_writable, remove_stale_temporaries
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.weights import save_weights
 
@@ -217,7 +219,7 @@ def build_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         (
             "predict --csv under a file",
             [*predict, str(good), "--csv", str(tmp / "a-file" / "out.csv")],
-            r"cannot write CSV file .*a-file is a file, not a folder",
+            r"cannot write CSV output .*a-file is a file, not a folder",
         ),
         (
             "eval -o under a file",
@@ -233,7 +235,7 @@ def build_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
                 "-o",
                 str(tmp / "a-file" / "report.json"),
             ],
-            r"cannot write evaluation report .*a-file is a file, not a folder",
+            r"cannot write JSON output .*a-file is a file, not a folder",
         ),
     ]
 
@@ -263,30 +265,6 @@ def test_hostile_cases_end_in_one_error_line(tmp_path: Path) -> None:
 
 
 # --- writes that fail late -----------------------------------------------------------------------------
-
-
-def test_a_final_report_that_cannot_be_written_is_saved_elsewhere_and_says_where(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = tmp_path / "out" / "report.json"
-    real = evaluate.write_or_fail.__globals__["atomic_write"]
-
-    def full_disk(path: str | Path, write: object) -> None:
-        if Path(path) == target:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(path, write)
-
-    monkeypatch.setattr("uniformer_cli.files.atomic_write", full_disk)
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "safe"))
-    (tmp_path / "safe").mkdir()
-    with pytest.raises(WriteError) as failure:
-        write_with_fallback(target, lambda temporary: temporary.write_text('{"videos": 3}'), "evaluation report")
-    message = str(failure.value)
-    assert message.startswith(f"cannot write evaluation report {target}: the disk is full; the results were saved to")
-    (saved,) = (tmp_path / "safe").iterdir()
-    assert saved.name.startswith("report.") and saved.suffix == ".json"
-    assert str(saved) in message and json.loads(saved.read_text()) == {"videos": 3}
-    assert not target.exists()
 
 
 def test_a_checkpoint_that_cannot_be_written_keeps_the_previous_one(
@@ -358,3 +336,30 @@ def test_model_configs_are_bounded(changes: dict[str, object], message: str) -> 
         TINY.replace(**changes)
     with pytest.raises(UniformerError, match="must be a JSON object"):
         ModelConfig.from_json("[1, 2]")
+
+
+def test_eval_keeps_its_results_when_the_report_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flat_video(tmp_path / "clip.mp4", (200, 128, 30), frames=8)
+    weights = save_weights(tmp_path / "tiny.safetensors", colour_model(), TINY.replace(num_classes=8))
+    (tmp_path / "list.csv").write_text("clip.mp4,1\n")
+    target = tmp_path / "out" / "report.json"
+    real = files.atomic_write
+
+    def full_disk(path: str | Path, write: Callable[[Path], object]) -> None:
+        if Path(path) == target:  # the disk fills while the evaluation runs
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(path, write)
+
+    monkeypatch.setattr(files, "atomic_write", full_disk)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "safe"))
+    (tmp_path / "safe").mkdir()
+    args = ["eval", "--dataset", "csv", "--list", tmp_path / "list.csv", "--weights", weights, *PROTOCOL, "-o", target]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot write evaluation report {target}: the disk is full; the results were saved")
+    (saved,) = (tmp_path / "safe").iterdir()
+    assert str(saved) in last
+    assert "clip.mp4" in saved.read_text()  # the per-video results, not only the summary

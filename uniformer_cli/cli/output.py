@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.files import atomic_write
+from uniformer_cli.files import ensure_writable, write_with_fallback
 
 EXIT_OK = 0  # every input processed
 EXIT_ERROR = 1  # stopped on an error (one `error:` line): nothing, or only a resumable part, written
@@ -158,6 +158,8 @@ class Output:
     def __post_init__(self) -> None:
         if self.path is not None and self.forced_format is None:
             output_format(self.path)  # refused early (the option callback did it for the CLI)
+        if self.file is not None:  # before the command's work, not after it
+            ensure_writable(self.file, f"{self.file_format.upper()} output")
         if self.json and self.path == STDOUT and self.file_format != "json":
             raise UniformerError(f"--json and {self.file_format.upper()} on stdout both write to stdout: pick one")
 
@@ -203,11 +205,9 @@ class Output:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write an output file atomically: a failed write leaves the previous file, never a partial one."""
-    try:
-        atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
-    except OSError as error:
-        raise UniformerError(f"cannot write {path}: {error.strerror or error}") from None
+    """Write an output file atomically: a failed write leaves the previous file, never a partial one, and
+    the results go to the temporary folder instead (the one error line says where)."""
+    write_with_fallback(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), "output")
 
 
 @dataclass(frozen=True)

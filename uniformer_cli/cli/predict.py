@@ -50,7 +50,6 @@ from uniformer_cli.cli.output import (
 from uniformer_cli.data.stream import STDIN, is_stream
 from uniformer_cli.data.video import is_frame_folder
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.files import ensure_writable
 from uniformer_cli.progress import print_error, stderr_console
 from uniformer_cli.records import class_record, model_fields
 from uniformer_cli.zoo import DEFAULT_MODEL
@@ -170,8 +169,6 @@ def predict(
         if timeline is None:
             raise typer.BadParameter("--plot draws a timeline: add --timeline SECONDS", param_hint="'--plot'")
         plots.require_matplotlib()
-    if csv_file is not None:  # checked before any video is decoded
-        ensure_writable(csv_file, "CSV file")
     if any(is_stream(path) for path in paths):
         _predict_stream(paths, timeline, destination, plot, clips, **loading)
         return

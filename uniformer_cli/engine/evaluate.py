@@ -26,7 +26,7 @@ from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.scoring import VideoResult, compute_metrics, score_videos
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError, WriteError
-from uniformer_cli.files import ensure_writable, write_or_fail, write_with_fallback
+from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_with_fallback
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.progress import progress_bar, stderr_console
 from uniformer_cli.records import Record, class_record, model_fields
@@ -265,6 +265,7 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
         raise UniformerError("--resume needs -o FILE.json (the file of the run to continue)")
     if request.json_path is not None:
         ensure_writable(request.json_path, "evaluation report")
+        remove_stale_temporaries(request.json_path.parent)  # left by killed runs
     # The data is checked before a model is downloaded.
     location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
     with session(request.device) as current:

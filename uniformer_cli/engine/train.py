@@ -45,7 +45,7 @@ from uniformer_cli.engine.signals import StopSignal
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng, report_unavailable
 from uniformer_cli.errors import DatasetError, UniformerError, WriteError
-from uniformer_cli.files import ensure_writable, write_or_fail, write_reason
+from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_reason
 from uniformer_cli.models import create_model
 from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.progress import progress_bar, stderr_console
@@ -289,6 +289,8 @@ class _Trainer:
         unwritable = processes.from_main(_write_problem(self.output / "last.pt") if processes.main else None)
         if unwritable is not None:
             raise WriteError(unwritable)
+        if processes.main:  # what a killed run of this folder left half-written
+            remove_stale_temporaries(self.output)
         device = processes.device
         state = load_checkpoint(resume) if resume is not None else None
         self.train_split, self.val_split = config_splits(config)
