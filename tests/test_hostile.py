@@ -363,3 +363,16 @@ def test_eval_keeps_its_results_when_the_report_cannot_be_written(
     (saved,) = (tmp_path / "safe").iterdir()
     assert str(saved) in last
     assert "clip.mp4" in saved.read_text()  # the per-video results, not only the summary
+
+
+def test_a_storage_failure_anywhere_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uniformer_cli.engine import convert
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "out.safetensors"))
+
+    monkeypatch.setattr(convert, "convert", full_disk)
+    code, _, err = run_cli(capsys, "convert", tmp_path / "in.pth", tmp_path / "out.safetensors")
+    assert (code, err.strip()) == (1, f"error: {tmp_path / 'out.safetensors'}: the disk is full")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from uniformer_cli.cli.click_api import ClickException, NoArgsIsHelpError, Usage
 from uniformer_cli.cli.options import plain_choices
 from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 from uniformer_cli.errors import Terminated, UniformerError
+from uniformer_cli.files import write_reason
 from uniformer_cli.progress import print_error, stderr_console
 from uniformer_cli.runtime import configure_runtime
 
@@ -95,6 +97,10 @@ def _usage_line(error: Any) -> str:
     return f"{message} (see '{command} -h')"
 
 
+# Failures of the storage, not of the program: reported in one line wherever they surface.
+STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Every failure is one red `error:` line on stderr and an exit status from the one rule
     in `cli.output`: usage errors 2, `UniformerError` 1, Ctrl-C 130, SIGTERM 143."""
@@ -114,6 +120,13 @@ def main(argv: list[str] | None = None) -> None:
         code = EXIT_ERROR
     except UniformerError as error:
         print_error(error)
+        code = EXIT_ERROR
+    except OSError as error:
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        # A full or read-only disk, or missing permissions, met where no helper of ours stood (a
+        # third-party writer, a log file): the reason in one line, not a traceback.
+        print_error(f"{error.filename or 'a file'}: {write_reason(error)}")
         code = EXIT_ERROR
     except Terminated:
         stderr_console.print("[bold red]terminated[/] (SIGTERM)")
