@@ -136,7 +136,7 @@ def build_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
     predict = ["predict", str(video), *PROTOCOL, "--weights"]
     train = ["train", "--data", str(tmp / "data"), "--scratch", "--arch", "xxs", "--frames", "4", "--size", "32"]
     return [
-        ("text .pth", [*predict, str(tmp / "text.pth")], "is not a readable PyTorch checkpoint"),
+        ("text .pth", [*predict, str(tmp / "text.pth")], r"text.pth is not a readable PyTorch checkpoint \(corrupt"),
         (
             "num_classes 10**9 in metadata",
             [*predict, str(safetensors_with_config(tmp / "classes.safetensors", num_classes=10**9))],

@@ -75,8 +75,10 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or another format)") from None
     except MemoryError:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: it claims too much memory") from None
-    except Exception as error:  # the unpickler raises KeyError, IndexError... on garbage
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {first_line(error)}") from None
+    except Exception:  # the unpickler raises KeyError, IndexError... on garbage: their text means nothing
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or another format)") from None
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a state_dict")
     layout, weights = "plain", payload
