@@ -10,7 +10,8 @@ try:
 except ImportError:  # Typer before it vendored Click
     from click import exceptions  # type: ignore[no-redef,unused-ignore]
 
-ClickException: type[Exception] = exceptions.ClickException
-UsageError: type[Exception] = exceptions.UsageError
+# Typed Any: which module they come from depends on the Typer release.
+ClickException: Any = exceptions.ClickException
+UsageError: Any = exceptions.UsageError
 # `uniformer` with no command: Click >= 8.2 raises this (its message is the help), older ones print the help.
 NoArgsIsHelpError: Any = getattr(exceptions, "NoArgsIsHelpError", ())

@@ -41,7 +41,7 @@ from uniformer_cli.errors import UniformerError
 from uniformer_cli.progress import stderr_console
 
 # The dataset readers, as a choice (`data.datasets.DATASETS` owns them; a test checks they agree).
-Dataset = Choice("Dataset", {name: name for name in DATASETS})  # type: ignore[misc]
+Dataset = Choice("Dataset", {name: name for name in DATASETS})  # type: ignore[call-overload]
 
 
 def _layouts_epilog() -> str:

@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -98,32 +98,62 @@ RevisionOption = Annotated[
         "--revision", help="Hub revision (branch, tag or commit) of the zoo file. \\[default: main]", show_default=False
     ),
 ]
-DeviceOption = Annotated[
-    Device,
-    typer.Option(
-        "--device",
-        "-d",
-        case_sensitive=False,
-        help="auto: CUDA, then MPS, then CPU (pick a GPU with CUDA_VISIBLE_DEVICES).",
-    ),
-]
-DecoderOption = Annotated[
-    Decoder,
-    typer.Option("--decoder", case_sensitive=False, help="Video decoder: auto is decord if installed, else pyav."),
-]
+# Choice options. `plain_choices` hands the commands plain values, so that is what the type checker sees in
+# their bodies; Typer reads the Enum annotations.
+if TYPE_CHECKING:
+    DeviceOption = str
+    DecoderOption = str
+    CropsOption = int | None
+    SamplingOption = str | None
+    ChannelOrderOption = str | None
+else:
+    DeviceOption = Annotated[
+        Device,
+        typer.Option(
+            "--device",
+            "-d",
+            case_sensitive=False,
+            help="auto: CUDA, then MPS, then CPU (pick a GPU with CUDA_VISIBLE_DEVICES).",
+        ),
+    ]
+    DecoderOption = Annotated[
+        Decoder,
+        typer.Option("--decoder", case_sensitive=False, help="Video decoder: auto is decord if installed, else pyav."),
+    ]
+    CropsOption = Annotated[
+        Crops | None,
+        typer.Option(
+            "--crops",
+            help="Spatial crops per clip: 1 (one square crop) or 3 (along the long side)."
+            " \\[default: the model's protocol]",
+            show_default=False,
+        ),
+    ]
+    SamplingOption = Annotated[
+        Sampling | None,
+        typer.Option(
+            "--sampling",
+            case_sensitive=False,
+            help="dense (--stride apart), segment (one frame per segment) or sparse. \\[default: the model's; "
+            "dense when only --stride is given]",
+            show_default=False,
+        ),
+    ]
+    ChannelOrderOption = Annotated[
+        ChannelOrder | None,
+        typer.Option(
+            "--channel-order",
+            case_sensitive=False,
+            help="rgb, or bgr for models trained on BGR frames. \\[default: the model's, else rgb]",
+            show_default=False,
+        ),
+    ]
+
+
 ClipsOption = Annotated[
     int | None,
     typer.Option(
         "--clips", min=1, help="Temporal clips per video. \\[default: the model's protocol]", show_default=False
-    ),
-]
-CropsOption = Annotated[
-    Crops | None,
-    typer.Option(
-        "--crops",
-        help="Spatial crops per clip: 1 (one square crop) or 3 (along the long side)."
-        " \\[default: the model's protocol]",
-        show_default=False,
     ),
 ]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Views per forward pass.")]
@@ -175,28 +205,9 @@ StrideOption = Annotated[
         "--stride", min=1, help="Dense sampling rate, frames apart. \\[default: the model's]", show_default=False
     ),
 ]
-SamplingOption = Annotated[
-    Sampling | None,
-    typer.Option(
-        "--sampling",
-        case_sensitive=False,
-        help="dense (--stride apart), segment (one frame per segment) or sparse. \\[default: the model's; "
-        "dense when only --stride is given]",
-        show_default=False,
-    ),
-]
 SizeOption = Annotated[
     int | None,
     typer.Option("--size", min=32, help="Crop side in pixels. \\[default: the model's, else 224]", show_default=False),
-]
-ChannelOrderOption = Annotated[
-    ChannelOrder | None,
-    typer.Option(
-        "--channel-order",
-        case_sensitive=False,
-        help="rgb, or bgr for models trained on BGR frames. \\[default: the model's, else rgb]",
-        show_default=False,
-    ),
 ]
 
 

@@ -145,7 +145,7 @@ def predict(
     if output is not None and csv_file is not None:
         raise UniformerError("--csv is the old spelling of -o FILE.csv: give one of them")
     destination = Output(json_output, csv_file, forced_format="csv") if csv_file else Output(json_output, output)
-    loading = {
+    loading: dict[str, Any] = {
         "revision": revision,
         "head_dim": head_dim,
         "device": device,

@@ -43,7 +43,7 @@ def _stages(text: str | None, flag: str, minimum: int = 1) -> tuple[int, int, in
         values = ()
     if len(values) != 4 or min(values) < minimum:
         raise UniformerError(f"{flag} takes four integers of at least {minimum}, one per stage, e.g. 1,1,2,1")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _checkpointing(text: str | None) -> bool | tuple[int, int, int, int]:

@@ -26,7 +26,7 @@ def check_sampling(name: str) -> Sampling:
     """`name` as a sampling rule, or a one-line error listing the rules."""
     if name not in SAMPLINGS:
         raise UniformerError(f"unknown sampling {name!r} (use one of {', '.join(SAMPLINGS)})")
-    return name  # type: ignore[return-value]
+    return name
 
 
 def _check(num_frames: int, frames: int) -> None:

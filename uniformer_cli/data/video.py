@@ -204,7 +204,7 @@ class PyAVVideo(Video):
         self.path = path
         self.num_frames, self.fps, self.width, self.height = probe.num_frames, probe.fps, probe.width, probe.height
         self._pts = probe.pts
-        self._pts_to_index = {pts: index for index, pts in enumerate(probe.pts or [])}
+        self._pts_to_index: dict[int | None, int] = {pts: index for index, pts in enumerate(probe.pts or [])}
         self._keyframes = probe.keyframes
         self._container = _open_container(path)
         self._stream = self._container.streams.video[0]

@@ -146,7 +146,7 @@ def _quiet_exporter() -> Iterator[None]:
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(None), warnings.catch_warnings():  # type: ignore[type-var]
+        with contextlib.redirect_stdout(None), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation notices of torch's own internals
             yield
     finally:

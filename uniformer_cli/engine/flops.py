@@ -329,7 +329,7 @@ def _blocks_counted_once(model: nn.Module, counter: FlopCounterMode) -> Iterator
 
     for stage in model.stages():  # type: ignore[operator]
         for block in stage:
-            block.forward = memoised(block.forward, _signature(block))  # type: ignore[method-assign]
+            block.forward = memoised(block.forward, _signature(block))
             patched.append(block)
     try:
         yield

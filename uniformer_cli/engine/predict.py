@@ -293,7 +293,8 @@ class Predictor:
         """
         started = time.perf_counter()
         protocol = self.timeline_protocol(clips)
-        windows, scores = [], []
+        windows: list[TimelineWindow] = []
+        scores: list[list[float]] = []
 
         def score(first: int, stop: int) -> None:
             probabilities = self.probabilities(ring.views(first, stop, protocol))

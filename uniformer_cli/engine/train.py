@@ -47,6 +47,7 @@ from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keye
 from uniformer_cli.errors import DatasetError, UniformerError, WriteError
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_reason
 from uniformer_cli.models import create_model
+from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.progress import progress_bar, stderr_console
 from uniformer_cli.weights import (
@@ -138,7 +139,7 @@ def _same_classes(labels: list[str] | None, classes: tuple[str, ...]) -> bool:
     return labels is not None and [class_key(name) for name in labels] == [class_key(name) for name in classes]
 
 
-def build_model(config: TrainConfig, *, initialise: bool = True) -> nn.Module:
+def build_model(config: TrainConfig, *, initialise: bool = True) -> UniFormerModel:
     """The network of `config`, with its starting weights unless `initialise` is off (resuming).
 
     ImageNet image weights are inflated to 3-D (MODEL.md 8); a fine-tuned checkpoint keeps its head
@@ -301,7 +302,7 @@ class _Trainer:
         if isinstance(self.model, StagedModel) and self.model.runs_channels_last(device):
             self.model.match_gradient_layout()
         if runtime.grad_checkpointing:
-            per_stage = None if runtime.grad_checkpointing is True else runtime.grad_checkpointing
+            per_stage = runtime.grad_checkpointing if isinstance(runtime.grad_checkpointing, tuple) else None
             self.model.set_grad_checkpointing(True, per_stage)
         forward: nn.Module = TrainForward(self.model)
         if processes.world_size > 1:

@@ -104,7 +104,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        augment = {key: tuple(value) if isinstance(value, list) else value for key, value in values["augment"].items()}
+        augment: dict[str, Any] = {
+            key: tuple(value) if isinstance(value, list) else value for key, value in values["augment"].items()
+        }
         return cls(
             **{
                 **values,
@@ -222,8 +224,8 @@ def start_point(options: TrainOptions) -> StartPoint:
     recipe = get_entry(options.recipe) if options.recipe else None
     if recipe is not None and options.arch is not None:
         raise UniformerError("--recipe names the architecture: drop --arch")
-    custom = {"depth": options.depth, "embed_dim": options.embed_dim, "head_dim": options.head_dim}
-    custom = {key: value for key, value in custom.items() if value is not None}
+    asked = {"depth": options.depth, "embed_dim": options.embed_dim, "head_dim": options.head_dim}
+    custom: dict[str, Any] = {key: value for key, value in asked.items() if value is not None}
     source = options.model
     if source is None and options.init is None and recipe is not None and recipe.recipe.init != IMAGENET:
         source = recipe.recipe.init

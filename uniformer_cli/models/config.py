@@ -108,7 +108,7 @@ class ModelConfig:
     def replace(self, **changes: object) -> ModelConfig:
         values = asdict(self)
         values.update(changes)
-        return ModelConfig(**values)  # type: ignore[arg-type]
+        return ModelConfig(**values)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -25,7 +25,7 @@ import platform
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -38,12 +38,15 @@ from uniformer_cli.models.light import ConvStem
 
 def batch_norm_affine(norm: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval BatchNorm as `x * scale + shift` per channel, in float64 so that folding adds no error."""
-    scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
-    return scale, norm.bias.double() - norm.running_mean.double() * scale
+    weight, bias, mean, variance = norm.weight, norm.bias, norm.running_mean, norm.running_var
+    assert weight is not None and bias is not None and mean is not None and variance is not None  # ours all are
+    scale = weight.double() / torch.sqrt(variance.double() + norm.eps)
+    return scale, bias.double() - mean.double() * scale
 
 
 def fold_into_input(layer: nn.Conv3d | nn.Linear, scale: torch.Tensor, shift: torch.Tensor) -> None:
     """`layer(x * scale + shift)` becomes `layer(x)` (a Linear, or a 1x1x1 Conv3d; both have a bias here)."""
+    assert layer.bias is not None
     weight = layer.weight.double()
     bias = weight.reshape(weight.shape[0], weight.shape[1]) @ shift + layer.bias.double()
     with torch.no_grad():
@@ -53,6 +56,7 @@ def fold_into_input(layer: nn.Conv3d | nn.Linear, scale: torch.Tensor, shift: to
 
 def fold_into_output(conv: nn.Conv3d, scale: torch.Tensor, shift: torch.Tensor) -> None:
     """`conv(x) * scale + shift` becomes `conv(x)` (the conv has a bias)."""
+    assert conv.bias is not None
     with torch.no_grad():
         conv.weight.copy_(conv.weight.double() * scale.reshape(-1, 1, 1, 1, 1))
         conv.bias.copy_(conv.bias.double() * scale + shift)
@@ -64,11 +68,11 @@ def fold_batch_norms(model: StagedModel) -> None:
         if isinstance(module, CBlock):
             fold_into_input(module.conv1, *batch_norm_affine(module.norm1))
             fold_into_input(module.mlp.fc1, *batch_norm_affine(module.norm2))
-            module.norm1, module.norm2 = nn.Identity(), nn.Identity()
+            module.norm1, module.norm2 = nn.Identity(), nn.Identity()  # type: ignore[assignment]
         elif isinstance(module, ConvStem):
             for conv_index in (0, 3):
-                norm = module.proj[conv_index + 1]
-                fold_into_output(module.proj[conv_index], *batch_norm_affine(norm))
+                conv, norm = cast(nn.Conv3d, module.proj[conv_index]), cast(nn.BatchNorm3d, module.proj[conv_index + 1])
+                fold_into_output(conv, *batch_norm_affine(norm))
                 module.proj[conv_index + 1] = nn.Identity()
     model.norm = PooledBatchNorm(model.norm)  # type: ignore[assignment]
 
@@ -77,6 +81,9 @@ class PooledBatchNorm(nn.Module):
     """The final eval BatchNorm as a per-channel affine applied after the mean over positions instead of
     before (an affine map commutes with the mean): one affine per clip instead of one per position, and
     `forward_features` still returns the normalised representation (folding it into the head would not)."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
 
     def __init__(self, norm: nn.BatchNorm3d) -> None:
         super().__init__()
@@ -159,7 +166,7 @@ def use_fast_linears(model: nn.Module) -> None:
     """Swap (in place) every Linear for a `FastLinear`, folding each MLP's GELU into its first layer."""
     for module in list(model.modules()):
         if isinstance(module, ConvMlp | Mlp) and isinstance(module.fc1, nn.Linear):
-            module.fc1, module.act = FastLinear.from_linear(module.fc1, gelu=True), nn.Identity()
+            module.fc1, module.act = FastLinear.from_linear(module.fc1, gelu=True), nn.Identity()  # type: ignore[assignment]
         for name, child in module.named_children():
             if type(child) is nn.Linear:
                 setattr(module, name, FastLinear.from_linear(child))
@@ -175,13 +182,15 @@ class OneDnnConv3d(nn.Conv3d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv3d) -> OneDnnConv3d:
+        # torch types the stored geometry as tuple[int, ...], its constructor as 3-tuples: the same values.
+        kernel_size, stride, padding, dilation = cast(Any, (conv.kernel_size, conv.stride, conv.padding, conv.dilation))
         layer = cls(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
             conv.groups,
             bias=conv.bias is not None,
             device=conv.weight.device,
@@ -321,5 +330,5 @@ def optimize_for_inference(
         to_bfloat16(fast)
     if compile:
         # OptimizedModule forwards attribute reads (config, labels...) to the wrapped model.
-        return torch.compile(fast)
+        return cast(nn.Module, torch.compile(fast))
     return fast

@@ -8,6 +8,7 @@ in attention blocks, erf GELU, attention scale head_dim ** -0.5).
 from __future__ import annotations
 
 import contextlib
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -249,8 +250,9 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def run_block(block: nn.Module, *inputs: torch.Tensor | None) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    """Call a block, under activation checkpointing when it is flagged and gradients are recorded."""
+def run_block(block: nn.Module, *inputs: torch.Tensor | None) -> Any:
+    """Call a block, under activation checkpointing when it is flagged and gradients are recorded; returns
+    what the block returns (a tensor, or the light models' (class token, tokens, scores))."""
     if getattr(block, "checkpointed", False) and torch.is_grad_enabled():
         return checkpoint(block, *inputs, use_reentrant=False)
     return block(*inputs)
@@ -302,7 +304,7 @@ class StagedModel(nn.Module):
         for stage, blocks in enumerate(self.stages()):
             count = len(blocks) if blocks_per_stage is None else blocks_per_stage[stage]
             for index, block in enumerate(blocks):
-                block.checkpointed = enable and index < count
+                cast(LayerScaled, block).checkpointed = enable and index < count
 
     def forward_stages(self, x: torch.Tensor, stages: int = 4) -> torch.Tensor:
         """The feature map `[B, C, T', H', W']` after the first `stages` stages (4: the last one, before

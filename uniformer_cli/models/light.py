@@ -75,7 +75,8 @@ class EvoBlock(SABlock):
     def update_scores(self, old: Scores, attention: torch.Tensor) -> torch.Tensor:
         return attention if old is None else (1 - self.trade_off) * old + self.trade_off * attention
 
-    def forward(
+    # SABlock's layers, with the class token and the token scores carried through the stage.
+    def forward(  # type: ignore[override]
         self, cls: torch.Tensor, x: torch.Tensor, scores: Scores
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = x + self.pos_embed(x)
@@ -91,6 +92,7 @@ class EvoBlock(SABlock):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         sequence = torch.cat([cls, tokens], dim=1)
         attended, class_row = self.attn.attend(self.norm1(sequence), class_row=True)
+        assert class_row is not None
         scores = self.update_scores(scores, class_row[:, 1:])
         sequence = sequence + self.drop_path(self.scaled(self.gamma_1, attended))
         sequence = sequence + self.drop_path(self.scaled(self.gamma_2, self.mlp(self.norm2(sequence))))
@@ -111,6 +113,7 @@ class EvoBlock(SABlock):
 
         sequence = torch.cat([cls, kept, representative], dim=1)
         attended, class_row = self.attn.attend(self.norm1(sequence), class_row=True)
+        assert class_row is not None
         kept_scores = self.update_scores(kept_scores, class_row[:, 1 : kept_count + 1])
         attention_branch = self.scaled(self.gamma_1, attended)
         sequence = sequence + self.drop_path(attention_branch)

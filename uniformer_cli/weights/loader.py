@@ -53,7 +53,7 @@ class LoadedModel:
     else the file's metadata, else None.
     """
 
-    model: nn.Module
+    model: UniFormerModel
     config: ModelConfig
     labels: list[str] | None
     entry: ZooEntry | None

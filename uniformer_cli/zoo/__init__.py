@@ -324,7 +324,7 @@ def load_labels(label_set: str) -> list[str]:
     """Class names of a label set, index = line number (the checkpoints' output order)."""
     if label_set not in LABEL_SETS:
         raise UniformerError(f"unknown label set {label_set!r} (known: {', '.join(LABEL_SETS)})")
-    text = resources.files("uniformer_cli.zoo").joinpath("labels", f"{label_set}.txt").read_text("utf-8")
+    text = resources.files("uniformer_cli.zoo").joinpath("labels").joinpath(f"{label_set}.txt").read_text("utf-8")
     names = [line for line in text.splitlines() if line]
     if len(names) != LABEL_SET_SIZES[label_set]:
         raise UniformerError(
