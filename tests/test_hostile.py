@@ -376,3 +376,13 @@ def test_a_storage_failure_anywhere_is_one_line(
     monkeypatch.setattr(convert, "convert", full_disk)
     code, _, err = run_cli(capsys, "convert", tmp_path / "in.pth", tmp_path / "out.safetensors")
     assert (code, err.strip()) == (1, f"error: {tmp_path / 'out.safetensors'}: the disk is full")
+
+
+def test_a_resumed_checkpoint_is_checked_against_its_config_before_allocation(tmp_path: Path) -> None:
+    from uniformer_cli.engine.checkpointing import load_checkpoint, save_checkpoint
+
+    state = tiny_state()
+    state["head.weight"] = state["head.weight"][:1].expand(10**9, -1)
+    save_checkpoint({"model": state, "step": 3}, tmp_path / "last.pt")
+    with pytest.raises(UniformerError, match=r"tensor head.weight \[1000000000, 16\] claims"):
+        load_checkpoint(tmp_path / "last.pt")

@@ -16,7 +16,7 @@ import torch
 
 from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import write_or_fail
-from uniformer_cli.weights.checkpoint import require_file
+from uniformer_cli.weights.checkpoint import check_tensor_storage, require_file
 
 CHECKPOINT_FORMAT = "uniformer-train/1"
 
@@ -47,6 +47,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read training checkpoint {path}{empty}: {first_line(error)}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a uniformer training checkpoint (use it with --model or --weights)")
+    weights = state.get("model", {})
+    if not isinstance(weights, dict) or not all(isinstance(value, torch.Tensor) for value in weights.values()):
+        raise CheckpointError(f"{path} is not a uniformer training checkpoint: its 'model' is not a state_dict")
+    check_tensor_storage(weights, path)  # a view claiming more than the file stores is refused here
     return state
 
 

@@ -57,6 +57,7 @@ from uniformer_cli.weights import (
     resolve_model,
     save_weights,
 )
+from uniformer_cli.weights.checkpoint import check_fits, describe_config
 from uniformer_cli.weights.hub import image_weights
 from uniformer_cli.zoo import get_entry
 
@@ -296,6 +297,10 @@ class _Trainer:
         state = load_checkpoint(resume) if resume is not None else None
         self.train_split, self.val_split = config_splits(config)
 
+        if state is not None:  # the saved weights must fit the saved config before memory is taken for it
+            with torch.device("meta"):
+                planned = create_model(config.model)
+            check_fits(planned.state_dict(), state["model"], str(resume), describe_config(config.model))
         self.model = build_model(config, initialise=state is None).to(device)
         if state is not None:
             load_state_dict_strict(self.model, state["model"], str(resume))
