@@ -4,6 +4,8 @@ that learns motion directions and whose exported model `uniformer predict` uses.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import itertools
 import json
 import math
@@ -18,17 +20,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 from hub_server import LocalHub, serve_tiny_zoo_model
 from motion_data import DIRECTIONS, TINY, motion_dataset, motion_video, tiny_flags
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from uniformer_cli.cli.app import main
+from uniformer_cli.cli import train as train_command
+from uniformer_cli.cli.app import app, main
 from uniformer_cli.engine import checkpointing
 from uniformer_cli.engine.checkpointing import load_checkpoint, save_checkpoint
 from uniformer_cli.engine.train import CosineSchedule, build_model, parameter_groups, train
-from uniformer_cli.engine.train_config import Runtime, plan_training, resume_config
+from uniformer_cli.engine.train_config import SCRATCH_LR, Runtime, plan_training, resume_config
 from uniformer_cli.engine.train_data import GlobalBatchSampler
-from uniformer_cli.engine.train_options import TrainOptions
+from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
 from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError
 from uniformer_cli.files import atomic_write
 from uniformer_cli.models import create_model
@@ -175,12 +179,16 @@ def test_checkpoints_load_with_weights_only_and_restore_rng(tmp_path: Path) -> N
 
 
 def test_plan_takes_the_recipe_and_scales_the_learning_rate(small_motion: Path) -> None:
-    config = plan_training(TrainOptions(data=small_motion, init="scratch", arch="s"))
+    config = plan_training(TrainOptions(data=small_motion, arch="s"))  # from ImageNet weights
     recipe_entry = get_entry(config.recipe_from)
     assert recipe_entry.family == "s" and recipe_entry.dataset == "k400"
     recipe = recipe_entry.recipe
     assert config.batch_size == recipe.batch_size // 8
     assert config.lr == pytest.approx(recipe.lr * config.batch_size / recipe.batch_size)
+    assert config.lr_rule.endswith(
+        f"{recipe_entry.name}'s {recipe.lr:g} for {recipe.batch_size} videos per step, scaled linearly to "
+        f"{config.global_batch}"
+    )
     assert (config.epochs, config.warmup_epochs, config.weight_decay) == (
         recipe.epochs,
         recipe.warmup_epochs,
@@ -191,13 +199,35 @@ def test_plan_takes_the_recipe_and_scales_the_learning_rate(small_motion: Path) 
     assert (config.protocol.frames, config.protocol.stride) == (recipe_entry.frames, recipe_entry.stride)
     # 8 training videos: the plain augmentation chain without mixup.
     assert config.augment.randaug is None and not config.augment.resized_crop and config.mixup_alpha == 0
-    scaled = plan_training(TrainOptions(data=small_motion, init="scratch", batch_size=2, accum_steps=2))
+    scaled = plan_training(TrainOptions(data=small_motion, arch="s", batch_size=2, accum_steps=2))
     assert scaled.lr == pytest.approx(recipe.lr * 4 / recipe.batch_size)
-    # A shorter schedule keeps the recipe's warm-up fraction; an explicit warm-up is taken as given.
-    short = plan_training(TrainOptions(data=small_motion, init="scratch", epochs=11))
+    # A shorter schedule keeps the recipe's warm-up share; an explicit warm-up is taken as given.
+    short = plan_training(TrainOptions(data=small_motion, arch="s", epochs=11))
     assert short.warmup_epochs == pytest.approx(recipe.warmup_epochs * 11 / recipe.epochs)
-    explicit = plan_training(TrainOptions(data=small_motion, init="scratch", epochs=11, warmup_epochs=2))
+    explicit = plan_training(TrainOptions(data=small_motion, arch="s", epochs=11, warmup_epochs=2))
     assert explicit.warmup_epochs == 2
+    given = plan_training(TrainOptions(data=small_motion, arch="s", lr=3e-3))
+    assert (given.lr, given.lr_rule) == (3e-3, "0.003 (--lr)")
+
+
+def test_scratch_runs_get_a_rate_and_schedule_that_learn(small_motion: Path) -> None:
+    """From scratch (and so every custom architecture) the plan takes UniFormer's ImageNet-from-scratch
+    rate, unscaled below its batch: the fine-tuning recipe scaled to 8 videos (1.25e-5) did not learn."""
+    config = plan_training(TrainOptions(data=small_motion, init="scratch", arch="s", epochs=30))
+    recipe = get_entry(config.recipe_from).recipe
+    assert recipe.lr * config.global_batch / recipe.batch_size < 1e-4
+    assert config.lr == SCRATCH_LR == 1e-3
+    assert config.lr_rule == (
+        "0.001: from scratch, UniFormer's ImageNet rate 0.001 for 1024 images, not scaled down to "
+        f"{config.global_batch} (AdamW from scratch needs it)"
+    )
+    assert config.warmup_epochs == pytest.approx(30 * 5 / 300)
+    assert (config.weight_decay, config.min_lr) == (recipe.weight_decay, 1e-5)
+    custom = plan_training(tiny_options(small_motion, batch_size=4))
+    assert custom.lr == SCRATCH_LR and "from scratch" in custom.lr_rule
+    # Past the recipe's 1024 images per step the rate grows linearly, as the recipe's own rule does.
+    large = plan_training(TrainOptions(data=small_motion, init="scratch", batch_size=2, accum_steps=1024))
+    assert large.lr == pytest.approx(2e-3) and "scaled linearly to 2048" in large.lr_rule
 
 
 def test_plan_official_augmentation_follows_the_recipe(small_motion: Path) -> None:
@@ -249,7 +279,7 @@ def test_plan_with_a_released_recipe(small_motion: Path) -> None:
     assert config.recipe_from == entry.name and config.model.arch == "light"
     assert (config.protocol.frames, config.protocol.sampling, config.protocol.size) == (16, "sparse", 160)
     assert config.weight_decay == entry.recipe.weight_decay and config.model.drop_path_rate == entry.drop_path
-    assert config.lr == pytest.approx(entry.recipe.lr * config.batch_size / entry.recipe.batch_size)
+    assert config.lr == SCRATCH_LR  # --scratch: the from-scratch rate, whatever the recipe
     # The Something-Something recipes fine-tune a Kinetics model that only the authors' Drive has.
     with pytest.raises(CheckpointError, match="--weights"):
         plan_training(TrainOptions(data=small_motion, recipe="s16-sthv2-k400"))
@@ -535,3 +565,56 @@ def test_a_stop_signal_saves_the_current_step_and_resumes_to_the_same_weights(
     assert state["step"] == logged[-1] >= 3  # the step it was in when the signal came, saved
     assert state["step"] % 8 != 0, "the stop should land mid-epoch (8 steps per epoch)"
     resume_and_compare(stopped, reference, capsys)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The command's options
+
+
+def test_each_train_option_is_spelled_once_and_reaches_the_engine() -> None:
+    """`uniformer train` takes one parameter per `TrainOptions` and `Runtime` field, under the field's name,
+    and builds both from them by name: an option missing on either side fails here, not silently."""
+    parameters = set(inspect.signature(train_command.train).parameters)
+    plan = {field.name for field in dataclasses.fields(TrainOptions)}
+    runtime = {field.name for field in dataclasses.fields(Runtime)} - train_command.DERIVED_RUNTIME
+    assert plan <= parameters and runtime <= parameters
+    assert parameters - plan - runtime == train_command.COMMAND_ONLY
+    assert not plan & runtime
+
+
+def test_train_help_groups_every_option_with_help_and_default() -> None:
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    panels = {
+        parameter.name: getattr(parameter, "rich_help_panel", None)
+        for parameter in command.params
+        if parameter.param_type_name == "option" and parameter.name != "help"
+    }
+    assert set(panels.values()) == set(train_command.PANELS), panels
+    for parameter in command.params:
+        if parameter.param_type_name != "option" or parameter.name == "help":
+            continue
+        assert parameter.help, parameter.name
+        if not parameter.is_flag and parameter.default is None:
+            assert "[default: " in parameter.help.replace("\\[", "["), parameter.name
+        elif not parameter.is_flag:
+            assert parameter.show_default is not False, parameter.name
+
+
+def test_train_choices_are_refused_at_parse_time(capsys: pytest.CaptureFixture[str]) -> None:
+    assert tuple(member.value for member in train_command.Amp) == AMP_CHOICES
+    assert tuple(member.value for member in train_command.Aug) == AUG_CHOICES
+    for flag, value in (("--amp", "fp8"), ("--aug", "strong"), ("--arch", "q"), ("--val-crops", "2")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", flag, value])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and flag in err and err.count("\n") == 1, err
+
+
+def test_the_plan_says_where_the_learning_rate_came_from(
+    small_motion: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(small_motion), *tiny_flags(), "--dry-run"])
+    table = capsys.readouterr().err
+    assert "from scratch" in table and "not scaled down" in table

@@ -14,10 +14,10 @@ from uniformer_cli import data, engine, plots
 from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
-    Choice,
     ClipsOption,
     CompileFlag,
     CropsOption,
+    Dataset,
     Decoder,
     DecoderOption,
     Device,
@@ -40,9 +40,6 @@ from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.progress import stderr_console
 
-# The dataset readers, as a choice (`data.datasets.DATASETS` owns them; a test checks they agree).
-Dataset = Choice("Dataset", {name: name for name in DATASETS})  # type: ignore[call-overload]
-
 
 def _layouts_epilog() -> str:
     """Every layout the readers find without --list, one line per dataset (datasets that share their
@@ -59,7 +56,7 @@ LAYOUTS_EPILOG = _layouts_epilog()
 
 def evaluate(
     dataset: Annotated[
-        Dataset,  # type: ignore[valid-type]
+        Dataset,
         typer.Option(
             "--dataset",
             "-D",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from uniformer_cli.cli import output as _output
+from uniformer_cli.data.datasets import DATASETS
 
 
 class Choice(str, Enum):
@@ -61,6 +62,10 @@ class Sampling(Choice):
 class ChannelOrder(Choice):
     rgb = "rgb"
     bgr = "bgr"
+
+
+# The dataset readers (eval, train), as a choice (`data.datasets.DATASETS` owns them; a test checks they agree).
+Dataset = Choice("Dataset", {name: name for name in DATASETS})  # type: ignore[call-overload]
 
 
 class Crops(Choice):

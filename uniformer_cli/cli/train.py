@@ -1,12 +1,18 @@
-"""`uniformer train`: train or fine-tune a UniFormer on a folder of videos or a known dataset."""
+"""`uniformer train`: train or fine-tune a UniFormer on a folder of videos or a known dataset.
+
+Each option is spelled once: the command's parameters carry the names of the engine's `TrainOptions`
+(what the run is) and `Runtime` (how this process runs it) fields, and both are built from them by name
+(`_fields_of`); tests/test_train.py checks that the parameters and the fields agree.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 from rich.console import Console
@@ -15,7 +21,13 @@ from rich.table import Table
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import (
+    Arch,
+    Choice,
+    Crops,
+    Dataset,
+    Decoder,
     DecoderOption,
+    Device,
     DeviceOption,
     FramesOption,
     HeadDimOption,
@@ -24,14 +36,76 @@ from uniformer_cli.cli.options import (
     WeightsOption,
     WorkersOption,
 )
-from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.loading import DEFAULT_WORKERS
-from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
+from uniformer_cli.engine.train_options import TrainOptions
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.models.config import FAMILIES
 from uniformer_cli.progress import stderr_console
 
-Stages = Annotated[str | None, typer.Option(help="Four comma-separated values, one per stage.", show_default=False)]
+DATA, MODEL, OPTIMISATION, SCHEDULE, AUGMENTATION, RUNTIME = (
+    "Data",
+    "Model",
+    "Optimisation",
+    "Schedule",
+    "Augmentation",
+    "Runtime",
+)
+PANELS = (DATA, MODEL, OPTIMISATION, SCHEDULE, AUGMENTATION, RUNTIME)
+
+
+class Amp(Choice):
+    """Mixed precision (`engine.train_options.AMP_CHOICES`)."""
+
+    auto = "auto"  # bf16 on CUDA GPUs that have it, else fp16 with a gradient scaler; off on CPU
+    bf16 = "bf16"
+    fp16 = "fp16"
+    off = "off"
+
+
+class Aug(Choice):
+    """Augmentation chains (`engine.train_options.AUG_CHOICES`)."""
+
+    auto = "auto"  # official from 1000 training videos on, else basic
+    official = "official"
+    basic = "basic"
+
+
+def _option(*names: str, panel: str, help: str, default: str | None = None, **checks: Any) -> Any:
+    """A train option in its help panel; `default` says in words what an unset option becomes (its value
+    is None: the plan resolves it)."""
+    shown = f" \\[default: {default}]" if default is not None else ""
+    return typer.Option(*names, rich_help_panel=panel, help=help + shown, show_default=default is None, **checks)
+
+
+Stages = str | None  # four comma-separated values, one per stage
+
+
+def _in_panel(panel: str, shared: Any, default: str | None = None) -> Any:
+    """A shared option type (`cli.options`) shown in one of train's help panels (with `default` in words)."""
+    base, info = get_args(shared)
+    info = copy.copy(info)
+    info.rich_help_panel = panel
+    if default is not None:
+        info.help = f"{info.help} \\[default: {default}]"
+    return Annotated[base, info]
+
+
+if TYPE_CHECKING:  # the plain types the commands receive
+    Weights = WeightsOption
+    HeadDim = HeadDimOption
+    Frames = FramesOption
+    Stride = StrideOption
+    SamplingChoice = SamplingOption
+    DeviceChoice = DeviceOption
+    Workers = WorkersOption
+    DecoderChoice = DecoderOption
+else:
+    Weights = _in_panel(MODEL, WeightsOption, default="none: start from --model or --init")
+    HeadDim, Frames, Stride, SamplingChoice = (
+        _in_panel(MODEL, shared) for shared in (HeadDimOption, FramesOption, StrideOption, SamplingOption)
+    )
+    DeviceChoice, Workers, DecoderChoice = (
+        _in_panel(RUNTIME, shared) for shared in (DeviceOption, WorkersOption, DecoderOption)
+    )
 
 
 def _stages(text: str | None, flag: str, minimum: int = 1) -> tuple[int, int, int, int] | None:
@@ -43,114 +117,317 @@ def _stages(text: str | None, flag: str, minimum: int = 1) -> tuple[int, int, in
         values = ()
     if len(values) != 4 or min(values) < minimum:
         raise UniformerError(f"{flag} takes four integers of at least {minimum}, one per stage, e.g. 1,1,2,1")
-    return values
+    return values[0], values[1], values[2], values[3]
 
 
 def _checkpointing(text: str | None) -> bool | tuple[int, int, int, int]:
     if text is None:
         return False
-    return True if text.strip().lower() == "all" else _stages(text, "--grad-checkpointing", minimum=0)  # type: ignore[return-value]
+    if text.strip().lower() == "all":
+        return True
+    return _stages(text, "--grad-checkpointing", minimum=0) or False
+
+
+def _fields_of(cls: type[Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The values of `cls`'s fields, taken by name from the command's parameters."""
+    return {field.name: values[field.name] for field in fields(cls)}
+
+
+# Parameters of `train` that are neither `TrainOptions` nor `Runtime` fields.
+COMMAND_ONLY = frozenset({"scratch", "resume", "dry_run", "json_output"})
+# `Runtime` fields the command derives instead of taking them as options.
+DERIVED_RUNTIME = frozenset({"progress"})
 
 
 def train(
+    # -- data
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="DIR/train/<class>/<video> + DIR/val/<class>/<video>, or the root of a --dataset."),
+        _option(
+            "--data",
+            panel=DATA,
+            help="DIR/train/<class>/<video> + DIR/val/<class>/<video>, or the root of a --dataset.",
+            default="none: required, except with --resume",
+        ),
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option("--dataset", help=f"Reader for --data: {', '.join(DATASETS)} (default: folder).")
+        Dataset | None,
+        _option("--dataset", panel=DATA, help="Reader for --data.", default="folder", case_sensitive=False),
     ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Run folder for checkpoints and logs (default: runs/train).")
+    train_split: Annotated[
+        str | None, _option("--train-split", panel=DATA, help="Split that trains.", default="train")
     ] = None,
+    val_split: Annotated[
+        str | None, _option("--val-split", panel=DATA, help="Split that validates.", default="val")
+    ] = None,
+    train_list: Annotated[
+        Path | None,
+        _option("--train-list", panel=DATA, help="List file of the training split.", default="the dataset's"),
+    ] = None,
+    val_list: Annotated[
+        Path | None,
+        _option("--val-list", panel=DATA, help="List file of the validation split.", default="the dataset's"),
+    ] = None,
+    # -- model
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Fine-tune this zoo model or weights file (new head if classes differ)."),
+        _option(
+            "--model",
+            "-m",
+            panel=MODEL,
+            help="Fine-tune this zoo model or weights file (new head if classes differ).",
+            default="start from ImageNet",
+        ),
     ] = None,
-    weights: WeightsOption = None,
+    weights: Weights = None,
     recipe: Annotated[
         str | None,
-        typer.Option(
-            "--recipe", help="Zoo entry whose released recipe, architecture and protocol to use, e.g. s16-sthv2-k400."
+        _option(
+            "--recipe",
+            panel=MODEL,
+            help="Zoo entry whose released recipe, architecture and protocol to use, e.g. s16-sthv2-k400.",
+            default="the starting model's, else the family's Kinetics-400 entry",
         ),
     ] = None,
     init: Annotated[
         str | None,
-        typer.Option("--init", help="imagenet (2-D weights inflated) or an image checkpoint FILE (default: imagenet)."),
-    ] = None,
-    scratch: Annotated[bool, typer.Option("--scratch", help="Start from random weights.")] = False,
-    arch: Annotated[
-        str | None, typer.Option("--arch", help=f"Family for --init/--scratch: {', '.join(FAMILIES)} (default: s).")
-    ] = None,
-    frames: FramesOption = None,
-    stride: StrideOption = None,
-    sampling: SamplingOption = None,
-    size: Annotated[int | None, typer.Option("--size", min=16, help="Crop size (pixels).")] = None,
-    depth: Stages = None,
-    embed_dim: Stages = None,
-    head_dim: HeadDimOption = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (with --resume: extend).")] = None,
-    warmup_epochs: Annotated[float | None, typer.Option("--warmup-epochs", min=0.0)] = None,
-    lr: Annotated[
-        float | None, typer.Option("--lr", min=0.0, help="Peak learning rate (default: recipe's, batch-scaled).")
-    ] = None,
-    min_lr: Annotated[float | None, typer.Option("--min-lr", min=0.0, help="Warm-up start and cosine end.")] = None,
-    weight_decay: Annotated[float | None, typer.Option("--weight-decay", min=0.0)] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", "-b", min=1, help="Videos per process and micro-batch.")
-    ] = None,
-    accum_steps: Annotated[
-        int | None, typer.Option("--accum-steps", min=1, help="Micro-batches accumulated per optimiser step.")
-    ] = None,
-    clip_grad: Annotated[
-        float | None, typer.Option("--clip-grad", min=0.0, help="Gradient norm limit (0: off).")
-    ] = None,
-    drop_path: Annotated[float | None, typer.Option("--drop-path", min=0.0, max=1.0)] = None,
-    label_smoothing: Annotated[float | None, typer.Option("--label-smoothing", min=0.0, max=1.0)] = None,
-    aug: Annotated[
-        str | None,
-        typer.Option("--aug", help=f"{'|'.join(AUG_CHOICES)}: official recipe or jitter+crop+flip (default: auto)."),
-    ] = None,
-    randaug: Annotated[str | None, typer.Option("--randaug", help="e.g. rand-m7-n4-mstd0.5-inc1, or none.")] = None,
-    flip: Annotated[bool | None, typer.Option("--flip/--no-flip", help="Horizontal flips (default: recipe's).")] = None,
-    mixup: Annotated[
-        bool | None, typer.Option("--mixup/--no-mixup", help="Mixup/CutMix (default: with --aug official).")
-    ] = None,
-    repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Augmented copies per video.")] = None,
-    erase_prob: Annotated[float | None, typer.Option("--erase-prob", min=0.0, max=1.0)] = None,
-    amp: Annotated[str | None, typer.Option("--amp", help=f"{'|'.join(AMP_CHOICES)} (default: auto).")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    val_every: Annotated[int | None, typer.Option("--val-every", min=1, help="Validate every N epochs.")] = None,
-    val_clips: Annotated[int | None, typer.Option("--val-clips", min=1, help="Clips per validation video.")] = None,
-    val_crops: Annotated[int | None, typer.Option("--val-crops", min=1, max=3)] = None,
-    save_every: Annotated[
-        int | None, typer.Option("--save-every", min=0, help="Also save last.pt every N steps (0: epoch ends).")
-    ] = None,
-    train_split: Annotated[str | None, typer.Option("--train-split")] = None,
-    val_split: Annotated[str | None, typer.Option("--val-split")] = None,
-    train_list: Annotated[Path | None, typer.Option("--train-list", help="List file of the training split.")] = None,
-    val_list: Annotated[Path | None, typer.Option("--val-list", help="List file of the validation split.")] = None,
-    resume: Annotated[
-        Path | None, typer.Option("--resume", help="Continue a run: its folder or a checkpoint (.pt) file.")
-    ] = None,
-    device: DeviceOption = "auto",
-    workers: WorkersOption = DEFAULT_WORKERS,
-    decoder: DecoderOption = "auto",
-    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the training step.")] = False,
-    grad_checkpointing: Annotated[
-        str | None,
-        typer.Option(
-            "--grad-checkpointing",
-            help="Recompute activations in backward to save memory: 'all' blocks, or blocks per stage, e.g. 0,0,4,0.",
+        _option(
+            "--init",
+            panel=MODEL,
+            help="imagenet (2-D weights inflated) or an image checkpoint FILE.",
+            default="imagenet",
         ),
     ] = None,
-    log_every: Annotated[int, typer.Option("--log-every", min=1, help="Steps per metrics.jsonl line.")] = 10,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", min=1, help="Stop (after saving) at this optimiser step.")
+    scratch: Annotated[
+        bool,
+        typer.Option(
+            "--scratch",
+            rich_help_panel=MODEL,
+            help="Start from random weights (with a from-scratch learning rate and schedule).",
+        ),
+    ] = False,
+    arch: Annotated[
+        Arch | None,
+        _option("--arch", panel=MODEL, help="Family for --init/--scratch.", default="s", case_sensitive=False),
     ] = None,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to TensorBoard if installed.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved configuration and stop.")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    depth: Annotated[
+        Stages,
+        _option("--depth", panel=MODEL, help="Blocks per stage, e.g. 1,1,2,1 (--scratch).", default="the family's"),
+    ] = None,
+    embed_dim: Annotated[
+        Stages,
+        _option(
+            "--embed-dim", panel=MODEL, help="Width per stage, e.g. 16,32,64,128 (--scratch).", default="the family's"
+        ),
+    ] = None,
+    head_dim: HeadDim = None,
+    frames: Frames = None,
+    stride: Stride = None,
+    sampling: SamplingChoice = None,
+    size: Annotated[
+        int | None, _option("--size", min=16, panel=MODEL, help="Crop size in pixels.", default="the recipe's")
+    ] = None,
+    # -- optimisation
+    lr: Annotated[
+        float | None,
+        _option(
+            "--lr",
+            min=0.0,
+            panel=OPTIMISATION,
+            help="Peak learning rate.",
+            default="the recipe's scaled to the batch; from scratch its own (the plan says which)",
+        ),
+    ] = None,
+    min_lr: Annotated[
+        float | None,
+        _option("--min-lr", min=0.0, panel=OPTIMISATION, help="Warm-up start and cosine end.", default="1e-6"),
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        _option("--weight-decay", min=0.0, panel=OPTIMISATION, help="AdamW weight decay.", default="the recipe's"),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        _option(
+            "--batch-size",
+            "-b",
+            min=1,
+            panel=OPTIMISATION,
+            help="Videos per process and micro-batch.",
+            default="the recipe's per-GPU share",
+        ),
+    ] = None,
+    accum_steps: Annotated[
+        int | None,
+        _option(
+            "--accum-steps",
+            min=1,
+            panel=OPTIMISATION,
+            help="Micro-batches accumulated per optimiser step.",
+            default="1",
+        ),
+    ] = None,
+    clip_grad: Annotated[
+        float | None,
+        _option("--clip-grad", min=0.0, panel=OPTIMISATION, help="Gradient norm limit (0: off).", default="20"),
+    ] = None,
+    drop_path: Annotated[
+        float | None,
+        _option(
+            "--drop-path", min=0.0, max=1.0, panel=OPTIMISATION, help="Stochastic depth rate.", default="the recipe's"
+        ),
+    ] = None,
+    label_smoothing: Annotated[
+        float | None,
+        _option("--label-smoothing", min=0.0, max=1.0, panel=OPTIMISATION, help="Label smoothing.", default="0.1"),
+    ] = None,
+    amp: Annotated[
+        Amp | None,
+        _option(
+            "--amp",
+            panel=OPTIMISATION,
+            help="Mixed precision: auto is bf16 on GPUs that have it, else fp16; off on CPU.",
+            default="auto",
+            case_sensitive=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, _option("--seed", panel=OPTIMISATION, help="Seed of every random draw.", default="0")
+    ] = None,
+    # -- schedule
+    epochs: Annotated[
+        int | None,
+        _option(
+            "--epochs", min=1, panel=SCHEDULE, help="Epochs (with --resume: extend the run).", default="the recipe's"
+        ),
+    ] = None,
+    warmup_epochs: Annotated[
+        float | None,
+        _option(
+            "--warmup-epochs",
+            min=0.0,
+            panel=SCHEDULE,
+            help="Linear warm-up before the cosine decay.",
+            default="the recipe's share of --epochs",
+        ),
+    ] = None,
+    val_every: Annotated[
+        int | None, _option("--val-every", min=1, panel=SCHEDULE, help="Validate every N epochs.", default="1")
+    ] = None,
+    val_clips: Annotated[
+        int | None, _option("--val-clips", min=1, panel=SCHEDULE, help="Clips per validation video.", default="1")
+    ] = None,
+    val_crops: Annotated[
+        Crops | None,
+        _option("--val-crops", panel=SCHEDULE, help="Crops per validation clip: 1 or 3.", default="1"),
+    ] = None,
+    save_every: Annotated[
+        int | None,
+        _option(
+            "--save-every",
+            min=0,
+            panel=SCHEDULE,
+            help="Also save last.pt every N steps (0: at epoch ends).",
+            default="0",
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--max-steps",
+            min=1,
+            rich_help_panel=SCHEDULE,
+            help="Stop (after saving) at this optimiser step; --resume continues. \\[default: the whole run]",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            rich_help_panel=SCHEDULE,
+            help="Continue a run: its folder or a checkpoint (.pt) file. \\[default: a new run]",
+            show_default=False,
+        ),
+    ] = None,
+    # -- augmentation
+    aug: Annotated[
+        Aug | None,
+        _option(
+            "--aug",
+            panel=AUGMENTATION,
+            help="official recipe (RandAugment, mixup, erasing, repeats) or basic jitter + crop + flip; auto: "
+            "official from 1000 training videos on.",
+            default="auto",
+            case_sensitive=False,
+        ),
+    ] = None,
+    randaug: Annotated[
+        str | None,
+        _option("--randaug", panel=AUGMENTATION, help="e.g. rand-m7-n4-mstd0.5-inc1, or none.", default="the recipe's"),
+    ] = None,
+    flip: Annotated[
+        bool | None,
+        _option(
+            "--flip/--no-flip",
+            panel=AUGMENTATION,
+            help="Horizontal flips (never by default on Something-Something).",
+            default="the recipe's",
+        ),
+    ] = None,
+    mixup: Annotated[
+        bool | None,
+        _option("--mixup/--no-mixup", panel=AUGMENTATION, help="Mixup/CutMix.", default="with --aug official"),
+    ] = None,
+    repeats: Annotated[
+        int | None,
+        _option(
+            "--repeats", min=1, panel=AUGMENTATION, help="Augmented copies per video.", default="2 official, 1 basic"
+        ),
+    ] = None,
+    erase_prob: Annotated[
+        float | None,
+        _option(
+            "--erase-prob",
+            min=0.0,
+            max=1.0,
+            panel=AUGMENTATION,
+            help="Random erasing.",
+            default="0.25 official, 0 basic",
+        ),
+    ] = None,
+    # -- runtime
+    output: Annotated[
+        Path | None,
+        _option("--output", "-o", panel=RUNTIME, help="Run folder for checkpoints and logs.", default="runs/train"),
+    ] = None,
+    device: DeviceChoice = Device.auto,
+    workers: Workers = DEFAULT_WORKERS,
+    decoder: DecoderChoice = Decoder.auto,
+    compile: Annotated[
+        bool, typer.Option("--compile", rich_help_panel=RUNTIME, help="torch.compile the training step.")
+    ] = False,
+    grad_checkpointing: Annotated[
+        str | None,
+        _option(
+            "--grad-checkpointing",
+            panel=RUNTIME,
+            help="Recompute activations in backward to save memory: 'all' blocks, or blocks per stage, e.g. 0,0,4,0.",
+            default="off",
+        ),
+    ] = None,
+    log_every: Annotated[
+        int, typer.Option("--log-every", min=1, rich_help_panel=RUNTIME, help="Steps per metrics.jsonl line.")
+    ] = 10,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", rich_help_panel=RUNTIME, help="Also log to TensorBoard if installed.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", rich_help_panel=RUNTIME, help="Print the resolved plan and stop.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", rich_help_panel=RUNTIME, help="Print the plan or the result as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Train or fine-tune a UniFormer; defaults come from the released recipe of the starting model.
 
@@ -160,68 +437,24 @@ def train(
 
     Example: `uniformer train --data ./videos --model s16x8-k400 --epochs 30 -o runs/mine`
     """
+    values = dict(locals())  # every option by its parameter name, which is its field name
     if scratch and init is not None:
         raise UniformerError("--scratch and --init exclude each other")
-    options = TrainOptions(
-        data=data,
-        output=output,
-        dataset=dataset,
-        train_split=train_split,
-        val_split=val_split,
-        train_list=train_list,
-        val_list=val_list,
-        model=model,
-        weights=weights,
-        recipe=recipe,
+    values.update(
         init="scratch" if scratch else init,
-        arch=arch,
-        frames=frames,
-        stride=stride,
-        sampling=sampling,
-        size=size,
         depth=_stages(depth, "--depth"),
         embed_dim=_stages(embed_dim, "--embed-dim"),
-        head_dim=head_dim,
-        epochs=epochs,
-        warmup_epochs=warmup_epochs,
-        lr=lr,
-        min_lr=min_lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        accum_steps=accum_steps,
-        clip_grad=clip_grad,
-        drop_path=drop_path,
-        label_smoothing=label_smoothing,
-        aug=aug,
-        randaug=randaug,
-        flip=flip,
-        mixup=mixup,
-        repeats=repeats,
-        erase_prob=erase_prob,
-        amp=amp,
-        seed=seed,
-        val_every=val_every,
-        val_clips=val_clips,
-        val_crops=val_crops,
-        save_every=save_every,
+        grad_checkpointing=_checkpointing(grad_checkpointing),
+        progress=not json_output,
     )
+    options = TrainOptions(**_fields_of(TrainOptions, values))
     checkpoint = engine.train_config.checkpoint_path(resume) if resume is not None else None
     config = (
         engine.train_config.resume_config(checkpoint, options)
         if checkpoint is not None
         else engine.train_config.plan_training(options)
     )
-    runtime = engine.train_config.Runtime(
-        device=device,
-        workers=workers,
-        decoder=decoder,
-        compile=compile_model,
-        grad_checkpointing=_checkpointing(grad_checkpointing),
-        log_every=log_every,
-        max_steps=max_steps,
-        progress=not json_output,
-        tensorboard=tensorboard,
-    )
+    runtime = engine.train_config.Runtime(**_fields_of(engine.train_config.Runtime, values))
     main = engine.distributed.main_process()
     if main and json_output and dry_run:
         _print(config.to_dict())
@@ -259,7 +492,8 @@ def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | No
         ("start", " ".join(part for part in (config.init, config.init_model, config.init_weights) if part)),
         ("model", f"{config.model.arch} depth {list(config.model.depth)} width {list(config.model.embed_dim)}"),
         ("protocol", config.protocol.describe()),
-        ("recipe", f"{config.recipe_from} (lr scaled to the batch)"),
+        ("recipe", config.recipe_from),
+        ("lr", config.lr_rule or f"{config.lr:.3g}"),
         (
             "batch",
             f"{config.batch_size} x {config.accum_steps} accum x {config.world_size} proc = {config.global_batch}",

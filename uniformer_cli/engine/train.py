@@ -529,8 +529,16 @@ class _Trainer:
             if improved:
                 save_checkpoint(state, self.output / "best.pt")
                 self.export(self.output / "best.safetensors")
-            shown = ", ".join(f"{key} {value:.4g}" for key, value in record.items() if isinstance(value, float))
+            shown = ", ".join(_shown(key, value) for key, value in record.items() if isinstance(value, float))
             stderr_console.print(f"epoch {epoch + 1}/{config.epochs}: {shown}", highlight=False)
+
+
+PERCENTAGES = frozenset({"val_top1", "val_top5", "val_mean_class", "best_top1"})
+
+
+def _shown(key: str, value: float) -> str:
+    """A logged number as the epoch line shows it: accuracies in percent, with their unit."""
+    return f"{key} {value:.2f}%" if key in PERCENTAGES else f"{key} {value:.4g}"
 
 
 # ---------------------------------------------------------------------------------------------------
