@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import typer
 
 import uniformer_cli
 from uniformer_cli import data, engine, models
-from uniformer_cli.cli.app import app
+from uniformer_cli.cli.app import app, main
+
+PACKAGE = Path(uniformer_cli.__file__).parent
 
 # Runs the command in a fresh interpreter and reports which heavy modules it imported.
 PROBE = """
@@ -84,3 +87,31 @@ def test_every_option_the_documentation_uses_exists() -> None:
                 used += [(f"{document.name}:{number}", command, flag) for flag in FLAG.findall(rest)]
     assert len(used) > 50  # the README's and docs' examples were found
     assert [use for use in used if use[2] not in options[use[1]]] == []
+
+
+def test_library_code_logs_and_the_cli_chooses_the_level(capsys: pytest.CaptureFixture[str]) -> None:
+    """Library modules report through `logging` (nothing in them prints); the CLI shows the package's
+    records on stderr, from INFO by default, WARNING with --quiet and DEBUG with --verbose."""
+    package = logging.getLogger("uniformer_cli")
+    for flags, level in (([], logging.INFO), (["--quiet"], logging.WARNING), (["-v"], logging.DEBUG)):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*flags, "models", "--json"])
+        assert exit_info.value.code in (0, None)
+        assert package.level == level
+        capsys.readouterr()
+        logging.getLogger("uniformer_cli.engine.train").info("epoch 1/2: val_top1 [50.00]%")
+        logging.getLogger("uniformer_cli.device").warning("MPS cannot run here")
+        err = capsys.readouterr().err
+        assert ("epoch 1/2: val_top1 [50.00]%" in err) == (level <= logging.INFO), err
+        assert "MPS cannot run here" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-q", "-v", "models"])
+    assert exit_info.value.code == 2
+    printing = [
+        path.relative_to(PACKAGE)
+        for path in PACKAGE.rglob("*.py")
+        if path.parent.name != "cli"
+        and path.name != "progress.py"
+        and re.search(r"\bprint\(|stderr_console", path.read_text())
+    ]
+    assert printing == []

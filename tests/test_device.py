@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -36,11 +38,15 @@ def test_fp16_safety_follows_the_architecture() -> None:
     assert fp16_safe(torch.nn.Linear(2, 2))
 
 
-def test_mps_without_conv3d_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_mps_without_conv3d_falls_back_to_cpu(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     monkeypatch.setattr(device_module, "mps_runs_conv3d", lambda: False)
-    assert select_device("mps") == torch.device("cpu")
-    assert "using the CPU" in capsys.readouterr().err
+    with caplog.at_level(logging.WARNING, logger="uniformer_cli"):
+        assert select_device("mps") == torch.device("cpu")
+    assert [(record.name, record.levelno) for record in caplog.records] == [("uniformer_cli.device", logging.WARNING)]
+    assert "using the CPU" in caplog.text
     monkeypatch.setattr(device_module, "mps_runs_conv3d", lambda: True)
     assert select_device("mps") == torch.device("mps")
 

@@ -4,6 +4,7 @@ and by `weights` (which loads models onto a device), so it sits below both."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -12,7 +13,8 @@ import torch
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import fp16_safe
-from uniformer_cli.progress import stderr_console
+
+logger = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 _DEVICE_NAME = re.compile(rf"(?P<kind>{'|'.join(DEVICE_CHOICES)})(?::(?P<index>\d+))?")
@@ -52,7 +54,7 @@ def select_device(name: str = "auto") -> torch.device:
         if not torch.backends.mps.is_available():
             raise UniformerError("--device mps was asked for but MPS is not available on this machine")
         if not mps_runs_conv3d():
-            stderr_console.print("[yellow]MPS cannot run 3-D depthwise convolutions here: using the CPU[/]")
+            logger.warning("MPS cannot run 3-D depthwise convolutions here: using the CPU")
             return torch.device("cpu")
     try:
         return torch.device(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import inspect
+import logging
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -17,7 +18,7 @@ from uniformer_cli.cli.options import plain_choices
 from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 from uniformer_cli.errors import Terminated, UniformerError
 from uniformer_cli.files import write_reason
-from uniformer_cli.progress import print_error, stderr_console
+from uniformer_cli.progress import print_error, show_logs, stderr_console
 from uniformer_cli.runtime import configure_runtime
 
 app = typer.Typer(
@@ -81,12 +82,20 @@ def uniformer(
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr (no progress notes).")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also debug messages on stderr.")] = False,
 ) -> None:
     """UniFormer video classification: predict, evaluate, train, count FLOPs and convert checkpoints.
 
     Exit status: 0 every input processed, 3 some inputs failed (their records carry `error`), 1 an error
     stopped the command, 2 a bad command line, 130 Ctrl-C, 143 SIGTERM (docs/OUTPUT.md).
     """
+    if quiet and verbose:
+        raise typer.BadParameter("--quiet and --verbose exclude each other", param_hint="'--quiet'")
+    # Library code logs; this is where its records become lines on stderr.
+    show_logs(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
 def _usage_line(error: Any) -> str:

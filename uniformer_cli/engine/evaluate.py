@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
@@ -28,7 +26,7 @@ from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError, WriteError
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_with_fallback
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
-from uniformer_cli.progress import progress_bar, stderr_console
+from uniformer_cli.progress import progress_bar
 from uniformer_cli.records import Record, class_record, model_fields
 from uniformer_cli.weights import resolve_model
 
@@ -343,6 +341,6 @@ def _collect(run: _Run, scored: Iterator[tuple[int, VideoResult]], total: int) -
         except (KeyboardInterrupt, Terminated):
             if run.save(results):
                 saved = f"{len(run.previous) + len(results)} videos saved in {run.request.json_path}"
-                stderr_console.print(escape(f"{saved}: continue with the same command and --resume"), highlight=False)
+                log.warning(f"{saved}: continue with the same command and --resume")
             raise
     return results

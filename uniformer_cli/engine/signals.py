@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ from typing import Any
 
 from uniformer_cli.engine.distributed import Session
 from uniformer_cli.errors import Terminated
-from uniformer_cli.progress import stderr_console
+
+logger = logging.getLogger(__name__)
 
 
 def _in_main_thread() -> bool:
@@ -51,7 +53,7 @@ class StopSignal:
         if self.announce and self.received is None:
             again = " (Ctrl-C again to abort)" if number == signal.SIGINT else ""
             message = f"{signal.Signals(number).name}: stopping after this step to save it{again}"
-            stderr_console.print(f"[yellow]{message}[/]")
+            logger.warning(message)
         self.received = number
 
     @property

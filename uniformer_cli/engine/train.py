@@ -49,7 +49,7 @@ from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write
 from uniformer_cli.models import create_model
 from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.layers import StagedModel
-from uniformer_cli.progress import progress_bar, stderr_console
+from uniformer_cli.progress import progress_bar
 from uniformer_cli.weights import (
     inflate_image_state_dict,
     load_state_dict_strict,
@@ -203,7 +203,7 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                stderr_console.print("[yellow]TensorBoard is not installed (pip install tensorboard): JSON log only")
+                logger.warning("TensorBoard is not installed (pip install tensorboard): JSON log only")
             else:
                 # TensorBoard hides the events of steps >= purge_step that the interrupted run wrote.
                 first_step = None if resumed_step is None else resumed_step + 1
@@ -530,7 +530,7 @@ class _Trainer:
                 save_checkpoint(state, self.output / "best.pt")
                 self.export(self.output / "best.safetensors")
             shown = ", ".join(_shown(key, value) for key, value in record.items() if isinstance(value, float))
-            stderr_console.print(f"epoch {epoch + 1}/{config.epochs}: {shown}", highlight=False)
+            logger.info(f"epoch {epoch + 1}/{config.epochs}: {shown}")
 
 
 PERCENTAGES = frozenset({"val_top1", "val_top5", "val_mean_class", "best_top1"})

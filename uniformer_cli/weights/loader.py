@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import cast
 
 import torch
-from rich.markup import escape
 from torch import nn
 
 from uniformer_cli.data.views import ViewProtocol
@@ -23,7 +22,6 @@ from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.models.layers import StagedModel
-from uniformer_cli.progress import stderr_console
 from uniformer_cli.weights import hub
 from uniformer_cli.weights.cache import integrity_problem, record_integrity, remove_stale_downloads
 from uniformer_cli.weights.checkpoint import (
@@ -176,7 +174,7 @@ def fetch_zoo_weights(entry: ZooEntry, revision: str | None = None) -> Path:
         log.warning("the converted copy %s %s: converting it again from the verified download", converted, problem)
     remove_stale_temporaries(converted.parent)
     source_sha256 = hub.verify_download(hub_file, entry)
-    stderr_console.print(escape(f"converting {entry.hub_file} to safetensors (once): {converted}"))
+    log.info(f"converting {entry.hub_file} to safetensors (once): {converted}")
     convert_checkpoint(hub_file.path, converted, entry=entry, source_sha256=source_sha256)
     record_integrity(converted, source_sha256)
     return converted
