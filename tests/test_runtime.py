@@ -43,9 +43,19 @@ def test_the_command_sets_them_before_torch_loads() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_malloc_keeps_large_blocks_unless_the_user_tuned_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in [key for key in os.environ if key.startswith("MALLOC_")]:
-        monkeypatch.delenv(key)
-    assert runtime.keep_large_blocks() is True
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
-    assert runtime.keep_large_blocks() is False
+def test_malloc_keeps_large_blocks_unless_the_user_tuned_it_or_openvino_is_loaded() -> None:
+    """In fresh processes: changing malloc's thresholds in this one, after other tests loaded OpenVINO,
+    is what the function refuses to do."""
+    probe = (
+        "import sys; from uniformer_cli import runtime; print(runtime.keep_large_blocks(), runtime.keep_large_blocks())"
+    )
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    cases = [
+        (clean, probe, "True True"),  # the second call does nothing more (cached)
+        ({**clean, "MALLOC_ARENA_MAX": "2"}, probe, "False False"),
+        (clean, "import openvino; " + probe, "False False"),
+    ]
+    for environment, code, expected in cases:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == expected
