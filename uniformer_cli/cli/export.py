@@ -54,13 +54,13 @@ def export(
     head_dim: HeadDimOption = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Write a model as an ONNX or OpenVINO file for deployment without this package.
+    r"""Write a model as an ONNX or OpenVINO file for deployment without this package.
 
-    Input float32 [batch, 3, T, H, W] (normalised clips of the test protocol; the batch axis is dynamic),
-    output [batch, classes] logits. The file carries the protocol, the normalisation, the class names and
+    Input float32 \[batch, 3, T, H, W] (normalised clips of the test protocol; the batch axis is dynamic),
+    output \[batch, classes] logits. The file carries the protocol, the normalisation, the class names and
     the config as metadata. It is run once after writing (onnxruntime or OpenVINO, batches of 1 and 3)
-    and its largest logit difference to PyTorch is printed. Needs `pip install 'uniformer[onnx]'` or
-    `'uniformer[openvino]'`.
+    and its largest logit difference to PyTorch is printed. Needs `pip install 'uniformer\[onnx]'` or
+    `'uniformer\[openvino]'`.
 
     Examples: `uniformer export s16x4-k400 -o deploy/`,
     `uniformer export mine.safetensors --format openvino -o deploy/`

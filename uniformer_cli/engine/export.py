@@ -173,7 +173,7 @@ def write_openvino(onnx_path: Path, path: Path, metadata: dict[str, str], ov: An
 def openvino_runner(path: Path, modules: dict[str, ModuleType]) -> Any:
     ov = modules["openvino"]
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return lambda clips: compiled(clips)[0]
+    return lambda clips: compiled(clips, share_inputs=False)[0]
 
 
 def compare(model: nn.Module, run: Any, shape: tuple[int, ...]) -> tuple[float, float]:
