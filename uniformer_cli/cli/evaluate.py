@@ -33,6 +33,7 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
     WorkersOption,
+    fields_from,
 )
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 from uniformer_cli.data.datasets import DATASETS
@@ -135,15 +136,7 @@ def evaluate(
         weights=weights,
         revision=revision,
         head_dim=head_dim,
-        protocol=data.ProtocolOverrides(
-            frames=frames,
-            stride=stride,
-            sampling=sampling,
-            clips=clips,
-            crops=crops,
-            size=size,
-            channel_order=channel_order,
-        ),
+        protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
         device=device,
         decoder=decoder,
         batch_size=batch_size,

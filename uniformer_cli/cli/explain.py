@@ -22,6 +22,7 @@ from uniformer_cli.cli.options import (
     SizeOption,
     StrideOption,
     WeightsOption,
+    fields_from,
 )
 from uniformer_cli.cli.output import Output, Result
 
@@ -82,9 +83,7 @@ def explain(
         target=target,
         revision=revision,
         head_dim=head_dim,
-        protocol=data.ProtocolOverrides(
-            frames=frames, stride=stride, sampling=sampling, size=size, channel_order=channel_order
-        ),
+        protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
         device=device,
         decoder=decoder,
         alpha=alpha,

@@ -19,6 +19,7 @@ from uniformer_cli.cli.options import (
     SamplingOption,
     SizeOption,
     StrideOption,
+    fields_from,
 )
 from uniformer_cli.cli.output import JsonFlag, Output, Result
 
@@ -72,9 +73,7 @@ def export(
         zoo_name=model,
         revision=revision,
         head_dim=head_dim,
-        overrides=data.ProtocolOverrides(
-            frames=frames, stride=stride, sampling=sampling, size=size, channel_order=channel_order
-        ),
+        overrides=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
     )
     record = {
         "model": report.model,

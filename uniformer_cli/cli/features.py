@@ -28,6 +28,7 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
     WorkersOption,
+    fields_from,
 )
 from uniformer_cli.cli.output import Output, Result
 from uniformer_cli.data.datasets import DATASETS
@@ -112,15 +113,7 @@ def features(
         weights=weights,
         revision=revision,
         head_dim=head_dim,
-        protocol=data.ProtocolOverrides(
-            frames=frames,
-            stride=stride,
-            sampling=sampling,
-            clips=clips,
-            crops=crops,
-            size=size,
-            channel_order=channel_order,
-        ),
+        protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
         layer=layer,
         per_view=per_view,
         device=device,

@@ -6,8 +6,9 @@ show their values in `--help`; tests/test_output.py holds each list to the code 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -37,6 +38,13 @@ def plain_choices(command: Callable[..., Any]) -> Callable[..., Any]:
         return command(*args, **values)
 
     return with_plain_values
+
+
+def fields_from(cls: type[Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of dataclass `cls` that a command has parameters for, taken from them by name (pass
+    `locals()`): each option is spelled once, in the command's signature, never copied keyword by keyword.
+    Fields without a parameter keep their defaults."""
+    return {field.name: values[field.name] for field in dataclasses.fields(cls) if field.name in values}
 
 
 # The values come from the code that owns each concept; tests/test_output.py checks that they agree.

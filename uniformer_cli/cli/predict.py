@@ -35,6 +35,7 @@ from uniformer_cli.cli.options import (
     SizeOption,
     StrideOption,
     WeightsOption,
+    fields_from,
 )
 from uniformer_cli.cli.output import (
     Column,
@@ -149,15 +150,7 @@ def predict(
         "revision": revision,
         "head_dim": head_dim,
         "device": device,
-        "overrides": data.ProtocolOverrides(
-            frames=frames,
-            stride=stride,
-            sampling=sampling,
-            clips=clips,
-            crops=crops,
-            size=size,
-            channel_order=channel_order,
-        ),
+        "overrides": data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
         "batch_size": batch_size,
         "decoder": decoder,
         "compile": compile_model,

@@ -2,7 +2,7 @@
 
 Each option is spelled once: the command's parameters carry the names of the engine's `TrainOptions`
 (what the run is) and `Runtime` (how this process runs it) fields, and both are built from them by name
-(`_fields_of`); tests/test_train.py checks that the parameters and the fields agree.
+(`cli.options.fields_from`); tests/test_train.py checks that the parameters and the fields agree.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import signal
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
@@ -35,6 +35,7 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
     WorkersOption,
+    fields_from,
 )
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.engine.train_options import TrainOptions
@@ -126,11 +127,6 @@ def _checkpointing(text: str | None) -> bool | tuple[int, int, int, int]:
     if text.strip().lower() == "all":
         return True
     return _stages(text, "--grad-checkpointing", minimum=0) or False
-
-
-def _fields_of(cls: type[Any], values: dict[str, Any]) -> dict[str, Any]:
-    """The values of `cls`'s fields, taken by name from the command's parameters."""
-    return {field.name: values[field.name] for field in fields(cls)}
 
 
 # Parameters of `train` that are neither `TrainOptions` nor `Runtime` fields.
@@ -447,14 +443,14 @@ def train(
         grad_checkpointing=_checkpointing(grad_checkpointing),
         progress=not json_output,
     )
-    options = TrainOptions(**_fields_of(TrainOptions, values))
+    options = TrainOptions(**fields_from(TrainOptions, values))
     checkpoint = engine.train_config.checkpoint_path(resume) if resume is not None else None
     config = (
         engine.train_config.resume_config(checkpoint, options)
         if checkpoint is not None
         else engine.train_config.plan_training(options)
     )
-    runtime = engine.train_config.Runtime(**_fields_of(engine.train_config.Runtime, values))
+    runtime = engine.train_config.Runtime(**fields_from(engine.train_config.Runtime, values))
     main = engine.distributed.main_process()
     if main and json_output and dry_run:
         _print(config.to_dict())
