@@ -221,27 +221,34 @@ def test_fused_linear_gelu_equals_linear_then_exact_gelu(channels_last_map: bool
             torch.testing.assert_close(fused(x).float(), expected, atol=0.05, rtol=0.05)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("family", ["s", "xxs"])
-def test_gradients_have_their_parameters_layout_for_ddp(family: str) -> None:
-    """Issue 12: channels-last training gives depthwise conv weight gradients channels-last strides; with
-    `match_gradient_layout` every gradient has its parameter's strides (DDP's buckets copy nothing)."""
+def test_gradients_have_their_parameters_layout_for_ddp(family: str, threads: int) -> None:
+    """Issue 12: channels-last training gives conv weight gradients channels-last strides in size-1
+    dimensions (the depthwise convs always, the pointwise ones with 2+ threads); with `match_gradient_layout`
+    every gradient has its parameter's strides (DDP's buckets copy nothing), at 1 and 2 threads."""
     shallow = {"depth": (1, 1, 2, 2), "num_classes": 5}
     if family == "xxs":
         shallow.update(keep_ratio3=(1.0, 0.5), keep_ratio4=(0.5, 0.5))
     config = FAMILIES[family].replace(**shallow)
     clips = torch.randn(2, 3, 4, 64, 64)
     mismatched = {}
-    for fixed in (False, True):
-        torch.manual_seed(0)
-        model = create_model(config)
-        if fixed:
-            model.match_gradient_layout()
-        model(clips).sum().backward()
-        used = {name: p for name, p in model.named_parameters() if p.grad is not None}  # not head_cls
-        mismatched[fixed] = [name for name, p in used.items() if p.grad.stride() != p.stride()]
-        grads = {name: p.grad for name, p in used.items()}
-        if not fixed:
-            before = grads
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for fixed in (False, True):
+            torch.manual_seed(0)
+            model = create_model(config)
+            if fixed:
+                model.match_gradient_layout()
+            model(clips).sum().backward()
+            used = {name: p for name, p in model.named_parameters() if p.grad is not None}  # not head_cls
+            mismatched[fixed] = [name for name, p in used.items() if p.grad.stride() != p.stride()]
+            grads = {name: p.grad for name, p in used.items()}
+            if not fixed:
+                before = grads
+    finally:
+        torch.set_num_threads(threads_before)
     assert mismatched[False]  # the problem is real on this PyTorch
     assert mismatched[True] == []
     assert all(torch.allclose(grads[name], before[name], atol=1e-6) for name in grads)

@@ -8,6 +8,7 @@ in attention blocks, erf GELU, attention scale head_dim ** -0.5).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -258,6 +259,21 @@ def run_block(block: nn.Module, *inputs: torch.Tensor | None) -> Any:
     return block(*inputs)
 
 
+def _viewed_like(parameter: nn.Parameter) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A gradient hook that re-views a gradient with `parameter`'s strides when the two differ only in
+    dimensions of size 1 (where a stride addresses nothing); any other gradient passes unchanged."""
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        strides = parameter.stride()
+        if grad.stride() == strides or any(
+            size > 1 and mine != theirs for size, mine, theirs in zip(grad.shape, grad.stride(), strides, strict=True)
+        ):
+            return grad
+        return grad.as_strided(grad.shape, strides)
+
+    return hook
+
+
 class StagedModel(nn.Module):
     """What both architectures share: `config`, per-stage gradient checkpointing and the classifier."""
 
@@ -279,22 +295,15 @@ class StagedModel(nn.Module):
         return x.contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
 
     def match_gradient_layout(self) -> None:
-        """Give the depthwise conv weights (`[C, 1, k, k, k]`) the channels-last strides that their
-        gradients have when the model runs channels-last, so that DDP's gradient buckets, laid out like
-        the parameters, take the gradients without a copy (and without its "Grad strides do not match
-        bucket view strides" warning). Same values; only the (size-1) input-channel stride changes."""
-        for module in self.modules():
-            weight = getattr(module, "weight", None)
-            if isinstance(module, nn.Conv3d) and weight is not None and weight.shape[1] == 1:
-                restrided = torch.empty_strided(
-                    weight.shape,
-                    (weight[0].numel(), 1, weight.shape[3] * weight.shape[4], weight.shape[4], 1),
-                    dtype=weight.dtype,
-                    device=weight.device,
-                )
-                with torch.no_grad():
-                    restrided.copy_(weight)
-                weight.data = restrided
+        """Hand every parameter its gradient with the parameter's own strides, so that DDP's gradient
+        buckets, laid out like the parameters, take the gradients without a strided copy (and without its
+        "Grad strides do not match bucket view strides" warning). Channels-last convolutions return weight
+        gradients whose strides differ from the weights' in size-1 dimensions only (the depthwise convs'
+        input channel; the pointwise convs' kernel dimensions, depending on the kernel oneDNN picks for the
+        thread count and batch), which addresses the same memory: the gradient is re-viewed, never copied."""
+        for parameter in self.parameters():
+            if parameter.requires_grad:
+                parameter.register_hook(_viewed_like(parameter))
 
     def stages(self) -> list[nn.ModuleList]:
         return [self.blocks1, self.blocks2, self.blocks3, self.blocks4]  # type: ignore[list-item]
