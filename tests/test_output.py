@@ -4,6 +4,8 @@ encodings mean the same everywhere, one exit-status rule, choices refused while 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import inspect
 import io
 import json
 import re
@@ -18,10 +20,12 @@ from eval_data import colour, colour_model, flat_video
 from hub_server import serve_tiny_zoo_model
 from synthetic_video import numbered_frame, write_frame_folder
 
-from uniformer_cli.cli import options
+from uniformer_cli import engine
+from uniformer_cli.cli import evaluate, explain, features, options
 from uniformer_cli.cli.app import app
 from uniformer_cli.cli.evaluate import Dataset
 from uniformer_cli.cli.output import flatten
+from uniformer_cli.data import ProtocolOverrides
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.sampling import SAMPLINGS
 from uniformer_cli.data.video import DECODERS
@@ -217,6 +221,32 @@ def test_usage_errors_are_one_line_with_the_valid_values(
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert option in err and valid.lower() in err.lower()
     assert "╭" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("command", "request_class", "derived", "command_only"),
+    [
+        (
+            evaluate.evaluate,
+            engine.evaluate.EvalRequest,
+            {"protocol", "compile", "json_path"},
+            {"json_output", "output", "plot"},
+        ),
+        (features.features, engine.features.FeaturesRequest, {"protocol", "compile"}, {"json_output"}),
+        (explain.explain, engine.explain.ExplainRequest, {"protocol"}, {"json_output"}),
+    ],
+)
+def test_each_option_reaches_its_request_by_name(
+    command: object, request_class: type, derived: set[str], command_only: set[str]
+) -> None:
+    """The commands build their engine request from their parameters by name (`options.fields_from`): a
+    parameter whose name matches no request or protocol field would be dropped silently, so it fails here;
+    and every request field is either a parameter or one the command derives."""
+    parameters = set(inspect.signature(command).parameters)  # type: ignore[arg-type]
+    fields = {field.name for field in dataclasses.fields(request_class)}
+    protocol = {field.name for field in dataclasses.fields(ProtocolOverrides)}
+    assert fields - parameters == derived
+    assert parameters - fields - protocol - {"compile_model"} == command_only
 
 
 def test_choice_enums_agree_with_the_code_that_owns_them() -> None:

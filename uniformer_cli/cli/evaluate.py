@@ -128,25 +128,12 @@ def evaluate(
     if resume and json_path is None:
         raise UniformerError("--resume needs -o FILE.json (the file of the run to continue)")
     request = engine.evaluate.EvalRequest(
-        dataset=dataset,
-        root=root,
-        split=split,
-        list_file=list_file,
-        model=model,
-        weights=weights,
-        revision=revision,
-        head_dim=head_dim,
-        protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
-        device=device,
-        decoder=decoder,
-        batch_size=batch_size,
-        workers=workers,
-        limit=limit,
-        skip_broken=skip_broken,
-        json_path=json_path,
-        resume=resume,
-        compile=compile_model,
-        precision=precision,
+        **fields_from(
+            engine.evaluate.EvalRequest,
+            locals(),
+            protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
+            compile=compile_model,
+        )
     )
     if plot is not None:
         plots.require_matplotlib()

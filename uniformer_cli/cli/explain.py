@@ -76,18 +76,11 @@ def explain(
     if output == Path():
         raise typer.BadParameter("name the file to write: -o OUT.mp4 or -o OUT.gif", param_hint="'-o'")
     request = engine.explain.ExplainRequest(
-        video=video,
-        output=output,
-        model=model,
-        weights=weights,
-        target=target,
-        revision=revision,
-        head_dim=head_dim,
-        protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
-        device=device,
-        decoder=decoder,
-        alpha=alpha,
-        stage=stage,
+        **fields_from(
+            engine.explain.ExplainRequest,
+            locals(),
+            protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
+        )
     )
     result = engine.explain.explain_video(request)
     found = result.explanation

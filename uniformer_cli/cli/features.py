@@ -103,26 +103,13 @@ def features(
     if output == Path():
         raise typer.BadParameter("name the file to write: -o OUT.safetensors or -o OUT.npy", param_hint="'-o'")
     request = engine.features.FeaturesRequest(
-        output=output,
-        paths=paths or [],
-        dataset=dataset,
-        root=root,
-        split=split,
-        list_file=list_file,
-        model=model,
-        weights=weights,
-        revision=revision,
-        head_dim=head_dim,
-        protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
-        layer=layer,
-        per_view=per_view,
-        device=device,
-        decoder=decoder,
-        batch_size=batch_size,
-        workers=workers,
-        limit=limit,
-        resume=resume,
-        compile=compile_model,
+        **fields_from(
+            engine.features.FeaturesRequest,
+            locals(),
+            paths=paths or [],
+            protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
+            compile=compile_model,
+        )
     )
     result = engine.features.extract_features(request)
     if result is None:  # a torchrun rank other than 0

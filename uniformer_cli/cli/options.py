@@ -40,11 +40,13 @@ def plain_choices(command: Callable[..., Any]) -> Callable[..., Any]:
     return with_plain_values
 
 
-def fields_from(cls: type[Any], values: Mapping[str, Any]) -> dict[str, Any]:
+def fields_from(cls: type[Any], values: Mapping[str, Any], **derived: Any) -> dict[str, Any]:
     """The fields of dataclass `cls` that a command has parameters for, taken from them by name (pass
     `locals()`): each option is spelled once, in the command's signature, never copied keyword by keyword.
-    Fields without a parameter keep their defaults."""
-    return {field.name: values[field.name] for field in dataclasses.fields(cls) if field.name in values}
+    `derived` gives the fields the command computes (and overrides same-named parameters); other fields
+    keep their defaults. Each command's tests check that its parameters and `cls` agree."""
+    taken = {field.name: values[field.name] for field in dataclasses.fields(cls) if field.name in values}
+    return taken | derived
 
 
 # The values come from the code that owns each concept; tests/test_output.py checks that they agree.
