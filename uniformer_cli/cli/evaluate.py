@@ -24,12 +24,14 @@ from uniformer_cli.cli.options import (
     DeviceOption,
     FramesOption,
     HeadDimOption,
+    ListFileOption,
     ModelOption,
     Precision,
     PrecisionOption,
     RevisionOption,
     SamplingOption,
     SizeOption,
+    SplitOption,
     StrideOption,
     WeightsOption,
     WorkersOption,
@@ -69,12 +71,8 @@ def evaluate(
     root: Annotated[
         Path | None, typer.Option("--root", "-r", help="Folder holding the videos or frame folders (and the lists).")
     ] = None,
-    split: Annotated[
-        str, typer.Option("--split", help="train, val or test; UCF101/HMDB51 folds as val2, val3.")
-    ] = "val",
-    list_file: Annotated[
-        Path | None, typer.Option("--list", help="List file to read instead of the dataset's default.")
-    ] = None,
+    split: SplitOption = "val",
+    list_file: ListFileOption = None,
     model: ModelOption = None,
     weights: WeightsOption = None,
     revision: RevisionOption = None,

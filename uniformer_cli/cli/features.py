@@ -21,10 +21,12 @@ from uniformer_cli.cli.options import (
     FramesOption,
     HeadDimOption,
     JsonFlag,
+    ListFileOption,
     ModelOption,
     RevisionOption,
     SamplingOption,
     SizeOption,
+    SplitOption,
     StrideOption,
     WeightsOption,
     WorkersOption,
@@ -55,10 +57,8 @@ def features(
         str | None, typer.Option("--dataset", "-D", help=f"Read a split of {', '.join(DATASETS)} instead of PATHs.")
     ] = None,
     root: Annotated[Path | None, typer.Option("--root", "-r", help="The dataset's folder (with --dataset).")] = None,
-    split: Annotated[str, typer.Option("--split", help="train, val or test (with --dataset).")] = "val",
-    list_file: Annotated[
-        Path | None, typer.Option("--list", help="List file to read instead of the dataset's default.")
-    ] = None,
+    split: SplitOption = "val",
+    list_file: ListFileOption = None,
     model: ModelOption = None,
     weights: WeightsOption = None,
     layer: Annotated[

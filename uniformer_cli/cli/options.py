@@ -175,6 +175,10 @@ BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, help=
 WorkersOption = Annotated[
     int, typer.Option("--workers", "-j", min=0, help="DataLoader worker processes that decode videos.")
 ]
+SplitOption = Annotated[str, typer.Option("--split", help="train, val or test; UCF101/HMDB51 folds as val2, val3.")]
+ListFileOption = Annotated[
+    Path | None, typer.Option("--list", help="List file to read instead of the dataset's default.")
+]
 CompileFlag = Annotated[
     bool,
     typer.Option(
