@@ -108,6 +108,8 @@ def engines(model: torch.nn.Module, clip: torch.Tensor, threads: int, folder: Pa
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
+        # Its threads otherwise spin after each run, on the cores the next contender needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         found["ONNX Runtime fp32"] = lambda: torch.from_numpy(session.run(None, {"video": array})[0])
     return found

@@ -13,10 +13,13 @@ from uniformer_cli.models import FAMILIES, create_model, exact_attention
 from uniformer_cli.models.fast import (
     FastLinear,
     OneDnnConv3d,
+    ResidualCBlock,
+    ResidualSABlock,
+    cpu_has_native_bf16,
     is_pointwise,
     optimize_for_inference,
 )
-from uniformer_cli.models.layers import Attention, StagedModel
+from uniformer_cli.models.layers import Attention, CBlock, SABlock, StagedModel
 
 FAST_TOLERANCE = 1e-3  # issue 7: every fast path against the exact path, fp32
 
@@ -252,3 +255,50 @@ def test_gradients_have_their_parameters_layout_for_ddp(family: str, threads: in
     assert mismatched[False]  # the problem is real on this PyTorch
     assert mismatched[True] == []
     assert all(torch.allclose(grads[name], before[name], atol=1e-6) for name in grads)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("family", ["s", "xxs"])
+def test_residual_sums_fused_into_layers_match_the_exact_blocks(family: str, precision: str) -> None:
+    """Issue 12: on CPU every plain block runs its residual sums inside the layer ending each branch
+    (layer scale folded into that layer, random scales here): same logits as the exact model. The light
+    models' token-pruning blocks keep their own forward."""
+    if precision == "bf16" and not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    torch.manual_seed(0)
+    shallow = {"depth": (1, 1, 2, 1), "num_classes": 20, "layer_scale": 0.5}
+    if family == "xxs":
+        shallow.update(keep_ratio3=(1.0, 0.5), keep_ratio4=(0.5,))
+    model = create_model(FAMILIES[family].replace(**shallow)).eval()
+    randomise_batch_norms(model)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "gamma" in name:
+                parameter.mul_(torch.rand_like(parameter) + 0.5)
+    x = torch.randn(1, 3, 4, 64, 64)
+    fast = optimize_for_inference(model, precision=precision)
+    kinds = [type(block) for block in fast.modules() if isinstance(block, CBlock | SABlock)]
+    assert kinds.count(ResidualCBlock) == 2
+    assert kinds.count(ResidualSABlock) == (3 if family == "s" else 0)
+    assert all(block.gamma_1 is None for block in fast.modules() if type(block) is ResidualCBlock)
+    with torch.inference_mode():
+        logits = fast(x).float()
+    exact = exact_logits(model, x)
+    tolerance = FAST_TOLERANCE if precision == "fp32" else 0.05 * exact.abs().max().item()
+    assert (logits - exact).abs().max().item() < tolerance
+    if family == "xxs":
+        assert model.blocks1[0].gamma_1 is not None  # the original keeps its layer scale
+
+
+@pytest.mark.parametrize("layout", [torch.channels_last_3d, torch.contiguous_format])
+def test_layers_with_a_residual_equal_the_layer_plus_the_residual(layout: torch.memory_format) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 3, 5, 5).to(memory_format=layout)
+    conv = OneDnnConv3d.from_conv(nn.Conv3d(8, 8, 3, padding=1, groups=8))
+    pointwise = FastLinear.from_conv(nn.Conv3d(8, 8, 1))
+    tokens = torch.randn(2, 7, 8)
+    linear = FastLinear.from_linear(nn.Linear(8, 8))
+    with torch.inference_mode():
+        torch.testing.assert_close(conv(x, residual=x), conv(x) + x)
+        torch.testing.assert_close(pointwise(x, residual=x), pointwise(x) + x)
+        torch.testing.assert_close(linear(tokens, residual=tokens), linear(tokens) + tokens)

@@ -10,6 +10,8 @@
   2-4x faster on them), with the pointwise convs computed as plain matmuls over the channels;
 - on CPU, oneDNN for every convolution (PyTorch's own choice falls back to im2col for some small ones),
   and every linear layer as one oneDNN matmul with its bias (and the MLPs' exact GELU) fused in;
+- on CPU, each block's residual sums done by the layer that ends the branch (oneDNN's fused sum; layer
+  scale folded into that layer's weights): 54 ops fewer per S16 forward, ~2% faster;
 - optionally `torch.compile`;
 - `precision`: "auto" (float32 on CPU; the device's half-precision autocast elsewhere, applied by
   `uniformer_cli.device.batched_logits`), "fp32" (float32 everywhere, no autocast) or "bf16"
@@ -32,7 +34,16 @@ from torch import nn
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import exact_attention
-from uniformer_cli.models.layers import CBlock, ConvMlp, Mlp, StagedModel
+from uniformer_cli.models.layers import (
+    CBlock,
+    ConvMlp,
+    LayerScaled,
+    Mlp,
+    SABlock,
+    StagedModel,
+    grid_to_tokens,
+    tokens_to_grid,
+)
 from uniformer_cli.models.light import ConvStem
 
 
@@ -147,18 +158,28 @@ class FastLinear(nn.Linear):
         layer.channels_last_map = True
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """`layer(x)`, plus `residual` (shaped like the output) when given: on the oneDNN route the sum is
+        fused into the matmul, saving a pass over the output and an op per residual branch."""
         if self.channels_last_map:
             x = x.permute(0, 2, 3, 4, 1)
+            residual = None if residual is None else residual.permute(0, 2, 3, 4, 1)
         if self.bias is not None and runs_onednn(x, self.weight) and onednn_linear_works():
-            attr = "gelu" if self.gelu else "none"
-            flat = torch.ops.mkldnn._linear_pointwise(
-                x.reshape(-1, x.shape[-1]), self.weight, self.bias, attr, [], "none"
-            )
+            rows = x.reshape(-1, x.shape[-1])
+            if residual is not None and not self.gelu and residual.dtype == x.dtype:
+                flat = torch.ops.mkldnn._linear_pointwise.binary(
+                    rows, residual.reshape(-1, self.out_features), self.weight, self.bias, "add"
+                )
+                residual = None
+            else:
+                attr = "gelu" if self.gelu else "none"
+                flat = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, attr, [], "none")
             y = flat.view(*x.shape[:-1], self.out_features)
         else:
             y = super().forward(x)
             y = nn.functional.gelu(y) if self.gelu else y
+        if residual is not None:
+            y = y + residual
         return y.permute(0, 4, 1, 2, 3) if self.channels_last_map else y
 
 
@@ -198,12 +219,105 @@ class OneDnnConv3d(nn.Conv3d):
         layer.load_state_dict(conv.state_dict())
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """`conv(x)`, plus `residual` (shaped like the output) when given, fused into oneDNN's kernel for
+        channels-last maps."""
         if not runs_onednn(x, self.weight):
-            return super().forward(x)
-        return torch.ops.aten.mkldnn_convolution(
+            y = super().forward(x)
+            return y if residual is None else y + residual
+        if residual is not None and fusable_conv_residual(x, residual):
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x,
+                residual,
+                self.weight,
+                self.bias,
+                self.padding,
+                self.stride,
+                self.dilation,
+                self.groups,
+                "add",
+                None,
+                None,
+                [],
+                "",
+            )
+        y = torch.ops.aten.mkldnn_convolution(
             x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
         )
+        return y if residual is None else y + residual
+
+
+@functools.cache
+def onednn_conv_residual_works() -> bool:
+    """oneDNN's convolution with a fused sum is a PyTorch internal of oneDNN builds: check it runs first."""
+    x = torch.ones(1, 2, 1, 1, 1)
+    try:
+        torch.ops.mkldnn._convolution_pointwise.binary(
+            x, x, torch.ones(2, 1, 1, 1, 1), None, [0, 0, 0], [1, 1, 1], [1, 1, 1], 2, "add", None, None, [], ""
+        )
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def fusable_conv_residual(x: torch.Tensor, residual: torch.Tensor) -> bool:
+    layout = torch.channels_last_3d
+    same_layout = x.is_contiguous(memory_format=layout) and residual.is_contiguous(memory_format=layout)
+    return x.dim() == 5 and same_layout and residual.dtype == x.dtype and onednn_conv_residual_works()
+
+
+class ResidualCBlock(CBlock):
+    """A fast-path CBlock whose residual sums are fused into the layers ending each branch (the positional
+    conv, `conv2`, `mlp.fc2`): three ops and three passes over the feature map fewer per block. Needs
+    its layer scale folded (`fold_layer_scale`) and eval mode (no drop path)."""
+
+    pos_embed: OneDnnConv3d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pos_embed(x, residual=x)
+        conv2, fc2 = cast(FastLinear, self.conv2), cast(FastLinear, self.mlp.fc2)
+        x = conv2(self.attn(self.conv1(self.norm1(x))), residual=x)
+        return fc2(self.mlp.act(self.mlp.fc1(self.norm2(x))), residual=x)
+
+
+class ResidualSABlock(SABlock):
+    """`ResidualCBlock`'s fusion for the attention blocks (positional conv, `attn.proj`, `mlp.fc2`)."""
+
+    pos_embed: OneDnnConv3d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pos_embed(x, residual=x)
+        tokens = grid_to_tokens(x)
+        proj, fc2 = cast(FastLinear, self.attn.proj), cast(FastLinear, self.mlp.fc2)
+        tokens = proj(self.attn.mix(self.norm1(tokens))[0], residual=tokens)
+        tokens = fc2(self.mlp.act(self.mlp.fc1(self.norm2(tokens))), residual=tokens)
+        return tokens_to_grid(tokens, x.shape)
+
+
+def fold_layer_scale(block: LayerScaled, first: nn.Module, second: nn.Module) -> None:
+    """`gamma_1 * first(...)` and `gamma_2 * second(...)` become `first(...)` and `second(...)` (in place;
+    both are linear layers with a bias whose output channels the gammas scale)."""
+    for gamma, layer in ((block.gamma_1, first), (block.gamma_2, second)):
+        if gamma is None:
+            continue
+        scale = gamma.detach().double().flatten()
+        assert isinstance(layer, nn.Linear) and layer.bias is not None
+        with torch.no_grad():
+            layer.weight.copy_(layer.weight.double() * scale[:, None])
+            layer.bias.copy_(layer.bias.double() * scale)
+    block.gamma_1 = block.gamma_2 = None
+
+
+def fuse_residuals(model: nn.Module) -> None:
+    """Turn (in place) each plain CBlock and SABlock whose layers run on oneDNN (CPU, channels-last) into
+    its `Residual...` version. Blocks of other kinds (the light models' token-pruning blocks) stay."""
+    for block in model.modules():
+        if type(block) is CBlock and isinstance(block.pos_embed, OneDnnConv3d) and isinstance(block.conv2, FastLinear):
+            fold_layer_scale(block, block.conv2, block.mlp.fc2)
+            block.__class__ = ResidualCBlock
+        elif type(block) is SABlock and isinstance(block.pos_embed, OneDnnConv3d):
+            fold_layer_scale(block, block.attn.proj, block.mlp.fc2)
+            block.__class__ = ResidualSABlock
 
 
 def is_pointwise(conv: nn.Conv3d) -> bool:
@@ -326,6 +440,7 @@ def optimize_for_inference(
     use_fast_linears(fast)
     if on_cpu and torch.backends.mkldnn.is_available():
         replace_convs(fast, OneDnnConv3d.from_conv)
+        fuse_residuals(fast)
     if precision == "bf16":
         to_bfloat16(fast)
     if compile:

@@ -138,6 +138,11 @@ class Attention(nn.Module):
 
     def attend(self, x: torch.Tensor, class_row: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attention output, plus (if `class_row`) the head-averaged probabilities of query 0, fp32 `[B, N]`."""
+        mixed, row = self.mix(x, class_row)
+        return self.proj(mixed), row
+
+    def mix(self, x: torch.Tensor, class_row: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`attend` before the output projection `proj`: the heads' outputs side by side, `[B, N, C]`."""
         batch, length, dim = x.shape
         # qkv features are laid out (3, heads, head_dim): q first, then k, then v.
         q, k, v = self.qkv(x).reshape(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
@@ -156,7 +161,7 @@ class Attention(nn.Module):
                 with without_autocast(x.device):
                     logits = (q[:, :, :1].float() @ k.float().transpose(-2, -1)) * self.scale
                     row = logits.softmax(dim=-1)[:, :, 0].mean(dim=1)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, dim)), row
+        return out.transpose(1, 2).reshape(batch, length, dim), row
 
 
 class LayerScaled(nn.Module):
