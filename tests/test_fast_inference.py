@@ -17,6 +17,7 @@ from uniformer_cli.models.fast import (
     ResidualSABlock,
     cpu_has_native_bf16,
     is_pointwise,
+    onednn_packing_works,
     optimize_for_inference,
 )
 from uniformer_cli.models.layers import Attention, CBlock, SABlock, StagedModel
@@ -302,3 +303,37 @@ def test_layers_with_a_residual_equal_the_layer_plus_the_residual(layout: torch.
         torch.testing.assert_close(conv(x, residual=x), conv(x) + x)
         torch.testing.assert_close(pointwise(x, residual=x), pointwise(x) + x)
         torch.testing.assert_close(linear(tokens, residual=tokens), linear(tokens) + tokens)
+
+
+def test_linear_weights_packed_for_onednn_follow_the_weight_and_stay_out_of_copies() -> None:
+    """Issue 12: the oneDNN route multiplies by a reordered copy of the weight, made once; a changed
+    weight (in place or replaced) is packed again, and copies and pickles of a model that ran still work."""
+    import copy
+    import io
+
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 32)
+    fast = FastLinear.from_linear(linear)
+    x = torch.randn(5, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), linear(x))
+    assert fast._packed is not None or not onednn_packing_works()
+    with torch.no_grad():
+        fast.weight.mul_(2)
+        linear.weight.mul_(2)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), linear(x))
+    fast.weight = nn.Parameter(torch.randn(32, 16))
+    linear.weight = nn.Parameter(fast.weight.detach().clone())
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), linear(x))
+        twin = copy.deepcopy(fast)
+        torch.testing.assert_close(twin(x), linear(x))
+        buffer = io.BytesIO()
+        torch.save(fast, buffer)
+        buffer.seek(0)
+        torch.testing.assert_close(torch.load(buffer, weights_only=False)(x), linear(x))
+    fast.to(torch.bfloat16)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x.bfloat16()).float(), linear(x), atol=0.1, rtol=0.05)
+    assert fast._packed is None or fast._packed[1].dtype == torch.bfloat16

