@@ -308,3 +308,26 @@ def test_image_checkpoints_do_not_pass_for_video_classifiers(tmp_path: Path) -> 
     torch.save({"model": image}, tmp_path / "image.pth")
     with pytest.raises(CheckpointError, match="2-D ImageNet weights"):
         load_model(tmp_path / "image.pth", head_dim=16)
+
+
+def test_loaded_parameters_own_their_memory_even_from_views_in_a_pth(tmp_path: Path) -> None:
+    """Models take the file's tensors without a copy; a .pth whose tensors are views of one storage (and
+    one view under two keys) still gives parameters that alias nothing, at the model's element type."""
+    state_dict = create_model(SMALL).state_dict()
+    names = [key for key, value in state_dict.items() if value.is_floating_point()]
+    flat = torch.cat([state_dict[key].flatten() for key in names])
+    views, offset = {}, 0
+    for key in names:
+        views[key] = flat[offset : offset + state_dict[key].numel()].view_as(state_dict[key])
+        offset += state_dict[key].numel()
+    first, twin = next((a, b) for a in names for b in names if a < b and views[a].shape == views[b].shape)
+    views[twin] = views[first]
+    views[names[0]] = views[names[0]].half()
+    torch.save({**state_dict, **views}, tmp_path / "views.pth")
+    model = resolve_model(tmp_path / "views.pth", head_dim=16).model
+    loaded = model.state_dict()
+    pointers = [tensor.untyped_storage().data_ptr() for tensor in loaded.values()]
+    assert len(set(pointers)) == len(pointers)
+    assert all(parameter.dtype == torch.float32 and parameter.requires_grad for parameter in model.parameters())
+    for key in names:
+        assert torch.equal(loaded[key], views[key].float()), key

@@ -141,19 +141,34 @@ def _model_from_state_dict(
 
 def _uninitialised_model(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> UniFormerModel:
     """The network of `config` holding `state_dict`, checked against it before any memory is taken: it
-    is built on the meta device, every key, shape and element type compared with the file's, and only
-    then allocated (uninitialised: a strict load overwrites every parameter and persistent buffer, and
-    skipping the random initialisation saves seconds for UniFormer-B). A model with non-persistent
-    buffers is initialised normally."""
+    is built on the meta device, every key, shape and element type compared with the file's, and then
+    handed the file's tensors themselves (cast to the model's element type where they differ): no random
+    initialisation (seconds for UniFormer-B), no second copy of the weights, and none of the meta-to-CPU
+    machinery (0.26 s of lazy imports in a fresh process). A model with non-persistent buffers is
+    initialised normally and loaded by copy."""
     with torch.device("meta"):
         model = create_model(config)
-    check_fits(model.state_dict(), state_dict, source, describe_config(config))
-    if {name for name, _ in model.named_buffers()} - set(model.state_dict()):
+    expected = model.state_dict()
+    check_fits(expected, state_dict, source, describe_config(config))
+    if {name for name, _ in model.named_buffers()} - set(expected):
         model = create_model(config)
-    else:
-        model = model.to_empty(device="cpu")
-    load_state_dict_strict(model, state_dict, source)
+        load_state_dict_strict(model, state_dict, source)
+        return model
+    storages: set[int] = set()
+    owned = {key: _owned(value.to(expected[key].dtype), storages) for key, value in state_dict.items()}
+    model.load_state_dict(owned, strict=True, assign=True)
     return model
+
+
+def _owned(tensor: torch.Tensor, storages: set[int]) -> torch.Tensor:
+    """`tensor` if it is the whole of a contiguous storage no other tensor of `storages` uses, else a copy
+    that is: loaded views of one storage (a .pth file can hold those) must not tie parameters together."""
+    storage = tensor.untyped_storage()
+    whole = tensor.storage_offset() == 0 and storage.nbytes() == tensor.numel() * tensor.element_size()
+    if whole and tensor.is_contiguous() and storage.data_ptr() not in storages:
+        storages.add(storage.data_ptr())
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
 
 
 def fetch_zoo_weights(entry: ZooEntry, revision: str | None = None) -> Path:
