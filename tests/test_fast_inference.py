@@ -337,3 +337,24 @@ def test_linear_weights_packed_for_onednn_follow_the_weight_and_stay_out_of_copi
     with torch.inference_mode():
         torch.testing.assert_close(fast(x.bfloat16()).float(), linear(x), atol=0.1, rtol=0.05)
     assert fast._packed is None or fast._packed[1].dtype == torch.bfloat16
+
+
+def test_conv_weights_packed_for_onednn_follow_the_weight_and_the_input_shape() -> None:
+    import copy
+
+    torch.manual_seed(0)
+    conv = nn.Conv3d(8, 8, 3, padding=1, groups=8)
+    fast = OneDnnConv3d.from_conv(conv)
+    small = torch.randn(1, 8, 3, 6, 6).to(memory_format=torch.channels_last_3d)
+    large = torch.randn(2, 8, 4, 9, 9).to(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        for x in (small, large, small.contiguous(), small):
+            torch.testing.assert_close(fast(x), conv(x))
+            torch.testing.assert_close(fast(x, residual=conv(x)), 2 * conv(x))
+    assert fast._packed is not None or not onednn_packing_works()
+    with torch.no_grad():
+        fast.weight.mul_(-1)
+        conv.weight.mul_(-1)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(small), conv(small))
+        torch.testing.assert_close(copy.deepcopy(fast)(large), conv(large))

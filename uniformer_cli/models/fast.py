@@ -127,18 +127,60 @@ def onednn_linear_works() -> bool:
     return True
 
 
+def _reorder_conv_weight(
+    weight: torch.Tensor, padding: Any, stride: Any, dilation: Any, groups: int, input_shape: torch.Size
+) -> torch.Tensor:
+    return torch.ops.aten.mkldnn_reorder_conv3d_weight(
+        weight.to_mkldnn(), list(padding), list(stride), list(dilation), groups, list(input_shape)
+    )
+
+
 @functools.cache
 def onednn_packing_works() -> bool:
-    """Reordering a linear weight for oneDNN ahead of time is a PyTorch internal too: check it runs."""
+    """Reordering linear and conv weights for oneDNN ahead of time is a PyTorch internal too: check it runs."""
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(torch.ones(3, 2), 1)
         torch.ops.mkldnn._linear_pointwise(torch.ones(1, 2), packed, torch.zeros(3), "none", [], "none")
-    except (AttributeError, RuntimeError):
+        x = torch.ones(1, 2, 1, 1, 1)
+        kernel = _reorder_conv_weight(torch.ones(2, 1, 1, 1, 1), [0] * 3, [1] * 3, [1] * 3, 2, x.shape)
+        torch.ops.mkldnn._convolution_pointwise(x, kernel, None, [0] * 3, [1] * 3, [1] * 3, 2, "none", [], "")
+    except (AttributeError, RuntimeError, NotImplementedError):
         return False
     return True
 
 
-class FastLinear(nn.Linear):
+class PackedWeight(nn.Module):
+    """A layer whose oneDNN route uses a copy of its weight reordered once into oneDNN's own layout,
+    instead of reordering it on every call: made at the first call and again whenever the weight (or
+    what the layout depends on) changes, never saved, copied or pickled with the module."""
+
+    weight: torch.Tensor
+    _packed: tuple[tuple[Any, ...], torch.Tensor] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # oneDNN's opaque tensors cannot be copied or pickled; a copy packs its own weight when it runs.
+        state = dict(super().__getstate__())
+        state.pop("_packed", None)
+        return state
+
+    def packed_weight(
+        self, depends_on: tuple[Any, ...], pack: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor | None:
+        """`pack(weight)`, cached under the weight's identity, version and dtype plus `depends_on`; None
+        where it cannot be cached (an inference-mode weight has no version counter) or packing fails."""
+        weight = self.weight.detach()
+        try:
+            key = (weight.data_ptr(), weight._version, weight.dtype, *depends_on)
+        except RuntimeError:
+            return None
+        if self._packed is None or self._packed[0] != key:
+            if not onednn_packing_works():
+                return None
+            self._packed = (key, pack(weight))
+        return self._packed[1]
+
+
+class FastLinear(PackedWeight, nn.Linear):
     """A linear layer over the last dimension (optionally followed by exact GELU) for the fast path.
 
     On CPU in float32 it is one oneDNN matmul with the bias, and the GELU, fused in: no separate bias
@@ -148,34 +190,17 @@ class FastLinear(nn.Linear):
     the GEMM's rate.
 
     The oneDNN route multiplies by a copy of the weight reordered once into oneDNN's blocked layout
-    (`onednn_weight`; 6-10% faster per matmul than reordering on every call, same values): made at the
-    first call and again whenever the weight changes (another tensor, an in-place update, a dtype), never
-    saved or copied with the module.
+    (`PackedWeight`; 6-10% faster per matmul than reordering on every call, same values).
     """
 
     gelu: bool = False
     channels_last_map: bool = False
-    _packed: tuple[tuple[int, int, torch.dtype], torch.Tensor] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # oneDNN's opaque tensors cannot be copied or pickled; the copy packs its own weight when it runs.
-        state = dict(super().__getstate__())
-        state.pop("_packed", None)
-        return state
 
     def onednn_weight(self, rows: int) -> torch.Tensor:
         """The weight in oneDNN's layout for a matmul of `rows` rows (the first call's count picks the
         layout; any count runs), or the plain weight where this PyTorch cannot reorder it."""
-        weight = self.weight.detach()
-        try:
-            key = (weight.data_ptr(), weight._version, weight.dtype)
-        except RuntimeError:  # an inference-mode tensor has no version counter: do not cache
-            return weight
-        if self._packed is None or self._packed[0] != key:
-            if not onednn_packing_works():
-                return weight
-            self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(weight, rows))
-        return self._packed[1]
+        packed = self.packed_weight((), lambda weight: torch.ops.mkldnn._reorder_linear_weight(weight, rows))
+        return self.weight if packed is None else packed
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, gelu: bool = False) -> FastLinear:
@@ -231,7 +256,7 @@ def use_fast_linears(model: nn.Module) -> None:
                 setattr(module, name, FastLinear.from_linear(child))
 
 
-class OneDnnConv3d(nn.Conv3d):
+class OneDnnConv3d(PackedWeight, nn.Conv3d):
     """A Conv3d that always runs oneDNN's kernel for float32 on CPU.
 
     PyTorch sends batch-1 convs with small kernels and few N*C*T*H elements to its im2col fallback
@@ -263,26 +288,23 @@ class OneDnnConv3d(nn.Conv3d):
         if not runs_onednn(x, self.weight):
             y = super().forward(x)
             return y if residual is None else y + residual
+        geometry = (self.padding, self.stride, self.dilation, self.groups)
+        kernel = self.onednn_weight(x) if x.is_contiguous(memory_format=torch.channels_last_3d) else None
         if residual is not None and fusable_conv_residual(x, residual):
+            weight = self.weight if kernel is None else kernel
             return torch.ops.mkldnn._convolution_pointwise.binary(
-                x,
-                residual,
-                self.weight,
-                self.bias,
-                self.padding,
-                self.stride,
-                self.dilation,
-                self.groups,
-                "add",
-                None,
-                None,
-                [],
-                "",
+                x, residual, weight, self.bias, *geometry, "add", None, None, [], ""
             )
-        y = torch.ops.aten.mkldnn_convolution(
-            x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
-        )
+        if kernel is not None:
+            y = torch.ops.mkldnn._convolution_pointwise(x, kernel, self.bias, *geometry, "none", [], "")
+        else:
+            y = torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, *geometry)
         return y if residual is None else y + residual
+
+    def onednn_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The weight in oneDNN's layout for channels-last inputs shaped like `x` (None: use the plain one)."""
+        geometry = (self.padding, self.stride, self.dilation, self.groups)
+        return self.packed_weight(tuple(x.shape), lambda weight: _reorder_conv_weight(weight, *geometry, x.shape))
 
 
 @functools.cache
