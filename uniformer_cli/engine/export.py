@@ -12,10 +12,13 @@ with PyTorch's logits: the largest difference is reported.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import logging
 import shutil
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -61,16 +64,22 @@ class ExportReport:
     metadata: dict[str, str]
 
 
-def require_engine(format: str) -> dict[str, ModuleType]:
-    """The Python packages that write and check `format`, or a one-line error naming the extra."""
+def require_engine(format: str, purpose: str | None = None) -> dict[str, ModuleType]:
+    """The Python packages that write and check `format`, or a one-line error naming the extra (and
+    `purpose`, what needs them: `export --format FORMAT` by default)."""
     if format not in FORMATS:
         raise UniformerError(f"unknown export format {format!r} (use one of {', '.join(FORMATS)})")
+    return require_modules(EXTRAS[format], format, purpose or f"export --format {format}")
+
+
+def require_modules(names: tuple[str, ...], extra: str, purpose: str) -> dict[str, ModuleType]:
+    """`names` imported, or a one-line error: `purpose` needs the first missing one, from `extra`."""
     modules = {}
-    for name in EXTRAS[format]:
+    for name in names:
         try:
             modules[name] = importlib.import_module(name)
         except ImportError:
-            raise UniformerError(f"export --format {format} needs {name}: pip install 'uniformer[{format}]'") from None
+            raise UniformerError(f"{purpose} needs {name}: pip install 'uniformer[{extra}]'") from None
     return modules
 
 
@@ -162,17 +171,50 @@ def onnx_runner(path: Path, modules: dict[str, ModuleType]) -> Any:
     return lambda clips: session.run([OUTPUT_NAME], {INPUT_NAME: clips})[0]
 
 
-def write_openvino(onnx_path: Path, path: Path, metadata: dict[str, str], ov: Any) -> None:
-    """OpenVINO IR (`.xml` graph + `.bin` weights, kept in float32) converted from the checked ONNX file."""
-    converted = ov.convert_model(str(onnx_path))
-    for key, value in metadata.items():
-        converted.set_rt_info(value, ["uniformer", key])
-    ov.save_model(converted, str(path), compress_to_fp16=False)
+# OpenVINO converts ONNX in a child interpreter. In OpenVINO 2026.4, a process that has converted an ONNX
+# model (its ONNX frontend) and then compiles a model for the CPU corrupts its malloc heap: glibc's malloc
+# check (`GLIBC_TUNABLES=glibc.malloc.check=3` with libc_malloc_debug) aborts on "free(): invalid next
+# size" in most such processes, with or without torch and onnx loaded, and never after a conversion alone
+# or a compile alone; unchecked, the process crashes later at a random place. The child imports only
+# openvino and reads the metadata from stdin.
+_CONVERT = """
+import json, sys
+import openvino as ov
+source, target = sys.argv[1:3]
+model = ov.convert_model(source)
+for key, value in json.load(sys.stdin).items():
+    model.set_rt_info(value, ["uniformer", key])
+ov.save_model(model, target, compress_to_fp16=False)
+"""
+
+
+def write_openvino(onnx_path: Path, path: Path, metadata: dict[str, str]) -> None:
+    """OpenVINO IR (`.xml` graph + `.bin` weights, kept in float32) converted from the checked ONNX file,
+    by a child process (see `_CONVERT`)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CONVERT, str(onnx_path), str(path)],
+        input=json.dumps(metadata),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise UniformerError(f"OpenVINO cannot convert {onnx_path.name}: {lines[-1] if lines else done.returncode}")
+
+
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one OpenVINO `Core`, never released. OpenVINO's CPU plugin (one per Core) installs
+    an alternate signal stack on the thread that creates it and, when released, puts back the one it
+    found and frees its own. Cores whose lifetimes overlap without nesting (A made, B made, A released,
+    B released) leave the thread on A's freed stack: the next signal handled there (a SIGCHLD when a
+    child process ends, with the handler torch's DataLoader installs) is written into freed memory, a
+    segfault or a corrupted heap later. One Core that lives as long as the process cannot do that."""
+    return importlib.import_module("openvino").Core()
 
 
 def openvino_runner(path: Path, modules: dict[str, ModuleType]) -> Any:
-    ov = modules["openvino"]
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = openvino_core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return lambda clips: compiled(clips, share_inputs=False)[0]
 
 
@@ -235,7 +277,7 @@ def export_model(
         written = [onnx_path]
         if format == "openvino":
             xml_path = scratch / f"{stem}.xml"
-            write_openvino(onnx_path, xml_path, metadata, modules["openvino"])
+            write_openvino(onnx_path, xml_path, metadata)
             written = [xml_path, xml_path.with_suffix(".bin")]
             run = openvino_runner(xml_path, modules)
         else:
