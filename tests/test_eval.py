@@ -203,14 +203,20 @@ def test_kinetics_official_list_with_broken_and_missing_videos(tmp_path: Path, c
     assert (skipped["summary"]["counted"], skipped["summary"]["failures"]) == (5, 2)
 
 
-def test_kinetics_annotation_csv_and_limit(tmp_path: Path, capsys) -> None:
+def kinetics_release(folder: Path, videos: list[Video] = MIXED) -> Path:
+    """Kinetics-600 as its annotation CSV lays it out, with `videos` under `folder`; returns the weights
+    of the forced model for it."""
     labels = load_labels("k600")
     rows = ["label,youtube_id,time_start,time_end,split"]
-    for number, video in enumerate(MIXED):
-        make_media(tmp_path / "videos" / f"id{number}_000000_000010.mp4", video)
+    for number, video in enumerate(videos):
+        make_media(folder / "videos" / f"id{number}_000000_000010.mp4", video)
         rows.append(f"{labels[video.label]},id{number},0,10,val")
-    (tmp_path / "validate.csv").write_text("\n".join(rows) + "\n")
-    weights = write_model(tmp_path / "k600.safetensors", labels, DENSE_RGB)
+    (folder / "validate.csv").write_text("\n".join(rows) + "\n")
+    return write_model(folder / "k600.safetensors", labels, DENSE_RGB)
+
+
+def test_kinetics_annotation_csv_and_limit(tmp_path: Path, capsys) -> None:
+    weights = kinetics_release(tmp_path)
     data = eval_json(capsys, tmp_path, "--dataset", "k600", "--root", tmp_path, "--weights", weights)
     assert_metrics(data["summary"], expected(MIXED))
     # --json prints the JSON instead of the table.

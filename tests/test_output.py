@@ -30,6 +30,7 @@ from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.sampling import SAMPLINGS
 from uniformer_cli.data.video import DECODERS
 from uniformer_cli.device import DEVICE_CHOICES
+from uniformer_cli.engine.openvino_engine import ENGINES
 from uniformer_cli.models.config import FAMILIES
 from uniformer_cli.weights import save_weights
 from uniformer_cli.zoo import ZOO, ChannelOrder
@@ -229,7 +230,7 @@ def test_usage_errors_are_one_line_with_the_valid_values(
         (
             evaluate.evaluate,
             engine.evaluate.EvalRequest,
-            {"protocol", "compile", "json_path"},
+            {"protocol", "compile", "engine", "json_path"},
             {"json_output", "output", "plot"},
         ),
         (features.features, engine.features.FeaturesRequest, {"protocol", "compile"}, {"json_output"}),
@@ -246,7 +247,7 @@ def test_each_option_reaches_its_request_by_name(
     fields = {field.name for field in dataclasses.fields(request_class)}
     protocol = {field.name for field in dataclasses.fields(ProtocolOverrides)}
     assert fields - parameters == derived
-    assert parameters - fields - protocol - {"compile_model"} == command_only
+    assert parameters - fields - protocol - {"compile_model", "engine_name"} == command_only
 
 
 def test_choice_enums_agree_with_the_code_that_owns_them() -> None:
@@ -254,6 +255,7 @@ def test_choice_enums_agree_with_the_code_that_owns_them() -> None:
         return tuple(member.value for member in choice)
 
     assert values(options.Device) == DEVICE_CHOICES
+    assert values(options.Engine) == ENGINES
     assert values(options.Decoder) == DECODERS
     assert values(options.Sampling) == SAMPLINGS
     assert values(options.ChannelOrder) == get_args(ChannelOrder)

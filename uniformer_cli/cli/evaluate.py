@@ -22,6 +22,8 @@ from uniformer_cli.cli.options import (
     DecoderOption,
     Device,
     DeviceOption,
+    Engine,
+    EngineOption,
     FramesOption,
     HeadDimOption,
     ListFileOption,
@@ -88,6 +90,7 @@ def evaluate(
     decoder: DecoderOption = Decoder.auto,
     compile_model: CompileFlag = False,
     precision: PrecisionOption = Precision.auto,
+    engine_name: EngineOption = Engine.auto,
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = DEFAULT_WORKERS,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate only the first N videos.")] = None,
@@ -131,6 +134,7 @@ def evaluate(
             locals(),
             protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
             compile=compile_model,
+            engine=engine_name,
         )
     )
     if plot is not None:

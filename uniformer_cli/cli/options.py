@@ -207,6 +207,26 @@ PrecisionOption = Annotated[
 ]
 
 
+class Engine(Choice):
+    """See `uniformer_cli.engine.openvino_engine.ENGINES`."""
+
+    auto = "auto"
+    torch = "torch"
+    openvino = "openvino"
+
+
+EngineOption = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        case_sensitive=False,
+        help="What runs the model. auto: OpenVINO for --precision bf16 on the CPU when the openvino extra is"
+        " installed (measured faster), else PyTorch; torch; openvino: CPU only, needs"
+        " pip install 'uniformer[openvino]'; converted once and cached under $HF_HOME/uniformer/openvino.",
+    ),
+]
+
+
 HeadDimOption = Annotated[
     int | None,
     typer.Option(

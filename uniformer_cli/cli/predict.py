@@ -25,6 +25,8 @@ from uniformer_cli.cli.options import (
     DecoderOption,
     Device,
     DeviceOption,
+    Engine,
+    EngineOption,
     FramesOption,
     HeadDimOption,
     ModelOption,
@@ -89,6 +91,7 @@ def predict(
     decoder: DecoderOption = Decoder.auto,
     compile_model: CompileFlag = False,
     precision: PrecisionOption = Precision.auto,
+    engine_name: EngineOption = Engine.auto,
     json_output: JsonFlag = False,
     output: OutputOption = None,
     csv_file: Annotated[
@@ -155,6 +158,7 @@ def predict(
         "decoder": decoder,
         "compile": compile_model,
         "precision": precision,
+        "engine": engine_name,
         "model": model,
         "weights": weights,
     }

@@ -17,10 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.engine.distributed import Session, session
+from uniformer_cli.engine.openvino_engine import choose_engine, openvino_model
 from uniformer_cli.engine.scoring import VideoResult, compute_metrics, score_videos
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError, WriteError
@@ -58,6 +61,7 @@ class EvalRequest:
     resume: bool = False
     compile: bool = False
     precision: str = "auto"  # see `optimize_for_inference`
+    engine: str = "auto"  # "torch", "openvino", or chosen by precision and device (`engine.openvino_engine`)
 
 
 @dataclass
@@ -268,6 +272,7 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
     location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
     with session(request.device) as current:
         check_precision(request.precision, current.device)
+        engine = choose_engine(request.engine, request.precision, current.device, request.compile)
         source = model_source(location.spec, request.model, request.weights)
         loaded = resolve_model(
             source,
@@ -299,7 +304,13 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
         )
         todo = [position for position, key in enumerate(keys) if key not in previous]
         shard = todo[current.rank :: current.world_size]  # no padding duplicates, unlike the official sampler
-        model = optimize_for_inference(loaded.model, inplace=True, compile=request.compile, precision=request.precision)
+        model: nn.Module
+        if engine == "openvino":
+            model = openvino_model(loaded, protocol, request.precision)
+        else:
+            model = optimize_for_inference(
+                loaded.model, inplace=True, compile=request.compile, precision=request.precision
+            )
         scored = score_videos(
             model,
             samples,

@@ -33,6 +33,7 @@ from uniformer_cli.data.views import (
     views_from_video,
 )
 from uniformer_cli.device import batched_logits, select_device
+from uniformer_cli.engine.openvino_engine import choose_engine, openvino_model
 from uniformer_cli.errors import UniformerError, VideoError
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.progress import progress_bar
@@ -386,9 +387,11 @@ def load_predictor(
     decoder: str = "auto",
     compile: bool = False,
     precision: str = "auto",
+    engine: str = "auto",
 ) -> Predictor:
     """A `Predictor` for a zoo model (default `DEFAULT_MODEL`) or a weights file, on the fast inference
-    path (`optimize_for_inference` at `precision`, `torch.compile` with `compile`).
+    path (`optimize_for_inference` at `precision`, `torch.compile` with `compile`), or on OpenVINO
+    (`engine` "openvino", or "auto" with bf16 on the CPU: `engine.openvino_engine`).
 
     The protocol comes from the zoo entry (`model`, which also names the entry a local `.pth` belongs
     to) or the safetensors metadata, changed by `overrides`; a file with neither takes it from the
@@ -398,6 +401,7 @@ def load_predictor(
         raise UniformerError(f"unknown decoder {decoder!r} (use one of {', '.join(DECODERS)})")
     target = select_device(device)
     check_precision(precision, target)
+    engine = choose_engine(engine, precision, target, compile)
     if weights is not None:
         loaded = resolve_model(Path(weights), device=target, revision=revision, head_dim=head_dim, zoo_name=model)
     else:
@@ -405,7 +409,11 @@ def load_predictor(
     protocol = resolve_protocol(loaded.protocol, overrides or ProtocolOverrides(), str(loaded.path))
     # A file that is no zoo entry's is named by its path as given, never by a bare (ambiguous) file name.
     name = loaded.entry.name if loaded.entry else str(weights if weights is not None else loaded.path)
-    fast = optimize_for_inference(loaded.model, inplace=True, compile=compile, precision=precision)
+    fast: nn.Module
+    if engine == "openvino":
+        fast = openvino_model(loaded, protocol, precision)
+    else:
+        fast = optimize_for_inference(loaded.model, inplace=True, compile=compile, precision=precision)
     return Predictor(
         fast,
         protocol,

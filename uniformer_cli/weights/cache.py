@@ -3,12 +3,14 @@
 Each copy proves itself: `record_integrity` writes a sidecar `<name>.sha256.json` with the file's
 sha256 (and that of the download it came from) when the copy is written, and `integrity_problem`
 checks it before each use, hashing only when the file's size, mtime, ctime or inode changed since it
-was last verified, so an untouched copy costs one `stat`. `remove_stale_downloads` removes the
+was last verified, so an untouched copy costs one `stat`. `known_sha256` gives any file's sha256 the
+same way (caches keyed by the weights' content use it). `remove_stale_downloads` removes the
 `.incomplete` files that killed downloads of our repositories leave in the Hub cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -69,6 +71,29 @@ def integrity_problem(path: Path) -> str | None:
         return f"is damaged (sha256 {actual[:12]}... instead of {expected[:12]}...)"
     record_integrity(path, record.get("source_sha256"), actual)
     return None
+
+
+def known_sha256(path: Path, index: Path) -> str:
+    """The sha256 of `path`, read from a record while the file's stat stamp is the one it was recorded
+    at: its sidecar (a cached copy, see `integrity_problem`), else a record of ours in the folder
+    `index` (named after the file's absolute path). Hashed only when neither matches; the record is
+    then (re)written, best effort."""
+    stamp = _stamp(path)
+    own = index / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]}.json"
+    for record_file in (integrity_file(path), own):
+        try:
+            record = json.loads(record_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("verified") == stamp and isinstance(record.get("sha256"), str):
+            return str(record["sha256"])
+    digest = sha256_of(path)
+    record = {"path": str(path.resolve()), "sha256": digest, "verified": stamp}
+    try:
+        atomic_write(own, lambda temporary: temporary.write_text(json.dumps(record, indent=1)))
+    except OSError as error:
+        log.warning("could not record the sha256 of %s (%s): it is hashed again on next use", path, error)
+    return digest
 
 
 def remove_stale_downloads(hub_repo: str, *, older_than: float = STALE_DOWNLOAD_SECONDS) -> list[Path]:

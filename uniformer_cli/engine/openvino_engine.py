@@ -1,0 +1,213 @@
+"""OpenVINO as the inference engine of predict and eval (`--engine`, the `openvino` extra).
+
+Chosen by measurement (benchmarks/README.md): on 2 AVX512-BF16 cores PyTorch's own bf16 path runs at
+only 0.77-0.94x OpenVINO's bf16 speed and misses the 2x-over-fp32 target, so `--engine auto` (the
+default) runs `--precision bf16` on the CPU with OpenVINO when the extra is installed, and everything
+else with PyTorch: fp32 stays the exact reference computation.
+
+The model is exported to ONNX (`engine.export`), converted to OpenVINO IR once and kept on disk beside
+the converted zoo weights, under `$HF_HOME/uniformer/openvino/`:
+
+    <weights sha256>-<T>x<H>x<W>/      one folder per weights content and clip shape
+        model.xml, model.bin           the float32 IR, each with a `.sha256.json` sidecar: checked by
+                                       one `stat` per run, converted again when damaged
+        compiled-fp32/, compiled-bf16/ OpenVINO's compiled blobs (its CACHE_DIR), one folder per
+                                       precision; OpenVINO keys each blob by the IR file and the
+                                       compile options, and compiles again when one cannot be read
+    digests/                           the weights' sha256 by path and stat stamp (`known_sha256`):
+                                       a file is hashed once, not on every run
+
+So a cached model costs a compile from its blob (a fraction of a second), not an export.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from huggingface_hub import constants
+from torch import nn
+
+from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.engine.export import (
+    export_metadata,
+    exportable,
+    openvino_core,
+    require_engine,
+    require_modules,
+    staging,
+    write_onnx,
+    write_openvino,
+)
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.models.fast import check_precision
+from uniformer_cli.weights import LoadedModel
+from uniformer_cli.weights.cache import integrity_problem, known_sha256, record_integrity
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "torch", "openvino")
+HINTS = {"fp32": "f32", "bf16": "bf16"}  # our precision -> OpenVINO's INFERENCE_PRECISION_HINT
+INSTALL = "pip install 'uniformer[openvino]'"
+IR_FILES = ("model.xml", "model.bin")
+
+
+def openvino_installed() -> bool:
+    """Whether the extra's engine can be imported (looked up, not loaded)."""
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_openvino() -> ModuleType:
+    """The `openvino` module, or a one-line error giving the install command."""
+    return require_modules(("openvino",), "openvino", "--engine openvino")["openvino"]
+
+
+def choose_engine(engine: str, precision: str, device: torch.device, compile: bool = False) -> str:
+    """The engine to run, "torch" or "openvino", for `engine` ("auto" decides, see the module doc); a
+    one-line error for an engine that cannot run what was asked. Checked before anything is loaded."""
+    if engine not in ENGINES:
+        raise UniformerError(f"unknown engine {engine!r} (use one of {', '.join(ENGINES)})")
+    if engine == "openvino":
+        if device.type != "cpu":
+            raise UniformerError(f"--engine openvino runs on the CPU: drop --device {device.type} or the --engine")
+        if compile:
+            raise UniformerError("--compile is torch.compile: it does not apply to --engine openvino")
+        require_openvino()
+        return "openvino"
+    if engine == "torch":
+        return "torch"
+    if precision != "bf16":
+        log.debug("engine: PyTorch (precision %s: the exact reference computation)", precision)
+        return "torch"
+    if device.type != "cpu":
+        reason = f"bf16 on {device.type}"
+    elif compile:
+        reason = "--compile is torch.compile"
+    elif not openvino_installed():
+        reason = f"OpenVINO, faster for bf16 on the CPU, is not installed: {INSTALL}"
+    else:
+        log.info("engine: OpenVINO (bf16 on the CPU, measured faster than PyTorch's bf16; --engine torch for that)")
+        return "openvino"
+    log.info("engine: PyTorch (%s)", reason)
+    return "torch"
+
+
+def cache_root() -> Path:
+    """Beside the converted zoo weights: `$HF_HOME/uniformer/openvino`."""
+    return Path(constants.HF_HOME) / "uniformer" / "openvino"
+
+
+def ir_folder(weights: Path, protocol: ViewProtocol) -> Path:
+    """The cache folder of `weights` (by content) at `protocol`'s clip shape."""
+    digest = known_sha256(weights, cache_root() / "digests")
+    return cache_root() / f"{digest}-{protocol.frames}x{protocol.size}x{protocol.size}"
+
+
+class OpenVinoModel(nn.Module):
+    """A compiled OpenVINO model behind the `nn.Module` call the engines make: float32 clips
+    `[B, 3, T, H, W]` in (any batch), float32 logits out, on the CPU."""
+
+    def __init__(self, compiled: Any, loaded: LoadedModel, precision: str, folder: Path) -> None:
+        super().__init__()
+        self.compiled = compiled
+        self.config = loaded.config
+        self.labels = loaded.labels
+        self.precision = precision  # explicit: no autocast around it (`device.inference_autocast`)
+        self.folder = folder
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        array = np.ascontiguousarray(clips.detach().to("cpu", torch.float32).numpy())
+        # Copied in and out: the engine reuses its buffers on the next call.
+        return torch.from_numpy(np.array(self.compiled(array, share_inputs=False)[0], dtype=np.float32))
+
+
+def openvino_model(loaded: LoadedModel, protocol: ViewProtocol, precision: str = "auto") -> OpenVinoModel:
+    """`loaded` on OpenVINO at `precision` ("auto" is fp32) for clips of `protocol`'s shape, from the
+    cache (converted first when it is missing or damaged)."""
+    require_openvino()
+    precision = "fp32" if precision == "auto" else precision
+    check_precision(precision, torch.device("cpu"))
+    folder = ir_folder(loaded.path, protocol)
+    problem = _ir_problem(folder)
+    if problem is not None:
+        if problem != "missing":
+            log.warning("the OpenVINO model cached in %s %s: converting it again", folder, problem)
+        _build(loaded, protocol, folder)
+    options = {
+        "INFERENCE_PRECISION_HINT": HINTS[precision],
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    started = time.perf_counter()
+    core = openvino_core()
+    xml = str(folder / IR_FILES[0])
+    try:
+        compiled = core.compile_model(xml, "CPU", {**options, "CACHE_DIR": str(folder / f"compiled-{precision}")})
+    except RuntimeError as error:  # an unwritable blob cache costs only the compile time
+        log.warning("OpenVINO could not use its compile cache in %s: %s", folder, _first_line(error))
+        try:
+            compiled = core.compile_model(xml, "CPU", options)
+        except RuntimeError as error:
+            raise UniformerError(f"OpenVINO cannot compile {xml}: {_first_line(error)}") from None
+    log.debug("OpenVINO compiled %s at %s in %.2f s", folder.name, precision, time.perf_counter() - started)
+    return OpenVinoModel(compiled, loaded, precision, folder)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _ir_problem(folder: Path) -> str | None:
+    """None when both IR files are there and are what was written; "missing", or what is wrong."""
+    files = [folder / name for name in IR_FILES]
+    if not all(file.is_file() for file in files):
+        return "missing"
+    for file in files:
+        problem = integrity_problem(file)
+        if problem is not None:
+            return f"({file.name}) {problem}"
+    return None
+
+
+def _build(loaded: LoadedModel, protocol: ViewProtocol, folder: Path) -> None:
+    """Export, convert and save the IR into `folder`: written in a scratch folder, then renamed into
+    place whole (a damaged copy is replaced, with its compiled blobs)."""
+    modules = require_engine("openvino", "converting the model for --engine openvino")
+    log.info("converting %s to OpenVINO once (cached in %s)", loaded.path, folder)
+    started = time.perf_counter()
+    example = torch.randn(1, 3, protocol.frames, protocol.size, protocol.size)
+    metadata = export_metadata(loaded, protocol)
+    with staging(folder.parent) as scratch:
+        onnx_path = scratch / "model.onnx"
+        try:
+            write_onnx(exportable(loaded.model), example, onnx_path, metadata, modules["onnx"])
+            built = scratch / "built"
+            built.mkdir()
+            write_openvino(onnx_path, built / IR_FILES[0], metadata)
+        except UniformerError:
+            raise
+        except Exception as error:  # the exporter's and converter's many failure types
+            raise UniformerError(f"cannot convert {loaded.path} for OpenVINO: {_first_line(error)}") from None
+        if folder.exists():  # damaged: replaced whole
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(built, folder)
+        except OSError as error:
+            if _ir_problem(folder) == "missing":  # else another process (a torchrun rank) just wrote it
+                raise UniformerError(f"cannot write the OpenVINO cache {folder}: {error.strerror or error}") from None
+            return
+    for name in IR_FILES:
+        record_integrity(folder / name)
+    log.info("converted for OpenVINO in %.1f s", time.perf_counter() - started)
