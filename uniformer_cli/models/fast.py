@@ -158,7 +158,8 @@ def onednn_packing_works() -> bool:
 class PackedWeight(nn.Module):
     """A layer whose oneDNN route uses a copy of its weight reordered once into oneDNN's own layout,
     instead of reordering it on every call: made at the first call and again whenever the weight (or
-    what the layout depends on) changes, never saved, copied or pickled with the module."""
+    what the layout depends on) changes, never saved, copied or pickled with the module. The copy costs
+    the weight's memory once more (UniFormer-S: ~85 MB in float32), for 3-6% of the forward time."""
 
     weight: torch.Tensor
     _packed: tuple[tuple[Any, ...], torch.Tensor] | None = None
