@@ -12,10 +12,11 @@ difference to ours fp32 and whether the top-5 matches.
 --background N starts N busy processes (one pure-Python loop each) for the measurement and stops them
 after: the shared-machine case. --runtime default skips the settings the `uniformer` command makes at
 start-up (`uniformer_cli.runtime`: passive OpenMP waiting, glibc keeping large blocks), to measure them.
---predict also times `uniformer predict examples/yoga.mp4` end to end (a random S16 saved with the
-s16x4-k400 protocol, 4 views), each run a fresh process: fp32, bf16 with the engine `--engine auto`
-picks (OpenVINO when installed, its model converted once into a cache of the benchmark's own, whose
-first, converting run is timed apart) and bf16 on PyTorch (`--engine torch`).
+--predict also times `uniformer predict` end to end (a random S16 saved with the s16x4-k400 protocol),
+on examples/yoga.mp4 (4 views) and on a folder of 8 copies of it (32 views), each run a fresh process:
+fp32, bf16 with the engine `--engine auto` picks (OpenVINO when installed, its model converted once into
+a cache of the benchmark's own, whose first, converting run is timed apart) and bf16 on PyTorch
+(`--engine torch`).
 
     python benchmarks/bench_engines.py [--models s b] [--threads 2] [--runs 5] [--warmup 2]
         [--background N] [--runtime cli|default] [--predict]
@@ -175,31 +176,39 @@ def bench_predict(args: argparse.Namespace, folder: Path) -> None:
         entry.config,
         protocol=ViewProtocol.from_entry(entry).as_dict(),
     )
-    command = [sys.executable, "-m", "uniformer_cli.cli.app", "predict", str(ROOT / "examples" / "yoga.mp4")]
-    command += ["--weights", str(weights), "--device", "cpu", "--json"]
+    copies = folder / "copies"
+    copies.mkdir()
+    for number in range(8):
+        (copies / f"yoga{number}.mp4").symlink_to(ROOT / "examples" / "yoga.mp4")
     auto = "OpenVINO" if importlib.util.find_spec("openvino") else "PyTorch"
-    runs = {
-        "fp32": [*command, "--precision", "fp32"],
-        f"bf16 (auto: {auto})": [*command, "--precision", "bf16"],
-        "bf16 --engine torch": [*command, "--precision", "bf16", "--engine", "torch"],
+    engines = {
+        "fp32": ["--precision", "fp32"],
+        f"bf16 (auto: {auto})": ["--precision", "bf16"],
+        "bf16 --engine torch": ["--precision", "bf16", "--engine", "torch"],
     }
     # A cache of our own: the first bf16 run converts the model for OpenVINO, the others find it.
     environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HOME": str(folder / "hf")}
-    label = "predict yoga.mp4 (4 views, process start to exit)"
-    start = time.perf_counter()
-    subprocess.run(runs[f"bf16 (auto: {auto})"], check=True, capture_output=True, env=environment)
-    print(f"  {label} bf16 (auto: {auto}) first run, converting: {time.perf_counter() - start:6.2f} s")
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(max(3, args.runs // 2)):
-        for name, argv in runs.items():
+    for label, target in (("yoga.mp4 (4 views)", ROOT / "examples" / "yoga.mp4"), ("8 x yoga.mp4 (32 views)", copies)):
+        command = [sys.executable, "-m", "uniformer_cli.cli.app", "predict", str(target)]
+        command += ["--weights", str(weights), "--device", "cpu", "--json"]
+        label = f"predict {label}, process start to exit,"
+        if target != copies and auto == "OpenVINO":
             start = time.perf_counter()
-            subprocess.run(argv, check=True, capture_output=True, env=environment)
-            times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["fp32"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        spread = f"({min(values):.2f}-{max(values):.2f})"
-        print(f"  {label} {name:<22} {median:6.2f} s {spread}  x{base / median:.2f}")
+            subprocess.run(
+                [*command, *engines[f"bf16 (auto: {auto})"]], check=True, capture_output=True, env=environment
+            )
+            print(f"  {label} bf16 (auto: {auto}) first run, converting: {time.perf_counter() - start:6.2f} s")
+        times: dict[str, list[float]] = {name: [] for name in engines}
+        for _ in range(max(3, args.runs // 2)):
+            for name, options in engines.items():
+                start = time.perf_counter()
+                subprocess.run([*command, *options], check=True, capture_output=True, env=environment)
+                times[name].append(time.perf_counter() - start)
+        base = statistics.median(times["fp32"])
+        for name, values in times.items():
+            median = statistics.median(values)
+            spread = f"({min(values):.2f}-{max(values):.2f})"
+            print(f"  {label} {name:<22} {median:6.2f} s {spread}  x{base / median:.2f}")
 
 
 def main() -> None:

@@ -238,3 +238,10 @@ def test_signals_are_handled_after_openvino_models_are_released(tmp_path: Path) 
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert (done.returncode, done.stdout.strip()) == (0, "50"), done.stderr[-2000:]
+
+
+def test_help_names_the_extra(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    for command in ("predict", "eval"):
+        code, out, _ = run_cli(capsys, command, "--help")
+        assert code == 0 and "pip install 'uniformer[openvino]'" in out

@@ -201,8 +201,9 @@ PrecisionOption = Annotated[
     typer.Option(
         "--precision",
         case_sensitive=False,
-        help="fp32: exact float32; bf16: bfloat16 weights, 2.5x faster on CPUs with AVX512-BF16 or AMX, top-5 as"
-        " fp32 on our checks (see README); auto: fp32 on CPU, the device's half-precision autocast on CUDA/MPS.",
+        help="fp32: exact float32; bf16: bfloat16, 2.6-3.4x faster per clip on CPUs with AVX512-BF16 or AMX"
+        " (PyTorch or OpenVINO, see README), top-5 as fp32 on our checks; auto: fp32 on CPU, the device's"
+        " half-precision autocast on CUDA/MPS.",
     ),
 ]
 
@@ -220,9 +221,10 @@ EngineOption = Annotated[
     typer.Option(
         "--engine",
         case_sensitive=False,
+        # The bracket is escaped for rich, which would read [openvino] as markup.
         help="What runs the model. auto: OpenVINO for --precision bf16 on the CPU when the openvino extra is"
         " installed (measured faster), else PyTorch; torch; openvino: CPU only, needs"
-        " pip install 'uniformer[openvino]'; converted once and cached under $HF_HOME/uniformer/openvino.",
+        " pip install 'uniformer\\[openvino]'; converted once and cached under $HF_HOME/uniformer/openvino.",
     ),
 ]
 
