@@ -1,6 +1,6 @@
 """The OpenVINO engine (issue 12): PyTorch's logits at fp32, PyTorch's ranking at bf16, the IR converted
 once and cached by weights, clip shape and precision (a damaged copy converted again), `--engine auto`
-choosing OpenVINO only for bf16 on the CPU, and one-line errors."""
+staying on PyTorch (measured faster end to end), and one-line errors."""
 
 from __future__ import annotations
 
@@ -97,9 +97,8 @@ def test_bf16_keeps_pytorchs_ranking_on_a_real_clip_and_has_its_own_compiled_cac
 ) -> None:
     caplog.set_level(logging.INFO, logger="uniformer_cli")
     reference = load_predictor(weights=weights, device="cpu", precision="fp32", engine="torch")
-    bf16 = load_predictor(weights=weights, device="cpu", precision="bf16")  # auto: OpenVINO
+    bf16 = load_predictor(weights=weights, device="cpu", precision="bf16", engine="openvino")
     assert isinstance(bf16.model, OpenVinoModel) and bf16.model.precision == "bf16"
-    assert "engine: OpenVINO" in caplog.text
     views = bf16.load(CLIP).views
     expected, got = reference.logits(views), bf16.logits(views)
     assert got.dtype == torch.float32 and 0 < (got - expected).abs().max() < 0.06 * expected.std()
@@ -128,25 +127,20 @@ def test_the_weights_are_hashed_once_and_again_when_they_change(weights: Path, m
     assert openvino_engine.ir_folder(weights, PROTOCOL) != first and len(hashed) == 2
 
 
-def test_auto_chooses_openvino_for_bf16_on_the_cpu_only(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="uniformer_cli")
-    assert choose_engine("auto", "bf16", CPU) == "openvino"
-    for precision in ("fp32", "auto"):
+def test_auto_stays_on_pytorch_which_measured_faster_end_to_end() -> None:
+    for precision in ("bf16", "fp32", "auto"):
         assert choose_engine("auto", precision, CPU) == "torch"
     assert choose_engine("auto", "bf16", torch.device("cuda")) == "torch"
-    assert choose_engine("auto", "bf16", CPU, compile=True) == "torch"
     assert choose_engine("torch", "bf16", CPU) == "torch"
     assert choose_engine("openvino", "fp32", CPU) == "openvino"
-    assert "engine: OpenVINO (bf16 on the CPU" in caplog.text and "engine: PyTorch (bf16 on cuda)" in caplog.text
+    assert choose_engine("openvino", "bf16", CPU) == "openvino"
 
 
 @pytest.mark.usefixtures("no_openvino")
-def test_without_the_extra_auto_falls_back_and_openvino_is_one_error_line(
-    capsys: pytest.CaptureFixture[str], weights: Path, caplog: pytest.LogCaptureFixture
+def test_without_the_extra_openvino_is_one_error_line_and_auto_runs(
+    capsys: pytest.CaptureFixture[str], weights: Path
 ) -> None:
-    caplog.set_level(logging.INFO, logger="uniformer_cli")
     assert choose_engine("auto", "bf16", CPU) == "torch"
-    assert "pip install 'uniformer[openvino]'" in caplog.text
     capsys.readouterr()  # what the CLI's log handler, left by earlier commands, showed of that
     code, out, err = run_cli(capsys, "predict", CLIP, "--weights", weights, "--engine", "openvino")
     assert (code, out) == (1, "")
@@ -178,10 +172,10 @@ def test_cli_predict_and_eval_run_on_openvino(capsys: pytest.CaptureFixture[str]
     [expected] = json.loads(torch_out)
     assert record["top_k"][0]["label"] == expected["top_k"][0]["label"]
     assert record["score"] == pytest.approx(expected["score"], abs=1e-4)
-    code, out, err = run_cli(capsys, *common, "--precision", "bf16")
+    code, out, err = run_cli(capsys, *common, "--precision", "bf16", "--engine", "openvino")
     assert code == 0, err
     assert json.loads(out)[0]["predicted_label"] == expected["predicted_label"]
-    assert "engine: OpenVINO" in err and "Traceback" not in err
+    assert "Traceback" not in err
 
 
 def test_eval_on_openvino_gives_the_forced_models_accuracy(
