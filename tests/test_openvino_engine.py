@@ -20,7 +20,7 @@ from test_eval import MIXED, assert_metrics, eval_json, expected, kinetics_relea
 from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.engine import openvino_engine
 from uniformer_cli.engine.openvino_engine import OpenVinoModel, choose_engine
-from uniformer_cli.engine.predict import load_predictor
+from uniformer_cli.engine.predict import Predictor, load_predictor
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import fast as fast_module
 from uniformer_cli.weights import save_weights
@@ -55,11 +55,16 @@ def conversions(caplog: pytest.LogCaptureFixture) -> int:
     return sum("to OpenVINO once" in record.getMessage() for record in caplog.records)
 
 
-def test_fp32_gives_pytorchs_logits_converts_once_and_rebuilds_a_damaged_copy(
-    weights: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture
+def reference(weights: Path, caplog: pytest.LogCaptureFixture) -> Predictor:
+    """PyTorch's fp32 predictor of `weights`, with INFO records captured (the conversions are counted)."""
     caplog.set_level(logging.INFO, logger="uniformer_cli")
-    reference = load_predictor(weights=weights, device="cpu", precision="fp32", engine="torch")
+    return load_predictor(weights=weights, device="cpu", precision="fp32", engine="torch")
+
+
+def test_fp32_gives_pytorchs_logits_converts_once_and_rebuilds_a_damaged_copy(
+    weights: Path, reference: Predictor, caplog: pytest.LogCaptureFixture
+) -> None:
     predictor = load_predictor(weights=weights, device="cpu", precision="fp32", engine="openvino")
     assert isinstance(predictor.model, OpenVinoModel) and conversions(caplog) == 1
     for batch in (1, 3):
@@ -93,10 +98,8 @@ def test_fp32_gives_pytorchs_logits_converts_once_and_rebuilds_a_damaged_copy(
 
 
 def test_bf16_keeps_pytorchs_ranking_on_a_real_clip_and_has_its_own_compiled_cache(
-    weights: Path, caplog: pytest.LogCaptureFixture
+    weights: Path, reference: Predictor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="uniformer_cli")
-    reference = load_predictor(weights=weights, device="cpu", precision="fp32", engine="torch")
     bf16 = load_predictor(weights=weights, device="cpu", precision="bf16", engine="openvino")
     assert isinstance(bf16.model, OpenVinoModel) and bf16.model.precision == "bf16"
     views = bf16.load(CLIP).views
