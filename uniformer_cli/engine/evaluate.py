@@ -61,7 +61,7 @@ class EvalRequest:
     resume: bool = False
     compile: bool = False
     precision: str = "auto"  # see `optimize_for_inference`
-    engine: str = "auto"  # "torch", "openvino", or chosen by precision and device (`engine.openvino_engine`)
+    engine: str = "auto"  # "torch" or "openvino"; auto is PyTorch, by measurement (`engine.openvino_engine`)
 
 
 @dataclass

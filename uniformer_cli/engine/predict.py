@@ -391,7 +391,7 @@ def load_predictor(
 ) -> Predictor:
     """A `Predictor` for a zoo model (default `DEFAULT_MODEL`) or a weights file, on the fast inference
     path (`optimize_for_inference` at `precision`, `torch.compile` with `compile`), or on OpenVINO
-    (`engine` "openvino", or "auto" with bf16 on the CPU: `engine.openvino_engine`).
+    (`engine` "openvino": `engine.openvino_engine`, which says why "auto" runs PyTorch).
 
     The protocol comes from the zoo entry (`model`, which also names the entry a local `.pth` belongs
     to) or the safetensors metadata, changed by `overrides`; a file with neither takes it from the
