@@ -33,7 +33,7 @@ from torch import nn
 from uniformer_cli import __version__
 from uniformer_cli.data.transforms import MEAN, STD
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
-from uniformer_cli.errors import UniformerError
+from uniformer_cli.errors import UniformerError, first_line
 from uniformer_cli.models import exact_attention
 from uniformer_cli.weights import LoadedModel, resolve_model
 
@@ -43,7 +43,6 @@ FORMATS = ("onnx", "openvino")
 INPUT_NAME, OUTPUT_NAME = "video", "logits"
 # Batch sizes of the check after writing: two, so that a batch axis fixed by mistake fails it.
 CHECK_BATCHES = (1, 3)
-# The extra that provides each format's engine.
 # The packages each format needs (the ONNX exporter runs on onnx and onnxscript; OpenVINO converts the
 # ONNX file), all in the extra of the format's name.
 EXTRAS = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "openvino": ("onnx", "onnxscript", "openvino")}
@@ -272,8 +271,7 @@ def export_model(
         except UniformerError:
             raise
         except Exception as error:  # the exporter's many failure types: one line, the first of its message
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UniformerError(f"cannot export {stem} to ONNX: {first}") from None
+            raise UniformerError(f"cannot export {stem} to ONNX: {first_line(error)}") from None
         written = [onnx_path]
         if format == "openvino":
             xml_path = scratch / f"{stem}.xml"

@@ -48,7 +48,7 @@ from uniformer_cli.engine.export import (
     write_onnx,
     write_openvino,
 )
-from uniformer_cli.errors import UniformerError
+from uniformer_cli.errors import UniformerError, first_line
 from uniformer_cli.models.fast import check_precision
 from uniformer_cli.weights import LoadedModel
 from uniformer_cli.weights.cache import integrity_problem, known_sha256, record_integrity
@@ -134,18 +134,13 @@ def openvino_model(loaded: LoadedModel, protocol: ViewProtocol, precision: str =
     try:
         compiled = core.compile_model(xml, "CPU", {**options, "CACHE_DIR": str(folder / f"compiled-{precision}")})
     except RuntimeError as error:  # an unwritable blob cache costs only the compile time
-        log.warning("OpenVINO could not use its compile cache in %s: %s", folder, _first_line(error))
+        log.warning("OpenVINO could not use its compile cache in %s: %s", folder, first_line(error))
         try:
             compiled = core.compile_model(xml, "CPU", options)
         except RuntimeError as error:
-            raise UniformerError(f"OpenVINO cannot compile {xml}: {_first_line(error)}") from None
+            raise UniformerError(f"OpenVINO cannot compile {xml}: {first_line(error)}") from None
     log.debug("OpenVINO compiled %s at %s in %.2f s", folder.name, precision, time.perf_counter() - started)
     return OpenVinoModel(compiled, loaded, precision, folder)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _ir_problem(folder: Path) -> str | None:
@@ -178,7 +173,7 @@ def _build(loaded: LoadedModel, protocol: ViewProtocol, folder: Path) -> None:
         except UniformerError:
             raise
         except Exception as error:  # the exporter's and converter's many failure types
-            raise UniformerError(f"cannot convert {loaded.path} for OpenVINO: {_first_line(error)}") from None
+            raise UniformerError(f"cannot convert {loaded.path} for OpenVINO: {first_line(error)}") from None
         if folder.exists():  # damaged: replaced whole
             shutil.rmtree(folder, ignore_errors=True)
         try:
