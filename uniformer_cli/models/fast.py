@@ -71,12 +71,12 @@ def fold_into_input(layer: nn.Conv3d | nn.Linear, scale: torch.Tensor, shift: to
         layer.bias.copy_(bias)
 
 
-def fold_into_output(conv: nn.Conv3d, scale: torch.Tensor, shift: torch.Tensor) -> None:
-    """`conv(x) * scale + shift` becomes `conv(x)` (the conv has a bias)."""
-    assert conv.bias is not None
+def fold_into_output(layer: nn.Conv3d | nn.Linear, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """`layer(x) * scale + shift` (per output channel) becomes `layer(x)` (the layer has a bias)."""
+    assert layer.bias is not None
     with torch.no_grad():
-        conv.weight.copy_(conv.weight.double() * scale.reshape(-1, 1, 1, 1, 1))
-        conv.bias.copy_(conv.bias.double() * scale + shift)
+        layer.weight.copy_(layer.weight.double() * scale.reshape((-1,) + (1,) * (layer.weight.ndim - 1)))
+        layer.bias.copy_(layer.bias.double() * scale + shift)
 
 
 def fold_batch_norms(model: StagedModel) -> None:
@@ -364,13 +364,10 @@ def fold_layer_scale(block: LayerScaled, first: nn.Module, second: nn.Module) ->
     """`gamma_1 * first(...)` and `gamma_2 * second(...)` become `first(...)` and `second(...)` (in place;
     both are linear layers with a bias whose output channels the gammas scale)."""
     for gamma, layer in ((block.gamma_1, first), (block.gamma_2, second)):
-        if gamma is None:
-            continue
-        scale = gamma.detach().double().flatten()
-        assert isinstance(layer, nn.Linear) and layer.bias is not None
-        with torch.no_grad():
-            layer.weight.copy_(layer.weight.double() * scale[:, None])
-            layer.bias.copy_(layer.bias.double() * scale)
+        if gamma is not None:
+            assert isinstance(layer, nn.Linear)
+            scale = gamma.detach().double().flatten()
+            fold_into_output(layer, scale, torch.zeros_like(scale))
     block.gamma_1 = block.gamma_2 = None
 
 
