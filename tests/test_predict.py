@@ -20,6 +20,7 @@ from torch import nn
 from uniformer_cli.cli import predict as predict_cli
 from uniformer_cli.cli.app import main
 from uniformer_cli.data import ViewProtocol, load_views, open_video, views_from_video
+from uniformer_cli.engine import openvino_engine
 from uniformer_cli.engine import predict as predict_engine
 from uniformer_cli.engine.predict import (
     Failure,
@@ -187,7 +188,7 @@ def colour_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, obj
         return model  # the colour model has no UniFormer layers to fuse
 
     monkeypatch.setattr(predict_engine, "resolve_model", fake_resolve)
-    monkeypatch.setattr(predict_engine, "optimize_for_inference", fake_optimize)
+    monkeypatch.setattr(openvino_engine, "optimize_for_inference", fake_optimize)  # the PyTorch engine
     return asked
 
 

@@ -17,18 +17,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.engine.distributed import Session, session
-from uniformer_cli.engine.openvino_engine import choose_engine, openvino_model
+from uniformer_cli.engine.openvino_engine import choose_engine, inference_model
 from uniformer_cli.engine.scoring import VideoResult, compute_metrics, score_videos
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError, WriteError
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_with_fallback
-from uniformer_cli.models.fast import check_precision, optimize_for_inference
+from uniformer_cli.models.fast import check_precision
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.records import Record, class_record, model_fields
 from uniformer_cli.weights import resolve_model
@@ -304,15 +302,8 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
         )
         todo = [position for position, key in enumerate(keys) if key not in previous]
         shard = todo[current.rank :: current.world_size]  # no padding duplicates, unlike the official sampler
-        model: nn.Module
-        if engine == "openvino":
-            model = openvino_model(loaded, protocol, request.precision)
-        else:
-            model = optimize_for_inference(
-                loaded.model, inplace=True, compile=request.compile, precision=request.precision
-            )
         scored = score_videos(
-            model,
+            inference_model(loaded, protocol, engine, request.precision, request.compile),
             samples,
             shard,
             keys,

@@ -49,7 +49,7 @@ from uniformer_cli.engine.export import (
     write_openvino,
 )
 from uniformer_cli.errors import UniformerError, first_line
-from uniformer_cli.models.fast import check_precision
+from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.weights import LoadedModel
 from uniformer_cli.weights.cache import integrity_problem, known_sha256, record_integrity
 
@@ -80,6 +80,16 @@ def choose_engine(engine: str, precision: str, device: torch.device, compile: bo
     # torch, and auto: PyTorch, the faster engine end to end at the batches predict and eval run (see the
     # module doc).
     return "torch"
+
+
+def inference_model(
+    loaded: LoadedModel, protocol: ViewProtocol, engine: str, precision: str, compile: bool = False
+) -> nn.Module:
+    """`loaded` ready to score clips of `protocol`'s shape on `engine` (as `choose_engine` returned it):
+    OpenVINO's compiled model, or PyTorch's fast inference path at `precision` (made in place)."""
+    if engine == "openvino":
+        return openvino_model(loaded, protocol, precision)
+    return optimize_for_inference(loaded.model, inplace=True, compile=compile, precision=precision)
 
 
 def cache_root() -> Path:

@@ -33,9 +33,9 @@ from uniformer_cli.data.views import (
     views_from_video,
 )
 from uniformer_cli.device import batched_logits, select_device
-from uniformer_cli.engine.openvino_engine import choose_engine, openvino_model
+from uniformer_cli.engine.openvino_engine import choose_engine, inference_model
 from uniformer_cli.errors import UniformerError, VideoError
-from uniformer_cli.models.fast import check_precision, optimize_for_inference
+from uniformer_cli.models.fast import check_precision
 from uniformer_cli.progress import progress_bar
 from uniformer_cli.records import Record, class_record, model_fields
 from uniformer_cli.weights import resolve_model
@@ -409,13 +409,8 @@ def load_predictor(
     protocol = resolve_protocol(loaded.protocol, overrides or ProtocolOverrides(), str(loaded.path))
     # A file that is no zoo entry's is named by its path as given, never by a bare (ambiguous) file name.
     name = loaded.entry.name if loaded.entry else str(weights if weights is not None else loaded.path)
-    fast: nn.Module
-    if engine == "openvino":
-        fast = openvino_model(loaded, protocol, precision)
-    else:
-        fast = optimize_for_inference(loaded.model, inplace=True, compile=compile, precision=precision)
     return Predictor(
-        fast,
+        inference_model(loaded, protocol, engine, precision, compile),
         protocol,
         labels=loaded.labels,
         name=name,
