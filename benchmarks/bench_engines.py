@@ -85,7 +85,7 @@ def engines(model: torch.nn.Module, clip: torch.Tensor, threads: int, folder: Pa
     """The installed engines' contenders on the exported ONNX file of `model`."""
     import torch
 
-    from uniformer_cli.engine.export import exportable, write_onnx
+    from uniformer_cli.engine.interchange import exportable, write_onnx
 
     have = {
         name: importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript", "openvino", "onnxruntime")
@@ -163,7 +163,6 @@ def bench_model(family: str, args: argparse.Namespace, folder: Path) -> None:
 def bench_predict(args: argparse.Namespace, folder: Path) -> None:
     import torch
 
-    from uniformer_cli.data.views import ViewProtocol
     from uniformer_cli.models import create_model
     from uniformer_cli.weights import save_weights
     from uniformer_cli.zoo import get_entry
@@ -174,7 +173,7 @@ def bench_predict(args: argparse.Namespace, folder: Path) -> None:
         folder / "s16.safetensors",
         create_model(entry.config).eval(),
         entry.config,
-        protocol=ViewProtocol.from_entry(entry).as_dict(),
+        protocol=entry.protocol.as_dict(),
     )
     copies = folder / "copies"
     copies.mkdir()

@@ -28,15 +28,15 @@ def main() -> None:
 
     print("counting one view (fake tensors; the first call also builds the shape-only model)")
     for family in FAMILIES:
-        entry = max((e for e in ZOO.values() if e.family == family), key=lambda e: (e.frames, e.size))
+        entry = max((e for e in ZOO.values() if e.family == family), key=lambda e: (e.protocol.frames, e.protocol.size))
         start = time.perf_counter()
-        count = count_macs(entry.config, entry.frames, entry.size)
+        count = count_macs(entry.config, entry.protocol.frames, entry.protocol.size)
         print(
-            f"  {family:>3} {entry.frames}x{entry.size}: {count.macs / 1e9:8.2f} GFLOPs"
+            f"  {family:>3} {entry.protocol.frames}x{entry.protocol.size}: {count.macs / 1e9:8.2f} GFLOPs"
             f"  in {time.perf_counter() - start:5.2f} s"
         )
     start = time.perf_counter()
-    rows = cost_rows(select_workloads(), progress=False)
+    rows = cost_rows(select_workloads())
     print(f"whole zoo table ({len(rows)} rows, counts cached above reused): {time.perf_counter() - start:.2f} s")
 
     if args.no_speed:

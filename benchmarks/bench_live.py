@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.models import ModelConfig, create_model
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import save_weights
 
 CHILD = """
 import json, resource, sys
 from uniformer_cli.engine.predict import load_predictor
-predictor = load_predictor(weights=sys.argv[1], device="cpu")
+predictor = load_predictor(sys.argv[1], device="cpu")
 timeline = predictor.live_timeline(sys.argv[2], float(sys.argv[3]))
 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"windows": len(timeline.windows), "frames_held": timeline.frames_held, "peak_mib": peak_kib / 1024}))

@@ -25,12 +25,12 @@ import torch
 from torch import nn
 
 from uniformer_cli.data.datasets import Sample
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.device import select_device, synchronize
 from uniformer_cli.engine.scoring import score_videos
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import FAMILIES
 from uniformer_cli.models.fast import optimize_for_inference
+from uniformer_cli.protocol import ViewProtocol
 
 
 class ForwardTimer:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from uniformer_cli.data import ViewProtocol, open_video
+from uniformer_cli.data import open_video
 from uniformer_cli.data.views import read_view_frames, views_from_frames
 from uniformer_cli.device import select_device, synchronize
 from uniformer_cli.engine.predict import Predictor
@@ -55,7 +55,7 @@ def main() -> None:
 
     entry = get_entry(args.model)
     device = select_device(args.device)
-    protocol = ViewProtocol.from_entry(entry, args.clips, args.crops)
+    protocol = entry.protocol.with_views(args.clips, args.crops)
     # The model `uniformer predict` runs: the fast inference path on the chosen device.
     model = optimize_for_inference(create_model(entry.config).to(device), inplace=True)
     predictor = Predictor(model, protocol, device=device, batch_size=args.batch_size)

@@ -52,7 +52,8 @@ def test_lazy_exports_resolve_to_the_defining_modules() -> None:
 
     assert uniformer_cli.load_model is load_model
     assert models.create_model is create_model
-    assert data.ProtocolOverrides.__module__ == "uniformer_cli.data.views"
+    assert data.load_views.__module__ == "uniformer_cli.data.views"
+    assert uniformer_cli.load_predictor.__module__ == "uniformer_cli.engine.predict"
     assert engine.flops.__name__ == "uniformer_cli.engine.flops"
     for package in (uniformer_cli, data, models, engine):
         assert set(package.__all__) <= set(dir(package))

@@ -13,7 +13,6 @@ from cli_runner import run_cli
 from parity import FIXTURES, PARITY, SMALL, fixture_input, official_logits
 from torch import nn
 
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import CheckpointError
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import FAMILIES
@@ -81,9 +80,9 @@ def test_full_size_official_layouts_convert_with_the_right_config(
     if zoo_name:
         entry = get_entry(zoo_name)
         assert stored.labels == load_labels("k400")
-        assert stored.protocol == ViewProtocol.from_entry(entry).as_dict()
+        assert stored.protocol == entry.protocol.as_dict()
         assert summary["model"] == zoo_name
-        assert summary["protocol"] == ViewProtocol.from_entry(entry).as_dict()
+        assert summary["protocol"] == entry.protocol.as_dict()
     else:
         assert summary["model"] is None and summary["protocol"] is None
         assert stored.labels is None and stored.protocol is None

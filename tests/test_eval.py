@@ -13,15 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from eval_data import CENTRES, colour, colour_model, flat_frames, flat_video, ranking
 
 from uniformer_cli.cli.app import main
 from uniformer_cli.data.datasets import get_dataset
-from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol
 from uniformer_cli.engine import evaluate as evaluate_engine
-from uniformer_cli.engine.evaluate import EvalRequest, build_protocol
+from uniformer_cli.engine.evaluate import open_for_dataset
+from uniformer_cli.engine.inference import InferenceRequest
 from uniformer_cli.engine.scoring import VideoResult, compute_metrics
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.weights import save_weights
 from uniformer_cli.zoo import get_entry, load_labels
 
@@ -133,29 +135,30 @@ def test_metrics_count_failures_as_wrong_unless_skipped() -> None:
     )
 
 
-def test_protocol_is_the_models_unless_overridden() -> None:
+def test_protocol_is_the_models_unless_overridden(tmp_path: Path) -> None:
     spec = get_dataset("sthv1")
-    released = ViewProtocol.from_entry(get_entry("b-sthv1"))
+    released = get_entry("b-sthv1").protocol
 
-    def build(model_protocol: ViewProtocol | None, dataset: str = "sthv1", **overrides: object):
-        request = EvalRequest(dataset, None, protocol=ProtocolOverrides(**overrides))  # type: ignore[arg-type]
-        return build_protocol(model_protocol, get_dataset(dataset), request.protocol, "tiny.pth")
+    def build(model_protocol: ViewProtocol | None, **overrides: object) -> ViewProtocol:
+        return resolve_protocol(model_protocol, ProtocolOverrides(**overrides), "tiny.pth")  # type: ignore[arg-type]
 
-    assert build(released) == (released, True)
-    changed, same = build(released, clips=2, frames=8)
-    assert not same and (changed.clips, changed.crops, changed.frames, changed.channel_order) == (2, 3, 8, "bgr")
-    dense, _ = build(released, sampling="dense", stride=4)
+    assert build(released) == released
+    changed = build(released, clips=2, frames=8)
+    assert (changed.clips, changed.crops, changed.frames, changed.channel_order) == (2, 3, 8, "bgr")
+    dense = build(released, sampling="dense", stride=4)
     assert (dense.sampling, dense.stride, dense.single_crop) == ("dense", 4, "centre")
-    resized, _ = build(released, size=160, channel_order="rgb")
+    resized = build(released, size=160, channel_order="rgb")
     assert (resized.size, resized.channel_order, resized.sampling) == (160, "rgb", released.sampling)
-    # A model without a protocol gets the dataset's zoo model's; without either, the user must say.
-    assert build(None) == (ViewProtocol.from_entry(spec.default_model), False)
     with pytest.raises(UniformerError, match="stride"):
         build(released, sampling="dense")
-    with pytest.raises(UniformerError, match=r"tiny\.pth carries no test protocol: give --frames with --stride"):
-        build(None, "folder")
-    own, _ = build(None, "folder", frames=8, sampling="sparse", stride=4)
+    own = build(None, frames=8, sampling="sparse", stride=4)
     assert own == ViewProtocol(frames=8, sampling="sparse")
+    # A model without a protocol runs the dataset's zoo model's; without either, the user must say.
+    weights = write_model(tmp_path / "tiny.pth.safetensors", load_labels("sthv1"), None)  # type: ignore[arg-type]
+    cpu = torch.device("cpu")
+    assert open_for_dataset(InferenceRequest(weights=weights), spec, cpu).protocol == spec.default_model.protocol
+    with pytest.raises(UniformerError, match=r"tiny\.pth\.safetensors carries no test protocol: give --frames"):
+        open_for_dataset(InferenceRequest(weights=weights), get_dataset("folder"), cpu)
 
 
 def test_kinetics_official_list_with_broken_and_missing_videos(tmp_path: Path, capsys) -> None:

@@ -15,10 +15,10 @@ from synthetic_video import write_video
 from tiny_training import TINY_CONFIG, train_tiny
 
 from uniformer_cli.data import transforms
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.engine.explain import DEFAULT_STAGE, explain_clip, resolve_target
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import ModelConfig, create_model
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import save_weights
 
 SIDE, FRAMES = 64, 8

@@ -17,9 +17,9 @@ from cli_runner import run_cli
 from parity import FIXTURES, fixture_model
 from test_output import documented_schema
 
-from uniformer_cli.cli.export import ExportFormat
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.engine import export as export_engine
+from uniformer_cli.engine import interchange
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import save_weights
 
 PROTOCOL = ViewProtocol(frames=8, stride=4, clips=2, crops=3, size=64, channel_order="bgr")
@@ -91,10 +91,6 @@ def test_openvino_export_reloads_with_openvino(
     np.testing.assert_allclose(compiled(clips)[0], reference_logits("small", clips), atol=TOLERANCE)
 
 
-def test_the_cli_offers_the_formats_the_engine_knows() -> None:
-    assert tuple(choice.value for choice in ExportFormat) == export_engine.FORMATS
-
-
 def test_export_errors_are_one_line(
     capsys: pytest.CaptureFixture[str], weights: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -119,7 +115,7 @@ def test_export_errors_are_one_line(
             raise ImportError(name)
         return real_import(name, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(export_engine.importlib, "import_module", without_openvino)
+    monkeypatch.setattr(interchange.importlib, "import_module", without_openvino)
     code, err = fails(weights["small"], "--format", "openvino", "-o", tmp_path / "out")
     assert code == 1 and "pip install 'uniformer[openvino]'" in err
 

@@ -18,10 +18,11 @@ from safetensors.torch import load_file
 from synthetic_video import numbered_frame, write_video
 from tiny_training import TINY_CONFIG, train_tiny
 
-from uniformer_cli.data.views import ViewProtocol, load_views
+from uniformer_cli.data.views import load_views
 from uniformer_cli.engine.features import read_features
 from uniformer_cli.models import create_model
 from uniformer_cli.models.fast import optimize_for_inference
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import save_weights
 
 PROTOCOL = ViewProtocol(frames=8, stride=2, clips=2, size=32)

@@ -39,7 +39,7 @@ def test_per_view_counts_match_the_paper(family: str, frames: int, paper: float)
 
 @pytest.mark.parametrize(("name", "paper_total"), [("s16-sthv2-k600", 125.0), ("b16-sthv1-k400", 290.0)])
 def test_something_something_totals_over_three_crops_match_the_paper(name: str, paper_total: float) -> None:
-    (row,) = cost_rows(select_workloads(model=name), progress=False)
+    (row,) = cost_rows(select_workloads(model=name))
     assert (row.clips, row.crops) == (1, 3)
     assert row.gflops == pytest.approx(paper_total, rel=0.02)
     assert row.gflops == pytest.approx(3 * row.gflops_per_view)
@@ -61,7 +61,7 @@ def test_something_something_totals_over_three_crops_match_the_paper(name: str, 
 )
 def test_light_model_counts_match_the_official_modules(name: str, spec: float) -> None:
     entry = get_entry(name)
-    count = count_macs(entry.config, entry.frames, entry.size).macs / 1e9
+    count = count_macs(entry.config, entry.protocol.frames, entry.protocol.size).macs / 1e9
     assert count == pytest.approx(spec, abs=0.006)
     # ... and stay within the documented 0-2.5% below the zoo's one-decimal figures.
     assert -0.025 <= count / entry.gflops_per_view - 1 <= 0.012
@@ -170,7 +170,7 @@ def test_frames_alone_lists_the_zoo_entries_of_that_length_and_csv_matches(
 ) -> None:
     code, out, _ = run_flops(capsys, "--frames", "16", "-o", tmp_path / "cost.csv")
     assert code == 0
-    names = [entry.name for entry in ZOO.values() if entry.frames == 16]
+    names = [entry.name for entry in ZOO.values() if entry.protocol.frames == 16]
     assert all(name in out for name in names)  # the table
     rows = list(csv.DictReader(io.StringIO((tmp_path / "cost.csv").read_text())))
     assert [row["model"] for row in rows] == names
@@ -196,7 +196,7 @@ def test_a_length_nobody_released_costs_every_architecture_at_it(capsys: pytest.
     code, out, _ = run_flops(capsys, "--frames", "12", "--json")
     assert code == 0
     rows = json.loads(out)
-    assert {(row["arch"], row["size"]) for row in rows} == {(e.family, e.size) for e in ZOO.values()}
+    assert {(row["arch"], row["size"]) for row in rows} == {(e.family, e.protocol.size) for e in ZOO.values()}
     assert all(row["frames"] == 12 and row["paper_gflops_per_view"] is None for row in rows)
     by_family = {row["arch"]: row["gflops_per_view"] for row in rows}
     assert gflops("s", 8, 224) < by_family["s"] < gflops("s", 16, 224)

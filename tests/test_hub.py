@@ -21,7 +21,6 @@ import torch
 from hub_server import LocalHub, serve_tiny_zoo_model
 
 from uniformer_cli import load_model, resolve_model
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.weights import cache, hub, load_weights, loader
 from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZOO, get_entry, load_labels
@@ -50,7 +49,7 @@ def test_zoo_download_converts_once_and_gives_the_source_logits(
     torch.testing.assert_close(logits(loaded.model), logits(served.model), rtol=0, atol=1e-6)
     assert loaded.labels == load_labels("k400")
     assert loaded.entry == entry
-    assert loaded.protocol == ViewProtocol.from_entry(entry)
+    assert loaded.protocol == entry.protocol
     assert local_hub.count("GET", entry.hub_file) == 1
     (converted,) = converted_files(local_hub)
     assert converted.parent.parent.name == "test-org--uniformer-tiny"

@@ -1,6 +1,7 @@
-"""The package's import graph: imports go one way (cli -> engine -> weights / data / models -> shared
-pieces) and no module imports itself back through others. Imports under TYPE_CHECKING and inside
-functions count: they are dependencies too, only deferred."""
+"""The package's import graph: imports go one way (cli -> engine -> weights -> data -> zoo -> device ->
+models -> shared pieces) and no module imports itself back through others. Imports under TYPE_CHECKING
+and inside functions count: they are dependencies too, only deferred. Only the CLI draws: nothing below
+it imports rich or calls print."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 import uniformer_cli
 
 PACKAGE = Path(uniformer_cli.__file__).parent
-# A layer may import the layers after it in this list, never those before it. The data layer and the zoo
-# are peers: dataset readers use the zoo's label sets, the zoo's protocols use the data layer's rule names.
-LAYERS = (("cli",), ("engine",), ("weights",), ("data", "zoo"), ("models",))
+# A floor may import the floors after it in this list and its own, never those before it. The last floor
+# holds the pieces every other one shares (the protocol's and the run settings' vocabulary, records,
+# progress events, errors, files).
+SHARED = ("protocol", "settings", "events", "records", "errors", "files", "lazy", "runtime", "plots", "version")
+LAYERS = (("cli",), ("engine",), ("weights",), ("data",), ("zoo",), ("device",), ("models",), SHARED)
 
 
 def _module_name(path: Path) -> str:
@@ -80,6 +83,33 @@ def test_imports_go_down_the_layers() -> None:
         if (mine := _layer(module)) is not None and (theirs := _layer(target)) is not None and theirs < mine
     ]
     assert upward == []
+
+
+def test_every_module_has_a_floor() -> None:
+    assert [module for module in import_graph() if "." in module and _layer(module) is None] == []
+
+
+def _below_the_cli() -> dict[str, ast.Module]:
+    paths = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {
+        name: ast.parse(path.read_text(encoding="utf-8"))
+        for name, path in paths.items()
+        if not name.startswith("uniformer_cli.cli")
+    }
+
+
+def test_only_the_cli_draws() -> None:
+    """The engine reports through `events` callbacks and `logging`; rich and print belong to the CLI."""
+    drawing = []
+    for name, tree in _below_the_cli().items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                drawing += [f"{name} imports {a.name}" for a in node.names if a.name.split(".")[0] == "rich"]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "rich":
+                drawing.append(f"{name} imports {node.module}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                drawing.append(f"{name} calls print (line {node.lineno})")
+    assert drawing == []
 
 
 def test_the_cycle_finder_finds_cycles() -> None:

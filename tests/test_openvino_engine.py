@@ -17,12 +17,12 @@ from cli_runner import run_cli
 from parity import FIXTURES, fixture_model
 from test_eval import MIXED, assert_metrics, eval_json, expected, kinetics_release
 
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.engine import openvino_engine
 from uniformer_cli.engine.openvino_engine import OpenVinoModel, choose_engine
 from uniformer_cli.engine.predict import Predictor, load_predictor
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import fast as fast_module
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import save_weights
 
 PROTOCOL = ViewProtocol(frames=8, stride=2, clips=2, crops=1, size=64)
@@ -59,13 +59,13 @@ def conversions(caplog: pytest.LogCaptureFixture) -> int:
 def reference(weights: Path, caplog: pytest.LogCaptureFixture) -> Predictor:
     """PyTorch's fp32 predictor of `weights`, with INFO records captured (the conversions are counted)."""
     caplog.set_level(logging.INFO, logger="uniformer_cli")
-    return load_predictor(weights=weights, device="cpu", precision="fp32", engine="torch")
+    return load_predictor(weights, device="cpu", precision="fp32", engine="torch")
 
 
 def test_fp32_gives_pytorchs_logits_converts_once_and_rebuilds_a_damaged_copy(
     weights: Path, reference: Predictor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    predictor = load_predictor(weights=weights, device="cpu", precision="fp32", engine="openvino")
+    predictor = load_predictor(weights, device="cpu", precision="fp32", engine="openvino")
     assert isinstance(predictor.model, OpenVinoModel) and conversions(caplog) == 1
     for batch in (1, 3):
         clips = torch.randn(batch, 3, 8, 64, 64)
@@ -82,7 +82,7 @@ def test_fp32_gives_pytorchs_logits_converts_once_and_rebuilds_a_damaged_copy(
     assert any((folder / "compiled-fp32").iterdir())  # OpenVINO's blob for this precision
     ir = (folder / "model.bin").stat()
 
-    again = load_predictor(weights=weights, device="cpu", precision="fp32", engine="openvino")
+    again = load_predictor(weights, device="cpu", precision="fp32", engine="openvino")
     assert conversions(caplog) == 1  # from the cache: neither exported nor converted again
     assert (folder / "model.bin").stat().st_ino == ir.st_ino
     clips = torch.randn(2, 3, 8, 64, 64)
@@ -92,7 +92,7 @@ def test_fp32_gives_pytorchs_logits_converts_once_and_rebuilds_a_damaged_copy(
     data = bytearray((folder / "model.bin").read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights: the stat stamp changed, the hash differs
     (folder / "model.bin").write_bytes(bytes(data))
-    rebuilt = load_predictor(weights=weights, device="cpu", precision="fp32", engine="openvino")
+    rebuilt = load_predictor(weights, device="cpu", precision="fp32", engine="openvino")
     assert conversions(caplog) == 2 and "converting it again" in caplog.text
     torch.testing.assert_close(rebuilt.logits(clips), expected, atol=1e-4, rtol=0)
 
@@ -100,14 +100,14 @@ def test_fp32_gives_pytorchs_logits_converts_once_and_rebuilds_a_damaged_copy(
 def test_bf16_keeps_pytorchs_ranking_on_a_real_clip_and_has_its_own_compiled_cache(
     weights: Path, reference: Predictor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bf16 = load_predictor(weights=weights, device="cpu", precision="bf16", engine="openvino")
+    bf16 = load_predictor(weights, device="cpu", precision="bf16", engine="openvino")
     assert isinstance(bf16.model, OpenVinoModel) and bf16.model.precision == "bf16"
     views = bf16.load(CLIP).views
     expected, got = reference.logits(views), bf16.logits(views)
     assert got.dtype == torch.float32 and 0 < (got - expected).abs().max() < 0.06 * expected.std()
     assert torch.equal(got.mean(0).argsort(descending=True)[:3], expected.mean(0).argsort(descending=True)[:3])
     # The same IR serves both precisions; each has its own compiled blobs.
-    load_predictor(weights=weights, device="cpu", precision="fp32", engine="openvino")
+    load_predictor(weights, device="cpu", precision="fp32", engine="openvino")
     assert conversions(caplog) == 1
     (folder,) = openvino_engine.cache_root().glob("*-8x64x64")
     assert {path.name for path in folder.glob("compiled-*")} == {"compiled-bf16", "compiled-fp32"}
@@ -200,7 +200,7 @@ tests, folder = sys.argv[1:3]
 sys.path.insert(0, tests)
 import torch
 from parity import FIXTURES, fixture_model
-from uniformer_cli.data.views import ViewProtocol
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.engine import openvino_engine
 from uniformer_cli.engine.predict import load_predictor
 from uniformer_cli.weights import save_weights
@@ -208,8 +208,8 @@ openvino_engine.constants.HF_HOME = str(Path(folder) / "hf")
 protocol = ViewProtocol(frames=8, stride=2, clips=1, crops=1, size=64)
 model, config = fixture_model("small"), FIXTURES["small"]
 weights = save_weights(Path(folder) / "w.safetensors", model, config, None, protocol.as_dict())
-first = load_predictor(weights=weights, device="cpu", engine="openvino")
-second = load_predictor(weights=weights, device="cpu", engine="openvino")
+first = load_predictor(weights, device="cpu", engine="openvino")
+second = load_predictor(weights, device="cpu", engine="openvino")
 for predictor in (first, second):
     predictor.logits(torch.randn(1, 3, 8, 64, 64))
 del first, predictor; gc.collect()

@@ -11,7 +11,6 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import get_args
 
 import pytest
 import typer
@@ -22,24 +21,31 @@ from synthetic_video import numbered_frame, write_frame_folder
 
 from uniformer_cli import engine
 from uniformer_cli.cli import evaluate, explain, features, options
+from uniformer_cli.cli import predict as predict_command
 from uniformer_cli.cli.app import app
-from uniformer_cli.cli.evaluate import Dataset
 from uniformer_cli.cli.output import flatten
-from uniformer_cli.data import ProtocolOverrides
-from uniformer_cli.data.datasets import DATASETS
-from uniformer_cli.data.sampling import SAMPLINGS
-from uniformer_cli.data.video import DECODERS
-from uniformer_cli.device import DEVICE_CHOICES
-from uniformer_cli.engine.openvino_engine import ENGINES
-from uniformer_cli.models.config import FAMILIES
+from uniformer_cli.protocol import ProtocolOverrides
 from uniformer_cli.weights import save_weights
-from uniformer_cli.zoo import ZOO, ChannelOrder
+from uniformer_cli.zoo import ZOO
 
 ROOT = Path(__file__).resolve().parent.parent
 PARITY = ROOT / "tests" / "fixtures" / "parity"
 PROTOCOL = {"frames": 4, "stride": 2, "sampling": "dense", "clips": 2, "crops": 1, "size": 32, "channel_order": "rgb"}
 NAMES = [f"class {k} [x]" for k in range(8)]  # brackets: rich markup, printed verbatim
 COMMANDS = ("predict", "eval", "flops", "convert", "models")
+# predict's own parameters: what to read and how to show it (the rest builds its inference request).
+PREDICT_ONLY = {
+    "paths",
+    "top_k",
+    "json_output",
+    "output",
+    "csv_file",
+    "timeline",
+    "fps",
+    "plot",
+    "batch_size",
+    "decoder",
+}
 
 
 def documented_schema() -> dict[str, set[str]]:
@@ -227,40 +233,26 @@ def test_usage_errors_are_one_line_with_the_valid_values(
 @pytest.mark.parametrize(
     ("command", "request_class", "derived", "command_only"),
     [
-        (
-            evaluate.evaluate,
-            engine.evaluate.EvalRequest,
-            {"protocol", "compile", "engine", "json_path"},
-            {"json_output", "output", "plot"},
-        ),
-        (features.features, engine.features.FeaturesRequest, {"protocol", "compile"}, {"json_output"}),
-        (explain.explain, engine.explain.ExplainRequest, {"protocol"}, {"json_output"}),
+        (evaluate.evaluate, engine.evaluate.EvalRequest, {"inference", "json_path"}, {"json_output", "output", "plot"}),
+        (features.features, engine.features.FeaturesRequest, {"inference"}, {"json_output"}),
+        (explain.explain, engine.explain.ExplainRequest, {"inference"}, {"json_output"}),
+        (predict_command.predict, None, set(), PREDICT_ONLY),
     ],
 )
 def test_each_option_reaches_its_request_by_name(
-    command: object, request_class: type, derived: set[str], command_only: set[str]
+    command: object, request_class: type | None, derived: set[str], command_only: set[str]
 ) -> None:
-    """The commands build their engine request from their parameters by name (`options.fields_from`): a
-    parameter whose name matches no request or protocol field would be dropped silently, so it fails here;
-    and every request field is either a parameter or one the command derives."""
+    """The commands build their engine request, and the inference request inside it
+    (`options.inference_request`), from their parameters by name (`options.fields_from`): a parameter whose
+    name matches no field would be dropped silently, so it fails here; and every request field is either a
+    parameter or one the command derives."""
     parameters = set(inspect.signature(command).parameters)  # type: ignore[arg-type]
-    fields = {field.name for field in dataclasses.fields(request_class)}
+    fields = {field.name for field in dataclasses.fields(request_class)} if request_class else set()
+    inference = {field.name for field in dataclasses.fields(engine.inference.InferenceRequest)} - {"protocol"}
     protocol = {field.name for field in dataclasses.fields(ProtocolOverrides)}
     assert fields - parameters == derived
-    assert parameters - fields - protocol - {"compile_model", "engine_name"} == command_only
-
-
-def test_choice_enums_agree_with_the_code_that_owns_them() -> None:
-    def values(choice: type[options.Choice]) -> tuple[str, ...]:
-        return tuple(member.value for member in choice)
-
-    assert values(options.Device) == DEVICE_CHOICES
-    assert values(options.Engine) == ENGINES
-    assert values(options.Decoder) == DECODERS
-    assert values(options.Sampling) == SAMPLINGS
-    assert values(options.ChannelOrder) == get_args(ChannelOrder)
-    assert values(options.Arch) == tuple(FAMILIES)
-    assert values(Dataset) == tuple(DATASETS)
+    taken = fields | protocol | {name for name in inference if name in parameters} | set(options.RENAMED)
+    assert parameters - taken == command_only
 
 
 def test_choices_reach_the_command_as_plain_values(capsys: pytest.CaptureFixture[str], data: dict[str, Path]) -> None:
@@ -436,7 +428,7 @@ def test_commands_get_plain_values_never_enum_members() -> None:
     def command(device: str, crops: int | None, sampling: str | None = None) -> None:
         received.update(device=device, crops=crops, sampling=sampling)
 
-    options.plain_choices(command)(device=options.Device.cpu, crops=options.Crops.three, sampling=None)
+    options.plain_choices(command)(device=options.Device.cpu, crops=options.Crops("3"), sampling=None)
     assert received == {"device": "cpu", "crops": 3, "sampling": None}
     assert type(received["device"]) is str and type(received["crops"]) is int
 

@@ -16,9 +16,9 @@ from matplotlib.image import imread
 from synthetic_video import write_video
 
 from uniformer_cli import plots
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.engine.train import MetricsLog
 from uniformer_cli.models import ModelConfig, create_model
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import save_weights
 
 

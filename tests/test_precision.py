@@ -18,7 +18,8 @@ from uniformer_cli.device import batched_logits
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import ModelConfig, create_model
 from uniformer_cli.models import fast as fast_module
-from uniformer_cli.models.fast import PRECISIONS, check_precision, optimize_for_inference
+from uniformer_cli.models.fast import check_precision, optimize_for_inference
+from uniformer_cli.settings import PRECISIONS
 from uniformer_cli.weights import save_weights
 
 CLIPS = Path(__file__).parent / "fixtures" / "preprocess" / "Tw2yXa6CzWE_inputs.npz"

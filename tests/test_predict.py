@@ -19,22 +19,16 @@ from torch import nn
 
 from uniformer_cli.cli import predict as predict_cli
 from uniformer_cli.cli.app import main
-from uniformer_cli.data import ViewProtocol, load_views, open_video, views_from_video
-from uniformer_cli.engine import openvino_engine
-from uniformer_cli.engine import predict as predict_engine
-from uniformer_cli.engine.predict import (
-    Failure,
-    Prediction,
-    Predictor,
-    VideoPrediction,
-    expand_paths,
-    find_videos,
-    run_predict,
-    window_bounds,
-)
+from uniformer_cli.data import load_views, open_video, views_from_video
+from uniformer_cli.data.paths import expand_paths, find_videos
+from uniformer_cli.data.windows import window_bounds
+from uniformer_cli.engine import inference
+from uniformer_cli.engine.predict import Prediction, Predictor, VideoPrediction, run_predict
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.protocol import ViewProtocol
+from uniformer_cli.records import Failure
 from uniformer_cli.weights import LoadedModel, save_weights
 from uniformer_cli.zoo import DEFAULT_MODEL, get_entry, load_labels
 
@@ -161,7 +155,7 @@ def test_expand_paths(tmp_path: Path, videos: dict[str, Path]) -> None:
 
 
 def test_run_predict_reports_unmatched_patterns(videos: dict[str, Path], tmp_path: Path) -> None:
-    report = run_predict(_colour_predictor(), find_videos([videos["red"], tmp_path / "missing"]), progress=False)
+    report = run_predict(_colour_predictor(), find_videos([videos["red"], tmp_path / "missing"]))
     assert [r.file for r in report.results] == [str(videos["red"])]
     assert report.failures == [Failure(str(tmp_path / "missing"), f"no such file or folder: {tmp_path / 'missing'}")]
 
@@ -181,14 +175,15 @@ def colour_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, obj
 
     def fake_resolve(name_or_path: object, **options: object) -> LoadedModel:
         asked.update(options, name=name_or_path, path=tmp_path / "colour.safetensors")
-        return LoadedModel(ColourModel(), ModelConfig(), COLOURS, None, tmp_path / "colour.safetensors", PROTOCOL)
+        path = tmp_path / "colour.safetensors"
+        return LoadedModel(ColourModel(), ModelConfig(), COLOURS, None, path, PROTOCOL, str(path))
 
     def fake_optimize(model: nn.Module, **options: object) -> nn.Module:
         asked.update(optimized=options)
         return model  # the colour model has no UniFormer layers to fuse
 
-    monkeypatch.setattr(predict_engine, "resolve_model", fake_resolve)
-    monkeypatch.setattr(openvino_engine, "optimize_for_inference", fake_optimize)  # the PyTorch engine
+    monkeypatch.setattr(inference, "resolve_model", fake_resolve)
+    monkeypatch.setattr(inference, "optimize_for_inference", fake_optimize)  # the PyTorch engine
     return asked
 
 
@@ -261,12 +256,12 @@ def test_cli_table_and_csv(
     table_file = tmp_path / "out.csv"
     code, out, _ = _run(capsys, videos["blue"], "--model", "colour", "-o", table_file, "--top-k", "2")
     assert code == 0
-    assert "blue.mp4" in out
-    assert "colour.safetensors" in out
-    assert "4x2, 2x1 views, 32px, RGB" in out  # the protocol used
+    assert "blue" in out and "red" in out  # the ranked labels (the caption's wrapping follows the temp path)
     with table_file.open() as handle:
         [row] = list(csv.DictReader(handle))
     assert (row["video"], row["predicted_label"], row["protocol.frames"]) == (str(videos["blue"]), "blue", "4")
+    assert row["model"] == str(colour_cli["path"])  # a file that is no zoo entry's is named by its path
+    assert (row["protocol.clips"], row["protocol.crops"], row["protocol.size"]) == ("2", "1", "32")
     assert [p["label"] for p in json.loads(row["top_k"])] == ["blue", "red"]
     # --csv FILE: the old spelling, the same file.
     old = tmp_path / "old.csv"
@@ -278,10 +273,13 @@ def test_cli_options_reach_the_engine(
     capsys: pytest.CaptureFixture[str], colour_cli: dict, videos: dict[str, Path]
 ) -> None:
     code, out, _ = _run(
-        capsys, videos["red"], "--model", "colour", "--clips", "3", "--crops", "3", "--device", "cpu", "--head-dim", "8"
+        capsys,
+        *(videos["red"], "--model", "colour", "--clips", "3", "--crops", "3", "--device", "cpu", "--head-dim", "8"),
+        "--json",
     )
     assert code == 0
-    assert "4x2, 3x3 views, 32px, RGB" in out
+    protocol = json.loads(out)[0]["protocol"]
+    assert (protocol["frames"], protocol["clips"], protocol["crops"], protocol["size"]) == (4, 3, 3, 32)
     assert colour_cli["device"] == torch.device("cpu")
     assert colour_cli["head_dim"] == 8
     assert colour_cli["optimized"] == {"inplace": True, "compile": False, "precision": "auto"}
@@ -346,11 +344,13 @@ def test_cli_protocol_flags_override_the_models_protocol(
     capsys: pytest.CaptureFixture[str], colour_cli: dict, videos: dict[str, Path]
 ) -> None:
     flags = ("--frames", "3", "--sampling", "sparse", "--size", "48", "--channel-order", "bgr")
-    code, out, err = _run(capsys, videos["red"], "--model", "colour", *flags)
-    assert code == 0, err
-    assert "3 sparse, 2x1 views, 48px, BGR" in out  # the clip count stays the model's
     code, out, err = _run(capsys, videos["red"], "--model", "colour", *flags, "--json")
-    assert json.loads(out)[0]["predicted_label"] == "blue"  # BGR frames swap the colour model's classes
+    assert code == 0, err
+    [record] = json.loads(out)
+    protocol = record["protocol"]
+    assert (protocol["frames"], protocol["sampling"], protocol["stride"]) == (3, "sparse", None)
+    assert (protocol["clips"], protocol["size"], protocol["channel_order"]) == (2, 48, "bgr")  # clips: the model's
+    assert record["predicted_label"] == "blue"  # BGR frames swap the colour model's classes
 
 
 TINY_CONFIG = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 128), head_dim=16, num_classes=3)
@@ -435,7 +435,7 @@ def test_predict_a_zoo_model_from_the_hub(
     assert code == 0, err
     [record] = json.loads(out)
     assert record["model"] == served.entry.name
-    protocol = ViewProtocol.from_entry(served.entry)
+    protocol = served.entry.protocol
     views = load_views(
         CLIP,
         frames=protocol.frames,

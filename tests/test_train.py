@@ -196,7 +196,10 @@ def test_plan_takes_the_recipe_and_scales_the_learning_rate(small_motion: Path) 
     )
     assert config.model.drop_path_rate == recipe_entry.drop_path
     assert config.classes == tuple(sorted(DIRECTIONS)) and config.model.num_classes == 4
-    assert (config.protocol.frames, config.protocol.stride) == (recipe_entry.frames, recipe_entry.stride)
+    assert (config.protocol.frames, config.protocol.stride) == (
+        recipe_entry.protocol.frames,
+        recipe_entry.protocol.stride,
+    )
     # 8 training videos: the plain augmentation chain without mixup.
     assert config.augment.randaug is None and not config.augment.resized_crop and config.mixup_alpha == 0
     scaled = plan_training(TrainOptions(data=small_motion, arch="s", batch_size=2, accum_steps=2))
@@ -340,7 +343,7 @@ def test_light_model_trains_both_heads_with_checkpointing_and_bf16(small_motion:
     options = tiny_options(small_motion, arch="xxs", depth=(1, 1, 2, 1), output=tmp_path, amp="bf16", batch_size=2)
     config = plan_training(options)
     initial = build_model(config).state_dict()
-    runtime = Runtime(workers=0, progress=False, grad_checkpointing=(0, 1, 2, 0), max_steps=2)
+    runtime = Runtime(workers=0, grad_checkpointing=(0, 1, 2, 0), max_steps=2)
     result = train(config, runtime)
     assert result.stopped_early and result.steps == 2 and result.best_top1 is None
     trained = load_checkpoint(tmp_path / "last.pt")
@@ -576,7 +579,7 @@ def test_each_train_option_is_spelled_once_and_reaches_the_engine() -> None:
     and builds both from them by name: an option missing on either side fails here, not silently."""
     parameters = set(inspect.signature(train_command.train).parameters)
     plan = {field.name for field in dataclasses.fields(TrainOptions)}
-    runtime = {field.name for field in dataclasses.fields(Runtime)} - train_command.DERIVED_RUNTIME
+    runtime = {field.name for field in dataclasses.fields(Runtime)}
     assert plan <= parameters and runtime <= parameters
     assert parameters - plan - runtime == train_command.COMMAND_ONLY
     assert not plan & runtime

@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from synthetic_video import decode_all, write_frame_folder, write_video
 
-from uniformer_cli.data import ViewProtocol, load_views, open_video, transforms, views_from_video
+from uniformer_cli.data import load_views, open_video, transforms, views_from_video
+from uniformer_cli.data.sampling import clip_indices
 from uniformer_cli.data.transforms import crop_indices, crop_offset, short_side_resize, short_side_size
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.zoo import ZOO, get_entry
+from uniformer_cli.protocol import ViewProtocol
+from uniformer_cli.zoo import FRAME_FOLDER_SETS, ZOO, get_entry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "preprocess"
 CLIP = FIXTURES / "Tw2yXa6CzWE.mp4"
@@ -53,7 +55,7 @@ def test_sth_three_crops_match_the_official_tensors(official: dict) -> None:
 
 
 def test_light_xxs16_view_matches_the_official_tensor(official: dict) -> None:
-    protocol = ViewProtocol.from_entry(get_entry("xxs16-160-k400"))
+    protocol = get_entry("xxs16-160-k400").protocol
     with open_video(CLIP) as video:
         views = views_from_video(video, protocol)
     assert views.shape == (1, 3, 16, 160, 160)
@@ -142,21 +144,21 @@ def test_single_crop_position() -> None:
 
 
 def test_protocols_from_zoo_entries() -> None:
-    k400 = ViewProtocol.from_entry(get_entry("b16x4-k400"))
+    k400 = get_entry("b16x4-k400").protocol
     assert (k400.frames, k400.stride, k400.sampling, k400.clips, k400.crops) == (16, 4, "dense", 4, 1)
     assert (k400.channel_order, k400.single_crop) == ("rgb", "centre")
-    sth = ViewProtocol.from_entry(get_entry("s-sthv2"))
+    sth = get_entry("s-sthv2").protocol
     assert (sth.sampling, sth.clips, sth.crops, sth.channel_order, sth.single_crop) == ("segment", 1, 3, "bgr", "first")
-    hmdb = ViewProtocol.from_entry(get_entry("s16x4-hmdb51-k400"), clips=2, crops=1)
+    hmdb = get_entry("s16x4-hmdb51-k400").protocol.with_views(clips=2, crops=1)
     assert (hmdb.sampling, hmdb.clips, hmdb.crops, hmdb.single_crop) == ("dense", 2, 1, "first")
-    light = ViewProtocol.from_entry(get_entry("xxs-k400"))
+    light = get_entry("xxs-k400").protocol
     assert (light.sampling, light.size, light.views) == ("sparse", 160, 1)
     for entry in ZOO.values():
-        assert ViewProtocol.from_entry(entry).views == entry.views
+        assert entry.protocol.channel_order == ("bgr" if entry.dataset in FRAME_FOLDER_SETS else "rgb")
 
 
 def test_protocol_round_trips_through_json() -> None:
-    protocol = ViewProtocol.from_entry(get_entry("s-sthv1"))
+    protocol = get_entry("s-sthv1").protocol
     assert ViewProtocol.from_dict(json.dumps(protocol.as_dict())) == protocol
     assert ViewProtocol(frames=16, sampling="segment").single_crop == "first"
     assert ViewProtocol(frames=16, stride=4).single_crop == "centre"
@@ -202,7 +204,7 @@ def test_view_order_is_clip_major_and_bgr_reverses_channels(tmp_path: Path) -> N
     with open_video(path, "pyav") as video:
         views = views_from_video(video, protocol)
         bgr = views_from_video(video, ViewProtocol(**{**protocol.as_dict(), "channel_order": "bgr"}))
-    clips = [c.tolist() for c in protocol.clip_indices(40)]
+    clips = [c.tolist() for c in clip_indices(protocol, 40)]
     expected = _reference_views(frames, clips, 32)
     assert views.shape == (6, 3, 4, 32, 32)
     for clip in range(2):
@@ -222,7 +224,7 @@ def test_single_crop_sth_takes_the_left_crop(tmp_path: Path) -> None:
 
 def test_window_samples_inside_the_window() -> None:
     protocol = ViewProtocol(frames=4, sampling="segment", size=64, crops=1, single_crop="centre")
-    inside = protocol.clip_indices(60)[0] + 100
+    inside = clip_indices(protocol, 60)[0] + 100
     with open_video(CLIP) as video:
         windowed = views_from_video(video, protocol, window=(100, 160))
         expected = transforms.crop(transforms.resized_clip(video.read(inside), 64), 64, 1)

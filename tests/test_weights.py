@@ -12,10 +12,10 @@ from parity import FIXTURES, PARITY, SMALL, SMALL_LIGHT, fixture_input, official
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import CheckpointError, UniformerError, WriteError
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import FAMILIES, ModelConfig
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import (
     convert_checkpoint,
     infer_config,
@@ -292,7 +292,7 @@ def test_a_local_file_named_as_a_zoo_entry_gets_its_labels_and_protocol(
     served = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path, hub_repo=None, hub_file=None)
     loaded = resolve_model(served.source, zoo_name="tiny-k400")
     assert loaded.labels == load_labels("k400")
-    assert loaded.protocol == ViewProtocol.from_entry(served.entry)
+    assert loaded.protocol == served.entry.protocol
     assert loaded.model.zoo_entry == served.entry
     assert resolve_model(served.source, head_dim=16).labels is None  # never guessed from the class count
     with pytest.raises(CheckpointError, match="but zoo entry s16x8-k400 is a UniFormer"):

@@ -9,7 +9,6 @@ from importlib import resources
 import pytest
 from cli_runner import run_cli
 
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.zoo import ALIASES, LABEL_SETS, ZOO, ZooEntry, best_entry, get_entry, load_labels
 
@@ -122,24 +121,24 @@ def test_entry_is_consistent(entry: ZooEntry) -> None:
     assert entry.dataset in EXPECTED_COUNTS
     assert entry.num_classes == EXPECTED_COUNTS[entry.dataset] == len(entry.labels())
     assert entry.config.num_classes >= entry.num_classes
-    assert entry.crops in (1, 3) and entry.clips >= 1
-    assert entry.views == entry.clips * entry.crops
-    assert math.isclose(entry.gflops, entry.gflops_per_view * entry.views, rel_tol=0.01)
+    assert entry.protocol.crops in (1, 3) and entry.protocol.clips >= 1
+    assert entry.protocol.views == entry.protocol.clips * entry.protocol.crops
+    assert math.isclose(entry.gflops, entry.gflops_per_view * entry.protocol.views, rel_tol=0.01)
     assert entry.dataset in entry.name
-    if entry.sampling == "dense":
-        assert entry.stride is not None and entry.stride > 0
+    if entry.protocol.sampling == "dense":
+        assert entry.protocol.stride is not None and entry.protocol.stride > 0
         assert entry.family not in LIGHT_FAMILIES
-        assert f"{entry.frames}x{entry.stride}" in entry.name
+        assert f"{entry.protocol.frames}x{entry.protocol.stride}" in entry.name
     else:
-        assert entry.stride is None
-    if entry.sampling == "segment":
+        assert entry.protocol.stride is None
+    if entry.protocol.sampling == "segment":
         assert entry.dataset in ("sthv1", "sthv2")
-        assert entry.channel_order == "bgr"
-    if entry.sampling == "sparse":
+        assert entry.protocol.channel_order == "bgr"
+    if entry.protocol.sampling == "sparse":
         assert entry.family in LIGHT_FAMILIES
-        assert entry.views == 1
+        assert entry.protocol.views == 1
     if entry.family not in LIGHT_FAMILIES:
-        assert entry.size == 224
+        assert entry.protocol.size == 224
 
 
 @pytest.mark.parametrize("entry", [e for e in ZOO.values() if e.on_hub], ids=[n for n, e in ZOO.items() if e.on_hub])
@@ -147,7 +146,7 @@ def test_hub_file_matches_its_entry(entry: ZooEntry) -> None:
     assert entry.hub_repo and entry.hub_file
     assert entry.hub_file.endswith(".pth")
     assert entry.dataset in entry.hub_file
-    assert str(entry.frames) in entry.hub_file
+    assert str(entry.protocol.frames) in entry.hub_file
 
 
 def test_drive_only_entries_have_no_hub_fields() -> None:
@@ -202,7 +201,7 @@ def test_models_json_lists_every_entry_with_the_documented_fields(capsys: pytest
         entry = ZOO[row["model"]]
         assert row["arch"] == entry.family
         assert row["num_classes"] == len(entry.labels())
-        assert row["protocol"] == ViewProtocol.from_entry(entry).as_dict()
+        assert row["protocol"] == entry.protocol.as_dict()
         assert (row["hub_repo"], row["hub_file"]) == (entry.hub_repo, entry.hub_file)
         assert (row["paper_top1"], row["paper_gflops"]) == (entry.top1, entry.gflops)
         assert all(ALIASES[alias] == entry.name for alias in row["aliases"])

@@ -13,10 +13,10 @@ import torch
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import fp16_safe
+from uniformer_cli.settings import DEVICE_CHOICES
 
 logger = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 _DEVICE_NAME = re.compile(rf"(?P<kind>{'|'.join(DEVICE_CHOICES)})(?::(?P<index>\d+))?")
 
 

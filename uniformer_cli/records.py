@@ -4,6 +4,7 @@ and writes them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,3 +23,12 @@ def model_fields(name: str | None, weights: str | Path | None) -> Record:
         "model": name if name is not None else None if weights is None else str(weights),
         "weights": None if weights is None else str(weights),
     }
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that gave no result (a path that named no video, a video that could not be read) and why:
+    every command keeps it as a record with an `error` (docs/OUTPUT.md)."""
+
+    file: str
+    error: str

@@ -7,7 +7,6 @@ import inspect
 import logging
 import sys
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 import typer
@@ -16,10 +15,11 @@ from uniformer_cli.cli import convert, evaluate, explain, export, features, flop
 from uniformer_cli.cli.click_api import ClickException, NoArgsIsHelpError, UsageError
 from uniformer_cli.cli.options import plain_choices
 from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
+from uniformer_cli.cli.progress import print_error, show_logs, stderr_console
 from uniformer_cli.errors import Terminated, UniformerError
 from uniformer_cli.files import write_reason
-from uniformer_cli.progress import print_error, show_logs, stderr_console
 from uniformer_cli.runtime import configure_runtime
+from uniformer_cli.version import __version__
 
 app = typer.Typer(
     name="uniformer",
@@ -63,16 +63,9 @@ for name, function in COMMANDS.items():
     app.command(name, help=help_text(function.__doc__), epilog=EPILOGS.get(name))(plain_choices(function))
 
 
-def package_version() -> str:
-    try:
-        return version("uniformer")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
-
-
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"uniformer {package_version()}")
+        typer.echo(f"uniformer {__version__}")
         raise typer.Exit()
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from uniformer_cli import data, engine, plots
+from uniformer_cli import engine, plots
 from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
@@ -38,12 +38,12 @@ from uniformer_cli.cli.options import (
     WeightsOption,
     WorkersOption,
     fields_from,
+    inference_request,
 )
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
+from uniformer_cli.cli.progress import ProgressBars, stderr_console
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.loading import DEFAULT_WORKERS
-from uniformer_cli.errors import UniformerError
-from uniformer_cli.progress import stderr_console
 
 
 def _layouts_epilog() -> str:
@@ -126,20 +126,13 @@ def evaluate(
     destination = Output(json_output, output)
     # A JSON file is the engine's: it saves progress into it and --resume reads it back.
     json_path = destination.file if destination.file is not None and destination.file_format == "json" else None
-    if resume and json_path is None:
-        raise UniformerError("--resume needs -o FILE.json (the file of the run to continue)")
     request = engine.evaluate.EvalRequest(
-        **fields_from(
-            engine.evaluate.EvalRequest,
-            locals(),
-            protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
-            compile=compile_model,
-            engine=engine_name,
-        )
+        **fields_from(engine.evaluate.EvalRequest, locals(), inference=inference_request(locals()))
     )
     if plot is not None:
         plots.require_matplotlib()
-    report = engine.evaluate.run_evaluation(request)
+    with ProgressBars(stderr_console.is_terminal) as bars:
+        report = engine.evaluate.run_evaluation(request, bars)
     if report is None:  # a torchrun rank other than 0
         return
     document = report.to_json()

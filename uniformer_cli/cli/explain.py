@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from uniformer_cli import data, engine
+from uniformer_cli import engine
 from uniformer_cli.cli.options import (
     ChannelOrderOption,
     DecoderOption,
@@ -23,6 +23,7 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
     fields_from,
+    inference_request,
 )
 from uniformer_cli.cli.output import Output, Result
 
@@ -76,11 +77,7 @@ def explain(
     if output == Path():
         raise typer.BadParameter("name the file to write: -o OUT.mp4 or -o OUT.gif", param_hint="'-o'")
     request = engine.explain.ExplainRequest(
-        **fields_from(
-            engine.explain.ExplainRequest,
-            locals(),
-            protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
-        )
+        **fields_from(engine.explain.ExplainRequest, locals(), inference=inference_request(locals()))
     )
     result = engine.explain.explain_video(request)
     found = result.explanation

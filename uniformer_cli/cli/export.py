@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from uniformer_cli import data, engine
+from uniformer_cli import engine
 from uniformer_cli.cli.options import (
     ChannelOrderOption,
-    Choice,
     FramesOption,
     HeadDimOption,
     RevisionOption,
     SamplingOption,
     SizeOption,
     StrideOption,
+    derived_choice,
     fields_from,
 )
 from uniformer_cli.cli.output import JsonFlag, Output, Result
+from uniformer_cli.protocol import ProtocolOverrides
+from uniformer_cli.settings import EXPORT_FORMATS
 
-
-class ExportFormat(Choice):
-    """See `uniformer_cli.engine.export.FORMATS`."""
-
-    onnx = "onnx"
-    openvino = "openvino"
+ExportFormat = derived_choice("ExportFormat", EXPORT_FORMATS)
+if TYPE_CHECKING:
+    FormatOption = str
+else:
+    FormatOption = Annotated[
+        ExportFormat,
+        typer.Option("--format", "-f", case_sensitive=False, help="onnx (one .onnx file) or openvino (.xml + .bin)."),
+    ]
 
 
 def export(
@@ -39,10 +43,7 @@ def export(
         Path,
         typer.Option("--output", "-o", help="Folder to write the model file(s) into (unlike other commands' -o FILE)."),
     ],
-    format: Annotated[
-        ExportFormat,
-        typer.Option("--format", "-f", case_sensitive=False, help="onnx (one .onnx file) or openvino (.xml + .bin)."),
-    ] = ExportFormat.onnx,
+    format: FormatOption = "onnx",
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="The zoo entry a local .pth belongs to (labels, protocol).")
     ] = None,
@@ -66,15 +67,14 @@ def export(
     Examples: `uniformer export s16x4-k400 -o deploy/`,
     `uniformer export mine.safetensors --format openvino -o deploy/`
     """
-    report = engine.export.export_model(
+    request = engine.inference.request_for(
         source,
-        format,
-        output,
-        zoo_name=model,
+        model,
         revision=revision,
         head_dim=head_dim,
-        overrides=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
+        protocol=ProtocolOverrides(**fields_from(ProtocolOverrides, locals())),
     )
+    report = engine.export.export_model(request, format, output)
     record = {
         "model": report.model,
         "weights": str(report.weights),

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from uniformer_cli import data, engine
+from uniformer_cli import engine
 from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
@@ -18,11 +18,15 @@ from uniformer_cli.cli.options import (
     CropsOption,
     DecoderOption,
     DeviceOption,
+    Engine,
+    EngineOption,
     FramesOption,
     HeadDimOption,
     JsonFlag,
     ListFileOption,
     ModelOption,
+    Precision,
+    PrecisionOption,
     RevisionOption,
     SamplingOption,
     SizeOption,
@@ -31,11 +35,12 @@ from uniformer_cli.cli.options import (
     WeightsOption,
     WorkersOption,
     fields_from,
+    inference_request,
 )
 from uniformer_cli.cli.output import Output, Result
+from uniformer_cli.cli.progress import ProgressBars, print_error, stderr_console
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.loading import DEFAULT_WORKERS
-from uniformer_cli.progress import print_error
 
 
 def features(
@@ -80,6 +85,8 @@ def features(
     device: DeviceOption = "auto",
     decoder: DecoderOption = "auto",
     compile_model: CompileFlag = False,
+    precision: PrecisionOption = Precision.auto,
+    engine_name: EngineOption = Engine.auto,
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = DEFAULT_WORKERS,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N videos.")] = None,
@@ -104,14 +111,11 @@ def features(
         raise typer.BadParameter("name the file to write: -o OUT.safetensors or -o OUT.npy", param_hint="'-o'")
     request = engine.features.FeaturesRequest(
         **fields_from(
-            engine.features.FeaturesRequest,
-            locals(),
-            paths=paths or [],
-            protocol=data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
-            compile=compile_model,
+            engine.features.FeaturesRequest, locals(), paths=paths or [], inference=inference_request(locals())
         )
     )
-    result = engine.features.extract_features(request)
+    with ProgressBars(stderr_console.is_terminal) as bars:
+        result = engine.features.extract_features(request, bars)
     if result is None:  # a torchrun rank other than 0
         return
     # The features go to -o; the summary follows the output contract (docs/OUTPUT.md): failed videos are

@@ -21,6 +21,7 @@ from uniformer_cli.cli.options import (
     PrecisionOption,
 )
 from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
+from uniformer_cli.cli.progress import ProgressBars, stderr_console
 from uniformer_cli.errors import UniformerError
 
 ArchOption = Annotated[
@@ -116,7 +117,8 @@ def flops(
     workloads = engine.flops.select_workloads(
         model=model, arch=arch, frames=frames, size=size, clips=clips, crops=crops
     )
-    rows = engine.flops.cost_rows(workloads, by_stage=by_stage, bench=settings)
+    with ProgressBars(stderr_console.is_terminal) as bars:
+        rows = engine.flops.cost_rows(workloads, by_stage=by_stage, bench=settings, progress=bars)
     destination.finish(Result([row.as_dict() for row in rows]), lambda console: _print_tables(console, rows))
 
 

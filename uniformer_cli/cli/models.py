@@ -6,6 +6,7 @@ from rich import box
 from rich.console import Console
 
 from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.zoo import ZOO, ZooEntry
 
 # Left out first when the terminal is narrow: the crop size, the views, the Hub repository, the aliases.
@@ -36,9 +37,9 @@ def _print(console: Console, entries: list[ZooEntry]) -> None:
         [
             entry.name,
             ", ".join(entry.as_dict()["aliases"]),  # type: ignore[arg-type]
-            f"{entry.sampling} {entry.frames}x{entry.stride}" if entry.stride else f"{entry.sampling} {entry.frames}",
-            f"{entry.clips}x{entry.crops}",
-            str(entry.size),
+            _temporal(entry.protocol),
+            f"{entry.protocol.clips}x{entry.protocol.crops}",
+            str(entry.protocol.size),
             f"{entry.top1:.1f}",
             f"{entry.gflops:g}",
             entry.hub_repo if entry.hub_repo else "[dim]Drive[/]",
@@ -63,3 +64,9 @@ def _print(console: Console, entries: list[ZooEntry]) -> None:
         "Drive: Google Drive only, use --weights FILE" + dropped_note(dropped)
     )
     console.print(table)
+
+
+def _temporal(protocol: ViewProtocol) -> str:
+    if protocol.stride:
+        return f"{protocol.sampling} {protocol.frames}x{protocol.stride}"
+    return f"{protocol.sampling} {protocol.frames}"

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+
+if TYPE_CHECKING:
+    from uniformer_cli.engine.inference import InferenceRequest
 
 import typer
 
 from uniformer_cli.cli import output as _output
 from uniformer_cli.data.datasets import DATASETS
+from uniformer_cli.data.video import DECODERS
+from uniformer_cli.models.config import FAMILIES
+from uniformer_cli.protocol import CHANNEL_ORDERS, CROP_COUNTS, SAMPLINGS, ProtocolOverrides
+from uniformer_cli.settings import DEVICE_CHOICES, ENGINES, PRECISIONS
 
 
 class Choice(str, Enum):
@@ -49,44 +56,44 @@ def fields_from(cls: type[Any], values: Mapping[str, Any], **derived: Any) -> di
     return taken | derived
 
 
-# The values come from the code that owns each concept; tests/test_output.py checks that they agree.
-class Device(Choice):
-    auto = "auto"  # CUDA, then MPS, then CPU
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
+def inference_request(values: Mapping[str, Any]) -> InferenceRequest:
+    """The `engine.inference.InferenceRequest` of a command that runs a model, from its parameters by name
+    (pass `locals()`, as for `fields_from`): the model and device flags, the protocol flags, `--compile`
+    (parameter `compile_model`) and `--engine` (`engine_name`), where the command has them."""
+    from uniformer_cli.engine.inference import InferenceRequest  # torch loads with the command, not with --help
+
+    renamed = {field: values[parameter] for parameter, field in RENAMED.items() if parameter in values}
+    protocol = ProtocolOverrides(**fields_from(ProtocolOverrides, values))
+    return InferenceRequest(**fields_from(InferenceRequest, values, protocol=protocol, **renamed))
 
 
-class Decoder(Choice):
-    auto = "auto"
-    decord = "decord"
-    pyav = "pyav"
+# Parameters whose names would shadow a builtin or a module in the commands, and the request field each sets.
+RENAMED = {"compile_model": "compile", "engine_name": "engine"}
 
 
-class Sampling(Choice):
-    dense = "dense"
-    segment = "segment"
-    sparse = "sparse"
+def derived_choice(name: str, values: Iterable[str | int]) -> Any:
+    """A choice option's values, taken from the tuple of the code that owns the concept (never a copy kept
+    in step by hand). Whole-number values reach the command as ints."""
+    values = tuple(values)
+    base = _IntChoice if all(isinstance(value, int) for value in values) else Choice
+    return base(name, {str(value): str(value) for value in values})  # type: ignore[call-overload]
 
 
-class ChannelOrder(Choice):
-    rgb = "rgb"
-    bgr = "bgr"
-
-
-# The dataset readers (eval, train), as a choice (`data.datasets.DATASETS` owns them; a test checks they agree).
-Dataset = Choice("Dataset", {name: name for name in DATASETS})  # type: ignore[call-overload]
-
-
-class Crops(Choice):
-    """The official tests take one square crop or three along the long side."""
-
-    one = "1"
-    three = "3"
-
+class _IntChoice(Choice):
     @property
     def plain(self) -> int:
         return int(self.value)
+
+
+Device = derived_choice("Device", DEVICE_CHOICES)  # auto: CUDA, then MPS, then CPU
+Decoder = derived_choice("Decoder", DECODERS)
+Sampling = derived_choice("Sampling", SAMPLINGS)
+ChannelOrder = derived_choice("ChannelOrder", CHANNEL_ORDERS)
+Dataset = derived_choice("Dataset", DATASETS)  # the dataset readers (eval, train, features)
+Crops = derived_choice("Crops", CROP_COUNTS)
+Precision = derived_choice("Precision", PRECISIONS)
+Engine = derived_choice("Engine", ENGINES)
+Arch = derived_choice("Arch", FAMILIES)  # the released architectures
 
 
 ModelOption = Annotated[
@@ -121,6 +128,8 @@ if TYPE_CHECKING:
     CropsOption = int | None
     SamplingOption = str | None
     ChannelOrderOption = str | None
+    PrecisionOption = str
+    EngineOption = str
 else:
     DeviceOption = Annotated[
         Device,
@@ -163,6 +172,27 @@ else:
             show_default=False,
         ),
     ]
+    PrecisionOption = Annotated[
+        Precision,
+        typer.Option(
+            "--precision",
+            case_sensitive=False,
+            help="fp32: exact float32; bf16: bfloat16, on CPUs with AVX512-BF16 or AMX and on GPUs, top-5 as fp32"
+            " on our checks; auto: fp32 on CPU, the device's half-precision autocast on CUDA/MPS. Speed per CPU:"
+            " benchmarks/README.md.",
+        ),
+    ]
+    EngineOption = Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            case_sensitive=False,
+            # The bracket is escaped for rich, which would read [openvino] as markup.
+            help="What runs the model: auto chooses for this machine; torch; or openvino (CPU only, needs"
+            " pip install 'uniformer\\[openvino]'; converted once and cached under $HF_HOME/uniformer/openvino)."
+            " Speed per CPU: benchmarks/README.md.",
+        ),
+    ]
 
 
 ClipsOption = Annotated[
@@ -184,47 +214,6 @@ CompileFlag = Annotated[
     typer.Option(
         "--compile",
         help="torch.compile the inference model: a slow first call, then faster; pays off over many videos.",
-    ),
-]
-
-
-class Precision(Choice):
-    """See `uniformer_cli.models.fast.PRECISIONS`."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
-PrecisionOption = Annotated[
-    Precision,
-    typer.Option(
-        "--precision",
-        case_sensitive=False,
-        help="fp32: exact float32; bf16: bfloat16, 2.6-3.4x faster per clip on CPUs with AVX512-BF16 or AMX"
-        " (PyTorch or OpenVINO, see README), top-5 as fp32 on our checks; auto: fp32 on CPU, the device's"
-        " half-precision autocast on CUDA/MPS.",
-    ),
-]
-
-
-class Engine(Choice):
-    """See `uniformer_cli.engine.openvino_engine.ENGINES`."""
-
-    auto = "auto"
-    torch = "torch"
-    openvino = "openvino"
-
-
-EngineOption = Annotated[
-    Engine,
-    typer.Option(
-        "--engine",
-        case_sensitive=False,
-        # The bracket is escaped for rich, which would read [openvino] as markup.
-        help="What runs the model. auto (PyTorch: measured faster end to end) or torch; openvino: CPU only,"
-        " ~1.3x faster per pass of one clip (long timelines, live streams), needs"
-        " pip install 'uniformer\\[openvino]'; converted once and cached under $HF_HOME/uniformer/openvino.",
     ),
 ]
 
@@ -252,15 +241,6 @@ SizeOption = Annotated[
     int | None,
     typer.Option("--size", min=32, help="Crop side in pixels. \\[default: the model's, else 224]", show_default=False),
 ]
-
-
-class Arch(Choice):
-    """The released architectures (`models.config.FAMILIES`)."""
-
-    s = "s"
-    b = "b"
-    xxs = "xxs"
-    xs = "xs"
 
 
 # `--json` belongs to the output layer; re-exported for the commands that take it from here.

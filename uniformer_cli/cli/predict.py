@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from uniformer_cli import data, engine, plots
+from uniformer_cli import engine, plots
 from uniformer_cli.cli.options import (
     BatchSizeOption,
     ChannelOrderOption,
@@ -50,10 +50,11 @@ from uniformer_cli.cli.output import (
     fitted_table,
     write_text,
 )
+from uniformer_cli.cli.progress import ProgressBars, print_error, stderr_console
+from uniformer_cli.data.paths import find_videos
 from uniformer_cli.data.stream import STDIN, is_stream
-from uniformer_cli.data.video import is_frame_folder
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.progress import print_error, stderr_console
+from uniformer_cli.protocol import ProtocolOverrides
 from uniformer_cli.records import class_record, model_fields
 from uniformer_cli.zoo import DEFAULT_MODEL
 
@@ -149,41 +150,27 @@ def predict(
     if output is not None and csv_file is not None:
         raise UniformerError("--csv is the old spelling of -o FILE.csv: give one of them")
     destination = Output(json_output, csv_file, forced_format="csv") if csv_file else Output(json_output, output)
-    loading: dict[str, Any] = {
-        "revision": revision,
-        "head_dim": head_dim,
-        "device": device,
-        "overrides": data.ProtocolOverrides(**fields_from(data.ProtocolOverrides, locals())),
-        "batch_size": batch_size,
-        "decoder": decoder,
-        "compile": compile_model,
-        "precision": precision,
-        "engine": engine_name,
-        "model": model,
-        "weights": weights,
-    }
+    request = engine.inference.InferenceRequest(
+        **fields_from(engine.inference.InferenceRequest, locals()),
+        protocol=ProtocolOverrides(**fields_from(ProtocolOverrides, locals())),
+        compile=compile_model,
+        engine=engine_name,
+    )
     if plot is not None:
         if timeline is None:
             raise typer.BadParameter("--plot draws a timeline: add --timeline SECONDS", param_hint="'--plot'")
         plots.require_matplotlib()
     if any(is_stream(path) for path in paths):
-        _predict_stream(paths, timeline, destination, plot, clips, **loading)
+        _predict_stream(paths, timeline, destination, plot, clips, request, batch_size, decoder)
         return
-    videos = engine.predict.find_videos(paths)
-    if timeline is not None and fps is None:
-        folder = next((path for path in videos.paths if is_frame_folder(path)), None)
-        if folder is not None:
-            raise UniformerError(f"{folder} is a frame folder, which records no frame rate: give --fps for --timeline")
-    predictor = engine.predict.load_predictor(**loading)
-    report = engine.predict.run_predict(
-        predictor,
-        videos,
-        top_k=top_k,
-        timeline=timeline,
-        timeline_clips=clips,
-        fps=fps,
-        progress=stderr_console.is_terminal,
-    )
+    videos = find_videos(paths)
+    engine.predict.check_timeline_request(videos, timeline, fps)
+    predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder)
+    # One quick file needs no bar; several files, or a timeline's windows, do.
+    with ProgressBars(stderr_console.is_terminal and (len(videos.paths) > 1 or timeline is not None)) as bars:
+        report = engine.predict.run_predict(
+            predictor, videos, top_k=top_k, timeline=timeline, timeline_clips=clips, fps=fps, progress=bars
+        )
     code = destination.emit(Result(report.records()), lambda console: _print(console, report))
     if plot is not None:
         _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.predict.VideoTimeline)])
@@ -199,7 +186,9 @@ def _predict_stream(
     destination: Output,
     plot: Path | None,
     clips: int | None,
-    **loading: Any,
+    request: engine.inference.InferenceRequest,
+    batch_size: int,
+    decoder: str,
 ) -> None:
     """A timeline of a live or piped stream: one line (or JSON line) per window as soon as it is final."""
     if len(paths) > 1:
@@ -208,7 +197,7 @@ def _predict_stream(
         raise typer.BadParameter(
             "a stream has no end to sample a whole video from: give --timeline SECONDS", param_hint="'--timeline'"
         )
-    predictor = engine.predict.load_predictor(**loading)
+    predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder)
     source = paths[0]
     console = Console()
 

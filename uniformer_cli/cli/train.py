@@ -22,7 +22,6 @@ from rich.table import Table
 from uniformer_cli import engine
 from uniformer_cli.cli.options import (
     Arch,
-    Choice,
     Crops,
     Dataset,
     Decoder,
@@ -35,12 +34,13 @@ from uniformer_cli.cli.options import (
     StrideOption,
     WeightsOption,
     WorkersOption,
+    derived_choice,
     fields_from,
 )
+from uniformer_cli.cli.progress import ProgressBars, stderr_console
 from uniformer_cli.data.loading import DEFAULT_WORKERS
-from uniformer_cli.engine.train_options import TrainOptions
+from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.progress import stderr_console
 
 DATA, MODEL, OPTIMISATION, SCHEDULE, AUGMENTATION, RUNTIME = (
     "Data",
@@ -53,21 +53,8 @@ DATA, MODEL, OPTIMISATION, SCHEDULE, AUGMENTATION, RUNTIME = (
 PANELS = (DATA, MODEL, OPTIMISATION, SCHEDULE, AUGMENTATION, RUNTIME)
 
 
-class Amp(Choice):
-    """Mixed precision (`engine.train_options.AMP_CHOICES`)."""
-
-    auto = "auto"  # bf16 on CUDA GPUs that have it, else fp16 with a gradient scaler; off on CPU
-    bf16 = "bf16"
-    fp16 = "fp16"
-    off = "off"
-
-
-class Aug(Choice):
-    """Augmentation chains (`engine.train_options.AUG_CHOICES`)."""
-
-    auto = "auto"  # official from 1000 training videos on, else basic
-    official = "official"
-    basic = "basic"
+Amp = derived_choice("Amp", AMP_CHOICES)  # auto: bf16 on CUDA GPUs that have it, else fp16 + scaler; off on CPU
+Aug = derived_choice("Aug", AUG_CHOICES)  # auto: official from 1000 training videos on, else basic
 
 
 def _option(*names: str, panel: str, help: str, default: str | None = None, **checks: Any) -> Any:
@@ -91,6 +78,8 @@ def _in_panel(panel: str, shared: Any, default: str | None = None) -> Any:
 
 
 if TYPE_CHECKING:  # the plain types the commands receive
+    AmpOption = str | None
+    AugOption = str | None
     Weights = WeightsOption
     HeadDim = HeadDimOption
     Frames = FramesOption
@@ -100,6 +89,27 @@ if TYPE_CHECKING:  # the plain types the commands receive
     Workers = WorkersOption
     DecoderChoice = DecoderOption
 else:
+    AmpOption = Annotated[
+        Amp | None,
+        _option(
+            "--amp",
+            panel=OPTIMISATION,
+            help="Mixed precision: auto is bf16 on GPUs that have it, else fp16; off on CPU.",
+            default="auto",
+            case_sensitive=False,
+        ),
+    ]
+    AugOption = Annotated[
+        Aug | None,
+        _option(
+            "--aug",
+            panel=AUGMENTATION,
+            help="official recipe (RandAugment, mixup, erasing, repeats) or basic jitter + crop + flip; auto: "
+            "official from 1000 training videos on.",
+            default="auto",
+            case_sensitive=False,
+        ),
+    ]
     Weights = _in_panel(MODEL, WeightsOption, default="none: start from --model or --init")
     HeadDim, Frames, Stride, SamplingChoice = (
         _in_panel(MODEL, shared) for shared in (HeadDimOption, FramesOption, StrideOption, SamplingOption)
@@ -131,8 +141,6 @@ def _checkpointing(text: str | None) -> bool | tuple[int, int, int, int]:
 
 # Parameters of `train` that are neither `TrainOptions` nor `Runtime` fields.
 COMMAND_ONLY = frozenset({"scratch", "resume", "dry_run", "json_output"})
-# `Runtime` fields the command derives instead of taking them as options.
-DERIVED_RUNTIME = frozenset({"progress"})
 
 
 def train(
@@ -277,16 +285,7 @@ def train(
         float | None,
         _option("--label-smoothing", min=0.0, max=1.0, panel=OPTIMISATION, help="Label smoothing.", default="0.1"),
     ] = None,
-    amp: Annotated[
-        Amp | None,
-        _option(
-            "--amp",
-            panel=OPTIMISATION,
-            help="Mixed precision: auto is bf16 on GPUs that have it, else fp16; off on CPU.",
-            default="auto",
-            case_sensitive=False,
-        ),
-    ] = None,
+    amp: AmpOption = None,
     seed: Annotated[
         int | None, _option("--seed", panel=OPTIMISATION, help="Seed of every random draw.", default="0")
     ] = None,
@@ -347,17 +346,7 @@ def train(
         ),
     ] = None,
     # -- augmentation
-    aug: Annotated[
-        Aug | None,
-        _option(
-            "--aug",
-            panel=AUGMENTATION,
-            help="official recipe (RandAugment, mixup, erasing, repeats) or basic jitter + crop + flip; auto: "
-            "official from 1000 training videos on.",
-            default="auto",
-            case_sensitive=False,
-        ),
-    ] = None,
+    aug: AugOption = None,
     randaug: Annotated[
         str | None,
         _option("--randaug", panel=AUGMENTATION, help="e.g. rand-m7-n4-mstd0.5-inc1, or none.", default="the recipe's"),
@@ -441,7 +430,6 @@ def train(
         depth=_stages(depth, "--depth"),
         embed_dim=_stages(embed_dim, "--embed-dim"),
         grad_checkpointing=_checkpointing(grad_checkpointing),
-        progress=not json_output,
     )
     options = TrainOptions(**fields_from(TrainOptions, values))
     checkpoint = engine.train_config.checkpoint_path(resume) if resume is not None else None
@@ -458,7 +446,8 @@ def train(
         show_config(config, checkpoint)
     if dry_run:
         return
-    result = engine.train.train(config, runtime, resume=checkpoint)
+    with ProgressBars(main and not json_output and stderr_console.is_terminal) as bars:
+        result = engine.train.train(config, runtime, resume=checkpoint, progress=bars)
     if main and json_output:
         _print(_result_dict(result))
     elif main:

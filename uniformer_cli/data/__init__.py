@@ -16,13 +16,7 @@ if TYPE_CHECKING:
         sparse_indices,
     )
     from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, Video, is_frame_folder, open_video
-    from uniformer_cli.data.views import (
-        ProtocolOverrides,
-        ViewProtocol,
-        load_views,
-        resolve_protocol,
-        views_from_video,
-    )
+    from uniformer_cli.data.views import load_views, views_from_video
 
 __getattr__, __dir__ = lazy_attributes(
     __name__,
@@ -36,16 +30,14 @@ __getattr__, __dir__ = lazy_attributes(
             "sparse_indices",
         ),
         ".video": ("DECODERS", "VIDEO_EXTENSIONS", "Video", "is_frame_folder", "open_video"),
-        ".views": ("ProtocolOverrides", "ViewProtocol", "load_views", "resolve_protocol", "views_from_video"),
+        ".views": ("load_views", "views_from_video"),
     },
 )
 
 __all__ = [
     "DECODERS",
     "VIDEO_EXTENSIONS",
-    "ProtocolOverrides",
     "Video",
-    "ViewProtocol",
     "dense_indices",
     "is_frame_folder",
     "load_views",
@@ -53,7 +45,6 @@ __all__ = [
     "random_dense_indices",
     "random_segment_indices",
     "random_sparse_indices",
-    "resolve_protocol",
     "segment_indices",
     "sparse_indices",
     "views_from_video",

@@ -4,6 +4,8 @@
 - `segment`: one frame per equal segment (Something-Something, HMDB51);
 - `sparse`: the segment rule clamped to the last frame (the light models).
 
+The rule names themselves belong to `uniformer_cli.protocol`.
+
 `test_indices` and `train_indices` are the one dispatch from a rule name to its index functions. All
 functions return 0-based indices into the decoded frame sequence as int64 numpy arrays. Frame folders
 read file number `index + first_number` (the folder reader handles that, PROTOCOLS.md 2.2).
@@ -12,21 +14,11 @@ read file number `index + first_number` (the folder reader handles that, PROTOCO
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
 
 import numpy as np
 
 from uniformer_cli.errors import UniformerError
-
-Sampling = Literal["dense", "segment", "sparse"]
-SAMPLINGS: tuple[Sampling, ...] = get_args(Sampling)
-
-
-def check_sampling(name: str) -> Sampling:
-    """`name` as a sampling rule, or a one-line error listing the rules."""
-    if name not in SAMPLINGS:
-        raise UniformerError(f"unknown sampling {name!r} (use one of {', '.join(SAMPLINGS)})")
-    return name
+from uniformer_cli.protocol import Sampling, ViewProtocol
 
 
 def _check(num_frames: int, frames: int) -> None:
@@ -120,3 +112,11 @@ def train_indices(
     if sampling == "segment":
         return random_segment_indices(num_frames, frames, rng)
     return random_sparse_indices(num_frames, frames, rng)
+
+
+def clip_indices(protocol: ViewProtocol, num_frames: int) -> list[np.ndarray]:
+    """Frame indices of each of `protocol`'s temporal clips of a `num_frames` video."""
+    return [
+        test_indices(protocol.sampling, num_frames, protocol.frames, protocol.stride, view, protocol.clips)
+        for view in range(protocol.clips)
+    ]

@@ -3,6 +3,7 @@ capture devices that FFmpeg opens (`v4l2:/dev/video0`, `avfoundation:0`, `dshow:
 `x11grab::0.0`, `lavfi:testsrc`; a bare `/dev/video*` means v4l2).
 
 A stream has no length and cannot seek: frames are decoded in order, once, and handed on one at a time.
+Timelines cut a stream into windows as it comes (`data.windows`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""What the commands do (predict, evaluate, train, flops, convert, export), with no printing.
+"""What the commands do (predict, evaluate, train, flops, convert, features, explain, export), with no
+drawing: long steps report through `events.Progress` callbacks. `inference.open_model` is the one way
+every command opens a model for inference.
 
 The CLI refers to `engine.<module>.<name>` inside its commands: the modules (and torch) load on first
 use, so `uniformer --help` stays fast."""
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
         export,
         features,
         flops,
+        inference,
+        interchange,
+        openvino_engine,
         predict,
         scoring,
         signals,
@@ -35,6 +40,9 @@ __all__ = [
     "export",
     "features",
     "flops",
+    "inference",
+    "interchange",
+    "openvino_engine",
     "predict",
     "scoring",
     "signals",

@@ -60,5 +60,5 @@ def conversion_summary(conversion: Conversion) -> dict[str, object]:
         "params": conversion.parameters,
         "tensors": conversion.tensors,
         "dataset": entry.dataset if entry else None,
-        "protocol": entry.protocol_fields if entry else None,
+        "protocol": entry.protocol.as_dict() if entry else None,
     }

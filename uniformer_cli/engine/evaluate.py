@@ -17,19 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
-from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.engine.distributed import Session, session
-from uniformer_cli.engine.openvino_engine import choose_engine, inference_model
+from uniformer_cli.engine.inference import InferenceModel, InferenceRequest, open_model
 from uniformer_cli.engine.scoring import VideoResult, compute_metrics, score_videos
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError, WriteError
+from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_with_fallback
-from uniformer_cli.models.fast import check_precision
-from uniformer_cli.progress import progress_bar
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.records import Record, class_record, model_fields
-from uniformer_cli.weights import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,7 @@ class EvalRequest:
     root: Path | None
     split: str = "val"
     list_file: Path | None = None
-    model: str | None = None
-    weights: Path | None = None
-    revision: str | None = None
-    head_dim: int | None = None
-    protocol: ProtocolOverrides = field(default_factory=ProtocolOverrides)
-    device: str = "auto"
+    inference: InferenceRequest = field(default_factory=InferenceRequest)  # the model and how it runs
     decoder: str = "auto"
     batch_size: int = 8
     workers: int = DEFAULT_WORKERS
@@ -57,9 +52,6 @@ class EvalRequest:
     skip_broken: bool = False
     json_path: Path | None = None
     resume: bool = False
-    compile: bool = False
-    precision: str = "auto"  # see `optimize_for_inference`
-    engine: str = "auto"  # "torch" or "openvino"; auto is PyTorch, by measurement (`engine.openvino_engine`)
 
 
 @dataclass
@@ -165,18 +157,6 @@ def _from_record(item: dict[str, Any]) -> VideoResult:
     return VideoResult(item["video"], item["label"], item["top5"], item["scores"], item["error"])
 
 
-def build_protocol(
-    model_protocol: ViewProtocol | None, spec: DatasetSpec, overrides: ProtocolOverrides, source: str
-) -> tuple[ViewProtocol, bool]:
-    """The model's test protocol (else the dataset's zoo model's) with the requested overrides
-    (`resolve_protocol`; `source` names the model in its errors); also whether it is still the model's own."""
-    base = model_protocol
-    if base is None and spec.default_model is not None:
-        base = ViewProtocol.from_entry(spec.default_model)
-    protocol = resolve_protocol(base, overrides, source)
-    return protocol, protocol == model_protocol
-
-
 def sample_key(sample: Sample, root: Path) -> str:
     """How a video is named in the results: relative to the dataset root when it lies under it."""
     try:
@@ -185,15 +165,22 @@ def sample_key(sample: Sample, root: Path) -> str:
         return str(sample.path)
 
 
-def model_source(spec: DatasetSpec, model: str | None, weights: Path | None) -> str | Path:
-    """--weights FILE, else --model NAME, else the dataset's zoo model."""
-    if weights is not None:
-        return weights
-    if model is not None:
-        return model
-    if spec.default_model is None:
+def open_for_dataset(
+    request: InferenceRequest, spec: DatasetSpec, device: torch.device, *, features: int | None = None
+) -> InferenceModel:
+    """The model of a dataset run (eval, features): the request's, else the dataset's zoo model; a model
+    without a protocol of its own runs the dataset's zoo model's (with the request's changes). `features`:
+    as `open_model`'s."""
+    default = spec.default_model
+    if request.model is None and request.weights is None and default is None:
         raise UniformerError(f"--dataset {spec.name} has no zoo model: pass --model NAME or --weights FILE")
-    return spec.default_model.name
+    return open_model(
+        request,
+        device=device,
+        default_model=default.name if default else None,
+        fallback_protocol=default.protocol if default else None,
+        features=features,
+    )
 
 
 @dataclass
@@ -210,6 +197,7 @@ class _Run:
     samples: list[Sample]
     keys: list[str]
     previous: dict[str, VideoResult]
+    progress: ProgressCallback | None
     started: float = field(default_factory=time.perf_counter)
 
     def report(self, results: dict[int, VideoResult], complete: bool) -> EvalReport:
@@ -258,9 +246,10 @@ class _Run:
         return True
 
 
-def run_evaluation(request: EvalRequest) -> EvalReport | None:
+def run_evaluation(request: EvalRequest, progress: ProgressCallback | None = None) -> EvalReport | None:
     """Load the model, read the split, score it (sharded under torchrun) and return the report on rank 0
-    (None on the other ranks). Writes `request.json_path` when given, also every minute while running."""
+    (None on the other ranks). Writes `request.json_path` when given, also every minute while running.
+    Rank 0 reports each scored video to `progress`, with the running top-1."""
     if request.resume and request.json_path is None:
         raise UniformerError("--resume needs -o FILE.json (the file of the run to continue)")
     if request.json_path is not None:
@@ -268,42 +257,33 @@ def run_evaluation(request: EvalRequest) -> EvalReport | None:
         remove_stale_temporaries(request.json_path.parent)  # left by killed runs
     # The data is checked before a model is downloaded.
     location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
-    with session(request.device) as current:
-        check_precision(request.precision, current.device)
-        engine = choose_engine(request.engine, request.precision, current.device, request.compile)
-        source = model_source(location.spec, request.model, request.weights)
-        loaded = resolve_model(
-            source,
-            device=current.device,
-            revision=request.revision,
-            head_dim=request.head_dim,
-            zoo_name=request.model if request.weights else None,
-        )
-        split = read_split(location, classes=loaded.labels, num_classes=loaded.config.num_classes)
-        model_protocol = loaded.protocol
-        protocol, released = build_protocol(model_protocol, location.spec, request.protocol, str(loaded.path))
+    with session(request.inference.device) as current:
+        opened = open_for_dataset(request.inference, location.spec, current.device)
+        split = read_split(location, classes=opened.labels, num_classes=opened.config.num_classes)
+        protocol = opened.protocol
+        released = protocol == opened.loaded.protocol  # the paper's figure applies
         samples = split.samples[: request.limit] if request.limit else split.samples
         keys = [sample_key(sample, split.root) for sample in samples]
-        model_name = loaded.entry.name if loaded.entry is not None else str(source)
         previous = {}
         if request.resume and request.json_path is not None:
-            previous = load_previous(request.json_path, model_name, protocol.as_dict(), split)
+            previous = load_previous(request.json_path, opened.name, protocol.as_dict(), split)
         run = _Run(
             request,
             current,
-            model_name,
-            loaded.entry.top1 if loaded.entry is not None and released else None,
-            str(loaded.path),
+            opened.name,
+            opened.entry.top1 if opened.entry is not None and released else None,
+            opened.weights,
             split,
             protocol,
             samples,
             keys,
             previous,
+            progress if current.main else None,
         )
         todo = [position for position, key in enumerate(keys) if key not in previous]
         shard = todo[current.rank :: current.world_size]  # no padding duplicates, unlike the official sampler
         scored = score_videos(
-            inference_model(loaded, protocol, engine, request.precision, request.compile),
+            opened.network,
             samples,
             shard,
             keys,
@@ -329,14 +309,14 @@ def _collect(run: _Run, scored: Iterator[tuple[int, VideoResult]], total: int) -
     hits = sum(result.correct1 for result in run.previous.values())
     seen = len(run.previous)
     last_save = time.perf_counter()
-    with raise_on_sigterm(), progress_bar("top1", disable=not run.session.main) as bar:
-        task = bar.add_task("evaluating", total=total, top1="-")
+    with raise_on_sigterm():
+        notify(run.progress, Progress("evaluating", 0, total))
         try:
             for position, result in scored:
                 results[position] = result
                 seen += 1
                 hits += result.correct1
-                bar.update(task, advance=1, top1=f"{100 * hits / seen:.2f}%")
+                notify(run.progress, Progress("evaluating", len(results), total, {"top1": f"{100 * hits / seen:.2f}%"}))
                 if time.perf_counter() - last_save > CHECKPOINT_SECONDS:
                     run.save(results)
                     last_save = time.perf_counter()

@@ -27,20 +27,14 @@ import torch.nn.functional as F
 
 from uniformer_cli import plots
 from uniformer_cli.data import transforms
+from uniformer_cli.data.sampling import clip_indices
 from uniformer_cli.data.video import open_video
-from uniformer_cli.data.views import (
-    ProtocolOverrides,
-    ViewProtocol,
-    read_view_frames,
-    resolve_protocol,
-    views_from_frames,
-)
-from uniformer_cli.device import select_device
+from uniformer_cli.data.views import read_view_frames, views_from_frames
+from uniformer_cli.engine.inference import InferenceRequest, open_model
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.files import atomic_write
 from uniformer_cli.models.layers import StagedModel
-from uniformer_cli.weights import resolve_model
-from uniformer_cli.zoo import DEFAULT_MODEL
+from uniformer_cli.protocol import ViewProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +53,8 @@ DEFAULT_STAGE = 2
 class ExplainRequest:
     video: Path
     output: Path
-    model: str | None = None
-    weights: Path | None = None
+    inference: InferenceRequest = field(default_factory=InferenceRequest)  # the model (exact: Grad-CAM)
     target: str | None = None  # a class name or index; None: the predicted class
-    revision: str | None = None
-    head_dim: int | None = None
-    protocol: ProtocolOverrides = field(default_factory=ProtocolOverrides)
-    device: str = "auto"
     decoder: str = "auto"
     alpha: float = 0.5  # weight of the heat map in the overlay
     stage: int = DEFAULT_STAGE
@@ -214,27 +203,18 @@ def explain_video(request: ExplainRequest) -> ExplainResult:
     if not 0 <= request.alpha <= 1:
         raise UniformerError(f"--alpha must be between 0 and 1, got {request.alpha:g}")
     plots.require_matplotlib()
-    device = select_device(request.device)
-    source: str | Path = request.weights if request.weights is not None else request.model or DEFAULT_MODEL
-    loaded = resolve_model(
-        source,
-        device=device,
-        revision=request.revision,
-        head_dim=request.head_dim,
-        zoo_name=request.model if request.weights else None,
-    )
-    protocol = resolve_protocol(loaded.protocol, request.protocol, str(loaded.path))
-    protocol = replace(protocol, clips=1, crops=1, single_crop="centre")
-    target = resolve_target(request.target, loaded.labels, loaded.config.num_classes)
+    opened = open_model(request.inference, exact=True)  # Grad-CAM needs the exact model's gradients
+    protocol = replace(opened.protocol, clips=1, crops=1, single_crop="centre")
+    target = resolve_target(request.target, opened.labels, opened.config.num_classes)
     with open_video(request.video, request.decoder) as video:
         frames, positions = read_view_frames(video, protocol)
-        indices = protocol.clip_indices(video.num_frames)[0]
+        indices = clip_indices(protocol, video.num_frames)[0]
         times = [float(i) / video.fps for i in indices]
         fps = video.fps
-    model = loaded.model
+    model = opened.network
     assert isinstance(model, StagedModel)
-    explanation = explain_clip(model, frames, positions, protocol, times, loaded.labels, target, request.stage)
-    explanation.model = loaded.entry.name if loaded.entry is not None else loaded.path.name
+    explanation = explain_clip(model, frames, positions, protocol, times, opened.labels, target, request.stage)
+    explanation.model = opened.name
     explanation.protocol = protocol.describe()
     blended = overlay(explanation.frames, explanation.cam, request.alpha)
     # Sampled frames play at the pace they were taken from the video.

@@ -17,14 +17,12 @@ the videos already done. Under `torchrun` each rank computes a shard, as `eval` 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import torch
@@ -33,20 +31,15 @@ from safetensors.torch import save_file
 
 from uniformer_cli.data.datasets import Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
-from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
-from uniformer_cli.device import batched_logits
+from uniformer_cli.data.paths import find_videos
 from uniformer_cli.engine.distributed import Session, session
-from uniformer_cli.engine.evaluate import CHECKPOINT_SECONDS, build_protocol, model_source, sample_key
-from uniformer_cli.engine.predict import find_videos
+from uniformer_cli.engine.evaluate import CHECKPOINT_SECONDS, open_for_dataset, sample_key
+from uniformer_cli.engine.inference import InferenceModel, InferenceRequest, open_model
 from uniformer_cli.engine.scoring import decoded_batches
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import Terminated, UniformerError
+from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import atomic_write, ensure_writable
-from uniformer_cli.models.fast import optimize_for_inference
-from uniformer_cli.models.layers import StagedModel
-from uniformer_cli.progress import progress_bar
-from uniformer_cli.weights import resolve_model
-from uniformer_cli.zoo import DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +57,14 @@ class FeaturesRequest:
     root: Path | None = None
     split: str = "val"
     list_file: Path | None = None
-    model: str | None = None
-    weights: Path | None = None
-    revision: str | None = None
-    head_dim: int | None = None
-    protocol: ProtocolOverrides = field(default_factory=ProtocolOverrides)
+    inference: InferenceRequest = field(default_factory=InferenceRequest)  # the model and how it runs
     layer: int = 4
     per_view: bool = False
-    device: str = "auto"
     decoder: str = "auto"
     batch_size: int = 8
     workers: int = DEFAULT_WORKERS
     limit: int | None = None
     resume: bool = False
-    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,8 +172,6 @@ def _check_output(request: FeaturesRequest) -> None:
     if request.output.is_dir():
         raise UniformerError(f"-o {request.output} is a folder: name a .safetensors or .npy file")
     ensure_writable(request.output, "features")  # before any video is decoded
-    if request.layer not in (1, 2, 3, 4):
-        raise UniformerError(f"--layer must be 1, 2, 3 or 4 (a stage of the network), got {request.layer}")
     if bool(request.paths) == (request.dataset is not None):
         both = "give either video paths or --dataset with --root, not both"
         raise UniformerError(both if request.paths else "no videos given: pass video paths, or --dataset with --root")
@@ -206,8 +191,9 @@ def _previous(request: FeaturesRequest, meta: dict[str, object]) -> FeatureSet |
     return previous
 
 
-def extract_features(request: FeaturesRequest) -> FeaturesResult | None:
-    """Compute and write the features of the requested videos; None on torchrun ranks other than 0."""
+def extract_features(request: FeaturesRequest, progress: ProgressCallback | None = None) -> FeaturesResult | None:
+    """Compute and write the features of the requested videos; None on torchrun ranks other than 0.
+    Rank 0 reports each finished video to `progress`."""
     _check_output(request)
     started = time.perf_counter()
     # The inputs are checked before a model is downloaded.
@@ -216,22 +202,11 @@ def extract_features(request: FeaturesRequest) -> FeaturesResult | None:
         location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
     else:
         search = find_videos(request.paths)
-    with session(request.device) as current:
+    with session(request.inference.device) as current:
         if location is not None:
-            source = model_source(location.spec, request.model, request.weights)
-        else:
-            source = request.weights if request.weights is not None else request.model or DEFAULT_MODEL
-        loaded = resolve_model(
-            source,
-            device=current.device,
-            revision=request.revision,
-            head_dim=request.head_dim,
-            zoo_name=request.model if request.weights else None,
-        )
-        if location is not None:
-            split = read_split(location, classes=loaded.labels, num_classes=loaded.config.num_classes)
+            opened = open_for_dataset(request.inference, location.spec, current.device, features=request.layer)
+            split = read_split(location, classes=opened.labels, num_classes=opened.config.num_classes)
             samples = split.samples[: request.limit] if request.limit else split.samples
-            protocol, _ = build_protocol(loaded.protocol, location.spec, request.protocol, str(loaded.path))
             plan = _Plan(
                 samples,
                 [sample_key(sample, split.root) for sample in samples],
@@ -241,18 +216,18 @@ def extract_features(request: FeaturesRequest) -> FeaturesResult | None:
             )
         else:
             assert search is not None
+            opened = open_model(request.inference, device=current.device, features=request.layer)
             paths = search.paths[: request.limit] if request.limit else search.paths
-            protocol = resolve_protocol(loaded.protocol, request.protocol, str(loaded.path))
             plan = _Plan(
                 [Sample(path, -1) for path in paths],
                 [str(path) for path in paths],
                 None,
                 [FeatureFailure(f.file, f.error) for f in search.failures],
-                loaded.labels,
+                opened.labels,
             )
-        model_name = loaded.entry.name if loaded.entry is not None else str(source)
+        protocol = opened.protocol
         meta: dict[str, object] = {
-            "model": model_name,
+            "model": opened.name,
             "protocol": protocol.as_dict(),
             "layer": request.layer,
             "per_view": request.per_view,
@@ -264,10 +239,9 @@ def extract_features(request: FeaturesRequest) -> FeaturesResult | None:
         done = set(previous.videos) if previous is not None else set()
         todo = [position for position, key in enumerate(plan.keys) if key not in done]
         shard = todo[current.rank :: current.world_size]
-        model = optimize_for_inference(cast(StagedModel, loaded.model), inplace=True, compile=request.compile)
-        computed = _compute(model, plan.samples, shard, protocol, current, request)
+        computed = _compute(opened, plan.samples, shard, request)
         run = _Output(request, plan, meta, previous)
-        rows = current.gather(run.collect(computed, len(shard), current))
+        rows = current.gather(run.collect(computed, len(shard), current, progress if current.main else None))
         if not current.main:
             return None
         final = run.assemble(rows)
@@ -279,7 +253,7 @@ def extract_features(request: FeaturesRequest) -> FeaturesResult | None:
         videos=len(final.videos),
         failures=final.failures,
         computed=sum(isinstance(row, torch.Tensor) for row in rows.values()),
-        model=model_name,
+        model=opened.name,
         protocol=protocol.describe(),
         layer=request.layer,
         seconds=time.perf_counter() - started,
@@ -290,23 +264,22 @@ Row = torch.Tensor | str  # a video's features, or why it failed
 
 
 def _compute(
-    model: torch.nn.Module,
-    samples: Sequence[Sample],
-    positions: Sequence[int],
-    protocol: ViewProtocol,
-    current: Session,
-    request: FeaturesRequest,
+    opened: InferenceModel, samples: Sequence[Sample], positions: Sequence[int], request: FeaturesRequest
 ) -> Iterator[tuple[int, Row]]:
     """(position, features `[D]` or `[V, D]`, or the error) for each video, as they finish."""
-    forward = functools.partial(cast(StagedModel, model).forward_features, stage=request.layer)
     batches = decoded_batches(
-        samples, positions, protocol, batch_size=request.batch_size, workers=request.workers, decoder=request.decoder
+        samples,
+        positions,
+        opened.protocol,
+        batch_size=request.batch_size,
+        workers=request.workers,
+        decoder=request.decoder,
     )
     for batch in batches:
         views = [item for _, item, _ in batch if item is not None]
         outputs: Iterator[torch.Tensor] = iter([])
         if views:
-            features = batched_logits(model, torch.cat(views), current.device, request.batch_size, forward=forward)
+            features = opened.outputs(torch.cat(views), request.batch_size)
             outputs = iter(features.split([len(v) for v in views]))
         for position, item, error in batch:
             if item is None:
@@ -355,15 +328,21 @@ class _Output:
         write_features(self.request.output, self.assemble(rows))
         return True
 
-    def collect(self, computed: Iterator[tuple[int, Row]], total: int, current: Session) -> dict[int, Row]:
+    def collect(
+        self,
+        computed: Iterator[tuple[int, Row]],
+        total: int,
+        current: Session,
+        progress: ProgressCallback | None,
+    ) -> dict[int, Row]:
         rows: dict[int, Row] = {}
         last_save = time.perf_counter()
-        with raise_on_sigterm(), progress_bar(disable=not current.main) as bar:
-            task = bar.add_task("features", total=total)
+        with raise_on_sigterm():
+            notify(progress, Progress("features", 0, total))
             try:
                 for position, row in computed:
                     rows[position] = row
-                    bar.advance(task)
+                    notify(progress, Progress("features", len(rows), total))
                     if time.perf_counter() - last_save > CHECKPOINT_SECONDS:
                         self.save(rows, current)
                         last_save = time.perf_counter()

@@ -25,9 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from uniformer_cli.device import autocast_dtype, inference_autocast, select_device, synchronize
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.models import FAMILIES, ModelConfig, create_model, exact_attention, fp16_safe
 from uniformer_cli.models.fast import optimize_for_inference
-from uniformer_cli.progress import progress_bar
 from uniformer_cli.zoo import ZOO, ZooEntry, get_entry
 
 # The paper's main clip length: what `--arch` costs unless `--frames` says otherwise.
@@ -190,21 +190,22 @@ def select_workloads(
     entries = [
         entry
         for entry in ZOO.values()
-        if (frames is None or entry.frames == frames) and (size is None or entry.size == size)
+        if (frames is None or entry.protocol.frames == frames) and (size is None or entry.protocol.size == size)
     ]
     if entries:
         return [_entry_workload(entry, None, None, clips, crops) for entry in entries]
-    shapes = dict.fromkeys((entry.family, size or entry.size) for entry in ZOO.values())
+    shapes = dict.fromkeys((entry.family, size or entry.protocol.size) for entry in ZOO.values())
     return [_architecture_workload(family, frames, family_size, clips, crops) for family, family_size in shapes]
 
 
 def _entry_workload(
     entry: ZooEntry, frames: int | None, size: int | None, clips: int | None, crops: int | None
 ) -> Workload:
-    frames, size = frames or entry.frames, size or entry.size
-    clips, crops = clips or entry.clips, crops or entry.crops
-    released_shape = (frames, size) == (entry.frames, entry.size)
-    released_views = (clips, crops) == (entry.clips, entry.crops)
+    released = entry.protocol
+    frames, size = frames or released.frames, size or released.size
+    clips, crops = clips or released.clips, crops or released.crops
+    released_shape = (frames, size) == (released.frames, released.size)
+    released_views = (clips, crops) == (released.clips, released.crops)
     return Workload(
         name=entry.name,
         family=entry.family,
@@ -226,9 +227,12 @@ def _architecture_workload(
         raise UniformerError(f"unknown architecture {family!r} (choose one of {', '.join(FAMILIES)})")
     released = [entry for entry in ZOO.values() if entry.family == family]
     frames = frames or DEFAULT_FRAMES
-    size = size or max([e.size for e in released if e.frames == frames] or [e.size for e in released])
+    shapes = [(e.protocol.frames, e.protocol.size) for e in released]
+    size = size or max([side for length, side in shapes if length == frames] or [side for _, side in shapes])
     # The paper's per-view figure of any released model with this architecture and clip shape.
-    paper = next((e for e in ZOO.values() if (e.family, e.frames, e.size) == (family, frames, size)), None)
+    paper = next(
+        (e for e in ZOO.values() if (e.family, e.protocol.frames, e.protocol.size) == (family, frames, size)), None
+    )
     return Workload(
         name=family,
         family=family,
@@ -463,34 +467,38 @@ def peak_memory(
 
 
 def cost_rows(
-    workloads: list[Workload], *, by_stage: bool = False, bench: BenchSettings | None = None, progress: bool = True
+    workloads: list[Workload],
+    *,
+    by_stage: bool = False,
+    bench: BenchSettings | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[CostRow]:
-    """Count (and optionally benchmark) every workload; identical networks are measured once."""
+    """Count (and optionally benchmark) every workload; identical networks are measured once. Each workload
+    is reported to `progress` as it starts and when it is done."""
     benches: dict[tuple[ModelConfig, int, int], BenchResult] = {}
-    rows = []
-    with progress_bar(disable=not progress) as bar:
-        task = bar.add_task("benchmarking" if bench else "counting", total=len(workloads))
-        for workload in workloads:
-            bar.update(task, description=workload.name)
-            count = count_macs(workload.config, workload.frames, workload.size)
-            key = (workload.config, workload.frames, workload.size)
-            if bench is not None and key not in benches:
-                benches[key] = benchmark(workload.config, workload.frames, workload.size, bench)
-            rows.append(
-                CostRow(
-                    name=workload.name,
-                    family=workload.family,
-                    frames=workload.frames,
-                    size=workload.size,
-                    clips=workload.clips,
-                    crops=workload.crops,
-                    params=count.params,
-                    macs_per_view=count.macs,
-                    paper_gflops_per_view=workload.paper_gflops_per_view,
-                    paper_gflops=workload.paper_gflops,
-                    stages={group: macs / 1e9 for group, macs in count.stage_macs.items()} if by_stage else None,
-                    bench=benches.get(key),
-                )
+    rows: list[CostRow] = []
+    task = "benchmarking" if bench else "counting"
+    for workload in workloads:
+        notify(progress, Progress(task, len(rows), len(workloads), {"model": workload.name}))
+        count = count_macs(workload.config, workload.frames, workload.size)
+        key = (workload.config, workload.frames, workload.size)
+        if bench is not None and key not in benches:
+            benches[key] = benchmark(workload.config, workload.frames, workload.size, bench)
+        rows.append(
+            CostRow(
+                name=workload.name,
+                family=workload.family,
+                frames=workload.frames,
+                size=workload.size,
+                clips=workload.clips,
+                crops=workload.crops,
+                params=count.params,
+                macs_per_view=count.macs,
+                paper_gflops_per_view=workload.paper_gflops_per_view,
+                paper_gflops=workload.paper_gflops,
+                stages={group: macs / 1e9 for group, macs in count.stage_macs.items()} if by_stage else None,
+                bench=benches.get(key),
             )
-            bar.advance(task)
+        )
+    notify(progress, Progress(task, len(rows), len(workloads)))
     return rows

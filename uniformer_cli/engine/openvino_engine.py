@@ -37,8 +37,7 @@ import torch
 from huggingface_hub import constants
 from torch import nn
 
-from uniformer_cli.data.views import ViewProtocol
-from uniformer_cli.engine.export import (
+from uniformer_cli.engine.interchange import (
     export_metadata,
     exportable,
     openvino_core,
@@ -49,13 +48,14 @@ from uniformer_cli.engine.export import (
     write_openvino,
 )
 from uniformer_cli.errors import UniformerError, first_line
-from uniformer_cli.models.fast import check_precision, optimize_for_inference
+from uniformer_cli.models.fast import check_precision
+from uniformer_cli.protocol import ViewProtocol
+from uniformer_cli.settings import ENGINES
 from uniformer_cli.weights import LoadedModel
 from uniformer_cli.weights.cache import integrity_problem, known_sha256, record_integrity
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "torch", "openvino")
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # our precision -> OpenVINO's INFERENCE_PRECISION_HINT
 IR_FILES = ("model.xml", "model.bin")
 
@@ -82,25 +82,29 @@ def choose_engine(engine: str, precision: str, device: torch.device, compile: bo
     return "torch"
 
 
-def inference_model(
-    loaded: LoadedModel, protocol: ViewProtocol, engine: str, precision: str, compile: bool = False
-) -> nn.Module:
-    """`loaded` ready to score clips of `protocol`'s shape on `engine` (as `choose_engine` returned it):
-    OpenVINO's compiled model, or PyTorch's fast inference path at `precision` (made in place)."""
-    if engine == "openvino":
-        return openvino_model(loaded, protocol, precision)
-    return optimize_for_inference(loaded.model, inplace=True, compile=compile, precision=precision)
-
-
 def cache_root() -> Path:
     """Beside the converted zoo weights: `$HF_HOME/uniformer/openvino`."""
     return Path(constants.HF_HOME) / "uniformer" / "openvino"
 
 
-def ir_folder(weights: Path, protocol: ViewProtocol) -> Path:
-    """The cache folder of `weights` (by content) at `protocol`'s clip shape."""
+def ir_folder(weights: Path, protocol: ViewProtocol, features: int | None = None) -> Path:
+    """The cache folder of `weights` (by content) at `protocol`'s clip shape, computing logits or (with
+    `features`) that stage's pooled map."""
     digest = known_sha256(weights, cache_root() / "digests")
-    return cache_root() / f"{digest}-{protocol.frames}x{protocol.size}x{protocol.size}"
+    output = "" if features is None else f"-features{features}"
+    return cache_root() / f"{digest}-{protocol.frames}x{protocol.size}x{protocol.size}{output}"
+
+
+class PooledFeatures(nn.Module):
+    """A network whose output is `forward_features(stage)`, for engines that run one graph."""
+
+    def __init__(self, model: nn.Module, stage: int) -> None:
+        super().__init__()
+        self.model = model
+        self.stage = stage
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(clips, stage=self.stage)  # type: ignore[operator]
 
 
 class OpenVinoModel(nn.Module):
@@ -121,18 +125,21 @@ class OpenVinoModel(nn.Module):
         return torch.from_numpy(np.array(self.compiled(array, share_inputs=False)[0], dtype=np.float32))
 
 
-def openvino_model(loaded: LoadedModel, protocol: ViewProtocol, precision: str = "auto") -> OpenVinoModel:
+def openvino_model(
+    loaded: LoadedModel, protocol: ViewProtocol, precision: str = "auto", *, features: int | None = None
+) -> OpenVinoModel:
     """`loaded` on OpenVINO at `precision` ("auto" is fp32) for clips of `protocol`'s shape, from the
-    cache (converted first when it is missing or damaged)."""
+    cache (converted first when it is missing or damaged); its output is the logits, or with `features`
+    that stage's pooled map."""
     require_openvino()
     precision = "fp32" if precision == "auto" else precision
     check_precision(precision, torch.device("cpu"))
-    folder = ir_folder(loaded.path, protocol)
+    folder = ir_folder(loaded.path, protocol, features)
     problem = _ir_problem(folder)
     if problem is not None:
         if problem != "missing":
             log.warning("the OpenVINO model cached in %s %s: converting it again", folder, problem)
-        _build(loaded, protocol, folder)
+        _build(loaded, protocol, folder, features)
     options = {
         "INFERENCE_PRECISION_HINT": HINTS[precision],
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),
@@ -165,7 +172,7 @@ def _ir_problem(folder: Path) -> str | None:
     return None
 
 
-def _build(loaded: LoadedModel, protocol: ViewProtocol, folder: Path) -> None:
+def _build(loaded: LoadedModel, protocol: ViewProtocol, folder: Path, features: int | None) -> None:
     """Export, convert and save the IR into `folder`: written in a scratch folder, then renamed into
     place whole (a damaged copy is replaced, with its compiled blobs)."""
     modules = require_engine("openvino", "converting the model for --engine openvino")
@@ -176,7 +183,10 @@ def _build(loaded: LoadedModel, protocol: ViewProtocol, folder: Path) -> None:
     with staging(folder.parent) as scratch:
         onnx_path = scratch / "model.onnx"
         try:
-            write_onnx(exportable(loaded.model), example, onnx_path, metadata, modules["onnx"])
+            network = exportable(loaded.model)
+            if features is not None:
+                network = PooledFeatures(network, features)
+            write_onnx(network, example, onnx_path, metadata, modules["onnx"])
             built = scratch / "built"
             built.mkdir()
             write_openvino(onnx_path, built / IR_FILES[0], metadata)

@@ -6,42 +6,27 @@ A video's score is the softmax of the mean of its views' logits: the official me
 
 from __future__ import annotations
 
-import functools
-import glob
-import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from rich.markup import escape
-from rich.progress import Progress, TaskID
 from torch import nn
 
-from uniformer_cli.data import transforms
+from uniformer_cli.data.paths import VideoSearch
 from uniformer_cli.data.stream import STDIN, open_stream
-from uniformer_cli.data.video import DECODERS, VIDEO_EXTENSIONS, is_frame_folder, open_video
-from uniformer_cli.data.views import (
-    ProtocolOverrides,
-    ViewProtocol,
-    resolve_protocol,
-    views_from_resized,
-    views_from_video,
-)
-from uniformer_cli.device import batched_logits, select_device
-from uniformer_cli.engine.openvino_engine import choose_engine, inference_model
-from uniformer_cli.errors import UniformerError, VideoError
-from uniformer_cli.models.fast import check_precision
-from uniformer_cli.progress import progress_bar
-from uniformer_cli.records import Record, class_record, model_fields
-from uniformer_cli.weights import resolve_model
+from uniformer_cli.data.video import DECODERS, is_frame_folder, open_video
+from uniformer_cli.data.views import views_from_video
+from uniformer_cli.data.windows import check_timeline, stream_windows, window_bounds
+from uniformer_cli.device import batched_logits
+from uniformer_cli.engine.inference import InferenceModel, InferenceRequest, open_model, request_for
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.events import Progress, ProgressCallback, notify
+from uniformer_cli.protocol import ViewProtocol
+from uniformer_cli.records import Failure, Record, class_record, model_fields
 from uniformer_cli.zoo import DEFAULT_MODEL
-
-GLOB_CHARACTERS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
@@ -120,12 +105,6 @@ class LoadedVideo:
     seconds: float  # decoding and preprocessing time
 
 
-@dataclass(frozen=True)
-class Failure:
-    file: str
-    error: str
-
-
 @dataclass
 class PredictReport:
     """Everything a predict run produced: the results and the failures, and both in input order
@@ -153,7 +132,8 @@ class PredictReport:
 
 
 class Predictor:
-    """A model in eval mode with its test protocol, labels and device.
+    """A model in eval mode with its test protocol, labels and device; called on a video path (or a list
+    of them) it returns the ranked classes, as the transformers video-classification pipeline does.
 
     `labels` may be shorter than the model's outputs (the HMDB51 head has 101 rows for 51 classes):
     only the first `len(labels)` logits are ranked.
@@ -179,6 +159,20 @@ class Predictor:
         self.weights = weights
         self.batch_size = batch_size
         self.decoder = decoder
+
+    @classmethod
+    def of(cls, opened: InferenceModel, *, batch_size: int = 8, decoder: str = "auto") -> Predictor:
+        """The predictor of a model opened for inference (`engine.inference.open_model`)."""
+        return cls(
+            opened.network,
+            opened.protocol,
+            labels=opened.labels,
+            name=opened.name,
+            weights=opened.weights,
+            device=opened.device,
+            batch_size=batch_size,
+            decoder=decoder,
+        )
 
     def logits(self, views: torch.Tensor) -> torch.Tensor:
         """float32 logits `[views, classes]` on the CPU, `batch_size` views per forward pass."""
@@ -239,39 +233,45 @@ class Predictor:
                     continue
                 yield self.classify(path, video, top_k)
 
+    def __call__(self, videos: str | Path | Sequence[str | Path], top_k: int = 5) -> list[Record] | list[list[Record]]:
+        """The ranked classes of a video, `[{"label", "score", "index"}, ...]` best first (`top_k` of them),
+        or a list of those for a list of videos (the next one decoded while the model runs). A video that
+        cannot be read raises `VideoError`."""
+        if isinstance(videos, (str, Path)):
+            return _ranked(self.predict(videos, top_k))
+        ranked: list[list[Record]] = []
+        for outcome in self.predict_many(list(videos), top_k):
+            if isinstance(outcome, Failure):
+                raise UniformerError(outcome.error)
+            ranked.append(_ranked(outcome))
+        return ranked
+
     def timeline(
         self,
         path: str | Path,
         seconds: float,
         clips: int = 1,
-        on_window: Callable[[int, int], None] | None = None,
+        progress: ProgressCallback | None = None,
         fps: float | None = None,
     ) -> VideoTimeline:
-        """Top class of each `seconds`-long window of the video (the last window absorbs a tail
-        shorter than half a window). Each window is sampled with the model's temporal rule as if it
-        were a whole video, with `clips` clips and the centre crop. `fps` is the frame rate of a frame
-        folder, which records none (required for one); a video file's own rate is used otherwise."""
+        """Top class of each `seconds`-long window of the video (`data.windows.window_bounds`). Each window is
+        sampled with the model's temporal rule as if it were a whole video, with `clips` clips and the
+        centre crop. `fps` is the frame rate of a frame folder, which records none (required for one); a
+        video file's own rate is used otherwise. `progress` hears of each window (a sub step)."""
         started = time.perf_counter()
-        protocol = self.timeline_protocol(clips)
-        windows, scores = [], []
+        timeline = _Timeline(self, str(path), self.timeline_protocol(clips))
         with open_video(path, self.decoder) as video:
             if is_frame_folder(Path(path)):
                 if fps is None:
-                    raise UniformerError(f"{path} is a frame folder, which records no frame rate: give --fps")
+                    raise _no_frame_rate(path)
                 rate = fps
             else:
                 rate = video.fps
             bounds = window_bounds(video.num_frames, rate, seconds)
             for number, (first, stop) in enumerate(bounds):
-                probabilities = self.probabilities(views_from_video(video, protocol, window=(first, stop)))
-                best = self.rank(probabilities, 1)[0]
-                windows.append(TimelineWindow(first / rate, stop / rate, best.label, best.index, best.score))
-                scores.append(probabilities.tolist())
-                if on_window:
-                    on_window(number + 1, len(bounds))
-        labels = [self.label(index) for index in range(len(scores[0]))] if scores else []
-        elapsed = time.perf_counter() - started
-        return VideoTimeline(str(path), self.name, windows, elapsed, protocol.describe(), scores, labels)
+                timeline.score(views_from_video(video, timeline.protocol, window=(first, stop)), first, stop, rate)
+                notify(progress, Progress(Path(path).name, number + 1, len(bounds), sub=True))
+        return timeline.result(time.perf_counter() - started)
 
     def timeline_protocol(self, clips: int) -> ViewProtocol:
         """How each timeline window is sampled: the model's temporal rule, `clips` clips, the centre crop."""
@@ -285,204 +285,89 @@ class Predictor:
         on_window: Callable[[TimelineWindow], None] | None = None,
     ) -> VideoTimeline:
         """`timeline` for a stream (stdin, URL or device, `open_stream`): each window is scored as soon as
-        it is final and passed to `on_window`, until the stream ends (or Ctrl-C, which propagates).
-
-        The windows equal `timeline`'s on the same frames: window k is final once half a window has
-        followed it (a shorter tail would join it, as `window_bounds` does). Frames are normalised and
-        resized on arrival and kept only while a window may still need them: `FrameRing` never holds
-        more than 1.5 windows of frames.
-        """
+        it is final (`data.windows.stream_windows`: the same windows as `timeline`'s on the same frames, at
+        most half a window late, at most 1.5 windows of frames in memory) and passed to `on_window`, until
+        the stream ends (or Ctrl-C, which propagates)."""
         started = time.perf_counter()
-        protocol = self.timeline_protocol(clips)
-        windows: list[TimelineWindow] = []
-        scores: list[list[float]] = []
-
-        def score(first: int, stop: int) -> None:
-            probabilities = self.probabilities(ring.views(first, stop, protocol))
-            best = self.rank(probabilities, 1)[0]
-            window = TimelineWindow(first / stream.fps, stop / stream.fps, best.label, best.index, best.score)
-            windows.append(window)
-            scores.append(probabilities.tolist())
-            if on_window:
-                on_window(window)
-
+        timeline = _Timeline(self, "stdin" if source == STDIN else source, self.timeline_protocol(clips))
+        peak = 0
         with open_stream(source) as stream:
-            length = window_length(stream.fps, seconds)
-            ring = FrameRing(protocol.size)
-            first = 0  # the next window to score starts here
-            for image in stream.frames():
-                ring.append(image)
-                if ring.count - (first + length) >= length / 2:  # the next window will stand alone
-                    score(first, first + length)
-                    first += length
-                    ring.drop_before(first)
-            if ring.count == 0:
-                raise VideoError(f"{source} ended before its first frame")
-            for start, stop in window_bounds(ring.count, stream.fps, seconds):
-                if start >= first:
-                    score(start, stop)
-        labels = [self.label(index) for index in range(len(scores[0]))] if scores else []
-        elapsed = time.perf_counter() - started
-        name = "stdin" if source == STDIN else source
-        return VideoTimeline(name, self.name, windows, elapsed, protocol.describe(), scores, labels, ring.peak)
+            for first, stop, ring in stream_windows(stream, seconds, timeline.protocol.size):
+                window = timeline.score(ring.views(first, stop, timeline.protocol), first, stop, stream.fps)
+                peak = ring.peak
+                if on_window:
+                    on_window(window)
+        result = timeline.result(time.perf_counter() - started)
+        result.frames_held = peak
+        return result
 
 
-class FrameRing:
-    """The frames of a stream that a window may still need, each normalised and resized to the model's
-    short side as it arrives (the same values `resized_clip` gives a file's frames)."""
+@dataclass
+class _Timeline:
+    """A timeline being built: the file and stream timelines score their windows the same way."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.frames: dict[int, torch.Tensor] = {}  # frame index -> [3, 1, h, w]
-        self.count = 0  # frames seen
-        self.peak = 0  # most frames held at once (the memory bound)
+    predictor: Predictor
+    file: str
+    protocol: ViewProtocol
+    windows: list[TimelineWindow] = field(default_factory=list)
+    scores: list[list[float]] = field(default_factory=list)
 
-    def append(self, image: np.ndarray) -> None:
-        self.frames[self.count] = transforms.resized_clip([image], self.size)
-        self.count += 1
-        self.peak = max(self.peak, len(self.frames))
+    def score(self, views: torch.Tensor, first: int, stop: int, fps: float) -> TimelineWindow:
+        probabilities = self.predictor.probabilities(views)
+        best = self.predictor.rank(probabilities, 1)[0]
+        window = TimelineWindow(first / fps, stop / fps, best.label, best.index, best.score)
+        self.windows.append(window)
+        self.scores.append(probabilities.tolist())
+        return window
 
-    def drop_before(self, index: int) -> None:
-        for old in [i for i in self.frames if i < index]:
-            del self.frames[old]
-
-    def views(self, first: int, stop: int, protocol: ViewProtocol) -> torch.Tensor:
-        """The window `first..stop-1`'s views, sampled as `read_view_frames` samples a file's window."""
-        clips = [first + indices for indices in protocol.clip_indices(stop - first)]
-        unique, positions = np.unique(np.concatenate(clips), return_inverse=True)
-        resized = torch.cat([self.frames[int(index)] for index in unique], dim=1)
-        return views_from_resized(resized, positions.reshape(protocol.clips, protocol.frames), protocol)
+    def result(self, seconds: float) -> VideoTimeline:
+        labels = [self.predictor.label(index) for index in range(len(self.scores[0]))] if self.scores else []
+        return VideoTimeline(
+            self.file, self.predictor.name, self.windows, seconds, self.protocol.describe(), self.scores, labels
+        )
 
 
-def window_length(fps: float, seconds: float) -> int:
-    """Frames per `seconds`-long timeline window."""
-    check_timeline(seconds)
-    return max(1, round(seconds * fps))
+def _ranked(prediction: VideoPrediction) -> list[Record]:
+    return [{"label": p.label, "score": p.score, "index": p.index} for p in prediction.predictions]
 
 
-def check_timeline(seconds: float) -> None:
-    """A timeline window must be a positive, finite number of seconds."""
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise UniformerError(f"--timeline needs a positive, finite window length in seconds, got {seconds:g}")
-
-
-def window_bounds(num_frames: int, fps: float, seconds: float) -> list[tuple[int, int]]:
-    """`(first, stop)` frame ranges of consecutive `seconds`-long windows covering the video."""
-    length = window_length(fps, seconds)
-    bounds = [(first, min(first + length, num_frames)) for first in range(0, num_frames, length)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < length / 2:
-        bounds[-2:] = [(bounds[-2][0], num_frames)]
-    return bounds
+def open_predictor(request: InferenceRequest, *, batch_size: int = 8, decoder: str = "auto") -> Predictor:
+    """The `Predictor` of a request (`engine.inference.open_model`: the zoo entry's or the weights' own
+    protocol with the request's changes, the fast path or OpenVINO at the requested precision); a model
+    without labels names its classes `class N`."""
+    if decoder not in DECODERS:
+        raise UniformerError(f"unknown decoder {decoder!r} (use one of {', '.join(DECODERS)})")
+    return Predictor.of(open_model(request), batch_size=batch_size, decoder=decoder)
 
 
 def load_predictor(
-    model: str | None = None,
-    weights: str | Path | None = None,
+    name_or_path: str | Path = DEFAULT_MODEL,
     *,
-    revision: str | None = None,
-    head_dim: int | None = None,
+    zoo_name: str | None = None,
     device: str = "auto",
-    overrides: ProtocolOverrides | None = None,
-    batch_size: int = 8,
-    decoder: str = "auto",
-    compile: bool = False,
     precision: str = "auto",
     engine: str = "auto",
+    compile: bool = False,
+    revision: str | None = None,
+    head_dim: int | None = None,
+    batch_size: int = 8,
+    decoder: str = "auto",
 ) -> Predictor:
-    """A `Predictor` for a zoo model (default `DEFAULT_MODEL`) or a weights file, on the fast inference
-    path (`optimize_for_inference` at `precision`, `torch.compile` with `compile`), or on OpenVINO
-    (`engine` "openvino": `engine.openvino_engine`, which says why "auto" runs PyTorch).
-
-    The protocol comes from the zoo entry (`model`, which also names the entry a local `.pth` belongs
-    to) or the safetensors metadata, changed by `overrides`; a file with neither takes it from the
-    overrides alone (`resolve_protocol`). A model without labels names its classes `class N`.
-    """
-    if decoder not in DECODERS:
-        raise UniformerError(f"unknown decoder {decoder!r} (use one of {', '.join(DECODERS)})")
-    target = select_device(device)
-    check_precision(precision, target)
-    engine = choose_engine(engine, precision, target, compile)
-    if weights is not None:
-        loaded = resolve_model(Path(weights), device=target, revision=revision, head_dim=head_dim, zoo_name=model)
-    else:
-        loaded = resolve_model(model or DEFAULT_MODEL, device=target, revision=revision, head_dim=head_dim)
-    protocol = resolve_protocol(loaded.protocol, overrides or ProtocolOverrides(), str(loaded.path))
-    # A file that is no zoo entry's is named by its path as given, never by a bare (ambiguous) file name.
-    name = loaded.entry.name if loaded.entry else str(weights if weights is not None else loaded.path)
-    return Predictor(
-        inference_model(loaded, protocol, engine, precision, compile),
-        protocol,
-        labels=loaded.labels,
-        name=name,
-        weights=str(loaded.path),
-        device=target,
-        batch_size=batch_size,
-        decoder=decoder,
+    """A callable `Predictor` for a zoo name or a weights file (with `zoo_name`, the zoo entry that file
+    belongs to), as `uniformer predict` runs it: `load_predictor("s-k400")("clip.mp4", top_k=3)` gives the
+    ranked `[{"label", "score", "index"}]` that `uniformer predict clip.mp4 --json` scores. The device
+    rule is `load_model`'s ("auto": CUDA, then MPS, then CPU)."""
+    request = request_for(
+        name_or_path,
+        zoo_name,
+        device=device,
+        precision=precision,
+        engine=engine,
+        compile=compile,
+        revision=revision,
+        head_dim=head_dim,
     )
-
-
-def _videos_in(folder: Path) -> list[Path]:
-    """The folder itself when it is a frame folder, else the videos below it."""
-    return [folder] if is_frame_folder(folder) else _videos_under(folder)
-
-
-def _videos_under(folder: Path) -> list[Path]:
-    """Video files and frame folders below `folder`, in sorted order; frame folders are not entered."""
-    found = []
-    for root, directories, files in os.walk(folder):
-        directories.sort()
-        here = Path(root)
-        if here != folder and is_frame_folder(here):
-            found.append(here)
-            directories.clear()
-            continue
-        found.extend(here / name for name in sorted(files) if Path(name).suffix.lower() in VIDEO_EXTENSIONS)
-    return found
-
-
-def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]:
-    """Files as given, folders searched recursively (video extensions and frame folders), globs
-    (`**` included) expanded; each pattern that yields nothing is a `Failure`. Duplicates are dropped."""
-    found: list[Path] = []
-    failures: list[Failure] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            matches = _videos_in(path)
-            reason = f"no videos or frame folders found under {path}"
-        elif path.exists():
-            matches, reason = [path], ""
-        elif GLOB_CHARACTERS & set(str(pattern)):
-            matches = []
-            for match in map(Path, sorted(glob.glob(str(pattern), recursive=True))):
-                if match.is_dir():
-                    matches.extend(_videos_in(match))
-                elif match.suffix.lower() in VIDEO_EXTENSIONS:
-                    matches.append(match)
-            reason = f"no videos match {pattern}"
-        else:
-            matches, reason = [], f"no such file or folder: {path}"
-        if not matches:
-            failures.append(Failure(str(pattern), reason))
-        found.extend(matches)
-    return list(dict.fromkeys(found)), failures
-
-
-@dataclass(frozen=True)
-class VideoSearch:
-    """The videos some paths and patterns name, and the patterns that named nothing."""
-
-    paths: list[Path]
-    failures: list[Failure]
-
-
-def find_videos(patterns: Sequence[str | Path]) -> VideoSearch:
-    """`expand_paths`, failing when it finds nothing at all: called before the model is loaded, so a
-    mistyped path costs no download."""
-    paths, failures = expand_paths(patterns)
-    if not paths:
-        raise UniformerError("; ".join(failure.error for failure in failures) or "no video given")
-    return VideoSearch(paths, failures)
+    return open_predictor(request, batch_size=batch_size, decoder=decoder)
 
 
 def run_predict(
@@ -493,45 +378,51 @@ def run_predict(
     timeline: float | None = None,
     timeline_clips: int | None = None,
     fps: float | None = None,
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> PredictReport:
     """Predict (or build `timeline`-second timelines for, `timeline_clips` clips per window, default 1)
-    every video `find_videos` found, with a progress bar when there are several files (or windows);
-    unreadable videos are reported, not fatal. `fps`: the frame rate of frame folders, for timelines."""
-    if timeline is not None:
-        check_timeline(timeline)
+    every video `data.paths.find_videos` found, reporting each finished video (and each window, as a sub
+    step) to `progress`; unreadable videos are reported, not fatal. `fps`: the frame rate of frame folders,
+    for timelines."""
+    check_timeline_request(videos, timeline, fps)
     paths = videos.paths
-    report = PredictReport(predictor.name, predictor.weights, predictor.protocol.as_dict())
+    result = PredictReport(predictor.name, predictor.weights, predictor.protocol.as_dict())
     for failure in videos.failures:
-        _record(report, failure)
-    with progress_bar(disable=not progress or (len(paths) < 2 and timeline is None)) as bar:
-        task = bar.add_task("predicting", total=len(paths))
-        if timeline is None:
-            for result in predictor.predict_many(paths, top_k):
-                _record(report, result)
-                bar.advance(task)
-            return report
-        for path in paths:
-            windows = bar.add_task(escape(f"  {path.name}"), total=None)
-            outcome: VideoTimeline | Failure
-            try:
-                outcome = predictor.timeline(
-                    path,
-                    timeline,
-                    timeline_clips or 1,
-                    functools.partial(_show_windows, bar, windows),
-                    fps,
-                )
-            except UniformerError as error:
-                outcome = Failure(str(path), str(error))
-            bar.remove_task(windows)
-            _record(report, outcome)
-            bar.advance(task)
-    return report
+        _record(result, failure)
+    notify(progress, Progress("predicting", 0, len(paths)))
+    outcomes: Iterator[VideoPrediction | VideoTimeline | Failure] = (
+        predictor.predict_many(paths, top_k)
+        if timeline is None
+        else (_timeline_or_failure(predictor, path, timeline, timeline_clips or 1, fps, progress) for path in paths)
+    )
+    for done, outcome in enumerate(outcomes, start=1):
+        _record(result, outcome)
+        notify(progress, Progress("predicting", done, len(paths)))
+    return result
 
 
-def _show_windows(bar: Progress, task: TaskID, done: int, total: int) -> None:
-    bar.update(task, completed=done, total=total)
+def check_timeline_request(videos: VideoSearch, seconds: float | None, fps: float | None) -> None:
+    """A timeline's window must be a positive, finite number of seconds, and frame folders need `fps`:
+    checked before a model is loaded."""
+    if seconds is None:
+        return
+    check_timeline(seconds)
+    folder = next((path for path in videos.paths if is_frame_folder(path)), None)
+    if folder is not None and fps is None:
+        raise _no_frame_rate(folder)
+
+
+def _no_frame_rate(folder: str | Path) -> UniformerError:
+    return UniformerError(f"{folder} is a frame folder, which records no frame rate: give --fps for --timeline")
+
+
+def _timeline_or_failure(
+    predictor: Predictor, path: Path, seconds: float, clips: int, fps: float | None, progress: ProgressCallback | None
+) -> VideoTimeline | Failure:
+    try:
+        return predictor.timeline(path, seconds, clips, progress, fps)
+    except UniformerError as error:
+        return Failure(str(path), str(error))
 
 
 def run_live(
@@ -542,9 +433,9 @@ def run_live(
     on_window: Callable[[TimelineWindow], None] | None = None,
 ) -> PredictReport:
     """`Predictor.live_timeline` of one stream as a report (failures to open or read it raise)."""
-    report = PredictReport(predictor.name, predictor.weights, predictor.protocol.as_dict())
-    _record(report, predictor.live_timeline(source, seconds, clips or 1, on_window))
-    return report
+    result = PredictReport(predictor.name, predictor.weights, predictor.protocol.as_dict())
+    _record(result, predictor.live_timeline(source, seconds, clips or 1, on_window))
+    return result
 
 
 def _record(report: PredictReport, outcome: VideoPrediction | VideoTimeline | Failure) -> None:

@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader, Dataset
 from uniformer_cli.data.datasets import Sample
 from uniformer_cli.data.loading import decoding_workers, init_decoding_worker
 from uniformer_cli.data.video import open_video
-from uniformer_cli.data.views import ViewProtocol, views_from_video
+from uniformer_cli.data.views import views_from_video
 from uniformer_cli.device import batched_logits
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.protocol import ViewProtocol
 
 TOP_K = 5
 

@@ -36,7 +36,6 @@ from uniformer_cli import plots
 from uniformer_cli.data.augment import ClipAugment, MixupCutmix, soft_cross_entropy
 from uniformer_cli.data.datasets import Sample, class_key
 from uniformer_cli.data.loading import init_decoding_worker
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.device import autocast_dtype, autocast_to
 from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from uniformer_cli.engine.distributed import Session, session
@@ -45,11 +44,12 @@ from uniformer_cli.engine.signals import StopSignal
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng, report_unavailable
 from uniformer_cli.errors import DatasetError, UniformerError, WriteError
+from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_reason
 from uniformer_cli.models import create_model
 from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.layers import StagedModel
-from uniformer_cli.progress import progress_bar
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import (
     inflate_image_state_dict,
     load_state_dict_strict,
@@ -156,7 +156,7 @@ def build_model(config: TrainConfig, *, initialise: bool = True) -> UniFormerMod
     else:
         assert config.init_model is not None
         zoo_name = config.init_model if config.init_weights else None
-        loaded = resolve_model(config.init_weights or config.init_model, zoo_name=zoo_name)
+        loaded = resolve_model(config.init_weights or config.init_model, device="cpu", zoo_name=zoo_name)
         source, state = loaded.path, loaded.model.state_dict()
         if not _same_classes(loaded.labels, config.classes):
             state = {key: value for key, value in state.items() if key.split(".")[0] not in HEAD_MODULES}
@@ -268,11 +268,14 @@ def _steps(loader: DataLoader, accumulation: int) -> Iterator[list[tuple[torch.T
             group = []
 
 
-def train(config: TrainConfig, runtime: Runtime, *, resume: Path | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, runtime: Runtime, *, resume: Path | None = None, progress: ProgressCallback | None = None
+) -> TrainResult:
     """Run `config`, or continue it from the checkpoint `resume`. Under torchrun every rank calls it;
-    the result (and every file) comes from rank 0."""
+    the result (and every file) comes from rank 0, which reports each step of an epoch to `progress` (with
+    the running loss, learning rate and clips per second)."""
     with session(runtime.device) as processes:
-        trainer = _Trainer(config, runtime, processes, resume)
+        trainer = _Trainer(config, runtime, processes, resume, progress if processes.main else None)
         try:
             return trainer.run()
         finally:
@@ -282,8 +285,16 @@ def train(config: TrainConfig, runtime: Runtime, *, resume: Path | None = None) 
 class _Trainer:
     """One run's state; `run()` is the epoch loop."""
 
-    def __init__(self, config: TrainConfig, runtime: Runtime, processes: Session, resume: Path | None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        runtime: Runtime,
+        processes: Session,
+        resume: Path | None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
         self.config, self.runtime, self.processes = config, runtime, processes
+        self.progress = progress
         self.output = Path(config.output)
         if resume is None and processes.from_main((self.output / "last.pt").exists()):
             raise UniformerError(f"{self.output} already holds a run: continue it with --resume, or pick another -o")
@@ -442,19 +453,13 @@ class _Trainer:
         steps_per_epoch = self.sampler.steps_per_epoch
         clips_per_step = config.global_batch * config.augment.repeats
         stopping = False
-        progress = progress_bar("loss", "lr", "clips_s", disable=not (processes.main and runtime.progress))
-        with progress, StopSignal(announce=processes.main) as stop_signal:
+        with StopSignal(announce=processes.main) as stop_signal:
             for epoch in range(self.step // steps_per_epoch, config.epochs):
                 done_in_epoch = self.step - epoch * steps_per_epoch
                 self.sampler.set_position(epoch, done_in_epoch)
-                task = progress.add_task(
-                    f"epoch {epoch + 1}/{config.epochs}",
-                    total=steps_per_epoch,
-                    completed=done_in_epoch,
-                    loss="-",
-                    lr="-",
-                    clips_s="-",
-                )
+                task = f"epoch {epoch + 1}/{config.epochs}"
+                detail: dict[str, str] = {}
+                notify(self.progress, Progress(task, done_in_epoch, steps_per_epoch, sub=True))
                 self.model.train()
                 window: list[float] = []
                 window_start = time.perf_counter()
@@ -463,14 +468,15 @@ class _Trainer:
                     loss = self.optimiser_step(epoch, group, lr)
                     window.append(loss)
                     self.epoch_losses.append(loss)
-                    progress.update(task, advance=1)
                     if self.step % runtime.log_every == 0 or self.step % steps_per_epoch == 0:
                         mean = sum(window) / len(window)
                         speed = clips_per_step * len(window) / max(time.perf_counter() - window_start, 1e-9)
                         record = {"event": "step", "epoch": epoch + 1, "step": self.step, "loss": mean, "lr": lr}
                         self.log.write({**record, "clips_per_s": speed})
-                        progress.update(task, loss=f"{mean:.4f}", lr=f"{lr:.2e}", clips_s=f"{speed:.1f}")
+                        detail = {"loss": f"{mean:.4f}", "lr": f"{lr:.2e}", "clips/s": f"{speed:.1f}"}
                         window, window_start = [], time.perf_counter()
+                    done = self.step - epoch * steps_per_epoch
+                    notify(self.progress, Progress(task, done, steps_per_epoch, detail, sub=True))
                     reached_max = runtime.max_steps is not None and self.step >= runtime.max_steps
                     stopping = stop_signal.agreed(processes) or reached_max
                     periodic = config.save_every > 0 and self.step % config.save_every == 0
@@ -479,7 +485,6 @@ class _Trainer:
                         save_checkpoint(self.state(self.step / steps_per_epoch), self.output / "last.pt")
                     if stopping:
                         break
-                progress.remove_task(task)
                 if self.step % steps_per_epoch:  # stopped inside the epoch
                     break
                 self.end_epoch(epoch, sum(self.epoch_losses) / len(self.epoch_losses))

@@ -16,7 +16,6 @@ from typing import Any
 from uniformer_cli.data.augment import AugmentConfig
 from uniformer_cli.data.datasets import DatasetSplit, mirroring_changes_labels, read_dataset
 from uniformer_cli.data.loading import DEFAULT_WORKERS, decoding_workers
-from uniformer_cli.data.views import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.device import check_device_name
 from uniformer_cli.engine.checkpointing import load_checkpoint
 from uniformer_cli.engine.distributed import main_process, world_size
@@ -25,6 +24,7 @@ from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOp
 from uniformer_cli.errors import DatasetError, UniformerError
 from uniformer_cli.files import ensure_writable
 from uniformer_cli.models.config import FAMILIES, ModelConfig
+from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.weights import resolve_model
 from uniformer_cli.weights.checkpoint import light_keep_ratios
 from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZooEntry, best_entry, get_entry
@@ -139,7 +139,6 @@ class Runtime:
     grad_checkpointing: bool | tuple[int, int, int, int] = False  # True: every block; else the first N per stage
     log_every: int = 10
     max_steps: int | None = None  # stop, after saving `last.pt`, once this many optimiser steps are done
-    progress: bool = True
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
@@ -246,10 +245,10 @@ def start_point(options: TrainOptions) -> StartPoint:
                 "fine-tuning keeps the checkpoint's architecture: drop --init/--scratch/--arch/--depth"
             )
         weights = str(options.weights) if options.weights is not None else None
-        loaded = resolve_model(weights or str(source), zoo_name=source if weights else None)
+        loaded = resolve_model(weights or str(source), device="cpu", zoo_name=source if weights else None)
         recipe = recipe or loaded.entry or default_entry("xxs" if loaded.config.arch == "light" else "s")
         own = loaded.protocol
-        protocol = own if own is not None and options.recipe is None else ViewProtocol.from_entry(recipe)
+        protocol = own if own is not None and options.recipe is None else recipe.protocol
         protocol = replace(protocol, channel_order=own.channel_order if own else "rgb")
         init_model, init_weights = (source, weights) if source is not None else (weights, None)
         return StartPoint(FINETUNE, init_model, init_weights, recipe, loaded.config, protocol)
@@ -267,7 +266,7 @@ def start_point(options: TrainOptions) -> StartPoint:
                 f"no ImageNet weights of {recipe.family} are published: pass an image checkpoint with --init FILE, "
                 "or --scratch"
             )
-    protocol = replace(ViewProtocol.from_entry(recipe), channel_order="rgb")
+    protocol = replace(recipe.protocol, channel_order="rgb")
     return StartPoint(init, init_model, None, recipe, architecture.replace(**custom), protocol)
 
 

@@ -19,9 +19,10 @@ from torch.utils.data import Dataset, Sampler
 
 from uniformer_cli.data.augment import ClipAugment
 from uniformer_cli.data.datasets import DatasetSplit, Sample, unavailable_videos
-from uniformer_cli.data.sampling import Sampling, train_indices
+from uniformer_cli.data.sampling import train_indices
 from uniformer_cli.data.video import open_video
 from uniformer_cli.errors import DatasetError, VideoError
+from uniformer_cli.protocol import Sampling
 
 logger = logging.getLogger(__name__)
 

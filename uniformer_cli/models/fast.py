@@ -45,6 +45,7 @@ from uniformer_cli.models.layers import (
     tokens_to_grid,
 )
 from uniformer_cli.models.light import ConvStem
+from uniformer_cli.settings import PRECISIONS
 
 
 def adopt_tensors(layer: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -396,7 +397,6 @@ def replace_convs(model: nn.Module, replacement: Callable[[nn.Conv3d], nn.Module
                 setattr(parent, name, new)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
 # CPU flags of native bf16 arithmetic (x86: AVX512-BF16, AMX; Arm: the BF16 extension).
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 CPUINFO = Path("/proc/cpuinfo")

@@ -292,6 +292,11 @@ class StagedModel(nn.Module):
     # Set by `fast.optimize_for_inference`: "auto" (the device's autocast applies), "fp32" or "bf16".
     precision: str = "auto"
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are: inputs go there (`model(views.to(model.device))`)."""
+        return next(self.parameters()).device
+
     def runs_channels_last(self, device: torch.device) -> bool:
         return device.type == "cpu" if self.channels_last is None else self.channels_last
 

@@ -13,7 +13,6 @@ from typing import cast
 import torch
 from torch import nn
 
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.device import select_device
 from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries
@@ -22,6 +21,7 @@ from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.models.layers import StagedModel
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import hub
 from uniformer_cli.weights.cache import integrity_problem, record_integrity, remove_stale_downloads
 from uniformer_cli.weights.checkpoint import (
@@ -48,7 +48,9 @@ class LoadedModel:
 
     `labels` may be shorter than the model's outputs (the HMDB51 head has 101 rows for 51 classes,
     MODEL.md 6.2): use the first `len(labels)` logits. `protocol` is the test protocol: the zoo entry's,
-    else the file's metadata, else None.
+    else the file's metadata, else None. `name` is how every record names the model (its `model` field,
+    docs/OUTPUT.md): the zoo name when the weights are a zoo entry's, else the weights path as it was
+    given, never a bare file name (two runs' `best.safetensors` are different models).
     """
 
     model: UniFormerModel
@@ -57,6 +59,7 @@ class LoadedModel:
     entry: ZooEntry | None
     path: Path
     protocol: ViewProtocol | None
+    name: str
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def convert_checkpoint(
         model,
         model.config,
         labels=entry.labels() if entry else None,
-        protocol=ViewProtocol.from_entry(entry).as_dict() if entry else None,
+        protocol=entry.protocol.as_dict() if entry else None,
         source_sha256=source_sha256,
     )
     return Conversion(
@@ -198,12 +201,13 @@ def fetch_zoo_weights(entry: ZooEntry, revision: str | None = None) -> Path:
 def resolve_model(
     name_or_path: str | Path,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     revision: str | None = None,
     head_dim: int | None = None,
     zoo_name: str | None = None,
 ) -> LoadedModel:
-    """Load a zoo entry (by name or alias) or a weights file, in eval mode on `device`.
+    """Load a zoo entry (by name or alias) or a weights file, in eval mode on `device` ("auto": CUDA, then
+    MPS, then CPU, as every command picks it).
 
     A zoo name downloads through the Hugging Face cache and converts once (`fetch_zoo_weights`). A path
     loads `.safetensors` (architecture from its metadata) or an official `.pth` / `.pyth` (architecture
@@ -212,7 +216,7 @@ def resolve_model(
     Labels are never guessed from the class count alone.
     """
     target = select_device(device) if isinstance(device, str) else device
-    if _is_path(name_or_path):
+    if is_weights_path(name_or_path):
         path = Path(name_or_path)
         if revision is not None:
             raise UniformerError("--revision selects a Hub version of a zoo model; it does not apply to a local file")
@@ -224,25 +228,27 @@ def resolve_model(
         if head_dim is not None and head_dim != entry.config.head_dim:
             raise UniformerError(f"{entry.name} has head_dim {entry.config.head_dim}; drop --head-dim {head_dim}")
         path = fetch_zoo_weights(entry, revision)
-    loaded = _load_file(path, entry, head_dim)
+    loaded = _load_file(path, entry, head_dim, name=entry.name if entry else str(name_or_path))
     loaded.model.to(target).eval()
     model = loaded.model
     model.labels = loaded.labels  # type: ignore[assignment]
     model.zoo_entry = loaded.entry  # type: ignore[assignment]
     model.protocol = loaded.protocol  # type: ignore[assignment]
+    model.display_name = loaded.name  # type: ignore[assignment]
     return loaded
 
 
 def load_model(
     name_or_path: str | Path,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     revision: str | None = None,
     head_dim: int | None = None,
     zoo_name: str | None = None,
     precision: str | None = None,
 ) -> nn.Module:
-    """`resolve_model(...).model`: eval mode, with `.labels`, `.zoo_entry` and `.protocol` attributes.
+    """`resolve_model(...).model`: eval mode on `device` (default "auto", as `load_predictor` and the CLI),
+    with `.labels`, `.zoo_entry`, `.protocol` (pass it to `load_views`) and `.display_name` attributes.
 
     `precision` None gives the exact model (the official computation, trainable); "fp32", "bf16" or
     "auto" give the fast inference path at that precision (`models.fast.optimize_for_inference`): it takes
@@ -259,14 +265,16 @@ def load_model(
     )
 
 
-def _is_path(name_or_path: str | Path) -> bool:
+def is_weights_path(name_or_path: str | Path) -> bool:
+    """Whether `name_or_path` names a weights file rather than a zoo entry: a `Path`, an existing file, a
+    weights suffix or a folder separator."""
     if isinstance(name_or_path, Path):
         return True
     text = str(name_or_path)
     return os.path.exists(text) or text.lower().endswith(WEIGHT_SUFFIXES) or "/" in text or os.sep in text
 
 
-def _load_file(path: Path, entry: ZooEntry | None, head_dim: int | None) -> LoadedModel:
+def _load_file(path: Path, entry: ZooEntry | None, head_dim: int | None, *, name: str) -> LoadedModel:
     source = str(path)
     labels: list[str] | None = None
     protocol: ViewProtocol | None = None
@@ -287,5 +295,5 @@ def _load_file(path: Path, entry: ZooEntry | None, head_dim: int | None) -> Load
         head_dim = head_dim if head_dim is not None else raw.head_dim
     model = _model_from_state_dict(state_dict, source, entry, config=config, head_dim=head_dim)
     if entry is not None:
-        labels, protocol = entry.labels(), ViewProtocol.from_entry(entry)
-    return LoadedModel(model, model.config, labels, entry, path, protocol)
+        labels, protocol = entry.labels(), entry.protocol
+    return LoadedModel(model, model.config, labels, entry, path, protocol, name)

@@ -23,10 +23,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from uniformer_cli.data.views import ViewProtocol
 from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.files import write_or_fail
 from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights.checkpoint import require_file
 
 FORMAT = "pt"

@@ -9,15 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Literal
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models.config import FAMILIES, ModelConfig
-
-if TYPE_CHECKING:  # the rule names live with the sampling code; the zoo loads without numpy
-    from uniformer_cli.data.sampling import Sampling
-
-ChannelOrder = Literal["rgb", "bgr"]
+from uniformer_cli.protocol import Sampling, ViewProtocol
 
 # Class counts of the label sets (the HMDB51 head may carry 101 rows, MODEL.md 6.2).
 LABEL_SET_SIZES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
@@ -46,13 +41,7 @@ class ZooEntry:
     official_name: str
     family: str  # key of models.config.FAMILIES: s, b, xxs, xs
     dataset: str  # label set (k400, k600, sthv1, sthv2, ucf101, hmdb51)
-    frames: int
-    stride: int | None  # dense sampling rate; None for segment / sparse sampling
-    sampling: Sampling
-    clips: int
-    crops: int
-    size: int  # test short side and square crop
-    channel_order: ChannelOrder  # what the checkpoint was trained on (Sth/HMDB frames are BGR)
+    protocol: ViewProtocol  # the released test protocol
     top1: float  # paper / official README, multi-view
     gflops: float  # total over all test views, multiply-accumulates
     gflops_per_view: float
@@ -69,16 +58,6 @@ class ZooEntry:
         return LABEL_SET_SIZES[self.dataset]
 
     @property
-    def views(self) -> int:
-        return self.clips * self.crops
-
-    @property
-    def single_crop(self) -> Literal["centre", "first"]:
-        """The crop a 1-crop test takes: the frame-folder loaders take the first (left/top) one, the
-        video loaders the centre (PROTOCOLS.md 4.2)."""
-        return "first" if self.dataset in FRAME_FOLDER_SETS else "centre"
-
-    @property
     def on_hub(self) -> bool:
         return self.hub_repo is not None
 
@@ -92,20 +71,6 @@ class ZooEntry:
     def labels(self) -> list[str]:
         return load_labels(self.dataset)
 
-    @property
-    def protocol_fields(self) -> dict[str, object]:
-        """The released test protocol as the records of every command show it (`ViewProtocol.as_dict`)."""
-        return {
-            "frames": self.frames,
-            "stride": self.stride,
-            "sampling": self.sampling,
-            "clips": self.clips,
-            "crops": self.crops,
-            "size": self.size,
-            "channel_order": self.channel_order,
-            "single_crop": self.single_crop,
-        }
-
     def as_dict(self) -> dict[str, object]:
         """The `uniformer models` record (docs/OUTPUT.md): paper figures are named `paper_*`."""
         return {
@@ -114,7 +79,7 @@ class ZooEntry:
             "arch": self.family,
             "dataset": self.dataset,
             "num_classes": self.num_classes,
-            "protocol": self.protocol_fields,
+            "protocol": self.protocol.as_dict(),
             "paper_top1": self.top1,
             "paper_gflops_per_view": self.gflops_per_view,
             "paper_gflops": self.gflops,
@@ -164,21 +129,27 @@ def _entry(
     **extra: object,
 ) -> ZooEntry:
     """One zoo row; the sampling follows from the dataset and family (PROTOCOLS.md 5.1), the channel order
-    from the official loader (frame folders are read as BGR, PROTOCOLS.md 1.3)."""
+    and the crop of a 1-crop test from the official loader (frame folders are read as BGR, and their
+    loaders take the first, left/top crop; the video loaders the centre: PROTOCOLS.md 1.3, 4.2)."""
     clips, crops = (int(n) for n in views.split("x"))
     sampling: Sampling = "dense" if stride else "sparse" if FAMILIES[family].arch == "light" else "segment"
-    return ZooEntry(
-        name=name,
-        official_name=official,
-        family=family,
-        dataset=dataset,
+    frame_folders = dataset in FRAME_FOLDER_SETS
+    protocol = ViewProtocol(
         frames=frames,
         stride=stride,
         sampling=sampling,
         clips=clips,
         crops=crops,
         size=size,
-        channel_order="bgr" if dataset in FRAME_FOLDER_SETS else "rgb",
+        channel_order="bgr" if frame_folders else "rgb",
+        single_crop="first" if frame_folders else "centre",
+    )
+    return ZooEntry(
+        name=name,
+        official_name=official,
+        family=family,
+        dataset=dataset,
+        protocol=protocol,
         top1=top1,
         gflops=gflops,
         gflops_per_view=per_view,

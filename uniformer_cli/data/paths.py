@@ -1,0 +1,79 @@
+"""Finding videos: the files, folders and globs a user names, expanded to video files and frame folders."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from uniformer_cli.data.video import VIDEO_EXTENSIONS, is_frame_folder
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.records import Failure
+
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class VideoSearch:
+    """The videos some paths and patterns name, and the patterns that named nothing."""
+
+    paths: list[Path]
+    failures: list[Failure]
+
+
+def _videos_in(folder: Path) -> list[Path]:
+    """The folder itself when it is a frame folder, else the videos below it."""
+    return [folder] if is_frame_folder(folder) else _videos_under(folder)
+
+
+def _videos_under(folder: Path) -> list[Path]:
+    """Video files and frame folders below `folder`, in sorted order; frame folders are not entered."""
+    found = []
+    for root, directories, files in os.walk(folder):
+        directories.sort()
+        here = Path(root)
+        if here != folder and is_frame_folder(here):
+            found.append(here)
+            directories.clear()
+            continue
+        found.extend(here / name for name in sorted(files) if Path(name).suffix.lower() in VIDEO_EXTENSIONS)
+    return found
+
+
+def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]:
+    """Files as given, folders searched recursively (video extensions and frame folders), globs
+    (`**` included) expanded; each pattern that yields nothing is a `Failure`. Duplicates are dropped."""
+    found: list[Path] = []
+    failures: list[Failure] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            matches = _videos_in(path)
+            reason = f"no videos or frame folders found under {path}"
+        elif path.exists():
+            matches, reason = [path], ""
+        elif GLOB_CHARACTERS & set(str(pattern)):
+            matches = []
+            for match in map(Path, sorted(glob.glob(str(pattern), recursive=True))):
+                if match.is_dir():
+                    matches.extend(_videos_in(match))
+                elif match.suffix.lower() in VIDEO_EXTENSIONS:
+                    matches.append(match)
+            reason = f"no videos match {pattern}"
+        else:
+            matches, reason = [], f"no such file or folder: {path}"
+        if not matches:
+            failures.append(Failure(str(pattern), reason))
+        found.extend(matches)
+    return list(dict.fromkeys(found)), failures
+
+
+def find_videos(patterns: Sequence[str | Path]) -> VideoSearch:
+    """`expand_paths`, failing when it finds nothing at all: called before a model is loaded, so a
+    mistyped path costs no download."""
+    paths, failures = expand_paths(patterns)
+    if not paths:
+        raise UniformerError("; ".join(failure.error for failure in failures) or "no video given")
+    return VideoSearch(paths, failures)

@@ -1,0 +1,89 @@
+"""Timeline windows: a video (a file, or a stream as it comes) cut into windows of some seconds, each
+scored as if it were a whole video. A stream's frames wait in a `FrameRing` until no window needs them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from uniformer_cli.data import transforms
+from uniformer_cli.data.sampling import clip_indices
+from uniformer_cli.data.stream import Stream
+from uniformer_cli.data.views import views_from_resized
+from uniformer_cli.errors import UniformerError, VideoError
+from uniformer_cli.protocol import ViewProtocol
+
+
+def check_timeline(seconds: float) -> None:
+    """A timeline window must be a positive, finite number of seconds."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UniformerError(f"--timeline needs a positive, finite window length in seconds, got {seconds:g}")
+
+
+def window_length(fps: float, seconds: float) -> int:
+    """Frames per `seconds`-long timeline window."""
+    check_timeline(seconds)
+    return max(1, round(seconds * fps))
+
+
+def window_bounds(num_frames: int, fps: float, seconds: float) -> list[tuple[int, int]]:
+    """`(first, stop)` frame ranges of consecutive `seconds`-long windows covering a video (a file's, or
+    the frames a stream has given): the last window absorbs a tail shorter than half a window."""
+    length = window_length(fps, seconds)
+    bounds = [(first, min(first + length, num_frames)) for first in range(0, num_frames, length)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < length / 2:
+        bounds[-2:] = [(bounds[-2][0], num_frames)]
+    return bounds
+
+
+class FrameRing:
+    """The frames of a stream that a window may still need, each normalised and resized to the model's
+    short side as it arrives (the same values `resized_clip` gives a file's frames)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.frames: dict[int, torch.Tensor] = {}  # frame index -> [3, 1, h, w]
+        self.count = 0  # frames seen
+        self.peak = 0  # most frames held at once (the memory bound)
+
+    def append(self, image: np.ndarray) -> None:
+        self.frames[self.count] = transforms.resized_clip([image], self.size)
+        self.count += 1
+        self.peak = max(self.peak, len(self.frames))
+
+    def drop_before(self, index: int) -> None:
+        for old in [i for i in self.frames if i < index]:
+            del self.frames[old]
+
+    def views(self, first: int, stop: int, protocol: ViewProtocol) -> torch.Tensor:
+        """The window `first..stop-1`'s views, sampled as `read_view_frames` samples a file's window."""
+        clips = [first + indices for indices in clip_indices(protocol, stop - first)]
+        unique, positions = np.unique(np.concatenate(clips), return_inverse=True)
+        resized = torch.cat([self.frames[int(index)] for index in unique], dim=1)
+        return views_from_resized(resized, positions.reshape(protocol.clips, protocol.frames), protocol)
+
+
+def stream_windows(stream: Stream, seconds: float, size: int) -> Iterator[tuple[int, int, FrameRing]]:
+    """The `(first, stop)` windows of a stream as soon as each is final, with the ring holding their frames.
+
+    They equal `window_bounds` on the same frames: window k is final once half a window has followed it
+    (a shorter tail would join it), so results come at most half a window late; frames are kept only while
+    a window may still need them, never more than 1.5 windows of them.
+    """
+    length = window_length(stream.fps, seconds)
+    ring = FrameRing(size)
+    first = 0  # the next window to give starts here
+    for image in stream.frames():
+        ring.append(image)
+        if ring.count - (first + length) >= length / 2:  # the next window will stand alone
+            yield first, first + length, ring
+            first += length
+            ring.drop_before(first)
+    if ring.count == 0:
+        raise VideoError(f"{stream.source} ended before its first frame")
+    for start, stop in window_bounds(ring.count, stream.fps, seconds):
+        if start >= first:
+            yield start, stop, ring

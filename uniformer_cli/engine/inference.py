@@ -1,0 +1,157 @@
+"""Opening a model for inference: the one door of predict, eval, features, explain and export.
+
+An `InferenceRequest` names the weights (a zoo name, or a file and the zoo entry it belongs to), how to
+run them (device, precision, engine, `torch.compile`) and the changes asked of the test protocol.
+`open_model` checks the run settings before anything is downloaded, loads the weights
+(`weights.resolve_model`), resolves the protocol the model runs with, and makes the network ready:
+
+- the fast inference path at the requested precision (`models.fast.optimize_for_inference`), or
+  OpenVINO's compiled model (`engine.openvino_engine`), both scoring float32 clips into float32 outputs;
+- or the exact model as loaded (`exact=True`: explain needs its gradients, export traces it).
+
+Every command names the model the same way in its records (`LoadedModel.name`, docs/OUTPUT.md).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+import torch
+from torch import nn
+
+from uniformer_cli.device import batched_logits, select_device
+from uniformer_cli.engine.openvino_engine import choose_engine, openvino_model
+from uniformer_cli.errors import UniformerError
+from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.fast import check_precision, optimize_for_inference
+from uniformer_cli.models.layers import StagedModel
+from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, resolve_protocol
+from uniformer_cli.weights import LoadedModel, resolve_model
+from uniformer_cli.weights.loader import is_weights_path
+from uniformer_cli.zoo import DEFAULT_MODEL, ZooEntry, get_entry
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """Which model to open and how to run it; every command that runs a model takes these fields.
+
+    `model` is a zoo name or alias; with `weights` (a local file) it names the zoo entry that file
+    belongs to (its labels and protocol). Neither: the command's default model.
+    """
+
+    model: str | None = None
+    weights: Path | None = None
+    revision: str | None = None
+    head_dim: int | None = None
+    device: str = "auto"
+    precision: str = "auto"  # `settings.PRECISIONS`
+    engine: str = "auto"  # `settings.ENGINES`; auto decides per machine (`openvino_engine.choose_engine`)
+    compile: bool = False
+    protocol: ProtocolOverrides = field(default_factory=ProtocolOverrides)
+
+
+@dataclass
+class InferenceModel:
+    """A model ready to score clips of its protocol's shape, with what is known about it.
+
+    `network` maps float32 clips `[B, 3, T, S, S]` to float32 outputs: logits, or with `features` the
+    pooled map of that stage (`forward_features`). `outputs` runs it in batches on `device`.
+    """
+
+    loaded: LoadedModel
+    network: nn.Module
+    protocol: ViewProtocol
+    device: torch.device
+    engine: str  # "torch" or "openvino"
+    precision: str
+    features: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    @property
+    def weights(self) -> str:
+        return str(self.loaded.path)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.loaded.labels
+
+    @property
+    def entry(self) -> ZooEntry | None:
+        return self.loaded.entry
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.loaded.config
+
+    def outputs(self, clips: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """float32 outputs of `clips` on the CPU, `batch_size` clips per forward pass: `[N, classes]` logits,
+        or `[N, D]` features."""
+        forward = None
+        if self.features is not None and self.engine == "torch":
+            forward = functools.partial(cast(StagedModel, self.network).forward_features, stage=self.features)
+        return batched_logits(self.network, clips, self.device, batch_size, forward=forward)
+
+
+def open_model(
+    request: InferenceRequest,
+    *,
+    device: torch.device | None = None,
+    default_model: str | None = DEFAULT_MODEL,
+    fallback_protocol: ViewProtocol | None = None,
+    features: int | None = None,
+    exact: bool = False,
+) -> InferenceModel:
+    """Open `request`'s model for inference (module doc).
+
+    `device` overrides `request.device` (a torchrun session's device); `default_model` is what runs when
+    the request names none (None: naming one is required); `fallback_protocol` is used when the model
+    carries no protocol of its own (eval: the dataset's zoo model's); `features` makes the outputs that
+    stage's pooled map (1-4) instead of logits; `exact` keeps the model as loaded (no fast path, no engine).
+    """
+    target = device if device is not None else select_device(request.device)
+    engine = "torch"
+    if not exact:
+        check_precision(request.precision, target)
+        engine = choose_engine(request.engine, request.precision, target, request.compile)
+    if features is not None and features not in (1, 2, 3, 4):
+        raise UniformerError(f"--layer must be 1, 2, 3 or 4 (a stage of the network), got {features}")
+    if request.weights is not None:
+        loaded = resolve_model(
+            request.weights,
+            device=target,
+            revision=request.revision,
+            head_dim=request.head_dim,
+            zoo_name=request.model,
+        )
+    else:
+        name = request.model or default_model
+        if name is None:
+            raise UniformerError("no model given: pass --model NAME or --weights FILE")
+        loaded = resolve_model(name, device=target, revision=request.revision, head_dim=request.head_dim)
+    protocol = resolve_protocol(loaded.protocol or fallback_protocol, request.protocol, str(loaded.path))
+    network: nn.Module
+    if exact:
+        network = loaded.model
+    elif engine == "openvino":
+        network = openvino_model(loaded, protocol, request.precision, features=features)
+    else:
+        network = optimize_for_inference(
+            loaded.model, inplace=True, compile=request.compile, precision=request.precision
+        )
+    return InferenceModel(loaded, network, protocol, target, engine, request.precision, features)
+
+
+def request_for(name_or_path: str | Path, zoo_name: str | None = None, **settings: object) -> InferenceRequest:
+    """The request of a Python caller who names a model the way `load_model` takes it: a zoo name or a
+    weights file (with `zoo_name`, the entry that file belongs to)."""
+    if is_weights_path(name_or_path):
+        return InferenceRequest(model=zoo_name, weights=Path(name_or_path), **settings)  # type: ignore[arg-type]
+    if zoo_name is not None and get_entry(zoo_name) != get_entry(str(name_or_path)):
+        raise UniformerError(f"two different models named: {name_or_path} and {zoo_name}")
+    return InferenceRequest(model=str(name_or_path), **settings)  # type: ignore[arg-type]
