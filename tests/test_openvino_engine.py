@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,7 @@ def test_eval_on_openvino_gives_the_forced_models_accuracy(
 
 SIGNALS_AFTER_RELEASE = """
 import gc, os, signal, sys
+from dataclasses import replace
 from pathlib import Path
 tests, folder = sys.argv[1:3]
 sys.path.insert(0, tests)
@@ -242,3 +244,20 @@ def test_help_names_the_extra(capsys: pytest.CaptureFixture[str], monkeypatch: p
     for command in ("predict", "eval"):
         code, out, _ = run_cli(capsys, command, "--help")
         assert code == 0 and "pip install 'uniformer[openvino]'" in out
+
+
+def test_features_run_on_openvino_as_on_pytorch(weights: Path) -> None:
+    """`features --engine openvino` (issue 20): OpenVINO runs a graph whose output is the pooled features of
+    the asked stage, cached apart from the logits graph, with PyTorch's values."""
+    from uniformer_cli.engine.inference import InferenceRequest, open_model
+
+    clips = torch.randn(2, 3, 8, 64, 64)
+    for stage in (4, 2):
+        request = InferenceRequest(weights=weights, device="cpu", precision="fp32")
+        on_torch = open_model(replace(request, engine="torch"), features=stage)
+        on_openvino = open_model(replace(request, engine="openvino"), features=stage)
+        assert isinstance(on_openvino.network, OpenVinoModel)
+        assert on_openvino.network.folder.name.endswith(f"-8x64x64-features{stage}")
+        expected = on_torch.outputs(clips, batch_size=2)
+        assert expected.shape == (2, FIXTURES["small"].embed_dim[stage - 1])
+        torch.testing.assert_close(on_openvino.outputs(clips, batch_size=2), expected, atol=1e-4, rtol=0)
