@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from drive_server import DriveServer
 from hub_server import HubServer, LocalHub
 
 
@@ -16,3 +17,12 @@ def local_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Local
     temporary `HF_HOME` (`local_hub.home`). `local_hub.set_offline()` sets HF_HUB_OFFLINE."""
     with HubServer() as server:
         yield LocalHub(server, tmp_path / "hf_home", monkeypatch)
+
+
+@pytest.fixture
+def local_drive(local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> Iterator[DriveServer]:
+    """A `DriveServer` (tests/drive_server.py) that `weights.remote` downloads from through
+    UNIFORMER_DRIVE_ENDPOINT, with the throw-away `HF_HOME` of `local_hub` as the cache."""
+    with DriveServer() as server:
+        monkeypatch.setenv("UNIFORMER_DRIVE_ENDPOINT", server.url)
+        yield server

@@ -149,11 +149,11 @@ def test_a_file_of_another_size_than_the_zoo_records_is_refused(
     assert not converted_files(local_hub)
 
 
-def test_drive_only_entries_say_how_to_get_the_file(local_hub: LocalHub) -> None:
-    entry = get_entry("s8x8-k400")
-    assert not entry.on_hub
-    with pytest.raises(CheckpointError, match=r"not on the Hugging Face Hub.*--model s8x8-k400 --weights FILE"):
-        load_model("s8x8-k400")
+def test_an_entry_without_a_released_checkpoint_says_so(local_hub: LocalHub) -> None:
+    entry = get_entry("s32x4-k400")
+    assert entry.sources == ()
+    with pytest.raises(CheckpointError, match=r"no checkpoint of s32x4-k400 was released .* --recipe s32x4-k400"):
+        load_model("s32x4-k400")
     assert local_hub.count() == 0
 
 

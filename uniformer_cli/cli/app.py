@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from uniformer_cli.cli import convert, evaluate, explain, export, features, flops, models, predict, train
+from uniformer_cli.cli import convert, download, evaluate, explain, export, features, flops, models, predict, train
 from uniformer_cli.cli.click_api import ClickException, NoArgsIsHelpError, UsageError
 from uniformer_cli.cli.options import plain_choices
 from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
@@ -56,6 +56,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "convert": convert.convert,
     "export": export.export,
     "models": models.models,
+    "download": download.download,
 }
 EPILOGS = {"eval": evaluate.LAYOUTS_EPILOG}
 for name, function in COMMANDS.items():

@@ -9,21 +9,23 @@ from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Res
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.zoo import ZOO, ZooEntry
 
-# Left out first when the terminal is narrow: the crop size, the views, the Hub repository, the aliases.
+# Left out first when the terminal is narrow: the crop size, the views, the aliases, the sampling, the
+# GFLOPs; the name, the accuracy and the source of the weights are always shown.
 COLUMNS = (
     Column("name", style="cyan"),
     Column("aliases", drop=4),
-    Column("sampling"),
+    Column("sampling", drop=5),
     Column("views", justify="right", drop=2),
     Column("size", justify="right", drop=1),
     Column("top-1", justify="right"),
-    Column("GFLOPs", justify="right"),
-    Column("weights", drop=3),
+    Column("GFLOPs", justify="right", drop=6),
+    Column("source"),
 )
+SOURCE_NAMES = {"hub": "Hub", "mmaction2": "MMAction2", "drive": "Drive"}
 
 
 def models(json_output: JsonFlag = False, output: OutputOption = None) -> None:
-    """List every released checkpoint with its protocol, Hub file, accuracy and cost.
+    """List every released checkpoint with its protocol, accuracy, cost and where its weights come from.
 
     Examples: `uniformer models`, `uniformer models --json | jq '.[] | select(.dataset == "k400") | .model'`,
     `uniformer models -o zoo.csv`
@@ -42,7 +44,7 @@ def _print(console: Console, entries: list[ZooEntry]) -> None:
             str(entry.protocol.size),
             f"{entry.top1:.1f}",
             f"{entry.gflops:g}",
-            entry.hub_repo if entry.hub_repo else "[dim]Drive[/]",
+            SOURCE_NAMES[entry.sources[0]] if entry.sources else "[dim]none[/]",
         ]
         for entry in entries
     ]
@@ -61,7 +63,9 @@ def _print(console: Console, entries: list[ZooEntry]) -> None:
             table.rows[index].end_section = True
     table.caption = (
         "dense: T frames x stride; views: clips x crops; top-1 (%) and GFLOPs (all views): paper\n"
-        "Drive: Google Drive only, use --weights FILE" + dropped_note(dropped)
+        "source: where --model downloads the weights from: Hub (Hugging Face), MMAction2 (its converted "
+        "copy), Drive (the authors' Google Drive); none: no checkpoint released. The others follow when it "
+        "fails (--json: sources)" + dropped_note(dropped)
     )
     console.print(table)
 

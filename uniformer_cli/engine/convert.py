@@ -44,6 +44,10 @@ def conversion_summary(conversion: Conversion) -> dict[str, object]:
         layout += ", 'module.' prefix stripped"
     if conversion.inflated:
         layout += ", 2-D ImageNet weights inflated to 3-D"
+    if conversion.mmaction:
+        layout += ", MMAction2 keys mapped, LayerNorm eps 1e-5 kept"
+    if conversion.head_order_from:
+        layout += f", head rows put from MMAction2's {conversion.head_order_from} order into the official one"
     return {
         "source": str(conversion.source),
         "destination": str(conversion.destination),

@@ -27,6 +27,8 @@ MAX_DEPTH = 128  # blocks per stage
 MAX_WIDTH = 8192  # channels per stage
 MAX_MLP_RATIO = 16.0
 MAX_CLASSES = 100_000  # ImageNet-21k has 21,843
+# LayerNorm epsilon inside the attention blocks of the official models (MODEL.md 1).
+ATTENTION_NORM_EPS = 1e-6
 
 
 def _whole(name: str, value: object, low: int, high: int) -> int:
@@ -68,6 +70,9 @@ class ModelConfig:
     layer_scale: float | None = None
     keep_ratio3: tuple[float, ...] = field(default_factory=tuple)
     keep_ratio4: tuple[float, ...] = field(default_factory=tuple)
+    # LayerNorm epsilon inside the attention blocks (`norm1`, `norm2`, `t_norm`): the official 1e-6;
+    # checkpoints trained with MMAction2's backbone keep its 1e-5 (PyTorch's default), MODEL.md 1.
+    norm_eps: float = ATTENTION_NORM_EPS
 
     def __post_init__(self) -> None:
         # JSON round trips give lists; keep the frozen dataclass hashable and comparable.
@@ -104,6 +109,7 @@ class ModelConfig:
                 raise UniformerError(f"model config {name} must be true or false, got {getattr(self, name)!r}")
         for ratio in (*self.keep_ratio3, *self.keep_ratio4):
             _real("keep ratio", ratio, 0.0, 1.0, low_open=True)
+        _real("norm_eps", self.norm_eps, 0.0, 1.0, low_open=True)
 
     def replace(self, **changes: object) -> ModelConfig:
         values = asdict(self)
@@ -154,8 +160,8 @@ FAMILIES: dict[str, ModelConfig] = {
 
 
 def family_of(config: ModelConfig) -> str | None:
-    """The released family (`FAMILIES` key) whose network `config` is, whatever its head and drop path;
-    None for a custom architecture."""
+    """The released family (`FAMILIES` key) whose network `config` is, whatever its head, drop path and
+    LayerNorm epsilon; None for a custom architecture."""
     for name, family in FAMILIES.items():
         same_head = replace(
             family,
@@ -164,6 +170,7 @@ def family_of(config: ModelConfig) -> str | None:
             layer_scale=config.layer_scale,
             split=config.split,
             std=config.std,
+            norm_eps=config.norm_eps,
         )
         if same_head == config:
             return name

@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.config import ATTENTION_NORM_EPS, ModelConfig
 
-ATTENTION_NORM_EPS = 1e-6
 PATCH_NORM_EPS = 1e-5
 
 
@@ -228,12 +227,14 @@ class SABlock(LayerScaled):
         qkv_bias: bool = True,
         drop_path: float = 0.0,
         layer_scale: float | None = None,
+        *,
+        norm_eps: float = ATTENTION_NORM_EPS,
     ) -> None:
         super().__init__(layer_scale, (dim,), drop_path)
         self.pos_embed = depthwise_conv(dim, 3)
-        self.norm1 = nn.LayerNorm(dim, eps=ATTENTION_NORM_EPS)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=ATTENTION_NORM_EPS)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.config import ATTENTION_NORM_EPS, ModelConfig
 from uniformer_cli.models.layers import (
     CBlock,
     SABlock,
@@ -66,8 +66,9 @@ class EvoBlock(SABlock):
         drop_path: float,
         layer_scale: float | None,
         keep_ratio: float,
+        norm_eps: float = ATTENTION_NORM_EPS,
     ) -> None:
-        super().__init__(dim, num_heads, mlp_ratio, qkv_bias, drop_path, layer_scale)
+        super().__init__(dim, num_heads, mlp_ratio, qkv_bias, drop_path, layer_scale, norm_eps=norm_eps)
         self.keep_ratio = keep_ratio
         # The score update weight; equal to the keep ratio in every released model.
         self.trade_off = keep_ratio
@@ -149,12 +150,12 @@ class UniFormerLight(StagedModel):
         self.patch_embed2, self.patch_embed3, self.patch_embed4 = later_patch_embeds(config)
         self.cls_upsample = nn.Linear(dims[2], dims[3])
         rates = drop_path_rates(config)
-        ratio, scale = config.mlp_ratio, config.layer_scale
+        ratio, scale, eps = config.mlp_ratio, config.layer_scale, config.norm_eps
         self.blocks1 = nn.ModuleList(CBlock(dims[0], ratio, rate, scale) for rate in rates[0])
         self.blocks2 = nn.ModuleList(CBlock(dims[1], ratio, rate, scale) for rate in rates[1])
         self.blocks3, self.blocks4 = (
             nn.ModuleList(
-                EvoBlock(dims[i], dims[i] // config.head_dim, ratio, config.qkv_bias, rate, scale, keep)
+                EvoBlock(dims[i], dims[i] // config.head_dim, ratio, config.qkv_bias, rate, scale, keep, eps)
                 for rate, keep in zip(rates[i], keep_ratios, strict=True)
             )
             for i, keep_ratios in ((2, config.keep_ratio3), (3, config.keep_ratio4))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.config import ATTENTION_NORM_EPS, ModelConfig
 from uniformer_cli.models.layers import (
-    ATTENTION_NORM_EPS,
     Attention,
     CBlock,
     LayerScaled,
@@ -27,14 +26,23 @@ from uniformer_cli.models.layers import (
 class SplitSABlock(LayerScaled):
     """Divided space-time attention (`SPLIT`): temporal attention feeds the spatial one's input only."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop_path: float,
+        *,
+        norm_eps: float = ATTENTION_NORM_EPS,
+    ) -> None:
         super().__init__(None, (dim,), drop_path)
         self.pos_embed = depthwise_conv(dim, 3)
-        self.t_norm = nn.LayerNorm(dim, eps=ATTENTION_NORM_EPS)
+        self.t_norm = nn.LayerNorm(dim, eps=norm_eps)
         self.t_attn = Attention(dim, num_heads, qkv_bias)
-        self.norm1 = nn.LayerNorm(dim, eps=ATTENTION_NORM_EPS)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=ATTENTION_NORM_EPS)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def reset_temporal_attention(self) -> None:
@@ -78,9 +86,12 @@ class UniFormer(StagedModel):
         self.blocks1 = nn.ModuleList(CBlock(dims[0], config.mlp_ratio, rate) for rate in rates[0])
         self.blocks2 = nn.ModuleList(CBlock(dims[1], config.mlp_ratio, rate) for rate in rates[1])
         attention_block = SplitSABlock if config.split else SABlock
+        eps = config.norm_eps
         self.blocks3, self.blocks4 = (
             nn.ModuleList(
-                attention_block(dims[i], dims[i] // config.head_dim, config.mlp_ratio, config.qkv_bias, rate)
+                attention_block(
+                    dims[i], dims[i] // config.head_dim, config.mlp_ratio, config.qkv_bias, rate, norm_eps=eps
+                )
                 for rate in rates[i]
             )
             for i in (2, 3)

@@ -13,18 +13,29 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 from huggingface_hub import constants
 
 from uniformer_cli.files import atomic_write, remove_files_if, sha256_of
 
+# Converted copies and downloads from other sources live under `$HF_HOME/<CONVERTED_FOLDER>/`.
+CONVERTED_FOLDER = "uniformer"
+PROBE_SECONDS = 3.0  # how long a cold-cache download waits for a server to answer at all
 INTEGRITY_SUFFIX = ".sha256.json"
 # huggingface_hub resumes a download from its `.incomplete` file, and writes to it all the while: one
 # untouched this long belongs to a download that was killed or abandoned.
 STALE_DOWNLOAD_SECONDS = 3600.0
 
 log = logging.getLogger(__name__)
+
+
+def probe_timeout() -> float:
+    """Seconds to wait for a server before a cold-cache download is declared unreachable: the user's
+    HF_HUB_ETAG_TIMEOUT when set, else `PROBE_SECONDS` (huggingface_hub's own default, 10 s, then its
+    retries would keep an offline user waiting half a minute)."""
+    return constants.HF_HUB_ETAG_TIMEOUT if os.environ.get("HF_HUB_ETAG_TIMEOUT") else PROBE_SECONDS
 
 
 def integrity_file(path: Path) -> Path:
@@ -71,6 +82,15 @@ def integrity_problem(path: Path) -> str | None:
         return f"is damaged (sha256 {actual[:12]}... instead of {expected[:12]}...)"
     record_integrity(path, record.get("source_sha256"), actual)
     return None
+
+
+def recorded_source_sha256(path: Path) -> str | None:
+    """The sha256 of the file a cached copy was made from, as its sidecar records it."""
+    try:
+        value = json.loads(integrity_file(path).read_text(encoding="utf-8")).get("source_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def known_sha256(path: Path, index: Path) -> str:

@@ -17,6 +17,7 @@ from torch import nn
 
 from uniformer_cli.errors import CheckpointError, UniformerError, first_line
 from uniformer_cli.models.config import FAMILIES, ModelConfig
+from uniformer_cli.weights import mmaction
 from uniformer_cli.zoo import ZooEntry
 
 # Keys under which training checkpoints nest the weights: PySlowFast (`model_state`), DeiT-style
@@ -41,6 +42,9 @@ class RawCheckpoint:
     layout: str  # "plain", or the wrapper key it was found under: "model_state", "model", "state_dict"
     stripped_prefix: bool  # keys carried the DDP "module." prefix
     head_dim: int | None  # UNIFORMER.HEAD_DIM from a PySlowFast `cfg`, when present
+    mmaction: bool = False  # an MMAction2 checkpoint, mapped to official keys (`weights.mmaction`)
+    head_order_from: str | None = None  # the label set whose MMAction2 order the head rows were put out of
+    norm_eps: float | None = None  # attention LayerNorm epsilon the weights were trained with, when not official
 
     @property
     def is_image(self) -> bool:
@@ -94,6 +98,9 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     state_dict = {key.removeprefix(DDP_PREFIX): value for key, value in weights.items()}
     cfg = payload.get("cfg")
     head_dim = cfg_head_dim(cfg) if isinstance(cfg, str) else None
+    if mmaction.is_mmaction(state_dict):
+        mapped = mmaction.from_mmaction(state_dict, str(path))
+        return RawCheckpoint(mapped.state_dict, layout, stripped, head_dim, True, mapped.label_set, mmaction.NORM_EPS)
     return RawCheckpoint(state_dict, layout, stripped, head_dim)
 
 

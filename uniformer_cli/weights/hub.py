@@ -1,6 +1,8 @@
-"""Files from the Hugging Face Hub: `hub_download` is the one download helper (zoo checkpoints and the
-ImageNet weights that start training alike), with one translation of its errors; zoo checkpoints are
-then verified and their converted copy located.
+"""Files from the Hugging Face Hub: `hub_download` is the one Hub download helper (zoo checkpoints and
+the ImageNet weights that start training alike), with one translation of its errors; `download` is the
+one entry point for a zoo checkpoint, from the Hub or, for entries the Hub lacks, from the sources of
+`weights.remote` (MMAction2's server, the authors' Google Drive), into the same cache. Zoo checkpoints
+are then verified and their converted copy located.
 
 Downloads go through `huggingface_hub.hf_hub_download`, so its settings apply unchanged: `HF_HOME`,
 `HF_HUB_CACHE`, `HF_ENDPOINT` (mirrors), `HF_HUB_OFFLINE`, tokens. The official files are `.pth`
@@ -11,6 +13,7 @@ converted again.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -28,27 +31,23 @@ from huggingface_hub.utils import (
 
 from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import sha256_of
-from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZooEntry
+from uniformer_cli.weights import remote
+from uniformer_cli.weights.cache import CONVERTED_FOLDER, probe_timeout
+from uniformer_cli.zoo import IMAGENET_WEIGHTS, Source, ZooEntry
 
-CONVERTED_FOLDER = "uniformer"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-PROBE_SECONDS = 3.0  # how long a cold-cache download waits for the Hub to answer at all
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class HubFile:
-    """A zoo entry's official file in the Hub cache and where its converted copy belongs."""
+    """A zoo entry's official file in the cache and where its converted copy belongs."""
 
-    path: Path  # the cached file (a symlink into the cache's blobs on most systems)
-    commit: str  # the commit the revision resolved to
+    path: Path  # the cached file (a symlink into the Hub cache's blobs on most systems)
+    commit: str | None  # the Hub commit the revision resolved to; None for other sources
     converted: Path  # safetensors copy, written once by the caller
-
-
-def probe_timeout() -> float:
-    """Seconds to wait for the Hub before a cold-cache download is declared unreachable: the user's
-    HF_HUB_ETAG_TIMEOUT when set, else `PROBE_SECONDS` (huggingface_hub's own default, 10 s, then its
-    retries would keep an offline user waiting half a minute)."""
-    return constants.HF_HUB_ETAG_TIMEOUT if os.environ.get("HF_HUB_ETAG_TIMEOUT") else PROBE_SECONDS
+    remote: remote.RemoteFile | None = None  # the download, when it did not come from the Hub
 
 
 def hub_download(repo: str, filename: str, *, revision: str | None = None, instead: str) -> Path:
@@ -106,17 +105,39 @@ def _unreachable(where: str, error: BaseException | None, instead: str) -> Check
     )
 
 
-def download(entry: ZooEntry, revision: str | None = None) -> HubFile:
-    """Fetch (or find in the cache) the official checkpoint of a zoo entry.
-
-    Entries that exist only on the authors' Google Drive / Baidu fail with instructions instead.
-    """
-    if entry.hub_repo is None or entry.hub_file is None:
+def download(entry: ZooEntry, revision: str | None = None, *, force: bool = False) -> HubFile:
+    """Fetch (or find in the cache) the official checkpoint of a zoo entry: from the Hub when it has a
+    copy, else from the entry's other sources in turn (`ZooEntry.sources`); when a source fails and
+    another one is left, a warning says so and the next is tried. `force` downloads a file from a
+    non-Hub source afresh and accepts a sha256 other than the recorded one (`remote.fetch`)."""
+    sources = entry.sources
+    if not sources:
         raise CheckpointError(
-            f"{entry.name} is not on the Hugging Face Hub: download {entry.official_name} from the official "
-            "UniFormer README (Google Drive / Baidu links), then pass it with --model "
-            f"{entry.name} --weights FILE, or `uniformer convert FILE out.safetensors --model {entry.name}`"
+            f"no checkpoint of {entry.name} was released (only its training log): train it with "
+            f"`uniformer train --recipe {entry.name}`, or pick another entry from `uniformer models`"
         )
+    if revision is not None and sources[0] != "hub":
+        raise CheckpointError(
+            f"--revision selects a Hub version, but {entry.name} downloads from {remote.SOURCE_NAMES[sources[0]]}"
+        )
+    failures: list[CheckpointError] = []
+    for source in sources if revision is None else sources[:1]:
+        try:
+            return _hub_file(entry, revision) if source == "hub" else _remote_file(entry, source, force)
+        except CheckpointError as error:
+            failures.append(error)
+            if len(failures) < len(sources) and not constants.HF_HUB_OFFLINE:  # offline: each cache is tried
+                log.warning("%s; trying the next source", error)
+    raise failures[0]
+
+
+def _remote_file(entry: ZooEntry, source: Source, force: bool) -> HubFile:
+    fetched = remote.fetch(entry, source, force=force)
+    return HubFile(fetched.path, None, fetched.path.with_suffix(".safetensors"), fetched)
+
+
+def _hub_file(entry: ZooEntry, revision: str | None) -> HubFile:
+    assert entry.hub_repo is not None and entry.hub_file is not None
     path = hub_download(entry.hub_repo, entry.hub_file, revision=revision, instead="pass a local file with --weights")
     # The cache lays files out as .../snapshots/<commit>/<hub_file>.
     commit = path.parents[len(PurePosixPath(entry.hub_file).parts) - 1].name
@@ -138,13 +159,15 @@ def image_weights(family: str) -> Path:
 
 def verify_download(hub_file: HubFile, entry: ZooEntry) -> str:
     """Check the cached file against the zoo's size and the Hub's sha256 before it is trusted; returns
-    the file's sha256.
+    the file's sha256 (a download from another source was checked by `remote.fetch`).
 
     The Hub's ETag of an LFS file is the file's sha256 and huggingface_hub names the cached blob after
     it, so the blob's name is what the content must hash to (where the cache cannot use symlinks and
     the blob name is not visible, the hash is computed but has nothing to be compared with). A corrupt
     blob is removed so that the next run downloads it afresh.
     """
+    if hub_file.remote is not None:
+        return hub_file.remote.sha256
     blob = Path(os.path.realpath(hub_file.path))
     size = blob.stat().st_size
     if entry.hub_bytes is not None and size != entry.hub_bytes:

@@ -22,8 +22,13 @@ from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.protocol import ViewProtocol
-from uniformer_cli.weights import hub
-from uniformer_cli.weights.cache import integrity_problem, record_integrity, remove_stale_downloads
+from uniformer_cli.weights import hub, remote
+from uniformer_cli.weights.cache import (
+    integrity_problem,
+    record_integrity,
+    recorded_source_sha256,
+    remove_stale_downloads,
+)
 from uniformer_cli.weights.checkpoint import (
     check_fits,
     check_matches_entry,
@@ -35,7 +40,7 @@ from uniformer_cli.weights.checkpoint import (
     require_file,
 )
 from uniformer_cli.weights.store import load_weights, save_weights
-from uniformer_cli.zoo import ZooEntry, get_entry
+from uniformer_cli.zoo import Source, ZooEntry, get_entry
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pyth", ".pt", ".bin")
 
@@ -72,6 +77,8 @@ class Conversion:
     layout: str  # "plain" or the wrapper key: "model_state" (PySlowFast), "model", "state_dict"
     stripped_prefix: bool  # the keys carried DDP's "module." prefix
     inflated: bool  # 2-D ImageNet weights inflated to 3-D
+    mmaction: bool  # an MMAction2 checkpoint (`weights.mmaction`): keys mapped, LayerNorm eps kept
+    head_order_from: str | None  # MMAction2's label set whose head rows were put in the official order
     parameters: int
     tensors: int
     entry: ZooEntry | None
@@ -103,7 +110,7 @@ def convert_checkpoint(
         model = create_model(infer_config(raw.state_dict, head_dim, source=str(source)))
         load_state_dict_strict(model, inflate_image_state_dict(raw.state_dict, model), str(source))
     else:
-        model = _model_from_state_dict(raw.state_dict, str(source), entry, head_dim=head_dim)
+        model = _model_from_state_dict(raw.state_dict, str(source), entry, head_dim=head_dim, norm_eps=raw.norm_eps)
     save_weights(
         destination,
         model,
@@ -119,6 +126,8 @@ def convert_checkpoint(
         layout=raw.layout,
         stripped_prefix=raw.stripped_prefix,
         inflated=raw.is_image,
+        mmaction=raw.mmaction,
+        head_order_from=raw.head_order_from,
         parameters=sum(parameter.numel() for parameter in model.parameters()),
         tensors=len(model.state_dict()),
         entry=entry,
@@ -132,11 +141,15 @@ def _model_from_state_dict(
     *,
     config: ModelConfig | None = None,
     head_dim: int | None = None,
+    norm_eps: float | None = None,
 ) -> UniFormerModel:
-    """Build the architecture (`config`, else inferred from the tensors), check it against the named zoo
-    entry, and load the weights strictly."""
+    """Build the architecture (`config`, else inferred from the tensors, with the LayerNorm epsilon
+    `norm_eps` when the file's differs from the official one), check it against the named zoo entry,
+    and load the weights strictly."""
     if config is None:
         config = infer_config(state_dict, head_dim, entry.family if entry else None, source=source)
+        if norm_eps is not None:
+            config = config.replace(norm_eps=norm_eps)
     if entry is not None:
         check_matches_entry(config, entry, source)
     return _uninitialised_model(config, state_dict, source)
@@ -174,28 +187,53 @@ def _owned(tensor: torch.Tensor, storages: set[int]) -> torch.Tensor:
     return tensor.clone(memory_format=torch.contiguous_format)
 
 
-def fetch_zoo_weights(entry: ZooEntry, revision: str | None = None) -> Path:
+@dataclass(frozen=True)
+class ZooDownload:
+    """What `fetch_zoo_download` found or fetched for a zoo entry."""
+
+    converted: Path  # the safetensors copy that loads
+    download: Path  # the file it was converted from
+    source: Source  # where that file came from
+    sha256: str | None  # the downloaded file's sha256 (None: a copy converted by an older version)
+
+
+def fetch_zoo_weights(entry: ZooEntry, revision: str | None = None, *, force: bool = False) -> Path:
+    """`fetch_zoo_download(...).converted`."""
+    return fetch_zoo_download(entry, revision, force=force).converted
+
+
+def fetch_zoo_download(entry: ZooEntry, revision: str | None = None, *, force: bool = False) -> ZooDownload:
     """The converted safetensors of a zoo entry: downloaded and converted on first use, reused after.
 
     The converted copy proves itself before each use (`integrity_problem`: its sha256 against the one
     recorded when it was written); a damaged or unrecorded copy is converted again from the download,
-    itself checked against the Hub's sha256 first.
+    itself checked against the Hub's sha256 first. A download from another source (`weights.remote`)
+    is accepted only when it converts for the entry (its architecture and class count), and its sha256
+    is then recorded; `force` downloads it afresh and accepts another sha256.
     """
-    hub_file = hub.download(entry, revision)
-    if entry.hub_repo is not None:
+    hub_file = hub.download(entry, revision, force=force)
+    if hub_file.remote is None and entry.hub_repo is not None:
         remove_stale_downloads(entry.hub_repo)
     converted = hub_file.converted
-    if converted.is_file():
+    source: Source = "hub" if hub_file.remote is None else hub_file.remote.source
+    if converted.is_file() and not force:
         problem = integrity_problem(converted)
         if problem is None:
-            return converted
+            return ZooDownload(converted, hub_file.path, source, recorded_source_sha256(converted))
         log.warning("the converted copy %s %s: converting it again from the verified download", converted, problem)
     remove_stale_temporaries(converted.parent)
     source_sha256 = hub.verify_download(hub_file, entry)
-    log.info(f"converting {entry.hub_file} to safetensors (once): {converted}")
-    convert_checkpoint(hub_file.path, converted, entry=entry, source_sha256=source_sha256)
+    log.info(f"converting {hub_file.path.name} to safetensors (once): {converted}")
+    try:
+        convert_checkpoint(hub_file.path, converted, entry=entry, source_sha256=source_sha256)
+    except CheckpointError as error:
+        if hub_file.remote is None:
+            raise
+        raise remote.reject(hub_file.remote, error) from None
     record_integrity(converted, source_sha256)
-    return converted
+    if hub_file.remote is not None:
+        remote.accept(hub_file.remote)
+    return ZooDownload(converted, hub_file.path, source, source_sha256)
 
 
 def resolve_model(
@@ -278,6 +316,7 @@ def _load_file(path: Path, entry: ZooEntry | None, head_dim: int | None, *, name
     source = str(path)
     labels: list[str] | None = None
     protocol: ViewProtocol | None = None
+    norm_eps: float | None = None
     if path.suffix.lower() == ".safetensors":
         stored = load_weights(path)
         state_dict, config, labels = stored.state_dict, stored.config, stored.labels
@@ -291,9 +330,9 @@ def _load_file(path: Path, entry: ZooEntry | None, head_dim: int | None, *, name
                 f"{path} holds 2-D ImageNet weights: they start training (`uniformer train`) or can be inflated "
                 "with `uniformer convert`, but they do not classify videos"
             )
-        state_dict, config = raw.state_dict, None
+        state_dict, config, norm_eps = raw.state_dict, None, raw.norm_eps
         head_dim = head_dim if head_dim is not None else raw.head_dim
-    model = _model_from_state_dict(state_dict, source, entry, config=config, head_dim=head_dim)
+    model = _model_from_state_dict(state_dict, source, entry, config=config, head_dim=head_dim, norm_eps=norm_eps)
     if entry is not None:
         labels, protocol = entry.labels(), entry.protocol
     return LoadedModel(model, model.config, labels, entry, path, protocol, name)

@@ -6,13 +6,16 @@ package repeats an architecture, a protocol, a Hub file or a paper figure.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from importlib import resources
+from typing import Literal
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.protocol import Sampling, ViewProtocol
+
+Source = Literal["hub", "mmaction2", "drive"]
 
 # Class counts of the label sets (the HMDB51 head may carry 101 rows, MODEL.md 6.2).
 LABEL_SET_SIZES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
@@ -47,9 +50,11 @@ class ZooEntry:
     gflops_per_view: float
     drop_path: float
     recipe: Recipe
-    hub_repo: str | None = None  # None: only on the authors' Google Drive / Baidu
+    hub_repo: str | None = None  # None: not on the Hugging Face Hub
     hub_file: str | None = None
     hub_bytes: int | None = None
+    drive_id: str | None = None  # the official README's Google Drive file id (`DRIVE_IDS`)
+    mmaction2_url: str | None = None  # MMAction2's published copy (`MMACTION2_URLS`)
     layer_scale: float | None = None  # the light "ls_fp32" checkpoints
     head_classes: int | None = None  # head rows when they differ from the label set (HMDB51)
 
@@ -60,6 +65,20 @@ class ZooEntry:
     @property
     def on_hub(self) -> bool:
         return self.hub_repo is not None
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """Where the checkpoint can be downloaded from, in the order they are tried: the Hub (verified by
+        its sha256), MMAction2's server (pinned by the sha256 prefix in its file names), the authors'
+        Google Drive (pinned at the first download). Empty: no checkpoint was released."""
+        found: list[Source] = []
+        if self.hub_repo is not None and self.hub_file is not None:
+            found.append("hub")
+        if self.mmaction2_url is not None:
+            found.append("mmaction2")
+        if self.drive_id is not None:
+            found.append("drive")
+        return tuple(found)
 
     @property
     def config(self) -> ModelConfig:
@@ -86,6 +105,9 @@ class ZooEntry:
             "hub_repo": self.hub_repo,
             "hub_file": self.hub_file,
             "hub_bytes": self.hub_bytes,
+            "sources": list(self.sources),
+            "drive_id": self.drive_id,
+            "mmaction2_url": self.mmaction2_url,
             "official_name": self.official_name,
             "layer_scale": self.layer_scale,
             "head_classes": self.head_classes,
@@ -240,9 +262,65 @@ _ENTRIES: tuple[ZooEntry, ...] = (
     _entry("xs32-192-k400",  "uniformer_xs32_192_k400",     "xs",  "k400", 32, None, "1x1", 192, 78.6, 34.2, 34.2, 0.1,
            _recipe("imagenet", 128, 4e-4, 110, 10)),
 )
+
+# The Google Drive file ids of the "Model" links in the official README (Sense-X/UniFormer,
+# video_classification/README.md); S32x4-K400 has none (only its log was released).
+DRIVE_IDS: dict[str, str] = {
+    "xxs4-128-k400":     "1EFBxDS2m4mpk_sYejnPuGSDRH_1ELDhx",
+    "xxs4-160-k400":     "1DtTFT7FZ_kUjxqXAYyWhfXSr_EIHQi8a",
+    "xxs8-128-k400":     "1E9VwV-XJQCmo9nBhxLxa9DdphZiIg38z",
+    "xxs8-160-k400":     "1Dxq82X8mBsfVOzij0HSeb1g4sdez71FM",
+    "xxs16-128-k400":    "1DngSOmw0rStnYZlaCnz1xII6CU2d2R_j",
+    "xxs16-160-k400":    "1DxqrNHb4h1ZKnEFaqbkKJAXQsyIFeD7b",
+    "xxs32-160-k400":    "1EIVXRYn5UIkLaJGDpTBxTcyog_dKbcZe",
+    "xs32-192-k400":     "1DtdX-keSB-RkH23KqtQH36IMOUmol1kw",
+    "s8x8-k400":         "1-kitVTkWErHXI_x-sLItvK9-sOmb53j6",
+    "s16x4-k400":        "1-jGZIIuTM5IYIpqkNTojhGhfMc7Gu9Kt",
+    "s16x8-k400":        "174muWZJcZHieABDZMKiJ0tNeFLoEkJLx",
+    "b8x8-k400":         "1hBxGU-QE8hGRBjSNCymJ7Au06LhluvTv",
+    "b16x4-k400":        "15ipzFaZdTt-aHv7jcr_h_vgYD2X7D6AD",
+    "b16x8-k400":        "1VoZcpFZbk9lEyRQ7gqRgT4CsnVt9g7uk",
+    "b32x4-k400":        "1gHxx8cr1H0CNvngj1kB9ArgcPfJtqjCV",
+    "s16x4-k600":        "1-dqzjm5RZVspWHQLRD4S1vo4_6jyVltb",
+    "s16x8-k600":        "1-c835NJjg_015WxLBQF-1cPdQsyWMWfY",
+    "b16x4-k600":        "1nBQCBCsCflhZ4OGUoGB3pAkc_GDau7vd",
+    "b16x8-k600":        "1aidHdSd-h65-_EUkfNOdMMw0ZB8G5maY",
+    "b32x4-k600":        "1-DwdVf8w8lYj-iFpU40pfEpog9VE5PQB",
+    "s16-sthv1-k400":    "1-bdFsmXt2Ztf43lrVgmqS8_VYJ8tub6J",
+    "s16-sthv1-k600":    "1-YbYGjM15MDtQnrmCeZ9H2ybNdYTFkgO",
+    "s32-sthv1-k400":    "1-Y5ADssqM2C8o_1jix48fQM788mVGWQ3",
+    "s32-sthv1-k600":    "1-XEgaGqXGp1EGzFl63ctApnvU54X27WP",
+    "b16-sthv1-k400":    "1uMq4W5lf17vOHUmccNjYLeTMqaWHSh6v",
+    "b16-sthv1-k600":    "1xpiL8zEDWYHFR55gOsbQiI41YEjTD89J",
+    "b32-sthv1-k400":    "18A3FuUUbdQ8ehMQ0D78qTTtm6YmIVWaO",
+    "b32-sthv1-k600":    "1xE1aJYAYFOlXOkpiIbJFHu_jSrr8reKm",
+    "s16-sthv2-k400":    "1-Wq22024HB7tT8kPX6eSMn2GUNMI-_gY",
+    "s16-sthv2-k600":    "1-V1mQp4fIIYhaXUWCgZXkJ0H6ne0Z8rz",
+    "s32-sthv2-k400":    "1-5Q5S-NRmHFkIBygaRYpJLT7aI9cpmky",
+    "s32-sthv2-k600":    "1-1K5R3Ed4t8d_DZnJ62xysIt1dBNmx96",
+    "b16-sthv2-k400":    "1s78JBpnykyJ7pYEGRDK8BZL9seIRIUlC",
+    "b16-sthv2-k600":    "16nCBGWzMM8n8Vr_EY0UmvgzLG0S_QYef",
+    "b32-sthv2-k400":    "1-rpMARXnyvyj6YUJkIvVqtna86egpjoS",
+    "b32-sthv2-k600":    "1-lkRB3546l_ECuObN_IrHws1C9a-qKPr",
+    "s16x4-ucf101-k400": "1Ey8JIGcP8G2H0bKxyNnD61lvHV1eerVt",
+    "s16x4-hmdb51-k400": "1Es4xtcEvQSomnbp6Eo7TC3JejIwHf5yS",
+}
+
+# MMAction2's converted copies (open-mmlab/mmaction2, configs/recognition/uniformer/metafile.yml): the
+# official weights with MMAction2's keys, head rows in its own Kinetics label order and its LayerNorm
+# eps (`weights/mmaction.py` reads them). The 8 hex digits before `.pth` begin the file's sha256.
+_MMACTION2_UNIFORMER = "https://download.openmmlab.com/mmaction/v1.0/recognition/uniformerv1/"
+MMACTION2_URLS: dict[str, str] = {
+    "s16x4-k400": _MMACTION2_UNIFORMER + "uniformer-small_imagenet1k-pre_16x4x1_kinetics400-rgb_20221219-c630a037.pth",
+    "b16x4-k400": _MMACTION2_UNIFORMER + "uniformer-base_imagenet1k-pre_16x4x1_kinetics400-rgb_20221219-157c2e66.pth",
+    "b32x4-k400": _MMACTION2_UNIFORMER + "uniformer-base_imagenet1k-pre_32x4x1_kinetics400-rgb_20221219-b776322c.pth",
+}
 # fmt: on
 
-ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in _ENTRIES}
+ZOO: dict[str, ZooEntry] = {
+    entry.name: replace(entry, drive_id=DRIVE_IDS.get(entry.name), mmaction2_url=MMACTION2_URLS.get(entry.name))
+    for entry in _ENTRIES
+}
 
 # Friendly names: the best entry of each family and dataset whose file can be downloaded.
 ALIASES: dict[str, str] = {
@@ -275,7 +353,7 @@ def get_entry(name: str) -> ZooEntry:
     key = ALIASES.get(key, key)
     if key in ZOO:
         return ZOO[key]
-    for entry in _ENTRIES:
+    for entry in ZOO.values():
         if entry.official_name == key:
             return entry
     close = sorted(n for n in [*ZOO, *ALIASES] if key.split("-")[0] and n.startswith(key.split("-")[0]))

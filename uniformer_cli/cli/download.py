@@ -1,0 +1,60 @@
+"""`uniformer download NAME...`: thin layer over `engine.download`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from uniformer_cli import engine
+from uniformer_cli.cli.options import RevisionOption
+from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
+from uniformer_cli.errors import UniformerError
+
+SOURCES = {"hub": "Hugging Face Hub", "mmaction2": "MMAction2", "drive": "Google Drive"}
+
+
+def download(
+    names: Annotated[list[str], typer.Argument(help="Zoo names or aliases (`uniformer models`).", show_default=False)],
+    revision: RevisionOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            "-f",
+            help="Download a Google Drive / MMAction2 file afresh and accept it even when its sha256 differs "
+            "from the one recorded at its first download.",
+        ),
+    ] = False,
+    json_output: JsonFlag = False,
+    output: OutputOption = None,
+) -> None:
+    """Download zoo checkpoints into the cache and convert them, once; print where each came from and its
+    sha256.
+
+    Every command downloads what it needs by itself: this one fetches ahead (before going offline,
+    say), and with --force accepts a Google Drive or MMAction2 file that changed since its first
+    download (which is refused otherwise).
+
+    Examples: `uniformer download s16x4-k400 b-k400`, `uniformer download xxs16-128-k400 --force`
+    """
+    records = engine.download.download(names, revision=revision, force=force)
+    if all(record["error"] is not None for record in records):
+        raise UniformerError(str(records[0]["error"]))
+    Output(json_output, output).finish(Result(records), lambda console: _print(console, records))
+
+
+def _print(console: Console, records: list[dict[str, object]]) -> None:
+    table = Table(title="Downloaded", show_header=True, header_style="bold")
+    for header in ("model", "from", "sha256 of the download", "converted weights"):
+        table.add_column(header, overflow="fold")
+    for record in records:
+        if record["error"] is None:
+            source = SOURCES[str(record["source"])]
+            table.add_row(str(record["model"]), source, str(record["sha256"] or "-"), escape(str(record["weights"])))
+        else:
+            table.add_row(str(record["model"]), "[red]failed[/]", "-", escape(str(record["error"])))
+    console.print(table)
