@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_cli
 from drive_server import DriveServer
 from hub_server import TINY_CONFIG, LocalHub, serve_tiny_zoo_model
 
@@ -260,3 +261,26 @@ def test_revisions_are_for_hub_entries_only(
     serve_on_drive(local_hub, local_drive, monkeypatch, tmp_path)
     with pytest.raises(CheckpointError, match="--revision selects a Hub version, but tiny-k400 downloads from Google"):
         resolve_model("tiny-k400", revision="v2")
+
+
+def test_the_download_command_reports_the_source_and_sha256_and_forces(
+    local_hub: LocalHub,
+    local_drive: DriveServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    serve_on_drive(local_hub, local_drive, monkeypatch, tmp_path)
+
+    code, out, _ = run_cli(capsys, "download", "tiny-k400", "nonexistent-model", "--json")
+
+    assert code == 3  # one of two failed
+    first, unknown = json.loads(out)
+    assert first["source"] == "drive" and first["error"] is None
+    assert first["sha256"] == hashlib.sha256((tmp_path / "tiny-k400-main.pth").read_bytes()).hexdigest()
+    assert Path(first["weights"]).is_file() and Path(first["download"]).is_file()
+    assert "unknown model" in unknown["error"]
+
+    local_drive.add(FILE_ID, b"not a checkpoint")
+    code, _, err = run_cli(capsys, "download", "tiny-k400", "--force")
+    assert code == 1 and err.count("error:") == 1 and "not that checkpoint" in err

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from importlib import resources
 
 import pytest
 from cli_runner import run_cli
 
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.zoo import ALIASES, LABEL_SETS, ZOO, ZooEntry, best_entry, get_entry, load_labels
+from uniformer_cli.zoo import (
+    ALIASES,
+    DRIVE_IDS,
+    LABEL_SETS,
+    MMACTION2_URLS,
+    ZOO,
+    ZooEntry,
+    best_entry,
+    get_entry,
+    load_labels,
+)
 
 # Public class counts of the datasets, written out here rather than read from the zoo.
 EXPECTED_COUNTS = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
@@ -222,12 +233,16 @@ def test_models_table_shows_every_name_whole(
     assert set(ALIASES) <= words
 
 
-def test_models_table_names_the_hub_repos_at_100_columns(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("columns", ["40", "80", "200"])
+def test_models_always_shows_where_the_weights_come_from(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], columns: str
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "100")
-    words = set(models_output(capsys).split())
-    assert {entry.hub_repo for entry in ZOO.values() if entry.on_hub} <= words
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0 and "source" in out
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.split() and line.split()[0] in ZOO}
+    assert rows["s16x8-k400"] == "Hub" and rows["s16x4-k400"] == "MMAction2"
+    assert rows["s8x8-k400"] == "Drive" and rows["s32x4-k400"] == "none"
 
 
 def test_best_entry_prefers_downloadable_then_top1() -> None:
@@ -240,3 +255,13 @@ def test_best_entry_prefers_downloadable_then_top1() -> None:
     assert best_entry("k400") not in hidden
     assert best_entry("k400", "b") is not None and best_entry("k400", "b").family == "b"
     assert best_entry("k400", "no-such-family") is None
+
+
+def test_every_released_checkpoint_has_a_download_source() -> None:
+    assert set(DRIVE_IDS) | set(MMACTION2_URLS) <= set(ZOO)
+    assert [entry.name for entry in ZOO.values() if not entry.sources] == ["s32x4-k400"]
+    assert all(re.fullmatch(r"[-\w]{33}", file_id) for file_id in DRIVE_IDS.values())
+    assert len(set(DRIVE_IDS.values())) == len(DRIVE_IDS)
+    assert all(re.search(r"_\d{8}-[0-9a-f]{8}\.pth$", url) for url in MMACTION2_URLS.values())
+    assert ZOO["s16x4-k400"].sources == ("mmaction2", "drive")
+    assert ZOO["s16x8-k400"].sources == ("hub", "drive")

@@ -27,7 +27,7 @@ def convert(
     """Convert a checkpoint to safetensors that rebuilds its model on its own.
 
     The architecture is read from the tensors; `--model` names the zoo entry the file is (a
-    Drive-only download, say) so its labels and test protocol are recorded too. Files that need code
+    file downloaded by hand, say) so its labels and test protocol are recorded too. Files that need code
     to unpickle are refused; an existing DESTINATION is kept unless --force.
 
     Example: `uniformer convert uniformer_small_k400_16x8.pth s16x8.safetensors --model s16x8-k400`

@@ -13,8 +13,7 @@ from uniformer_cli import engine
 from uniformer_cli.cli.options import RevisionOption
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 from uniformer_cli.errors import UniformerError
-
-SOURCES = {"hub": "Hugging Face Hub", "mmaction2": "MMAction2", "drive": "Google Drive"}
+from uniformer_cli.zoo import SOURCE_NAMES
 
 
 def download(
@@ -53,7 +52,7 @@ def _print(console: Console, records: list[dict[str, object]]) -> None:
         table.add_column(header, overflow="fold")
     for record in records:
         if record["error"] is None:
-            source = SOURCES[str(record["source"])]
+            source = SOURCE_NAMES[record["source"]]  # type: ignore[index]
             table.add_row(str(record["model"]), source, str(record["sha256"] or "-"), escape(str(record["weights"])))
         else:
             table.add_row(str(record["model"]), "[red]failed[/]", "-", escape(str(record["error"])))

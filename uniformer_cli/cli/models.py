@@ -9,12 +9,12 @@ from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Res
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.zoo import ZOO, ZooEntry
 
-# Left out first when the terminal is narrow: the crop size, the views, the aliases, the sampling, the
+# Left out first when the terminal is narrow: the crop size, the views, the sampling, the aliases, the
 # GFLOPs; the name, the accuracy and the source of the weights are always shown.
 COLUMNS = (
     Column("name", style="cyan"),
-    Column("aliases", drop=4),
-    Column("sampling", drop=5),
+    Column("aliases", drop=5),
+    Column("sampling", drop=4),
     Column("views", justify="right", drop=2),
     Column("size", justify="right", drop=1),
     Column("top-1", justify="right"),

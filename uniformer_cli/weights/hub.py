@@ -33,7 +33,7 @@ from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import sha256_of
 from uniformer_cli.weights import remote
 from uniformer_cli.weights.cache import CONVERTED_FOLDER, probe_timeout
-from uniformer_cli.zoo import IMAGENET_WEIGHTS, Source, ZooEntry
+from uniformer_cli.zoo import IMAGENET_WEIGHTS, SOURCE_NAMES, Source, ZooEntry
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -118,7 +118,7 @@ def download(entry: ZooEntry, revision: str | None = None, *, force: bool = Fals
         )
     if revision is not None and sources[0] != "hub":
         raise CheckpointError(
-            f"--revision selects a Hub version, but {entry.name} downloads from {remote.SOURCE_NAMES[sources[0]]}"
+            f"--revision selects a Hub version, but {entry.name} downloads from {SOURCE_NAMES[sources[0]]}"
         )
     failures: list[CheckpointError] = []
     for source in sources if revision is None else sources[:1]:

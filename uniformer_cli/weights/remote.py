@@ -46,13 +46,12 @@ from uniformer_cli.weights.cache import (
     probe_timeout,
     record_integrity,
 )
-from uniformer_cli.zoo import Source, ZooEntry
+from uniformer_cli.zoo import SOURCE_NAMES, Source, ZooEntry
 
 DRIVE_ENDPOINT_VARIABLE = "UNIFORMER_DRIVE_ENDPOINT"
 DRIVE_ENDPOINT = "https://drive.google.com"
 DOWNLOADS_FOLDER = "downloads"
 PINS_FILE = "sha256_pins.json"
-SOURCE_NAMES: dict[Source, str] = {"hub": "the Hugging Face Hub", "mmaction2": "MMAction2", "drive": "Google Drive"}
 READ_TIMEOUT = 60.0  # seconds without a byte before a transfer is retried
 RETRIES = 2  # gdown resumes a broken transfer this many times
 PAGE_BYTES = 1 << 20  # a Drive web page is read up to this size, never more

@@ -16,6 +16,7 @@ from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.protocol import Sampling, ViewProtocol
 
 Source = Literal["hub", "mmaction2", "drive"]
+SOURCE_NAMES: dict[Source, str] = {"hub": "the Hugging Face Hub", "mmaction2": "MMAction2", "drive": "Google Drive"}
 
 # Class counts of the label sets (the HMDB51 head may carry 101 rows, MODEL.md 6.2).
 LABEL_SET_SIZES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
@@ -263,8 +264,8 @@ _ENTRIES: tuple[ZooEntry, ...] = (
            _recipe("imagenet", 128, 4e-4, 110, 10)),
 )
 
-# The Google Drive file ids of the "Model" links in the official README (Sense-X/UniFormer,
-# video_classification/README.md); S32x4-K400 has none (only its log was released).
+# The Google Drive file ids of the "Model" links in the official video README (Sense-X/UniFormer,
+# folder video_classification); S32x4-K400 has none (only its log was released).
 DRIVE_IDS: dict[str, str] = {
     "xxs4-128-k400":     "1EFBxDS2m4mpk_sYejnPuGSDRH_1ELDhx",
     "xxs4-160-k400":     "1DtTFT7FZ_kUjxqXAYyWhfXSr_EIHQi8a",
