@@ -30,6 +30,9 @@ from uniformer_cli.zoo import load_labels
 
 BACKBONE_PREFIX = "backbone."
 HEAD_PREFIX = "cls_head.fc_cls."
+# MMAction2's normalisation constants (`ActionDataPreprocessor` buffers): the test protocol's business,
+# not weights; dropped should a checkpoint carry them.
+DROPPED_PREFIX = "data_preprocessor."
 NORM_EPS = 1e-5  # PyTorch's LayerNorm default, which MMAction2's UniFormer backbone keeps
 # MMAction2 label maps shipped with the package, by the label set whose class count they have.
 LABEL_MAPS = {"k400": "mmaction2_k400.txt"}
@@ -68,6 +71,8 @@ def from_mmaction(state_dict: Mapping[str, torch.Tensor], source: str) -> MMActi
     are neither backbone nor head keep their names, so the strict load names them."""
     result: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
+        if key.startswith(DROPPED_PREFIX):
+            continue
         if key.startswith(BACKBONE_PREFIX):
             name = key.removeprefix(BACKBONE_PREFIX)
         elif key.startswith(HEAD_PREFIX):
