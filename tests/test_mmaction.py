@@ -55,8 +55,8 @@ def test_an_mmaction2_checkpoint_converts_to_the_logits_mmaction2_computes(tmp_p
     assert conversion.mmaction and conversion.head_order_from == "k400"
     stored = load_weights(tmp_path / "mm.safetensors")
     assert stored.config is not None and stored.config.norm_eps == 1e-5
-    converted = resolve_model(tmp_path / "mm.safetensors").model
-    direct = resolve_model(tmp_path / "mm.pth", head_dim=16).model  # --weights reads it as well
+    converted = resolve_model(tmp_path / "mm.safetensors", device="cpu").model
+    direct = resolve_model(tmp_path / "mm.pth", head_dim=16, device="cpu").model  # --weights reads it as well
     with torch.no_grad():
         expected = reference(clip())
         torch.testing.assert_close(converted(clip()), expected, rtol=0, atol=1e-6)

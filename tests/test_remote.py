@@ -67,7 +67,7 @@ def test_a_drive_entry_downloads_through_the_redirect_and_the_confirm_page(
     source = serve_on_drive(local_hub, local_drive, monkeypatch, tmp_path, mode=mode)
 
     with caplog.at_level(logging.INFO, logger="uniformer_cli"):
-        loaded = resolve_model("tiny-k400")
+        loaded = resolve_model("tiny-k400", device="cpu")
 
     torch.testing.assert_close(logits(loaded.model), logits(source), rtol=0, atol=1e-6)
     assert local_drive.count("/uc") == 1
@@ -172,7 +172,9 @@ def test_a_changed_file_is_refused_unless_forced(
     converted = fetch_zoo_weights(get_entry("tiny-k400"), force=True)
 
     assert converted == first
-    torch.testing.assert_close(logits(resolve_model("tiny-k400").model), logits(changed), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        logits(resolve_model("tiny-k400", device="cpu").model), logits(changed), rtol=0, atol=1e-6
+    )
     assert json.loads(pins_file.read_text()) != pinned
 
 
@@ -204,7 +206,7 @@ def test_a_failing_source_falls_back_to_the_next_one(
     monkeypatch.setitem(ZOO, entry.name, entry)
 
     with caplog.at_level(logging.WARNING, logger="uniformer_cli"):
-        loaded = resolve_model("tiny-k400")
+        loaded = resolve_model("tiny-k400", device="cpu")
 
     torch.testing.assert_close(logits(loaded.model), logits(source), rtol=0, atol=1e-6)
     assert "the Hub has no missing.pth" in caplog.text and "trying the next source" in caplog.text
@@ -236,7 +238,7 @@ def test_an_mmaction2_entry_downloads_pinned_by_the_prefix_of_its_name(
     url = local_drive.add_plain(f"/mmaction/uniformer-tiny_20221219-{prefix}.pth", data)
     serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path, hub_repo=None, hub_file=None, mmaction2_url=url)
 
-    loaded = resolve_model("tiny-k400")
+    loaded = resolve_model("tiny-k400", device="cpu")
 
     torch.testing.assert_close(logits(loaded.model), logits(source), rtol=0, atol=1e-6)
     assert loaded.config.norm_eps == 1e-5
