@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import resource
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -25,12 +29,14 @@ from pathlib import Path
 import pytest
 import torch
 from cli_runner import run_cli
-from eval_data import TINY, colour_model, flat_video
+from eval_data import CENTRES, TINY, colour_model, flat_video
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from uniformer_cli import files
 from uniformer_cli.data.loading import decoding_workers
-from uniformer_cli.errors import UniformerError, WriteError
+from uniformer_cli.errors import UniformerError, VideoError, WriteError
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.weights import save_weights
@@ -38,7 +44,15 @@ from uniformer_cli.weights import save_weights
 # Address space of the child: torch, PyAV and decord map about 0.8 GiB after import; a tiny model and
 # video need little more. A hostile file that got its way would ask for hundreds of GiB.
 ADDRESS_SPACE = 4 * 2**30
-USAGE_ERRORS = {"train --device tpu"}  # Typer's choice check
+# Typer's checks
+USAGE_ERRORS = {
+    "train --device tpu",
+    "predict -o a FIFO",
+    "train --repeats 10**18",
+    "train --seed -1",
+    "flops --bench --batch-size 10**18",
+}
+INPUT_FAILURES = {"predict a FIFO", "a 4096x16 strip"}  # the command ran; that input failed (exit 3)
 CASE_SECONDS = 20.0  # each case, import excluded; the cases here take well under a second
 PROTOCOL = ["--frames", "4", "--stride", "1", "--size", "32"]
 
@@ -119,8 +133,8 @@ def complex_pth(path: Path) -> Path:
 
 
 def build_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
-    """(case, argv, what the error line must say). A usage error (a value outside an option's choices)
-    exits 2, any other failure 1."""
+    """(case, argv, what the error line must say). A usage error (a value outside an option's choices or
+    range) exits 2, a failed input of a command that ran 3, any other failure 1."""
     video = flat_video(tmp / "clip.mp4", (200, 128, 30), frames=8)
     good = save_weights(tmp / "good.safetensors", colour_model(), TINY.replace(num_classes=8))
     (tmp / "text.pth").write_text("hello world\n")
@@ -133,7 +147,18 @@ def build_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         for label in ("a", "b"):
             (tmp / "data" / split / label).mkdir(parents=True)
             (tmp / "data" / split / label / "clip.mp4").write_bytes(video.read_bytes())
+    device = special_file(tmp / "device.png", "device")
+    fifo = special_file(tmp / "fifo.json", "fifo")
+    sock = special_file(tmp / "s.npy", "socket")
+    (tmp / "indexed.json").mkdir()
+    (tmp / "loops").mkdir()
+    for name in ("self", "again"):  # two links back: `**` through them never ends, unguarded
+        (tmp / "loops" / name).symlink_to(".")
+    strip = yuv_video(tmp / "strip.mp4", 4096, 16)
     predict = ["predict", str(video), *PROTOCOL, "--weights"]
+    features = ["features", str(video), *PROTOCOL, "--weights"]
+    # A copy of /dev/null as root; else a link to it, which counts as what it points to.
+    kind = "it is a character device, not a regular file"
     train = ["train", "--data", str(tmp / "data"), "--scratch", "--arch", "xxs", "--frames", "4", "--size", "32"]
     return [
         ("text .pth", [*predict, str(tmp / "text.pth")], r"text.pth is not a readable PyTorch checkpoint \(corrupt"),
@@ -237,6 +262,42 @@ def build_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
             ],
             r"cannot write JSON output .*a-file is a file, not a folder",
         ),
+        ("predict --plot onto a device", [*predict, str(good), "--timeline", "1", "--plot", str(device)], kind),
+        ("predict -o a FIFO", [*predict, str(good), "-o", str(fifo)], "it is a named pipe"),
+        ("features -o a socket", [*features, str(good), "-o", str(sock)], "it is a socket, not a regular file"),
+        ("predict over loops of links", ["predict", str(tmp / "loops" / "**" / "*.mp4")], "no videos match"),
+        ("predict a FIFO", [*predict, str(good), str(special_file(tmp / "pipe.mp4", "fifo"))], "not a regular file"),
+        (
+            "eval --list a FIFO",
+            [
+                "eval",
+                "--dataset",
+                "csv",
+                "--list",
+                str(special_file(tmp / "list.fifo", "fifo")),
+                "-w",
+                str(good),
+                *PROTOCOL,
+            ],
+            r"cannot read .*list.fifo: it is a named pipe \(FIFO\), not a regular file",
+        ),
+        ("a 4096x16 strip", [*predict, str(good), str(strip)], r"4096x16 frames, an aspect ratio of 256:1"),
+        (
+            "train --repeats 10**18",
+            [*train, "--dry-run", "--repeats", str(10**18)],
+            r"--repeats.*less than or equal to 16",
+        ),
+        ("train --seed -1", [*train, "--dry-run", "--seed", "-1"], r"--seed.*greater than or equal to 0"),
+        (
+            "flops --bench --batch-size 10**18",
+            ["flops", "--arch", "xxs", "--bench", "--batch-size", str(10**18)],
+            r"--batch-size.*less than or equal to 1024",
+        ),
+        (
+            "features .npy whose index is a folder",
+            [*features, str(good), "-o", str(tmp / "indexed.npy")],
+            r"cannot write features index .*indexed.json: it is a folder",
+        ),
     ]
 
 
@@ -249,7 +310,7 @@ def test_hostile_cases_end_in_one_error_line(tmp_path: Path) -> None:
         err = str(result["err"])
         lines = err.strip().splitlines()
         problems = []
-        if result["code"] != (2 if name in USAGE_ERRORS else 1):
+        if result["code"] != (2 if name in USAGE_ERRORS else 3 if name in INPUT_FAILURES else 1):
             problems.append(f"exit status {result['code']}")
         if "Traceback" in err:
             problems.append("a traceback")
@@ -386,3 +447,353 @@ def test_a_resumed_checkpoint_is_checked_against_its_config_before_allocation(tm
     save_checkpoint({"model": state, "step": 3}, tmp_path / "last.pt")
     with pytest.raises(UniformerError, match=r"tensor head.weight \[1000000000, 16\] claims"):
         load_checkpoint(tmp_path / "last.pt")
+
+
+# --- destinations: regular files and new paths only ------------------------------------------------------
+
+
+def special_file(path: Path, kind: str) -> Path:
+    """A FIFO, a socket or a character device (a copy of /dev/null, as root; a link to it otherwise) at
+    `path`: what an output must never replace."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(path))
+    elif kind == "device" and os.geteuid() == 0:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    else:
+        path.symlink_to("/dev/null")
+    return path
+
+
+def identity(path: Path) -> tuple[int, int, int]:
+    status = path.stat()
+    return status.st_ino, status.st_mode, status.st_rdev
+
+
+def _writers(tmp: Path) -> dict[str, Callable[[Path], object]]:
+    from uniformer_cli import plots
+    from uniformer_cli.engine.checkpointing import save_checkpoint
+    from uniformer_cli.engine.features import FeatureSet, write_features
+
+    features = FeatureSet(torch.zeros(1, 4), ["a.mp4"], None, [], {"model": "m"})
+
+    def plot(path: Path) -> object:
+        figure = plots.figure(1, 1)
+        figure.subplots().plot([0, 1])
+        return plots.save(figure, path)
+
+    return {
+        "atomic_write": lambda path: files.atomic_write(path, lambda temporary: temporary.write_text("x")),
+        "write_with_fallback": lambda path: files.write_with_fallback(path, lambda t: t.write_text("x"), "output"),
+        "ensure_writable": lambda path: files.ensure_writable(path),
+        "weights": lambda path: save_weights(path, colour_model(), TINY.replace(num_classes=8)),
+        "checkpoint": lambda path: save_checkpoint({"step": 1}, path),
+        "features": lambda path: write_features(path.with_suffix(".npy") if path.suffix != ".npy" else path, features),
+        "plot": plot,
+    }
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(["fifo", "socket", "device"]), writer=st.sampled_from(sorted(_writers(Path()))))
+def test_outputs_never_replace_or_write_a_device_fifo_or_socket(kind: str, writer: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="dest") as folder:
+        tmp = Path(folder)
+        target = special_file(tmp / ("out.npy" if writer == "features" else "out"), kind)
+        before = identity(target)
+        previous, tempfile.tempdir = tempfile.tempdir, str(tmp / "fallback")
+        try:
+            with pytest.raises((OSError, UniformerError)) as refused:
+                _writers(tmp)[writer](target)
+        finally:
+            tempfile.tempdir = previous
+        assert "not a regular file" in str(refused.value)
+        assert identity(target) == before  # the node itself, untouched
+        assert sorted(path.name for path in tmp.iterdir() if path.name != "fallback") == [target.name]
+
+
+def test_a_symbolic_link_is_followed_and_kept(tmp_path: Path) -> None:
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    files.atomic_write(link, lambda temporary: temporary.write_text("new"))
+    assert link.is_symlink() and real.read_text() == "new"
+
+
+def test_a_long_but_valid_file_name_is_written(tmp_path: Path) -> None:
+    name = "n" * 250 + ".json"  # 255 bytes: the longest a name may be; its temporary file must still fit
+    files.write_or_fail(tmp_path / name, lambda temporary: temporary.write_text("x"), "output")
+    assert [path.name for path in tmp_path.iterdir()] == [name]
+    with pytest.raises(WriteError, match="the name is too long"):
+        files.ensure_writable(tmp_path / ("n" * 300))
+
+
+# --- products that took long to compute are never lost to the last write --------------------------------
+
+
+def fill_disk_for(monkeypatch: pytest.MonkeyPatch, targets: set[Path], fallback: Path) -> None:
+    """Writes to `targets` fail as on a full disk; the temporary folder is `fallback`."""
+    real = files.atomic_write
+
+    def full_disk(path: str | Path, write: Callable[[Path], object]) -> None:
+        if Path(path) in targets:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(path, write)
+
+    monkeypatch.setattr(files, "atomic_write", full_disk)
+    fallback.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(fallback))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npy"])
+def test_features_are_saved_elsewhere_when_the_disk_fills(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uniformer_cli.engine.features import index_path, read_features
+
+    video = flat_video(tmp_path / "clip.mp4", (200, 128, 30), frames=8)
+    weights = save_weights(tmp_path / "tiny.safetensors", colour_model(), TINY.replace(num_classes=8))
+    output = tmp_path / "out" / f"features{suffix}"
+    fill_disk_for(monkeypatch, {output, index_path(output)}, tmp_path / "safe")
+    code, _, err = run_cli(capsys, "features", video, "-w", weights, *PROTOCOL, "-o", output)
+    assert code == 1 and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]  # after the progress bar
+    assert line.startswith(f"error: cannot write features {output}: the disk is full; the results were saved to")
+    saved = sorted((tmp_path / "safe").iterdir())
+    assert [path.suffix for path in saved] == ([".json", ".npy"] if suffix == ".npy" else [suffix])
+    assert all(str(path) in line for path in saved)
+    assert read_features(saved[-1]).videos == [str(video)]
+
+
+def test_plots_are_saved_elsewhere_when_the_disk_fills(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uniformer_cli import plots
+
+    target = tmp_path / "plot.png"
+    fill_disk_for(monkeypatch, {target}, tmp_path / "safe")
+    with pytest.raises(WriteError, match=r"cannot write plot .*plot.png: the disk is full; the results were saved"):
+        plots.per_class_plot(target, ["a", "b"], [0, 1], [0, 0])
+    (saved,) = (tmp_path / "safe").iterdir()
+    assert saved.read_bytes().startswith(b"\x89PNG")
+
+
+# --- non-finite weights: an error for each input, and strict JSON ---------------------------------------
+
+
+def strict_json(text: str) -> object:
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{token} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("damage", ["all NaN", "infinite bias", "head of 3e38"])
+def test_non_finite_outputs_fail_each_input_and_name_the_weights(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uniformer_cli.weights.store import save_safetensors
+
+    state = tiny_state()
+    if damage == "all NaN":
+        state = {key: value.fill_(math.nan) if value.is_floating_point() else value for key, value in state.items()}
+    elif damage == "infinite bias":
+        state["head.bias"][0] = math.inf
+    else:
+        state["head.weight"] = torch.full_like(state["head.weight"], 3e38)
+    weights = tmp_path / "broken.safetensors"
+    config = TINY.replace(num_classes=8)
+    save_safetensors(state, weights, {"format": "pt", "uniformer_config": config.to_json()})
+    video = flat_video(tmp_path / "clip.mp4", (200, 128, 30), frames=8)
+    (tmp_path / "list.csv").write_text("clip.mp4,1\n")
+    message = f"not finite numbers (NaN or infinity): the weights {weights} are unusable"
+
+    code, out, err = run_cli(capsys, "predict", video, "-w", weights, *PROTOCOL, "--json")
+    assert code == 3 and "Traceback" not in err
+    (record,) = strict_json(out)  # type: ignore[misc]
+    assert message in record["error"] and record["score"] is None
+    assert err.strip().splitlines() == [f"error: {video}: the network's outputs are {message}"]
+
+    report = tmp_path / "report.json"
+    evaluate = ["eval", "--dataset", "csv", "--list", tmp_path / "list.csv", "-w", weights, *PROTOCOL]
+    code, out, err = run_cli(capsys, *evaluate, "--json", "-o", report)
+    assert code == 3 and "Traceback" not in err
+    for document in (strict_json(out), strict_json(report.read_text())):
+        (video_record,) = document["videos"]  # type: ignore[index]
+        assert message in video_record["error"] and video_record["correct"] is None
+
+    # Features are read before the head: only weights broken below it break them.
+    code, out, err = run_cli(capsys, "features", video, "-w", weights, *PROTOCOL, "-o", tmp_path / "f.npy", "--json")
+    failures = strict_json(out)["failures"]  # type: ignore[index]
+    if damage == "all NaN":
+        assert code == 3 and message in failures[0]["error"]
+    else:
+        assert code == 0 and failures == []
+    strict_json((tmp_path / "f.json").read_text())
+
+
+def test_json_writers_never_write_nan_or_infinity() -> None:
+    from uniformer_cli.cli.output import Result, encode
+
+    records = [{"score": math.nan, "nested": {"values": [math.inf, -math.inf, 1.5]}}]
+    expected = {"score": None, "nested": {"values": [None, None, 1.5]}}
+    assert strict_json(encode(Result(records), "json")) == [expected]
+    assert strict_json(encode(Result(records), "jsonl")) == expected
+
+
+# --- resume files: continued only from what they were computed from ------------------------------------
+
+
+def test_resume_is_refused_when_the_list_or_the_weights_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flat_video(tmp_path / "clip.mp4", (200, 128, 30), frames=8)
+    flat_video(tmp_path / "other.mp4", (20, 128, 30), frames=8)
+    weights = save_weights(tmp_path / "tiny.safetensors", colour_model(), TINY.replace(num_classes=8))
+    listing = tmp_path / "list.csv"
+    listing.write_text("clip.mp4,1\nother.mp4,2\n")
+    report, features = tmp_path / "report.json", tmp_path / "features.safetensors"
+    evaluate = ["eval", "--dataset", "csv", "--list", listing, "-w", weights, *PROTOCOL, "-o", report, "--resume"]
+    extract = ["features", "--dataset", "csv", "--list", listing, "-w", weights, *PROTOCOL, "-o", features, "--resume"]
+    for command in (evaluate, extract):
+        code, _, err = run_cli(capsys, *command)
+        assert code == 0, err
+        code, _, err = run_cli(capsys, *command)  # the same again: everything comes from the file
+        assert code == 0, err
+    listing.write_text("clip.mp4,3\nother.mp4,2\n")  # a label changed
+    for command in (evaluate, extract):
+        code, _, err = run_cli(capsys, *command)
+        assert code == 1 and "Traceback" not in err
+        (line,) = err.strip().splitlines()
+        assert "cannot resume from" in line and "another list of videos or labels (its sha256 differs)" in line
+    listing.write_text("clip.mp4,1\nother.mp4,2\n")
+    save_weights(weights, colour_model(list(reversed(CENTRES))), TINY.replace(num_classes=8))
+    for command in (evaluate, extract):
+        code, _, err = run_cli(capsys, *command)
+        assert code == 1 and "another weights (their sha256 differs)" in err
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    record=st.dictionaries(
+        st.sampled_from(["video", "true_index", "top5", "error", "score"]),
+        st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=5), st.lists(st.integers(), max_size=3)),
+    )
+)
+def test_resume_records_of_the_wrong_types_are_one_line(record: dict[str, object]) -> None:
+    from uniformer_cli.engine.evaluate import RESUME_KEYS, load_previous
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "report.json"
+        path.write_text(json.dumps({"summary": {}, "videos": [record]}))
+        with pytest.raises(UniformerError, match=f"cannot resume from {path}"):
+            load_previous(path, dict.fromkeys(RESUME_KEYS, "x"))
+
+
+# --- decoded frames are bounded before decoding ----------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(width=st.integers(-2, 2**20), height=st.integers(-2, 2**20))
+def test_decoded_frame_sizes_are_bounded_or_refused(width: int, height: int) -> None:
+    from uniformer_cli.data.video import MAX_ASPECT_RATIO, MAX_DECODED_PIXELS, decode_size
+
+    try:
+        decoded = decode_size("clip.mp4", width, height)
+    except VideoError as error:
+        assert str(error).startswith("clip.mp4 ")
+        assert (
+            min(width, height) < 1
+            or max(width, height) / min(width, height) > MAX_ASPECT_RATIO
+            or (width * height > 2**28)
+        )
+        return
+    assert decoded[0] * decoded[1] <= MAX_DECODED_PIXELS
+    assert decoded == (width, height) or (width * height > MAX_DECODED_PIXELS and decoded[0] <= width)
+    assert abs(decoded[0] / decoded[1] - width / height) <= width / height * 2 / min(decoded)  # the aspect kept
+
+
+def yuv_video(path: Path, width: int, height: int, frames: int = 2, fps: int = 30) -> Path:
+    """A flat H.264 video written from YUV planes (no RGB frame of that size is ever made)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        planes = np.full((height * 3 // 2, width), 90, np.uint8)
+        for _ in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(planes, format="yuv420p")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_frames_larger_than_the_bound_are_shrunk_by_the_decoder(tmp_path: Path) -> None:
+    from uniformer_cli.data.video import MAX_DECODED_PIXELS, open_video
+
+    video = yuv_video(tmp_path / "large.mp4", 4608, 4096, frames=1)  # 18.9 million pixels
+    with open_video(video) as opened:
+        (frame,) = opened.read([0])
+        assert (opened.width, opened.height) == (frame.shape[1], frame.shape[0])
+    assert frame.shape[0] * frame.shape[1] <= MAX_DECODED_PIXELS and frame.shape[1] > frame.shape[0]
+    assert abs(frame.shape[1] / frame.shape[0] - 4608 / 4096) < 0.01
+    assert abs(int(frame[2000, 2000, 1]) - int(frame[10, 10, 1])) <= 1  # the flat picture, not garbage
+
+
+def test_a_stream_declaring_an_absurd_frame_rate_is_refused_before_its_window_fills(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = yuv_video(tmp_path / "fast.mp4", 64, 48, frames=30, fps=100000)
+    weights = save_weights(tmp_path / "tiny.safetensors", colour_model(), TINY.replace(num_classes=8))
+    with video.open("rb") as stream:
+        monkeypatch.setattr(sys, "stdin", type("Stdin", (), {"buffer": stream})())
+        code, _, err = run_cli(capsys, "predict", "-", "-w", weights, *PROTOCOL, "--timeline", "2")
+    assert code == 1 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert re.search(r"stdin declares 100000 fps: a 2 s window is 200,000 frames, .* GiB held at the model", line)
+
+
+# --- walks, lists, archives and counts -------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    folders=st.lists(st.lists(st.sampled_from("ab"), min_size=1, max_size=3), max_size=5),
+    links=st.lists(st.tuples(st.lists(st.sampled_from("ab"), max_size=2), st.integers(0, 3)), max_size=3),
+    pattern=st.sampled_from(["**/*.mp4", "**", "a/**/*.mp4", "*/**", "**/b/*.mp4", "*/*.mp4"]),
+)
+def test_globs_match_glob_and_end_on_loops_of_links(
+    folders: list[list[str]], links: list[tuple[list[str], int]], pattern: str
+) -> None:
+    import glob
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        root.mkdir()
+        for parts in folders:
+            (root.joinpath(*parts)).mkdir(parents=True, exist_ok=True)
+            (root.joinpath(*parts) / "clip.mp4").write_bytes(b"")
+        expected = sorted(Path(path) for path in glob.glob(str(root / pattern), recursive=True))
+        assert files.glob_paths(str(root / pattern)) == expected  # no links: exactly glob's answer
+        for number, (parts, up) in enumerate(links):  # links to a folder above: loops
+            folder = root.joinpath(*parts)
+            if folder.is_dir():
+                (folder / f"up{number}").symlink_to("../" * min(up, len(parts)) or ".")
+        found = files.glob_paths(str(root / pattern))
+        assert set(expected) <= set(found)  # terminated, and found at least what the loop-free tree holds
+        assert all(len(path.parts) < len(root.parts) + 12 for path in found)
+
+
+def test_a_pth_whose_records_declare_too_much_is_refused_before_inflating(tmp_path: Path) -> None:
+    import zipfile
+
+    from uniformer_cli.weights.checkpoint import read_checkpoint
+
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02" + bytes(80 * 2**20))
+        archive.writestr("archive/version", "3\n")
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(UniformerError, match=r"record archive/data.pkl declares 83,886,082 bytes \(compressed"):
+        read_checkpoint(bomb)

@@ -13,8 +13,20 @@ import uniformer_cli
 PACKAGE = Path(uniformer_cli.__file__).parent
 # A floor may import the floors after it in this list and its own, never those before it. The last floor
 # holds the pieces every other one shares (the protocol's and the run settings' vocabulary, records,
-# progress events, errors, files).
-SHARED = ("protocol", "settings", "events", "records", "errors", "files", "lazy", "runtime", "plots", "version")
+# progress events, errors, files, JSON in and out).
+SHARED = (
+    "protocol",
+    "settings",
+    "events",
+    "records",
+    "errors",
+    "files",
+    "jsonio",
+    "lazy",
+    "runtime",
+    "plots",
+    "version",
+)
 LAYERS = (("cli",), ("engine",), ("weights",), ("data",), ("zoo",), ("device",), ("models",), SHARED)
 
 

@@ -116,13 +116,13 @@ def test_bf16_keeps_pytorchs_ranking_on_a_real_clip_and_has_its_own_compiled_cac
 
 def test_the_weights_are_hashed_once_and_again_when_they_change(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hashed: list[Path] = []
-    real = openvino_engine.known_sha256.__globals__["sha256_of"]
+    real = openvino_engine.weights_sha256.__globals__["sha256_of"]
 
     def counting(path: Path) -> str:
         hashed.append(path)
         return str(real(path))
 
-    monkeypatch.setitem(openvino_engine.known_sha256.__globals__, "sha256_of", counting)
+    monkeypatch.setitem(openvino_engine.weights_sha256.__globals__, "sha256_of", counting)
     first = openvino_engine.ir_folder(weights, PROTOCOL)
     assert openvino_engine.ir_folder(weights, PROTOCOL) == first and hashed == [weights]
     other_shape = openvino_engine.ir_folder(weights, ViewProtocol(frames=4, stride=2, clips=1, crops=1, size=32))

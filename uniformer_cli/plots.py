@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.files import atomic_write
+from uniformer_cli.files import write_with_fallback
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -45,12 +45,10 @@ def figure(width: float, height: float, **options: Any) -> Figure:
 
 
 def save(fig: Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG, atomically (a failed write leaves any previous file in place)."""
+    """Write `fig` as a PNG, atomically (a failed write leaves any previous file in place, and the figure
+    goes to the temporary folder instead: `write_with_fallback`)."""
     path = Path(path)
-    try:
-        atomic_write(path, lambda temporary: fig.savefig(temporary, format="png", dpi=DPI))
-    except OSError as error:
-        raise UniformerError(f"cannot write {path}: {error.strerror or error}") from None
+    write_with_fallback(path, lambda temporary: fig.savefig(temporary, format="png", dpi=DPI), "plot")
     return path
 
 

@@ -8,12 +8,12 @@ the protocol *does* to frames lives in `data/` (`data.sampling`, `data.views`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal, get_args
 
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.jsonio import load_json
 
 Sampling = Literal["dense", "segment", "sparse"]
 SAMPLINGS: tuple[Sampling, ...] = get_args(Sampling)
@@ -87,8 +87,8 @@ class ViewProtocol:
         """From `as_dict` output or its JSON (the `protocol` metadata of saved weights)."""
         if isinstance(values, str):
             try:
-                values = json.loads(values)
-            except (json.JSONDecodeError, RecursionError) as error:
+                values = load_json(values)
+            except ValueError as error:
                 raise UniformerError(f"malformed view protocol JSON: {error}") from None
         if not isinstance(values, Mapping):
             raise UniformerError("a view protocol must be a JSON object")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from uniformer_cli import engine, plots
 from uniformer_cli.cli.options import (
+    MAX_COUNT,
     BatchSizeOption,
     ChannelOrderOption,
     ClipsOption,
@@ -44,6 +45,7 @@ from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 from uniformer_cli.cli.progress import ProgressBars, stderr_console
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.loading import DEFAULT_WORKERS
+from uniformer_cli.files import ensure_writable
 
 
 def _layouts_epilog() -> str:
@@ -93,7 +95,9 @@ def evaluate(
     engine_name: EngineOption = Engine.auto,
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = DEFAULT_WORKERS,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate only the first N videos.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=MAX_COUNT, help="Evaluate only the first N videos.")
+    ] = None,
     skip_broken: Annotated[
         bool,
         typer.Option("--skip-broken", help="Leave unreadable videos out of the accuracy (default: count as wrong)."),
@@ -131,6 +135,8 @@ def evaluate(
     )
     if plot is not None:
         plots.require_matplotlib()
+        for name in PLOT_FILES:  # before any work
+            ensure_writable(plot / name, "plot")
     with ProgressBars(stderr_console.is_terminal) as bars:
         report = engine.evaluate.run_evaluation(request, bars)
     if report is None:  # a torchrun rank other than 0
@@ -149,13 +155,16 @@ def evaluate(
         raise typer.Exit(code)
 
 
+PLOT_FILES = ("per_class.png", "confusion.png")  # what --plot FOLDER receives
+
+
 def _plot(report: engine.evaluate.EvalReport, folder: Path) -> None:
     """Per-class accuracy and confusions of the readable videos (their top-1 prediction)."""
     scored = [result for result in report.results if result.error is None and result.top5]
     labels, predicted = [r.label for r in scored], [r.top5[0] for r in scored]
     written = [
-        plots.per_class_plot(folder / "per_class.png", report.classes, labels, predicted),
-        plots.confusion_plot(folder / "confusion.png", report.classes, labels, predicted),
+        plots.per_class_plot(folder / PLOT_FILES[0], report.classes, labels, predicted),
+        plots.confusion_plot(folder / PLOT_FILES[1], report.classes, labels, predicted),
     ]
     stderr_console.print(escape(f"plots: {', '.join(map(str, written))}"), highlight=False)
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import (
+    MAX_COUNT,
     BatchSizeOption,
     ChannelOrderOption,
     ClipsOption,
@@ -89,7 +90,7 @@ def features(
     engine_name: EngineOption = Engine.auto,
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = DEFAULT_WORKERS,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N videos.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, max=MAX_COUNT, help="Only the first N videos.")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run that wrote OUT: skip the videos it already holds.")
     ] = False,

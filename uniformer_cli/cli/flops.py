@@ -10,6 +10,7 @@ from rich.console import Console
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import (
+    MAX_PASSES,
     Arch,
     BatchSizeOption,
     ClipsOption,
@@ -64,8 +65,12 @@ BenchFlag = Annotated[
         "--bench", help="Also measure latency, throughput and peak memory (random weights, fast inference path)."
     ),
 ]
-WarmupOption = Annotated[int, typer.Option("--warmup", min=0, help="Untimed forward passes before measuring.")]
-RunsOption = Annotated[int, typer.Option("--runs", min=1, help="Timed forward passes; the median is reported.")]
+WarmupOption = Annotated[
+    int, typer.Option("--warmup", min=0, max=MAX_PASSES, help="Untimed forward passes before measuring.")
+]
+RunsOption = Annotated[
+    int, typer.Option("--runs", min=1, max=MAX_PASSES, help="Timed forward passes; the median is reported.")
+]
 CsvOption = Annotated[
     str | None,
     typer.Option("--csv", metavar="FILE", hidden=True, help="Old spelling of -o FILE, as CSV ('-': stdout)."),

@@ -195,15 +195,30 @@ else:
     ]
 
 
+# Upper bounds of the count options, shown in each one's help as its range (docs/OUTPUT.md): far above any
+# real use (the released protocols and recipes), low enough that no value allocates or runs without end.
+# The protocol's own counts (--frames, --stride, --clips, --crops, --size) are bounded by `protocol.LIMITS`.
+MAX_BATCH = 1024  # views (or videos) per forward pass
+MAX_WORKERS = 256
+MAX_TOP_K = 1000
+MAX_COUNT = 10**9  # counts that cost no memory: --limit, --max-steps, --log-every, --save-every
+MAX_EPOCHS = 10_000
+MAX_REPEATS = 16
+MAX_PASSES = 10_000  # flops --warmup and --runs
+MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
+
 ClipsOption = Annotated[
     int | None,
     typer.Option(
         "--clips", min=1, help="Temporal clips per video. \\[default: the model's protocol]", show_default=False
     ),
 ]
-BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Views per forward pass.")]
+BatchSizeOption = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, max=MAX_BATCH, help="Views per forward pass.")
+]
 WorkersOption = Annotated[
-    int, typer.Option("--workers", "-j", min=0, help="DataLoader worker processes that decode videos.")
+    int,
+    typer.Option("--workers", "-j", min=0, max=MAX_WORKERS, help="DataLoader worker processes that decode videos."),
 ]
 SplitOption = Annotated[str, typer.Option("--split", help="train, val or test; UCF101/HMDB51 folds as val2, val3.")]
 ListFileOption = Annotated[

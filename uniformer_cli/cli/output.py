@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.files import ensure_writable, write_with_fallback
+from uniformer_cli.files import destination_problem, ensure_writable, write_with_fallback
+from uniformer_cli.jsonio import dump_json
 
 EXIT_OK = 0  # every input processed
 EXIT_ERROR = 1  # stopped on an error (one `error:` line): nothing, or only a resumable part, written
@@ -64,8 +64,9 @@ def _check_output_path(value: str | None) -> str | None:
         output_format(value)
     except UniformerError as error:
         raise typer.BadParameter(str(error)) from None
-    if value != STDOUT and Path(value).is_dir():
-        raise typer.BadParameter(f"{value} is a folder: give a file name")
+    problem = None if value == STDOUT else destination_problem(value)
+    if problem is not None:
+        raise typer.BadParameter(f"cannot write {value}: {problem}")
     return value
 
 
@@ -113,9 +114,9 @@ class Result:
 def encode(result: Result, fmt: str) -> str:
     """The text of `result` in one of `FORMATS`."""
     if fmt == "json":
-        return json.dumps(result.json_document(), indent=2, ensure_ascii=False) + "\n"
+        return dump_json(result.json_document(), indent=2, ensure_ascii=False) + "\n"
     if fmt == "jsonl":
-        return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in result.records)
+        return "".join(dump_json(record, ensure_ascii=False) + "\n" for record in result.records)
     if fmt == "csv":
         return csv_text(result.records)
     raise ValueError(f"unknown format {fmt!r}")
@@ -129,7 +130,7 @@ def flatten(record: Mapping[str, Any], prefix: str = "") -> Record:
         if isinstance(value, Mapping):
             row.update(flatten(value, f"{name}."))
         elif isinstance(value, (list, tuple)):
-            row[name] = json.dumps(value, ensure_ascii=False)
+            row[name] = dump_json(value, ensure_ascii=False)
         else:
             row[name] = value
     return row

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from rich.table import Table
 
 from uniformer_cli import engine, plots
 from uniformer_cli.cli.options import (
+    MAX_TOP_K,
     BatchSizeOption,
     ChannelOrderOption,
     ClipsOption,
@@ -54,6 +54,8 @@ from uniformer_cli.cli.progress import ProgressBars, print_error, stderr_console
 from uniformer_cli.data.paths import find_videos
 from uniformer_cli.data.stream import STDIN, is_stream
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.files import ensure_writable
+from uniformer_cli.jsonio import dump_json
 from uniformer_cli.protocol import ProtocolOverrides
 from uniformer_cli.records import class_record, model_fields
 from uniformer_cli.zoo import DEFAULT_MODEL
@@ -79,7 +81,7 @@ def predict(
     ],
     model: ModelOption = None,
     weights: WeightsOption = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes to show per video.")] = 5,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=MAX_TOP_K, help="Classes to show per video.")] = 5,
     frames: FramesOption = None,
     stride: StrideOption = None,
     sampling: SamplingOption = None,
@@ -160,6 +162,7 @@ def predict(
         if timeline is None:
             raise typer.BadParameter("--plot draws a timeline: add --timeline SECONDS", param_hint="'--plot'")
         plots.require_matplotlib()
+        ensure_writable(plot, "timeline plot")  # before any work
     if any(is_stream(path) for path in paths):
         _predict_stream(paths, timeline, destination, plot, clips, request, batch_size, decoder)
         return
@@ -210,7 +213,7 @@ def _predict_stream(
                 "end": round(window.end, 4),
                 **class_record(window.index, window.label, window.score),
             }
-            typer.echo(json.dumps(record, ensure_ascii=False))
+            typer.echo(dump_json(record, ensure_ascii=False))
         else:
             line = f"{_clock(window.start)}-{_clock(window.end)}  {window.label}  {window.score:.1%}"
             console.print(escape(line), highlight=False, soft_wrap=True)

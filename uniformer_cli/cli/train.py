@@ -8,7 +8,6 @@ Each option is spelled once: the command's parameters carry the names of the eng
 from __future__ import annotations
 
 import copy
-import json
 import signal
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +20,11 @@ from rich.table import Table
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_EPOCHS,
+    MAX_REPEATS,
+    MAX_SEED,
     Arch,
     Crops,
     Dataset,
@@ -41,6 +45,7 @@ from uniformer_cli.cli.progress import ProgressBars, stderr_console
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.jsonio import dump_json
 
 DATA, MODEL, OPTIMISATION, SCHEDULE, AUGMENTATION, RUNTIME = (
     "Data",
@@ -229,7 +234,8 @@ def train(
     stride: Stride = None,
     sampling: SamplingChoice = None,
     size: Annotated[
-        int | None, _option("--size", min=16, panel=MODEL, help="Crop size in pixels.", default="the recipe's")
+        int | None,
+        _option("--size", min=16, panel=MODEL, help="Crop size in pixels.", default="the recipe's"),
     ] = None,
     # -- optimisation
     lr: Annotated[
@@ -256,6 +262,7 @@ def train(
             "--batch-size",
             "-b",
             min=1,
+            max=MAX_BATCH,
             panel=OPTIMISATION,
             help="Videos per process and micro-batch.",
             default="the recipe's per-GPU share",
@@ -266,6 +273,7 @@ def train(
         _option(
             "--accum-steps",
             min=1,
+            max=MAX_BATCH,
             panel=OPTIMISATION,
             help="Micro-batches accumulated per optimiser step.",
             default="1",
@@ -287,13 +295,19 @@ def train(
     ] = None,
     amp: AmpOption = None,
     seed: Annotated[
-        int | None, _option("--seed", panel=OPTIMISATION, help="Seed of every random draw.", default="0")
+        int | None,
+        _option("--seed", min=0, max=MAX_SEED, panel=OPTIMISATION, help="Seed of every random draw.", default="0"),
     ] = None,
     # -- schedule
     epochs: Annotated[
         int | None,
         _option(
-            "--epochs", min=1, panel=SCHEDULE, help="Epochs (with --resume: extend the run).", default="the recipe's"
+            "--epochs",
+            min=1,
+            max=MAX_EPOCHS,
+            panel=SCHEDULE,
+            help="Epochs (with --resume: extend the run).",
+            default="the recipe's",
         ),
     ] = None,
     warmup_epochs: Annotated[
@@ -307,10 +321,12 @@ def train(
         ),
     ] = None,
     val_every: Annotated[
-        int | None, _option("--val-every", min=1, panel=SCHEDULE, help="Validate every N epochs.", default="1")
+        int | None,
+        _option("--val-every", min=1, max=MAX_EPOCHS, panel=SCHEDULE, help="Validate every N epochs.", default="1"),
     ] = None,
     val_clips: Annotated[
-        int | None, _option("--val-clips", min=1, panel=SCHEDULE, help="Clips per validation video.", default="1")
+        int | None,
+        _option("--val-clips", min=1, panel=SCHEDULE, help="Clips per validation video.", default="1"),
     ] = None,
     val_crops: Annotated[
         Crops | None,
@@ -321,6 +337,7 @@ def train(
         _option(
             "--save-every",
             min=0,
+            max=MAX_COUNT,
             panel=SCHEDULE,
             help="Also save last.pt every N steps (0: at epoch ends).",
             default="0",
@@ -331,6 +348,7 @@ def train(
         typer.Option(
             "--max-steps",
             min=1,
+            max=MAX_COUNT,
             rich_help_panel=SCHEDULE,
             help="Stop (after saving) at this optimiser step; --resume continues. \\[default: the whole run]",
             show_default=False,
@@ -367,7 +385,12 @@ def train(
     repeats: Annotated[
         int | None,
         _option(
-            "--repeats", min=1, panel=AUGMENTATION, help="Augmented copies per video.", default="2 official, 1 basic"
+            "--repeats",
+            min=1,
+            max=MAX_REPEATS,
+            panel=AUGMENTATION,
+            help="Augmented copies per video.",
+            default="2 official, 1 basic",
         ),
     ] = None,
     erase_prob: Annotated[
@@ -402,7 +425,10 @@ def train(
         ),
     ] = None,
     log_every: Annotated[
-        int, typer.Option("--log-every", min=1, rich_help_panel=RUNTIME, help="Steps per metrics.jsonl line.")
+        int,
+        typer.Option(
+            "--log-every", min=1, max=MAX_COUNT, rich_help_panel=RUNTIME, help="Steps per metrics.jsonl line."
+        ),
     ] = 10,
     tensorboard: Annotated[
         bool, typer.Option("--tensorboard", rich_help_panel=RUNTIME, help="Also log to TensorBoard if installed.")
@@ -457,7 +483,7 @@ def train(
 
 
 def _print(values: dict[str, object]) -> None:
-    typer.echo(json.dumps(values, indent=2, default=str))
+    typer.echo(dump_json(values, indent=2, default=str))
 
 
 def _result_dict(result: engine.train.TrainResult) -> dict[str, object]:

@@ -15,7 +15,6 @@ underscores for spaces.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import re
@@ -27,11 +26,15 @@ from pathlib import Path
 
 from uniformer_cli.data.video import VIDEO_EXTENSIONS, Video
 from uniformer_cli.errors import DatasetError, VideoError
+from uniformer_cli.files import read_text_file
+from uniformer_cli.jsonio import load_json
 from uniformer_cli.zoo import ZooEntry, best_entry, load_labels
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+# Lists and label files are read whole: the largest release list (Kinetics-700's train CSV) is ~50 MB.
+MAX_LIST_BYTES = 512 * 2**20
 # Folders where list files are commonly kept, relative to --root ({label_set} is filled in).
 LIST_DIRS = ("", "annotations", "lists", "splits", "labels", "{label_set}", "data_list/{label_set}")
 # Kinetics clips downloaded from the published CSVs: {youtube_id}_{start:06d}_{end:06d}.mp4 (PROTOCOLS.md 6.4).
@@ -250,8 +253,10 @@ class ReadContext:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
+        return read_text_file(path, max_bytes=MAX_LIST_BYTES)
+    except OSError as error:
+        raise DatasetError(f"cannot read {path}: {error.strerror or error}") from None
+    except ValueError as error:
         raise DatasetError(f"cannot read {path}: {error}") from None
 
 
@@ -282,7 +287,7 @@ def _fields(path: Path, line: int, text: str, separator: str | None, count: int)
 
 def _read_json(path: Path) -> object:
     try:
-        return json.loads(_read_text(path))
+        return load_json(_read_text(path))
     except ValueError as error:
         raise DatasetError(f"cannot read {path}: {error}") from None
 

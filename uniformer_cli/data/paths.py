@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from uniformer_cli.data.video import VIDEO_EXTENSIONS, is_frame_folder
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.files import glob_paths
 from uniformer_cli.records import Failure
 
 GLOB_CHARACTERS = frozenset("*?[")
@@ -56,7 +56,7 @@ def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path], list[Failu
             matches, reason = [path], ""
         elif GLOB_CHARACTERS & set(str(pattern)):
             matches = []
-            for match in map(Path, sorted(glob.glob(str(pattern), recursive=True))):
+            for match in glob_paths(str(pattern)):  # `**` ends on loops of links
                 if match.is_dir():
                     matches.extend(_videos_in(match))
                 elif match.suffix.lower() in VIDEO_EXTENSIONS:

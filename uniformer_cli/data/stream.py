@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from uniformer_cli.data.video import rgb_array
 from uniformer_cli.errors import VideoError
 
 STDIN = "-"
@@ -44,7 +45,7 @@ class Stream:
         """uint8 RGB frames `[H, W, 3]`, decoded in order until the stream ends."""
         try:
             for frame in self.container.decode(video=0):
-                yield frame.to_ndarray(format="rgb24")
+                yield rgb_array(frame, self.source)  # each frame's size checked, and shrunk where too large
         except av.FFmpegError as error:
             raise VideoError(f"{self.source}: the stream broke off ({error})") from None
 

@@ -1,15 +1,22 @@
 """Video decoding: decord (fast random access) or PyAV (always installed), and JPEG frame folders.
 
-Every reader returns uint8 RGB frames `[T, H, W, 3]` at the stored resolution for 0-based indices
-into the decoded frame sequence, numbered like decord (PROTOCOLS.md 2.1): no fps resampling, no decoder
-side resizing. Every failure becomes a one-line `VideoError`.
+Every reader returns uint8 RGB frames `[T, H, W, 3]` at the stored resolution (up to 4096x4096 pixels,
+see below) for 0-based indices into the decoded frame sequence, numbered like decord (PROTOCOLS.md 2.1):
+no fps resampling, no decoder side resizing. Every failure becomes a one-line `VideoError`.
+
+Frame geometry is bounded before anything is decoded (`decode_size`, which every reader and the live
+streams call): frames above `MAX_DECODED_PIXELS` (4096x4096, beyond any released protocol's source) are
+shrunk by the decoder itself, so memory follows the model's input and not a hostile header; an aspect
+ratio past `MAX_ASPECT_RATIO`, or a size no video has, is refused in one line.
 """
 
 from __future__ import annotations
 
 import bisect
 import importlib.util
+import math
 import re
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -55,6 +62,45 @@ DECODE_BATCH_BYTES = 64 * 2**20
 # Above this frame size `auto` decodes with PyAV, frame by frame: decord buffers frames internally, over
 # 1 GB at 4000x3000 even when asked for one frame at a time (the frames are the same either way).
 DECORD_MAX_PIXELS = 1920 * 1088
+
+
+# Frame geometry, checked before decoding. The short side is scaled to the model's size (PROTOCOLS.md 4.1)
+# and the long side with it: past 16:1 (a 100000x1 strip would become 22 million pixels wide) no video is
+# read. Frames above MAX_DECODED_PIXELS are shrunk to fit it (area averaging, aspect kept) as they are
+# converted to RGB; the largest frames FFmpeg decodes are about MAX_SOURCE_PIXELS.
+MAX_ASPECT_RATIO = 16.0
+MAX_DECODED_PIXELS = 4096 * 4096
+MAX_SOURCE_PIXELS = 1 << 28
+
+
+def decode_size(source: object, width: int, height: int) -> tuple[int, int]:
+    """`(width, height)` that frames stored at `width` x `height` are decoded at: as stored, or shrunk
+    to fit `MAX_DECODED_PIXELS`. A `VideoError` naming `source` for a size no video has (zero, above
+    `MAX_SOURCE_PIXELS`) or an aspect ratio past `MAX_ASPECT_RATIO`. Every decoder calls it (on the
+    header's size, and again on each frame's, which a header cannot lie about)."""
+    if width < 1 or height < 1:
+        raise VideoError(f"{source} has frames of {width}x{height} pixels")
+    ratio = max(width, height) / min(width, height)
+    if ratio > MAX_ASPECT_RATIO:
+        raise VideoError(
+            f"{source} has {width}x{height} frames, an aspect ratio of {ratio:,.0f}:1: at most "
+            f"{MAX_ASPECT_RATIO:g}:1 is read (the short side is scaled to the model's size, the long one with it)"
+        )
+    if width * height > MAX_SOURCE_PIXELS:
+        raise VideoError(f"{source} claims {width}x{height} frames, more than the {MAX_SOURCE_PIXELS:,} pixels read")
+    if width * height <= MAX_DECODED_PIXELS:
+        return width, height
+    scale = math.sqrt(MAX_DECODED_PIXELS / (width * height))
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+
+
+def rgb_array(frame: av.VideoFrame, source: object) -> np.ndarray:
+    """A decoded frame as uint8 RGB `[H, W, 3]`, at `decode_size` (shrunk in the conversion itself: the
+    full-size RGB frame is never made)."""
+    width, height = decode_size(source, frame.width, frame.height)
+    if (width, height) == (frame.width, frame.height):
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
 
 
 def _stack(frames: list[np.ndarray], mixed_sizes: str) -> np.ndarray:
@@ -141,8 +187,9 @@ class _Probe:
 
     num_frames: int  # frames that carry data
     fps: float
-    width: int
+    width: int  # as decoded (`decode_size`)
     height: int
+    stored_pixels: int  # width x height as stored
     pts: list[int] | None  # presentation timestamps in frame order; None when missing or repeated
     keyframes: list[int]  # frame indices of keyframes, ascending
 
@@ -184,13 +231,15 @@ def _probe(path: Path) -> _Probe:
             promised = f"its header lists {stream.frames} frames but " if stream.frames else ""
             raise VideoError(f"{path} is truncated or corrupt: {promised}only {stored} frames can be read")
         fps = float(stream.average_rate or stream.guessed_rate or FRAME_FOLDER_FPS)
-        width, height = stream.codec_context.width, stream.codec_context.height
+        # Checked (and shrunk) before anything is decoded; the frames themselves are checked again.
+        stored = stream.codec_context.width * stream.codec_context.height
+        width, height = decode_size(path, stream.codec_context.width, stream.codec_context.height)
     known = [pts for pts in timestamps if pts is not None]
     if len(known) < count or len(set(known)) < count:
-        return _Probe(count, fps, width, height, None, [0])
+        return _Probe(count, fps, width, height, stored, None, [0])
     order = sorted(range(count), key=known.__getitem__)
     keyframes = [index for index, packet in enumerate(order) if is_key[packet]]
-    return _Probe(count, fps, width, height, [known[packet] for packet in order], keyframes or [0])
+    return _Probe(count, fps, width, height, stored, [known[packet] for packet in order], keyframes or [0])
 
 
 class PyAVVideo(Video):
@@ -208,7 +257,8 @@ class PyAVVideo(Video):
         self._keyframes = probe.keyframes
         self._container = _open_container(path)
         self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"
+        # Frame threads each hold a frame in flight: the largest frames are decoded by slices instead.
+        self._stream.thread_type = "SLICE" if probe.stored_pixels > MAX_DECODED_PIXELS else "AUTO"
         self._frames: Iterator[av.VideoFrame] = iter(())
         self._position = -1  # index of the last decoded frame
         self.frames_decoded = 0  # decoding work done so far (benchmarks and tests read it)
@@ -254,7 +304,7 @@ class PyAVVideo(Video):
     def _decode(self, indices: list[int]) -> Iterator[np.ndarray]:
         for index in indices:
             try:
-                frame = self._frame(index).to_ndarray(format="rgb24")
+                frame = rgb_array(self._frame(index), self.path)
             except av.FFmpegError as error:
                 raise VideoError(f"cannot decode {self.path}: {_reason(error)}") from None
             yield frame
@@ -333,8 +383,18 @@ def is_frame_folder(folder: Path) -> bool:
 def _decode_image(file: Path) -> np.ndarray:
     try:
         with av.open(str(file)) as container:
-            return next(container.decode(video=0)).to_ndarray(format="rgb24")
+            return rgb_array(next(container.decode(video=0)), file)
     except (av.FFmpegError, OSError, ValueError, StopIteration) as error:
+        raise VideoError(f"cannot decode frame file {file}: {_reason(error)}") from None
+
+
+def _image_size(file: Path) -> tuple[int, int]:
+    """`(width, height)` of an image file as decoded (`decode_size`), from its header."""
+    try:
+        with av.open(str(file)) as container:
+            context = container.streams.video[0].codec_context
+            return decode_size(file, context.width, context.height)
+    except (av.FFmpegError, OSError, ValueError, IndexError) as error:
         raise VideoError(f"cannot decode frame file {file}: {_reason(error)}") from None
 
 
@@ -357,7 +417,7 @@ class FrameFolderVideo(Video):
         self._files = [numbers[first + k] for k in range(len(numbers))]
         self.num_frames = len(self._files)
         self.fps = FRAME_FOLDER_FPS
-        self.height, self.width = _decode_image(self._files[0]).shape[:2]
+        self.width, self.height = _image_size(self._files[0])
 
     @property
     def mixed_sizes(self) -> str:
@@ -384,15 +444,23 @@ def open_video(path: str | Path, decoder: Decoder | str = "auto") -> Video:
     if decoder == "decord" and not decord_available():
         raise UniformerError("decord is not installed (`pip install decord`, x86-64 only): use --decoder pyav")
     path = Path(path)
-    if path.is_dir():
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise VideoError(f"no such file or folder: {path}") from None
+    except OSError as error:
+        raise VideoError(f"cannot open {path}: {error.strerror or error}") from None
+    if stat.S_ISDIR(status.st_mode):
         return FrameFolderVideo(path)
-    if not path.exists():
-        raise VideoError(f"no such file or folder: {path}")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(status.st_mode):  # a FIFO or a device would block or never end: streams take `-`
+        raise VideoError(f"{path} is not a regular file (a pipe or a device): pipe a stream to `-` instead")
+    if status.st_size == 0:
         raise VideoError(f"{path} is empty (0 bytes)")
     probe = _probe(path)
     large = probe.width * probe.height > DECORD_MAX_PIXELS
-    if decoder == "pyav" or not decord_available() or (decoder == "auto" and large):
+    # decord decodes at the stored size: frames that must be shrunk always go to PyAV.
+    shrunk = probe.stored_pixels > MAX_DECODED_PIXELS
+    if decoder == "pyav" or not decord_available() or (decoder == "auto" and large) or shrunk:
         return PyAVVideo(path, probe)
     try:
         return DecordVideo(path, probe, fallback=decoder == "auto")

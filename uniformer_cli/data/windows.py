@@ -11,7 +11,7 @@ import torch
 
 from uniformer_cli.data import transforms
 from uniformer_cli.data.sampling import clip_indices
-from uniformer_cli.data.stream import Stream
+from uniformer_cli.data.stream import STDIN, Stream
 from uniformer_cli.data.views import views_from_resized
 from uniformer_cli.errors import UniformerError, VideoError
 from uniformer_cli.protocol import ViewProtocol
@@ -49,6 +49,11 @@ class FrameRing:
         self.count = 0  # frames seen
         self.peak = 0  # most frames held at once (the memory bound)
 
+    def frame_bytes(self, image: np.ndarray) -> int:
+        """What one frame like `image` takes in the ring, resized to the model's short side."""
+        height, width = transforms.short_side_size(image.shape[0], image.shape[1], self.size)
+        return 3 * height * width * 4
+
     def append(self, image: np.ndarray) -> None:
         self.frames[self.count] = transforms.resized_clip([image], self.size)
         self.count += 1
@@ -66,17 +71,36 @@ class FrameRing:
         return views_from_resized(resized, positions.reshape(protocol.clips, protocol.frames), protocol)
 
 
+# The frames a live timeline holds (`FrameRing`: 1.5 windows at the model's size) may take at most this.
+MAX_RING_BYTES = 2 * 2**30
+
+
+def check_ring(source: str, fps: float, seconds: float, length: int, frame_bytes: int) -> None:
+    """Refuse a live window whose frames would not fit `MAX_RING_BYTES` (a stream may declare any frame
+    rate: 100000 fps makes a 2 s window of 200000 frames), before the frames are read."""
+    held = math.ceil(1.5 * length) * frame_bytes
+    if held > MAX_RING_BYTES:
+        name = "stdin" if source == STDIN else source
+        raise VideoError(
+            f"{name} declares {fps:g} fps: a {seconds:g} s window is {length:,} frames, {held / 2**30:,.1f} GiB "
+            f"held at the model's size (at most {MAX_RING_BYTES // 2**30} GiB): give a shorter --timeline"
+        )
+
+
 def stream_windows(stream: Stream, seconds: float, size: int) -> Iterator[tuple[int, int, FrameRing]]:
     """The `(first, stop)` windows of a stream as soon as each is final, with the ring holding their frames.
 
     They equal `window_bounds` on the same frames: window k is final once half a window has followed it
     (a shorter tail would join it), so results come at most half a window late; frames are kept only while
-    a window may still need them, never more than 1.5 windows of them.
+    a window may still need them, never more than 1.5 windows of them, and those within `MAX_RING_BYTES`
+    (`check_ring`, on the first frame).
     """
     length = window_length(stream.fps, seconds)
     ring = FrameRing(size)
     first = 0  # the next window to give starts here
     for image in stream.frames():
+        if ring.count == 0:
+            check_ring(stream.source, stream.fps, seconds, length, ring.frame_bytes(image))
         ring.append(image)
         if ring.count - (first + length) >= length / 2:  # the next window will stand alone
             yield first, first + length, ring

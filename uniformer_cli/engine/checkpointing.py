@@ -16,7 +16,7 @@ import torch
 
 from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import write_or_fail
-from uniformer_cli.weights.checkpoint import check_tensor_storage, require_file
+from uniformer_cli.weights.checkpoint import check_archive, check_tensor_storage, require_file
 
 CHECKPOINT_FORMAT = "uniformer-train/1"
 
@@ -40,6 +40,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a training checkpoint written by `save_checkpoint` (safely: `weights_only=True`)."""
     path = Path(path)
     require_file(path, "training checkpoint")
+    check_archive(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files

@@ -9,10 +9,11 @@ single-process run.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,10 @@ from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError, WriteError
 from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_with_fallback
+from uniformer_cli.jsonio import dump_json, read_json
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.records import Record, class_record, model_fields
+from uniformer_cli.weights.cache import weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,10 @@ class EvalReport:
     classes: list[str]
     results: list[VideoResult]
     weights: str | None = None  # the file that was loaded
+    # What the results were computed from (`--resume` continues only a report of the same): the weights'
+    # content and the split's videos with their labels (`inputs_sha256`).
+    weights_sha256: str | None = None
+    videos_sha256: str | None = None
 
     @property
     def failed(self) -> list[VideoResult]:
@@ -124,37 +131,70 @@ class EvalReport:
 def write_report(path: Path, report: EvalReport, *, final: bool = False) -> None:
     """Write the JSON atomically, so an interrupted run leaves the previous file intact for --resume. A
     `final` report that cannot be written to `path` is written elsewhere, and the `WriteError` says where."""
-    text = json.dumps(report.to_json(), indent=1)
+    text = dump_json(report.to_json(), indent=1)
     write = write_with_fallback if final else write_or_fail
     write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), "evaluation report")
 
 
-def load_previous(path: Path, model: str, protocol: dict[str, object], split: DatasetSplit) -> dict[str, VideoResult]:
-    """The readable videos of an earlier `--json` file of the same model, protocol and split."""
+# The summary fields a report must share with the run that continues it, and how an error names them.
+RESUME_KEYS = {
+    "model": "model",
+    "dataset": "dataset",
+    "split": "split",
+    "protocol": "protocol",
+    "weights_sha256": "weights (their sha256 differs)",
+    "videos_sha256": "list of videos or labels (its sha256 differs)",
+}
+
+
+def load_previous(path: Path, expected: dict[str, object]) -> dict[str, VideoResult]:
+    """The readable videos of an earlier `--json` file computed from what `expected` (`RESUME_KEYS`)
+    says: the same model, weights content, protocol and split (its videos and labels)."""
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         summary = data["summary"]
+        if not isinstance(summary, dict) or not isinstance(data["videos"], list):
+            raise TypeError("its summary or videos are not an object and a list")
         previous = [_from_record(item) for item in data["videos"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DatasetError(f"cannot resume from {path}: not an evaluation file ({error})") from None
-    ours = {"model": model, "protocol": protocol, "dataset": split.dataset, "split": split.split}
-    theirs = {key: summary.get(key) for key in ours}
-    if theirs != ours:
-        differ = ", ".join(key for key in ours if ours[key] != theirs[key])
-        raise DatasetError(f"cannot resume from {path}: it was written with another {differ}")
+    differ = [words for key, words in RESUME_KEYS.items() if summary.get(key) != expected[key]]
+    if differ:
+        raise DatasetError(f"cannot resume from {path}: it was computed with another {', '.join(differ)}")
     return {result.video: result for result in previous if result.error is None}
 
 
-def _from_record(item: dict[str, Any]) -> VideoResult:
-    """A video of an `eval` file back from its record (or from the format before docs/OUTPUT.md)."""
-    if "true_index" in item:
-        ranked = item["top5"]
-        return VideoResult(
-            item["video"], item["true_index"], [c["index"] for c in ranked], [c["score"] for c in ranked], item["error"]
-        )
-    return VideoResult(item["video"], item["label"], item["top5"], item["scores"], item["error"])
+def _from_record(item: object) -> VideoResult:
+    """A video of an `eval` file back from its record; `TypeError` for a record of the wrong shape."""
+    if not isinstance(item, dict) or not isinstance(item.get("top5"), list):
+        raise TypeError("a video record is not an object with a top5 list")
+    ranked: list[Any] = item["top5"]
+    if not all(isinstance(entry, dict) for entry in ranked):
+        raise TypeError("a top5 entry is not an object")
+    result = VideoResult(
+        item["video"], item["true_index"], [c["index"] for c in ranked], [c["score"] for c in ranked], item["error"]
+    )
+    valid = (
+        isinstance(result.video, str)
+        and type(result.label) is int
+        and (result.error is None or isinstance(result.error, str))
+        and all(type(index) is int for index in result.top5)
+        and all(type(score) in (int, float) and math.isfinite(score) for score in result.scores)
+    )
+    if not valid:
+        raise TypeError(f"the record of {str(item.get('video'))[:200]!r} holds values of the wrong types")
+    return result
+
+
+def inputs_sha256(keys: Sequence[str], labels: Sequence[int] | None) -> str:
+    """The sha256 of a list of inputs (names, and labels when given), in order: what a resume file
+    records to tell whether the list it continues is still the same."""
+    digest = hashlib.sha256()
+    for position, key in enumerate(keys):
+        digest.update(dump_json([key, None if labels is None else labels[position]]).encode() + b"\n")
+    return digest.hexdigest()
 
 
 def sample_key(sample: Sample, root: Path) -> str:
@@ -197,6 +237,7 @@ class _Run:
     samples: list[Sample]
     keys: list[str]
     previous: dict[str, VideoResult]
+    sources: dict[str, str]  # `EvalReport.weights_sha256` and `videos_sha256`
     progress: ProgressCallback | None
     started: float = field(default_factory=time.perf_counter)
 
@@ -231,6 +272,7 @@ class _Run:
             classes=self.split.classes,
             results=done,
             weights=self.weights,
+            **self.sources,
         )
 
     def save(self, results: dict[int, VideoResult]) -> bool:
@@ -264,9 +306,21 @@ def run_evaluation(request: EvalRequest, progress: ProgressCallback | None = Non
         released = protocol == opened.loaded.protocol  # the paper's figure applies
         samples = split.samples[: request.limit] if request.limit else split.samples
         keys = [sample_key(sample, split.root) for sample in samples]
+        sources = {
+            "weights_sha256": weights_sha256(opened.loaded.path),
+            "videos_sha256": inputs_sha256(
+                [sample_key(sample, split.root) for sample in split.samples], [sample.label for sample in split.samples]
+            ),
+        }
         previous = {}
         if request.resume and request.json_path is not None:
-            previous = load_previous(request.json_path, opened.name, protocol.as_dict(), split)
+            expected: dict[str, object] = {
+                "model": opened.name,
+                "protocol": protocol.as_dict(),
+                "dataset": split.dataset,
+                "split": split.split,
+            }
+            previous = load_previous(request.json_path, expected | sources)
         run = _Run(
             request,
             current,
@@ -278,6 +332,7 @@ def run_evaluation(request: EvalRequest, progress: ProgressCallback | None = Non
             samples,
             keys,
             previous,
+            sources,
             progress if current.main else None,
         )
         todo = [position for position, key in enumerate(keys) if key not in previous]
@@ -292,6 +347,7 @@ def run_evaluation(request: EvalRequest, progress: ProgressCallback | None = Non
             batch_size=request.batch_size,
             workers=request.workers,
             decoder=request.decoder,
+            weights=opened.weights,
         )
         results = current.gather(_collect(run, scored, total=len(shard)))
         if not current.main:

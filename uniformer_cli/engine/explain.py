@@ -32,7 +32,7 @@ from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import read_view_frames, views_from_frames
 from uniformer_cli.engine.inference import InferenceRequest, open_model
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.files import atomic_write
+from uniformer_cli.files import ensure_writable, write_with_fallback
 from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.protocol import ViewProtocol
 
@@ -173,7 +173,7 @@ def overlay(frames: np.ndarray, cam: torch.Tensor, alpha: float) -> np.ndarray:
 
 
 def write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
-    """`.mp4` (H.264, yuv420p) or `.gif`, atomically."""
+    """`.mp4` (H.264, yuv420p) or `.gif`, atomically (elsewhere when `path` cannot take it: `write_with_fallback`)."""
     height, width = frames.shape[1:3]
     rate = max(1, round(fps))
 
@@ -188,10 +188,7 @@ def write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
 
-    try:
-        atomic_write(path, write)
-    except OSError as error:
-        raise UniformerError(f"cannot write {path}: {error.strerror or error}") from None
+    write_with_fallback(path, write, "explanation video")
 
 
 def explain_video(request: ExplainRequest) -> ExplainResult:
@@ -203,6 +200,8 @@ def explain_video(request: ExplainRequest) -> ExplainResult:
     if not 0 <= request.alpha <= 1:
         raise UniformerError(f"--alpha must be between 0 and 1, got {request.alpha:g}")
     plots.require_matplotlib()
+    ensure_writable(request.output, "explanation video")  # both outputs, before any work
+    ensure_writable(request.output.with_suffix(".png"), "contact sheet")
     opened = open_model(request.inference, exact=True)  # Grad-CAM needs the exact model's gradients
     protocol = replace(opened.protocol, clips=1, crops=1, single_crop="centre")
     target = resolve_target(request.target, opened.labels, opened.config.num_classes)

@@ -11,7 +11,9 @@ with PyTorch's logits: the largest difference is reported.
 
 from __future__ import annotations
 
+import functools
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +35,7 @@ from uniformer_cli.engine.interchange import (
     write_openvino,
 )
 from uniformer_cli.errors import UniformerError, first_line
+from uniformer_cli.files import write_all_with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,10 @@ def onnx_runner(path: Path, modules: dict[str, ModuleType]) -> Any:
 def openvino_runner(path: Path, modules: dict[str, ModuleType]) -> Any:
     compiled = openvino_core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return lambda clips: compiled(clips, share_inputs=False)[0]
+
+
+def _copy(source: Path, temporary: Path) -> None:
+    shutil.copyfile(source, temporary)
 
 
 def compare(model: nn.Module, run: Any, shape: tuple[int, ...]) -> tuple[float, float]:
@@ -123,11 +130,10 @@ def export_model(request: InferenceRequest, format: str, directory: str | Path) 
         else:
             run = onnx_runner(onnx_path, modules)
         max_error, logit_std = compare(model, run, shape)
-        try:
-            for file in written:
-                file.replace(directory / file.name)
-        except OSError as error:
-            raise UniformerError(f"cannot write to {directory}: {error.strerror or error}") from None
+        # Copied into place from the scratch folder (atomically, each); files that cannot be placed there
+        # go to the temporary folder together, and the error line says where.
+        copies = [(directory / file.name, functools.partial(_copy, file)) for file in written]
+        write_all_with_fallback(copies, "exported model")
     files = [directory / file.name for file in written]
     return ExportReport(
         loaded.name, loaded.path, target, files, format, ("batch", *shape[1:]), max_error, logit_std, metadata

@@ -9,7 +9,8 @@ Output files
 - `OUT.safetensors`: tensor `features`, float32 `[N, D]` (`[N, V, D]` per view), and metadata whose
   values are JSON texts: `format`, `videos` (the N names, row order), `labels` (dataset label per row,
   or absent), `classes`, `failures` (`[{"video", "error"}]`: never dropped silently), `model`,
-  `protocol`, `layer`, `per_view`.
+  `protocol`, `layer`, `per_view`, and what the rows were computed from: `weights_sha256` and
+  `videos_sha256` (the input list, `evaluate.inputs_sha256`), which `--resume` must find unchanged.
 - `OUT.npy` with the same array and `OUT.json` holding the metadata as one JSON object.
 Both are written atomically, every minute while running and on Ctrl-C / SIGTERM, so `resume` can skip
 the videos already done. Under `torchrun` each rank computes a shard, as `eval` does, and rank 0 writes.
@@ -17,29 +18,31 @@ the videos already done. Under `torchrun` each rank computes a shard, as `eval` 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from uniformer_cli.data.datasets import Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.paths import find_videos
 from uniformer_cli.engine.distributed import Session, session
-from uniformer_cli.engine.evaluate import CHECKPOINT_SECONDS, open_for_dataset, sample_key
+from uniformer_cli.engine.evaluate import CHECKPOINT_SECONDS, inputs_sha256, open_for_dataset, sample_key
+from uniformer_cli.engine.evaluate import RESUME_KEYS as EVAL_RESUME_KEYS
 from uniformer_cli.engine.inference import InferenceModel, InferenceRequest, open_model
-from uniformer_cli.engine.scoring import decoded_batches
+from uniformer_cli.engine.scoring import all_finite, decoded_batches, non_finite
 from uniformer_cli.engine.signals import raise_on_sigterm
-from uniformer_cli.errors import Terminated, UniformerError
+from uniformer_cli.errors import Terminated, UniformerError, WriteError
 from uniformer_cli.events import Progress, ProgressCallback, notify
-from uniformer_cli.files import atomic_write, ensure_writable
+from uniformer_cli.files import ensure_writable, write_all_with_fallback, write_or_fail
+from uniformer_cli.jsonio import dump_json, load_json, read_json
+from uniformer_cli.weights.cache import weights_sha256
+from uniformer_cli.weights.store import save_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -112,22 +115,32 @@ def index_path(output: Path) -> Path:
     return output.with_suffix(".json")
 
 
-def write_features(output: Path, data: FeatureSet) -> None:
-    """Atomically write `data` as `.safetensors` or `.npy` + `.json` (the index last: it names the rows)."""
+def write_features(output: Path, data: FeatureSet, *, final: bool = True) -> None:
+    """Atomically write `data` as `.safetensors` or `.npy` + `.json` (the index last: it names the rows).
+    A `final` write that `output` cannot take goes to the temporary folder instead, and the `WriteError`
+    names the file(s) (`write_all_with_fallback`); a checkpoint's failure is a `WriteError`."""
     tensor = data.features.contiguous()
     metadata = data.metadata()
+    writes: list[tuple[Path, Callable[[Path], object]]]
     if output.suffix == ".safetensors":
-        strings = {key: json.dumps(value) for key, value in metadata.items()}
-        atomic_write(output, lambda temporary: save_file({"features": tensor}, str(temporary), metadata=strings))
-        return
+        strings = {key: dump_json(value) for key, value in metadata.items()}
+        writes = [(output, lambda temporary: save_safetensors({"features": tensor}, temporary, strings))]
+    else:
 
-    def write_array(temporary: Path) -> None:
-        with temporary.open("wb") as handle:
-            np.save(handle, tensor.numpy())
+        def write_array(temporary: Path) -> None:
+            with temporary.open("wb") as handle:
+                np.save(handle, tensor.numpy())
 
-    atomic_write(output, write_array)
-    text = json.dumps(metadata, indent=1)
-    atomic_write(index_path(output), lambda temporary: temporary.write_text(text, encoding="utf-8"))
+        text = dump_json(metadata, indent=1)
+        writes = [
+            (output, write_array),
+            (index_path(output), lambda temporary: temporary.write_text(text, encoding="utf-8")),
+        ]
+    if final:
+        write_all_with_fallback(writes, "features")
+    else:
+        for path, write in writes:
+            write_or_fail(path, write, "features")
 
 
 def read_features(path: str | Path) -> FeatureSet:
@@ -138,21 +151,34 @@ def read_features(path: str | Path) -> FeatureSet:
             with safe_open(str(path), framework="pt") as handle:
                 strings = handle.metadata() or {}
                 features = handle.get_tensor("features")
-            metadata = {key: json.loads(value) for key, value in strings.items()}
+            metadata = {key: load_json(value) for key, value in strings.items()}
         else:
-            features = torch.from_numpy(np.load(path, allow_pickle=False))
-            metadata = json.loads(index_path(path).read_text(encoding="utf-8"))
-        if metadata.get("format") != FORMAT_TAG:
+            # Mapped, not read: a header that claims more rows than the file holds fails here, unallocated.
+            features = torch.from_numpy(np.array(np.load(path, mmap_mode="r", allow_pickle=False)))
+            metadata = read_json(index_path(path))
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_TAG:
             raise ValueError("no features metadata")
-        videos = list(metadata.pop("videos"))
+        videos = _strings(metadata.pop("videos"), "videos")
         labels = metadata.pop("labels", None)
-        failures = [FeatureFailure(item["video"], item["error"]) for item in metadata.pop("failures")]
+        if labels is not None and not (isinstance(labels, list) and all(type(label) is int for label in labels)):
+            raise ValueError("'labels' is not a list of class indices")
+        failures = [
+            FeatureFailure(*_strings([item["video"], item["error"]], "failures")) for item in metadata.pop("failures")
+        ]
         metadata.pop("format")
+        if features.dtype != torch.float32 or features.ndim not in (1, 2, 3):
+            raise ValueError(f"'features' is {str(features.dtype).removeprefix('torch.')} [{features.ndim} dims]")
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
         raise UniformerError(f"{path} is not a features file written by `uniformer features` ({error})") from None
     if len(videos) != len(features):
         raise UniformerError(f"{path} lists {len(videos)} videos for {len(features)} rows of features")
     return FeatureSet(features, videos, labels, failures, metadata)
+
+
+def _strings(values: object, what: str) -> list[str]:
+    if not (isinstance(values, list) and all(isinstance(value, str) for value in values)):
+        raise ValueError(f"'{what}' is not a list of names")
+    return values
 
 
 @dataclass
@@ -172,9 +198,22 @@ def _check_output(request: FeaturesRequest) -> None:
     if request.output.is_dir():
         raise UniformerError(f"-o {request.output} is a folder: name a .safetensors or .npy file")
     ensure_writable(request.output, "features")  # before any video is decoded
+    if request.output.suffix == ".npy":
+        ensure_writable(index_path(request.output), "features index")
     if bool(request.paths) == (request.dataset is not None):
         both = "give either video paths or --dataset with --root, not both"
         raise UniformerError(both if request.paths else "no videos given: pass video paths, or --dataset with --root")
+
+
+# What a file must share with the run that continues it (`evaluate.RESUME_KEYS`, and the features' own).
+RESUME_KEYS = {
+    "model": "model",
+    "weights_sha256": EVAL_RESUME_KEYS["weights_sha256"],
+    "protocol": "protocol",
+    "videos_sha256": EVAL_RESUME_KEYS["videos_sha256"],
+    "layer": "layer",
+    "per_view": "per_view",
+}
 
 
 def _previous(request: FeaturesRequest, meta: dict[str, object]) -> FeatureSet | None:
@@ -185,9 +224,9 @@ def _previous(request: FeaturesRequest, meta: dict[str, object]) -> FeatureSet |
         logger.info("nothing to resume: %s does not exist yet", request.output)
         return None
     previous = read_features(request.output)
-    differ = [key for key in ("model", "protocol", "layer", "per_view") if previous.meta.get(key) != meta.get(key)]
+    differ = [words for key, words in RESUME_KEYS.items() if previous.meta.get(key) != meta.get(key)]
     if differ:
-        raise UniformerError(f"cannot resume from {request.output}: it was written with another {', '.join(differ)}")
+        raise UniformerError(f"cannot resume from {request.output}: it was computed with another {', '.join(differ)}")
     return previous
 
 
@@ -207,6 +246,7 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
             opened = open_for_dataset(request.inference, location.spec, current.device, features=request.layer)
             split = read_split(location, classes=opened.labels, num_classes=opened.config.num_classes)
             samples = split.samples[: request.limit] if request.limit else split.samples
+            inputs = inputs_sha256([sample_key(s, split.root) for s in split.samples], [s.label for s in split.samples])
             plan = _Plan(
                 samples,
                 [sample_key(sample, split.root) for sample in samples],
@@ -218,6 +258,7 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
             assert search is not None
             opened = open_model(request.inference, device=current.device, features=request.layer)
             paths = search.paths[: request.limit] if request.limit else search.paths
+            inputs = inputs_sha256([str(path) for path in search.paths], None)
             plan = _Plan(
                 [Sample(path, -1) for path in paths],
                 [str(path) for path in paths],
@@ -231,6 +272,8 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
             "protocol": protocol.as_dict(),
             "layer": request.layer,
             "per_view": request.per_view,
+            "weights_sha256": weights_sha256(opened.loaded.path),
+            "videos_sha256": inputs,
         }
         if plan.classes is not None:
             meta["classes"] = plan.classes
@@ -266,7 +309,8 @@ Row = torch.Tensor | str  # a video's features, or why it failed
 def _compute(
     opened: InferenceModel, samples: Sequence[Sample], positions: Sequence[int], request: FeaturesRequest
 ) -> Iterator[tuple[int, Row]]:
-    """(position, features `[D]` or `[V, D]`, or the error) for each video, as they finish."""
+    """(position, features `[D]` or `[V, D]`, or the error) for each video, as they finish; features that
+    are not finite are the video's error, naming the weights file."""
     batches = decoded_batches(
         samples,
         positions,
@@ -286,7 +330,10 @@ def _compute(
                 yield position, error or "unreadable"
             else:
                 per_view = next(outputs)
-                yield position, per_view.clone() if request.per_view else per_view.mean(dim=0)
+                if not all_finite(per_view):
+                    yield position, non_finite(opened.weights)
+                else:
+                    yield position, per_view.clone() if request.per_view else per_view.mean(dim=0)
 
 
 @dataclass
@@ -325,7 +372,11 @@ class _Output:
         """Checkpoint a single-process run (torchrun jobs gather only at the end); whether it wrote."""
         if current.world_size > 1 or not any(isinstance(row, torch.Tensor) for row in rows.values()):
             return False
-        write_features(self.request.output, self.assemble(rows))
+        try:
+            write_features(self.request.output, self.assemble(rows), final=False)
+        except WriteError as error:  # the run goes on; the final write tries again, then elsewhere
+            logger.warning("%s (the extraction continues)", error)
+            return False
         return True
 
     def collect(

@@ -28,6 +28,7 @@ from uniformer_cli.errors import UniformerError
 from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.models import FAMILIES, ModelConfig, create_model, exact_attention, fp16_safe
 from uniformer_cli.models.fast import optimize_for_inference
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.zoo import ZOO, ZooEntry, get_entry
 
 # The paper's main clip length: what `--arch` costs unless `--frames` says otherwise.
@@ -198,12 +199,19 @@ def select_workloads(
     return [_architecture_workload(family, frames, family_size, clips, crops) for family, family_size in shapes]
 
 
+def check_shape(frames: int, size: int) -> None:
+    """A clip shape within the bounds every test protocol keeps (`ViewProtocol`): `--bench` allocates real
+    clips of it."""
+    ViewProtocol(frames=frames, stride=1, size=size)
+
+
 def _entry_workload(
     entry: ZooEntry, frames: int | None, size: int | None, clips: int | None, crops: int | None
 ) -> Workload:
     released = entry.protocol
     frames, size = frames or released.frames, size or released.size
     clips, crops = clips or released.clips, crops or released.crops
+    check_shape(frames, size)
     released_shape = (frames, size) == (released.frames, released.size)
     released_views = (clips, crops) == (released.clips, released.crops)
     return Workload(
@@ -229,6 +237,7 @@ def _architecture_workload(
     frames = frames or DEFAULT_FRAMES
     shapes = [(e.protocol.frames, e.protocol.size) for e in released]
     size = size or max([side for length, side in shapes if length == frames] or [side for _, side in shapes])
+    check_shape(frames, size)
     # The paper's per-view figure of any released model with this architecture and clip shape.
     paper = next(
         (e for e in ZOO.values() if (e.family, e.protocol.frames, e.protocol.size) == (family, frames, size)), None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import json
 import logging
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from torch import nn
 
 from uniformer_cli.data.transforms import MEAN, STD
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.jsonio import dump_json
 from uniformer_cli.models import exact_attention
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.settings import EXPORT_FORMATS
@@ -65,12 +65,12 @@ def export_metadata(loaded: LoadedModel, protocol: ViewProtocol) -> dict[str, st
         "model": loaded.name,
         "input": f"{INPUT_NAME}: float32 [batch, 3, {protocol.frames}, {protocol.size}, {protocol.size}]",
         "output": f"{OUTPUT_NAME}: float32 [batch, {loaded.config.num_classes}]; score = softmax of the views' mean",
-        "protocol": json.dumps(protocol.as_dict(), sort_keys=True),
-        "normalisation": json.dumps({"scale": 1 / 255, "mean": MEAN, "std": STD}),
+        "protocol": dump_json(protocol.as_dict(), sort_keys=True),
+        "normalisation": dump_json({"scale": 1 / 255, "mean": MEAN, "std": STD}),
         "config": loaded.config.to_json(),
     }
     if loaded.labels is not None:
-        metadata["labels"] = json.dumps(loaded.labels)
+        metadata["labels"] = dump_json(loaded.labels)
     return metadata
 
 
@@ -160,7 +160,7 @@ def write_openvino(onnx_path: Path, path: Path, metadata: dict[str, str]) -> Non
     by a child process (see `_CONVERT`)."""
     done = subprocess.run(
         [sys.executable, "-c", _CONVERT, str(onnx_path), str(path)],
-        input=json.dumps(metadata),
+        input=dump_json(metadata),
         capture_output=True,
         text=True,
     )

@@ -16,8 +16,9 @@ the converted zoo weights, under `$HF_HOME/uniformer/openvino/`:
         compiled-fp32/, compiled-bf16/ OpenVINO's compiled blobs (its CACHE_DIR), one folder per
                                        precision; OpenVINO keys each blob by the IR file and the
                                        compile options, and compiles again when one cannot be read
-    digests/                           the weights' sha256 by path and stat stamp (`known_sha256`):
-                                       a file is hashed once, not on every run
+
+The weights' sha256 comes from `weights_sha256`, by path and stat stamp: a file is hashed once, not on
+every run.
 
 So a cached model costs a compile from its blob (a fraction of a second), not an export.
 """
@@ -52,7 +53,7 @@ from uniformer_cli.models.fast import check_precision
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.settings import ENGINES
 from uniformer_cli.weights import LoadedModel
-from uniformer_cli.weights.cache import integrity_problem, known_sha256, record_integrity
+from uniformer_cli.weights.cache import integrity_problem, record_integrity, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def cache_root() -> Path:
 def ir_folder(weights: Path, protocol: ViewProtocol, features: int | None = None) -> Path:
     """The cache folder of `weights` (by content) at `protocol`'s clip shape, computing logits or (with
     `features`) that stage's pooled map."""
-    digest = known_sha256(weights, cache_root() / "digests")
+    digest = weights_sha256(weights)
     output = "" if features is None else f"-features{features}"
     return cache_root() / f"{digest}-{protocol.frames}x{protocol.size}x{protocol.size}{output}"
 

@@ -22,6 +22,7 @@ from uniformer_cli.data.views import views_from_video
 from uniformer_cli.data.windows import check_timeline, stream_windows, window_bounds
 from uniformer_cli.device import batched_logits
 from uniformer_cli.engine.inference import InferenceModel, InferenceRequest, open_model, request_for
+from uniformer_cli.engine.scoring import all_finite, non_finite
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.protocol import ViewProtocol
@@ -105,6 +106,12 @@ class LoadedVideo:
     seconds: float  # decoding and preprocessing time
 
 
+def failed_video(path: str | Path, error: UniformerError) -> Failure:
+    """A video's failure, its message naming the video (a video's own errors do already)."""
+    message = str(error)
+    return Failure(str(path), message if str(path) in message else f"{path}: {message}")
+
+
 @dataclass
 class PredictReport:
     """Everything a predict run produced: the results and the failures, and both in input order
@@ -175,8 +182,11 @@ class Predictor:
         )
 
     def logits(self, views: torch.Tensor) -> torch.Tensor:
-        """float32 logits `[views, classes]` on the CPU, `batch_size` views per forward pass."""
+        """float32 logits `[views, classes]` on the CPU, `batch_size` views per forward pass; a
+        `UniformerError` (that input's) when they are not finite."""
         scores = batched_logits(self.model, views, self.device, self.batch_size)
+        if not all_finite(scores):
+            raise UniformerError(non_finite(self.weights or self.name))
         return scores[:, : len(self.labels)] if self.labels else scores
 
     def probabilities(self, views: torch.Tensor) -> torch.Tensor:
@@ -227,11 +237,11 @@ class Predictor:
                 current = upcoming
                 upcoming = pool.submit(self.load, paths[position + 1]) if position + 1 < len(paths) else None
                 try:
-                    video = current.result()
+                    prediction = self.classify(path, current.result(), top_k)
                 except UniformerError as error:
-                    yield Failure(str(path), str(error))
+                    yield failed_video(path, error)
                     continue
-                yield self.classify(path, video, top_k)
+                yield prediction
 
     def __call__(self, videos: str | Path | Sequence[str | Path], top_k: int = 5) -> list[Record] | list[list[Record]]:
         """The ranked classes of a video, `[{"label", "score", "index"}, ...]` best first (`top_k` of them),
@@ -422,7 +432,7 @@ def _timeline_or_failure(
     try:
         return predictor.timeline(path, seconds, clips, progress, fps)
     except UniformerError as error:
-        return Failure(str(path), str(error))
+        return failed_video(path, error)
 
 
 def run_live(

@@ -22,6 +22,16 @@ from uniformer_cli.protocol import ViewProtocol
 TOP_K = 5
 
 
+def non_finite(weights: str) -> str:
+    """The error of an input whose scores or features came out NaN or infinite: the weights' fault (all
+    NaN, or values so large that the network overflows), which the input cannot mend."""
+    return f"the network's outputs are not finite numbers (NaN or infinity): the weights {weights} are unusable"
+
+
+def all_finite(values: torch.Tensor) -> bool:
+    return bool(torch.isfinite(values).all())
+
+
 @dataclass
 class VideoResult:
     """One video's outcome: its top-5 classes by summed logits, or why it could not be read."""
@@ -127,16 +137,21 @@ def score_videos(
     batch_size: int = 8,
     workers: int = 0,
     decoder: str = "auto",
+    weights: str = "loaded",
 ) -> Iterator[tuple[int, VideoResult]]:
     """Score `samples[p]` for each p in `positions`, yielding (p, result) as videos finish: views go
     through the network `batch_size` at a time, and a video's score is the sum of its views' logits.
-    `keys[p]` names the video in its result."""
+    `keys[p]` names the video in its result; a video whose logits are not finite fails, naming `weights`."""
     for batch in decoded_batches(samples, positions, protocol, batch_size=batch_size, workers=workers, decoder=decoder):
         sums = iter(_summed_logits(model, [views for _, views, _ in batch if views is not None], device, batch_size))
         for position, views, error in batch:
             result = VideoResult(keys[position], samples[position].label, error=error)
             if views is not None:
                 summed = next(sums)
+                if not all_finite(summed):
+                    result.error = non_finite(weights)
+                    yield position, result
+                    continue
                 top = torch.softmax(summed / protocol.views, dim=0).topk(min(TOP_K, summed.numel()))
                 result.top5, result.scores = top.indices.tolist(), top.values.tolist()
             yield position, result

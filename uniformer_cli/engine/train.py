@@ -17,7 +17,6 @@ micro-batch or 1 process x N accumulated micro-batches (see `GlobalBatchSampler`
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import math
 import time
@@ -46,6 +45,7 @@ from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keye
 from uniformer_cli.errors import DatasetError, UniformerError, WriteError
 from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_reason
+from uniformer_cli.jsonio import dump_json, load_json
 from uniformer_cli.models import create_model
 from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.layers import StagedModel
@@ -182,6 +182,21 @@ class TrainResult:
     interrupted_by: str | None = None  # the signal that stopped it (SIGINT, SIGTERM), after saving last.pt
 
 
+def _record(line: str) -> dict[str, Any] | None:
+    """A `metrics.jsonl` line's record; None for a line that is not one (cut short by a killed run)."""
+    try:
+        record = load_json(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and type(record.get("step")) is int else None
+
+
+def _step(line: str) -> float:
+    """The step of a `metrics.jsonl` line (infinite for a line that is not a record: never kept)."""
+    record = _record(line)
+    return math.inf if record is None else record["step"]
+
+
 class MetricsLog:
     """`metrics.jsonl` (rank 0 only), a line per record; a resumed run first drops the lines written
     after its checkpoint, so the file reads like one uninterrupted run. Optionally TensorBoard too."""
@@ -194,7 +209,7 @@ class MetricsLog:
             return
         kept = []
         if resumed_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resumed_step]
+            kept = [line for line in path.read_text().splitlines() if _step(line) <= resumed_step]
         text = "".join(f"{line}\n" for line in kept)
         write_or_fail(path, lambda temporary: temporary.write_text(text), "training log")
         if kept:
@@ -214,7 +229,7 @@ class MetricsLog:
             return
         try:
             with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+                handle.write(dump_json(record) + "\n")
         except OSError as error:
             raise WriteError(f"cannot append to {self.path}: {write_reason(error)}") from None
         if self.writer is not None:
@@ -227,7 +242,7 @@ class MetricsLog:
         """`curves.png` beside the log (loss, learning rate, validation top-1), when matplotlib is installed."""
         if not self.enabled:
             return
-        records = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+        records = [record for line in self.path.read_text(encoding="utf-8").splitlines() if (record := _record(line))]
         try:
             plots.training_curves(self.path.parent / "curves.png", records)
         except UniformerError as error:  # no matplotlib, or an unwritable folder: the run itself is fine
@@ -367,7 +382,7 @@ class _Trainer:
             set_rng_state(state["rng"])
         if processes.main:
             self.output.mkdir(parents=True, exist_ok=True)
-            text = json.dumps(config.to_dict(), indent=2) + "\n"
+            text = dump_json(config.to_dict(), indent=2) + "\n"
             write_or_fail(self.output / "config.json", lambda temporary: temporary.write_text(text), "run config")
         # Rank 0 checks the lists (one pass over the file system), every rank stops if it must.
         unreadable = None

@@ -6,12 +6,12 @@ metadata of every safetensors file this package writes, so a file alone rebuilds
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.jsonio import dump_json, load_json
 
 Arch = Literal["uniformer", "light"]
 
@@ -117,11 +117,14 @@ class ModelConfig:
         return ModelConfig(**values)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return dump_json(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        values = json.loads(text)
+        try:
+            values = load_json(text)
+        except ValueError as error:
+            raise UniformerError(f"a model config is not JSON: {error}") from None
         if not isinstance(values, dict):
             raise UniformerError("a model config must be a JSON object")
         for name in ("depth", "embed_dim", "keep_ratio3", "keep_ratio4"):

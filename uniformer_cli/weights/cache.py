@@ -11,7 +11,6 @@ same way (caches keyed by the weights' content use it). `remove_stale_downloads`
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from huggingface_hub import constants
 
 from uniformer_cli.files import atomic_write, remove_files_if, sha256_of
+from uniformer_cli.jsonio import dump_json, read_json
 
 # Converted copies and downloads from other sources live under `$HF_HOME/<CONVERTED_FOLDER>/`.
 CONVERTED_FOLDER = "uniformer"
@@ -27,6 +27,7 @@ INTEGRITY_SUFFIX = ".sha256.json"
 # huggingface_hub resumes a download from its `.incomplete` file, and writes to it all the while: one
 # untouched this long belongs to a download that was killed or abandoned.
 STALE_DOWNLOAD_SECONDS = 3600.0
+RECORD_BYTES = 1 << 16  # a sha256 record is a few hundred bytes
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def record_integrity(path: Path, source_sha256: str | None = None, sha256: str |
     verified again next time."""
     record = {"sha256": sha256 or sha256_of(path), "source_sha256": source_sha256, "verified": _stamp(path)}
     try:
-        atomic_write(integrity_file(path), lambda temporary: temporary.write_text(json.dumps(record, indent=1)))
+        atomic_write(integrity_file(path), lambda temporary: temporary.write_text(dump_json(record, indent=1)))
     except OSError as error:
         log.warning("could not record the sha256 of %s (%s): it is hashed again on next use", path, error)
 
@@ -65,7 +66,7 @@ def integrity_problem(path: Path) -> str | None:
     """None when `path` is what its sidecar records; else what is wrong, in words. Hashes the file only
     when its stat stamp changed since the last verification (then records the new stamp)."""
     try:
-        record = json.loads(integrity_file(path).read_text(encoding="utf-8"))
+        record = read_json(integrity_file(path), max_bytes=RECORD_BYTES)
         expected, verified = record["sha256"], record.get("verified")
     except (OSError, ValueError, KeyError, TypeError):
         return "has no record of its sha256 (written by an older version, or the write was interrupted)"
@@ -87,7 +88,7 @@ def integrity_problem(path: Path) -> str | None:
 def recorded_source_sha256(path: Path) -> str | None:
     """The sha256 of the file a cached copy was made from, as its sidecar records it."""
     try:
-        value = json.loads(integrity_file(path).read_text(encoding="utf-8")).get("source_sha256")
+        value = read_json(integrity_file(path), max_bytes=RECORD_BYTES).get("source_sha256")
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
@@ -102,7 +103,7 @@ def known_sha256(path: Path, index: Path) -> str:
     own = index / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]}.json"
     for record_file in (integrity_file(path), own):
         try:
-            record = json.loads(record_file.read_text(encoding="utf-8"))
+            record = read_json(record_file, max_bytes=RECORD_BYTES)
         except (OSError, ValueError):
             continue
         if isinstance(record, dict) and record.get("verified") == stamp and isinstance(record.get("sha256"), str):
@@ -110,10 +111,16 @@ def known_sha256(path: Path, index: Path) -> str:
     digest = sha256_of(path)
     record = {"path": str(path.resolve()), "sha256": digest, "verified": stamp}
     try:
-        atomic_write(own, lambda temporary: temporary.write_text(json.dumps(record, indent=1)))
+        atomic_write(own, lambda temporary: temporary.write_text(dump_json(record, indent=1)))
     except OSError as error:
         log.warning("could not record the sha256 of %s (%s): it is hashed again on next use", path, error)
     return digest
+
+
+def weights_sha256(path: Path) -> str:
+    """The sha256 of a weights file, as `known_sha256` gives it (hashed once per content, not per run),
+    its records in `$HF_HOME/uniformer/digests`: what caches and resume files key the weights by."""
+    return known_sha256(path, Path(constants.HF_HOME) / "uniformer" / "digests")
 
 
 def remove_stale_downloads(hub_repo: str, *, older_than: float = STALE_DOWNLOAD_SECONDS) -> list[Path]:

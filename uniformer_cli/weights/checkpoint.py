@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     """
     path = Path(path)
     require_file(path, "checkpoint")
+    check_archive(path)
     try:
         payload = load_weights_only(path)
     except pickle.UnpicklingError as error:
@@ -104,9 +106,41 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     return RawCheckpoint(state_dict, layout, stripped, head_dim)
 
 
+# What a PyTorch zip archive may declare before it is opened: its pickle (the structure, with tensor data
+# in records beside it) is kilobytes for any real checkpoint, and PyTorch stores every record
+# uncompressed, so a compressed record can only inflate what the file holds.
+MAX_PICKLE_BYTES = 64 * 2**20
+MAX_COMPRESSED_RECORD_BYTES = 64 * 2**20
+
+
+def check_archive(path: Path) -> None:
+    """Refuse a zip-format checkpoint whose records declare more than it can honestly hold (a small file
+    whose pickle inflates to gigabytes), from the declared sizes in its directory: nothing is inflated.
+    Files in the legacy (pre-zip) format hold no compressed data and pass."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {first_line(error)}") from None
+    for record in records:
+        pickle_record = record.filename.endswith(".pkl")
+        compressed = record.compress_type != zipfile.ZIP_STORED
+        if (pickle_record and record.file_size > MAX_PICKLE_BYTES) or (
+            compressed and record.file_size > MAX_COMPRESSED_RECORD_BYTES
+        ):
+            raise CheckpointError(
+                f"{path} is malformed: its record {record.filename} declares {record.file_size:,} bytes "
+                f"({'compressed, ' if compressed else ''}stored in {record.compress_size:,}); a checkpoint's "
+                f"structure takes at most {MAX_PICKLE_BYTES // 2**20} MiB and its tensors are stored uncompressed"
+            )
+
+
 def load_weights_only(path: Path) -> object:
     """`torch.load(weights_only=True)` onto the CPU, memory-mapped where the file allows it (the zip
-    format of every PyTorch since 1.6), so reading a file costs no memory until its tensors are used."""
+    format of every PyTorch since 1.6), so reading a file costs no memory until its tensors are used.
+    Check the archive first (`check_archive`)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as error:

@@ -22,7 +22,6 @@ that form. Its quota page ("too many users have viewed or downloaded this file r
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ from huggingface_hub import constants
 
 from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import atomic_write, write_reason
+from uniformer_cli.jsonio import dump_json, read_json
 from uniformer_cli.weights.cache import (
     CONVERTED_FOLDER,
     integrity_file,
@@ -147,7 +147,7 @@ def accept(remote: RemoteFile) -> None:
     pins[remote.key] = remote.sha256
     pins_file = downloads_folder() / PINS_FILE
     try:
-        atomic_write(pins_file, lambda temporary: temporary.write_text(json.dumps(pins, indent=1, sort_keys=True)))
+        atomic_write(pins_file, lambda temporary: temporary.write_text(dump_json(pins, indent=1, sort_keys=True)))
     except OSError as error:
         log.warning("could not record the sha256 of %s in %s (%s)", remote.path, pins_file, write_reason(error))
     log.info(
@@ -182,7 +182,7 @@ def _locate(entry: ZooEntry, source: Source) -> tuple[str, str, Path, str]:
 
 def _pins() -> dict[str, str]:
     try:
-        pins = json.loads((downloads_folder() / PINS_FILE).read_text(encoding="utf-8"))
+        pins = read_json(downloads_folder() / PINS_FILE)
     except (OSError, ValueError):
         return {}
     return {key: value for key, value in pins.items() if isinstance(value, str)} if isinstance(pins, dict) else {}

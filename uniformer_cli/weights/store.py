@@ -11,7 +11,6 @@ Metadata (all JSON strings, as safetensors metadata must be str -> str):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from torch import nn
 
 from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.files import write_or_fail
+from uniformer_cli.jsonio import dump_json, load_json
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights.checkpoint import require_file
@@ -63,17 +63,17 @@ def save_weights(
     state = weights.state_dict() if isinstance(weights, nn.Module) else weights
     metadata = {"format": FORMAT, CONFIG_KEY: config.to_json()}
     if labels is not None:
-        metadata[LABELS_KEY] = json.dumps(list(labels))
+        metadata[LABELS_KEY] = dump_json(list(labels))
     if protocol is not None:
-        metadata[PROTOCOL_KEY] = json.dumps(dict(protocol), sort_keys=True)
+        metadata[PROTOCOL_KEY] = dump_json(dict(protocol), sort_keys=True)
     if source_sha256 is not None:
         metadata[SOURCE_SHA256_KEY] = source_sha256
     kept = "the previous file is unchanged" if path.exists() else "nothing was written"
-    write_or_fail(path, lambda temporary: _save_file(_storable(state), temporary, metadata), "weights", kept)
+    write_or_fail(path, lambda temporary: save_safetensors(_storable(state), temporary, metadata), "weights", kept)
     return path
 
 
-def _save_file(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+def save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """safetensors' `save_file`, its I/O failures raised as the `OSError` they are (it reports them as
     `SafetensorError: ... (os error 28)`)."""
     try:
@@ -118,8 +118,8 @@ def load_weights(path: str | Path) -> StoredWeights:
         raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
     try:
         config = ModelConfig.from_json(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
-        labels = json.loads(metadata[LABELS_KEY]) if LABELS_KEY in metadata else None
-        protocol = json.loads(metadata[PROTOCOL_KEY]) if PROTOCOL_KEY in metadata else None
+        labels = load_json(metadata[LABELS_KEY]) if LABELS_KEY in metadata else None
+        protocol = load_json(metadata[PROTOCOL_KEY]) if PROTOCOL_KEY in metadata else None
     except (ValueError, TypeError, UniformerError) as error:
         raise CheckpointError(f"{path} has unreadable uniformer metadata: {error}") from None
     if labels is not None and not (isinstance(labels, list) and all(isinstance(name, str) for name in labels)):
