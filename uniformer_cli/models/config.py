@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Literal
+from typing import Any, Literal
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.jsonio import dump_json, load_json
@@ -121,20 +121,25 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        try:
-            values = load_json(text)
-        except ValueError as error:
-            raise UniformerError(f"a model config is not JSON: {error}") from None
-        if not isinstance(values, dict):
-            raise UniformerError("a model config must be a JSON object")
-        for name in ("depth", "embed_dim", "keep_ratio3", "keep_ratio4"):
-            if name in values and not isinstance(values[name], list):
-                raise UniformerError(f"model config {name} must be a list, got {values[name]!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise UniformerError(f"unknown model config fields: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        return cls(**config_fields(text, cls, ("depth", "embed_dim", "keep_ratio3", "keep_ratio4")))
+
+
+def config_fields(text: str, cls: type, lists: tuple[str, ...]) -> dict[str, Any]:
+    """The fields of a config dataclass `cls` from its JSON text (`jsonio.load_json`, bounded): an object
+    with no unknown field, whose `lists` fields are lists; the dataclass checks the values."""
+    try:
+        values = load_json(text)
+    except ValueError as error:
+        raise UniformerError(f"a model config is not JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise UniformerError("a model config must be a JSON object")
+    for name in lists:
+        if name in values and not isinstance(values[name], list):
+            raise UniformerError(f"model config {name} must be a list, got {values[name]!r}")
+    unknown = set(values) - {f.name for f in fields(cls)}
+    if unknown:
+        raise UniformerError(f"unknown model config fields: {', '.join(sorted(unknown))}")
+    return values
 
 
 # The four released families (MODEL.md 6.1); class count and drop path are set per zoo entry.

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
+from typing import overload
 
 from torch import nn
 
 from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.config_v2 import V2Config
 from uniformer_cli.models.layers import Attention
 from uniformer_cli.models.light import UniFormerLight
 from uniformer_cli.models.uniformer import UniFormer
+from uniformer_cli.models.uniformerv2 import InProjAttention, UniFormerV2
 
 UniFormerModel = UniFormer | UniFormerLight
 
@@ -20,8 +23,14 @@ MODEL_CLASSES: dict[str, Callable[[ModelConfig], UniFormerModel]] = {
 }
 
 
-def create_model(config: ModelConfig) -> UniFormerModel:
+@overload
+def create_model(config: ModelConfig) -> UniFormerModel: ...
+@overload
+def create_model(config: V2Config) -> UniFormerV2: ...
+def create_model(config: ModelConfig | V2Config) -> UniFormerModel | UniFormerV2:
     """A freshly initialised network (train mode) for `config`; `model.config` holds the config."""
+    if isinstance(config, V2Config):
+        return UniFormerV2(config)
     return MODEL_CLASSES[config.arch](config)
 
 
@@ -38,7 +47,7 @@ class exact_attention:  # lower case: it reads as a call, `exact_attention(model
     """
 
     def __init__(self, model: nn.Module, enabled: bool = True) -> None:
-        self.modules = [module for module in model.modules() if isinstance(module, Attention)]
+        self.modules = [module for module in model.modules() if isinstance(module, (Attention, InProjAttention))]
         self.previous = [module.exact for module in self.modules]
         for module in self.modules:
             module.exact = enabled
