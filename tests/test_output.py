@@ -27,6 +27,7 @@ from uniformer_cli.cli.output import flatten
 from uniformer_cli.protocol import ProtocolOverrides
 from uniformer_cli.weights import save_weights
 from uniformer_cli.zoo import ZOO
+from uniformer_cli.zoo.v2 import V2_ZOO
 
 ROOT = Path(__file__).resolve().parent.parent
 PARITY = ROOT / "tests" / "fixtures" / "parity"
@@ -156,7 +157,7 @@ def test_flops_convert_and_models_records_hold_the_schema(capsys: pytest.Capture
     assert set(json.loads(out)) == SCHEMA["convert"]
     code, out, _ = run(capsys, "models", "--json")
     rows = json.loads(out)
-    assert all(set(row) == SCHEMA["models"] for row in rows) and len(rows) == len(ZOO)
+    assert all(set(row) == SCHEMA["models"] for row in rows) and len(rows) == len(ZOO) + len(V2_ZOO)
 
 
 # --- flags and encodings ---------------------------------------------------------------------------------
@@ -311,6 +312,8 @@ def test_models_table_keeps_every_number_whole(
     text = words(render(capsys, monkeypatch, width, "models"))
     for entry in ZOO.values():
         assert {entry.name, f"{entry.top1:.1f}", f"{entry.gflops:g}"} <= text, entry.name
+    for v2 in V2_ZOO.values():
+        assert {v2.name, f"{v2.top1:.1f}" if v2.top1 else "-"} <= text, v2.name
     assert {"Hub", "MMAction2", "Drive", "none"} <= text  # the source column, at every width
 
 

@@ -19,9 +19,11 @@ from uniformer_cli.zoo import (
     ZOO,
     ZooEntry,
     best_entry,
+    find_entry,
     get_entry,
     load_labels,
 )
+from uniformer_cli.zoo.v2 import V2_ALIASES, V2_LABEL_SET_SIZES, V2_ZOO
 
 # Public class counts of the datasets, written out here rather than read from the zoo.
 EXPECTED_COUNTS = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
@@ -120,8 +122,8 @@ def test_hmdb51_is_alphabetical() -> None:
 
 
 def test_unknown_label_set_fails_clearly() -> None:
-    with pytest.raises(UniformerError, match="unknown label set 'k700'"):
-        load_labels("k700")
+    with pytest.raises(UniformerError, match="unknown label set 'k999'"):
+        load_labels("k999")
 
 
 # --- zoo entries --------------------------------------------------------------------------------------
@@ -205,10 +207,14 @@ def test_get_entry_fails_clearly_on_unknown_names() -> None:
 
 
 def test_models_json_lists_every_entry_with_the_documented_fields(capsys: pytest.CaptureFixture[str]) -> None:
-    rows = json.loads(models_output(capsys, "--json"))
-    assert [row["model"] for row in rows] == list(ZOO)
-    for row in rows:
+    all_rows = json.loads(models_output(capsys, "--json"))
+    assert [row["model"] for row in all_rows] == [*ZOO, *V2_ZOO]
+    rows = all_rows[: len(ZOO)]
+    for row in all_rows:
         assert set(row) >= JSON_FIELDS
+    for row in all_rows[len(ZOO) :]:
+        assert row["protocol"] == V2_ZOO[row["model"]].protocol.as_dict()
+    for row in rows:
         entry = ZOO[row["model"]]
         assert row["arch"] == entry.family
         assert row["num_classes"] == len(entry.labels())
@@ -265,3 +271,102 @@ def test_every_released_checkpoint_has_a_download_source() -> None:
     assert all(re.search(r"_\d{8}-[0-9a-f]{8}\.pth$", url) for url in MMACTION2_URLS.values())
     assert ZOO["s16x4-k400"].sources == ("mmaction2", "drive")
     assert ZOO["s16x8-k400"].sources == ("hub", "drive")
+
+
+# --- UniFormerV2 -------------------------------------------------------------------------------------
+
+# Public class counts again, written out: MMAction2's Kinetics files, its Kinetics-710 list and Moments in Time.
+V2_EXPECTED_COUNTS = {"k400-mmaction": 400, "k600-mmaction": 600, "k700": 700, "k710": 710, "mit": 339}
+
+
+@pytest.mark.parametrize("label_set", sorted(V2_EXPECTED_COUNTS))
+def test_v2_label_files_have_their_counts_of_unique_names(label_set: str) -> None:
+    assert V2_LABEL_SET_SIZES == V2_EXPECTED_COUNTS
+    names = load_labels(label_set)
+    assert len(names) == len(set(names)) == V2_EXPECTED_COUNTS[label_set]
+    raw = resources.files("uniformer_cli.zoo").joinpath("labels", f"{label_set}.txt").read_text("utf-8")
+    assert raw.endswith("\n") and not raw.endswith("\n\n") and raw.split("\n")[:-1] == names
+
+
+def test_mmaction_kinetics_orders_are_the_alphabetical_official_names() -> None:
+    """MMAction2's Kinetics-400 file holds the official class names (ours, k400.txt) in plain string
+    order; its K600 and K700 files are sorted too."""
+    assert load_labels("k400-mmaction") == sorted(load_labels("k400"))
+    for label_set in ("k600-mmaction", "k700"):
+        assert load_labels(label_set) == sorted(load_labels(label_set))
+
+
+def test_kinetics_710_starts_with_kinetics_400() -> None:
+    """The official fine-tuning code takes a K710 head's first 400 rows for Kinetics-400 (slowfast/models/
+    uniformerv2.py); MMAction2's K710 list agrees: its first 400 names are K400's in K400's order, 13
+    of them under their later Kinetics-700 names."""
+    k710, k400 = load_labels("k710"), load_labels("k400-mmaction")
+    renamed = [(old, new) for old, new in zip(k400, k710[:400], strict=True) if old != new]
+    assert len(renamed) == 13
+    assert ("balloon blowing", "inflating balloons") in renamed and ("dying hair", "dyeing hair") in renamed
+    assert set(k710) >= set(load_labels("k700")) - {"throwing ball (not baseball or American football)"}
+
+
+def test_v2_entries_follow_the_official_protocols_and_designs() -> None:
+    for entry in V2_ZOO.values():
+        config, protocol = entry.config, entry.protocol
+        assert config.num_classes == {"anet": 200, "hacs": 200, "mit": 339, "sthv1": 174, "sthv2": 174}.get(
+            entry.dataset, int(entry.dataset.removeprefix("k")) if entry.dataset.startswith("k") else -1
+        )
+        if entry.dataset.startswith("sth"):
+            # exp/sthv*/*/run.sh: 1 clip x 3 crops; the sth loader's segments over BGR JPEG frames.
+            assert (protocol.sampling, protocol.clips, protocol.crops, protocol.channel_order) == (
+                "segment",
+                1,
+                3,
+                "bgr",
+            )
+            assert config.local_mhra == "double" and config.temporal_downsample
+        else:
+            assert (protocol.sampling, protocol.channel_order, config.local_mhra) == ("sparse", "rgb", "off")
+            assert len(config.return_layers) == 4 and not config.temporal_downsample
+        assert protocol.size == config.resolution == (336 if entry.family == "v2-l14-336" else 224)
+        assert config.frozen == entry.frozen == ("frozen" in entry.name)
+        if entry.frozen:
+            assert (protocol.clips, protocol.crops) == (3, 1)  # exp/*/frozen_*/run.sh
+        if entry.dataset in ("anet", "hacs"):
+            assert (protocol.clips, protocol.crops) == (10, 3)
+        assert f"x{protocol.frames}" in entry.name and entry.experiment.split("/")[0] == {"mit": "mit"}.get(
+            entry.dataset, entry.dataset
+        )
+
+
+def test_v2_sources_are_pinned_and_name_their_label_order() -> None:
+    for entry in V2_ZOO.values():
+        assert entry.drive_id is None and entry.hub_bytes is None
+        if not entry.sources:
+            assert entry.label_set is None and entry.hub_file is None and entry.mmaction2_url is None
+            continue
+        if entry.sources == ("mmaction2",):
+            url = entry.mmaction2_url
+            assert url is not None and entry.hub_file is None
+            assert url.startswith("https://download.openmmlab.com/mmaction/v1.0/recognition/uniformerv2/")
+            assert re.search(r"_\d{8}-[0-9a-f]{8}\.pth$", url)  # the sha256 prefix `weights.remote` checks
+            assert entry.label_set in ("k400-mmaction", "k600-mmaction", "k700", "k710", "mit")
+        else:
+            assert entry.sources == ("hub",) and entry.mmaction2_url is None and not entry.retrained
+            assert (entry.hub_repo, entry.hub_revision) == (
+                "Andy1621/uniformerv2",
+                "d9872b5afdc8e56fd18afadc66f1f5e07f156ee5",
+            )
+            assert entry.label_set in ("k400", "mit")
+            assert entry.hub_file == f"{entry.official_name.replace('k400_k710', 'k400+k710')}.pyth"
+    urls = [entry.mmaction2_url for entry in V2_ZOO.values() if entry.mmaction2_url]
+    assert len(urls) == 21 and len({url[-12:] for url in urls}) == len(urls)  # no two entries share one file
+    assert sum(entry.on_hub for entry in V2_ZOO.values()) == 2
+
+
+def test_v2_names_and_aliases_resolve() -> None:
+    names = [*ZOO, *ALIASES, *V2_ZOO, *V2_ALIASES]
+    assert len(names) == len(set(names))
+    official = [entry.official_name for entry in V2_ZOO.values()]
+    assert len(official) == len(set(official)) == 49  # the official model zoo page's checkpoints
+    for alias, target in V2_ALIASES.items():
+        assert find_entry(alias) is V2_ZOO[target] and V2_ZOO[target].sources
+    for entry in V2_ZOO.values():
+        assert find_entry(entry.official_name) is entry and find_entry(entry.name.upper()) is entry

@@ -13,7 +13,7 @@ from uniformer_cli import engine
 from uniformer_cli.cli.options import RevisionOption
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.zoo import SOURCE_NAMES
+from uniformer_cli.zoo.sources import SOURCE_NAMES
 
 
 def download(

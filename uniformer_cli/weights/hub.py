@@ -33,7 +33,8 @@ from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import sha256_of
 from uniformer_cli.weights import remote
 from uniformer_cli.weights.cache import CONVERTED_FOLDER, probe_timeout
-from uniformer_cli.zoo import IMAGENET_WEIGHTS, SOURCE_NAMES, Source, ZooEntry
+from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZooEntry
+from uniformer_cli.zoo.sources import SOURCE_NAMES, Source
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -40,7 +40,8 @@ from uniformer_cli.weights.checkpoint import (
     require_file,
 )
 from uniformer_cli.weights.store import load_weights, save_weights
-from uniformer_cli.zoo import Source, ZooEntry, get_entry
+from uniformer_cli.zoo import ZooEntry, get_entry
+from uniformer_cli.zoo.sources import Source
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pyth", ".pt", ".bin")
 

@@ -8,7 +8,7 @@ Three facts differ from the official release, and each is handled here:
 
 - keys: `backbone.X` is the official `X`; `cls_head.fc_cls.weight/bias` is `head.weight/bias`;
 - class order: a 400-row head follows MMAction2's Kinetics-400 label map
-  (`tools/data/kinetics/label_map_k400.txt`, shipped as `zoo/labels/mmaction2_k400.txt`), which
+  (`tools/data/kinetics/label_map_k400.txt`, shipped as `zoo/labels/k400-mmaction.txt`), which
   differs from the official order at every index; its rows are put in the official order by class
   name. Renaming alone would load and give wrong classes;
 - LayerNorm epsilon: MMAction2's backbone builds its attention-block LayerNorms with PyTorch's default
@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 
 import torch
 
@@ -34,8 +32,8 @@ HEAD_PREFIX = "cls_head.fc_cls."
 # not weights; dropped should a checkpoint carry them.
 DROPPED_PREFIX = "data_preprocessor."
 NORM_EPS = 1e-5  # PyTorch's LayerNorm default, which MMAction2's UniFormer backbone keeps
-# MMAction2 label maps shipped with the package, by the label set whose class count they have.
-LABEL_MAPS = {"k400": "mmaction2_k400.txt"}
+# MMAction2's label maps (label sets of the package, `zoo.load_labels`), by the official label set they reorder.
+LABEL_MAPS = {"k400": "k400-mmaction"}
 
 
 @dataclass(frozen=True)
@@ -49,11 +47,9 @@ def is_mmaction(state_dict: Mapping[str, torch.Tensor]) -> bool:
     return any(key.startswith(BACKBONE_PREFIX) for key in state_dict) and f"{HEAD_PREFIX}weight" in state_dict
 
 
-@cache
 def mmaction_labels(label_set: str) -> list[str]:
     """MMAction2's class names of `label_set`, index = its head row."""
-    text = resources.files("uniformer_cli.zoo").joinpath("labels").joinpath(LABEL_MAPS[label_set]).read_text("utf-8")
-    return [line for line in text.splitlines() if line]
+    return load_labels(LABEL_MAPS[label_set])
 
 
 def head_order(label_set: str) -> list[int]:

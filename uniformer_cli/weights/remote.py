@@ -46,7 +46,8 @@ from uniformer_cli.weights.cache import (
     probe_timeout,
     record_integrity,
 )
-from uniformer_cli.zoo import SOURCE_NAMES, Source, ZooEntry
+from uniformer_cli.zoo import ZooEntry
+from uniformer_cli.zoo.sources import SOURCE_NAMES, Source
 
 DRIVE_ENDPOINT_VARIABLE = "UNIFORMER_DRIVE_ENDPOINT"
 DRIVE_ENDPOINT = "https://drive.google.com"

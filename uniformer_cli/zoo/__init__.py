@@ -9,14 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from importlib import resources
-from typing import Literal
 
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.jsonio import load_json
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.protocol import Sampling, ViewProtocol
-
-Source = Literal["hub", "mmaction2", "drive"]
-SOURCE_NAMES: dict[Source, str] = {"hub": "the Hugging Face Hub", "mmaction2": "MMAction2", "drive": "Google Drive"}
+from uniformer_cli.zoo.sources import Source
+from uniformer_cli.zoo.v2 import V2_ALIASES, V2_LABEL_SET_SIZES, V2_ZOO, V2ZooEntry, find_v2_entry
 
 # Class counts of the label sets (the HMDB51 head may carry 101 rows, MODEL.md 6.2).
 LABEL_SET_SIZES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
@@ -114,6 +113,7 @@ class ZooEntry:
             "head_classes": self.head_classes,
             "drop_path": self.drop_path,
             "recipe": asdict(self.recipe),
+            "label_set": self.dataset,
         }
 
 
@@ -349,7 +349,16 @@ DEFAULT_MODEL = "s-k400"
 
 
 def get_entry(name: str) -> ZooEntry:
-    """Resolve a zoo name, an alias or an official experiment name; unknown names fail clearly."""
+    """Resolve a zoo name, an alias or an official experiment name of a UniFormer (v1) model; unknown
+    names, and UniFormerV2 names where a command does not run UniFormerV2 yet, fail clearly."""
+    entry = find_entry(name)
+    if isinstance(entry, V2ZooEntry):
+        raise UniformerError(f"{entry.name} is a UniFormerV2 model, which this command does not run yet")
+    return entry
+
+
+def find_entry(name: str) -> ZooEntry | V2ZooEntry:
+    """Resolve a zoo name, an alias or an official checkpoint name of either family."""
     key = name.strip().lower()
     key = ALIASES.get(key, key)
     if key in ZOO:
@@ -357,7 +366,11 @@ def get_entry(name: str) -> ZooEntry:
     for entry in ZOO.values():
         if entry.official_name == key:
             return entry
-    close = sorted(n for n in [*ZOO, *ALIASES] if key.split("-")[0] and n.startswith(key.split("-")[0]))
+    v2 = find_v2_entry(key)
+    if v2 is not None:
+        return v2
+    names = [*ZOO, *ALIASES, *V2_ZOO, *V2_ALIASES]
+    close = sorted(n for n in names if key.split("-")[0] and n.startswith(key.split("-")[0]))
     hint = f" Did you mean: {', '.join(close[:5])}?" if close else " Run `uniformer models` for the list."
     raise UniformerError(f"unknown model {name!r}.{hint}")
 
@@ -369,15 +382,40 @@ def best_entry(dataset: str, family: str | None = None) -> ZooEntry | None:
     return max(entries, key=lambda entry: (entry.on_hub, entry.top1)) if entries else None
 
 
+def entry_labels(entry: ZooEntry | V2ZooEntry) -> list[str] | None:
+    """The class names of a zoo entry's head in output order (None: a head without checked names)."""
+    if isinstance(entry, V2ZooEntry):
+        return load_labels(entry.label_set) if entry.label_set else None
+    return entry.labels()
+
+
+# Every label file: the v1 label sets and UniFormerV2's (the labels folder's README says where each is from).
+ALL_LABEL_SET_SIZES = LABEL_SET_SIZES | V2_LABEL_SET_SIZES
+
+
 @cache
 def load_labels(label_set: str) -> list[str]:
     """Class names of a label set, index = line number (the checkpoints' output order)."""
-    if label_set not in LABEL_SETS:
-        raise UniformerError(f"unknown label set {label_set!r} (known: {', '.join(LABEL_SETS)})")
+    if label_set not in ALL_LABEL_SET_SIZES:
+        raise UniformerError(f"unknown label set {label_set!r} (known: {', '.join(ALL_LABEL_SET_SIZES)})")
     text = resources.files("uniformer_cli.zoo").joinpath("labels").joinpath(f"{label_set}.txt").read_text("utf-8")
     names = [line for line in text.splitlines() if line]
-    if len(names) != LABEL_SET_SIZES[label_set]:
+    if len(names) != ALL_LABEL_SET_SIZES[label_set]:
         raise UniformerError(
-            f"label file {label_set}.txt has {len(names)} names, expected {LABEL_SET_SIZES[label_set]}"
+            f"label file {label_set}.txt has {len(names)} names, expected {ALL_LABEL_SET_SIZES[label_set]}"
         )
     return names
+
+
+def k710_rows(label_set: str) -> list[int]:
+    """The rows of a Kinetics-710 head (MMAction2's `k710` order) that classify `label_set` ("k400-mmaction",
+    "k600-mmaction" or "k700", MMAction2's orders), in that label set's order: MMAction2's channel maps
+    (configs/recognition/uniformerv2/k710_channel_map); K400 is the first 400 rows, as in the official
+    fine-tuning code (slowfast/models/uniformerv2.py)."""
+    if label_set == "k400-mmaction":
+        return list(range(400))
+    if label_set not in ("k600-mmaction", "k700"):
+        raise UniformerError(f"a Kinetics-710 head has no {label_set!r} rows (k400-mmaction, k600-mmaction or k700)")
+    name = {"k600-mmaction": "k600", "k700": "k700"}[label_set]
+    text = resources.files("uniformer_cli.zoo").joinpath("labels").joinpath(f"k710_to_{name}.json").read_text()
+    return [int(row) for row in load_json(text)]
