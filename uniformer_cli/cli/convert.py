@@ -11,30 +11,47 @@ from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
-from uniformer_cli.cli.options import HeadDimOption, ModelOption
+from uniformer_cli.cli.options import FramesOption, HeadDimOption, ModelOption
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 
 
 def convert(
-    source: Annotated[Path, typer.Argument(help="Official .pth, PySlowFast .pyth or 2-D ImageNet checkpoint.")],
+    source: Annotated[
+        Path,
+        typer.Argument(help="Official .pth, PySlowFast .pyth, MMAction2 UniFormerV2 .pth or 2-D ImageNet checkpoint."),
+    ],
     destination: Annotated[Path, typer.Argument(help="Output .safetensors file (config and labels in metadata).")],
     model: ModelOption = None,
     head_dim: HeadDimOption = None,
+    frames: FramesOption = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help="UniFormerV2 without --model: the head's label set (k400, k400-mmaction, k600-mmaction, k700, "
+            "k710, mit); a Kinetics-710 head given k400-mmaction, k600-mmaction or k700 keeps that set's rows.",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite DESTINATION if it exists.")] = False,
     json_output: JsonFlag = False,
     output: OutputOption = None,
 ) -> None:
     """Convert a checkpoint to safetensors that rebuilds its model on its own.
 
-    The architecture is read from the tensors; `--model` names the zoo entry the file is (a
-    file downloaded by hand, say) so its labels and test protocol are recorded too. Files that need code
-    to unpickle are refused; an existing DESTINATION is kept unless --force.
+    The architecture is read from the tensors (UniFormer or UniFormerV2; official, PySlowFast or MMAction2
+    layout); `--model` names the zoo entry the file is (a file downloaded by hand, say) so its labels and
+    test protocol are recorded too. A UniFormerV2 file without an entry needs no flag; `--frames T` records
+    a test protocol and `--labels SET` its class names. Files that need code to unpickle are refused; an
+    existing DESTINATION is kept unless --force.
 
-    Example: `uniformer convert uniformer_small_k400_16x8.pth s16x8.safetensors --model s16x8-k400`
+    Examples: `uniformer convert uniformer_small_k400_16x8.pth s16x8.safetensors --model s16x8-k400`,
+    `uniformer convert k400_uniformerv2_b16_8x224.pyth b16.safetensors --frames 8`
     """
-    summary = engine.convert.conversion_summary(
-        engine.convert.convert(source, destination, model=model, head_dim=head_dim, overwrite=force)
+    conversion = engine.convert.convert(
+        source, destination, model=model, head_dim=head_dim, overwrite=force, frames=frames, labels=labels
     )
+    summary = engine.convert.conversion_summary(conversion)
     Output(json_output, output).finish(Result([summary], document=summary), lambda console: _print(console, summary))
 
 

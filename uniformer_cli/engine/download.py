@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.weights import fetch_zoo_download
-from uniformer_cli.zoo import get_entry
+from uniformer_cli.zoo import find_entry
 
 
 def download(names: list[str], *, revision: str | None = None, force: bool = False) -> list[dict[str, object]]:
@@ -15,7 +15,7 @@ def download(names: list[str], *, revision: str | None = None, force: bool = Fal
         record: dict[str, object] = dict.fromkeys(("model", "source", "weights", "download", "sha256"))
         record["model"] = name
         try:
-            entry = get_entry(name)
+            entry = find_entry(name)
             record["model"] = entry.name
             fetched = fetch_zoo_download(entry, revision, force=force)
         except UniformerError as error:

@@ -9,7 +9,9 @@ run them (device, precision, engine, `torch.compile`) and the changes asked of t
   OpenVINO's compiled model (`engine.openvino_engine`), both scoring float32 clips into float32 outputs;
 - or the exact model as loaded (`exact=True`: explain needs its gradients, export traces it).
 
-Every command names the model the same way in its records (`LoadedModel.name`, docs/OUTPUT.md).
+Every command names the model the same way in its records (`LoadedModel.name`, docs/OUTPUT.md). The door
+opens UniFormer (v1) models only for now: a UniFormerV2 one is one error, before the download of a zoo
+entry (`weights.resolve_model(v1_only=True)`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from uniformer_cli.device import batched_logits, select_device
 from uniformer_cli.engine.openvino_engine import choose_engine, openvino_model
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.config_v2 import V2Config
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.weights import LoadedModel, resolve_model
 from uniformer_cli.weights.loader import is_weights_path
 from uniformer_cli.zoo import DEFAULT_MODEL, ZooEntry, get_entry
+from uniformer_cli.zoo.v2 import V2ZooEntry
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,11 @@ class InferenceModel:
         return self.loaded.labels
 
     @property
-    def entry(self) -> ZooEntry | None:
+    def entry(self) -> ZooEntry | V2ZooEntry | None:
         return self.loaded.entry
 
     @property
-    def config(self) -> ModelConfig:
+    def config(self) -> ModelConfig | V2Config:
         return self.loaded.config
 
     def outputs(self, clips: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -128,12 +132,13 @@ def open_model(
             revision=request.revision,
             head_dim=request.head_dim,
             zoo_name=request.model,
+            v1_only=True,
         )
     else:
         name = request.model or default_model
         if name is None:
             raise UniformerError("no model given: pass --model NAME or --weights FILE")
-        loaded = resolve_model(name, device=target, revision=request.revision, head_dim=request.head_dim)
+        loaded = resolve_model(name, device=target, revision=request.revision, head_dim=request.head_dim, v1_only=True)
     protocol = resolve_protocol(loaded.protocol or fallback_protocol, request.protocol, str(loaded.path))
     network: nn.Module
     if exact:
@@ -142,7 +147,7 @@ def open_model(
         network = openvino_model(loaded, protocol, request.precision, features=features)
     else:
         network = optimize_for_inference(
-            loaded.model, inplace=True, compile=request.compile, precision=request.precision
+            loaded.uniformer_v1(), inplace=True, compile=request.compile, precision=request.precision
         )
     return InferenceModel(loaded, network, protocol, target, engine, request.precision, features)
 

@@ -156,7 +156,7 @@ def build_model(config: TrainConfig, *, initialise: bool = True) -> UniFormerMod
     else:
         assert config.init_model is not None
         zoo_name = config.init_model if config.init_weights else None
-        loaded = resolve_model(config.init_weights or config.init_model, device="cpu", zoo_name=zoo_name)
+        loaded = resolve_model(config.init_weights or config.init_model, device="cpu", zoo_name=zoo_name, v1_only=True)
         source, state = loaded.path, loaded.model.state_dict()
         if not _same_classes(loaded.labels, config.classes):
             state = {key: value for key, value in state.items() if key.split(".")[0] not in HEAD_MODULES}

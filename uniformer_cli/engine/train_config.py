@@ -245,13 +245,15 @@ def start_point(options: TrainOptions) -> StartPoint:
                 "fine-tuning keeps the checkpoint's architecture: drop --init/--scratch/--arch/--depth"
             )
         weights = str(options.weights) if options.weights is not None else None
-        loaded = resolve_model(weights or str(source), device="cpu", zoo_name=source if weights else None)
-        recipe = recipe or loaded.entry or default_entry("xxs" if loaded.config.arch == "light" else "s")
+        loaded = resolve_model(weights or str(source), device="cpu", zoo_name=source if weights else None, v1_only=True)
+        config = loaded.uniformer_v1().config
+        entry = loaded.entry if isinstance(loaded.entry, ZooEntry) else None
+        recipe = recipe or entry or default_entry("xxs" if config.arch == "light" else "s")
         own = loaded.protocol
         protocol = own if own is not None and options.recipe is None else recipe.protocol
         protocol = replace(protocol, channel_order=own.channel_order if own else "rgb")
         init_model, init_weights = (source, weights) if source is not None else (weights, None)
-        return StartPoint(FINETUNE, init_model, init_weights, recipe, loaded.config, protocol)
+        return StartPoint(FINETUNE, init_model, init_weights, recipe, config, protocol)
     recipe = recipe or default_entry(options.arch or "s")
     architecture = recipe.config
     if options.depth is not None and architecture.arch == "light":

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Literal, get_args
 
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.jsonio import dump_json
-from uniformer_cli.models.config import MAX_CLASSES, _real, _whole, config_fields
+from uniformer_cli.jsonio import dump_json, load_json
+from uniformer_cli.models.config import MAX_CLASSES, ModelConfig, _real, _whole, config_fields
 
 LocalMhra = Literal["off", "single", "double"]
 LOCAL_MHRA: tuple[LocalMhra, ...] = get_args(LocalMhra)
@@ -157,7 +157,7 @@ def describe_v2(config: V2Config) -> str:
     """One line naming a UniFormerV2 architecture, for messages and tables."""
     family = v2_family_of(config)
     backbone = (
-        f"UniFormerV2-{V2_DISPLAY[family]}"
+        f"UniFormerV2-{V2_DISPLAY.get(family, family)}"
         if family
         else f"UniFormerV2 (patch {config.patch_size}, {config.resolution} px, width {config.width}, "
         f"{config.layers} blocks)"
@@ -170,3 +170,14 @@ def describe_v2(config: V2Config) -> str:
     if config.frozen:
         extras.append("frozen")
     return f"{backbone} ({', '.join(extras)}, {config.num_classes} classes)"
+
+
+def config_from_json(text: str) -> ModelConfig | V2Config:
+    """The config a safetensors file stores, of either family (its `arch` says which)."""
+    try:
+        values = load_json(text)
+    except ValueError as error:
+        raise UniformerError(f"a model config is not JSON: {error}") from None
+    if isinstance(values, dict) and values.get("arch") == "v2":
+        return V2Config.from_json(text)
+    return ModelConfig.from_json(text)

@@ -10,7 +10,7 @@ import pickle
 import re
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,7 +18,9 @@ from torch import nn
 
 from uniformer_cli.errors import CheckpointError, UniformerError, first_line
 from uniformer_cli.models.config import FAMILIES, ModelConfig
+from uniformer_cli.models.config_v2 import V2Config, describe_v2
 from uniformer_cli.weights import mmaction
+from uniformer_cli.weights.checkpoint_v2 import CfgHints, cfg_hints, is_v2_state_dict, v2_model_keys, yacs_sections
 from uniformer_cli.zoo import ZooEntry
 
 # Keys under which training checkpoints nest the weights: PySlowFast (`model_state`), DeiT-style
@@ -46,6 +48,8 @@ class RawCheckpoint:
     mmaction: bool = False  # an MMAction2 checkpoint, mapped to official keys (`weights.mmaction`)
     head_order_from: str | None = None  # the label set whose MMAction2 order the head rows were put out of
     norm_eps: float | None = None  # attention LayerNorm epsilon the weights were trained with, when not official
+    v2_layout: str | None = None  # UniFormerV2 keys as found: "pyslowfast", "mmaction" or "plain"
+    v2_hints: CfgHints = field(default_factory=CfgHints)  # what a UniFormerV2 PySlowFast `cfg` adds
 
     @property
     def is_image(self) -> bool:
@@ -100,6 +104,10 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     state_dict = {key.removeprefix(DDP_PREFIX): value for key, value in weights.items()}
     cfg = payload.get("cfg")
     head_dim = cfg_head_dim(cfg) if isinstance(cfg, str) else None
+    if is_v2_state_dict(state_dict):  # before MMAction2's v1 layout, whose key rule its V2 port also meets
+        v2_state, v2_layout = v2_model_keys(state_dict)
+        hints = cfg_hints(cfg) if isinstance(cfg, str) else CfgHints()
+        return RawCheckpoint(v2_state, layout, stripped, None, v2_layout=v2_layout, v2_hints=hints)
     if mmaction.is_mmaction(state_dict):
         mapped = mmaction.from_mmaction(state_dict, str(path))
         return RawCheckpoint(mapped.state_dict, layout, stripped, head_dim, True, mapped.label_set, mmaction.NORM_EPS)
@@ -163,24 +171,12 @@ def check_tensor_storage(weights: Mapping[str, torch.Tensor], path: Path) -> Non
 
 
 def cfg_head_dim(cfg_text: str) -> int | None:
-    """`UNIFORMER.HEAD_DIM` from a PySlowFast YAML dump: a minimal reader, no YAML dependency.
-
-    The dump is yacs' `cfg.dump()`: top-level sections at column 0, their keys indented below.
-    """
-    section = None
-    for line in cfg_text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        key, _, value = stripped.partition(":")
-        if not line[0].isspace():
-            section = key.strip()
-        elif section == "UNIFORMER" and key.strip() == "HEAD_DIM":
-            try:
-                return int(value.strip())
-            except ValueError:
-                return None
-    return None
+    """`UNIFORMER.HEAD_DIM` from a PySlowFast YAML dump (yacs' `cfg.dump()`, `yacs_sections`)."""
+    value = yacs_sections(cfg_text).get("UNIFORMER", {}).get("HEAD_DIM")
+    try:
+        return int(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def is_image_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
@@ -303,8 +299,10 @@ def _head_dim(embed_dim: tuple[int, ...], light: bool, head_dim: int | None, fam
     )
 
 
-def describe_config(config: ModelConfig) -> str:
+def describe_config(config: ModelConfig | V2Config) -> str:
     """One line naming an architecture, for messages and tables."""
+    if isinstance(config, V2Config):
+        return describe_v2(config)
     name = "UniFormer-light" if config.arch == "light" else "UniFormer"
     return (
         f"{name} (depth {'-'.join(map(str, config.depth))}, widths {'-'.join(map(str, config.embed_dim))}, "
@@ -392,7 +390,7 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
 def model_name(model: nn.Module) -> str:
     """How messages name a network: its architecture when it is one of ours."""
     config = getattr(model, "config", None)
-    return describe_config(config) if isinstance(config, ModelConfig) else type(model).__name__
+    return describe_config(config) if isinstance(config, ModelConfig | V2Config) else type(model).__name__
 
 
 def inflate_image_state_dict(

@@ -33,8 +33,9 @@ from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import sha256_of
 from uniformer_cli.weights import remote
 from uniformer_cli.weights.cache import CONVERTED_FOLDER, probe_timeout
-from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZooEntry
+from uniformer_cli.zoo import IMAGENET_WEIGHTS, AnyEntry
 from uniformer_cli.zoo.sources import SOURCE_NAMES, Source
+from uniformer_cli.zoo.v2 import V2ZooEntry
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -106,12 +107,20 @@ def _unreachable(where: str, error: BaseException | None, instead: str) -> Check
     )
 
 
-def download(entry: ZooEntry, revision: str | None = None, *, force: bool = False) -> HubFile:
-    """Fetch (or find in the cache) the official checkpoint of a zoo entry: from the Hub when it has a
-    copy, else from the entry's other sources in turn (`ZooEntry.sources`); when a source fails and
-    another one is left, a warning says so and the next is tried. `force` downloads a file from a
-    non-Hub source afresh and accepts a sha256 other than the recorded one (`remote.fetch`)."""
+def download(entry: AnyEntry, revision: str | None = None, *, force: bool = False) -> HubFile:
+    """Fetch (or find in the cache) the official checkpoint of a zoo entry of either family: from the Hub
+    when it has a copy, else from the entry's other sources in turn (`ZooEntry.sources`); when a source
+    fails and another one is left, a warning says so and the next is tried. `force` downloads a file from
+    a non-Hub source afresh and accepts a sha256 other than the recorded one (`remote.fetch`). A
+    UniFormerV2 Hub copy is pinned to the commit that added it (`V2ZooEntry.hub_revision`)."""
     sources = entry.sources
+    if not sources and isinstance(entry, V2ZooEntry):
+        raise CheckpointError(
+            f"{entry.name}: no copy of these weights is published any more (the official link {entry.official_url} "
+            f"is gone): pass a local copy with --model {entry.name} --weights FILE ({entry.official_name}.pyth)"
+        )
+    if isinstance(entry, V2ZooEntry) and revision is not None:
+        raise CheckpointError(f"{entry.name} is pinned to one published file; --revision does not apply")
     if not sources:
         raise CheckpointError(
             f"no checkpoint of {entry.name} was released (only its training log): train it with "
@@ -132,13 +141,15 @@ def download(entry: ZooEntry, revision: str | None = None, *, force: bool = Fals
     raise failures[0]
 
 
-def _remote_file(entry: ZooEntry, source: Source, force: bool) -> HubFile:
+def _remote_file(entry: AnyEntry, source: Source, force: bool) -> HubFile:
     fetched = remote.fetch(entry, source, force=force)
     return HubFile(fetched.path, None, fetched.path.with_suffix(".safetensors"), fetched)
 
 
-def _hub_file(entry: ZooEntry, revision: str | None) -> HubFile:
+def _hub_file(entry: AnyEntry, revision: str | None) -> HubFile:
     assert entry.hub_repo is not None and entry.hub_file is not None
+    if isinstance(entry, V2ZooEntry):
+        revision = entry.hub_revision
     path = hub_download(entry.hub_repo, entry.hub_file, revision=revision, instead="pass a local file with --weights")
     # The cache lays files out as .../snapshots/<commit>/<hub_file>.
     commit = path.parents[len(PurePosixPath(entry.hub_file).parts) - 1].name
@@ -158,7 +169,7 @@ def image_weights(family: str) -> Path:
     return hub_download(repo, filename, instead="download it and pass it with --init FILE")
 
 
-def verify_download(hub_file: HubFile, entry: ZooEntry) -> str:
+def verify_download(hub_file: HubFile, entry: AnyEntry) -> str:
     """Check the cached file against the zoo's size and the Hub's sha256 before it is trusted; returns
     the file's sha256 (a download from another source was checked by `remote.fetch`).
 

@@ -18,9 +18,11 @@ from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.config_v2 import V2Config
 from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.models.layers import StagedModel
+from uniformer_cli.models.uniformerv2 import UniFormerV2
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import hub, remote
 from uniformer_cli.weights.cache import (
@@ -39,9 +41,19 @@ from uniformer_cli.weights.checkpoint import (
     read_checkpoint,
     require_file,
 )
+from uniformer_cli.weights.checkpoint_v2 import (
+    CfgHints,
+    check_matches_v2_entry,
+    infer_v2_config,
+    is_v2_state_dict,
+    narrow_k710_head,
+)
 from uniformer_cli.weights.store import load_weights, save_weights
-from uniformer_cli.zoo import ZooEntry, get_entry
+from uniformer_cli.zoo import AnyEntry, ZooEntry, entry_labels, find_entry, not_run_yet
 from uniformer_cli.zoo.sources import Source
+from uniformer_cli.zoo.v2 import V2ZooEntry, released_protocol
+
+AnyModel = UniFormerModel | UniFormerV2
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pyth", ".pt", ".bin")
 
@@ -59,13 +71,20 @@ class LoadedModel:
     given, never a bare file name (two runs' `best.safetensors` are different models).
     """
 
-    model: UniFormerModel
-    config: ModelConfig
+    model: AnyModel
+    config: ModelConfig | V2Config
     labels: list[str] | None
-    entry: ZooEntry | None
+    entry: AnyEntry | None
     path: Path
     protocol: ViewProtocol | None
     name: str
+
+    def uniformer_v1(self) -> UniFormerModel:
+        """The network, for the code that runs UniFormer (v1) networks only: a UniFormerV2 model is one
+        clear error (`zoo.not_run_yet`)."""
+        if isinstance(self.model, UniFormerV2):
+            raise not_run_yet(self.name)
+        return self.model
 
 
 @dataclass(frozen=True)
@@ -74,7 +93,7 @@ class Conversion:
 
     source: Path
     destination: Path
-    config: ModelConfig
+    config: ModelConfig | V2Config
     layout: str  # "plain" or the wrapper key: "model_state" (PySlowFast), "model", "state_dict"
     stripped_prefix: bool  # the keys carried DDP's "module." prefix
     inflated: bool  # 2-D ImageNet weights inflated to 3-D
@@ -82,21 +101,29 @@ class Conversion:
     head_order_from: str | None  # MMAction2's label set whose head rows were put in the official order
     parameters: int
     tensors: int
-    entry: ZooEntry | None
+    entry: AnyEntry | None
+    v2_layout: str | None = None  # UniFormerV2 keys as found: "pyslowfast", "mmaction", "plain"
+    labels: list[str] | None = None  # the class names written with the file
+    protocol: ViewProtocol | None = None  # the test protocol written with the file
 
 
 def convert_checkpoint(
     source: str | Path,
     destination: str | Path,
     *,
-    entry: ZooEntry | None = None,
+    entry: AnyEntry | None = None,
     head_dim: int | None = None,
     source_sha256: str | None = None,
+    label_set: str | None = None,
+    frames: int | None = None,
 ) -> Conversion:
-    """Read an official / PySlowFast / 2-D ImageNet checkpoint, check it loads strictly into the model it
-    describes, and write it as safetensors with its config (plus the entry's labels and protocol when a
-    zoo entry is named, and `source_sha256` when given). The destination is checked to be writable,
-    with room for the file, before the source is read."""
+    """Read an official / PySlowFast / MMAction2 (UniFormerV2) / 2-D ImageNet checkpoint, check it loads
+    strictly into the model it describes, and write it as safetensors with its config (plus the entry's
+    labels and protocol when a zoo entry is named, and `source_sha256` when given). Without an entry, a
+    UniFormerV2 file takes its class names from `label_set` (a Kinetics-710 head narrowed to a K400, K600
+    or K700 set's rows, `narrow_k710_head`) and a test protocol from `frames` (one view of the official
+    test loader's sampling, `zoo.v2.released_protocol`). The destination is checked to be writable, with
+    room for the file, before the source is read."""
     source, destination = Path(source), Path(destination)
     require_file(source, "checkpoint")
     ensure_writable(destination, "converted weights", needed_bytes=source.stat().st_size)
@@ -108,16 +135,33 @@ def convert_checkpoint(
                 f"{source} holds 2-D ImageNet weights, which have no video classes: convert it without --model "
                 "(it keeps its 1000-class ImageNet head), or start training from it with `uniformer train`"
             )
-        model = create_model(infer_config(raw.state_dict, head_dim, source=str(source)))
-        load_state_dict_strict(model, inflate_image_state_dict(raw.state_dict, model), str(source))
+        image_model = create_model(infer_config(raw.state_dict, head_dim, source=str(source)))
+        load_state_dict_strict(image_model, inflate_image_state_dict(raw.state_dict, image_model), str(source))
+        model: AnyModel = image_model
     else:
-        model = _model_from_state_dict(raw.state_dict, str(source), entry, head_dim=head_dim, norm_eps=raw.norm_eps)
+        model = _model_from_state_dict(
+            raw.state_dict, str(source), entry, head_dim=head_dim, norm_eps=raw.norm_eps, hints=raw.v2_hints
+        )
+    labels, protocol = None, None
+    if entry is not None:
+        labels, protocol = entry_labels(entry), entry.protocol
+    elif label_set is not None or frames is not None:
+        if not isinstance(model, UniFormerV2):
+            raise UniformerError(
+                "--labels and --frames describe UniFormerV2 files; name a v1 file's zoo entry with --model"
+            )
+        if label_set is not None:
+            labels = narrow_k710_head(model, label_set, str(source))
+    if entry is None and isinstance(model, UniFormerV2) and protocol is None:
+        frames = frames if frames is not None else raw.v2_hints.frames
+        if frames is not None:
+            protocol = released_protocol(frames, model.config.resolution, sth=raw.v2_hints.sth)
     save_weights(
         destination,
         model,
         model.config,
-        labels=entry.labels() if entry else None,
-        protocol=entry.protocol.as_dict() if entry else None,
+        labels=labels,
+        protocol=protocol.as_dict() if protocol else None,
         source_sha256=source_sha256,
     )
     return Conversion(
@@ -132,31 +176,49 @@ def convert_checkpoint(
         parameters=sum(parameter.numel() for parameter in model.parameters()),
         tensors=len(model.state_dict()),
         entry=entry,
+        v2_layout=raw.v2_layout,
+        labels=labels,
+        protocol=protocol,
     )
 
 
 def _model_from_state_dict(
     state_dict: dict[str, torch.Tensor],
     source: str,
-    entry: ZooEntry | None,
+    entry: AnyEntry | None,
     *,
-    config: ModelConfig | None = None,
+    config: ModelConfig | V2Config | None = None,
     head_dim: int | None = None,
     norm_eps: float | None = None,
-) -> UniFormerModel:
-    """Build the architecture (`config`, else inferred from the tensors, with the LayerNorm epsilon
-    `norm_eps` when the file's differs from the official one), check it against the named zoo entry,
-    and load the weights strictly."""
-    if config is None:
-        config = infer_config(state_dict, head_dim, entry.family if entry else None, source=source)
+    hints: CfgHints | None = None,
+) -> AnyModel:
+    """Build the architecture (`config`, else inferred from the tensors: a UniFormerV2 one with the
+    PySlowFast cfg's `hints`, a UniFormer one with the LayerNorm epsilon `norm_eps` when the file's
+    differs from the official one), check it against the named zoo entry, and load the weights strictly."""
+    if config is None and is_v2_state_dict(state_dict):
+        return_layers = hints.return_layers if hints is not None else None
+        if head_dim is None and isinstance(entry, V2ZooEntry):
+            head_dim = entry.config.head_dim
+        config = infer_v2_config(state_dict, head_dim, source=source, return_layers=return_layers)
+    elif config is None:
+        config = infer_config(
+            state_dict, head_dim, entry.family if isinstance(entry, ZooEntry) else None, source=source
+        )
         if norm_eps is not None:
             config = config.replace(norm_eps=norm_eps)
-    if entry is not None:
+    if entry is not None and isinstance(entry, V2ZooEntry) != isinstance(config, V2Config):
+        family = "a UniFormerV2" if isinstance(config, V2Config) else "a UniFormer (v1)"
+        raise CheckpointError(f"{source} holds {family} model, which zoo entry {entry.name} is not")
+    if isinstance(entry, V2ZooEntry) and isinstance(config, V2Config):
+        check_matches_v2_entry(config, entry, source)
+    elif isinstance(entry, ZooEntry) and isinstance(config, ModelConfig):
         check_matches_entry(config, entry, source)
     return _uninitialised_model(config, state_dict, source)
 
 
-def _uninitialised_model(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> UniFormerModel:
+def _uninitialised_model(
+    config: ModelConfig | V2Config, state_dict: Mapping[str, torch.Tensor], source: str
+) -> AnyModel:
     """The network of `config` holding `state_dict`, checked against it before any memory is taken: it
     is built on the meta device, every key, shape and element type compared with the file's, and then
     handed the file's tensors themselves (cast to the model's element type where they differ): no random
@@ -198,12 +260,12 @@ class ZooDownload:
     sha256: str | None  # the downloaded file's sha256 (None: a copy converted by an older version)
 
 
-def fetch_zoo_weights(entry: ZooEntry, revision: str | None = None, *, force: bool = False) -> Path:
+def fetch_zoo_weights(entry: AnyEntry, revision: str | None = None, *, force: bool = False) -> Path:
     """`fetch_zoo_download(...).converted`."""
     return fetch_zoo_download(entry, revision, force=force).converted
 
 
-def fetch_zoo_download(entry: ZooEntry, revision: str | None = None, *, force: bool = False) -> ZooDownload:
+def fetch_zoo_download(entry: AnyEntry, revision: str | None = None, *, force: bool = False) -> ZooDownload:
     """The converted safetensors of a zoo entry: downloaded and converted on first use, reused after.
 
     The converted copy proves itself before each use (`integrity_problem`: its sha256 against the one
@@ -244,9 +306,12 @@ def resolve_model(
     revision: str | None = None,
     head_dim: int | None = None,
     zoo_name: str | None = None,
+    v1_only: bool = False,
 ) -> LoadedModel:
-    """Load a zoo entry (by name or alias) or a weights file, in eval mode on `device` ("auto": CUDA, then
-    MPS, then CPU, as every command picks it).
+    """Load a zoo entry (by name or alias) or a weights file of either family, UniFormer (v1) or
+    UniFormerV2, in eval mode on `device` ("auto": CUDA, then MPS, then CPU, as every command picks it).
+    `v1_only` is for the code that runs UniFormer (v1) networks only: a UniFormerV2 zoo entry is refused
+    before its download, a UniFormerV2 file once read (`zoo.not_run_yet`).
 
     A zoo name downloads through the Hugging Face cache and converts once (`fetch_zoo_weights`). A path
     loads `.safetensors` (architecture from its metadata) or an official `.pth` / `.pyth` (architecture
@@ -259,15 +324,19 @@ def resolve_model(
         path = Path(name_or_path)
         if revision is not None:
             raise UniformerError("--revision selects a Hub version of a zoo model; it does not apply to a local file")
-        entry = get_entry(zoo_name) if zoo_name else None
+        entry = find_entry(zoo_name) if zoo_name else None
     else:
-        entry = get_entry(str(name_or_path))
-        if zoo_name is not None and get_entry(zoo_name) != entry:
+        entry = find_entry(str(name_or_path))
+        if zoo_name is not None and find_entry(zoo_name) != entry:
             raise UniformerError(f"two different models named: {name_or_path} and {zoo_name}")
         if head_dim is not None and head_dim != entry.config.head_dim:
             raise UniformerError(f"{entry.name} has head_dim {entry.config.head_dim}; drop --head-dim {head_dim}")
+        if v1_only and isinstance(entry, V2ZooEntry):
+            raise not_run_yet(entry.name)  # before its download
         path = fetch_zoo_weights(entry, revision)
     loaded = _load_file(path, entry, head_dim, name=entry.name if entry else str(name_or_path))
+    if v1_only:
+        loaded.uniformer_v1()  # a UniFormerV2 file
     loaded.model.to(target).eval()
     model = loaded.model
     model.labels = loaded.labels  # type: ignore[assignment]
@@ -296,12 +365,12 @@ def load_model(
     target = select_device(device) if isinstance(device, str) else device
     if precision is not None:
         check_precision(precision, target)
-    model = resolve_model(name_or_path, device=target, revision=revision, head_dim=head_dim, zoo_name=zoo_name).model
-    return (
-        model
-        if precision is None
-        else optimize_for_inference(cast(StagedModel, model), inplace=True, precision=precision)
-    )
+    loaded = resolve_model(name_or_path, device=target, revision=revision, head_dim=head_dim, zoo_name=zoo_name)
+    if precision is None:
+        return loaded.model
+    if isinstance(loaded.model, UniFormerV2):
+        raise UniformerError("the fast inference path (precision) does not run UniFormerV2 models yet: drop precision")
+    return optimize_for_inference(cast(StagedModel, loaded.model), inplace=True, precision=precision)
 
 
 def is_weights_path(name_or_path: str | Path) -> bool:
@@ -313,11 +382,12 @@ def is_weights_path(name_or_path: str | Path) -> bool:
     return os.path.exists(text) or text.lower().endswith(WEIGHT_SUFFIXES) or "/" in text or os.sep in text
 
 
-def _load_file(path: Path, entry: ZooEntry | None, head_dim: int | None, *, name: str) -> LoadedModel:
+def _load_file(path: Path, entry: AnyEntry | None, head_dim: int | None, *, name: str) -> LoadedModel:
     source = str(path)
     labels: list[str] | None = None
     protocol: ViewProtocol | None = None
     norm_eps: float | None = None
+    hints = None
     if path.suffix.lower() == ".safetensors":
         stored = load_weights(path)
         state_dict, config, labels = stored.state_dict, stored.config, stored.labels
@@ -331,9 +401,11 @@ def _load_file(path: Path, entry: ZooEntry | None, head_dim: int | None, *, name
                 f"{path} holds 2-D ImageNet weights: they start training (`uniformer train`) or can be inflated "
                 "with `uniformer convert`, but they do not classify videos"
             )
-        state_dict, config, norm_eps = raw.state_dict, None, raw.norm_eps
+        state_dict, config, norm_eps, hints = raw.state_dict, None, raw.norm_eps, raw.v2_hints
         head_dim = head_dim if head_dim is not None else raw.head_dim
-    model = _model_from_state_dict(state_dict, source, entry, config=config, head_dim=head_dim, norm_eps=norm_eps)
+    model = _model_from_state_dict(
+        state_dict, source, entry, config=config, head_dim=head_dim, norm_eps=norm_eps, hints=hints
+    )
     if entry is not None:
-        labels, protocol = entry.labels(), entry.protocol
+        labels, protocol = entry_labels(entry), entry.protocol
     return LoadedModel(model, model.config, labels, entry, path, protocol, name)

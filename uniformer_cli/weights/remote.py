@@ -46,7 +46,7 @@ from uniformer_cli.weights.cache import (
     probe_timeout,
     record_integrity,
 )
-from uniformer_cli.zoo import ZooEntry
+from uniformer_cli.zoo import AnyEntry
 from uniformer_cli.zoo.sources import SOURCE_NAMES, Source
 
 DRIVE_ENDPOINT_VARIABLE = "UNIFORMER_DRIVE_ENDPOINT"
@@ -81,7 +81,7 @@ class RemoteFile:
     """A downloaded (or cached) checkpoint from a source other than the Hub."""
 
     source: Source
-    entry: ZooEntry
+    entry: AnyEntry
     key: str  # what the sha256 is pinned under: "drive:<file id>" or the URL
     page: str  # where a person can download it by hand
     path: Path
@@ -101,7 +101,7 @@ def downloads_folder() -> Path:
     return Path(constants.HF_HOME) / CONVERTED_FOLDER / DOWNLOADS_FOLDER
 
 
-def fetch(entry: ZooEntry, source: Source, *, force: bool = False) -> RemoteFile:
+def fetch(entry: AnyEntry, source: Source, *, force: bool = False) -> RemoteFile:
     """The entry's checkpoint from `source` ("drive" or "mmaction2"): the verified cached download, else
     a new one (checked against MMAction2's sha256 prefix and the pinned sha256; `force` downloads afresh
     and accepts another sha256)."""
@@ -168,7 +168,7 @@ def reject(remote: RemoteFile, error: BaseException) -> CheckpointError:
     )
 
 
-def _locate(entry: ZooEntry, source: Source) -> tuple[str, str, Path, str]:
+def _locate(entry: AnyEntry, source: Source) -> tuple[str, str, Path, str]:
     """Pin key, page for people, cache path and first URL of the entry's file at `source`."""
     if source == "drive" and entry.drive_id is not None:
         file_id = entry.drive_id
@@ -194,7 +194,7 @@ def _remove(path: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def _download(url: str, path: Path, where: str, page: str, entry: ZooEntry, *, drive: bool) -> str:
+def _download(url: str, path: Path, where: str, page: str, entry: AnyEntry, *, drive: bool) -> str:
     """Transfer `url` (through Drive's pages when `drive`) to `path` with gdown; returns its sha256."""
     instead = f"download it from {page} and pass it with --model {entry.name} --weights FILE"
     hasher = hashlib.sha256()

@@ -2,7 +2,8 @@
 
 Metadata (all JSON strings, as safetensors metadata must be str -> str):
 - `format`: "pt" (the Hugging Face convention for PyTorch tensors),
-- `uniformer_config`: the `ModelConfig`, enough to rebuild the network,
+- `uniformer_config`: the `ModelConfig` (or UniFormerV2's `V2Config`, `arch` "v2"), enough to rebuild the
+  network,
 - `labels`: class names in output order (optional),
 - `protocol`: frames, stride, sampling, clips, crops, size, channel_order (optional), so that a trained
   or converted model predicts with the protocol it was trained for,
@@ -26,6 +27,7 @@ from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.files import write_or_fail
 from uniformer_cli.jsonio import dump_json, load_json
 from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.config_v2 import V2Config, config_from_json
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights.checkpoint import require_file
 
@@ -40,7 +42,7 @@ _OS_ERROR = re.compile(r"os error (\d+)")
 @dataclass(frozen=True)
 class StoredWeights:
     state_dict: dict[str, torch.Tensor]
-    config: ModelConfig | None  # None: a safetensors file written by something else
+    config: ModelConfig | V2Config | None  # None: a safetensors file written by something else
     labels: list[str] | None
     protocol: dict[str, object] | None
 
@@ -48,7 +50,7 @@ class StoredWeights:
 def save_weights(
     path: str | Path,
     weights: nn.Module | Mapping[str, torch.Tensor],
-    config: ModelConfig,
+    config: ModelConfig | V2Config,
     labels: list[str] | None = None,
     protocol: Mapping[str, object] | None = None,
     source_sha256: str | None = None,
@@ -117,7 +119,7 @@ def load_weights(path: str | Path) -> StoredWeights:
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
     try:
-        config = ModelConfig.from_json(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
+        config = config_from_json(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
         labels = load_json(metadata[LABELS_KEY]) if LABELS_KEY in metadata else None
         protocol = load_json(metadata[PROTOCOL_KEY]) if PROTOCOL_KEY in metadata else None
     except (ValueError, TypeError, UniformerError) as error:
@@ -133,7 +135,7 @@ def load_weights(path: str | Path) -> StoredWeights:
     return StoredWeights(state_dict, config, labels, protocol)
 
 
-def _check_labels(labels: list[str] | None, config: ModelConfig | None, where: str) -> None:
+def _check_labels(labels: list[str] | None, config: ModelConfig | V2Config | None, where: str) -> None:
     """More names than outputs means the labels belong to another model (fewer is the HMDB51 case:
     a 101-row head trained with 51 classes, MODEL.md 6.2)."""
     if labels is not None and config is not None and len(labels) > config.num_classes:

@@ -344,6 +344,9 @@ IMAGENET_WEIGHTS: dict[str, tuple[str, str]] = {
 }
 
 
+# A zoo entry of either family.
+AnyEntry = ZooEntry | V2ZooEntry
+
 # What `uniformer predict clip.mp4` uses: the small Kinetics-400 model on the Hub (80.8% top-1, 4 views).
 DEFAULT_MODEL = "s-k400"
 
@@ -353,8 +356,16 @@ def get_entry(name: str) -> ZooEntry:
     names, and UniFormerV2 names where a command does not run UniFormerV2 yet, fail clearly."""
     entry = find_entry(name)
     if isinstance(entry, V2ZooEntry):
-        raise UniformerError(f"{entry.name} is a UniFormerV2 model, which this command does not run yet")
+        raise not_run_yet(entry.name)
     return entry
+
+
+def not_run_yet(name: str) -> UniformerError:
+    """The one error of a command that runs UniFormer (v1) networks only when it is given a UniFormerV2 one."""
+    return UniformerError(
+        f"{name} is a UniFormerV2 model, which this command does not run yet (the Python API "
+        "uniformer_cli.load_model / resolve_model and `uniformer convert` load it)"
+    )
 
 
 def find_entry(name: str) -> ZooEntry | V2ZooEntry:
