@@ -6,6 +6,7 @@ import json
 import math
 import re
 from importlib import resources
+from typing import get_args
 
 import pytest
 from cli_runner import run_cli
@@ -23,6 +24,7 @@ from uniformer_cli.zoo import (
     get_entry,
     load_labels,
 )
+from uniformer_cli.zoo.sources import SOURCE_NAMES, Source
 from uniformer_cli.zoo.v2 import V2_ALIASES, V2_LABEL_SET_SIZES, V2_ZOO
 
 # Public class counts of the datasets, written out here rather than read from the zoo.
@@ -370,3 +372,9 @@ def test_v2_names_and_aliases_resolve() -> None:
         assert find_entry(alias) is V2_ZOO[target] and V2_ZOO[target].sources
     for entry in V2_ZOO.values():
         assert find_entry(entry.official_name) is entry and find_entry(entry.name.upper()) is entry
+
+
+def test_every_source_has_one_name_for_tables_and_one_for_sentences() -> None:
+    assert list(SOURCE_NAMES) == list(get_args(Source))
+    labels = [name.label for name in SOURCE_NAMES.values()]
+    assert len(set(labels)) == len(labels) and all(" " not in label for label in labels)  # one word per table cell

@@ -52,7 +52,7 @@ def _print(console: Console, records: list[dict[str, object]]) -> None:
         table.add_column(header, overflow="fold")
     for record in records:
         if record["error"] is None:
-            source = SOURCE_NAMES[record["source"]]  # type: ignore[index]
+            source = SOURCE_NAMES[record["source"]].full  # type: ignore[index]
             table.add_row(str(record["model"]), source, str(record["sha256"] or "-"), escape(str(record["weights"])))
         else:
             table.add_row(str(record["model"]), "[red]failed[/]", "-", escape(str(record["error"])))

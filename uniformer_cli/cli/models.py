@@ -10,6 +10,7 @@ from rich.console import Console
 from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.zoo import ZOO, ZooEntry
+from uniformer_cli.zoo.sources import SOURCE_NAMES
 from uniformer_cli.zoo.v2 import V2_ZOO, V2ZooEntry
 
 # Left out first when the terminal is narrow: the crop size, the views, the sampling, the aliases, the
@@ -24,7 +25,6 @@ COLUMNS = (
     Column("GFLOPs", justify="right", drop=6),
     Column("source"),
 )
-SOURCE_NAMES = {"hub": "Hub", "mmaction2": "MMAction2", "drive": "Drive"}
 
 
 def models(json_output: JsonFlag = False, output: OutputOption = None) -> None:
@@ -73,7 +73,7 @@ def _print_table(console: Console, entries: Sequence[ZooEntry | V2ZooEntry], tit
                 str(entry.protocol.size),
                 f"{top1:.1f}" if isinstance(top1, float) else "-",
                 f"{gflops:g}" if isinstance(gflops, int | float) else "-",
-                SOURCE_NAMES[entry.sources[0]] if entry.sources else "[dim]none[/]",
+                SOURCE_NAMES[entry.sources[0]].label if entry.sources else "[dim]none[/]",
             ]
         )
     table, dropped = fitted_table(

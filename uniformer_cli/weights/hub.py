@@ -128,7 +128,7 @@ def download(entry: AnyEntry, revision: str | None = None, *, force: bool = Fals
         )
     if revision is not None and sources[0] != "hub":
         raise CheckpointError(
-            f"--revision selects a Hub version, but {entry.name} downloads from {SOURCE_NAMES[sources[0]]}"
+            f"--revision selects a Hub version, but {entry.name} downloads from {SOURCE_NAMES[sources[0]].full}"
         )
     failures: list[CheckpointError] = []
     for source in sources if revision is None else sources[:1]:

@@ -90,7 +90,7 @@ class RemoteFile:
 
     @property
     def where(self) -> str:
-        return f"{SOURCE_NAMES[self.source]} ({self.page})"
+        return f"{SOURCE_NAMES[self.source].full} ({self.page})"
 
 
 def drive_endpoint() -> str:
@@ -113,7 +113,7 @@ def fetch(entry: AnyEntry, source: Source, *, force: bool = False) -> RemoteFile
             digest = known_sha256(path, path.parent)
             return RemoteFile(source, entry, key, page, path, digest, pinned=pin == digest)
         log.warning("the download %s %s: downloading it again", path, problem)
-    where = f"{entry.name} from {SOURCE_NAMES[source]}"
+    where = f"{entry.name} from {SOURCE_NAMES[source].full}"
     if constants.HF_HUB_OFFLINE:
         raise CheckpointError(
             f"HF_HUB_OFFLINE is set and {where} is not in the cache ({path.parent}): run once with network "
@@ -131,7 +131,7 @@ def fetch(entry: AnyEntry, source: Source, *, force: bool = False) -> RemoteFile
     if pin is not None and pin != digest and not force:
         _remove(path)
         raise CheckpointError(
-            f"the file {SOURCE_NAMES[source]} now serves for {entry.name} is not the one first downloaded here "
+            f"the file {SOURCE_NAMES[source].full} now serves for {entry.name} is not the one first downloaded here "
             f"(sha256 {digest} instead of {pin}); it was removed. If you trust the new file, accept it with "
             f"`uniformer download {entry.name} --force`"
         )
@@ -154,7 +154,7 @@ def accept(remote: RemoteFile) -> None:
     log.info(
         "%s from %s: sha256 %s (recorded; a later download with another sha256 is refused)",
         remote.entry.name,
-        SOURCE_NAMES[remote.source],
+        SOURCE_NAMES[remote.source].full,
         remote.sha256,
     )
 
@@ -178,7 +178,7 @@ def _locate(entry: AnyEntry, source: Source) -> tuple[str, str, Path, str]:
     if source == "mmaction2" and entry.mmaction2_url is not None:
         url = entry.mmaction2_url
         return url, url, downloads_folder() / "mmaction2" / url.rsplit("/", 1)[-1], url
-    raise CheckpointError(f"{entry.name} has no file on {SOURCE_NAMES[source]}")
+    raise CheckpointError(f"{entry.name} has no file on {SOURCE_NAMES[source].full}")
 
 
 def _pins() -> dict[str, str]:

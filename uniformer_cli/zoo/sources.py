@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 Source = Literal["hub", "mmaction2", "drive"]
-SOURCE_NAMES: dict[Source, str] = {"hub": "the Hugging Face Hub", "mmaction2": "MMAction2", "drive": "Google Drive"}
+
+
+@dataclass(frozen=True)
+class SourceName:
+    """How the output names a weights source: `label` in tables (`uniformer models`), `full` in sentences."""
+
+    label: str
+    full: str
+
+
+SOURCE_NAMES: dict[Source, SourceName] = {
+    "hub": SourceName("Hub", "the Hugging Face Hub"),
+    "mmaction2": SourceName("MMAction2", "MMAction2"),
+    "drive": SourceName("Drive", "Google Drive"),
+}
