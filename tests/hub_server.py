@@ -1,10 +1,22 @@
-"""A local stand-in for the Hugging Face Hub's file endpoint, for tests that exercise real downloads.
+"""A local stand-in for the Hugging Face Hub, for tests that exercise real downloads and uploads.
 
-It answers `HEAD` and `GET` on `/{repo_id}/resolve/{revision}/{filename}` the way
+Downloads: it answers `HEAD` and `GET` on `/{repo_id}/resolve/{revision}/{filename}` the way
 `huggingface_hub.hf_hub_download` (0.23 to 2.x) needs: a quoted sha256 `ETag` (the Hub's ETag of an LFS file),
 `X-Repo-Commit` (a 40-hex commit per revision), `Content-Length`, and the `X-Error-Code` header on 404s
 (`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`) that huggingface_hub turns into its typed errors.
-It never sends Xet headers, so huggingface_hub takes its plain HTTP download path.
+It never sends Xet headers, so huggingface_hub takes its plain HTTP download path. `GET
+/api/models/{repo_id}/tree/{revision}` lists a revision's files (`HfApi.list_repo_files`) and
+`/api/models/{repo_id}/revision/{revision}` describes it (`HfApi.repo_info`).
+
+Uploads, as `HfApi.create_repo`, `create_branch` and `create_commit` (0.23 to 2.x, Xet disabled) call them:
+`POST /api/repos/create`, `POST /api/models/{repo_id}/branch/{branch}`, `POST /api/validate-yaml` (a README's
+metadata header must be a YAML mapping whose `model-index` huggingface_hub's own reader accepts), `POST
+/api/models/{repo_id}/preupload/{revision}` (`.safetensors`, `.bin`, `.pth` files go through LFS, others
+inline), the LFS batch API `POST /{repo_id}.git/info/lfs/objects/batch` with its upload (`PUT`) and verify
+actions (the upload must hash to its oid), and `POST /api/models/{repo_id}/commit/{revision}` (the NDJSON
+commit: each commit gives the revision a new commit hash). Writes need `Authorization: Bearer TOKEN` of a
+token given to `add_token` for the repository's namespace (else 401, or 403 for another namespace); a
+private repository answers readers without such a token as the Hub does, 401 with `RepoNotFound`.
 
 Usage (the `local_hub` fixture in conftest.py starts one and points huggingface_hub at it, see
 `LocalHub` below):
@@ -15,6 +27,7 @@ Usage (the `local_hub` fixture in conftest.py starts one and points huggingface_
         # HF_ENDPOINT=hub.url; files are then served at {hub.url}/org/repo/resolve/main/model.pth,
         # and also under the commit hash: {hub.url}/org/repo/resolve/{commit}/model.pth
         hub.count("GET", "model.pth")  # how many downloads were served
+        hub.add_token("hf_secret", "user")  # may create and write repositories user/*
 
 `serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)` registers a tiny zoo entry ("tiny-k400") and
 serves its weights, for end-to-end tests of `load_model("tiny-k400")` or `uniformer predict --model`.
@@ -22,7 +35,12 @@ serves its weights, for end-to-end tests of `load_model("tiny-k400")` or `unifor
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import importlib
+import importlib.util
+import json
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -33,8 +51,10 @@ from urllib.parse import unquote
 
 import pytest
 import torch
-from huggingface_hub import constants, file_download
+import yaml
+from huggingface_hub import constants
 from huggingface_hub import utils as hf_utils
+from huggingface_hub.repocard_data import model_index_to_eval_results
 from torch import nn
 
 from uniformer_cli.models import create_model
@@ -49,18 +69,57 @@ class _Revision:
     etags: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class _Repo:
+    revisions: dict[str, _Revision] = field(default_factory=dict)
+    private: bool = False
+
+
 def _commit_for(repo_id: str, revision: str) -> str:
     """A stable fake commit hash per (repo, revision), like the Hub's 40-hex git commits."""
     return hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
 
 
+def _git_oid(data: bytes) -> str:
+    """git's blob id of `data`: what the Hub gives as the `oid` of a file stored in git, not in LFS."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+LFS_SUFFIXES = (".safetensors", ".bin", ".pth")  # stored through LFS (the Hub's .gitattributes has these)
+_REPO = r"(?P<repo>[^/]+/[^/]+)"
+_ROUTES: dict[str, list[tuple[re.Pattern[str], str]]] = {
+    method: [(re.compile(pattern), name) for pattern, name in routes]
+    for method, routes in {
+        "GET": [
+            (rf"/api/models/{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?", "tree"),
+            (rf"/api/models/{_REPO}/revision/(?P<revision>[^/]+)", "repo_info"),
+            (rf"/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve"),
+        ],
+        "HEAD": [(rf"/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve")],
+        "POST": [
+            (r"/api/repos/create", "create_repo"),
+            (r"/api/validate-yaml", "validate_yaml"),
+            (rf"/api/models/{_REPO}/branch/(?P<branch>[^/]+)", "create_branch"),
+            (rf"/api/models/{_REPO}/preupload/(?P<revision>[^/]+)", "preupload"),
+            (rf"/api/models/{_REPO}/commit/(?P<revision>[^/]+)", "commit"),
+            (rf"/{_REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
+            (r"/lfs/verify", "lfs_verify"),
+        ],
+        "PUT": [(r"/lfs/objects/(?P<oid>[0-9a-f]{64})", "lfs_upload")],
+    }.items()
+}
+
+
 class HubServer:
-    """Threaded HTTP server on 127.0.0.1 (random port) serving files by repo and revision."""
+    """Threaded HTTP server on 127.0.0.1 (random port) serving and storing files by repo and revision."""
 
     def __init__(self) -> None:
-        self._repos: dict[str, dict[str, _Revision]] = {}
+        self._repos: dict[str, _Repo] = {}
+        self._lfs: dict[str, bytes] = {}  # uploaded LFS objects by sha256
+        self._tokens: dict[str, set[str]] = {}  # token -> namespaces it may write
         self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, str]] = Counter()  # (method, filename) -> count
+        self.requests: Counter[tuple[str, str]] = Counter()  # (method, filename or API route) -> count
+        self.commits: list[dict[str, object]] = []  # every commit received: repo, revision, header, paths
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="hub-server", daemon=True)
@@ -102,11 +161,26 @@ class HubServer:
         """
         data = content.read_bytes() if isinstance(content, Path) else content
         with self._lock:
-            revisions = self._repos.setdefault(repo_id, {})
+            revisions = self._repos.setdefault(repo_id, _Repo()).revisions
             entry = revisions.setdefault(revision, _Revision(_commit_for(repo_id, revision)))
             entry.files[filename] = data
             entry.etags[filename] = etag or hashlib.sha256(data).hexdigest()
             return entry.commit
+
+    def add_token(self, token: str, *namespaces: str) -> None:
+        """Accept `token` for writes to repositories of `namespaces` (and reads of their private ones)."""
+        with self._lock:
+            self._tokens.setdefault(token, set()).update(namespaces)
+
+    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+        """What `repo_id` holds at `revision` now."""
+        with self._lock:
+            entry = self._lookup(repo_id, revision)
+            return dict(entry.files) if entry else {}
+
+    def is_private(self, repo_id: str) -> bool:
+        with self._lock:
+            return self._repos[repo_id].private
 
     def count(self, method: str | None = None, filename: str | None = None) -> int:
         """Requests served so far, optionally only one method (HEAD/GET) and/or one file name."""
@@ -118,7 +192,7 @@ class HubServer:
             )
 
     def _lookup(self, repo_id: str, revision: str) -> _Revision | None:
-        revisions = self._repos.get(repo_id, {})
+        revisions = self._repos[repo_id].revisions if repo_id in self._repos else {}
         if revision in revisions:
             return revisions[revision]
         return next((r for r in revisions.values() if r.commit == revision), None)
@@ -128,45 +202,275 @@ class HubServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_HEAD(self) -> None:
-                self._answer(send_body=False)
+                self._route()
 
             def do_GET(self) -> None:
-                self._answer(send_body=True)
+                self._route()
 
-            def _answer(self, *, send_body: bool) -> None:
+            def do_POST(self) -> None:
+                self._route()
+
+            def do_PUT(self) -> None:
+                self._route()
+
+            def _route(self) -> None:
                 path = unquote(self.path.split("?", 1)[0])
-                repo_id, sep, rest = path.lstrip("/").partition("/resolve/")
-                revision, _, filename = rest.partition("/")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                for pattern, name in _ROUTES.get(self.command, []):
+                    match = pattern.fullmatch(path)
+                    if match:
+                        getattr(self, f"_{name}")(body=body, **{k: v for k, v in match.groupdict().items()})
+                        return
                 with hub._lock:
-                    hub.requests[(self.command, filename)] += 1
-                    known_repo = repo_id in hub._repos
-                    entry = hub._lookup(repo_id, revision) if sep else None
-                    data = entry.files.get(filename) if entry else None
-                    etag = entry.etags.get(filename) if entry else None
-                if not sep or not known_repo:
-                    self._error("RepoNotFound", f"Repository {repo_id} not found")
-                elif entry is None:
-                    self._error("RevisionNotFound", f"Invalid rev id: {revision}")
-                elif data is None:
-                    self._error("EntryNotFound", f"{filename} does not exist on {revision}", entry.commit)
-                else:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/octet-stream")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.send_header("ETag", f'"{etag}"')
-                    self.send_header("X-Repo-Commit", entry.commit)
-                    self.end_headers()
-                    if send_body:
-                        self.wfile.write(data)
+                    hub.requests[(self.command, path)] += 1
+                self._error(404, "RepoNotFound", f"no route for {self.command} {path}")
 
-            def _error(self, code: str, message: str, commit: str | None = None) -> None:
-                self.send_response(404)
-                self.send_header("X-Error-Code", code)
+            # --- access ---------------------------------------------------------------------------------
+
+            def _namespaces(self) -> set[str] | None:
+                """The namespaces the request's token may write, None without a known token."""
+                scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+                return hub._tokens.get(token) if scheme.lower() == "bearer" else None
+
+            def _may_write(self, repo_id: str) -> bool:
+                """True, or an error was answered: 401 without a known token, 403 outside its namespaces."""
+                namespaces = self._namespaces()
+                if namespaces is None:
+                    self._error(401, None, "Invalid credentials in Authorization header")
+                    return False
+                if repo_id.split("/")[0] not in namespaces:
+                    self._error(403, None, f"You don't have the rights to create or write to {repo_id}")
+                    return False
+                return True
+
+            def _readable(self, repo_id: str) -> bool:
+                """A known repository this request may read, or the error the Hub gives was answered."""
+                repo = hub._repos.get(repo_id)
+                namespaces = self._namespaces() or set()
+                if repo is None or (repo.private and repo_id.split("/")[0] not in namespaces):
+                    self._error(401 if repo else 404, "RepoNotFound", f"Repository {repo_id} not found")
+                    return False
+                return True
+
+            # --- downloads --------------------------------------------------------------------------------
+
+            def _resolve(self, body: bytes, repo: str, revision: str, path: str) -> None:
+                with hub._lock:
+                    hub.requests[(self.command, path)] += 1
+                    if not self._readable(repo):
+                        return
+                    entry = hub._lookup(repo, revision)
+                    data = entry.files.get(path) if entry else None
+                    etag = entry.etags.get(path) if entry else None
+                if entry is None:
+                    self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                elif data is None or etag is None:
+                    self._error(404, "EntryNotFound", f"{path} does not exist on {revision}", entry.commit)
+                else:
+                    headers = {"ETag": f'"{etag}"', "X-Repo-Commit": entry.commit}
+                    self._send(200, data, "application/octet-stream", headers, body=self.command == "GET")
+
+            def _tree(self, body: bytes, repo: str, revision: str, path: str | None) -> None:
+                with hub._lock:
+                    hub.requests[(self.command, "api/tree")] += 1
+                    if not self._readable(repo):
+                        return
+                    entry = hub._lookup(repo, revision)
+                    files = dict(entry.files) if entry else {}
+                if entry is None:
+                    self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                    return
+                prefix = f"{path.rstrip('/')}/" if path else ""
+                self._json(
+                    200, [self._file_info(name, data) for name, data in files.items() if name.startswith(prefix)]
+                )
+
+            def _repo_info(self, body: bytes, repo: str, revision: str) -> None:
+                with hub._lock:
+                    hub.requests[(self.command, "api/repo_info")] += 1
+                    if not self._readable(repo):
+                        return
+                    entry = hub._lookup(repo, revision)
+                    private = hub._repos[repo].private
+                if entry is None:
+                    self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                    return
+                siblings = [{"rfilename": name} for name in entry.files]
+                self._json(
+                    200, {"id": repo, "modelId": repo, "sha": entry.commit, "private": private, "siblings": siblings}
+                )
+
+            @staticmethod
+            def _file_info(name: str, data: bytes) -> dict[str, object]:
+                info: dict[str, object] = {"type": "file", "path": name, "size": len(data), "oid": _git_oid(data)}
+                if name.endswith(LFS_SUFFIXES):
+                    sha256 = hashlib.sha256(data).hexdigest()
+                    info["lfs"] = {"oid": sha256, "size": len(data), "pointerSize": 134}
+                return info
+
+            # --- uploads ----------------------------------------------------------------------------------
+
+            def _create_repo(self, body: bytes) -> None:
+                request = json.loads(body)
+                if request.get("type") not in (None, "model"):
+                    self._error(400, None, "only model repositories are served here")
+                    return
+                repo_id = f"{request['organization']}/{request['name']}" if request.get("organization") else ""
+                with hub._lock:
+                    hub.requests[("POST", "api/repos/create")] += 1
+                    if not repo_id or not self._may_write(repo_id):
+                        if not repo_id:
+                            self._error(400, None, "a repository needs a namespace")
+                        return
+                    if repo_id in hub._repos:
+                        self._json(409, {"error": "You already created this model repo", "url": f"{hub.url}/{repo_id}"})
+                        return
+                    private = bool(request.get("private")) or request.get("visibility") == "private"
+                    initial = _Revision(_commit_for(repo_id, "main"))
+                    initial.files[".gitattributes"] = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+                    initial.etags[".gitattributes"] = hashlib.sha256(initial.files[".gitattributes"]).hexdigest()
+                    hub._repos[repo_id] = _Repo({"main": initial}, private)
+                self._json(200, {"url": f"{hub.url}/{repo_id}", "name": repo_id})
+
+            def _create_branch(self, body: bytes, repo: str, branch: str) -> None:
+                with hub._lock:
+                    hub.requests[("POST", "api/branch")] += 1
+                    if not self._readable(repo) or not self._may_write(repo):
+                        return
+                    revisions = hub._repos[repo].revisions
+                    if branch in revisions:
+                        self._json(409, {"error": f"Reference already exists: refs/heads/{branch}"})
+                        return
+                    start = revisions["main"]
+                    revisions[branch] = _Revision(start.commit, dict(start.files), dict(start.etags))
+                self._json(200, {})
+
+            def _validate_yaml(self, body: bytes) -> None:
+                content = json.loads(body)["content"]
+                errors = _metadata_errors(content)
+                self._json(400 if errors else 200, {"errors": [{"message": error} for error in errors], "warnings": []})
+
+            def _preupload(self, body: bytes, repo: str, revision: str) -> None:
+                files = json.loads(body)["files"]
+                with hub._lock:
+                    hub.requests[("POST", "api/preupload")] += 1
+                    if not self._readable(repo) or not self._may_write(repo):
+                        return
+                    entry = hub._lookup(repo, revision)
+                    stored = dict(entry.files) if entry else {}
+                answers = []
+                for file in files:
+                    lfs = file["path"].endswith(LFS_SUFFIXES)
+                    old = stored.get(file["path"])
+                    oid = None if old is None else hashlib.sha256(old).hexdigest() if lfs else _git_oid(old)
+                    mode = "lfs" if lfs else "regular"
+                    answers.append({"path": file["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
+                self._json(200, {"files": answers, "commitOid": entry.commit if entry else None})
+
+            def _lfs_batch(self, body: bytes, repo: str) -> None:
+                request = json.loads(body)
+                with hub._lock:
+                    hub.requests[("POST", "lfs/batch")] += 1
+                    if not self._readable(repo) or not self._may_write(repo):
+                        return
+                    known = set(hub._lfs)
+                objects = []
+                for item in request["objects"]:
+                    answer: dict[str, object] = {"oid": item["oid"], "size": item["size"], "authenticated": True}
+                    if item["oid"] not in known:  # already stored: no actions, nothing to upload
+                        answer["actions"] = {
+                            "upload": {"href": f"{hub.url}/lfs/objects/{item['oid']}", "header": {}},
+                            "verify": {"href": f"{hub.url}/lfs/verify", "header": {}},
+                        }
+                    objects.append(answer)
+                self._json(200, {"transfer": "basic", "objects": objects}, "application/vnd.git-lfs+json")
+
+            def _lfs_upload(self, body: bytes, oid: str) -> None:
+                with hub._lock:
+                    hub.requests[("PUT", "lfs/object")] += 1
+                if hashlib.sha256(body).hexdigest() != oid:
+                    self._error(400, None, "the uploaded content does not hash to its oid")
+                    return
+                with hub._lock:
+                    hub._lfs[oid] = body
+                self._send(200, b"", "text/plain", {})
+
+            def _lfs_verify(self, body: bytes) -> None:
+                request = json.loads(body)
+                with hub._lock:
+                    stored = hub._lfs.get(request["oid"])
+                if stored is None or len(stored) != request["size"]:
+                    self._error(404, None, "object not uploaded")
+                else:
+                    self._json(200, {})
+
+            def _commit(self, body: bytes, repo: str, revision: str) -> None:
+                lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+                with hub._lock:
+                    hub.requests[("POST", "api/commit")] += 1
+                    if not self._readable(repo) or not self._may_write(repo):
+                        return
+                    entry = hub._lookup(repo, revision)
+                    if entry is None:
+                        self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                        return
+                    changes: dict[str, bytes | None] = {}
+                    for line in lines:
+                        key, value = line["key"], line["value"]
+                        if key == "file":
+                            changes[value["path"]] = base64.b64decode(value["content"])
+                        elif key == "lfsFile":
+                            stored = hub._lfs.get(value["oid"])
+                            if stored is None:
+                                self._error(400, None, f"LFS object {value['oid']} of {value['path']} was not uploaded")
+                                return
+                            changes[value["path"]] = stored
+                        elif key == "deletedFile":
+                            changes[value["path"]] = None
+                    for name, data in changes.items():
+                        if data is None:
+                            entry.files.pop(name, None)
+                            entry.etags.pop(name, None)
+                        else:
+                            entry.files[name] = data
+                            entry.etags[name] = hashlib.sha256(data).hexdigest()
+                    entry.commit = hashlib.sha1(entry.commit.encode() + body).hexdigest()
+                    header = next((line["value"] for line in lines if line["key"] == "header"), {})
+                    hub.commits.append({"repo": repo, "revision": revision, "header": header, "paths": list(changes)})
+                    commit = entry.commit
+                self._json(
+                    200, {"commitUrl": f"{hub.url}/{repo}/commit/{commit}", "commitOid": commit, "success": True}
+                )
+
+            # --- answers ----------------------------------------------------------------------------------
+
+            def _json(self, status: int, document: object, content_type: str = "application/json") -> None:
+                self._send(status, json.dumps(document).encode(), content_type, {})
+
+            def _send(
+                self, status: int, data: bytes, content_type: str, headers: dict[str, str], *, body: bool = True
+            ) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def _error(self, status: int, code: str | None, message: str, commit: str | None = None) -> None:
+                data = b"" if self.command == "HEAD" else json.dumps({"error": message}).encode()
+                self.send_response(status)
+                if code:
+                    self.send_header("X-Error-Code", code)
                 self.send_header("X-Error-Message", message)
                 if commit:
                     self.send_header("X-Repo-Commit", commit)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                self.wfile.write(data)
 
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet: tests read `hub.requests` instead of the log."""
@@ -174,10 +478,40 @@ class HubServer:
         return Handler
 
 
+def _metadata_errors(readme: str) -> list[str]:
+    """What the Hub's metadata check would refuse in a README: a header that is not a YAML mapping, or a
+    `model-index` that huggingface_hub's own reader cannot turn into evaluation results."""
+    if not readme.startswith("---\n"):
+        return []
+    header, separator, _ = readme[4:].partition("\n---\n")
+    if not separator:
+        return ["the metadata header is not closed by a --- line"]
+    try:
+        metadata = yaml.safe_load(header)
+    except yaml.YAMLError as error:
+        return [f"the metadata header is not YAML: {error}"]
+    if not isinstance(metadata, dict):
+        return ["the metadata header is not a mapping"]
+    if "model-index" in metadata:
+        try:
+            model_index_to_eval_results(metadata["model-index"])
+        except (KeyError, TypeError, ValueError) as error:
+            return [f"model-index is malformed: {error!r}"]
+    return []
+
+
 def _reset_http_sessions() -> None:
     """huggingface_hub before 1.0 fixes offline mode into its cached HTTP session when it creates it."""
     if hasattr(hf_utils, "reset_sessions"):
         hf_utils.reset_sessions()
+
+
+# huggingface_hub's modules that hold copies of its constants in some releases (0.23: the endpoint, the cache).
+_CONSTANT_COPIES = [
+    importlib.import_module(f"huggingface_hub.{name}")
+    for name in ("file_download", "hf_api", "_commit_api", "_snapshot_download", "lfs")
+    if importlib.util.find_spec(f"huggingface_hub.{name}") is not None
+]
 
 
 class LocalHub:
@@ -241,9 +575,10 @@ class LocalHub:
 
     def _patch_constant(self, name: str, value: object) -> None:
         self._monkeypatch.setattr(constants, name, value, raising=False)
-        # huggingface_hub before 1.0 also copies some constants into `file_download` at import.
-        if hasattr(file_download, name):
-            self._monkeypatch.setattr(file_download, name, value)
+        # huggingface_hub before 1.0 also copies some constants into its modules at import.
+        for module in _CONSTANT_COPIES:
+            if hasattr(module, name):
+                self._monkeypatch.setattr(module, name, value)
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,11 @@ SCHEMA = documented_schema()
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_data(tmp_path_factory.mktemp("output"))
+
+
+def write_data(root: Path) -> dict[str, Path]:
     """A tiny forced-colour model with its protocol and labels, two videos, an unreadable one, a list."""
-    root = tmp_path_factory.mktemp("output")
     model = colour_model()
     weights = save_weights(root / "tiny.safetensors", model, model.config, labels=NAMES, protocol=PROTOCOL)
     first = flat_video(root / "first [1].mp4", colour(-1.5), size=(64, 48))

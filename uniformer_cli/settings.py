@@ -1,5 +1,6 @@
-"""How a model is run, as plain names: the device, the precision and the engine a user chooses, and the
-formats a model is exported to. The one home of these choices: the code that implements them (`device`,
+"""How a model is run, as plain names: the device, the precision and the engine a user chooses, the
+formats a model is exported to, and the licence a pushed model's card names unless told otherwise. The
+one home of these choices: the code that implements them (`device`,
 `models.fast`, `engine.inference`, `engine.export`) and the CLI's options read them from here, without
 importing torch."""
 
@@ -12,3 +13,5 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # What runs the model: "auto" decides per machine (`engine.openvino_engine.choose_engine`).
 ENGINES = ("auto", "torch", "openvino")
 EXPORT_FORMATS = ("onnx", "openvino")
+# `uniformer push --license`: the official UniFormer code and weights are MIT (Sense-X/UniFormer, LICENSE).
+DEFAULT_LICENSE = "mit"

@@ -11,7 +11,19 @@ from typing import Annotated, Any
 
 import typer
 
-from uniformer_cli.cli import convert, download, evaluate, explain, export, features, flops, models, predict, train
+from uniformer_cli.cli import (
+    convert,
+    download,
+    evaluate,
+    explain,
+    export,
+    features,
+    flops,
+    models,
+    predict,
+    push,
+    train,
+)
 from uniformer_cli.cli.click_api import ClickException, NoArgsIsHelpError, UsageError
 from uniformer_cli.cli.options import plain_choices
 from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
@@ -57,6 +69,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "export": export.export,
     "models": models.models,
     "download": download.download,
+    "push": push.push,
 }
 EPILOGS = {"eval": evaluate.LAYOUTS_EPILOG}
 for name, function in COMMANDS.items():

@@ -17,7 +17,13 @@ from uniformer_cli.zoo.sources import SOURCE_NAMES
 
 
 def download(
-    names: Annotated[list[str], typer.Argument(help="Zoo names or aliases (`uniformer models`).", show_default=False)],
+    names: Annotated[
+        list[str],
+        typer.Argument(
+            help="Zoo names or aliases (`uniformer models`), or Hub model repositories NAMESPACE/NAME.",
+            show_default=False,
+        ),
+    ],
     revision: RevisionOption = None,
     force: Annotated[
         bool,
@@ -31,8 +37,8 @@ def download(
     json_output: JsonFlag = False,
     output: OutputOption = None,
 ) -> None:
-    """Download zoo checkpoints into the cache and convert them, once; print where each came from and its
-    sha256.
+    """Download zoo checkpoints into the cache and convert them, once, or Hub models (NAMESPACE/NAME); print
+    where each came from and its sha256.
 
     Every command downloads what it needs by itself: this one fetches ahead (before going offline,
     say), and with --force accepts a Google Drive or MMAction2 file that changed since its first

@@ -101,7 +101,8 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="Zoo name or alias (see `uniformer models`), e.g. b-k400, s16x8-k400.",
+        help="Zoo name or alias (see `uniformer models`), e.g. b-k400, s16x8-k400, or a Hub model repository"
+        " NAMESPACE/NAME holding a converted uniformer file (`uniformer push`).",
         show_default=False,
     ),
 ]
@@ -117,7 +118,9 @@ WeightsOption = Annotated[
 RevisionOption = Annotated[
     str | None,
     typer.Option(
-        "--revision", help="Hub revision (branch, tag or commit) of the zoo file. \\[default: main]", show_default=False
+        "--revision",
+        help="Hub revision (branch, tag or commit) of the zoo file or Hub model. \\[default: main]",
+        show_default=False,
     ),
 ]
 # Choice options. `plain_choices` hands the commands plain values, so that is what the type checker sees in

@@ -1,4 +1,4 @@
-"""What the commands do (predict, evaluate, train, flops, convert, features, explain, export), with no
+"""What the commands do (predict, evaluate, train, flops, convert, features, explain, export, push), with no
 drawing: long steps report through `events.Progress` callbacks. `inference.open_model` is the one way
 every command opens a model for inference.
 
@@ -11,6 +11,7 @@ from uniformer_cli.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from uniformer_cli.engine import (
+        cards,
         checkpointing,
         convert,
         distributed,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         interchange,
         openvino_engine,
         predict,
+        push,
         scoring,
         signals,
         train,
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "cards",
     "checkpointing",
     "convert",
     "distributed",
@@ -46,6 +49,7 @@ __all__ = [
     "interchange",
     "openvino_engine",
     "predict",
+    "push",
     "scoring",
     "signals",
     "train",

@@ -33,8 +33,8 @@ from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.weights import LoadedModel, resolve_model
-from uniformer_cli.weights.loader import is_weights_path
-from uniformer_cli.zoo import DEFAULT_MODEL, ZooEntry, get_entry
+from uniformer_cli.weights.loader import is_weights_path, named_entry
+from uniformer_cli.zoo import DEFAULT_MODEL, ZooEntry, not_run_yet
 from uniformer_cli.zoo.v2 import V2ZooEntry
 
 
@@ -42,8 +42,9 @@ from uniformer_cli.zoo.v2 import V2ZooEntry
 class InferenceRequest:
     """Which model to open and how to run it; every command that runs a model takes these fields.
 
-    `model` is a zoo name or alias; with `weights` (a local file) it names the zoo entry that file
-    belongs to (its labels and protocol). Neither: the command's default model.
+    `model` is a zoo name or alias, or a Hub model repository `namespace/name`; with `weights` (a local
+    file) it names the zoo entry that file belongs to (its labels and protocol). Neither: the command's
+    default model.
     """
 
     model: str | None = None
@@ -153,10 +154,11 @@ def open_model(
 
 
 def request_for(name_or_path: str | Path, zoo_name: str | None = None, **settings: object) -> InferenceRequest:
-    """The request of a Python caller who names a model the way `load_model` takes it: a zoo name or a
-    weights file (with `zoo_name`, the entry that file belongs to)."""
+    """The request of a Python caller who names a model the way `load_model` takes it: a zoo name, a Hub
+    model repository or a weights file (with `zoo_name`, the entry that file belongs to)."""
     if is_weights_path(name_or_path):
         return InferenceRequest(model=zoo_name, weights=Path(name_or_path), **settings)  # type: ignore[arg-type]
-    if zoo_name is not None and get_entry(zoo_name) != get_entry(str(name_or_path)):
-        raise UniformerError(f"two different models named: {name_or_path} and {zoo_name}")
+    entry = named_entry(str(name_or_path), zoo_name)  # the names agree
+    if isinstance(entry, V2ZooEntry):
+        raise not_run_yet(entry.name)
     return InferenceRequest(model=str(name_or_path), **settings)  # type: ignore[arg-type]

@@ -13,31 +13,45 @@ converted again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
+from huggingface_hub import (
+    HfApi,
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    snapshot_download,
+    try_to_load_from_cache,
+)
 from huggingface_hub.utils import (
     EntryNotFoundError,
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
+    validate_repo_id,
 )
 
 from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import sha256_of
 from uniformer_cli.weights import remote
-from uniformer_cli.weights.cache import CONVERTED_FOLDER, probe_timeout
+from uniformer_cli.weights.cache import CONVERTED_FOLDER, known_sha256, probe_timeout
 from uniformer_cli.zoo import IMAGENET_WEIGHTS, AnyEntry
 from uniformer_cli.zoo.sources import SOURCE_NAMES, Source
 from uniformer_cli.zoo.v2 import V2ZooEntry
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# The file `uniformer push` uploads, and the one `--model namespace/name` loads first.
+HUB_MODEL_FILE = "model.safetensors"
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +77,21 @@ def hub_download(repo: str, filename: str, *, revision: str | None = None, inste
     checks for a newer revision and falls back to the cache by itself.
     """
     where = f"{filename} from {repo}" + (f" at revision {revision}" if revision else "")
-    try:
-        if not constants.HF_HUB_OFFLINE and not isinstance(
-            try_to_load_from_cache(repo, filename, revision=revision), str
-        ):
+    with _translated(where, repo, revision, instead):
+        if not constants.HF_HUB_OFFLINE and not _cached(repo, filename, revision):
             _probe(hf_hub_url(repo, filename, revision=revision), where, instead)
         return Path(hf_hub_download(repo, filename, revision=revision))
+
+
+def _cached(repo: str, filename: str, revision: str | None) -> bool:
+    return isinstance(try_to_load_from_cache(repo, filename, revision=revision), str)
+
+
+@contextlib.contextmanager
+def _translated(where: str, repo: str, revision: str | None, instead: str) -> Iterator[None]:
+    """huggingface_hub's failures while fetching `where` as one `CheckpointError` line each."""
+    try:
+        yield
     except LocalEntryNotFoundError:
         if constants.HF_HUB_OFFLINE:
             raise CheckpointError(
@@ -187,12 +210,104 @@ def verify_download(hub_file: HubFile, entry: AnyEntry) -> str:
             f"{entry.hub_file} is {size:,} bytes but the zoo records {entry.hub_bytes:,}: the file at this "
             f"revision is not the released checkpoint ({hub_file.path})"
         )
-    digest = sha256_of(blob)
+    return _checked_blob(hub_file.path, entry.hub_file or hub_file.path.name, sha256_of(blob))
+
+
+def _checked_blob(path: Path, filename: str, digest: str) -> str:
+    """`digest` (the sha256 of the cached file `path`) when it is the one the Hub gave (the blob's name,
+    see `verify_download`); else the damaged blob is removed and the error says to download it again."""
+    blob = Path(os.path.realpath(path))
     if _SHA256.fullmatch(blob.name) and digest != blob.name:
-        for damaged in (hub_file.path, blob):
+        for damaged in (path, blob):
             damaged.unlink(missing_ok=True)
         raise CheckpointError(
-            f"the download of {entry.hub_file} is corrupt (sha256 {digest[:12]}... instead of "
+            f"the download of {filename} is corrupt (sha256 {digest[:12]}... instead of "
             f"{blob.name[:12]}...); it was removed from the cache: run the command again to download it afresh"
         )
     return digest
+
+
+def is_hub_repo_id(text: str) -> bool:
+    """Whether `text` is a Hub model repository id with its namespace, `namespace/name`, by
+    huggingface_hub's own grammar (`validate_repo_id`: letters, digits, `-`, `_`, `.`, no `--` or `..`,
+    neither part starting or ending with `-` or `.`)."""
+    if text.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """A converted uniformer file of a Hub model repository, in the Hub cache."""
+
+    repo: str
+    filename: str
+    path: Path
+    sha256: str
+
+
+def hub_model(repo: str, revision: str | None = None) -> HubModel:
+    """The weights of Hub model repository `repo` (`--model namespace/name`), through the Hub cache with the
+    zoo's rules (`hub_download`: revision, HF_HUB_OFFLINE, a quick failure when the Hub is unreachable):
+    `HUB_MODEL_FILE` (what `uniformer push` uploads), else the repository's only `.safetensors` file. The
+    file is checked against the Hub's sha256 once per content (`known_sha256`); the caller checks that it
+    is a converted uniformer file."""
+    where = f"Hub repository {repo}" + (f" at revision {revision}" if revision else "")
+    instead = "pass a local file with --weights"
+    if _cached(repo, HUB_MODEL_FILE, revision):
+        path = hub_download(repo, HUB_MODEL_FILE, revision=revision, instead=instead)
+        filename = HUB_MODEL_FILE
+    else:
+        with _translated(where, repo, revision, instead):
+            filename = _model_filename(repo, revision, where, instead)
+            path = Path(hf_hub_download(repo, filename, revision=revision))
+    digest = known_sha256(Path(os.path.realpath(path)), Path(constants.HF_HOME) / CONVERTED_FOLDER / "digests")
+    return HubModel(repo, filename, path, _checked_blob(path, filename, digest))
+
+
+def _model_filename(repo: str, revision: str | None, where: str, instead: str) -> str:
+    """The file of `repo` to load when `HUB_MODEL_FILE` is not cached: that file when the Hub has it (one
+    request, which fails quickly when the Hub cannot be reached), else the only `.safetensors` file the
+    repository lists; offline or unreachable, the only one in the revision's cached snapshot."""
+    if constants.HF_HUB_OFFLINE:
+        return _only_weights(_cached_files(repo, revision), where)
+    try:
+        _probe(hf_hub_url(repo, HUB_MODEL_FILE, revision=revision), where, instead)
+    except EntryNotFoundError:
+        return _only_weights(HfApi().list_repo_files(repo, revision=revision), where)
+    except CheckpointError:  # the Hub cannot be reached: a file cached under another name still serves
+        try:
+            return _only_weights(_cached_files(repo, revision), where)
+        except (LocalEntryNotFoundError, CheckpointError):
+            pass
+        raise
+    return HUB_MODEL_FILE
+
+
+def _cached_files(repo: str, revision: str | None) -> list[str]:
+    """The files of `repo`'s cached snapshot at `revision` (LocalEntryNotFoundError: none is cached)."""
+    folder = Path(snapshot_download(repo, revision=revision, local_files_only=True))
+    return [path.relative_to(folder).as_posix() for path in folder.rglob("*")]
+
+
+def _only_weights(files: list[str], where: str) -> str:
+    weights = sorted(name for name in files if name.endswith(".safetensors"))
+    if HUB_MODEL_FILE in weights:
+        return HUB_MODEL_FILE
+    if len(weights) == 1:
+        return weights[0]
+    if not weights and constants.HF_HUB_OFFLINE:
+        raise CheckpointError(f"HF_HUB_OFFLINE is set and no .safetensors file of {where} is in the Hugging Face cache")
+    if not weights:
+        raise CheckpointError(
+            f"{where} holds no .safetensors file: a uniformer model on the Hub is a converted .safetensors file "
+            "(`uniformer push` uploads one)"
+        )
+    raise CheckpointError(
+        f"{where} holds several .safetensors files ({', '.join(weights[:4])}{', ...' if len(weights) > 4 else ''}) "
+        f"and no {HUB_MODEL_FILE}: download the one you mean and pass it with --weights"
+    )

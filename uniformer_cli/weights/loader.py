@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ from uniformer_cli.weights.checkpoint_v2 import (
     is_v2_state_dict,
     narrow_k710_head,
 )
-from uniformer_cli.weights.store import load_weights, save_weights
+from uniformer_cli.weights.store import CONFIG_KEY, load_weights, read_metadata, save_weights
 from uniformer_cli.zoo import AnyEntry, ZooEntry, entry_labels, find_entry, not_run_yet
 from uniformer_cli.zoo.sources import Source
 from uniformer_cli.zoo.v2 import V2ZooEntry, released_protocol
@@ -308,32 +308,41 @@ def resolve_model(
     zoo_name: str | None = None,
     v1_only: bool = False,
 ) -> LoadedModel:
-    """Load a zoo entry (by name or alias) or a weights file of either family, UniFormer (v1) or
-    UniFormerV2, in eval mode on `device` ("auto": CUDA, then MPS, then CPU, as every command picks it).
-    `v1_only` is for the code that runs UniFormer (v1) networks only: a UniFormerV2 zoo entry is refused
-    before its download, a UniFormerV2 file once read (`zoo.not_run_yet`).
+    """Load a zoo entry (by name or alias), a Hub model repository or a weights file of either family,
+    UniFormer (v1) or UniFormerV2, in eval mode on `device` ("auto": CUDA, then MPS, then CPU, as every
+    command picks it). `v1_only` is for the code that runs UniFormer (v1) networks only: a UniFormerV2 zoo
+    entry is refused before its download, a UniFormerV2 file once read (`zoo.not_run_yet`).
 
-    A zoo name downloads through the Hugging Face cache and converts once (`fetch_zoo_weights`). A path
-    loads `.safetensors` (architecture from its metadata) or an official `.pth` / `.pyth` (architecture
-    inferred; `head_dim` for custom widths). `zoo_name` names the zoo entry a local file belongs to
-    (e.g. a Drive-only checkpoint): the file must match it, and its labels and protocol are attached.
-    Labels are never guessed from the class count alone.
+
+    Which one a name is: `name_kind`. A zoo name downloads through the Hugging Face cache and converts
+    once (`fetch_zoo_weights`); a Hub model repository `namespace/name` downloads its converted file
+    through the same cache (`fetch_hub_model`). A path loads `.safetensors` (architecture from its
+    metadata) or an official `.pth` / `.pyth` (architecture inferred; `head_dim` for custom widths).
+    `zoo_name` names the zoo entry a local file belongs to (e.g. a Drive-only checkpoint): the file must
+    match it, and its labels and protocol are attached. Labels are never guessed from the class count
+    alone.
     """
     target = select_device(device) if isinstance(device, str) else device
-    if is_weights_path(name_or_path):
+    kind = name_kind(name_or_path)
+    if kind == "file":
         path = Path(name_or_path)
         if revision is not None:
-            raise UniformerError("--revision selects a Hub version of a zoo model; it does not apply to a local file")
+            raise UniformerError(
+                "--revision selects a Hub version of a zoo or Hub model; it does not apply to a local file"
+            )
+        if zoo_name is not None and name_kind(zoo_name) == "hub":
+            raise _not_a_zoo_entry(zoo_name)
         entry = find_entry(zoo_name) if zoo_name else None
     else:
-        entry = find_entry(str(name_or_path))
-        if zoo_name is not None and find_entry(zoo_name) != entry:
-            raise UniformerError(f"two different models named: {name_or_path} and {zoo_name}")
-        if head_dim is not None and head_dim != entry.config.head_dim:
-            raise UniformerError(f"{entry.name} has head_dim {entry.config.head_dim}; drop --head-dim {head_dim}")
-        if v1_only and isinstance(entry, V2ZooEntry):
-            raise not_run_yet(entry.name)  # before its download
-        path = fetch_zoo_weights(entry, revision)
+        entry = named_entry(str(name_or_path), zoo_name)
+        if entry is None:
+            path = fetch_hub_model(str(name_or_path), revision).path
+        else:
+            if head_dim is not None and head_dim != entry.config.head_dim:
+                raise UniformerError(f"{entry.name} has head_dim {entry.config.head_dim}; drop --head-dim {head_dim}")
+            if v1_only and isinstance(entry, V2ZooEntry):
+                raise not_run_yet(entry.name)  # before its download
+            path = fetch_zoo_weights(entry, revision)
     loaded = _load_file(path, entry, head_dim, name=entry.name if entry else str(name_or_path))
     if v1_only:
         loaded.uniformer_v1()  # a UniFormerV2 file
@@ -373,13 +382,65 @@ def load_model(
     return optimize_for_inference(cast(StagedModel, loaded.model), inplace=True, precision=precision)
 
 
-def is_weights_path(name_or_path: str | Path) -> bool:
-    """Whether `name_or_path` names a weights file rather than a zoo entry: a `Path`, an existing file, a
-    weights suffix or a folder separator."""
+NameKind = Literal["file", "hub", "zoo"]
+
+
+def name_kind(name_or_path: str | Path) -> NameKind:
+    """What a model name names, the one rule for every command and `load_model`:
+
+    - "file", a local weights file: a `Path`, anything that exists on disk (a local path always wins), a
+      name ending in a weights suffix (`WEIGHT_SUFFIXES`);
+    - "hub", a Hub model repository: otherwise, `namespace/name` in the Hub's repository-id grammar
+      (`hub.is_hub_repo_id`);
+    - "file" again for any other name with a folder separator (a missing file, which loading reports);
+    - "zoo", a zoo name or alias, for the rest.
+    """
     if isinstance(name_or_path, Path):
-        return True
+        return "file"
     text = str(name_or_path)
-    return os.path.exists(text) or text.lower().endswith(WEIGHT_SUFFIXES) or "/" in text or os.sep in text
+    if os.path.exists(text) or text.lower().endswith(WEIGHT_SUFFIXES):
+        return "file"
+    if hub.is_hub_repo_id(text):
+        return "hub"
+    return "file" if "/" in text or os.sep in text else "zoo"
+
+
+def is_weights_path(name_or_path: str | Path) -> bool:
+    """Whether `name_or_path` names a local weights file (`name_kind`)."""
+    return name_kind(name_or_path) == "file"
+
+
+def named_entry(name: str, zoo_name: str | None = None) -> AnyEntry | None:
+    """The zoo entry (of either family) a model name (not a local file) names, None for a Hub model
+    repository; `zoo_name`, the entry a local file belongs to, must agree with it."""
+    if name_kind(name) == "hub":
+        if zoo_name is not None:
+            raise _not_a_zoo_entry(name)
+        return None
+    entry = find_entry(name)
+    if zoo_name is not None and find_entry(zoo_name) != entry:
+        raise UniformerError(f"two different models named: {name} and {zoo_name}")
+    return entry
+
+
+def _not_a_zoo_entry(hub_model: str) -> UniformerError:
+    return UniformerError(
+        f"{hub_model} is a Hub model, which carries its own labels and protocol: --model names the zoo entry of a "
+        "local --weights file, and a zoo entry only"
+    )
+
+
+def fetch_hub_model(repo: str, revision: str | None = None) -> hub.HubModel:
+    """A Hub model repository's converted uniformer file in the Hub cache (`hub.hub_model`), checked to be
+    one: its safetensors metadata holds the architecture (`uniformer_config`), which a file that
+    `uniformer convert`, `train` or `push` wrote always does."""
+    found = hub.hub_model(repo, revision)
+    if CONFIG_KEY not in read_metadata(found.path):
+        raise CheckpointError(
+            f"{found.filename} of Hub repository {repo} is not a converted uniformer file (its metadata has no "
+            f"{CONFIG_KEY}): convert the checkpoint with `uniformer convert` and upload it with `uniformer push`"
+        )
+    return found
 
 
 def _load_file(path: Path, entry: AnyEntry | None, head_dim: int | None, *, name: str) -> LoadedModel:

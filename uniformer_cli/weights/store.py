@@ -108,6 +108,16 @@ def _storable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return result
 
 
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file, without reading its tensors."""
+    require_file(path, "weights file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            return dict(reader.metadata() or {})
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
+
+
 def load_weights(path: str | Path) -> StoredWeights:
     """Read a safetensors file and the metadata `save_weights` wrote (absent fields are None)."""
     path = Path(path)

@@ -20,6 +20,15 @@ from uniformer_cli.zoo.v2 import V2_ALIASES, V2_LABEL_SET_SIZES, V2_ZOO, V2ZooEn
 # Class counts of the label sets (the HMDB51 head may carry 101 rows, MODEL.md 6.2).
 LABEL_SET_SIZES = {"k400": 400, "k600": 600, "sthv1": 174, "sthv2": 174, "ucf101": 101, "hmdb51": 51}
 LABEL_SETS = tuple(LABEL_SET_SIZES)
+# The datasets' own names, for model cards.
+LABEL_SET_NAMES = {
+    "k400": "Kinetics-400",
+    "k600": "Kinetics-600",
+    "sthv1": "Something-Something V1",
+    "sthv2": "Something-Something V2",
+    "ucf101": "UCF101",
+    "hmdb51": "HMDB51",
+}
 # Datasets the official code reads as JPEG frame folders (Sth, HMDB51 loaders; PROTOCOLS.md 2.2, 4.2).
 FRAME_FOLDER_SETS = ("sthv1", "sthv2", "hmdb51")
 
@@ -430,3 +439,8 @@ def k710_rows(label_set: str) -> list[int]:
     name = {"k600-mmaction": "k600", "k700": "k700"}[label_set]
     text = resources.files("uniformer_cli.zoo").joinpath("labels").joinpath(f"k710_to_{name}.json").read_text()
     return [int(row) for row in load_json(text)]
+
+
+def label_set_of(labels: list[str] | None) -> str | None:
+    """The label set whose class names, in order, `labels` are; None for other names."""
+    return next((name for name in LABEL_SETS if labels is not None and labels == load_labels(name)), None)

@@ -1,0 +1,203 @@
+"""Model cards: the README.md that `uniformer push` uploads beside a model on the Hub and that `uniformer
+export` writes beside an exported file. Both describe the model the same way (architecture, classes,
+test protocol); each adds how to run it where it goes.
+
+The protocol is said in words here and computed by the package (`data/`): a Hub model runs through
+`uniformer predict`, an exported one through the `preprocess.py` written beside it (`engine.standalone`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from huggingface_hub import EvalResult, ModelCardData
+
+from uniformer_cli.data.transforms import MEAN, STD
+from uniformer_cli.models.config import ModelConfig, family_of
+from uniformer_cli.protocol import ViewProtocol
+from uniformer_cli.version import __version__
+from uniformer_cli.weights import LoadedModel
+from uniformer_cli.weights.hub import HUB_MODEL_FILE
+from uniformer_cli.zoo import LABEL_SET_NAMES, ZooEntry, label_set_of
+
+# The family names of the paper (FAMILIES keys -> how the paper writes them).
+FAMILY_NAMES = {"s": "UniFormer-S", "b": "UniFormer-B", "xxs": "UniFormer-XXS", "xs": "UniFormer-XS"}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The figures of an `uniformer eval -o FILE.json` report that a model card quotes."""
+
+    dataset: str  # the dataset reader's name (k400, sthv2, ..., folder, csv)
+    split: str
+    top1: float  # percentages
+    top5: float
+    mean_class: float
+    videos: int  # the videos counted
+    protocol_text: str
+
+
+def label_set(loaded: LoadedModel) -> str | None:
+    """The label set (zoo `LABEL_SETS`) of the model's classes, when they are one of them."""
+    return loaded.entry.dataset if isinstance(loaded.entry, ZooEntry) else label_set_of(loaded.labels)
+
+
+def family(loaded: LoadedModel) -> str | None:
+    """The released family (`FAMILIES` key) of a UniFormer (v1) network; None for others."""
+    return family_of(loaded.config) if isinstance(loaded.config, ModelConfig) else None
+
+
+def architecture(loaded: LoadedModel) -> str:
+    """One line: the family (or the widths of a custom network), the class count and their label set."""
+    config = loaded.config
+    released = family(loaded)
+    if released:
+        network = FAMILY_NAMES[released]
+    elif isinstance(config, ModelConfig):
+        network = f"UniFormer ({config.arch}, widths {list(config.embed_dim)})"
+    else:
+        network = f"UniFormerV2 (ViT, width {config.width}, {config.layers} blocks, patch {config.patch_size})"
+    classes = f"{config.num_classes} classes"
+    labels = label_set(loaded)
+    if labels is not None:
+        classes += f" ({LABEL_SET_NAMES[labels]})"
+    elif loaded.labels is None:
+        classes += " (no class names)"
+    return f"{network}, {classes}"
+
+
+def protocol_rows(protocol: ViewProtocol) -> list[tuple[str, str]]:
+    """The test protocol in words, one (what, how) row each, in the order the frames go through it."""
+    if protocol.sampling == "dense":
+        span = protocol.frames * (protocol.stride or 1)
+        temporal = (
+            f"dense {protocol.frames}x{protocol.stride}: {protocol.frames} frames evenly spaced from the clip's "
+            f"first frame to {span - 1} frames later (step {span - 1}/{protocol.frames - 1}, positions truncated)"
+            if protocol.frames > 1
+            else f"dense {protocol.frames}x{protocol.stride}: one frame"
+        )
+        placement = (
+            "the centre clip"
+            if protocol.clips == 1
+            else f"{protocol.clips} clips, the first at frame 0, the others evenly after it"
+        )
+    else:
+        temporal = f"{protocol.sampling}: the video cut into {protocol.frames} equal segments, one frame from each"
+        if protocol.sampling == "sparse":
+            temporal += ", clamped to the last frame"
+        placement = "one clip" if protocol.clips == 1 else f"{protocol.clips} clips, shifted inside the segments"
+    crops = {1: "one square crop, the " + ("centre" if protocol.single_crop == "centre" else "left (top) one")}
+    crop = crops.get(protocol.crops, f"{protocol.crops} square crops along the long side")
+    return [
+        ("frames", f"{temporal}; frames are counted as decoded, whatever the frame rate"),
+        ("views", f"{protocol.clips} x {protocol.crops} = {protocol.views}: {placement}, each {crop}"),
+        ("values", f"uint8 -> float32 (x / 255 - {MEAN}) / {STD} on every channel, before resizing"),
+        (
+            "size",
+            f"short side resized to {protocol.size} (bilinear, no antialiasing, half-pixel centres; the long side "
+            "floored), crops of that side with their offsets rounded up",
+        ),
+        ("channels", "RGB" if protocol.channel_order == "rgb" else "BGR (the frames' channels reversed)"),
+        ("score", "softmax of the mean of the views' logits"),
+    ]
+
+
+def protocol_table(protocol: ViewProtocol) -> str:
+    rows = "\n".join(f"| {what} | {how} |" for what, how in protocol_rows(protocol))
+    return f"| step | rule |\n| --- | --- |\n{rows}"
+
+
+def classes_section(labels: Sequence[str] | None, num_classes: int) -> str:
+    """The class names by output row, folded (a card on the Hub shows them on demand)."""
+    if labels is None:
+        return f"The file carries no class names: its {num_classes} outputs are classes 0 to {num_classes - 1}."
+    items = "\n".join(f"| {index} | {_cell(name)} |" for index, name in enumerate(labels))
+    extra = (
+        f"\n\nOutputs {len(labels)} to {num_classes - 1} belong to no class (the head has more rows than classes)."
+        if len(labels) < num_classes
+        else ""
+    )
+    return (
+        f"<details>\n<summary>{len(labels)} classes, by output row</summary>\n\n| row | class |\n| --- | --- |\n"
+        f"{items}\n\n</details>{extra}"
+    )
+
+
+def _cell(text: str) -> str:
+    """`text` as it reads in a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def evaluation_table(evaluation: Evaluation) -> str:
+    return (
+        "| dataset | split | videos | top-1 | top-5 | mean class |\n| --- | --- | --- | --- | --- | --- |\n"
+        f"| {_cell(evaluation.dataset)} | {_cell(evaluation.split)} | {evaluation.videos} | {evaluation.top1:.2f} | "
+        f"{evaluation.top5:.2f} | {evaluation.mean_class:.2f} |\n\n"
+        f"Measured by `uniformer eval` with the protocol {_cell(evaluation.protocol_text)}."
+    )
+
+
+def footer() -> str:
+    return f"Written by `uniformer` {__version__}."
+
+
+def hub_card(
+    loaded: LoadedModel, protocol: ViewProtocol, repo_id: str, evaluation: Evaluation | None, license: str
+) -> str:
+    """The README.md of a Hub model repository: the Hub's metadata header (library, tags, datasets, licence,
+    and the evaluation as `model-index`, written by huggingface_hub's `ModelCardData`), then the model,
+    how to run it, its protocol, its evaluation and its classes."""
+    trained_on = label_set(loaded)
+    released = family(loaded)
+    tags = ["uniformer", "video-classification", "action-recognition", "pytorch", "safetensors"]
+    if released:
+        tags.append(f"uniformer-{released}")
+    results = []
+    if evaluation is not None:
+        dataset_name = LABEL_SET_NAMES.get(evaluation.dataset, evaluation.dataset)
+        for name, value in (
+            ("top-1 accuracy", evaluation.top1),
+            ("top-5 accuracy", evaluation.top5),
+            ("mean class accuracy", evaluation.mean_class),
+        ):
+            results.append(
+                EvalResult(
+                    task_type="video-classification",
+                    task_name="Video Classification",
+                    dataset_type=evaluation.dataset,
+                    dataset_name=dataset_name,
+                    dataset_split=evaluation.split,
+                    metric_type="accuracy",
+                    metric_name=name,
+                    metric_value=round(value, 2),
+                )
+            )
+    metadata = ModelCardData(
+        license=license,
+        library_name="uniformer",
+        pipeline_tag="video-classification",
+        tags=tags,
+        datasets=[trained_on] if trained_on else None,
+        metrics=["accuracy"] if results else None,
+        model_name=repo_id.split("/")[-1] if results else None,
+        eval_results=results or None,
+    )
+    sections = [
+        f"# {repo_id}",
+        f"{architecture(loaded)}: a video classifier of the UniFormer family, in a safetensors file "
+        f"(`{HUB_MODEL_FILE}`) that carries its architecture, class names and test protocol.",
+        "## Use",
+        f"```bash\nuniformer predict clip.mp4 --model {repo_id}\n```",
+        f'```python\nimport uniformer_cli\n\npredictor = uniformer_cli.load_predictor("{repo_id}")\n'
+        'ranked = predictor("clip.mp4", top_k=5)  # [{"label": ..., "score": ..., "index": ...}, ...]\n```',
+        "With the `uniformer` package installed; the file downloads once into the Hugging Face cache "
+        "(`--revision`, `HF_HUB_OFFLINE=1` as for any Hub file).",
+        "## Test protocol",
+        "How a video becomes the model's input; `uniformer predict` applies it as it stands.",
+        protocol_table(protocol),
+    ]
+    if evaluation is not None:
+        sections += ["## Evaluation", evaluation_table(evaluation)]
+    sections += ["## Classes", classes_section(loaded.labels, loaded.config.num_classes), footer()]
+    return f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
