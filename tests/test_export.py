@@ -3,8 +3,11 @@ PyTorch's logits when reloaded by their engines, and carry the protocol and clas
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ from uniformer_cli.engine import interchange
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import save_weights
 
+VIDEO = Path(__file__).resolve().parent.parent / "examples" / "yoga.mp4"
 PROTOCOL = ViewProtocol(frames=8, stride=4, clips=2, crops=3, size=64, channel_order="bgr")
 LABELS = [f"action {index}" for index in range(10)]
 TOLERANCE = 1e-4  # float32 engines against PyTorch; measured 1-2e-6 on these models
@@ -56,23 +60,44 @@ def check_metadata(metadata: dict[str, str]) -> None:
     assert json.loads(metadata["config"])["num_classes"] == 10
 
 
-@pytest.mark.parametrize("name", ["small", "small_light"])
+@pytest.mark.parametrize(("name", "output"), [("small", "deploy"), ("small_light", "deploy/light.onnx")])
 def test_onnx_export_reloads_with_onnxruntime_at_any_batch(
-    capsys: pytest.CaptureFixture[str], weights: dict[str, Path], tmp_path: Path, name: str
+    capsys: pytest.CaptureFixture[str], weights: dict[str, Path], tmp_path: Path, name: str, output: str
 ) -> None:
-    summary = export_json(capsys, weights[name], "-o", tmp_path / "deploy")
-    path = tmp_path / "deploy" / f"{name}.onnx"
+    summary = export_json(capsys, weights[name], "-o", tmp_path / output)
+    # -o names the folder (the file is named after the model), or the file itself.
+    path = tmp_path / output if output.endswith(".onnx") else tmp_path / output / f"{name}.onnx"
     assert summary["file"] == str(path) and summary["input_shape"] == ["batch", 3, 8, 64, 64]
-    assert summary["files"] == [str(path)] and summary["error"] is None
+    companions = [path.parent / "preprocess.py", path.parent / "README.md"]
+    assert summary["files"] == [str(path), *map(str, companions)] and summary["error"] is None
     assert set(summary) == documented_schema()["export"]  # docs/OUTPUT.md
     assert 0 <= float(summary["max_error"]) < TOLERANCE  # type: ignore[arg-type]
-    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # one file, no leftovers
+    assert sorted(path.parent.iterdir()) == sorted([path, *companions])  # no leftovers
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].name == "video" and isinstance(session.get_inputs()[0].shape[0], str)
     clips = np.random.default_rng(0).standard_normal((2, 3, 8, 64, 64), dtype=np.float32)
     logits = session.run(["logits"], {"video": clips})[0]
     np.testing.assert_allclose(logits, reference_logits(name, clips), atol=TOLERANCE)
-    check_metadata({entry.key: entry.value for entry in onnx.load(str(path)).metadata_props})
+    metadata = {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+    check_metadata(metadata)
+    assert metadata["model"] == str(weights[name])  # no zoo entry: the path as given
+    card = companions[1].read_text()
+    assert f'InferenceSession("{path.name}")' in card and all(f"| {label} |" in card for label in LABELS)
+
+
+def readme_scores(folder: Path, video: Path) -> np.ndarray:
+    """The scores of the Python lines of an export's README.md, run in `folder` on `video` as clip.mp4."""
+    (folder / "clip.mp4").symlink_to(video)
+    code = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)  # type: ignore[union-attr]
+    scope: dict[str, object] = {}
+    with contextlib.chdir(folder):
+        sys.path.insert(0, str(folder))
+        try:
+            exec(code, scope)
+        finally:
+            sys.path.remove(str(folder))
+            sys.modules.pop("preprocess", None)
+    return np.asarray(scope["scores"])
 
 
 def test_openvino_export_reloads_with_openvino(
@@ -80,8 +105,8 @@ def test_openvino_export_reloads_with_openvino(
 ) -> None:
     summary = export_json(capsys, weights["small"], "--format", "openvino", "-o", tmp_path)
     assert float(summary["max_error"]) < TOLERANCE  # type: ignore[arg-type]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.bin", "small.xml"]
-    assert summary["files"] == [str(tmp_path / "small.xml"), str(tmp_path / "small.bin")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "preprocess.py", "small.bin", "small.xml"]
+    assert summary["files"][:2] == [str(tmp_path / "small.xml"), str(tmp_path / "small.bin")]
     core = openvino.Core()
     model = core.read_model(str(tmp_path / "small.xml"))
     assert model.input(0).get_partial_shape()[0].is_dynamic
@@ -89,6 +114,13 @@ def test_openvino_export_reloads_with_openvino(
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     clips = np.random.default_rng(1).standard_normal((2, 3, 8, 64, 64), dtype=np.float32)
     np.testing.assert_allclose(compiled(clips)[0], reference_logits("small", clips), atol=TOLERANCE)
+    # The README's lines (OpenVINO's, here) give predict's scores.
+    code, out, err = run_cli(capsys, "predict", VIDEO, "-w", weights["small"], "--top-k", "10", "--json")
+    assert code == 0, err
+    expected = np.zeros(10)
+    for ranked in json.loads(out)[0]["top_k"]:
+        expected[ranked["index"]] = ranked["score"]
+    np.testing.assert_allclose(readme_scores(tmp_path, VIDEO), expected, atol=1e-4)
 
 
 def test_export_errors_are_one_line(

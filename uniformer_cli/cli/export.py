@@ -37,11 +37,20 @@ else:
 
 def export(
     source: Annotated[
-        str, typer.Argument(help="Zoo name or alias, or a .safetensors / official .pth file.", metavar="NAME|FILE")
+        str,
+        typer.Argument(
+            help="Zoo name or alias, Hub model NAMESPACE/NAME, or a .safetensors / official .pth file.",
+            metavar="NAME|FILE",
+        ),
     ],
     output: Annotated[
         Path,
-        typer.Option("--output", "-o", help="Folder to write the model file(s) into (unlike other commands' -o FILE)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="The model file to write (NAME.onnx, or NAME.xml with --format openvino), or a folder to write it "
+            "into, named after the model (unlike other commands' -o FILE). preprocess.py and README.md go beside it.",
+        ),
     ],
     format: FormatOption = "onnx",
     model: Annotated[
@@ -61,10 +70,11 @@ def export(
     Input float32 \[batch, 3, T, H, W] (normalised clips of the test protocol; the batch axis is dynamic),
     output \[batch, classes] logits. The file carries the protocol, the normalisation, the class names and
     the config as metadata. It is run once after writing (onnxruntime or OpenVINO, batches of 1 and 3)
-    and its largest logit difference to PyTorch is printed. Needs `pip install 'uniformer\[onnx]'` or
-    `'uniformer\[openvino]'`.
+    and its largest logit difference to PyTorch is printed. Beside it: preprocess.py, whose views(video)
+    computes the model's input with numpy and PyAV alone, and README.md, the model card with ten lines
+    that run it. Needs `pip install 'uniformer\[onnx]'` or `'uniformer\[openvino]'`.
 
-    Examples: `uniformer export s16x4-k400 -o deploy/`,
+    Examples: `uniformer export s16x4-k400 -o deploy/`, `uniformer export b-k400 -o deploy/b.onnx`,
     `uniformer export mine.safetensors --format openvino -o deploy/`
     """
     request = engine.inference.request_for(

@@ -21,9 +21,6 @@ from uniformer_cli.weights import LoadedModel
 from uniformer_cli.weights.hub import HUB_MODEL_FILE
 from uniformer_cli.zoo import LABEL_SET_NAMES, ZooEntry, label_set_of
 
-# The family names of the paper (FAMILIES keys -> how the paper writes them).
-FAMILY_NAMES = {"s": "UniFormer-S", "b": "UniFormer-B", "xxs": "UniFormer-XXS", "xs": "UniFormer-XS"}
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -53,7 +50,7 @@ def architecture(loaded: LoadedModel) -> str:
     config = loaded.config
     released = family(loaded)
     if released:
-        network = FAMILY_NAMES[released]
+        network = f"UniFormer-{released.upper()}"  # as the paper writes the families: UniFormer-S, -XXS
     elif isinstance(config, ModelConfig):
         network = f"UniFormer ({config.arch}, widths {list(config.embed_dim)})"
     else:
@@ -140,6 +137,67 @@ def evaluation_table(evaluation: Evaluation) -> str:
 
 def footer() -> str:
     return f"Written by `uniformer` {__version__}."
+
+
+def export_card(
+    loaded: LoadedModel, protocol: ViewProtocol, model_file: str, format: str, metadata: dict[str, str]
+) -> str:
+    """The README.md beside an exported model: what the files are, how to run them in ten lines (the
+    engine the file was made for, `preprocess.py` for the input), the protocol, the classes."""
+    batch = f"[batch, 3, {protocol.frames}, {protocol.size}, {protocol.size}]"
+    classes = loaded.config.num_classes
+    if format == "onnx":
+        engine, install = "onnxruntime", "onnxruntime"
+        load = (
+            f'session = onnxruntime.InferenceSession("{model_file}")\n'
+            'labels = json.loads(session.get_modelmeta().custom_metadata_map["labels"])\n'
+            'logits = session.run(["logits"], {"video": views("clip.mp4")})[0]'
+        )
+        where = "ONNX `metadata_props`"
+    else:
+        engine, install = "openvino", "openvino"
+        load = (
+            "core = openvino.Core()\n"
+            f'model = core.read_model("{model_file}")\n'
+            'labels = json.loads(model.get_rt_info(["uniformer", "labels"]).astype(str))\n'
+            'compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})  # not bf16\n'
+            'logits = compiled(views("clip.mp4"))[0]'
+        )
+        where = "OpenVINO `rt_info`, under `uniformer`"
+    if "labels" not in metadata:  # no class names: the rows are the classes
+        load = "\n".join(
+            f"labels = [f'class {{i}}' for i in range({classes})]" if "labels = " in line else line
+            for line in load.splitlines()
+        )
+    code = (
+        f"import json\n\nimport numpy as np\nimport {engine}\n\nfrom preprocess import views\n\n{load}\n"
+        "mean = logits.mean(0)[: len(labels)]  # the views' mean; rows past the class names are no class\n"
+        "scores = np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()\n"
+        "ranked = [(labels[i], float(scores[i])) for i in np.argsort(-scores)[:5]]"
+    )
+    sections = [
+        f"# {loaded.name}",
+        f"{architecture(loaded)}, exported by `uniformer export` to {'ONNX' if format == 'onnx' else 'OpenVINO IR'}: "
+        "it runs without PyTorch and without the `uniformer` package.",
+        "## Files",
+        "| file | what it is |\n| --- | --- |\n"
+        f"| `{model_file}` | the network: input `video`, float32 {batch} (a batch of views, any batch size), output "
+        f"`logits`, float32 [batch, {classes}]; as metadata ({where}): {', '.join(f'`{key}`' for key in metadata)} |\n"
+        f"| `preprocess.py` | `views(video_path)`: a video file -> the model's input for it, float32 "
+        f"[{protocol.views}, 3, {protocol.frames}, {protocol.size}, {protocol.size}], the test protocol below with "
+        "numpy and PyAV only |",
+        "## Run",
+        f"```bash\npip install numpy av {install}\n```",
+        f"```python\n{code}\n```",
+        "`ranked` holds the five best classes and their scores, the numbers `uniformer predict --json` gives.",
+        "## Test protocol",
+        "What `preprocess.py` computes (written from the package's own code when the model was exported):",
+        protocol_table(protocol),
+        "## Classes",
+        classes_section(loaded.labels, classes),
+        footer(),
+    ]
+    return "\n\n".join(sections) + "\n"
 
 
 def hub_card(

@@ -7,6 +7,10 @@ and label: the protocol (frames, sampling, stride, views, size, channel order), 
 (`(x / 255 - mean) / std` on every channel), the class names and the model config. Each file is run
 once after writing, by the engine it is meant for, on random clips of two batch sizes, and compared
 with PyTorch's logits: the largest difference is reported.
+
+Beside it go `preprocess.py` (`engine.standalone`: the protocol computed with numpy and PyAV alone) and
+a model card, `README.md` (`engine.cards.export_card`). `-o` names the folder, or the model file itself
+when it ends in the format's suffix (`MODEL_SUFFIXES`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from uniformer_cli.engine.cards import export_card
 from uniformer_cli.engine.inference import InferenceRequest, open_model
 from uniformer_cli.engine.interchange import (
     INPUT_NAME,
@@ -34,6 +39,7 @@ from uniformer_cli.engine.interchange import (
     write_onnx,
     write_openvino,
 )
+from uniformer_cli.engine.standalone import preprocess_source
 from uniformer_cli.errors import UniformerError, first_line
 from uniformer_cli.files import write_all_with_fallback
 
@@ -41,6 +47,9 @@ log = logging.getLogger(__name__)
 
 # Batch sizes of the check after writing: two, so that a batch axis fixed by mistake fails it.
 CHECK_BATCHES = (1, 3)
+# The model file's suffix per format (OpenVINO's weights go beside it, in the same name's `.bin`).
+MODEL_SUFFIXES = {"onnx": ".onnx", "openvino": ".xml"}
+PREPROCESS_FILE, CARD_FILE = "preprocess.py", "README.md"
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class ExportReport:
     model: str  # the zoo name, or the weights path as given
     weights: Path  # the file that was loaded
     path: Path  # the model file: DIR/NAME.onnx, or DIR/NAME.xml (weights beside it in NAME.bin)
-    files: list[Path]  # every file written
+    files: list[Path]  # every file written: the model's, then preprocess.py and README.md
     format: str
     input_shape: tuple[str | int, ...]  # ("batch", 3, T, H, W)
     max_error: float  # largest |engine - PyTorch| logit over the check clips
@@ -94,14 +103,31 @@ def compare(model: nn.Module, run: Any, shape: tuple[int, ...]) -> tuple[float, 
     return max(errors), min(spreads)
 
 
-def export_model(request: InferenceRequest, format: str, directory: str | Path) -> ExportReport:
-    """Write `request`'s model as `format` into `directory`, checked (module doc).
+def export_target(format: str, output: str | Path, default_stem: str) -> tuple[Path, str]:
+    """The folder and file stem `-o OUTPUT` names: the model file itself when OUTPUT ends in the format's
+    suffix (`deploy/model.onnx`), else the folder, where the file is named `default_stem`."""
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix == MODEL_SUFFIXES[format]:
+        return output.parent, output.stem
+    others = {other: name for name, other in MODEL_SUFFIXES.items() if name != format}
+    if suffix in others:
+        raise UniformerError(
+            f"-o {output} names a file of format {others[suffix]}, but --format {format} writes "
+            f"{MODEL_SUFFIXES[format]}: name a folder, or a {MODEL_SUFFIXES[format]} file"
+        )
+    return output, default_stem
+
+
+def export_model(request: InferenceRequest, format: str, output: str | Path) -> ExportReport:
+    """Write `request`'s model as `format` to `output` (a folder, or the model file: `export_target`), checked,
+    with `preprocess.py` and `README.md` beside it (module doc).
 
     The clip shape is the model's test protocol (with the request's changes; a file without one needs
-    `--frames` with `--stride` or `--sampling`, as for predict). The file is named after the model.
+    `--frames` with `--stride` or `--sampling`, as for predict). In a folder the file is named after the model.
     """
     modules = require_engine(format)
-    directory = Path(directory)
+    directory, stem = export_target(format, output, "")
     if directory.exists() and not directory.is_dir():
         raise UniformerError(f"{directory} exists and is not a folder")
     opened = open_model(request, device=torch.device("cpu"), exact=True)  # the exporter traces the exact model
@@ -109,8 +135,8 @@ def export_model(request: InferenceRequest, format: str, directory: str | Path) 
     model = exportable(loaded.model)
     shape = (2, 3, protocol.frames, protocol.size, protocol.size)
     metadata = export_metadata(loaded, protocol)
-    stem = (loaded.entry.name if loaded.entry else loaded.path.stem).replace("/", "_")
-    suffix = ".onnx" if format == "onnx" else ".xml"
+    stem = stem or (loaded.entry.name if loaded.entry else loaded.path.stem).replace("/", "_")
+    suffix = MODEL_SUFFIXES[format]
     target = directory / f"{stem}{suffix}"
     with staging(directory) as scratch:
         onnx_path = scratch / f"{stem}.onnx"
@@ -130,6 +156,14 @@ def export_model(request: InferenceRequest, format: str, directory: str | Path) 
         else:
             run = onnx_runner(onnx_path, modules)
         max_error, logit_std = compare(model, run, shape)
+        companions = {
+            PREPROCESS_FILE: preprocess_source(protocol, loaded.name),
+            CARD_FILE: export_card(loaded, protocol, target.name, format, metadata),
+        }
+        for name, text in companions.items():
+            (scratch / name).write_text(text, encoding="utf-8")
+            _note_replaced(directory / name, text)
+            written.append(scratch / name)
         # Copied into place from the scratch folder (atomically, each); files that cannot be placed there
         # go to the temporary folder together, and the error line says where.
         copies = [(directory / file.name, functools.partial(_copy, file)) for file in written]
@@ -138,3 +172,14 @@ def export_model(request: InferenceRequest, format: str, directory: str | Path) 
     return ExportReport(
         loaded.name, loaded.path, target, files, format, ("batch", *shape[1:]), max_error, logit_std, metadata
     )
+
+
+def _note_replaced(path: Path, text: str) -> None:
+    """One folder holds one model's companions: say so when another model's are replaced."""
+    try:
+        if path.read_text(encoding="utf-8") != text:
+            log.warning(
+                "replacing %s, written for another model or protocol (export each model to its own folder)", path
+            )
+    except (OSError, UnicodeDecodeError):
+        return
