@@ -9,17 +9,20 @@ import av
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from cli_runner import run_cli
 from matplotlib.image import imread
+from safetensors import safe_open
 from synthetic_video import write_video
 from tiny_training import TINY_CONFIG, train_tiny
 
 from uniformer_cli.data import transforms
+from uniformer_cli.data.views import load_views
 from uniformer_cli.engine.explain import DEFAULT_STAGE, explain_clip, resolve_target
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import ModelConfig, create_model
 from uniformer_cli.protocol import ViewProtocol
-from uniformer_cli.weights import save_weights
+from uniformer_cli.weights import resolve_model, save_weights
 
 SIDE, FRAMES = 64, 8
 HALF = SIDE // 2
@@ -119,11 +122,62 @@ def test_explain_writes_the_overlay_clip_and_the_contact_sheet(
         assert sum(1 for _ in container.decode(video=0)) == 8
 
 
+def reference_grad_cam(weights: Path, video: Path, stage: int) -> tuple[torch.Tensor, int]:
+    """Grad-CAM written out here from its definition, on the model's first view: the stage's output map A,
+    the gradient of the top logit, ReLU(sum_c mean(dy/dA_c) A_c); and the top class."""
+    loaded = resolve_model(weights, device="cpu")
+    model = loaded.model
+    assert loaded.protocol is not None
+    view = load_views(video, loaded.protocol, clips=1, crops=1)[:1]
+    maps: list[torch.Tensor] = []
+    hook = model.stages()[stage - 1][-1].register_forward_hook(lambda module, inputs, output: maps.append(output))
+    logits = model(view)[0]
+    hook.remove()
+    top = int(logits.argmax())
+    (gradient,) = torch.autograd.grad(logits[top], maps[0])
+    weights_per_channel = gradient[0].mean(dim=(1, 2, 3))
+    return torch.relu(torch.einsum("c,cthw->thw", weights_per_channel, maps[0][0])).detach(), top
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npy"])
+def test_save_map_writes_the_raw_and_the_upsampled_maps(
+    capsys: pytest.CaptureFixture[str], weights: dict[str, Path], tmp_path: Path, suffix: str
+) -> None:
+    target = tmp_path / f"maps{suffix}"
+    arguments = ["--stage", "3", "--save-map", target, "--json"] + (
+        ["-o", tmp_path / "out.gif"] if suffix == ".npy" else []
+    )
+    code, out, err = run_cli(capsys, "explain", weights["clip"], "-w", weights["tiny"], *arguments)
+    assert code == 0, err
+    record = json.loads(out)
+    if suffix == ".safetensors":  # the maps alone: no overlay, no matplotlib needed
+        assert record["map_files"] == [str(target)] and record["heatmap_video"] is None
+        with safe_open(str(target), framework="np") as handle:
+            raw, upsampled = handle.get_tensor("raw"), handle.get_tensor("upsampled")
+            metadata = {key: json.loads(value) for key, value in handle.metadata().items()}
+    else:
+        files = [target, tmp_path / "maps.raw.npy", tmp_path / "maps.json"]
+        assert record["map_files"] == list(map(str, files)) and record["heatmap_video"] == str(tmp_path / "out.gif")
+        upsampled, raw = np.load(files[0]), np.load(files[1])
+        metadata = json.loads(files[2].read_text())
+    expected, top = reference_grad_cam(weights["tiny"], weights["clip"], stage=3)
+    assert raw.dtype == upsampled.dtype == np.float32
+    assert raw.shape == tuple(expected.shape) == (4, 4, 4)  # T/2 x H/16 x W/16 at stage 3
+    np.testing.assert_allclose(raw, expected.numpy(), rtol=1e-5, atol=1e-7)  # as computed: not scaled
+    assert upsampled.shape == (8, 64, 64) and float(upsampled.max()) == pytest.approx(1.0)
+    resized = F.interpolate(torch.from_numpy(raw)[None, None], size=(8, 64, 64), mode="trilinear")[0, 0]
+    np.testing.assert_allclose(upsampled, (resized / resized.max()).numpy(), atol=1e-6)
+    assert (metadata["explained_index"], metadata["stage"]) == (top, 3) == (record["explained_index"], 3)
+    assert metadata["explained_label"] == ["run", "jump", "sit"][top] and len(metadata["times"]) == 8
+    assert metadata["protocol"]["frames"] == 8 and metadata["video"] == str(weights["clip"])
+
+
 def test_explain_mistakes_are_one_line_errors(
     capsys: pytest.CaptureFixture[str], weights: dict[str, Path], tmp_path: Path
 ) -> None:
     for arguments, message in [
         (["-o", tmp_path / "out.avi"], "name an .mp4 or .gif file"),
+        (["--save-map", tmp_path / "maps.pt"], "name a .npy or .safetensors file"),
         (["-o", tmp_path / "out.mp4", "--class", "swim"], "not a class of this model"),
         (["-o", tmp_path / "out.mp4", "--class", "7"], "out of range"),
     ]:

@@ -31,11 +31,20 @@ from uniformer_cli.cli.output import Output, Result
 def explain(
     video: Annotated[Path, typer.Argument(help="The video file or frame folder to explain.", show_default=False)],
     output: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--output", "-o", help="OUT.mp4 or OUT.gif; the contact sheet is written as OUT.png.", show_default=False
         ),
-    ] = Path(),
+    ] = None,
+    save_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-map",
+            help="Also (or only) write the maps as data: FILE.safetensors (tensors raw and upsampled, metadata), or"
+            " FILE.npy (upsampled \\[T, S, S]) with FILE.raw.npy (raw \\[T', H', W']) and FILE.json (metadata).",
+            show_default=False,
+        ),
+    ] = None,
     model: ModelOption = None,
     weights: WeightsOption = None,
     target: Annotated[
@@ -64,18 +73,23 @@ def explain(
     head_dim: HeadDimOption = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Show where the model looks: Grad-CAM over space and time on a stage's feature map.
+    r"""Show where the model looks: Grad-CAM over space and time on a stage's feature map.
 
     One clip of the video (the model's temporal sampling, centre crop) is classified; the class activation
     map of the predicted class (or --class) on stage 2's output map (--stage) is upsampled to the sampled
     frames and overlaid as a heat map. Writes the clip with the overlay (OUT.mp4 or OUT.gif) and a PNG
     contact sheet (OUT.png) with the class and its score in the title. Needs the plot extra (matplotlib).
 
+    With --save-map the maps are also written as data: the raw Grad-CAM map of the stage \[T', H', W'] (as
+    computed: not upsampled or scaled, for pytorch-grad-cam-style post-processing) and the upsampled one
+    \[T, S, S] that the overlay draws; -o is then optional.
+
     Examples: `uniformer explain examples/yoga.mp4 --model s-k400 -o yoga.mp4`,
-    `uniformer explain clip.mp4 --weights mine.safetensors --class 3 -o clip.gif`
+    `uniformer explain clip.mp4 --weights mine.safetensors --class 3 -o clip.gif`,
+    `uniformer explain clip.mp4 --model s-k400 --save-map clip_cam.safetensors`
     """
-    if output == Path():
-        raise typer.BadParameter("name the file to write: -o OUT.mp4 or -o OUT.gif", param_hint="'-o'")
+    if output is None and save_map is None:
+        raise typer.BadParameter("name the file to write: -o OUT.mp4, -o OUT.gif or --save-map FILE", param_hint="'-o'")
     request = engine.explain.ExplainRequest(
         **fields_from(engine.explain.ExplainRequest, locals(), inference=inference_request(locals()))
     )
@@ -88,17 +102,25 @@ def explain(
         "explained_label": found.label,
         "score": round(found.score, 6),
         "protocol_text": found.protocol,
-        "heatmap_video": str(result.video),
-        "sheet": str(result.sheet),
+        "heatmap_video": None if result.video is None else str(result.video),
+        "sheet": None if result.sheet is None else str(result.sheet),
+        "map_files": [str(path) for path in result.maps],
     }
     Output(json_output).finish(
         Result([record], document=record),
         lambda console: console.print(
             escape(
                 f"{found.label} (class {found.index}) {found.score:.1%} · {found.model} · {found.protocol}\n"
-                f"heat map: {result.video}, contact sheet: {result.sheet}"
+                + _written(result)
             ),
             highlight=False,
             soft_wrap=True,
         ),
     )
+
+
+def _written(result: engine.explain.ExplainResult) -> str:
+    lines = [] if result.video is None else [f"heat map: {result.video}, contact sheet: {result.sheet}"]
+    if result.maps:
+        lines.append(f"maps: {', '.join(map(str, result.maps))}")
+    return "\n".join(lines)

@@ -11,6 +11,7 @@ from uniformer_cli.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from uniformer_cli.engine import (
+        arrays,
         cards,
         checkpointing,
         convert,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "arrays",
     "cards",
     "checkpointing",
     "convert",

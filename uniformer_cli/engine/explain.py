@@ -9,7 +9,11 @@ predicted class or a chosen one (name or index). The same code serves S/B and th
 both end in `forward_stages` -> `classify`.
 
 `explain_video` writes the clip with the map overlaid (`.mp4` with H.264 or `.gif`) and a PNG contact
-sheet of the frames with the class and score in its title.
+sheet of the frames with the class and score in its title, and with `save_map` the maps as data
+(`engine.arrays`): `raw`, Grad-CAM as computed, float32 `[T', H', W']` (the stage's map, neither upsampled
+nor scaled: what pytorch-grad-cam-style code starts from), and `upsampled`, float32 `[T, S, S]` (the
+overlay's map: trilinear to the sampled frames, divided by its maximum), with the class, score, stage,
+protocol and frame times as metadata.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from uniformer_cli.data import transforms
 from uniformer_cli.data.sampling import clip_indices
 from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import read_view_frames, views_from_frames
+from uniformer_cli.engine.arrays import FORMATS, write_arrays
 from uniformer_cli.engine.inference import InferenceRequest, open_model
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.files import ensure_writable, write_with_fallback
@@ -47,17 +52,22 @@ SHEET_FRAMES = 8  # frames on the contact sheet, evenly spaced over the clip
 # map in that quadrant was 59% on stage 2's output, 52% on stage 3's and 25% (uniform, chance) on stage 4's.
 # So the default is the last convolutional stage; `--stage 4` gives the last stage.
 DEFAULT_STAGE = 2
+MAP_FORMAT_TAG = "uniformer-gradcam/1"
+
+
+MAP_FORMATS = FORMATS  # --save-map: `.safetensors`, or `.npy` (+ `.raw.npy`, `.json`)
 
 
 @dataclass(frozen=True)
 class ExplainRequest:
     video: Path
-    output: Path
+    output: Path | None = None  # the overlay clip (.mp4 or .gif); None: the maps alone (`save_map`)
     inference: InferenceRequest = field(default_factory=InferenceRequest)  # the model (exact: Grad-CAM)
     target: str | None = None  # a class name or index; None: the predicted class
     decoder: str = "auto"
     alpha: float = 0.5  # weight of the heat map in the overlay
     stage: int = DEFAULT_STAGE
+    save_map: Path | None = None  # the maps as data (`MAP_FORMATS`)
 
 
 @dataclass
@@ -65,6 +75,7 @@ class Explanation:
     """A clip's class activation map and what it was computed for."""
 
     cam: torch.Tensor  # float32 [T, S, S] in [0, 1], one map per sampled frame
+    raw: torch.Tensor  # float32 [T', H', W']: Grad-CAM on the stage's map, before upsampling and scaling
     frames: np.ndarray  # uint8 [T, S, S, 3]: the frames the model saw (RGB, cropped)
     times: list[float]  # seconds of each sampled frame
     index: int
@@ -76,9 +87,10 @@ class Explanation:
 
 @dataclass(frozen=True)
 class ExplainResult:
-    video: Path
-    sheet: Path
+    video: Path | None  # the overlay clip, None without one
+    sheet: Path | None
     explanation: Explanation
+    maps: list[Path] = field(default_factory=list)  # the files `save_map` wrote
 
 
 def grad_cam(
@@ -156,6 +168,7 @@ def explain_clip(
     label = labels[index] if labels and index < len(labels) else f"class {index}"
     return Explanation(
         cam=upsample(cam.cpu(), view.shape[1], view.shape[2]),
+        raw=cam.cpu(),
         frames=display_frames(view, protocol.channel_order),
         times=times,
         index=index,
@@ -192,16 +205,26 @@ def write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
 
 
 def explain_video(request: ExplainRequest) -> ExplainResult:
-    """Load the model, compute the video's Grad-CAM and write the overlay clip and the contact sheet."""
-    if request.output.suffix.lower() not in OUTPUTS:
+    """Load the model, compute the video's Grad-CAM and write the overlay clip and the contact sheet, and
+    the maps as data with `save_map`."""
+    if request.output is None and request.save_map is None:
+        raise UniformerError(
+            "name what to write: -o OUT.mp4|OUT.gif (the overlay), --save-map FILE (the maps), or both"
+        )
+    if request.output is not None and request.output.suffix.lower() not in OUTPUTS:
         raise UniformerError(f"-o {request.output}: name an .mp4 or .gif file (the contact sheet goes beside it)")
+    if request.save_map is not None and request.save_map.suffix.lower() not in MAP_FORMATS:
+        raise UniformerError(f"--save-map {request.save_map}: name a .npy or .safetensors file")
     if request.stage not in (1, 2, 3, 4):
         raise UniformerError(f"--stage must be 1, 2, 3 or 4, got {request.stage}")
     if not 0 <= request.alpha <= 1:
         raise UniformerError(f"--alpha must be between 0 and 1, got {request.alpha:g}")
-    plots.require_matplotlib()
-    ensure_writable(request.output, "explanation video")  # both outputs, before any work
-    ensure_writable(request.output.with_suffix(".png"), "contact sheet")
+    if request.output is not None:  # every output checked before any work
+        plots.require_matplotlib()
+        ensure_writable(request.output, "explanation video")
+        ensure_writable(request.output.with_suffix(".png"), "contact sheet")
+    if request.save_map is not None:
+        ensure_writable(request.save_map, "explanation maps")
     opened = open_model(request.inference, exact=True)  # Grad-CAM needs the exact model's gradients
     protocol = replace(opened.protocol, clips=1, crops=1, single_crop="centre")
     target = resolve_target(request.target, opened.labels, opened.config.num_classes)
@@ -215,6 +238,9 @@ def explain_video(request: ExplainRequest) -> ExplainResult:
     explanation = explain_clip(model, frames, positions, protocol, times, opened.labels, target, request.stage)
     explanation.model = opened.name
     explanation.protocol = protocol.describe()
+    maps = [] if request.save_map is None else save_maps(request.save_map, explanation, request, protocol)
+    if request.output is None:
+        return ExplainResult(None, None, explanation, maps)
     blended = overlay(explanation.frames, explanation.cam, request.alpha)
     # Sampled frames play at the pace they were taken from the video.
     spacing = (indices[-1] - indices[0]) / max(1, len(indices) - 1) if len(indices) > 1 else 1
@@ -226,4 +252,22 @@ def explain_video(request: ExplainRequest) -> ExplainResult:
     )
     shown = np.unique(np.linspace(0, len(blended) - 1, min(SHEET_FRAMES, len(blended))).round().astype(int))
     plots.contact_sheet(sheet, blended[shown], [times[i] for i in shown], title)
-    return ExplainResult(request.output, sheet, explanation)
+    return ExplainResult(request.output, sheet, explanation, maps)
+
+
+def save_maps(path: Path, explanation: Explanation, request: ExplainRequest, protocol: ViewProtocol) -> list[Path]:
+    """Write the raw and the upsampled maps with what they explain (module doc); the files written."""
+    metadata = {
+        "format": MAP_FORMAT_TAG,
+        "video": str(request.video),
+        "model": explanation.model,
+        "explained_index": explanation.index,
+        "explained_label": explanation.label,
+        "score": explanation.score,
+        "stage": request.stage,
+        "protocol": protocol.as_dict(),
+        "times": explanation.times,
+        "raw": "Grad-CAM on the stage's output map, ReLU(sum_c w_c A_c): [T', H', W'], not upsampled or scaled",
+        "upsampled": "raw, trilinear to the sampled frames [T, S, S] and divided by its maximum (the overlay's map)",
+    }
+    return write_arrays(path, {"upsampled": explanation.cam, "raw": explanation.raw}, metadata, "explanation maps")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from uniformer_cli.data.datasets import Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.paths import find_videos
+from uniformer_cli.engine.arrays import FORMATS, index_path, write_arrays
 from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.evaluate import CHECKPOINT_SECONDS, inputs_sha256, open_for_dataset, sample_key
 from uniformer_cli.engine.evaluate import RESUME_KEYS as EVAL_RESUME_KEYS
@@ -39,14 +40,12 @@ from uniformer_cli.engine.scoring import all_finite, decoded_batches, non_finite
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import Terminated, UniformerError, WriteError
 from uniformer_cli.events import Progress, ProgressCallback, notify
-from uniformer_cli.files import ensure_writable, write_all_with_fallback, write_or_fail
-from uniformer_cli.jsonio import dump_json, load_json, read_json
+from uniformer_cli.files import ensure_writable
+from uniformer_cli.jsonio import load_json, read_json
 from uniformer_cli.weights.cache import weights_sha256
-from uniformer_cli.weights.store import save_safetensors
 
 logger = logging.getLogger(__name__)
 
-FORMATS = (".safetensors", ".npy")
 FORMAT_TAG = "uniformer-features/1"
 
 
@@ -110,37 +109,11 @@ class FeaturesResult:
     seconds: float
 
 
-def index_path(output: Path) -> Path:
-    """The JSON index written next to an `.npy` output."""
-    return output.with_suffix(".json")
-
-
 def write_features(output: Path, data: FeatureSet, *, final: bool = True) -> None:
-    """Atomically write `data` as `.safetensors` or `.npy` + `.json` (the index last: it names the rows).
-    A `final` write that `output` cannot take goes to the temporary folder instead, and the `WriteError`
-    names the file(s) (`write_all_with_fallback`); a checkpoint's failure is a `WriteError`."""
-    tensor = data.features.contiguous()
-    metadata = data.metadata()
-    writes: list[tuple[Path, Callable[[Path], object]]]
-    if output.suffix == ".safetensors":
-        strings = {key: dump_json(value) for key, value in metadata.items()}
-        writes = [(output, lambda temporary: save_safetensors({"features": tensor}, temporary, strings))]
-    else:
-
-        def write_array(temporary: Path) -> None:
-            with temporary.open("wb") as handle:
-                np.save(handle, tensor.numpy())
-
-        text = dump_json(metadata, indent=1)
-        writes = [
-            (output, write_array),
-            (index_path(output), lambda temporary: temporary.write_text(text, encoding="utf-8")),
-        ]
-    if final:
-        write_all_with_fallback(writes, "features")
-    else:
-        for path, write in writes:
-            write_or_fail(path, write, "features")
+    """Atomically write `data` as `.safetensors` or `.npy` + `.json` (`engine.arrays`; the index last: it
+    names the rows). A `final` write that `output` cannot take goes to the temporary folder instead, and
+    the `WriteError` names the file(s); a checkpoint's failure is a `WriteError`."""
+    write_arrays(output, {"features": data.features}, data.metadata(), "features", final=final)
 
 
 def read_features(path: str | Path) -> FeatureSet:
