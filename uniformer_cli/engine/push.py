@@ -9,7 +9,6 @@ settings apply unchanged: the token of `hf auth login` or `HF_TOKEN`, `HF_ENDPOI
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from huggingface_hub.utils import HfHubHTTPError, RepositoryNotFoundError, Revis
 
 from uniformer_cli.engine.cards import Evaluation, hub_card
 from uniformer_cli.errors import UniformerError, first_line
+from uniformer_cli.jsonio import read_json
 from uniformer_cli.settings import DEFAULT_LICENSE
 from uniformer_cli.version import __version__
 from uniformer_cli.weights import resolve_model
@@ -29,7 +29,6 @@ from uniformer_cli.weights.store import CONFIG_KEY, read_metadata
 log = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
-MAX_EVAL_BYTES = 256 * 2**20  # an eval report of a million videos is about 300 bytes per video
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,7 @@ def read_evaluation(path: Path) -> Evaluation:
     """The figures of an `uniformer eval -o FILE.json` report (its `summary`, docs/OUTPUT.md); a report
     of an unfinished run (`complete: false`) is refused."""
     try:
-        size = path.stat().st_size
-        if size > MAX_EVAL_BYTES:
-            raise UniformerError(f"--eval {path} is {size:,} bytes: not an evaluation report")
-        summary = json.loads(path.read_text(encoding="utf-8"))["summary"]
+        summary = read_json(path)["summary"]
         evaluation = Evaluation(
             dataset=str(summary["dataset"]),
             split=str(summary["split"]),
