@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -13,12 +16,15 @@ from synthetic_video import decode_all, numbered_frame, write_audio_only, write_
 
 from uniformer_cli.data import transforms
 from uniformer_cli.data import video as video_module
-from uniformer_cli.data.video import FrameFolderVideo, PyAVVideo, decord_available, open_video
+from uniformer_cli.data.video import FrameFolderVideo, PyAVVideo, decord_available, open_video, torchcodec_problem
 from uniformer_cli.errors import UniformerError, VideoError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "preprocess"
 FIXTURE_CLIPS = ["Tw2yXa6CzWE", "carphone_pristine"]
 needs_decord = pytest.mark.skipif(not decord_available(), reason="decord has no wheel for this platform")
+# CI installs torchcodec (the test extra) and the system FFmpeg libraries it loads (.ci/run).
+needs_torchcodec = pytest.mark.skipif(torchcodec_problem() is not None, reason=str(torchcodec_problem()))
+NATIVE = [pytest.param("decord", marks=needs_decord), pytest.param("torchcodec", marks=needs_torchcodec)]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +34,7 @@ def gop_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("clip", FIXTURE_CLIPS)
-@pytest.mark.parametrize("decoder", ["pyav", pytest.param("decord", marks=needs_decord)])
+@pytest.mark.parametrize("decoder", ["pyav", *NATIVE])
 def test_fixture_metadata(clip: str, decoder: str) -> None:
     meta = json.loads((FIXTURES / f"{clip}_indices.json").read_text())["meta"]
     with open_video(FIXTURES / f"{clip}.mp4", decoder) as video:
@@ -38,18 +44,19 @@ def test_fixture_metadata(clip: str, decoder: str) -> None:
         assert (video.width, video.height) == (meta["width"], meta["height"])
 
 
-@needs_decord
+@pytest.mark.parametrize("decoder", NATIVE)
 @pytest.mark.parametrize("clip", FIXTURE_CLIPS)
-def test_decord_and_pyav_return_identical_frames(clip: str) -> None:
+def test_native_decoders_and_pyav_return_identical_frames(clip: str, decoder: str) -> None:
     path = FIXTURES / f"{clip}.mp4"
     reference = decode_all(path)
-    with open_video(path, "pyav") as pyav_video, open_video(path, "decord") as decord_video:
+    with open_video(path, "pyav") as pyav_video, open_video(path, decoder) as native:
+        assert native.decoder == decoder
         everything = list(range(pyav_video.num_frames))
         assert np.array_equal(pyav_video.read(everything), reference)
-        assert np.array_equal(decord_video.read(everything), reference)
+        assert np.array_equal(native.read(everything), reference)
         sparse = [110, 3, 60, 3, 77]  # unordered, repeated: read returns them as asked
         assert np.array_equal(pyav_video.read(sparse), reference[sparse])
-        assert np.array_equal(decord_video.read(sparse), reference[sparse])
+        assert np.array_equal(native.read(sparse), reference[sparse])
 
 
 def test_auto_prefers_decord_when_installed() -> None:
@@ -86,12 +93,13 @@ def test_pyav_seeks_instead_of_decoding_everything(gop_video: Path) -> None:
         assert video.frames_decoded <= 120
 
 
-@needs_decord
-def test_decord_matches_pyav_on_a_seeking_video(gop_video: Path) -> None:
-    indices = [0, 13, 14, 59, 60, 61, 119, 2]
-    with open_video(gop_video, "pyav") as pyav_video, open_video(gop_video, "decord") as decord_video:
-        assert decord_video.num_frames == pyav_video.num_frames
-        assert np.array_equal(decord_video.read(indices), pyav_video.read(indices))
+@pytest.mark.parametrize("decoder", NATIVE)
+def test_native_decoders_match_pyav_on_a_seeking_video(gop_video: Path, decoder: str) -> None:
+    rng = np.random.default_rng(1)
+    with open_video(gop_video, "pyav") as pyav_video, open_video(gop_video, decoder) as native:
+        assert native.num_frames == pyav_video.num_frames
+        for indices in [[0, 13, 14, 59, 60, 61, 119, 2], *(rng.integers(0, 120, size=9) for _ in range(10))]:
+            assert np.array_equal(native.read(indices), pyav_video.read(indices))
 
 
 @needs_decord
@@ -107,12 +115,13 @@ def test_auto_falls_back_to_pyav_where_decord_fails(tmp_path: Path, height: int,
         assert video.decoder == "pyav"
 
 
-def test_webm_without_a_frame_count_in_the_header(tmp_path: Path) -> None:
+@pytest.mark.parametrize("decoder", ["pyav", pytest.param("torchcodec", marks=needs_torchcodec)])
+def test_webm_without_a_frame_count_in_the_header(tmp_path: Path, decoder: str) -> None:
     path = write_video(tmp_path / "clip.webm", 20, codec="libvpx-vp9", gop=5)
     with av.open(str(path)) as container:
         assert container.streams.video[0].frames == 0  # the frame count comes from counting packets
     reference = decode_all(path)
-    with open_video(path, "pyav") as video:
+    with open_video(path, decoder) as video:
         assert video.num_frames == len(reference) == 20
         assert np.array_equal(video.read([19, 0, 7]), reference[[19, 0, 7]])
 
@@ -214,7 +223,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-@pytest.mark.parametrize("decoder", ["auto", "pyav", pytest.param("decord", marks=needs_decord)])
+@pytest.mark.parametrize("decoder", ["auto", "pyav", *NATIVE])
 def test_bad_inputs_raise_one_clear_line(tmp_path: Path, decoder: str) -> None:
     for name, (path, message) in _bad_inputs(tmp_path).items():
         with pytest.raises(VideoError, match=message) as caught:
@@ -233,7 +242,7 @@ def test_unknown_decoder_fails() -> None:
         open_video(FIXTURES / "carphone_pristine.mp4", "opencv")
 
 
-@pytest.mark.parametrize("decoder", ["pyav", pytest.param("decord", marks=needs_decord)])
+@pytest.mark.parametrize("decoder", ["pyav", *NATIVE])
 def test_damaged_frame_data_fails_on_read(tmp_path: Path, decoder: str) -> None:
     # Keep the header and the index (at the end of this file) but zero the second half of the frames.
     data = bytearray((FIXTURES / "carphone_pristine.mp4").read_bytes())
@@ -252,7 +261,7 @@ def test_damaged_frame_data_fails_on_read(tmp_path: Path, decoder: str) -> None:
 # --- memory: frames are decoded as they are consumed --------------------------------------------------
 
 
-@pytest.mark.parametrize("decoder", ["pyav", pytest.param("decord", marks=needs_decord)])
+@pytest.mark.parametrize("decoder", ["pyav", *NATIVE])
 def test_frames_stream_one_batch_at_a_time_and_equal_read(
     gop_video: Path, decoder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -291,3 +300,80 @@ def test_auto_decodes_large_frames_with_pyav(gop_video: Path, monkeypatch: pytes
         assert video.decoder == "pyav"
     with open_video(gop_video, "decord") as video:  # asked for by name: kept
         assert video.decoder == "decord"
+
+
+# --- choosing a decoder -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workload", ["views", "timeline", "train"])
+def test_auto_takes_the_first_suitable_decoder_of_its_workload(tmp_path: Path, workload: str) -> None:
+    """64 px wide (a multiple of 32, torchcodec's fast width) and 80 px wide (not one)."""
+    installed = {"pyav": True, "decord": decord_available(), "torchcodec": torchcodec_problem() is None}
+    for width in (64, 80):
+        path = write_video(tmp_path / f"w{width}.mp4", 12, frame=lambda i, w=width: numbered_frame(i, 48, w))
+        suits = {**installed, "torchcodec": installed["torchcodec"] and width % 32 == 0}
+        expected = next(name for name in video_module.AUTO_DECODERS[workload] if suits[name])
+        with open_video(path, "auto", workload) as video:
+            assert video.decoder == expected
+            assert np.array_equal(video.read([11, 0]), decode_all(path)[[11, 0]])
+
+
+def test_every_workload_ends_with_pyav() -> None:
+    assert all(order[-1] == "pyav" for order in video_module.AUTO_DECODERS.values())
+    assert "decord" not in video_module.AUTO_DECODERS["timeline"]  # its memory grows with the video
+
+
+@needs_decord
+def test_decord_reopens_its_reader_on_long_reads(gop_video: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(video_module, "DECORD_REOPEN_FRAMES", 10)
+    reference = decode_all(gop_video)
+    with open_video(gop_video, "decord", "timeline") as video:
+        assert isinstance(video, video_module.DecordVideo)
+        for first in range(0, 120, 12):  # windows in order, as the timeline reads them
+            indices = list(range(first, first + 12, 3))
+            assert np.array_equal(video.read(indices), reference[indices])
+        assert video.readers_opened == 4  # 40 frames served: a new reader after each 10
+    with open_video(gop_video, "decord", "views") as video:
+        video.read(list(range(0, 120, 3)))
+        assert video.readers_opened == 1
+
+
+# torchcodec where FFmpeg's libraries cannot be loaded: an empty file in front of each library name makes
+# the dynamic loader fail on it as it fails on a missing one.
+MISSING_FFMPEG = """
+import logging, sys
+logging.basicConfig(format="%(levelname)s %(message)s")
+from uniformer_cli.data.video import open_video
+for decoder in sys.argv[2:]:
+    for _ in range(2):
+        with open_video(sys.argv[1], decoder, "timeline") as video:
+            print("decoded with", video.decoder, video.read([0]).shape)
+"""
+
+
+@pytest.mark.skipif(not video_module.importlib.util.find_spec("torchcodec"), reason="torchcodec not installed")
+def test_torchcodec_without_ffmpeg_libraries_gives_way_to_pyav_with_one_note(tmp_path: Path) -> None:
+    hidden = tmp_path / "no_ffmpeg"
+    hidden.mkdir()
+    for library in ("avutil", "avcodec", "avformat", "avdevice", "avfilter", "swscale", "swresample"):
+        for major in range(4, 64):
+            (hidden / f"lib{library}.so.{major}").write_bytes(b"")
+    video = write_video(tmp_path / "clip64.mp4", 6, frame=lambda i: numbered_frame(i, 48, 64))
+    result = subprocess.run(
+        [sys.executable, "-c", MISSING_FFMPEG, str(video), "torchcodec", "auto"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LD_LIBRARY_PATH": str(hidden)},
+        check=True,
+    )
+    assert result.stdout.splitlines() == ["decoded with pyav (1, 48, 64, 3)"] * 4
+    notes = result.stderr.splitlines()
+    assert len(notes) == 1, notes
+    assert notes[0].startswith("WARNING torchcodec cannot load its FFmpeg libraries")
+    assert "apt install ffmpeg" in notes[0] and notes[0].endswith("decoding with PyAV instead")
+
+
+def test_explicit_torchcodec_needs_it_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(video_module, "torchcodec_installed", lambda: False)
+    with pytest.raises(UniformerError, match=r"torchcodec is not installed \(pip install 'uniformer\[torchcodec\]'\)"):
+        open_video(FIXTURES / "carphone_pristine.mp4", "torchcodec")

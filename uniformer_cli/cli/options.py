@@ -145,7 +145,11 @@ else:
     ]
     DecoderOption = Annotated[
         Decoder,
-        typer.Option("--decoder", case_sensitive=False, help="Video decoder: auto is decord if installed, else pyav."),
+        typer.Option(
+            "--decoder",
+            case_sensitive=False,
+            help="Video decoder: auto picks the fastest installed one for the job (README: Video decoders).",
+        ),
     ]
     CropsOption = Annotated[
         Crops | None,

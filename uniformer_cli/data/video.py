@@ -1,4 +1,5 @@
-"""Video decoding: decord (fast random access) or PyAV (always installed), and JPEG frame folders.
+"""Video decoding: PyAV (always installed), decord or torchcodec, and JPEG frame folders; files or
+videos held in memory (`EncodedVideo`).
 
 Every reader returns uint8 RGB frames `[T, H, W, 3]` at the stored resolution (up to 4096x4096 pixels,
 see below) for 0-based indices into the decoded frame sequence, numbered like decord (PROTOCOLS.md 2.1):
@@ -13,24 +14,44 @@ ratio past `MAX_ASPECT_RATIO`, or a size no video has, is refused in one line.
 from __future__ import annotations
 
 import bisect
+import functools
 import importlib.util
+import io
+import logging
 import math
 import re
 import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import av
 import numpy as np
 
 from uniformer_cli.errors import UniformerError, VideoError, first_line
 
-Decoder = Literal["auto", "decord", "pyav"]
-DECODERS: tuple[str, ...] = ("auto", "decord", "pyav")
+if TYPE_CHECKING:
+    import decord
+    from torchcodec.decoders import VideoDecoder
+
+logger = logging.getLogger(__name__)
+
+Decoder = Literal["auto", "decord", "pyav", "torchcodec"]
+DECODERS: tuple[str, ...] = ("auto", "decord", "pyav", "torchcodec")
+# What a caller reads from an opened video: test views of a clip (predict, eval, features, explain), the
+# windows of a long video in order (the timeline), or one training clip of each video.
+Workload = Literal["views", "timeline", "train"]
+# What `auto` decodes each workload with: the first of these that is installed and suits the video,
+# fastest first where its frames equal PyAV's (benchmarks/bench_decoders.py, README "Video decoders").
+# PyAV, always installed, comes last.
+AUTO_DECODERS: dict[str, tuple[str, ...]] = {
+    "views": ("decord", "pyav"),
+    "timeline": ("torchcodec", "pyav"),
+    "train": ("pyav",),
+}
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv", ".ts"}
 )
@@ -38,6 +59,26 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png"})
 # Frame folders carry no frame rate; the Sth/HMDB frames were extracted at 30 fps (PROTOCOLS.md 2.2).
 FRAME_FOLDER_FPS = 30.0
 _FRAME_FILE = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)(?P<ext>\.[A-Za-z]+)$")
+
+
+@dataclass(frozen=True)
+class EncodedVideo:
+    """A video file held in memory (a shard member, an object read from a store); `name` is how
+    messages and records call it."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Source = Path | EncodedVideo  # what a reader decodes
+
+
+def media(source: Source) -> str | io.BytesIO:
+    """What PyAV and decord open for a source: a file name, or a file object over the bytes."""
+    return io.BytesIO(source.data) if isinstance(source, EncodedVideo) else str(source)
 
 
 def decord_available() -> bool:
@@ -62,6 +103,16 @@ DECODE_BATCH_BYTES = 64 * 2**20
 # Above this frame size `auto` decodes with PyAV, frame by frame: decord buffers frames internally, over
 # 1 GB at 4000x3000 even when asked for one frame at a time (the frames are the same either way).
 DECORD_MAX_PIXELS = 1920 * 1088
+# A long sequential read with decord reopens its reader after serving this many frames (see DecordVideo).
+DECORD_REOPEN_FRAMES = 512
+
+
+def batches(indices: list[int], width: int, height: int) -> Iterator[list[int]]:
+    """`indices` cut into runs of at most `DECODE_BATCH_BYTES` of frames, for decoders that return a
+    batch of frames at a time."""
+    per_batch = max(1, DECODE_BATCH_BYTES // max(1, width * height * 3))
+    for start in range(0, len(indices), per_batch):
+        yield indices[start : start + per_batch]
 
 
 # Frame geometry, checked before decoding. The short side is scaled to the model's size (PROTOCOLS.md 4.1)
@@ -112,7 +163,7 @@ def _stack(frames: list[np.ndarray], mixed_sizes: str) -> np.ndarray:
 class Video(ABC):
     """An opened video: frame count, frame rate, size, and `read(indices)`."""
 
-    path: Path
+    path: Source
     num_frames: int
     fps: float
     width: int
@@ -194,14 +245,14 @@ class _Probe:
     keyframes: list[int]  # frame indices of keyframes, ascending
 
 
-def _open_container(path: Path) -> av.container.InputContainer:
+def _open_container(path: Source) -> av.container.InputContainer:
     try:
-        return av.open(str(path))
+        return av.open(media(path), mode="r")
     except (av.FFmpegError, OSError, ValueError) as error:
         raise VideoError(f"cannot open {path}: not a video, or truncated or corrupt ({_reason(error)})") from None
 
 
-def _probe(path: Path) -> _Probe:
+def _probe(path: Source) -> _Probe:
     """Check that the file has a complete video stream and index its packets.
 
     The frame count is the number of packets that carry data, which equals decord's count and the
@@ -249,7 +300,7 @@ class PyAVVideo(Video):
 
     decoder = "pyav"
 
-    def __init__(self, path: Path, probe: _Probe):
+    def __init__(self, path: Source, probe: _Probe):
         self.path = path
         self.num_frames, self.fps, self.width, self.height = probe.num_frames, probe.fps, probe.width, probe.height
         self._pts = probe.pts
@@ -322,7 +373,7 @@ class DecordVideo(Video):
 
     decoder = "decord"
 
-    def __init__(self, path: Path, probe: _Probe, fallback: bool = False):
+    def __init__(self, path: Source, probe: _Probe, fallback: bool = False, long: bool = False):
         import decord
 
         # FFmpeg inside decord logs every damaged packet to stderr; our errors say it in one line.
@@ -330,24 +381,44 @@ class DecordVideo(Video):
         self.path = path
         self._probe = probe if fallback else None
         self._pyav: PyAVVideo | None = None
-        try:
-            self._reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        except (decord.DECORDError, RuntimeError) as error:
-            raise VideoError(f"decord cannot open {path}: {_decord_reason(error)}") from None
+        self._long = long
+        self._served = 0  # frames returned since the native reader was opened
+        self.readers_opened = 0  # tests read it
+        self._reader = self._open()
         self.num_frames = len(self._reader)
         self.fps = float(self._reader.get_avg_fps())
         self.width, self.height = probe.width, probe.height
 
+    def _open(self) -> decord.VideoReader:
+        """decord's reader; for a long read in order (the timeline) on one decoding thread.
+
+        What decord's reader holds grows with the frames it has served while the caller works between
+        reads: a 5-minute 720p timeline reached 2.0 GB with FFmpeg's frame threads, still growing, where
+        PyAV stays at 0.4 GB. One thread, and a new reader every `DECORD_REOPEN_FRAMES` frames (one
+        seek, like any window's first frame), keep it near 1 GB whatever the length
+        (benchmarks/bench_decoders.py)."""
+        import decord
+
+        self.readers_opened += 1
+        try:
+            return decord.VideoReader(media(self.path), ctx=decord.cpu(0), num_threads=1 if self._long else 0)
+        except (decord.DECORDError, RuntimeError) as error:
+            raise VideoError(f"decord cannot open {self.path}: {_decord_reason(error)}") from None
+
     def _decode(self, indices: list[int]) -> Iterator[np.ndarray]:
-        per_batch = max(1, DECODE_BATCH_BYTES // max(1, self.width * self.height * 3))
-        for start in range(0, len(indices), per_batch):
-            yield from self._batch(indices[start : start + per_batch])
+        for batch in batches(indices, self.width, self.height):
+            yield from self._batch(batch)
 
     def _batch(self, indices: list[int]) -> np.ndarray:
         import decord
 
         if self._pyav is not None:
             return _stack(list(self._pyav._decode(indices)), self.mixed_sizes)
+        if self._long and self._served >= DECORD_REOPEN_FRAMES:
+            self._reader = None
+            self._reader = self._open()
+            self._served = 0
+        self._served += len(indices)
         try:
             batch = self._reader.get_batch(indices)
         except (decord.DECORDError, RuntimeError) as error:
@@ -361,6 +432,119 @@ class DecordVideo(Video):
 
     def close(self) -> None:
         # decord frees its native reader when the object is collected.
+        self._reader = None
+        if self._pyav is not None:
+            self._pyav.close()
+
+
+# --- torchcodec ----------------------------------------------------------------------------------------
+# torchcodec links against the system's FFmpeg libraries (major versions 4 to 8) instead of bundling them:
+# where they are missing its libraries fail to load, and `torchcodec_problem` says so in one line.
+
+# What `pip install 'uniformer[torchcodec]'` installs; each torchcodec release is built for given torch
+# releases (pyproject.toml pins the pair this project tests).
+TORCHCODEC_HINT = "pip install 'uniformer[torchcodec]'"
+FFMPEG_HINT = "install FFmpeg's shared libraries, e.g. `apt install ffmpeg` or `brew install ffmpeg`"
+
+
+def torchcodec_installed() -> bool:
+    return importlib.util.find_spec("torchcodec") is not None
+
+
+@functools.cache
+def torchcodec_problem() -> str | None:
+    """None when torchcodec can decode here; otherwise why not, in one line (checked once per process:
+    loading its libraries is what fails when FFmpeg is missing or torch is of another release)."""
+    if not torchcodec_installed():
+        return f"torchcodec is not installed ({TORCHCODEC_HINT})"
+    try:
+        import torchcodec.decoders  # noqa: F401  (loads the native libraries)
+    except (OSError, RuntimeError, ImportError) as error:
+        reason = first_line(error)
+        if "libtorchcodec" in str(error) or "FFmpeg" in str(error):
+            return f"torchcodec cannot load its FFmpeg libraries ({FFMPEG_HINT}): {reason}"
+        return f"torchcodec cannot be loaded: {reason}"
+    return None
+
+
+@functools.cache
+def torchcodec_usable() -> bool:
+    """Whether torchcodec can decode here; where it is installed but cannot load, say so once."""
+    problem = torchcodec_problem()
+    if problem is not None and torchcodec_installed():
+        logger.warning("%s: decoding with PyAV instead", problem)
+    return problem is None
+
+
+def fast_width(width: int) -> bool:
+    """Whether torchcodec converts frames of this width to RGB on its fast path (swscale, for widths
+    that are a multiple of 32); other widths go through an FFmpeg filter graph about 8x slower than
+    PyAV (torchcodec 0.13, bench_decoders.py)."""
+    return width % 32 == 0
+
+
+def _torchcodec_reason(error: BaseException) -> str:
+    """torchcodec's message without the C++ location it may start with."""
+    return first_line(error).rsplit("] ", 1)[-1]
+
+
+class TorchCodecVideo(Video):
+    """torchcodec `VideoDecoder` on the CPU (exact seek mode, HWC frames), `get_frames_at` per batch.
+
+    With `fallback`, a file whose frame count torchcodec sees differently from the probe, or a read
+    it fails, is served by PyAV instead, and so are all later reads.
+    """
+
+    decoder = "torchcodec"
+
+    def __init__(self, path: Source, probe: _Probe, fallback: bool = False):
+        from torchcodec.decoders import VideoDecoder
+
+        self.path = path
+        self.num_frames, self.fps, self.width, self.height = probe.num_frames, probe.fps, probe.width, probe.height
+        self._probe = probe if fallback else None
+        self._pyav: PyAVVideo | None = None
+        self._reader: VideoDecoder | None = None
+        try:
+            # 0 threads: FFmpeg picks, as PyAV's AUTO threading does.
+            source = path.data if isinstance(path, EncodedVideo) else str(path)
+            self._reader = VideoDecoder(source, seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=0)
+        except (RuntimeError, ValueError) as error:
+            if not fallback:
+                raise VideoError(f"torchcodec cannot open {path}: {_torchcodec_reason(error)}") from None
+            self._use_pyav()
+            return
+        if len(self._reader) != probe.num_frames:
+            if not fallback:
+                raise VideoError(
+                    f"torchcodec counts {len(self._reader)} frames in {path} where its packets hold {probe.num_frames}"
+                )
+            self._use_pyav()
+
+    def _use_pyav(self) -> None:
+        assert self._probe is not None
+        self._reader = None
+        self._pyav = PyAVVideo(self.path, self._probe)
+        self.decoder = "pyav"
+
+    def _decode(self, indices: list[int]) -> Iterator[np.ndarray]:
+        for batch in batches(indices, self.width, self.height):
+            yield from self._batch(batch)
+
+    def _batch(self, indices: list[int]) -> np.ndarray:
+        if self._pyav is None:
+            assert self._reader is not None
+            try:
+                return self._reader.get_frames_at(indices).data.numpy()
+            except (RuntimeError, IndexError, ValueError) as error:
+                if self._probe is None:
+                    raise VideoError(f"torchcodec cannot decode {self.path}: {_torchcodec_reason(error)}") from None
+                self._use_pyav()
+        assert self._pyav is not None
+        return _stack(list(self._pyav._decode(indices)), self.mixed_sizes)
+
+    def close(self) -> None:
+        # torchcodec frees its decoder when the object is collected.
         self._reader = None
         if self._pyav is not None:
             self._pyav.close()
@@ -380,18 +564,18 @@ def is_frame_folder(folder: Path) -> bool:
     return folder.is_dir() and bool(_frame_file_numbers(folder))
 
 
-def _decode_image(file: Path) -> np.ndarray:
+def _decode_image(file: Source) -> np.ndarray:
     try:
-        with av.open(str(file)) as container:
+        with av.open(media(file), mode="r") as container:
             return rgb_array(next(container.decode(video=0)), file)
     except (av.FFmpegError, OSError, ValueError, StopIteration) as error:
         raise VideoError(f"cannot decode frame file {file}: {_reason(error)}") from None
 
 
-def _image_size(file: Path) -> tuple[int, int]:
+def _image_size(file: Source) -> tuple[int, int]:
     """`(width, height)` of an image file as decoded (`decode_size`), from its header."""
     try:
-        with av.open(str(file)) as container:
+        with av.open(media(file), mode="r") as container:
             context = container.streams.video[0].codec_context
             return decode_size(file, context.width, context.height)
     except (av.FFmpegError, OSError, ValueError, IndexError) as error:
@@ -401,7 +585,8 @@ def _image_size(file: Path) -> tuple[int, int]:
 class FrameFolderVideo(Video):
     """A folder of numbered JPEG/PNG frames (`00001.jpg`, `img_00001.jpg`...): index `k` reads the
     `k`-th number from the first one (file 1 for the Sth/HMDB folders, PROTOCOLS.md 2.2), decoded to RGB
-    with PyAV. The Sth/HMDB checkpoints want BGR: the view protocol reverses channels, not this."""
+    with PyAV. The Sth/HMDB checkpoints want BGR: the view protocol reverses channels, not this.
+    `from_frames` makes one of frame files held in memory (a packed frame folder)."""
 
     decoder = "frames"
 
@@ -413,11 +598,28 @@ class FrameFolderVideo(Video):
         missing = sorted(set(range(first, first + len(numbers))) - set(numbers))
         if missing:
             raise VideoError(f"frame folder {folder} has gaps: frame number {missing[0]} is missing")
-        self.path = folder
-        self._files = [numbers[first + k] for k in range(len(numbers))]
+        self._start(folder, [numbers[first + k] for k in range(len(numbers))])
+
+    def _start(self, name: Source, files: Sequence[Source]) -> None:
+        self.path = name
+        self._files = list(files)
         self.num_frames = len(self._files)
         self.fps = FRAME_FOLDER_FPS
         self.width, self.height = _image_size(self._files[0])
+
+    @classmethod
+    def from_frames(cls, name: str, frames: Sequence[bytes]) -> FrameFolderVideo:
+        """Frames `frames[k]` (encoded images, in frame order) of a folder that `name` names."""
+        if not frames:
+            raise VideoError(f"{name} holds no frames")
+        video = cls.__new__(cls)
+        video._start(EncodedVideo(name, b""), [EncodedVideo(f"{name}#{k + 1}", data) for k, data in enumerate(frames)])
+        return video
+
+    @property
+    def frame_files(self) -> list[Source]:
+        """The frame files, in frame order."""
+        return list(self._files)
 
     @property
     def mixed_sizes(self) -> str:
@@ -430,41 +632,80 @@ class FrameFolderVideo(Video):
         """Nothing stays open: each frame file is opened and closed as it is read."""
 
 
-def open_video(path: str | Path, decoder: Decoder | str = "auto") -> Video:
-    """Open a video file or a frame folder.
-
-    `auto` uses decord when it is installed and PyAV otherwise (or when decord fails on a file PyAV
-    reads, or for frames larger than 1080p, where decord's buffers take gigabytes); both return
-    identical frames for the same indices. Every file is first checked with
-    PyAV, which reads the header and the packet list without decoding: that catches bad input with a
-    clear message before decord could print native errors, and gives the frame size.
-    """
+def check_decoder(decoder: str) -> None:
+    """A one-line error for an unknown or missing decoder. torchcodec asked for by name is loaded here,
+    before any DataLoader worker starts: where it cannot load its FFmpeg libraries that is noted once, and
+    PyAV decodes instead."""
     if decoder not in DECODERS:
         raise UniformerError(f"unknown decoder {decoder!r} (use one of {', '.join(DECODERS)})")
     if decoder == "decord" and not decord_available():
         raise UniformerError("decord is not installed (`pip install decord`, x86-64 only): use --decoder pyav")
-    path = Path(path)
+    if decoder == "torchcodec":  # `auto` loads torchcodec (about 2 s) only for a video it would decode
+        if not torchcodec_installed():
+            raise UniformerError(f"torchcodec is not installed ({TORCHCODEC_HINT}): use --decoder pyav")
+        torchcodec_usable()
+
+
+def choose_decoder(decoder: str, workload: Workload, width: int) -> str:
+    """The decoder that reads a video `width` pixels wide for `workload` (`AUTO_DECODERS`); torchcodec,
+    asked for by name where it cannot load, gives way to PyAV (noted once)."""
+    if decoder != "auto":
+        return "pyav" if decoder == "torchcodec" and not torchcodec_usable() else decoder
+    for candidate in AUTO_DECODERS[workload]:
+        if candidate == "decord" and decord_available():
+            return candidate
+        if candidate == "torchcodec" and fast_width(width) and torchcodec_usable():
+            return candidate
+    return "pyav"
+
+
+def open_video(path: str | Path | EncodedVideo, decoder: Decoder | str = "auto", workload: Workload = "views") -> Video:
+    """Open a video file, a frame folder or a video held in memory, for `workload` (what will be read,
+    see `AUTO_DECODERS`).
+
+    `auto` picks the fastest decoder installed for the workload and the video (`choose_decoder`); frames
+    above 1080p always go to PyAV, which decodes them one at a time (decord's buffers take gigabytes),
+    and decord's failures on files PyAV reads fall back to PyAV. All decoders return identical frames
+    for the same indices. Every file is first checked with PyAV, which reads the header and the packet
+    list without decoding: that catches bad input with a clear message before a native decoder could
+    print its own errors, and gives the frame size.
+    """
+    check_decoder(decoder)
+    if workload not in AUTO_DECODERS:
+        raise ValueError(f"unknown decoding workload {workload!r}")
+    source: Source
+    if isinstance(path, EncodedVideo):
+        source = path
+        if not source.data:
+            raise VideoError(f"{source} is empty (0 bytes)")
+    else:
+        source = Path(path)
+        try:
+            status = source.stat()
+        except FileNotFoundError:
+            raise VideoError(f"no such file or folder: {source}") from None
+        except OSError as error:
+            raise VideoError(f"cannot open {source}: {error.strerror or error}") from None
+        if stat.S_ISDIR(status.st_mode):
+            return FrameFolderVideo(source)
+        if not stat.S_ISREG(status.st_mode):  # a FIFO or a device would block or never end: streams take `-`
+            raise VideoError(f"{source} is not a regular file (a pipe or a device): pipe a stream to `-` instead")
+        if status.st_size == 0:
+            raise VideoError(f"{source} is empty (0 bytes)")
+    probe = _probe(source)
+    chosen = choose_decoder(decoder, workload, probe.width)
+    if decoder == "auto" and probe.width * probe.height > DECORD_MAX_PIXELS:
+        chosen = "pyav"
+    # decord and torchcodec decode at the stored size: frames that must be shrunk always go to PyAV.
+    if probe.stored_pixels > MAX_DECODED_PIXELS:
+        chosen = "pyav"
+    if chosen == "torchcodec":
+        return TorchCodecVideo(source, probe, fallback=decoder == "auto")
+    if chosen == "pyav":
+        return PyAVVideo(source, probe)
     try:
-        status = path.stat()
-    except FileNotFoundError:
-        raise VideoError(f"no such file or folder: {path}") from None
-    except OSError as error:
-        raise VideoError(f"cannot open {path}: {error.strerror or error}") from None
-    if stat.S_ISDIR(status.st_mode):
-        return FrameFolderVideo(path)
-    if not stat.S_ISREG(status.st_mode):  # a FIFO or a device would block or never end: streams take `-`
-        raise VideoError(f"{path} is not a regular file (a pipe or a device): pipe a stream to `-` instead")
-    if status.st_size == 0:
-        raise VideoError(f"{path} is empty (0 bytes)")
-    probe = _probe(path)
-    large = probe.width * probe.height > DECORD_MAX_PIXELS
-    # decord decodes at the stored size: frames that must be shrunk always go to PyAV.
-    shrunk = probe.stored_pixels > MAX_DECODED_PIXELS
-    if decoder == "pyav" or not decord_available() or (decoder == "auto" and large) or shrunk:
-        return PyAVVideo(path, probe)
-    try:
-        return DecordVideo(path, probe, fallback=decoder == "auto")
+        return DecordVideo(source, probe, fallback=decoder == "auto", long=workload == "timeline")
     except VideoError:
         if decoder == "decord":
             raise
-        return PyAVVideo(path, probe)
+        return PyAVVideo(source, probe)

@@ -17,7 +17,7 @@ from torch import nn
 
 from uniformer_cli.data.paths import VideoSearch
 from uniformer_cli.data.stream import STDIN, open_stream
-from uniformer_cli.data.video import DECODERS, is_frame_folder, open_video
+from uniformer_cli.data.video import check_decoder, is_frame_folder, open_video
 from uniformer_cli.data.views import views_from_video
 from uniformer_cli.data.windows import check_timeline, stream_windows, window_bounds
 from uniformer_cli.device import batched_logits
@@ -270,7 +270,7 @@ class Predictor:
         video file's own rate is used otherwise. `progress` hears of each window (a sub step)."""
         started = time.perf_counter()
         timeline = _Timeline(self, str(path), self.timeline_protocol(clips))
-        with open_video(path, self.decoder) as video:
+        with open_video(path, self.decoder, "timeline") as video:
             if is_frame_folder(Path(path)):
                 if fps is None:
                     raise _no_frame_rate(path)
@@ -345,8 +345,7 @@ def open_predictor(request: InferenceRequest, *, batch_size: int = 8, decoder: s
     """The `Predictor` of a request (`engine.inference.open_model`: the zoo entry's or the weights' own
     protocol with the request's changes, the fast path or OpenVINO at the requested precision); a model
     without labels names its classes `class N`."""
-    if decoder not in DECODERS:
-        raise UniformerError(f"unknown decoder {decoder!r} (use one of {', '.join(DECODERS)})")
+    check_decoder(decoder)
     return Predictor.of(open_model(request), batch_size=batch_size, decoder=decoder)
 
 
