@@ -72,7 +72,12 @@ FLAG = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
 
 
 def test_every_option_the_documentation_uses_exists() -> None:
-    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    commands = {}
+    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        subcommands = getattr(command, "commands", None)  # a group: `uniformer data pack ...`
+        commands.update(
+            {f"{name} {sub}": each for sub, each in subcommands.items()} if subcommands else {name: command}
+        )
     options = {
         name: {"-h", "--help"}
         | {flag for parameter in command.params for flag in (*parameter.opts, *parameter.secondary_opts)}

@@ -20,6 +20,7 @@ from hub_server import serve_tiny_zoo_model
 from synthetic_video import numbered_frame, write_frame_folder
 
 from uniformer_cli import engine
+from uniformer_cli.cli import data as data_command
 from uniformer_cli.cli import evaluate, explain, features, options
 from uniformer_cli.cli import predict as predict_command
 from uniformer_cli.cli.app import app
@@ -94,7 +95,9 @@ def predict(capsys: pytest.CaptureFixture[str], data: dict[str, Path], *args: ob
 
 
 def test_the_schema_table_covers_every_command() -> None:
-    commands = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    group = typer.main.get_command(app)
+    commands = set(group.commands) - {"data"}  # type: ignore[attr-defined]
+    commands |= {f"data {name}" for name in group.commands["data"].commands}  # type: ignore[attr-defined]
     # Every command but train (its run folder and plan are docs/TRAINING.md's) has its record documented.
     assert commands - {"train"} <= set(SCHEMA)
     assert {"predict --timeline", "eval summary"} <= set(SCHEMA)
@@ -161,6 +164,24 @@ def test_flops_convert_and_models_records_hold_the_schema(capsys: pytest.Capture
     code, out, _ = run(capsys, "models", "--json")
     rows = json.loads(out)
     assert all(set(row) == SCHEMA["models"] for row in rows) and len(rows) == len(ZOO) + len(V2_ZOO)
+
+
+def test_data_pack_and_check_records_hold_the_schema(capsys: pytest.CaptureFixture[str], data: dict[str, Path]) -> None:
+    root = data["root"] / "packing"
+    for split in ("train", "val"):
+        flat_video(root / split / "red" / "a.mp4", colour(-1.5), size=(64, 48))
+    (root / "val" / "red" / "b.mp4").write_bytes(b"not a video" * 50)
+    code, out, err = run(capsys, "data", "pack", root, data["root"] / "packed", "--json")
+    assert code == 3, err
+    document = json.loads(out)
+    assert set(document) == SCHEMA["data pack summary"]
+    assert [set(record) for record in document["records"]] == [SCHEMA["data pack"]] * 3
+    assert [record["error"] is None for record in document["records"]] == [True, True, False]
+    code, out, err = run(capsys, "data", "check", root, "--json")
+    assert code == 3, err
+    document = json.loads(out)
+    assert set(document) == SCHEMA["data check summary"]
+    assert [set(record) for record in document["records"]] == [SCHEMA["data check"]] * 3
 
 
 # --- flags and encodings ---------------------------------------------------------------------------------
@@ -241,6 +262,13 @@ def test_usage_errors_are_one_line_with_the_valid_values(
         (features.features, engine.features.FeaturesRequest, {"inference"}, {"json_output"}),
         (explain.explain, engine.explain.ExplainRequest, {"inference"}, {"json_output"}),
         (predict_command.predict, None, set(), PREDICT_ONLY),
+        (
+            data_command.pack,
+            engine.packing.PackRequest,
+            {"shard_bytes", "overwrite"},
+            {"shard_size", "force", "json_output", "output"},
+        ),
+        (data_command.check, engine.doctor.CheckRequest, set(), {"json_output", "output"}),
     ],
 )
 def test_each_option_reaches_its_request_by_name(

@@ -13,6 +13,7 @@ import typer
 
 from uniformer_cli.cli import (
     convert,
+    data,
     download,
     evaluate,
     explain,
@@ -75,6 +76,9 @@ EPILOGS = {"eval": evaluate.LAYOUTS_EPILOG}
 for name, function in COMMANDS.items():
     # Every command gets its choice options as plain values (`plain_choices`).
     app.command(name, help=help_text(function.__doc__), epilog=EPILOGS.get(name))(plain_choices(function))
+for name, function in data.COMMANDS.items():
+    data.app.command(name, help=help_text(function.__doc__))(plain_choices(function))
+app.add_typer(data.app)
 
 
 def _print_version(value: bool) -> None:

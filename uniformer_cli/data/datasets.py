@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from uniformer_cli.data.video import VIDEO_EXTENSIONS, Video
+from uniformer_cli.data.shards import INDEX, PackedSplit, ShardMember, open_packed, open_packed_video, read_member
+from uniformer_cli.data.storage import join
+from uniformer_cli.data.video import VIDEO_EXTENSIONS, Video, Workload, open_video
 from uniformer_cli.errors import DatasetError, VideoError
 from uniformer_cli.files import read_text_file
 from uniformer_cli.jsonio import load_json
@@ -46,11 +48,13 @@ SOMETHING_SETS = ("sthv1", "sthv2")
 @dataclass(frozen=True)
 class Sample:
     """One video: a file, or a frame folder whose frame count comes from the list, else the folder
-    (PROTOCOLS.md 2.2)."""
+    (PROTOCOLS.md 2.2). A packed sample (`member`) lives in a shard; its `path` is the one it was packed
+    from, relative to the dataset root."""
 
     path: Path
     label: int
     num_frames: int | None = None
+    member: ShardMember | None = None
 
     def frame_count(self, video: Video) -> int:
         """Frames to sample over: a frame folder's comes from the list when it gives one."""
@@ -69,7 +73,7 @@ class DatasetSplit:
     split: str
     samples: list[Sample]
     classes: list[str]
-    source: Path
+    source: Path | str
     layout: str
     root: Path
     label_map: Path | None = None  # the release's own class map, when one was found and checked
@@ -81,7 +85,7 @@ def class_key(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", re.sub(r"['’]", "", name.lower())).strip("_")
 
 
-def _class_mismatch(names: Sequence[str], reference: Sequence[str]) -> tuple[str | None, str | None]:
+def class_mismatch(names: Sequence[str], reference: Sequence[str]) -> tuple[str | None, str | None]:
     """(first of `names` not in `reference`, first of `reference` not in `names`), compared by
     `class_key`; (None, None) when both name the same classes, in any order."""
     reference_keys, own_keys = {class_key(name) for name in reference}, {class_key(name) for name in names}
@@ -755,7 +759,7 @@ def check_label_set(spec: DatasetSpec, classes: list[str]) -> None:
     """A model whose classes are not the dataset's (in any order) would be scored against the wrong names."""
     if spec.label_set is None:
         return
-    extra, absent = _class_mismatch(classes, load_labels(spec.label_set))
+    extra, absent = class_mismatch(classes, load_labels(spec.label_set))
     if extra is not None or absent is not None:
         detail = f"its class {extra!r} is not one of them" if extra is not None else f"it has no class {absent!r}"
         default = spec.default_model.name if spec.default_model else "none"
@@ -767,7 +771,7 @@ def check_label_set(spec: DatasetSpec, classes: list[str]) -> None:
 def check_label_map(label_map: LabelMap, classes: list[str]) -> None:
     """The release's class map must name the model's classes (any order): one line naming the first
     class that differs, never a silent score against another class list."""
-    extra, absent = _class_mismatch(label_map.names, classes)
+    extra, absent = class_mismatch(label_map.names, classes)
     if extra is not None:
         raise DatasetError(f"{label_map.path} does not match the model: its class {extra!r} is not a model class")
     if absent is not None:
@@ -868,6 +872,42 @@ def _resolve_classes(
     return names
 
 
+PACKED_LAYOUT = "packed shards (uniformer data pack)"
+
+
+def packed_split(packed: PackedSplit, classes: list[str] | None = None) -> DatasetSplit:
+    """A packed split as the readers' `DatasetSplit`: samples in packed order, labels indexing `classes`
+    (the model's, matched by name like every reader's) or, without them, the packed class list."""
+    where = join(packed.root, INDEX)
+    names = classes if classes is not None else packed.classes
+    if classes is not None and packed.dataset in DATASETS:
+        check_label_set(DATASETS[packed.dataset], classes)
+    index = _ClassIndex(names, Path(str(where)))
+    mapping = [index.by_name(name) for name in packed.classes]
+    index.check()
+    samples = []
+    for shard in packed.shards:
+        members = zip(shard.offsets, shard.sizes, shard.labels, shard.videos, shard.num_frames, strict=True)
+        for position, (offset, size, label, video, count) in enumerate(members):
+            member = ShardMember(packed.location(shard), offset, size, f"{shard.first + position:08d}")
+            samples.append(Sample(Path(video), mapping[label], count, member))
+    if not samples:
+        raise DatasetError(f"{where}: the {packed.split} split holds no samples")
+    return DatasetSplit(packed.dataset or "packed", packed.split, samples, names, str(where), PACKED_LAYOUT, Path("."))
+
+
+def read_packed(location: str | Path, split: str | None = None, classes: list[str] | None = None) -> DatasetSplit:
+    """`open_packed` then `packed_split`, in one call."""
+    return packed_split(open_packed(location, split), classes)
+
+
+def open_sample(sample: Sample, decoder: str = "auto", workload: Workload = "views") -> Video:
+    """The video of a sample: its file or frame folder, or its shard member read into memory."""
+    if sample.member is None:
+        return open_video(sample.path, decoder, workload)
+    return open_packed_video(read_member(sample.member), str(sample.path), decoder, workload)
+
+
 def mirroring_changes_labels(split: DatasetSplit) -> bool:
     """Whether a horizontal flip turns a clip of one class into another: Something-Something ("Pushing
     something from left to right"), read with its reader or as any list or tree of its class names."""
@@ -880,8 +920,12 @@ def mirroring_changes_labels(split: DatasetSplit) -> bool:
     )
 
 
-def _unavailable_reason(path: Path) -> str | None:
-    """Why a listed video cannot be read, from the file system alone (no decoding): None when it can."""
+def _unavailable_reason(sample: Sample) -> str | None:
+    """Why a listed video cannot be read, from the file system alone (no decoding): None when it can.
+    Packed samples are known to the index: their shards are read, not checked."""
+    if sample.member is not None:
+        return None
+    path = sample.path
     try:
         if path.is_dir():
             with os.scandir(path) as entries:
@@ -900,7 +944,7 @@ def _unavailable_reason(path: Path) -> str | None:
 def unavailable_videos(samples: Sequence[Sample], workers: int = 8) -> list[tuple[Path, str]]:
     """(path, reason) of every listed video that is missing or cannot be opened, in list order."""
     with ThreadPoolExecutor(workers) as pool:  # file systems on the network answer in parallel
-        reasons = list(pool.map(_unavailable_reason, [sample.path for sample in samples]))
+        reasons = list(pool.map(_unavailable_reason, samples))
     return [(sample.path, reason) for sample, reason in zip(samples, reasons, strict=True) if reason is not None]
 
 
@@ -916,7 +960,10 @@ __all__ = [
     "get_dataset",
     "locate_split",
     "mirroring_changes_labels",
+    "open_sample",
+    "packed_split",
     "read_dataset",
+    "read_packed",
     "read_split",
     "unavailable_videos",
 ]

@@ -9,7 +9,7 @@ interrupted one was, from nothing but the epoch and step counters.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +100,7 @@ class TrainClips(Dataset):
         return len(self.samples)
 
     def _load(self, sample: Sample, rng: np.random.Generator) -> torch.Tensor:
-        with open_video(sample.path, self.decoder) as video:
+        with open_video(sample.path, self.decoder, "train") as video:
             frames = video.read(self.sampling.indices(sample.frame_count(video), rng))
         return self.augment(torch.from_numpy(frames), rng)
 
@@ -122,7 +122,8 @@ class GlobalBatchSampler(Sampler[list[SampleKey]]):
     """This process's micro-batches of sample keys.
 
     Every optimiser step consumes one global batch of `micro_batch * accumulation * world_size` videos,
-    a contiguous slice of a seeded permutation of the dataset (the incomplete last slice is dropped).
+    a contiguous slice of a seeded permutation of the dataset (the incomplete last slice is dropped):
+    `order(seed, epoch)`, a random permutation by default; packed datasets pass `shards.epoch_order`.
     The slice is cut into `accumulation * world_size` chunks; rank r's m-th micro-batch is chunk
     `r * accumulation + m`. So 2 processes with 1 micro-batch each and 1 process accumulating 2
     micro-batches see the same chunks (same BatchNorm statistics, same mixing partners).
@@ -137,8 +138,10 @@ class GlobalBatchSampler(Sampler[list[SampleKey]]):
         world_size: int = 1,
         rank: int = 0,
         seed: int = 0,
+        order: Callable[[int, int], np.ndarray] | None = None,
     ) -> None:
         self.size = size
+        self.order = order or (lambda seed, epoch: keyed_rng(seed, epoch).permutation(size))
         self.micro_batch = micro_batch
         self.accumulation = accumulation
         self.world_size = world_size
@@ -173,7 +176,7 @@ class GlobalBatchSampler(Sampler[list[SampleKey]]):
         return (self.steps_per_epoch - self.start_step) * self.accumulation
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
-        order = keyed_rng(self.seed, self.epoch).permutation(self.size)
+        order = self.order(self.seed, self.epoch)
         for step in range(self.start_step, self.steps_per_epoch):
             for micro_step in range(self.accumulation):
                 first = step * self.global_batch + self.chunk(micro_step) * self.micro_batch

@@ -1,0 +1,105 @@
+"""Real storage servers on 127.0.0.1 for the remote-data tests: an S3-compatible server (moto in server
+mode, in a thread) and a static HTTP server that answers byte ranges and counts the bytes it sent."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A moto S3 server; the environment points the AWS clients at it (credentials are any, as moto
+    takes them). Yields its endpoint URL."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep another endpoint
+    try:
+        yield endpoint
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
+
+
+class _RangeHandler(SimpleHTTPRequestHandler):
+    """Files of one folder, with `Range: bytes=A-B` answered by 206 and the part asked for."""
+
+    sent: list[int]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def send_head(self):  # type: ignore[no-untyped-def]
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return None
+        size = path.stat().st_size
+        match = _RANGE.match(self.headers.get("Range", ""))
+        start, end = 0, size - 1
+        if match:
+            start = int(match[1])
+            end = min(int(match[2]) if match[2] else size - 1, size - 1)
+            if start >= size:
+                self.send_error(416)
+                return None
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.end_headers()
+        with path.open("rb") as file:
+            file.seek(start)
+            data = file.read(end - start + 1)
+        if self.command == "GET":
+            self.sent.append(len(data))
+        import io
+
+        return io.BytesIO(data)
+
+
+@contextmanager
+def http_server(folder: Path) -> Iterator[tuple[str, list[int]]]:
+    """Serve `folder` on 127.0.0.1; yields its URL and the list of body sizes sent for GETs."""
+    sent: list[int] = []
+    handler = type("Handler", (_RangeHandler,), {"sent": sent})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", sent
+    finally:
+        server.shutdown()
+        server.server_close()
