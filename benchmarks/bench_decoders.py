@@ -19,6 +19,7 @@ the workload decoded is bit-identical to PyAV's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -90,12 +91,14 @@ def write_source(path: Path, width: int, height: int, frames: int, seed: int) ->
     return path
 
 
-# Each workload returns a fingerprint of what it decoded, for the equality check against PyAV.
-def run_views(paths: list[Path], decoder: str) -> list[np.ndarray]:
+# Each workload returns what it decoded, for the equality check against PyAV.
+def run_views(paths: list[Path], decoder: str, raw: bool = False) -> list[np.ndarray]:
+    """The test views of each clip; `raw`: the frames behind them, before any resizing (what the
+    equality check compares)."""
     out = []
     for path in paths:
         with open_video(path, decoder) as video:
-            out.append(views_from_video(video, VIEWS).numpy())
+            out.append(read_view_frames(video, VIEWS)[0] if raw else views_from_video(video, VIEWS).numpy())
     return out
 
 
@@ -116,15 +119,6 @@ def run_train(paths: list[Path], decoder: str, samples: int = 24) -> list[np.nda
         with open_video(paths[sample % len(paths)], decoder, "train") as video:
             indices = train_indices("dense", video.num_frames, 16, 4, rng)
             out.append(video.read(indices))
-    return out
-
-
-def run_view_frames(paths: list[Path], decoder: str) -> list[np.ndarray]:
-    """The raw frames behind `views` (the equality check compares these, before any resizing)."""
-    out = []
-    for path in paths:
-        with open_video(path, decoder) as video:
-            out.append(read_view_frames(video, VIEWS)[0])
     return out
 
 
@@ -194,7 +188,7 @@ def main() -> None:
         print(f"data    {args.clips} clips {args.clip_size} 10 s; timeline 1280x720 {args.minutes:g} min; 30 fps H.264")
         for workload in args.workloads:
             paths = sources[workload]
-            check = run_view_frames if workload == "views" else WORKLOADS[workload]
+            check = functools.partial(run_views, raw=True) if workload == "views" else WORKLOADS[workload]
             reference = check(paths, "pyav")
             equal = {decoder: same_frames(check(paths, decoder), reference) for decoder in contenders}
             times: dict[str, list[float]] = {decoder: [] for decoder in contenders}

@@ -15,7 +15,6 @@ training reads each step's samples from a few shards. The tar members are parsed
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from uniformer_cli.data.video import (
     open_video,
 )
 from uniformer_cli.errors import DatasetError, first_line
+from uniformer_cli.jsonio import load_json
 
 INDEX = "index.json"
 FORMAT = "uniformer-shards"
@@ -171,8 +171,8 @@ def read_index(root: str | Path) -> dict[str, Any]:
     if storage.size_of(location) > MAX_INDEX_BYTES:
         raise DatasetError(f"{location} is larger than {MAX_INDEX_BYTES // 2**20} MiB: not a shard index")
     try:
-        index = json.loads(storage.read_bytes(location))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        index = load_json(storage.read_bytes(location), max_bytes=MAX_INDEX_BYTES)
+    except ValueError as error:  # malformed, too deep or not UTF-8 (UnicodeDecodeError is one)
         raise DatasetError(f"{location} is not valid JSON ({first_line(error)})") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise DatasetError(f"{location} is not a uniformer shard index")
@@ -284,8 +284,8 @@ def parse_sample(data: bytes, where: str) -> PackedSample:
         raise DatasetError(f"{where}: expected one sample, found {len(grouped)}")
     fields = grouped[0]
     try:
-        meta = json.loads(fields["json"])
-    except (KeyError, UnicodeDecodeError, json.JSONDecodeError):
+        meta = load_json(fields["json"])
+    except (KeyError, ValueError):
         raise DatasetError(f"{where}: the sample has no valid JSON member") from None
     if not isinstance(meta, dict):
         raise DatasetError(f"{where}: the sample's JSON is not an object")

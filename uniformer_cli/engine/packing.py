@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import re
@@ -31,6 +30,7 @@ from uniformer_cli.data.loading import decoding_workers
 from uniformer_cli.data.video import EncodedVideo, FrameFolderVideo, open_video
 from uniformer_cli.errors import DatasetError, UniformerError, VideoError, WriteError
 from uniformer_cli.files import write_reason
+from uniformer_cli.jsonio import dump_json
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class _ShardWriter:
 
     def add(self, encoded: _Encoded) -> tuple[str, str, int]:
         """Write one sample; returns (shard name, key, bytes it takes)."""
-        meta_bytes = json.dumps(encoded.meta, ensure_ascii=False, sort_keys=True).encode()
+        meta_bytes = dump_json(encoded.meta, ensure_ascii=False, sort_keys=True).encode()
         size = _tar_bytes(len(meta_bytes)) + sum(_tar_bytes(len(data)) for data in encoded.members.values())
         if self._tar is not None and self._entry["offsets"] and self._bytes_so_far() + size > self.limit:
             self._close()
@@ -381,7 +381,7 @@ def pack(request: PackRequest, on_video: Callable[[PackedVideo], None] | None = 
         "seed": request.seed,
         "splits": index_splits,
     }
-    _write_index(request.destination, json.dumps(index, ensure_ascii=False).encode())
+    _write_index(request.destination, dump_json(index, ensure_ascii=False).encode())
     return report
 
 
