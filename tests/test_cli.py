@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -14,6 +15,7 @@ import typer
 import uniformer_cli
 from uniformer_cli import data, engine, models
 from uniformer_cli.cli.app import app, main
+from uniformer_cli.cli.framework import GLOBAL_FLAGS, take_global_flags
 
 PACKAGE = Path(uniformer_cli.__file__).parent
 
@@ -121,3 +123,152 @@ def test_library_code_logs_and_the_cli_chooses_the_level(capsys: pytest.CaptureF
         and re.search(r"\bprint\(|stderr_console", path.read_text())
     ]
     assert printing == []
+
+
+# --- help, global flags, diagnostics ---------------------------------------------------------------------
+
+
+def every_command() -> list[list[str]]:
+    """The argv of every command, a group's as [group, command]."""
+    found = []
+    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        nested = getattr(command, "commands", None)
+        found += [[name, sub] for sub in nested] if nested else [[name]]
+    return found
+
+
+@pytest.mark.parametrize("argv", every_command(), ids=" ".join)
+def test_help_reads_at_80_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """Nothing cut, no value shown for a flag, every option's words there, each example on its own line."""
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "-h"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "…" not in out and "<bool>" not in out and "<str>" not in out and "<int" not in out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    command = typer.main.get_command(app)
+    for name in argv:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    text = " ".join(out.split())
+    for parameter in command.params:
+        if parameter.help and not parameter.hidden:
+            assert " ".join(parameter.help.split()) in text.replace("- ", "-"), parameter.name
+    examples = [line.strip() for line in (command.epilog or "").splitlines()[2:] if line.startswith("  ")]
+    for example in examples:
+        assert f"    {example}\n" in out  # whole, on its own line
+    assert bool(examples) == ("Examples:" in out)
+
+
+def test_the_command_list_shows_whole_summaries(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        main(["-h"])
+    commands = capsys.readouterr().out.split("Commands:")[1]
+    assert "..." not in commands and "…" not in commands
+    for name in ("cache", "env", "download", "predict"):
+        assert f"\n  {name} " in commands
+
+
+def test_no_command_takes_the_global_flags_as_its_own() -> None:
+    for argv in every_command():
+        command = typer.main.get_command(app)
+        for name in argv:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        flags = {flag for parameter in command.params for flag in (*parameter.opts, *parameter.secondary_opts)}
+        assert not flags & set(GLOBAL_FLAGS), argv
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [
+        (["models", "--json", "-q"], logging.WARNING),
+        (["models", "-v", "--json"], logging.DEBUG),
+        (["-q", "models", "--json"], logging.WARNING),
+        (["cache", "ls", "--json", "--quiet"], logging.WARNING),
+        (["cache", "ls", "--json", "--verbose"], logging.DEBUG),
+        (["models", "--json"], logging.INFO),
+    ],
+)
+def test_quiet_and_verbose_also_work_after_the_command(
+    capsys: pytest.CaptureFixture[str], local_hub, argv: list[str], level: int
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    assert logging.getLogger("uniformer_cli").level == level
+    assert json.loads(capsys.readouterr().out) is not None  # the flags were not passed to the command
+
+
+def test_global_flags_stop_at_a_double_dash_and_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["x.mp4", "-q", "--", "-v"]
+    assert take_global_flags(args) == {"quiet"} and args == ["x.mp4", "--", "-v"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["models", "-q", "-v"])
+    assert exit_info.value.code == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
+def test_wide_tables_keep_every_column(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    with pytest.raises(SystemExit):
+        main(["models"])
+    narrow = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["models", "--wide"])
+    wide = capsys.readouterr().out
+    dropped = re.search(r"not shown at this width: (.*) \(--json", " ".join(narrow.split()))
+    assert dropped is not None and "not shown at this width" not in wide
+    wide_header = next(line for line in wide.splitlines() if "top-1" in line)
+    assert all(column in wide_header for column in dropped.group(1).split(", "))
+    assert max(len(line) for line in wide.splitlines()) > 60
+
+
+def test_uniformer_debug_shows_the_traceback_behind_the_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    argv = ["convert", tmp_path / "missing.pth", tmp_path / "out.safetensors"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(arg) for arg in argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err and err.count("error:") == 1
+    monkeypatch.setenv("UNIFORMER_DEBUG", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(arg) for arg in argv])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.count("error:") == 1
+    assert "Traceback (most recent call last)" in err and "require_file" in err
+    assert err.rstrip().splitlines()[-1].startswith("error:")  # the line the traceback explains comes last
+
+
+def test_env_reports_versions_cpu_cache_and_hides_tokens(
+    capsys: pytest.CaptureFixture[str], local_hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from uniformer_cli.runtime import cpu_info
+    from uniformer_cli.version import __version__
+
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
+    monkeypatch.setenv("UNIFORMER_DRIVE_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["env", "--json"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    record = json.loads(out)
+    assert "hf_secret_value" not in out and record["settings"]["HF_TOKEN"] == "set"
+    assert record["settings"]["UNIFORMER_DRIVE_ENDPOINT"] == "http://127.0.0.1:9"
+    assert record["uniformer"] == __version__ and record["packages"]["torch"] == torch.__version__
+    assert record["cpu"]["avx512"] == ("avx512f" in cpu_info().flags)
+    assert record["cpu"]["model"] == cpu_info().model
+    assert record["gpu"]["cuda_devices"] == [] if not torch.cuda.is_available() else record["gpu"]["cuda_devices"]
+    assert record["cache"]["home"] == str(local_hub.home / "uniformer")
+    assert record["threads"]["torch"] == torch.get_num_threads()
+    with pytest.raises(SystemExit):
+        main(["env"])
+    table = capsys.readouterr().out
+    assert "hf_secret_value" not in table and f"torch {torch.__version__}" in table

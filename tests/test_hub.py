@@ -33,7 +33,7 @@ def logits(model: torch.nn.Module, seed: int = 1) -> torch.Tensor:
 
 
 def converted_files(local_hub: LocalHub) -> list[Path]:
-    return sorted((local_hub.home / hub.CONVERTED_FOLDER).rglob("*.safetensors"))
+    return sorted((local_hub.home / cache.CONVERTED_FOLDER).rglob("*.safetensors"))
 
 
 def test_zoo_download_converts_once_and_gives_the_source_logits(

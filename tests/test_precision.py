@@ -12,7 +12,7 @@ import torch
 from cli_runner import run_cli
 from parity import FIXTURES, fixture_model
 
-from uniformer_cli import load_model
+from uniformer_cli import load_model, runtime
 from uniformer_cli.cli import options
 from uniformer_cli.device import batched_logits
 from uniformer_cli.errors import UniformerError
@@ -104,14 +104,17 @@ def test_unknown_precision_and_emulated_bf16_are_one_line_errors(monkeypatch: py
 
 def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     flags = "fpu sse avx512f avx512bw"
+    monkeypatch.setattr(runtime.sys, "platform", "linux")
     for extra, expected in (("", False), (" avx512_bf16", True), (" amx_bf16 amx_tile", True)):
         fast_module.cpu_has_native_bf16.cache_clear()
-        monkeypatch.setattr(fast_module.platform, "system", lambda: "Linux")
+        runtime.cpu_info.cache_clear()
         cpuinfo = tmp_path / "cpuinfo"
-        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}{extra}\n")
-        monkeypatch.setattr(fast_module, "CPUINFO", cpuinfo)
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}{extra}\n")
+        monkeypatch.setattr(runtime, "CPUINFO", cpuinfo)
         assert fast_module.cpu_has_native_bf16() is expected
+        assert runtime.cpu_info().model == "Test CPU"
     fast_module.cpu_has_native_bf16.cache_clear()
+    runtime.cpu_info.cache_clear()
 
 
 @pytest.mark.usefixtures("native_bf16")

@@ -258,22 +258,33 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is named like a temporary file of `atomic_write` (`.NAME.PID.TOKEN.tmp`)."""
+    return _TEMPORARY.match(path.name) is not None
+
+
+def is_stale_temporary(path: Path, age: float, *, older_than: float = STALE_SECONDS) -> bool:
+    """Whether `path` is a temporary file of `atomic_write` that a killed process left: its process no
+    longer runs on this machine, or it is older than `older_than` seconds (`age`: since its last change)."""
+    match = _TEMPORARY.match(path.name)
+    if match is None or int(match["pid"]) == os.getpid():
+        return False
+    return age > older_than or (age > 1.0 and not _process_alive(int(match["pid"])))
+
+
 def remove_stale_temporaries(folder: str | Path, *, older_than: float = STALE_SECONDS) -> list[Path]:
-    """Delete the temporary files `atomic_write` left in `folder` when its process was killed: those
-    whose process no longer runs on this machine, or older than `older_than` seconds. Returns what
-    was removed; folders that cannot be listed or files that cannot be removed are left as they are."""
-
-    def stale(entry: Path, age: float) -> bool:
-        match = _TEMPORARY.match(entry.name)
-        if match is None or int(match["pid"]) == os.getpid():
-            return False
-        return age > older_than or (age > 1.0 and not _process_alive(int(match["pid"])))
-
+    """Delete the temporary files `atomic_write` left in `folder` when its process was killed
+    (`is_stale_temporary`). Returns what was removed; folders that cannot be listed or files that cannot
+    be removed are left as they are."""
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
         return []
-    return remove_files_if(entries, stale, f"temporary file(s) of interrupted writes in {folder}")
+    return remove_files_if(
+        entries,
+        lambda entry, age: is_stale_temporary(entry, age, older_than=older_than),
+        f"temporary file(s) of interrupted writes in {folder}",
+    )
 
 
 def remove_files_if(candidates: Iterable[Path], stale: Callable[[Path, float], bool], what: str) -> list[Path]:

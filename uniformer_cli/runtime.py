@@ -21,6 +21,8 @@ import functools
 import os
 import sys
 from collections.abc import MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
 
 THREAD_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 # mallopt parameters (malloc.h) and values: blocks up to 32 MiB (glibc's largest mmap threshold on 64-bit)
@@ -62,3 +64,36 @@ def configure_runtime() -> None:
     """Both settings; call it before importing torch (the `uniformer` command does)."""
     configure_threads()
     keep_large_blocks()
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """The CPU as Linux describes it in /proc/cpuinfo (elsewhere: its name from `platform`, no flags)."""
+
+    model: str
+    flags: frozenset[str]
+
+
+@functools.cache
+def cpu_info() -> CpuInfo:
+    """This machine's CPU model and feature flags (x86 `flags`, Arm `Features`), read once."""
+    model, flags = "", frozenset[str]()
+    if sys.platform == "linux":
+        try:
+            text = CPUINFO.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and not model:
+                model = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = frozenset(value.split())
+    if not model:
+        import platform
+
+        model = platform.processor() or platform.machine()
+    return CpuInfo(model, flags)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import errno
-import inspect
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from uniformer_cli.cli import (
+    cache,
     convert,
     data,
     download,
+    environment,
     evaluate,
     explain,
     export,
@@ -26,9 +29,10 @@ from uniformer_cli.cli import (
     train,
 )
 from uniformer_cli.cli.click_api import ClickException, NoArgsIsHelpError, UsageError
+from uniformer_cli.cli.framework import GlobalFlagsGroup, PlainCommand, help_text
 from uniformer_cli.cli.options import plain_choices
-from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
-from uniformer_cli.cli.progress import print_error, show_logs, stderr_console
+from uniformer_cli.cli.output import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, set_wide
+from uniformer_cli.cli.progress import print_error, show_logs, show_progress, stderr_console
 from uniformer_cli.errors import Terminated, UniformerError
 from uniformer_cli.files import write_reason
 from uniformer_cli.runtime import configure_runtime
@@ -36,27 +40,13 @@ from uniformer_cli.version import __version__
 
 app = typer.Typer(
     name="uniformer",
+    cls=GlobalFlagsGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # Click's plain help: readable at 80 columns (cli.framework)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def help_text(docstring: str | None) -> str:
-    """A docstring as help: paragraphs reflowed to the terminal (recent Typer releases keep the source's
-    line breaks), each example (a line starting with a backquoted command) and list item on its own line."""
-    paragraphs = []
-    for paragraph in inspect.cleandoc(docstring or "").split("\n\n"):
-        lines: list[str] = []
-        for line in paragraph.splitlines():
-            if lines and not line.startswith(("`uniformer", "- ")):
-                lines[-1] += " " + line.strip()
-            else:
-                lines.append(line.strip())
-        paragraphs.append("\n".join(lines))
-    return "\n\n".join(paragraphs)
 
 
 COMMANDS: dict[str, Callable[..., None]] = {
@@ -71,14 +61,29 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "models": models.models,
     "download": download.download,
     "push": push.push,
+    "env": environment.env,
 }
 EPILOGS = {"eval": evaluate.LAYOUTS_EPILOG}
+
+
+def add_command(group: typer.Typer, name: str, function: Callable[..., None], epilog: str | None = None) -> None:
+    """Register `function` as command `name` of `group`: its docstring is the help, its `Examples:` the
+    epilog (`framework.help_text`), and its choice options arrive as plain values (`plain_choices`)."""
+    description, examples = help_text(function.__doc__)
+    epilog = "\n\n".join(part for part in (examples, epilog) if part) or None
+    # The first paragraph, whole, in the list of commands (Click would cut it at 45 characters with "...").
+    summary = description.split("\n\n")[0]
+    command = group.command(name, cls=PlainCommand, help=description, short_help=summary, epilog=epilog)
+    command(plain_choices(function))
+
+
 for name, function in COMMANDS.items():
-    # Every command gets its choice options as plain values (`plain_choices`).
-    app.command(name, help=help_text(function.__doc__), epilog=EPILOGS.get(name))(plain_choices(function))
-for name, function in data.COMMANDS.items():
-    data.app.command(name, help=help_text(function.__doc__))(plain_choices(function))
-app.add_typer(data.app)
+    add_command(app, name, function, EPILOGS.get(name))
+# Command groups: `uniformer data pack|check`, `uniformer cache ls|rm|verify|prune`.
+for group in (data, cache):
+    for name, function in group.COMMANDS.items():
+        add_command(group.app, name, function)
+    app.add_typer(group.app, short_help=(group.app.info.help or "").split("\n\n")[0])
 
 
 def _print_version(value: bool) -> None:
@@ -94,19 +99,40 @@ def uniformer(
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr (no progress notes).")
+        bool,
+        typer.Option("--quiet", "-q", help="Only warnings and errors on stderr: no notes, no progress bars."),
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also debug messages on stderr.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also debug lines on stderr: the model's weights, protocol (and why), device, precision, engine,"
+            " threads, and how long each stage took.",
+        ),
+    ] = False,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide",
+            help="Print tables at their full width: no column left out, no name folded (lines may be longer than"
+            " the terminal).",
+        ),
+    ] = False,
 ) -> None:
     """UniFormer video classification: predict, evaluate, train, count FLOPs and convert checkpoints.
 
     Exit status: 0 every input processed, 3 some inputs failed (their records carry `error`), 1 an error
     stopped the command, 2 a bad command line, 130 Ctrl-C, 143 SIGTERM (docs/OUTPUT.md).
+    UNIFORMER_DEBUG=1 prints the full traceback behind an `error:` line. `uniformer env` prints what a bug
+    report needs.
     """
     if quiet and verbose:
         raise typer.BadParameter("--quiet and --verbose exclude each other", param_hint="'--quiet'")
     # Library code logs; this is where its records become lines on stderr.
     show_logs(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    show_progress(not quiet)
+    set_wide(wide)
 
 
 def _usage_line(error: Any) -> str:
@@ -119,6 +145,16 @@ def _usage_line(error: Any) -> str:
 
 # Failures of the storage, not of the program: reported in one line wherever they surface.
 STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM})
+
+
+DEBUG_VARIABLE = "UNIFORMER_DEBUG"
+
+
+def _debug_traceback(error: BaseException) -> None:
+    """With UNIFORMER_DEBUG=1, the full traceback behind the `error:` line that follows (for bug reports)."""
+    if os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on"):
+        error.__suppress_context__ = False  # the foreign error a message was made from, too
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,11 +170,13 @@ def main(argv: list[str] | None = None) -> None:
         print_error(_usage_line(error))
         code = EXIT_USAGE
     except ClickException as error:
+        _debug_traceback(error)
         print_error(" ".join(error.format_message().split()))
         code = getattr(error, "exit_code", EXIT_ERROR)
     except typer.Abort:
         code = EXIT_ERROR
     except UniformerError as error:
+        _debug_traceback(error)
         print_error(error)
         code = EXIT_ERROR
     except OSError as error:
@@ -146,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         # A full or read-only disk, or missing permissions, met where no helper of ours stood (a
         # third-party writer, a log file): the reason in one line, not a traceback.
+        _debug_traceback(error)
         print_error(f"{error.filename or 'a file'}: {write_reason(error)}")
         code = EXIT_ERROR
     except Terminated:

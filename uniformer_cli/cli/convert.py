@@ -45,7 +45,8 @@ def convert(
     a test protocol and `--labels SET` its class names. Files that need code to unpickle are refused; an
     existing DESTINATION is kept unless --force.
 
-    Examples: `uniformer convert uniformer_small_k400_16x8.pth s16x8.safetensors --model s16x8-k400`,
+    Examples:
+    `uniformer convert downloaded.pth s16x8.safetensors --model s16x8-k400`
     `uniformer convert k400_uniformerv2_b16_8x224.pyth b16.safetensors --frames 8`
     """
     conversion = engine.convert.convert(

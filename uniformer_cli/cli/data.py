@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
+from uniformer_cli.cli.framework import GlobalFlagsGroup
 from uniformer_cli.cli.options import (
     Dataset,
     Decoder,
@@ -34,9 +35,10 @@ from uniformer_cli.cli.output import (
 
 app = typer.Typer(
     name="data",
+    cls=GlobalFlagsGroup,
     help="Pack a dataset into tar shards, or check one for broken, short and duplicated videos.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # plain help, as every command's (cli.framework)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -12,18 +12,26 @@ from rich.table import Table
 from uniformer_cli import engine
 from uniformer_cli.cli.options import RevisionOption
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
+from uniformer_cli.cli.progress import ProgressBars, stderr_console
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.zoo.sources import SOURCE_NAMES
 
 
 def download(
     names: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="Zoo names or aliases (`uniformer models`), or Hub model repositories NAMESPACE/NAME.",
             show_default=False,
+            metavar="NAME",
         ),
-    ],
+    ] = None,
+    everything: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="Every zoo entry (both families) whose checkpoint was released (`uniformer models`)."
+        ),
+    ] = False,
     revision: RevisionOption = None,
     force: Annotated[
         bool,
@@ -40,13 +48,22 @@ def download(
     """Download zoo checkpoints into the cache and convert them, once, or Hub models (NAMESPACE/NAME); print
     where each came from and its sha256.
 
-    Every command downloads what it needs by itself: this one fetches ahead (before going offline,
-    say), and with --force accepts a Google Drive or MMAction2 file that changed since its first
-    download (which is refused otherwise).
+    Every command downloads what it needs by itself: this one fetches ahead (to prepare a machine
+    before it goes offline: then HF_HUB_OFFLINE=1 uses the cache alone), and with --force accepts a
+    Google Drive or MMAction2 file that changed since its first download (which is refused otherwise).
+    Nothing runs a model. `uniformer cache ls` lists what is there.
 
-    Examples: `uniformer download s16x4-k400 b-k400`, `uniformer download xxs16-128-k400 --force`
+    Examples:
+    `uniformer download s16x4-k400 b-k400`
+    `uniformer download xxs16-128-k400 --force`
+    `uniformer download --all`
     """
-    records = engine.download.download(names, revision=revision, force=force)
+    if bool(names) == everything:
+        raise typer.BadParameter("name the models to download, or pass --all", param_hint="'--all'")
+    if everything:
+        names = [entry.name for entry in engine.cache.zoo_entries() if entry.sources]
+    with ProgressBars(stderr_console.is_terminal) as bars:
+        records = engine.download.download(names or [], revision=revision, force=force, progress=bars)
     if all(record["error"] is not None for record in records):
         raise UniformerError(str(records[0]["error"]))
     Output(json_output, output).finish(Result(records), lambda console: _print(console, records))

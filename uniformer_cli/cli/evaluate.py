@@ -55,7 +55,7 @@ def _layouts_epilog() -> str:
     for spec in DATASETS.values():
         lines.setdefault(tuple(layout.name for layout in spec.layouts), []).append(spec.name)
     rows = [f"{', '.join(names)}: {' | '.join(layouts)}" for layouts, names in lines.items()]
-    return escape("Layouts (an example tree of each: docs/DATASETS.md):\n\n" + "\n".join(rows))
+    return escape("Layouts (an example tree of each: docs/DATASETS.md):\n\n" + "\n\n".join(f"- {row}" for row in rows))
 
 
 LAYOUTS_EPILOG = _layouts_epilog()
@@ -125,7 +125,8 @@ def evaluate(
     saved every minute and on Ctrl-C or SIGTERM; `--resume` continues it.
     Multi-GPU: `torchrun --nproc-per-node 8 -m uniformer_cli.cli.app eval ...` (same numbers, one shard each).
 
-    Example: `uniformer eval --dataset sthv2 --root /data/sthv2 --model b-sthv2 -o sthv2.json`
+    Examples:
+    `uniformer eval --dataset sthv2 --root /data/sthv2 -o sthv2.json`
     """
     destination = Output(json_output, output)
     # A JSON file is the engine's: it saves progress into it and --resume reads it back.

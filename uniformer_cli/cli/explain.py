@@ -84,8 +84,9 @@ def explain(
     computed: not upsampled or scaled, for pytorch-grad-cam-style post-processing) and the upsampled one
     \[T, S, S] that the overlay draws; -o is then optional.
 
-    Examples: `uniformer explain examples/yoga.mp4 --model s-k400 -o yoga.mp4`,
-    `uniformer explain clip.mp4 --weights mine.safetensors --class 3 -o clip.gif`,
+    Examples:
+    `uniformer explain examples/yoga.mp4 --model s-k400 -o yoga.mp4`
+    `uniformer explain clip.mp4 --weights mine.safetensors --class 3 -o clip.gif`
     `uniformer explain clip.mp4 --model s-k400 --save-map clip_cam.safetensors`
     """
     if output is None and save_map is None:

@@ -74,7 +74,9 @@ def export(
     computes the model's input with numpy and PyAV alone, and README.md, the model card with ten lines
     that run it. Needs `pip install 'uniformer\[onnx]'` or `'uniformer\[openvino]'`.
 
-    Examples: `uniformer export s16x4-k400 -o deploy/`, `uniformer export b-k400 -o deploy/b.onnx`,
+    Examples:
+    `uniformer export s16x4-k400 -o deploy/`
+    `uniformer export b-k400 -o deploy/b.onnx`
     `uniformer export mine.safetensors --format openvino -o deploy/`
     """
     request = engine.inference.request_for(

@@ -50,7 +50,7 @@ def features(
         typer.Argument(
             help="Video files, frame folders, folders (searched recursively) or globs; or use --dataset.",
             show_default=False,
-            metavar="[PATH]...",
+            metavar="PATH",
         ),
     ] = None,
     output: Annotated[
@@ -105,8 +105,9 @@ def features(
     the model, protocol and layer, and the videos that could not be read (exit status 3 when there are any).
     Multi-GPU: `torchrun --nproc-per-node 8 -m uniformer_cli.cli.app features ...`.
 
-    Examples: `uniformer features clips/ -o clips.safetensors`,
-    `uniformer features --dataset k400 --root /data/k400 --model s16x4-k400 -o k400.npy --workers 8`
+    Examples:
+    `uniformer features clips/ -o clips.safetensors`
+    `uniformer features --dataset k400 --root /data/k400 -o k400.npy --workers 8`
     """
     if output == Path():
         raise typer.BadParameter("name the file to write: -o OUT.safetensors or -o OUT.npy", param_hint="'-o'")

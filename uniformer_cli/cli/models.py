@@ -31,7 +31,9 @@ def models(json_output: JsonFlag = False, output: OutputOption = None) -> None:
     """List every released checkpoint, UniFormer and UniFormerV2, with its protocol, accuracy, cost and
     where its weights come from.
 
-    Examples: `uniformer models`, `uniformer models --json | jq '.[] | select(.dataset == "k400") | .model'`,
+    Examples:
+    `uniformer models`
+    `uniformer models --json | jq '.[] | select(.dataset == "k400") | .model'`
     `uniformer models -o zoo.csv`
     """
     entries: list[ZooEntry | V2ZooEntry] = [*ZOO.values(), *V2_ZOO.values()]

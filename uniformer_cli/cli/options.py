@@ -101,6 +101,7 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
+        metavar="NAME",
         help="Zoo name or alias (see `uniformer models`), e.g. b-k400, s16x8-k400, or a Hub model repository"
         " NAMESPACE/NAME holding a converted uniformer file (`uniformer push`).",
         show_default=False,
@@ -111,6 +112,7 @@ WeightsOption = Annotated[
     typer.Option(
         "--weights",
         "-w",
+        metavar="FILE",
         help="Local .safetensors or official .pth file instead of a zoo download.",
         show_default=False,
     ),
@@ -119,6 +121,7 @@ RevisionOption = Annotated[
     str | None,
     typer.Option(
         "--revision",
+        metavar="REVISION",
         help="Hub revision (branch, tag or commit) of the zoo file or Hub model. \\[default: main]",
         show_default=False,
     ),

@@ -40,6 +40,21 @@ EXIT_TERMINATED = 143  # SIGTERM
 
 STDOUT = "-"
 FORMATS = ("json", "jsonl", "csv")
+WIDE_COLUMNS = 10_000  # `--wide`: tables are as wide as their content, up to this
+
+_SETTINGS = {"wide": False}
+
+
+def set_wide(wide: bool) -> None:
+    """`uniformer --wide`: tables at their full width (`table_console`)."""
+    _SETTINGS["wide"] = wide
+
+
+def table_console() -> Console:
+    """The console that tables print to: the terminal's width (tables fold names and leave columns out to
+    fit it, `fitted_table`), or with `--wide` their full width, every column, nothing folded."""
+    return Console(width=WIDE_COLUMNS) if _SETTINGS["wide"] else Console()
+
 
 Record = dict[str, Any]
 
@@ -193,7 +208,7 @@ class Output:
         if self.path == STDOUT and not self.json:
             typer.echo(encode(result, self.file_format), nl=False)
         if not self.to_stdout and tables is not None:
-            tables(Console())
+            tables(table_console())
         if self.file is not None and not file_written:
             write_text(self.file, encode(result, self.file_format))
         return result.exit_code

@@ -106,6 +106,7 @@ def predict(
         typer.Option(
             "--timeline",
             min=0.01,
+            metavar="SECONDS",
             help="Slide a window of this many seconds over each video and show its top label per window "
             "(one centre-crop clip per window, or --clips).",
             show_default=False,
@@ -116,6 +117,7 @@ def predict(
         typer.Option(
             "--fps",
             min=0.01,
+            metavar="FPS",
             help="Frame rate of frame folders, which record none: needed for --timeline on one.",
             show_default=False,
         ),
@@ -143,10 +145,12 @@ def predict(
     one summary table. Files that cannot be read are listed at the end and kept as records with an
     `error` (exit status 3); the others are still predicted.
 
-    Examples: `uniformer predict examples/yoga.mp4 --model b-k400`,
-    `uniformer predict videos/ --json`, `uniformer predict videos/ -o predictions.csv`,
-    `uniformer predict long.mp4 --timeline 2`,
-    `ffmpeg -i rtsp://cam/stream -f mpegts - | uniformer predict - --timeline 2 --json`,
+    Examples:
+    `uniformer predict examples/yoga.mp4 --model b-k400`
+    `uniformer predict videos/ --json`
+    `uniformer predict videos/ -o predictions.csv`
+    `uniformer predict long.mp4 --timeline 2`
+    `ffmpeg -i cam.mkv -f mpegts - | uniformer predict - --timeline 2 --json`
     `uniformer predict clip.mp4 --weights mine.pth --frames 16 --stride 4`
     """
     if output is not None and csv_file is not None:

@@ -8,6 +8,8 @@ never prints: a Python-API user silences or redirects it like any library's; the
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from types import TracebackType
 
 from rich.console import Console
@@ -26,6 +28,36 @@ from uniformer_cli import events
 
 stderr_console = Console(stderr=True)
 
+# Whether progress is drawn at all (`uniformer -q` turns it off); the bars of this process and
+# huggingface_hub's download bars alike.
+_SHOW = {"progress": True, "hub_bars_off": False}
+HUB_BARS_VARIABLE = "HF_HUB_DISABLE_PROGRESS_BARS"
+
+
+def show_progress(enabled: bool) -> None:
+    """Draw progress bars (`ProgressBars`) or not; also huggingface_hub's download bars, which it draws
+    itself: its documented switch is set for `-q` and set back afterwards (a user's own setting is kept)."""
+    _SHOW["progress"] = enabled
+    hub_loaded = "huggingface_hub" in sys.modules
+    if not enabled and HUB_BARS_VARIABLE not in os.environ:
+        os.environ[HUB_BARS_VARIABLE] = "1"  # read when huggingface_hub loads
+        _SHOW["hub_bars_off"] = True
+        if hub_loaded:
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
+    elif enabled and _SHOW["hub_bars_off"]:
+        os.environ.pop(HUB_BARS_VARIABLE, None)
+        _SHOW["hub_bars_off"] = False
+        if hub_loaded:
+            from huggingface_hub.utils import enable_progress_bars
+
+            enable_progress_bars()
+
+
+def progress_shown() -> bool:
+    return _SHOW["progress"]
+
 
 def print_error(message: object) -> None:
     """One red `error:` line on stderr, the message shown verbatim (paths and Something-Something labels
@@ -39,6 +71,7 @@ class ProgressBars:
     manager around the engine call; `enabled=False` draws nothing (a pipe, a single quick input)."""
 
     def __init__(self, enabled: bool = True) -> None:
+        enabled = enabled and progress_shown()
         self.bars = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),

@@ -446,7 +446,8 @@ def train(
     best.safetensors, which `uniformer predict --weights` and `uniformer eval --weights` use directly.
     Multi-GPU / multi-node: `torchrun --nproc-per-node 8 -m uniformer_cli.cli.app train ...`.
 
-    Example: `uniformer train --data ./videos --model s16x8-k400 --epochs 30 -o runs/mine`
+    Examples:
+    `uniformer train --data ./videos --model s16x8-k400 --epochs 30 -o runs/mine`
     """
     values = dict(locals())  # every option by its parameter name, which is its field name
     if scratch and init is not None:

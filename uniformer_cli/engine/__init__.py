@@ -12,12 +12,14 @@ from uniformer_cli.lazy import lazy_attributes
 if TYPE_CHECKING:
     from uniformer_cli.engine import (
         arrays,
+        cache,
         cards,
         checkpointing,
         convert,
         distributed,
         doctor,
         download,
+        environment,
         evaluate,
         explain,
         export,
@@ -39,12 +41,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "arrays",
+    "cache",
     "cards",
     "checkpointing",
     "convert",
     "distributed",
     "doctor",
     "download",
+    "environment",
     "evaluate",
     "explain",
     "export",

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.weights import fetch_zoo_download
 from uniformer_cli.weights.loader import fetch_hub_model, named_entry
 
 
-def download(names: list[str], *, revision: str | None = None, force: bool = False) -> list[dict[str, object]]:
+def download(
+    names: list[str],
+    *,
+    revision: str | None = None,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> list[dict[str, object]]:
     """One record per name (docs/OUTPUT.md): the file that loads, the download it came from, its source and
     sha256; a name that fails keeps its record with the `error`. A zoo entry's download is converted once;
-    a Hub model repository (`namespace/name`) holds its converted file already."""
+    a Hub model repository (`namespace/name`) holds its converted file already. `progress` hears of each
+    model, and of the bytes of each Google Drive / MMAction2 transfer."""
     records: list[dict[str, object]] = []
-    for name in names:
+    for number, name in enumerate(names):
+        notify(progress, Progress("downloading", number, len(names), {"model": name}))
         record: dict[str, object] = dict.fromkeys(("model", "source", "weights", "download", "sha256"))
         record["model"] = name
         try:
@@ -22,7 +31,7 @@ def download(names: list[str], *, revision: str | None = None, force: bool = Fal
                 record.update(source="hub", weights=str(found.path), download=str(found.path), sha256=found.sha256)
             else:
                 record["model"] = entry.name
-                fetched = fetch_zoo_download(entry, revision, force=force)
+                fetched = fetch_zoo_download(entry, revision, force=force, progress=progress)
                 record.update(
                     source=fetched.source,
                     weights=str(fetched.converted),
@@ -34,4 +43,5 @@ def download(names: list[str], *, revision: str | None = None, force: bool = Fal
         else:
             record["error"] = None
         records.append(record)
+    notify(progress, Progress("downloading", len(names), len(names)))
     return records

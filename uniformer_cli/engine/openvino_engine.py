@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import constants
 from torch import nn
 
 from uniformer_cli.engine.interchange import (
@@ -53,7 +52,14 @@ from uniformer_cli.models.fast import check_precision
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.settings import ENGINES
 from uniformer_cli.weights import LoadedModel
-from uniformer_cli.weights.cache import integrity_problem, record_integrity, weights_sha256
+from uniformer_cli.weights.cache import (
+    OPENVINO_FOLDER,
+    cache_home,
+    integrity_problem,
+    mark_used,
+    record_integrity,
+    weights_sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +91,7 @@ def choose_engine(engine: str, precision: str, device: torch.device, compile: bo
 
 def cache_root() -> Path:
     """Beside the converted zoo weights: `$HF_HOME/uniformer/openvino`."""
-    return Path(constants.HF_HOME) / "uniformer" / "openvino"
+    return cache_home() / OPENVINO_FOLDER
 
 
 def ir_folder(weights: Path, protocol: ViewProtocol, features: int | None = None) -> Path:
@@ -141,6 +147,7 @@ def openvino_model(
         if problem != "missing":
             log.warning("the OpenVINO model cached in %s %s: converting it again", folder, problem)
         _build(loaded, protocol, folder, features)
+    mark_used(folder / IR_FILES[0])
     options = {
         "INFERENCE_PRECISION_HINT": HINTS[precision],
         "INFERENCE_NUM_THREADS": torch.get_num_threads(),

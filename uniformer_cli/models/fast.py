@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import platform
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -45,6 +43,7 @@ from uniformer_cli.models.layers import (
     tokens_to_grid,
 )
 from uniformer_cli.models.light import ConvStem
+from uniformer_cli.runtime import cpu_info
 from uniformer_cli.settings import PRECISIONS
 
 
@@ -399,21 +398,16 @@ def replace_convs(model: nn.Module, replacement: Callable[[nn.Conv3d], nn.Module
 
 # CPU flags of native bf16 arithmetic (x86: AVX512-BF16, AMX; Arm: the BF16 extension).
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
-CPUINFO = Path("/proc/cpuinfo")
 
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively. Elsewhere oneDNN emulates it, slower than float32.
-    Linux reports the flags in /proc/cpuinfo; other systems are asked through oneDNN's own check."""
-    if platform.system() == "Linux":
-        try:
-            text = CPUINFO.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            text = ""
-        for line in text.splitlines():
-            if line.startswith(("flags", "Features")):
-                return bool(NATIVE_BF16_FLAGS & set(line.partition(":")[2].split()))
+    Linux reports the flags in /proc/cpuinfo (`runtime.cpu_info`); other systems are asked through
+    oneDNN's own check."""
+    flags = cpu_info().flags
+    if flags:
+        return bool(NATIVE_BF16_FLAGS & flags)
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 

@@ -10,6 +10,7 @@ same way (caches keyed by the weights' content use it). `remove_stale_downloads`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -22,6 +23,8 @@ from uniformer_cli.jsonio import dump_json, read_json
 
 # Converted copies and downloads from other sources live under `$HF_HOME/<CONVERTED_FOLDER>/`.
 CONVERTED_FOLDER = "uniformer"
+DIGESTS_FOLDER = "digests"  # sha256 records of weights files by path (`known_sha256`)
+OPENVINO_FOLDER = "openvino"  # OpenVINO builds by weights sha256 (`engine.openvino_engine`)
 PROBE_SECONDS = 3.0  # how long a cold-cache download waits for a server to answer at all
 INTEGRITY_SUFFIX = ".sha256.json"
 # huggingface_hub resumes a download from its `.incomplete` file, and writes to it all the while: one
@@ -30,6 +33,32 @@ STALE_DOWNLOAD_SECONDS = 3600.0
 RECORD_BYTES = 1 << 16  # a sha256 record is a few hundred bytes
 
 log = logging.getLogger(__name__)
+
+
+def cache_home() -> Path:
+    """Where this package keeps what it makes from downloads: `$HF_HOME/uniformer`."""
+    return Path(constants.HF_HOME) / CONVERTED_FOLDER
+
+
+def hub_repo_folder(hub_repo: str) -> Path:
+    """The Hub cache's folder of a model repository: `<HF_HUB_CACHE>/models--org--name`."""
+    return Path(constants.HF_HUB_CACHE) / f"models--{hub_repo.replace('/', '--')}"
+
+
+def mark_used(path: Path) -> None:
+    """Note that the cached file `path` was just used (for `uniformer cache ls`): its sidecar's mtime is
+    set to now (one `utime`; its content, and so the integrity check, are untouched). Best effort: a
+    read-only cache simply keeps the older time."""
+    with contextlib.suppress(OSError):
+        os.utime(integrity_file(path))
+
+
+def last_used(path: Path) -> float | None:
+    """When the cached file `path` was last used (`mark_used`) or written: its sidecar's mtime."""
+    try:
+        return integrity_file(path).stat().st_mtime
+    except OSError:
+        return None
 
 
 def probe_timeout() -> float:
@@ -44,7 +73,7 @@ def integrity_file(path: Path) -> Path:
     return path.with_name(path.name + INTEGRITY_SUFFIX)
 
 
-def _stamp(path: Path) -> dict[str, int]:
+def file_stamp(path: Path) -> dict[str, int]:
     """What changes whenever a file's content may have: size, mtime, ctime (which no tool can set back)
     and inode (a replaced file)."""
     stat = path.stat()
@@ -55,7 +84,7 @@ def record_integrity(path: Path, source_sha256: str | None = None, sha256: str |
     """Write the sidecar of `path`: its sha256 (`sha256` when already computed), the sha256 of what it
     was made from, and the stat stamp it was verified at. Best effort: a cache that cannot take it is
     verified again next time."""
-    record = {"sha256": sha256 or sha256_of(path), "source_sha256": source_sha256, "verified": _stamp(path)}
+    record = {"sha256": sha256 or sha256_of(path), "source_sha256": source_sha256, "verified": file_stamp(path)}
     try:
         atomic_write(integrity_file(path), lambda temporary: temporary.write_text(dump_json(record, indent=1)))
     except OSError as error:
@@ -73,7 +102,7 @@ def integrity_problem(path: Path) -> str | None:
     if not isinstance(expected, str):
         return "has an unreadable record of its sha256"
     try:
-        stamp = _stamp(path)
+        stamp = file_stamp(path)
         if verified == stamp:
             return None
         actual = sha256_of(path)
@@ -85,13 +114,19 @@ def integrity_problem(path: Path) -> str | None:
     return None
 
 
-def recorded_source_sha256(path: Path) -> str | None:
-    """The sha256 of the file a cached copy was made from, as its sidecar records it."""
+def recorded_sha256(path: Path, field: str = "sha256") -> str | None:
+    """A cached file's sha256 as its sidecar records it (`field` "source_sha256": the sha256 of the file
+    it was made from); None without a readable record."""
     try:
-        value = read_json(integrity_file(path), max_bytes=RECORD_BYTES).get("source_sha256")
+        value = read_json(integrity_file(path), max_bytes=RECORD_BYTES).get(field)
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+def recorded_source_sha256(path: Path) -> str | None:
+    """The sha256 of the file a cached copy was made from, as its sidecar records it."""
+    return recorded_sha256(path, "source_sha256")
 
 
 def known_sha256(path: Path, index: Path) -> str:
@@ -99,7 +134,7 @@ def known_sha256(path: Path, index: Path) -> str:
     at: its sidecar (a cached copy, see `integrity_problem`), else a record of ours in the folder
     `index` (named after the file's absolute path). Hashed only when neither matches; the record is
     then (re)written, best effort."""
-    stamp = _stamp(path)
+    stamp = file_stamp(path)
     own = index / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]}.json"
     for record_file in (integrity_file(path), own):
         try:
@@ -120,14 +155,14 @@ def known_sha256(path: Path, index: Path) -> str:
 def weights_sha256(path: Path) -> str:
     """The sha256 of a weights file, as `known_sha256` gives it (hashed once per content, not per run),
     its records in `$HF_HOME/uniformer/digests`: what caches and resume files key the weights by."""
-    return known_sha256(path, Path(constants.HF_HOME) / "uniformer" / "digests")
+    return known_sha256(path, cache_home() / DIGESTS_FOLDER)
 
 
 def remove_stale_downloads(hub_repo: str, *, older_than: float = STALE_DOWNLOAD_SECONDS) -> list[Path]:
     """Delete the `.incomplete` leftovers of killed downloads of the model repository `hub_repo` from
     the Hub cache (`<cache>/models--org--name/blobs/*.incomplete` untouched for `older_than` seconds);
     a download in progress keeps writing its file and is left alone. Returns what was removed."""
-    blobs = Path(constants.HF_HUB_CACHE) / f"models--{hub_repo.replace('/', '--')}" / "blobs"
+    blobs = hub_repo_folder(hub_repo) / "blobs"
     return remove_files_if(
         blobs.glob("*.incomplete"),
         lambda _, age: age > older_than,

@@ -42,9 +42,10 @@ from huggingface_hub.utils import (
 )
 
 from uniformer_cli.errors import CheckpointError, first_line
+from uniformer_cli.events import ProgressCallback
 from uniformer_cli.files import sha256_of
 from uniformer_cli.weights import remote
-from uniformer_cli.weights.cache import CONVERTED_FOLDER, known_sha256, probe_timeout
+from uniformer_cli.weights.cache import DIGESTS_FOLDER, cache_home, known_sha256, probe_timeout
 from uniformer_cli.zoo import IMAGENET_WEIGHTS, AnyEntry
 from uniformer_cli.zoo.sources import SOURCE_NAMES, Source
 from uniformer_cli.zoo.v2 import V2ZooEntry
@@ -130,12 +131,15 @@ def _unreachable(where: str, error: BaseException | None, instead: str) -> Check
     )
 
 
-def download(entry: AnyEntry, revision: str | None = None, *, force: bool = False) -> HubFile:
+def download(
+    entry: AnyEntry, revision: str | None = None, *, force: bool = False, progress: ProgressCallback | None = None
+) -> HubFile:
     """Fetch (or find in the cache) the official checkpoint of a zoo entry of either family: from the Hub
     when it has a copy, else from the entry's other sources in turn (`ZooEntry.sources`); when a source
     fails and another one is left, a warning says so and the next is tried. `force` downloads a file from
     a non-Hub source afresh and accepts a sha256 other than the recorded one (`remote.fetch`). A
-    UniFormerV2 Hub copy is pinned to the commit that added it (`V2ZooEntry.hub_revision`)."""
+    UniFormerV2 Hub copy is pinned to the commit that added it (`V2ZooEntry.hub_revision`). `progress`
+    hears of a Google Drive or MMAction2 transfer."""
     sources = entry.sources
     if not sources and isinstance(entry, V2ZooEntry):
         raise CheckpointError(
@@ -156,7 +160,7 @@ def download(entry: AnyEntry, revision: str | None = None, *, force: bool = Fals
     failures: list[CheckpointError] = []
     for source in sources if revision is None else sources[:1]:
         try:
-            return _hub_file(entry, revision) if source == "hub" else _remote_file(entry, source, force)
+            return _hub_file(entry, revision) if source == "hub" else _remote_file(entry, source, force, progress)
         except CheckpointError as error:
             failures.append(error)
             if len(failures) < len(sources) and not constants.HF_HUB_OFFLINE:  # offline: each cache is tried
@@ -164,8 +168,8 @@ def download(entry: AnyEntry, revision: str | None = None, *, force: bool = Fals
     raise failures[0]
 
 
-def _remote_file(entry: AnyEntry, source: Source, force: bool) -> HubFile:
-    fetched = remote.fetch(entry, source, force=force)
+def _remote_file(entry: AnyEntry, source: Source, force: bool, progress: ProgressCallback | None) -> HubFile:
+    fetched = remote.fetch(entry, source, force=force, progress=progress)
     return HubFile(fetched.path, None, fetched.path.with_suffix(".safetensors"), fetched)
 
 
@@ -176,14 +180,20 @@ def _hub_file(entry: AnyEntry, revision: str | None) -> HubFile:
     path = hub_download(entry.hub_repo, entry.hub_file, revision=revision, instead="pass a local file with --weights")
     # The cache lays files out as .../snapshots/<commit>/<hub_file>.
     commit = path.parents[len(PurePosixPath(entry.hub_file).parts) - 1].name
-    converted = (
-        Path(constants.HF_HOME)
-        / CONVERTED_FOLDER
-        / entry.hub_repo.replace("/", "--")
-        / commit
-        / f"{PurePosixPath(entry.hub_file).stem}.safetensors"
-    )
-    return HubFile(path, commit, converted)
+    return HubFile(path, commit, converted_path(entry, commit))
+
+
+def converted_path(entry: AnyEntry, commit: str) -> Path:
+    """Where the converted copy of a Hub entry's file at `commit` lives:
+    `$HF_HOME/uniformer/<org>--<repo>/<commit>/<file stem>.safetensors`."""
+    assert entry.hub_repo is not None and entry.hub_file is not None
+    stem = PurePosixPath(entry.hub_file).stem
+    return cache_home() / entry.hub_repo.replace("/", "--") / commit / f"{stem}.safetensors"
+
+
+def is_sha256(name: str) -> bool:
+    """Whether `name` is a sha256 in hex, as huggingface_hub names the blob of an LFS file."""
+    return bool(_SHA256.fullmatch(name))
 
 
 def image_weights(family: str) -> Path:
@@ -265,7 +275,7 @@ def hub_model(repo: str, revision: str | None = None) -> HubModel:
         with _translated(where, repo, revision, instead):
             filename = _model_filename(repo, revision, where, instead)
             path = Path(hf_hub_download(repo, filename, revision=revision))
-    digest = known_sha256(Path(os.path.realpath(path)), Path(constants.HF_HOME) / CONVERTED_FOLDER / "digests")
+    digest = known_sha256(Path(os.path.realpath(path)), cache_home() / DIGESTS_FOLDER)
     return HubModel(repo, filename, path, _checked_blob(path, filename, digest))
 
 

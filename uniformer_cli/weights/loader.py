@@ -15,6 +15,7 @@ from torch import nn
 
 from uniformer_cli.device import select_device
 from uniformer_cli.errors import CheckpointError, UniformerError
+from uniformer_cli.events import ProgressCallback
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
@@ -27,6 +28,7 @@ from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import hub, remote
 from uniformer_cli.weights.cache import (
     integrity_problem,
+    mark_used,
     record_integrity,
     recorded_source_sha256,
     remove_stale_downloads,
@@ -260,21 +262,26 @@ class ZooDownload:
     sha256: str | None  # the downloaded file's sha256 (None: a copy converted by an older version)
 
 
-def fetch_zoo_weights(entry: AnyEntry, revision: str | None = None, *, force: bool = False) -> Path:
+def fetch_zoo_weights(
+    entry: AnyEntry, revision: str | None = None, *, force: bool = False, progress: ProgressCallback | None = None
+) -> Path:
     """`fetch_zoo_download(...).converted`."""
-    return fetch_zoo_download(entry, revision, force=force).converted
+    return fetch_zoo_download(entry, revision, force=force, progress=progress).converted
 
 
-def fetch_zoo_download(entry: AnyEntry, revision: str | None = None, *, force: bool = False) -> ZooDownload:
+def fetch_zoo_download(
+    entry: AnyEntry, revision: str | None = None, *, force: bool = False, progress: ProgressCallback | None = None
+) -> ZooDownload:
     """The converted safetensors of a zoo entry: downloaded and converted on first use, reused after.
 
     The converted copy proves itself before each use (`integrity_problem`: its sha256 against the one
     recorded when it was written); a damaged or unrecorded copy is converted again from the download,
     itself checked against the Hub's sha256 first. A download from another source (`weights.remote`)
     is accepted only when it converts for the entry (its architecture and class count), and its sha256
-    is then recorded; `force` downloads it afresh and accepts another sha256.
+    is then recorded; `force` downloads it afresh and accepts another sha256. `progress` hears of a
+    Google Drive or MMAction2 transfer (huggingface_hub draws its own bar for a Hub download).
     """
-    hub_file = hub.download(entry, revision, force=force)
+    hub_file = hub.download(entry, revision, force=force, progress=progress)
     if hub_file.remote is None and entry.hub_repo is not None:
         remove_stale_downloads(entry.hub_repo)
     converted = hub_file.converted
@@ -282,6 +289,7 @@ def fetch_zoo_download(entry: AnyEntry, revision: str | None = None, *, force: b
     if converted.is_file() and not force:
         problem = integrity_problem(converted)
         if problem is None:
+            mark_used(converted)
             return ZooDownload(converted, hub_file.path, source, recorded_source_sha256(converted))
         log.warning("the converted copy %s %s: converting it again from the verified download", converted, problem)
     remove_stale_temporaries(converted.parent)
@@ -307,6 +315,7 @@ def resolve_model(
     head_dim: int | None = None,
     zoo_name: str | None = None,
     v1_only: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> LoadedModel:
     """Load a zoo entry (by name or alias), a Hub model repository or a weights file of either family,
     UniFormer (v1) or UniFormerV2, in eval mode on `device` ("auto": CUDA, then MPS, then CPU, as every
@@ -320,7 +329,7 @@ def resolve_model(
     metadata) or an official `.pth` / `.pyth` (architecture inferred; `head_dim` for custom widths).
     `zoo_name` names the zoo entry a local file belongs to (e.g. a Drive-only checkpoint): the file must
     match it, and its labels and protocol are attached. Labels are never guessed from the class count
-    alone.
+    alone. `progress` hears of downloads (`fetch_zoo_download`).
     """
     target = select_device(device) if isinstance(device, str) else device
     kind = name_kind(name_or_path)
@@ -342,7 +351,7 @@ def resolve_model(
                 raise UniformerError(f"{entry.name} has head_dim {entry.config.head_dim}; drop --head-dim {head_dim}")
             if v1_only and isinstance(entry, V2ZooEntry):
                 raise not_run_yet(entry.name)  # before its download
-            path = fetch_zoo_weights(entry, revision)
+            path = fetch_zoo_weights(entry, revision, progress=progress)
     loaded = _load_file(path, entry, head_dim, name=entry.name if entry else str(name_or_path))
     if v1_only:
         loaded.uniformer_v1()  # a UniFormerV2 file

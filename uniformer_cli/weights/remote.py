@@ -36,10 +36,11 @@ from gdown.exceptions import FileURLRetrievalError
 from huggingface_hub import constants
 
 from uniformer_cli.errors import CheckpointError, first_line
+from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import atomic_write, write_reason
 from uniformer_cli.jsonio import dump_json, read_json
 from uniformer_cli.weights.cache import (
-    CONVERTED_FOLDER,
+    cache_home,
     integrity_file,
     integrity_problem,
     known_sha256,
@@ -98,15 +99,17 @@ def drive_endpoint() -> str:
 
 
 def downloads_folder() -> Path:
-    return Path(constants.HF_HOME) / CONVERTED_FOLDER / DOWNLOADS_FOLDER
+    return cache_home() / DOWNLOADS_FOLDER
 
 
-def fetch(entry: AnyEntry, source: Source, *, force: bool = False) -> RemoteFile:
+def fetch(
+    entry: AnyEntry, source: Source, *, force: bool = False, progress: ProgressCallback | None = None
+) -> RemoteFile:
     """The entry's checkpoint from `source` ("drive" or "mmaction2"): the verified cached download, else
     a new one (checked against MMAction2's sha256 prefix and the pinned sha256; `force` downloads afresh
-    and accepts another sha256)."""
-    key, page, path, first_url = _locate(entry, source)
-    pin = _pins().get(key)
+    and accepts another sha256). `progress` hears of the transfer (else it is logged every 10%)."""
+    key, page, path, first_url = locate(entry, source)
+    pin = pinned_sha256s().get(key)
     if path.is_file() and not force:
         problem = integrity_problem(path)
         if problem is None:
@@ -120,7 +123,7 @@ def fetch(entry: AnyEntry, source: Source, *, force: bool = False) -> RemoteFile
             f"access, or download it from {page} and pass it with --model {entry.name} --weights FILE"
         )
     _remove(path)
-    digest = _download(first_url, path, where, page, entry, drive=source == "drive")
+    digest = _download(first_url, path, where, page, entry, drive=source == "drive", progress=progress)
     prefix = _OPENMMLAB_SHA256.search(first_url) if source == "mmaction2" else None
     if prefix is not None and not digest.startswith(prefix.group(1)):
         _remove(path)
@@ -144,7 +147,7 @@ def accept(remote: RemoteFile) -> None:
     with `force`), and say it."""
     if remote.pinned:
         return
-    pins = _pins()
+    pins = pinned_sha256s()
     pins[remote.key] = remote.sha256
     pins_file = downloads_folder() / PINS_FILE
     try:
@@ -168,7 +171,7 @@ def reject(remote: RemoteFile, error: BaseException) -> CheckpointError:
     )
 
 
-def _locate(entry: AnyEntry, source: Source) -> tuple[str, str, Path, str]:
+def locate(entry: AnyEntry, source: Source) -> tuple[str, str, Path, str]:
     """Pin key, page for people, cache path and first URL of the entry's file at `source`."""
     if source == "drive" and entry.drive_id is not None:
         file_id = entry.drive_id
@@ -181,7 +184,7 @@ def _locate(entry: AnyEntry, source: Source) -> tuple[str, str, Path, str]:
     raise CheckpointError(f"{entry.name} has no file on {SOURCE_NAMES[source].full}")
 
 
-def _pins() -> dict[str, str]:
+def pinned_sha256s() -> dict[str, str]:
     try:
         pins = read_json(downloads_folder() / PINS_FILE)
     except (OSError, ValueError):
@@ -194,7 +197,9 @@ def _remove(path: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def _download(url: str, path: Path, where: str, page: str, entry: AnyEntry, *, drive: bool) -> str:
+def _download(
+    url: str, path: Path, where: str, page: str, entry: AnyEntry, *, drive: bool, progress: ProgressCallback | None
+) -> str:
     """Transfer `url` (through Drive's pages when `drive`) to `path` with gdown; returns its sha256."""
     instead = f"download it from {page} and pass it with --model {entry.name} --weights FILE"
     hasher = hashlib.sha256()
@@ -208,7 +213,7 @@ def _download(url: str, path: Path, where: str, page: str, entry: AnyEntry, *, d
             output=str(path),
             quiet=True,
             use_cookies=False,
-            progress=_Progress(where),
+            progress=_Progress(where, entry.name, progress),
             hasher=hasher,
             timeout=(probe_timeout(), READ_TIMEOUT),
             retries=RETRIES,
@@ -308,17 +313,24 @@ def _page_words(text: str) -> str:
 
 
 class _Progress:
-    """gdown's progress callback as log lines: one every `PROGRESS_STEP` of the file (every 64 MiB when
-    the size is unknown), with the rate."""
+    """gdown's progress callback: an `events.Progress` per step (in MB) for whoever listens, else log
+    lines, one every `PROGRESS_STEP` of the file (every 64 MiB when the size is unknown), with the rate."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, name: str, listener: ProgressCallback | None = None) -> None:
         self.where = where
+        self.task = f"{name} (MB)"
+        self.listener = listener
         self.start = time.monotonic()
         self.next = PROGRESS_STEP
         self.next_bytes = 64 << 20
 
     def __call__(self, done: int, total: int | None) -> None:
         rate = done / max(time.monotonic() - self.start, 1e-3) / 1e6
+        if self.listener is not None:
+            megabytes = None if not total else round(total / 1e6)
+            detail = {"MB/s": f"{rate:.1f}"}
+            notify(self.listener, Progress(self.task, round(done / 1e6), megabytes, detail, sub=True))
+            return
         if total:
             if done / total >= self.next:
                 log.info("%s: %d%% of %.1f MB (%.1f MB/s)", self.where, 100 * done // total, total / 1e6, rate)
