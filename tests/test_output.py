@@ -213,7 +213,7 @@ def test_every_encoding_holds_the_same_records(
         read = list(csv.DictReader(io.StringIO(text)))
         records = [{k: "" if v is None else str(v) for k, v in flatten(record).items()} for record in records]
     for got, want in zip(read, records, strict=True):
-        got.pop("seconds"), want.pop("seconds")
+        got.pop("elapsed_s"), want.pop("elapsed_s")
         assert got == want
 
 
@@ -522,3 +522,17 @@ def test_features_and_explain_summaries_hold_the_schema(
     record = json.loads(out)
     assert set(record) == SCHEMA["explain"]
     assert (record["video"], record["explained_label"]) == (str(data["first"]), NAMES[0])
+
+
+def test_a_timeline_record_names_the_protocol_each_window_used(
+    capsys: pytest.CaptureFixture[str], data: dict[str, Path]
+) -> None:
+    """The model's protocol has 2 clips; each timeline window is scored with 1 (or --clips) and the centre
+    crop, and that is what the record says. `elapsed_s` is the time taken, not the video's length."""
+    assert PROTOCOL["clips"] == 2
+    for extra, clips in (([], 1), (["--clips", "3"], 3)):
+        code, out, err = predict(capsys, data, data["first"], "--timeline", "0.5", "--json", *extra)
+        assert code == 0, err
+        [record] = json.loads(out)
+        assert record["protocol"] == {**PROTOCOL, "clips": clips, "crops": 1, "single_crop": "centre"}
+        assert "seconds" not in record and record["elapsed_s"] >= 0

@@ -237,8 +237,8 @@ def test_cli_json_schema(capsys: pytest.CaptureFixture[str], colour_cli: dict, v
         # A file that is no zoo entry's is named by its path, never by an ambiguous bare file name.
         assert record["model"] == record["weights"] == str(colour_cli["path"])
         assert record["protocol"] == PROTOCOL.as_dict()
-        assert isinstance(record["seconds"], float)
-        assert record["seconds"] >= 0
+        assert isinstance(record["elapsed_s"], float)
+        assert record["elapsed_s"] >= 0
         assert [set(p) for p in record["top_k"]] == [{"label", "index", "score"}] * 2
         assert (record["predicted_label"], record["predicted_index"]) == (colour, COLOURS.index(colour))
         assert record["top_k"][0] == {

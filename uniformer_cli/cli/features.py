@@ -132,7 +132,7 @@ def features(
         "model": result.model,
         "protocol_text": result.protocol,
         "layer": result.layer,
-        "seconds": round(result.seconds, 4),
+        "elapsed_s": round(result.seconds, 4),
         "failures": failures,
     }
     code = Output(json_output).emit(Result(failures, document=summary), lambda console: _print(console, result))

@@ -260,7 +260,7 @@ def _print_summary(console: Console, results: list[engine.predict.VideoPredictio
         console, SUMMARY_COLUMNS, rows, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False
     )
     seconds = sum(result.seconds for result in results)
-    table.caption = escape(f"{first.model}\n{first.protocol} · {len(results)} videos · {seconds:.1f} s")
+    table.caption = escape(f"{first.model}\n{first.protocol} · {len(results)} videos · took {seconds:.1f} s")
     table.caption += dropped_note(dropped)
     console.print(table)
 
@@ -268,7 +268,7 @@ def _print_summary(console: Console, results: list[engine.predict.VideoPredictio
 def _table(result: engine.predict.VideoPrediction) -> Table:
     table = Table(
         title=f"[bold]{escape(result.file)}[/]",
-        caption=escape(f"{result.model}\n{result.protocol} · {result.num_frames} frames · {result.seconds:.2f} s"),
+        caption=escape(f"{result.model}\n{result.protocol} · {result.num_frames} frames · took {result.seconds:.2f} s"),
         header_style="bold",
     )
     table.add_column("#", justify="right")
@@ -289,7 +289,7 @@ def _clock(seconds: float) -> str:
 def _timeline_table(result: engine.predict.VideoTimeline) -> Table:
     table = Table(
         title=f"[bold]{escape(result.file)}[/]",
-        caption=escape(f"{result.model}\n{result.protocol} per window · {result.seconds:.2f} s"),
+        caption=escape(f"{result.model}\n{result.protocol} per window · took {result.seconds:.2f} s"),
         header_style="bold",
     )
     for column in ("start", "end"):

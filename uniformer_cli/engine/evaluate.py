@@ -77,7 +77,7 @@ class EvalReport:
     failures: int
     skip_broken: bool
     evaluated: int  # videos scored by this run (the rest came from --resume)
-    seconds: float
+    elapsed_s: float  # the run's wall-clock time
     videos_per_s: float
     device: str
     processes: int
@@ -264,7 +264,7 @@ class _Run:
             failures=sum(result.error is not None for result in done),
             skip_broken=self.request.skip_broken,
             evaluated=len(results),
-            seconds=seconds,
+            elapsed_s=seconds,
             videos_per_s=len(results) / seconds if seconds > 0 else 0.0,
             device=str(self.session.device),
             processes=self.session.world_size,

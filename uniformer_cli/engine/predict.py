@@ -60,7 +60,7 @@ class VideoPrediction:
             "top_k": [class_record(p.index, p.label, p.score) for p in self.predictions],
             "video_frames": self.num_frames,
             "fps": self.fps,
-            "seconds": round(self.seconds, 4),
+            "elapsed_s": round(self.seconds, 4),
         }
 
 
@@ -93,7 +93,7 @@ class VideoTimeline:
             {"start": round(w.start, 4), "end": round(w.end, 4), **class_record(w.index, w.label, w.score)}
             for w in self.windows
         ]
-        return {"windows": windows, "seconds": round(self.seconds, 4)}
+        return {"windows": windows, "elapsed_s": round(self.seconds, 4)}
 
 
 @dataclass(frozen=True)
@@ -395,7 +395,9 @@ def run_predict(
     for timelines."""
     check_timeline_request(videos, timeline, fps)
     paths = videos.paths
-    result = PredictReport(predictor.name, predictor.weights, predictor.protocol.as_dict())
+    # A timeline's record names the protocol each window used (`Predictor.timeline_protocol`).
+    protocol = predictor.protocol if timeline is None else predictor.timeline_protocol(timeline_clips or 1)
+    result = PredictReport(predictor.name, predictor.weights, protocol.as_dict())
     for failure in videos.failures:
         _record(result, failure)
     notify(progress, Progress("predicting", 0, len(paths)))
@@ -442,7 +444,7 @@ def run_live(
     on_window: Callable[[TimelineWindow], None] | None = None,
 ) -> PredictReport:
     """`Predictor.live_timeline` of one stream as a report (failures to open or read it raise)."""
-    result = PredictReport(predictor.name, predictor.weights, predictor.protocol.as_dict())
+    result = PredictReport(predictor.name, predictor.weights, predictor.timeline_protocol(clips or 1).as_dict())
     _record(result, predictor.live_timeline(source, seconds, clips or 1, on_window))
     return result
 
