@@ -83,6 +83,11 @@ def test_onnx_export_reloads_with_onnxruntime_at_any_batch(
     assert metadata["model"] == str(weights[name])  # no zoo entry: the path as given
     card = companions[1].read_text()
     assert f'InferenceSession("{path.name}")' in card and all(f"| {label} |" in card for label in LABELS)
+    if name == "small":  # an export is a product: kept unless --force (issue 25), refused before exporting
+        written = path.stat().st_mtime_ns
+        code, out, err = run_cli(capsys, "export", weights[name], "-o", tmp_path / "deploy")
+        assert (code, out) == (1, "") and f"{path} already exists: pass --force" in err
+        assert path.stat().st_mtime_ns == written
 
 
 def readme_scores(folder: Path, video: Path) -> np.ndarray:

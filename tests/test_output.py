@@ -536,3 +536,37 @@ def test_a_timeline_record_names_the_protocol_each_window_used(
         [record] = json.loads(out)
         assert record["protocol"] == {**PROTOCOL, "clips": clips, "crops": 1, "single_crop": "centre"}
         assert "seconds" not in record and record["elapsed_s"] >= 0
+
+
+def test_products_are_kept_unless_force_and_results_are_replaced(
+    capsys: pytest.CaptureFixture[str], data: dict[str, Path], tmp_path: Path
+) -> None:
+    """One rule (issue 25): features, explanations, exports and converted weights take long to make and
+    are never overwritten without --force; result files (-o of predict, eval, flops, models) are replaced."""
+    base = ("-w", data["weights"], "-d", "cpu")
+    features = tmp_path / "f.npy"
+    assert run(capsys, "features", data["first"], *base, "-o", features)[0] == 0
+    index = features.with_suffix(".json").read_text()
+    code, out, err = run(capsys, "features", data["second"], *base, "-o", features)
+    assert (code, out) == (1, "") and "already exist" in err and "--force" in err and "--resume" in err
+    assert features.with_suffix(".json").read_text() == index  # untouched
+    assert run(capsys, "features", data["second"], *base, "-o", features, "--force")[0] == 0
+    assert json.loads(features.with_suffix(".json").read_text())["videos"] == [str(data["second"])]
+    code, _, err = run(capsys, "features", data["second"], *base, "-o", features, "--force", "--resume")
+    assert code == 1 and "give one of them" in err
+
+    clip = tmp_path / "e.gif"
+    assert run(capsys, "explain", data["first"], *base, "-o", clip)[0] == 0
+    code, _, err = run(capsys, "explain", data["first"], *base, "-o", clip)
+    assert code == 1 and "already exist" in err and "--force" in err
+    assert run(capsys, "explain", data["first"], *base, "-o", clip, "-f")[0] == 0
+
+    results = tmp_path / "p.json"
+    results.write_text("old")
+    assert run(capsys, "predict", data["first"], *base, "-o", results)[0] == 0
+    assert json.loads(results.read_text())[0]["video"] == str(data["first"])
+    for command in ("features", "explain", "export", "convert"):
+        code, out, _ = run(capsys, command, "-h")
+        assert "--force" in out and "Replace files that already exist" in " ".join(out.split())
+    code, out, _ = run(capsys, "predict", "-h")
+    assert "replaced, atomically" in " ".join(out.split())

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePath
 
-from uniformer_cli.errors import WriteError
+from uniformer_cli.errors import UniformerError, WriteError
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,18 @@ def write_all_with_fallback(outputs: Sequence[tuple[Path, Callable[[Path], objec
             saved = " and ".join(map(str, targets))
             raise WriteError(f"{error}; the results were saved to {saved} instead") from None
         raise WriteError(f"{error}; no other folder could take the results either") from None
+
+
+def refuse_to_replace(paths: Sequence[Path], force: bool, what: str, other: str = "") -> None:
+    """The one rule for products that take long to make (features, exports, explanations, converted
+    weights): an existing file is never replaced unless `force` (`--force`); `other` names another way
+    out (e.g. "or --resume to continue it"). Called before the work starts. Result files (`-o` of
+    predict, eval, flops, models) are not products: they are replaced, atomically."""
+    existing = [path for path in paths if os.path.lexists(path)]
+    if existing and not force:
+        named = " and ".join(str(path) for path in existing)
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise UniformerError(f"{what} {named} already {verb}: pass --force to replace it{other}")
 
 
 def ensure_writable(path: str | Path, what: str = "output", *, needed_bytes: int = 0) -> Path:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
-from uniformer_cli.cli.options import FramesOption, HeadDimOption, ModelOption
+from uniformer_cli.cli.options import ForceFlag, FramesOption, HeadDimOption, ModelOption
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 
 
@@ -33,7 +33,7 @@ def convert(
             show_default=False,
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite DESTINATION if it exists.")] = False,
+    force: ForceFlag = False,
     json_output: JsonFlag = False,
     output: OutputOption = None,
 ) -> None:

@@ -13,6 +13,7 @@ from uniformer_cli.cli.options import (
     ChannelOrderOption,
     DecoderOption,
     DeviceOption,
+    ForceFlag,
     FramesOption,
     HeadDimOption,
     JsonFlag,
@@ -33,7 +34,10 @@ def explain(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="OUT.mp4 or OUT.gif; the contact sheet is written as OUT.png.", show_default=False
+            "--output",
+            "-o",
+            help="OUT.mp4 or OUT.gif; the contact sheet is written as OUT.png. Existing files are kept unless --force.",
+            show_default=False,
         ),
     ] = None,
     save_map: Annotated[
@@ -69,6 +73,7 @@ def explain(
     channel_order: ChannelOrderOption = None,
     device: DeviceOption = "auto",
     decoder: DecoderOption = "auto",
+    force: ForceFlag = False,
     revision: RevisionOption = None,
     head_dim: HeadDimOption = None,
     json_output: JsonFlag = False,

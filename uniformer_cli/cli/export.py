@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import (
+    FORCE_HELP,
     ChannelOrderOption,
     FramesOption,
     HeadDimOption,
@@ -49,7 +50,8 @@ def export(
             "--output",
             "-o",
             help="The model file to write (NAME.onnx, or NAME.xml with --format openvino), or a folder to write it "
-            "into, named after the model (unlike other commands' -o FILE). preprocess.py and README.md go beside it.",
+            "into, named after the model (unlike other commands' -o FILE). preprocess.py and README.md go beside it."
+            " An existing model file is kept unless --force.",
         ),
     ],
     format: FormatOption = "onnx",
@@ -61,6 +63,7 @@ def export(
     sampling: SamplingOption = None,
     size: SizeOption = None,
     channel_order: ChannelOrderOption = None,
+    force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False,  # -f is --format here
     revision: RevisionOption = None,
     head_dim: HeadDimOption = None,
     json_output: JsonFlag = False,
@@ -86,7 +89,7 @@ def export(
         head_dim=head_dim,
         protocol=ProtocolOverrides(**fields_from(ProtocolOverrides, locals())),
     )
-    report = engine.export.export_model(request, format, output)
+    report = engine.export.export_model(request, format, output, force=force)
     record = {
         "model": report.model,
         "weights": str(report.weights),

@@ -21,6 +21,7 @@ from uniformer_cli.cli.options import (
     DeviceOption,
     Engine,
     EngineOption,
+    ForceFlag,
     FramesOption,
     HeadDimOption,
     JsonFlag,
@@ -56,7 +57,11 @@ def features(
     output: Annotated[
         Path,
         typer.Option(
-            "--output", "-o", help="OUT.safetensors, or OUT.npy (with an OUT.json index).", show_default=False
+            "--output",
+            "-o",
+            help="OUT.safetensors, or OUT.npy (with an OUT.json index). An existing file is kept unless --force"
+            " (or continued with --resume).",
+            show_default=False,
         ),
     ] = Path(),
     dataset: Annotated[
@@ -94,6 +99,7 @@ def features(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run that wrote OUT: skip the videos it already holds.")
     ] = False,
+    force: ForceFlag = False,
     revision: RevisionOption = None,
     head_dim: HeadDimOption = None,
     json_output: JsonFlag = False,

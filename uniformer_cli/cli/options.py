@@ -268,5 +268,12 @@ SizeOption = Annotated[
 ]
 
 
+FORCE_HELP = (
+    "Replace files that already exist. Without it, a product that takes long to make (features, exports,"
+    " explanations, converted weights) never overwrites one; result files (-o of predict, eval, flops, models)"
+    " are always replaced, atomically."
+)
+ForceFlag = Annotated[bool, typer.Option("--force", "-f", help=FORCE_HELP)]
+
 # `--json` belongs to the output layer; re-exported for the commands that take it from here.
 JsonFlag = _output.JsonFlag

@@ -96,7 +96,7 @@ OutputOption = Annotated[
         metavar="FILE",
         callback=_check_output_path,
         help="Also write the results to FILE, encoded by its extension: .json, .jsonl or .csv ('-': JSON on "
-        "stdout, like --json).",
+        "stdout, like --json). An existing FILE is replaced, atomically.",
         show_default=False,
     ),
 ]

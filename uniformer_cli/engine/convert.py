@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.files import refuse_to_replace
 from uniformer_cli.models.config import family_of
 from uniformer_cli.models.config_v2 import V2Config, v2_family_of
 from uniformer_cli.weights import Conversion, convert_checkpoint
@@ -50,8 +51,7 @@ def convert(
         raise UniformerError(f"unknown label set {labels!r} (use one of {', '.join(ALL_LABEL_SET_SIZES)})")
     if source.exists() and destination.exists() and source.samefile(destination):
         raise UniformerError("the destination is the source file")
-    if destination.exists() and not overwrite:
-        raise UniformerError(f"{destination} already exists: pass --force to overwrite it")
+    refuse_to_replace([destination], overwrite, "the destination")
     entry = find_entry(model) if model is not None else None
     return convert_checkpoint(
         source,

@@ -34,10 +34,10 @@ from uniformer_cli.data import transforms
 from uniformer_cli.data.sampling import clip_indices
 from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import read_view_frames, views_from_frames
-from uniformer_cli.engine.arrays import FORMATS, write_arrays
+from uniformer_cli.engine.arrays import FORMATS, index_path, write_arrays
 from uniformer_cli.engine.inference import InferenceRequest, open_model
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.files import ensure_writable, write_with_fallback
+from uniformer_cli.files import ensure_writable, refuse_to_replace, write_with_fallback
 from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.protocol import ViewProtocol
 
@@ -68,6 +68,7 @@ class ExplainRequest:
     alpha: float = 0.5  # weight of the heat map in the overlay
     stage: int = DEFAULT_STAGE
     save_map: Path | None = None  # the maps as data (`MAP_FORMATS`)
+    force: bool = False  # replace existing outputs
 
 
 @dataclass
@@ -225,6 +226,7 @@ def explain_video(request: ExplainRequest) -> ExplainResult:
         ensure_writable(request.output.with_suffix(".png"), "contact sheet")
     if request.save_map is not None:
         ensure_writable(request.save_map, "explanation maps")
+    refuse_to_replace(products(request), request.force, "the explanation")
     opened = open_model(request.inference, exact=True)  # Grad-CAM needs the exact model's gradients
     protocol = replace(opened.protocol, clips=1, crops=1, single_crop="centre")
     target = resolve_target(request.target, opened.labels, opened.config.num_classes)
@@ -253,6 +255,17 @@ def explain_video(request: ExplainRequest) -> ExplainResult:
     shown = np.unique(np.linspace(0, len(blended) - 1, min(SHEET_FRAMES, len(blended))).round().astype(int))
     plots.contact_sheet(sheet, blended[shown], [times[i] for i in shown], title)
     return ExplainResult(request.output, sheet, explanation, maps)
+
+
+def products(request: ExplainRequest) -> list[Path]:
+    """Every file the request writes: the overlay clip and its contact sheet, the maps (a `.npy` map comes
+    with `.raw.npy` and its `.json` index, as `save_maps` writes them)."""
+    files = [] if request.output is None else [request.output, request.output.with_suffix(".png")]
+    if request.save_map is not None:
+        files.append(request.save_map)
+        if request.save_map.suffix.lower() == ".npy":
+            files += [request.save_map.with_suffix(".raw.npy"), index_path(request.save_map)]
+    return files
 
 
 def save_maps(path: Path, explanation: Explanation, request: ExplainRequest, protocol: ViewProtocol) -> list[Path]:

@@ -41,7 +41,7 @@ from uniformer_cli.engine.interchange import (
 )
 from uniformer_cli.engine.standalone import preprocess_source
 from uniformer_cli.errors import UniformerError, first_line
-from uniformer_cli.files import write_all_with_fallback
+from uniformer_cli.files import refuse_to_replace, write_all_with_fallback
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,10 @@ def export_target(format: str, output: str | Path, default_stem: str) -> tuple[P
     return output, default_stem
 
 
-def export_model(request: InferenceRequest, format: str, output: str | Path) -> ExportReport:
+def export_model(request: InferenceRequest, format: str, output: str | Path, *, force: bool = False) -> ExportReport:
     """Write `request`'s model as `format` to `output` (a folder, or the model file: `export_target`), checked,
-    with `preprocess.py` and `README.md` beside it (module doc).
+    with `preprocess.py` and `README.md` beside it (module doc). A model file already there is replaced only
+    with `force`.
 
     The clip shape is the model's test protocol (with the request's changes; a file without one needs
     `--frames` with `--stride` or `--sampling`, as for predict). In a folder the file is named after the model.
@@ -138,6 +139,7 @@ def export_model(request: InferenceRequest, format: str, output: str | Path) -> 
     stem = stem or (loaded.entry.name if loaded.entry else loaded.path.stem).replace("/", "_")
     suffix = MODEL_SUFFIXES[format]
     target = directory / f"{stem}{suffix}"
+    refuse_to_replace([target, target.with_suffix(".bin")] if format == "openvino" else [target], force, "the export")
     with staging(directory) as scratch:
         onnx_path = scratch / f"{stem}.onnx"
         log.info("exporting %s at %s to ONNX", stem, shape)

@@ -40,7 +40,7 @@ from uniformer_cli.engine.scoring import all_finite, decoded_batches, non_finite
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import Terminated, UniformerError, WriteError
 from uniformer_cli.events import Progress, ProgressCallback, notify
-from uniformer_cli.files import ensure_writable
+from uniformer_cli.files import ensure_writable, refuse_to_replace
 from uniformer_cli.jsonio import load_json, read_json
 from uniformer_cli.weights.cache import weights_sha256
 
@@ -67,6 +67,7 @@ class FeaturesRequest:
     workers: int = DEFAULT_WORKERS
     limit: int | None = None
     resume: bool = False
+    force: bool = False  # replace an existing OUT (without it, only --resume may reuse it)
 
 
 @dataclass(frozen=True)
@@ -170,9 +171,13 @@ def _check_output(request: FeaturesRequest) -> None:
         raise UniformerError(f"-o {request.output}: name a .safetensors or .npy file (the format follows the suffix)")
     if request.output.is_dir():
         raise UniformerError(f"-o {request.output} is a folder: name a .safetensors or .npy file")
-    ensure_writable(request.output, "features")  # before any video is decoded
-    if request.output.suffix == ".npy":
-        ensure_writable(index_path(request.output), "features index")
+    outputs = [request.output, index_path(request.output)] if request.output.suffix == ".npy" else [request.output]
+    if request.resume and request.force:
+        raise UniformerError("--resume continues OUT and --force replaces it: give one of them")
+    for output in outputs:  # before any video is decoded
+        ensure_writable(output, "features")
+    if not request.resume:
+        refuse_to_replace(outputs, request.force, "features", ", or --resume to continue it")
     if bool(request.paths) == (request.dataset is not None):
         both = "give either video paths or --dataset with --root, not both"
         raise UniformerError(both if request.paths else "no videos given: pass video paths, or --dataset with --root")
