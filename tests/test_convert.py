@@ -19,6 +19,8 @@ from uniformer_cli.models.config import FAMILIES
 from uniformer_cli.weights import inflate_image_state_dict, load_model, load_weights, read_checkpoint
 from uniformer_cli.zoo import get_entry, load_labels
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.mark.parametrize(
     ("source", "fixture", "options"),
@@ -93,6 +95,23 @@ def test_the_table_output_names_what_was_inferred(tmp_path: Path, capsys: pytest
     assert code == 0
     for expected in ("PySlowFast", "module.", "1-1-2-1", "16-32-64-128", "373,706"):
         assert expected in out
+
+
+def test_without_model_the_note_says_predict_needs_protocol_flags_and_they_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    destination = tmp_path / "m.safetensors"
+    code, _, err = run_cli(capsys, "convert", PARITY / "small_pyslowfast.pth", destination)
+    assert code == 0, err
+    assert "records no test protocol" in err and "--frames 16 --stride 4" in err and "--model NAME" in err
+    code, _, err = run_cli(capsys, "predict", ROOT / "examples" / "yoga.mp4", "-w", destination, "-d", "cpu")
+    assert code == 1 and "--frames" in err  # as the note said
+    flags = ["--frames", "4", "--stride", "4", "--size", "64"]  # the note's flags (smaller, for speed)
+    code, out, err = run_cli(capsys, "predict", ROOT / "examples" / "yoga.mp4", "-w", destination, "-d", "cpu", *flags)
+    assert code == 0, err
+    assert "class " in out  # no class names recorded
+    code, _, err = run_cli(capsys, "-q", "convert", PARITY / "small_pyslowfast.pth", destination, "--force")
+    assert code == 0 and "records no test protocol" not in err  # a note: -q hides it
 
 
 @pytest.mark.parametrize(

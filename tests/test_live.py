@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 from cli_runner import run_cli
+from hypothesis import given
+from hypothesis import strategies as st
 from synthetic_video import numbered_frame
 
 from uniformer_cli.data.stream import Stream, is_stream
@@ -133,3 +135,54 @@ def test_stream_mistakes_are_one_line_errors(capsys: pytest.CaptureFixture[str],
     assert len(err.strip().splitlines()) == 1
     empty = uniformer("predict", "-", "-w", weights, "--timeline", "1", stdin=b"")
     assert empty.returncode == 1 and empty.stderr.decode().startswith("error: cannot open stdin")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def remux_mp4(source: Path, target: Path, *, index_first: bool) -> Path:
+    """`source`'s video packets copied into an MP4 with its index (moov) before or after the frames."""
+    options = {"movflags": "+faststart"} if index_first else {}
+    with av.open(str(source)) as reader, av.open(str(target), "w", format="mp4", options=options) as writer:
+        video = reader.streams.video[0]
+        stream = writer.add_stream_from_template(video)
+        for packet in reader.demux(video):
+            if packet.dts is None:
+                continue
+            packet.stream = stream
+            writer.mux(packet)
+    return target
+
+
+def test_a_piped_mp4_with_its_index_at_the_end_says_what_to_do(weights: Path, tmp_path: Path) -> None:
+    """`cat examples/yoga.mp4 | uniformer predict - --timeline 2`: the index comes after the frames, which a
+    pipe cannot go back to. One line says so and how to fix it, with no raw FFmpeg error number; the same
+    clip remuxed with its index first reads from the pipe."""
+    late = remux_mp4(ROOT / "examples" / "yoga.mp4", tmp_path / "late.mp4", index_first=False)
+    piped = uniformer("predict", "-", "-w", weights, "--timeline", "2", stdin=late.read_bytes())
+    err = piped.stderr.decode()
+    assert piped.returncode == 1 and len(err.strip().splitlines()) == 1, err
+    assert "index" in err and "give the file's path" in err and "-movflags +faststart" in err
+    assert "Errno" not in err and "1094995529" not in err
+    early = remux_mp4(ROOT / "examples" / "yoga.mp4", tmp_path / "early.mp4", index_first=True)
+    piped = uniformer("predict", "-", "-w", weights, "--timeline", "2", "--json", stdin=early.read_bytes())
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert len(piped.stdout.decode().splitlines()) >= 2  # one JSON line per window
+
+
+def box(kind: bytes, payload: int) -> bytes:
+    return (8 + payload).to_bytes(4, "big") + kind + b"\0" * payload
+
+
+@given(
+    st.lists(st.sampled_from([b"free", b"wide", b"uuid", b"skip"]), max_size=4),
+    st.sampled_from([b"moov", b"mdat"]),
+    st.integers(0, 64),
+)
+def test_the_index_position_is_read_from_the_top_level_boxes(middle: list[bytes], first: bytes, size: int) -> None:
+    from uniformer_cli.data.stream import mp4_index_first
+
+    head = box(b"ftyp", 16) + b"".join(box(kind, size) for kind in middle) + box(first, 4)
+    assert mp4_index_first(head) is (first == b"moov")
+    assert mp4_index_first(head[: len(head) - 12]) is None  # cut before the box that tells
+    assert mp4_index_first(b"\x47" * 188) is None  # MPEG-TS: not an MP4

@@ -570,3 +570,10 @@ def test_products_are_kept_unless_force_and_results_are_replaced(
         assert "--force" in out and "Replace files that already exist" in " ".join(out.split())
     code, out, _ = run(capsys, "predict", "-h")
     assert "replaced, atomically" in " ".join(out.split())
+
+
+def test_a_dataset_without_root_is_a_command_line_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for argv in (["eval", "--dataset", "k400"], ["features", "--dataset", "k400", "-o", tmp_path / "f.npy"]):
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (2, "") and err.count("\n") == 1
+        assert "Missing option '--root'" in err and "--list" in err

@@ -13,5 +13,6 @@ except ImportError:  # Typer before it vendored Click
 # Typed Any: which module they come from depends on the Typer release.
 ClickException: Any = exceptions.ClickException
 UsageError: Any = exceptions.UsageError
+MissingParameter: Any = exceptions.MissingParameter
 # `uniformer` with no command: Click >= 8.2 raises this (its message is the help), older ones print the help.
 NoArgsIsHelpError: Any = getattr(exceptions, "NoArgsIsHelpError", ())

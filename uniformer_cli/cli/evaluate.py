@@ -40,6 +40,7 @@ from uniformer_cli.cli.options import (
     WorkersOption,
     fields_from,
     inference_request,
+    require_root,
 )
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 from uniformer_cli.cli.progress import ProgressBars, stderr_console
@@ -128,6 +129,7 @@ def evaluate(
     Examples:
     `uniformer eval --dataset sthv2 --root /data/sthv2 -o sthv2.json`
     """
+    require_root(root, list_file)
     destination = Output(json_output, output)
     # A JSON file is the engine's: it saves progress into it and --resume reads it back.
     json_path = destination.file if destination.file is not None and destination.file_format == "json" else None

@@ -38,6 +38,7 @@ from uniformer_cli.cli.options import (
     WorkersOption,
     fields_from,
     inference_request,
+    require_root,
 )
 from uniformer_cli.cli.output import Output, Result
 from uniformer_cli.cli.progress import ProgressBars, print_error, stderr_console
@@ -117,6 +118,8 @@ def features(
     """
     if output == Path():
         raise typer.BadParameter("name the file to write: -o OUT.safetensors or -o OUT.npy", param_hint="'-o'")
+    if dataset is not None:
+        require_root(root, list_file)
     request = engine.features.FeaturesRequest(
         **fields_from(
             engine.features.FeaturesRequest, locals(), paths=paths or [], inference=inference_request(locals())

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 import typer
 
 from uniformer_cli.cli import output as _output
+from uniformer_cli.cli.click_api import MissingParameter
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.video import DECODERS
 from uniformer_cli.models.config import FAMILIES
@@ -54,6 +55,17 @@ def fields_from(cls: type[Any], values: Mapping[str, Any], **derived: Any) -> di
     keep their defaults. Each command's tests check that its parameters and `cls` agree."""
     taken = {field.name: values[field.name] for field in dataclasses.fields(cls) if field.name in values}
     return taken | derived
+
+
+def require_root(root: Path | None, list_file: Path | None) -> None:
+    """A dataset split needs --root (or --list, whose folder is then the root): missing, it is a bad
+    command line (exit status 2), found before anything loads."""
+    if root is None and list_file is None:
+        raise MissingParameter(
+            "The folder that holds the dataset is needed (or --list FILE, whose folder is then the root).",
+            param_hint="'--root' / '-r'",
+            param_type="option",
+        )
 
 
 def inference_request(values: Mapping[str, Any]) -> InferenceRequest:

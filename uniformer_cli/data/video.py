@@ -85,7 +85,7 @@ def decord_available() -> bool:
     return importlib.util.find_spec("decord") is not None
 
 
-def _reason(error: BaseException) -> str:
+def ffmpeg_reason(error: BaseException) -> str:
     """FFmpeg's one-line reason without the errno and file name PyAV wraps around it."""
     return getattr(error, "strerror", None) or first_line(error)
 
@@ -249,7 +249,7 @@ def _open_container(path: Source) -> av.container.InputContainer:
     try:
         return av.open(media(path), mode="r")
     except (av.FFmpegError, OSError, ValueError) as error:
-        raise VideoError(f"cannot open {path}: not a video, or truncated or corrupt ({_reason(error)})") from None
+        raise VideoError(f"cannot open {path}: not a video, or truncated or corrupt ({ffmpeg_reason(error)})") from None
 
 
 def _probe(path: Source) -> _Probe:
@@ -357,7 +357,7 @@ class PyAVVideo(Video):
             try:
                 frame = rgb_array(self._frame(index), self.path)
             except av.FFmpegError as error:
-                raise VideoError(f"cannot decode {self.path}: {_reason(error)}") from None
+                raise VideoError(f"cannot decode {self.path}: {ffmpeg_reason(error)}") from None
             yield frame
 
     def close(self) -> None:
@@ -569,7 +569,7 @@ def _decode_image(file: Source) -> np.ndarray:
         with av.open(media(file), mode="r") as container:
             return rgb_array(next(container.decode(video=0)), file)
     except (av.FFmpegError, OSError, ValueError, StopIteration) as error:
-        raise VideoError(f"cannot decode frame file {file}: {_reason(error)}") from None
+        raise VideoError(f"cannot decode frame file {file}: {ffmpeg_reason(error)}") from None
 
 
 def _image_size(file: Source) -> tuple[int, int]:
@@ -579,7 +579,7 @@ def _image_size(file: Source) -> tuple[int, int]:
             context = container.streams.video[0].codec_context
             return decode_size(file, context.width, context.height)
     except (av.FFmpegError, OSError, ValueError, IndexError) as error:
-        raise VideoError(f"cannot decode frame file {file}: {_reason(error)}") from None
+        raise VideoError(f"cannot decode frame file {file}: {ffmpeg_reason(error)}") from None
 
 
 class FrameFolderVideo(Video):

@@ -3,6 +3,7 @@ self-describing safetensors."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from uniformer_cli.errors import UniformerError
@@ -11,6 +12,8 @@ from uniformer_cli.models.config import family_of
 from uniformer_cli.models.config_v2 import V2Config, v2_family_of
 from uniformer_cli.weights import Conversion, convert_checkpoint
 from uniformer_cli.zoo import ALL_LABEL_SET_SIZES, find_entry
+
+log = logging.getLogger(__name__)
 
 LAYOUTS = {
     "plain": "state_dict",
@@ -53,7 +56,7 @@ def convert(
         raise UniformerError("the destination is the source file")
     refuse_to_replace([destination], overwrite, "the destination")
     entry = find_entry(model) if model is not None else None
-    return convert_checkpoint(
+    conversion = convert_checkpoint(
         source,
         destination,
         entry=entry,
@@ -61,6 +64,17 @@ def convert(
         label_set=labels,
         frames=frames,
     )
+    if conversion.protocol is None and not conversion.inflated:
+        log.info(
+            "%s records no test protocol (no --model): predict, eval and features will need the protocol flags, "
+            "e.g. `uniformer predict clip.mp4 --weights %s --frames 16 --stride 4` (dense sampling) or `--frames "
+            "8 --sampling segment`%s; to record a zoo entry's protocol and names instead, convert again with "
+            "--model NAME --force (`uniformer models`)",
+            destination,
+            destination,
+            "" if conversion.labels else ", and will name classes `class N`",
+        )
+    return conversion
 
 
 def conversion_summary(conversion: Conversion) -> dict[str, object]:
