@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from cli_runner import run_cli
+from huggingface_hub import constants
 from parity import FIXTURES, fixture_model
 from test_eval import MIXED, assert_metrics, eval_json, expected, kinetics_release
 
@@ -39,7 +40,7 @@ def native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(openvino_engine.constants, "HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
     labels = [f"c{index}" for index in range(10)]
     return save_weights(
         tmp_path / "small.safetensors", fixture_model("small"), FIXTURES["small"], labels, PROTOCOL.as_dict()
@@ -185,7 +186,7 @@ def test_cli_predict_and_eval_run_on_openvino(capsys: pytest.CaptureFixture[str]
 def test_eval_on_openvino_gives_the_forced_models_accuracy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(openvino_engine.constants, "HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
     weights = kinetics_release(tmp_path)
     for precision in ("fp32", "bf16"):
         args = ("--dataset", "k600", "--root", tmp_path, "--weights", weights, "--precision", precision)
@@ -206,7 +207,8 @@ from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.engine import openvino_engine
 from uniformer_cli.engine.predict import load_predictor
 from uniformer_cli.weights import save_weights
-openvino_engine.constants.HF_HOME = str(Path(folder) / "hf")
+from huggingface_hub import constants
+constants.HF_HOME = str(Path(folder) / "hf")
 protocol = ViewProtocol(frames=8, stride=2, clips=1, crops=1, size=64)
 model, config = fixture_model("small"), FIXTURES["small"]
 weights = save_weights(Path(folder) / "w.safetensors", model, config, None, protocol.as_dict())
@@ -261,3 +263,19 @@ def test_features_run_on_openvino_as_on_pytorch(weights: Path) -> None:
         expected = on_torch.outputs(clips, batch_size=2)
         assert expected.shape == (2, FIXTURES["small"].embed_dim[stage - 1])
         torch.testing.assert_close(on_openvino.outputs(clips, batch_size=2), expected, atol=1e-4, rtol=0)
+
+
+def test_the_first_conversion_reports_its_steps_and_a_cached_model_none(weights: Path) -> None:
+    from uniformer_cli import resolve_model
+    from uniformer_cli.events import Progress
+
+    loaded = resolve_model(weights, device="cpu")
+    heard: list[Progress] = []
+    openvino_engine.openvino_model(loaded, PROTOCOL, "fp32", progress=heard.append)
+    assert [(event.task, event.done, event.total) for event in heard] == [
+        (openvino_engine.CONVERTING, done, 3) for done in range(4)
+    ]
+    assert [event.detail.get("step") for event in heard[:3]] == list(openvino_engine.CONVERSION_STEPS)
+    heard.clear()
+    openvino_engine.openvino_model(loaded, PROTOCOL, "fp32", progress=heard.append)
+    assert heard == []  # from the cache: nothing long to report

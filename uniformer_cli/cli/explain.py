@@ -27,6 +27,7 @@ from uniformer_cli.cli.options import (
     inference_request,
 )
 from uniformer_cli.cli.output import Output, Result
+from uniformer_cli.cli.progress import ProgressBars, stderr_console
 
 
 def explain(
@@ -99,7 +100,8 @@ def explain(
     request = engine.explain.ExplainRequest(
         **fields_from(engine.explain.ExplainRequest, locals(), inference=inference_request(locals()))
     )
-    result = engine.explain.explain_video(request)
+    with ProgressBars(stderr_console.is_terminal) as bars:
+        result = engine.explain.explain_video(request, bars)
     found = result.explanation
     record = {
         "video": str(video),

@@ -23,6 +23,7 @@ from uniformer_cli.cli.options import (
     fields_from,
 )
 from uniformer_cli.cli.output import JsonFlag, Output, Result
+from uniformer_cli.cli.progress import ProgressBars, stderr_console
 from uniformer_cli.protocol import ProtocolOverrides
 from uniformer_cli.settings import EXPORT_FORMATS
 
@@ -89,7 +90,8 @@ def export(
         head_dim=head_dim,
         protocol=ProtocolOverrides(**fields_from(ProtocolOverrides, locals())),
     )
-    report = engine.export.export_model(request, format, output, force=force)
+    with ProgressBars(stderr_console.is_terminal) as bars:
+        report = engine.export.export_model(request, format, output, force=force, progress=bars)
     record = {
         "model": report.model,
         "weights": str(report.weights),

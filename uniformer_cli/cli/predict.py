@@ -172,7 +172,8 @@ def predict(
         return
     videos = find_videos(paths)
     engine.predict.check_timeline_request(videos, timeline, fps)
-    predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder)
+    with ProgressBars(stderr_console.is_terminal) as bars:  # downloads, a first OpenVINO conversion
+        predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder, progress=bars)
     # One quick file needs no bar; several files, or a timeline's windows, do.
     with ProgressBars(stderr_console.is_terminal and (len(videos.paths) > 1 or timeline is not None)) as bars:
         report = engine.predict.run_predict(
@@ -204,7 +205,8 @@ def _predict_stream(
         raise typer.BadParameter(
             "a stream has no end to sample a whole video from: give --timeline SECONDS", param_hint="'--timeline'"
         )
-    predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder)
+    with ProgressBars(stderr_console.is_terminal) as bars:
+        predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder, progress=bars)
     source = paths[0]
     console = Console()
 

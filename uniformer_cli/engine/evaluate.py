@@ -206,7 +206,12 @@ def sample_key(sample: Sample, root: Path) -> str:
 
 
 def open_for_dataset(
-    request: InferenceRequest, spec: DatasetSpec, device: torch.device, *, features: int | None = None
+    request: InferenceRequest,
+    spec: DatasetSpec,
+    device: torch.device,
+    *,
+    features: int | None = None,
+    progress: ProgressCallback | None = None,
 ) -> InferenceModel:
     """The model of a dataset run (eval, features): the request's, else the dataset's zoo model; a model
     without a protocol of its own runs the dataset's zoo model's (with the request's changes). `features`:
@@ -220,6 +225,7 @@ def open_for_dataset(
         default_model=default.name if default else None,
         fallback_protocol=default.protocol if default else None,
         features=features,
+        progress=progress,
     )
 
 
@@ -300,7 +306,7 @@ def run_evaluation(request: EvalRequest, progress: ProgressCallback | None = Non
     # The data is checked before a model is downloaded.
     location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
     with session(request.inference.device) as current:
-        opened = open_for_dataset(request.inference, location.spec, current.device)
+        opened = open_for_dataset(request.inference, location.spec, current.device, progress=progress)
         split = read_split(location, classes=opened.labels, num_classes=opened.config.num_classes)
         protocol = opened.protocol
         released = protocol == opened.loaded.protocol  # the paper's figure applies

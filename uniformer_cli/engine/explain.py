@@ -37,6 +37,7 @@ from uniformer_cli.data.views import read_view_frames, views_from_frames
 from uniformer_cli.engine.arrays import FORMATS, index_path, write_arrays
 from uniformer_cli.engine.inference import InferenceRequest, open_model
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import ensure_writable, refuse_to_replace, write_with_fallback
 from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.protocol import ViewProtocol
@@ -205,9 +206,17 @@ def write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
     write_with_fallback(path, write, "explanation video")
 
 
-def explain_video(request: ExplainRequest) -> ExplainResult:
+EXPLAIN_STEPS = ("load the model", "decode the clip", "Grad-CAM", "write the clip", "draw the contact sheet")
+
+
+def explain_video(request: ExplainRequest, progress: ProgressCallback | None = None) -> ExplainResult:
     """Load the model, compute the video's Grad-CAM and write the overlay clip and the contact sheet, and
-    the maps as data with `save_map`."""
+    the maps as data with `save_map`; each step is reported to `progress`."""
+
+    def step(done: int) -> None:
+        detail = {"step": EXPLAIN_STEPS[done]} if done < len(EXPLAIN_STEPS) else {}
+        notify(progress, Progress("explaining", done, len(EXPLAIN_STEPS), detail))
+
     if request.output is None and request.save_map is None:
         raise UniformerError(
             "name what to write: -o OUT.mp4|OUT.gif (the overlay), --save-map FILE (the maps), or both"
@@ -227,7 +236,9 @@ def explain_video(request: ExplainRequest) -> ExplainResult:
     if request.save_map is not None:
         ensure_writable(request.save_map, "explanation maps")
     refuse_to_replace(products(request), request.force, "the explanation")
-    opened = open_model(request.inference, exact=True)  # Grad-CAM needs the exact model's gradients
+    step(0)
+    opened = open_model(request.inference, exact=True, progress=progress)  # Grad-CAM needs exact gradients
+    step(1)
     protocol = replace(opened.protocol, clips=1, crops=1, single_crop="centre")
     target = resolve_target(request.target, opened.labels, opened.config.num_classes)
     with open_video(request.video, request.decoder) as video:
@@ -237,15 +248,18 @@ def explain_video(request: ExplainRequest) -> ExplainResult:
         fps = video.fps
     model = opened.network
     assert isinstance(model, StagedModel)
+    step(2)
     explanation = explain_clip(model, frames, positions, protocol, times, opened.labels, target, request.stage)
     explanation.model = opened.name
     explanation.protocol = protocol.describe()
     maps = [] if request.save_map is None else save_maps(request.save_map, explanation, request, protocol)
     if request.output is None:
+        step(len(EXPLAIN_STEPS))  # the maps alone: no clip, no sheet
         return ExplainResult(None, None, explanation, maps)
     blended = overlay(explanation.frames, explanation.cam, request.alpha)
     # Sampled frames play at the pace they were taken from the video.
     spacing = (indices[-1] - indices[0]) / max(1, len(indices) - 1) if len(indices) > 1 else 1
+    step(3)
     write_clip(request.output, blended, fps / max(1.0, float(spacing)))
     sheet = request.output.with_suffix(".png")
     title = (
@@ -253,7 +267,9 @@ def explain_video(request: ExplainRequest) -> ExplainResult:
         f"{explanation.model}  ·  {request.video.name}"
     )
     shown = np.unique(np.linspace(0, len(blended) - 1, min(SHEET_FRAMES, len(blended))).round().astype(int))
+    step(4)
     plots.contact_sheet(sheet, blended[shown], [times[i] for i in shown], title)
+    step(len(EXPLAIN_STEPS))
     return ExplainResult(request.output, sheet, explanation, maps)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -41,6 +42,7 @@ from uniformer_cli.engine.interchange import (
 )
 from uniformer_cli.engine.standalone import preprocess_source
 from uniformer_cli.errors import UniformerError, first_line
+from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import refuse_to_replace, write_all_with_fallback
 
 log = logging.getLogger(__name__)
@@ -84,11 +86,16 @@ def _copy(source: Path, temporary: Path) -> None:
     shutil.copyfile(source, temporary)
 
 
-def compare(model: nn.Module, run: Any, shape: tuple[int, ...]) -> tuple[float, float]:
-    """Largest |engine - PyTorch| logit and the logits' std, over random clips of each `CHECK_BATCHES`."""
+def compare(
+    model: nn.Module, run: Any, shape: tuple[int, ...], on_batch: Callable[[int], object] | None = None
+) -> tuple[float, float]:
+    """Largest |engine - PyTorch| logit and the logits' std, over random clips of each `CHECK_BATCHES`
+    (`on_batch` hears of each batch size as its check starts)."""
     generator = torch.Generator().manual_seed(0)
     errors, spreads = [], []
     for batch in CHECK_BATCHES:
+        if on_batch is not None:
+            on_batch(batch)
         clips = torch.randn((batch, *shape[1:]), generator=generator)
         with torch.inference_mode():
             expected = model(clips).float()
@@ -119,10 +126,17 @@ def export_target(format: str, output: str | Path, default_stem: str) -> tuple[P
     return output, default_stem
 
 
-def export_model(request: InferenceRequest, format: str, output: str | Path, *, force: bool = False) -> ExportReport:
+def export_model(
+    request: InferenceRequest,
+    format: str,
+    output: str | Path,
+    *,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> ExportReport:
     """Write `request`'s model as `format` to `output` (a folder, or the model file: `export_target`), checked,
     with `preprocess.py` and `README.md` beside it (module doc). A model file already there is replaced only
-    with `force`.
+    with `force`. Each step is reported to `progress`.
 
     The clip shape is the model's test protocol (with the request's changes; a file without one needs
     `--frames` with `--stride` or `--sampling`, as for predict). In a folder the file is named after the model.
@@ -131,7 +145,15 @@ def export_model(request: InferenceRequest, format: str, output: str | Path, *, 
     directory, stem = export_target(format, output, "")
     if directory.exists() and not directory.is_dir():
         raise UniformerError(f"{directory} exists and is not a folder")
-    opened = open_model(request, device=torch.device("cpu"), exact=True)  # the exporter traces the exact model
+    steps = ["load the model", "export to ONNX", *(["convert to OpenVINO"] if format == "openvino" else [])]
+    steps += [f"check at batch {batch}" for batch in CHECK_BATCHES] + ["write"]
+
+    def step(name: str | None) -> None:
+        done = len(steps) if name is None else steps.index(name)
+        notify(progress, Progress("exporting", done, len(steps), {"step": name} if name else {}))
+
+    step("load the model")
+    opened = open_model(request, device=torch.device("cpu"), exact=True, progress=progress)  # traced exact
     loaded, protocol = opened.loaded, opened.protocol
     model = exportable(loaded.model)
     shape = (2, 3, protocol.frames, protocol.size, protocol.size)
@@ -143,6 +165,7 @@ def export_model(request: InferenceRequest, format: str, output: str | Path, *, 
     with staging(directory) as scratch:
         onnx_path = scratch / f"{stem}.onnx"
         log.info("exporting %s at %s to ONNX", stem, shape)
+        step("export to ONNX")
         try:
             write_onnx(model, torch.randn(shape), onnx_path, metadata, modules["onnx"])
         except UniformerError:
@@ -151,13 +174,14 @@ def export_model(request: InferenceRequest, format: str, output: str | Path, *, 
             raise UniformerError(f"cannot export {stem} to ONNX: {first_line(error)}") from None
         written = [onnx_path]
         if format == "openvino":
+            step("convert to OpenVINO")
             xml_path = scratch / f"{stem}.xml"
             write_openvino(onnx_path, xml_path, metadata)
             written = [xml_path, xml_path.with_suffix(".bin")]
             run = openvino_runner(xml_path, modules)
         else:
             run = onnx_runner(onnx_path, modules)
-        max_error, logit_std = compare(model, run, shape)
+        max_error, logit_std = compare(model, run, shape, on_batch=lambda batch: step(f"check at batch {batch}"))
         companions = {
             PREPROCESS_FILE: preprocess_source(protocol, loaded.name),
             CARD_FILE: export_card(loaded, protocol, target.name, format, metadata),
@@ -169,7 +193,9 @@ def export_model(request: InferenceRequest, format: str, output: str | Path, *, 
         # Copied into place from the scratch folder (atomically, each); files that cannot be placed there
         # go to the temporary folder together, and the error line says where.
         copies = [(directory / file.name, functools.partial(_copy, file)) for file in written]
+        step("write")
         write_all_with_fallback(copies, "exported model")
+        step(None)
     files = [directory / file.name for file in written]
     return ExportReport(
         loaded.name, loaded.path, target, files, format, ("batch", *shape[1:]), max_error, logit_std, metadata

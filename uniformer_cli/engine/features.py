@@ -221,7 +221,9 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
         search = find_videos(request.paths)
     with session(request.inference.device) as current:
         if location is not None:
-            opened = open_for_dataset(request.inference, location.spec, current.device, features=request.layer)
+            opened = open_for_dataset(
+                request.inference, location.spec, current.device, features=request.layer, progress=progress
+            )
             split = read_split(location, classes=opened.labels, num_classes=opened.config.num_classes)
             samples = split.samples[: request.limit] if request.limit else split.samples
             inputs = inputs_sha256([sample_key(s, split.root) for s in split.samples], [s.label for s in split.samples])
@@ -234,7 +236,7 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
             )
         else:
             assert search is not None
-            opened = open_model(request.inference, device=current.device, features=request.layer)
+            opened = open_model(request.inference, device=current.device, features=request.layer, progress=progress)
             paths = search.paths[: request.limit] if request.limit else search.paths
             inputs = inputs_sha256([str(path) for path in search.paths], None)
             plan = _Plan(

@@ -403,17 +403,27 @@ def count_macs(config: ModelConfig, frames: int, size: int) -> MacCount:
     )
 
 
-def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettings) -> BenchResult:
+def benchmark(
+    config: ModelConfig, frames: int, size: int, settings: BenchSettings, progress: ProgressCallback | None = None
+) -> BenchResult:
     """Median latency over `runs` forward passes after `warmup` ones, throughput and peak memory, of the
-    fast inference path (`optimize_for_inference`) under the device's autocast."""
+    fast inference path (`optimize_for_inference`) under the device's autocast. Each pass (warm-up,
+    timed, and the memory profile's) is reported to `progress` as a sub step."""
     device = select_device(settings.device)
     model = optimize_for_inference(create_model(config).to(device), inplace=True, precision=settings.precision)
     clips = torch.randn(settings.batch_size, 3, frames, size, size, device=device)
+    passes = settings.warmup + settings.runs + 1
+    done = 0
 
     def forward() -> None:
+        nonlocal done
         with torch.inference_mode(), inference_autocast(model, device):
             model(clips)
+        done += 1
+        stage = "warm-up" if done <= settings.warmup else "timed" if done < passes else "memory"
+        notify(progress, Progress("forward passes", done, passes, {"pass": stage}, sub=True))
 
+    notify(progress, Progress("forward passes", 0, passes, {"pass": "warm-up"}, sub=True))
     for _ in range(settings.warmup):
         forward()
     if device.type == "cuda":
@@ -429,6 +439,9 @@ def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettin
     precision = "fp32" if settings.precision == "auto" else settings.precision
     if settings.precision == "auto" and (dtype := autocast_dtype(device, fp16_safe=fp16_safe(model))) is not None:
         precision = f"{str(dtype).removeprefix('torch.')} autocast"
+    memory = peak_memory(device, model, clips, forward)
+    if done < passes:  # no pass was profiled (a GPU): the sub step ends all the same
+        notify(progress, Progress("forward passes", passes, passes, sub=True))
     return BenchResult(
         device=str(device),
         precision=precision,
@@ -437,7 +450,7 @@ def benchmark(config: ModelConfig, frames: int, size: int, settings: BenchSettin
         runs=settings.runs,
         latency_ms=latency * 1e3,
         clips_per_s=settings.batch_size / latency,
-        peak_memory_mb=peak_memory(device, model, clips, forward),
+        peak_memory_mb=memory,
     )
 
 
@@ -492,7 +505,7 @@ def cost_rows(
         count = count_macs(workload.config, workload.frames, workload.size)
         key = (workload.config, workload.frames, workload.size)
         if bench is not None and key not in benches:
-            benches[key] = benchmark(workload.config, workload.frames, workload.size, bench)
+            benches[key] = benchmark(workload.config, workload.frames, workload.size, bench, progress)
         rows.append(
             CostRow(
                 name=workload.name,

@@ -11,13 +11,18 @@ run them (device, precision, engine, `torch.compile`) and the changes asked of t
 
 Every command names the model the same way in its records (`LoadedModel.name`, docs/OUTPUT.md). The door
 opens UniFormer (v1) models only for now: a UniFormerV2 one is one error, before the download of a zoo
-entry (`weights.resolve_model(v1_only=True)`).
+entry (`weights.resolve_model(v1_only=True)`). What was chosen, and why, is logged at debug level
+(`uniformer -v`): the weights, the protocol and where it came from, the device, precision, engine and
+threads, and how long each step took.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -27,6 +32,7 @@ from torch import nn
 from uniformer_cli.device import batched_logits, select_device
 from uniformer_cli.engine.openvino_engine import choose_engine, openvino_model
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.events import ProgressCallback
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.models.config_v2 import V2Config
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
@@ -36,6 +42,8 @@ from uniformer_cli.weights import LoadedModel, resolve_model
 from uniformer_cli.weights.loader import is_weights_path, named_entry
 from uniformer_cli.zoo import DEFAULT_MODEL, ZooEntry, not_run_yet
 from uniformer_cli.zoo.v2 import V2ZooEntry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ def open_model(
     fallback_protocol: ViewProtocol | None = None,
     features: int | None = None,
     exact: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> InferenceModel:
     """Open `request`'s model for inference (module doc).
 
@@ -118,7 +127,9 @@ def open_model(
     the request names none (None: naming one is required); `fallback_protocol` is used when the model
     carries no protocol of its own (eval: the dataset's zoo model's); `features` makes the outputs that
     stage's pooled map (1-4) instead of logits; `exact` keeps the model as loaded (no fast path, no engine).
+    `progress` hears of downloads and of a first OpenVINO conversion.
     """
+    started = time.perf_counter()
     target = device if device is not None else select_device(request.device)
     engine = "torch"
     if not exact:
@@ -134,23 +145,84 @@ def open_model(
             head_dim=request.head_dim,
             zoo_name=request.model,
             v1_only=True,
+            progress=progress,
         )
     else:
         name = request.model or default_model
         if name is None:
             raise UniformerError("no model given: pass --model NAME or --weights FILE")
-        loaded = resolve_model(name, device=target, revision=request.revision, head_dim=request.head_dim, v1_only=True)
+        loaded = resolve_model(
+            name, device=target, revision=request.revision, head_dim=request.head_dim, v1_only=True, progress=progress
+        )
+    weights_loaded = time.perf_counter()
     protocol = resolve_protocol(loaded.protocol or fallback_protocol, request.protocol, str(loaded.path))
     network: nn.Module
     if exact:
         network = loaded.model
     elif engine == "openvino":
-        network = openvino_model(loaded, protocol, request.precision, features=features)
+        network = openvino_model(loaded, protocol, request.precision, features=features, progress=progress)
     else:
         network = optimize_for_inference(
             loaded.uniformer_v1(), inplace=True, compile=request.compile, precision=request.precision
         )
-    return InferenceModel(loaded, network, protocol, target, engine, request.precision, features)
+    opened = InferenceModel(loaded, network, protocol, target, engine, request.precision, features)
+    _log_choices(opened, request, fallback_protocol, exact)
+    log.debug(
+        "model ready in %.2f s: weights found and loaded %.2f s, %s %.2f s",
+        time.perf_counter() - started,
+        weights_loaded - started,
+        "kept exact (no fast path)" if exact else f"prepared for {engine}",
+        time.perf_counter() - weights_loaded,
+    )
+    return opened
+
+
+def _log_choices(opened: InferenceModel, request: InferenceRequest, fallback: ViewProtocol | None, exact: bool) -> None:
+    """Debug lines (`uniformer -v`): what runs, and why each choice was made."""
+    loaded = opened.loaded
+    if loaded.entry is not None and request.weights is None:
+        weights = f"zoo entry {loaded.entry.name}, converted copy in the cache"
+    elif loaded.entry is not None:
+        weights = f"a local file of zoo entry {loaded.entry.name}"
+    else:
+        weights = "a local file"
+    log.debug("weights: %s (%s); architecture %s", loaded.path, weights, loaded.config.arch)
+    if loaded.entry is not None:
+        origin = f"zoo entry {loaded.entry.name}'s released test protocol"
+    elif loaded.protocol is not None:
+        origin = "recorded in the weights file"
+    elif fallback is not None:
+        origin = "the dataset's zoo model's (the weights record none)"
+    else:
+        origin = "the command line's flags (the weights record none)"
+    flags = [
+        f"--{name.replace('_', '-')} {value}" for name, value in asdict(request.protocol).items() if value is not None
+    ]
+    changed = f"; changed by {', '.join(flags)}" if flags and loaded.protocol is not None else ""
+    log.debug("protocol: %s (%s%s)", opened.protocol.describe(), origin, changed)
+    asked = request.device if request.device != "auto" else "auto: CUDA, then MPS, then CPU"
+    log.debug("device: %s (--device %s)", opened.device, asked)
+    if exact:
+        log.debug("engine: torch, exact model in float32 (gradients or tracing need it)")
+    else:
+        precision = request.precision
+        if precision == "auto":
+            precision = "auto: exact float32 on CPU" if opened.device.type == "cpu" else "auto: the device's autocast"
+        reason = "auto: PyTorch, faster end to end at these batches" if request.engine == "auto" else "asked"
+        log.debug(
+            "precision: %s; engine: %s (%s)%s",
+            precision,
+            opened.engine,
+            reason,
+            ", torch.compile" if request.compile else "",
+        )
+    log.debug(
+        "threads: torch %d, inter-op %d (OMP_NUM_THREADS %s, OMP_WAIT_POLICY %s)",
+        torch.get_num_threads(),
+        torch.get_num_interop_threads(),
+        os.environ.get("OMP_NUM_THREADS", "unset"),
+        os.environ.get("OMP_WAIT_POLICY", "unset"),
+    )
 
 
 def request_for(name_or_path: str | Path, zoo_name: str | None = None, **settings: object) -> InferenceRequest:

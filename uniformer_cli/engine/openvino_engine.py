@@ -48,6 +48,7 @@ from uniformer_cli.engine.interchange import (
     write_openvino,
 )
 from uniformer_cli.errors import UniformerError, first_line
+from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.models.fast import check_precision
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.settings import ENGINES
@@ -133,11 +134,16 @@ class OpenVinoModel(nn.Module):
 
 
 def openvino_model(
-    loaded: LoadedModel, protocol: ViewProtocol, precision: str = "auto", *, features: int | None = None
+    loaded: LoadedModel,
+    protocol: ViewProtocol,
+    precision: str = "auto",
+    *,
+    features: int | None = None,
+    progress: ProgressCallback | None = None,
 ) -> OpenVinoModel:
     """`loaded` on OpenVINO at `precision` ("auto" is fp32) for clips of `protocol`'s shape, from the
-    cache (converted first when it is missing or damaged); its output is the logits, or with `features`
-    that stage's pooled map."""
+    cache (converted first when it is missing or damaged, each step reported to `progress`); its output
+    is the logits, or with `features` that stage's pooled map."""
     require_openvino()
     precision = "fp32" if precision == "auto" else precision
     check_precision(precision, torch.device("cpu"))
@@ -146,7 +152,7 @@ def openvino_model(
     if problem is not None:
         if problem != "missing":
             log.warning("the OpenVINO model cached in %s %s: converting it again", folder, problem)
-        _build(loaded, protocol, folder, features)
+        _build(loaded, protocol, folder, features, progress)
     mark_used(folder / IR_FILES[0])
     options = {
         "INFERENCE_PRECISION_HINT": HINTS[precision],
@@ -180,11 +186,27 @@ def _ir_problem(folder: Path) -> str | None:
     return None
 
 
-def _build(loaded: LoadedModel, protocol: ViewProtocol, folder: Path, features: int | None) -> None:
+CONVERTING = "converting for OpenVINO (once)"
+CONVERSION_STEPS = ("export to ONNX", "convert to IR", "save")
+
+
+def _build(
+    loaded: LoadedModel,
+    protocol: ViewProtocol,
+    folder: Path,
+    features: int | None,
+    progress: ProgressCallback | None = None,
+) -> None:
     """Export, convert and save the IR into `folder`: written in a scratch folder, then renamed into
-    place whole (a damaged copy is replaced, with its compiled blobs)."""
+    place whole (a damaged copy is replaced, with its compiled blobs). Each step is reported to `progress`."""
     modules = require_engine("openvino", "converting the model for --engine openvino")
+
+    def step(done: int) -> None:
+        detail = {"step": CONVERSION_STEPS[done]} if done < len(CONVERSION_STEPS) else {}
+        notify(progress, Progress(CONVERTING, done, len(CONVERSION_STEPS), detail))
+
     log.info("converting %s to OpenVINO once (cached in %s)", loaded.path, folder)
+    step(0)
     started = time.perf_counter()
     example = torch.randn(1, 3, protocol.frames, protocol.size, protocol.size)
     metadata = export_metadata(loaded, protocol)
@@ -195,9 +217,11 @@ def _build(loaded: LoadedModel, protocol: ViewProtocol, folder: Path, features: 
             if features is not None:
                 network = PooledFeatures(network, features)
             write_onnx(network, example, onnx_path, metadata, modules["onnx"])
+            step(1)
             built = scratch / "built"
             built.mkdir()
             write_openvino(onnx_path, built / IR_FILES[0], metadata)
+            step(2)
         except UniformerError:
             raise
         except Exception as error:  # the exporter's and converter's many failure types
@@ -212,4 +236,5 @@ def _build(loaded: LoadedModel, protocol: ViewProtocol, folder: Path, features: 
             return
     for name in IR_FILES:
         record_integrity(folder / name)
+    step(len(CONVERSION_STEPS))
     log.info("converted for OpenVINO in %.1f s", time.perf_counter() - started)

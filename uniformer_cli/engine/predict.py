@@ -6,6 +6,7 @@ A video's score is the softmax of the mean of its views' logits: the official me
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,8 @@ from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.records import Failure, Record, class_record, model_fields
 from uniformer_cli.zoo import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,13 @@ class Predictor:
     def classify(self, path: str | Path, video: LoadedVideo, top_k: int) -> VideoPrediction:
         started = time.perf_counter()
         predictions = self.rank(self.probabilities(video.views), top_k)
+        log.debug(
+            "%s: decoded and preprocessed in %.2f s (%d views), model %.2f s",
+            path,
+            video.seconds,
+            len(video.views),
+            time.perf_counter() - started,
+        )
         return VideoPrediction(
             file=str(path),
             model=self.name,
@@ -281,6 +291,7 @@ class Predictor:
             for number, (first, stop) in enumerate(bounds):
                 timeline.score(views_from_video(video, timeline.protocol, window=(first, stop)), first, stop, rate)
                 notify(progress, Progress(Path(path).name, number + 1, len(bounds), sub=True))
+        log.debug("%s: %d windows in %.2f s", path, len(timeline.windows), time.perf_counter() - started)
         return timeline.result(time.perf_counter() - started)
 
     def timeline_protocol(self, clips: int) -> ViewProtocol:
@@ -341,12 +352,18 @@ def _ranked(prediction: VideoPrediction) -> list[Record]:
     return [{"label": p.label, "score": p.score, "index": p.index} for p in prediction.predictions]
 
 
-def open_predictor(request: InferenceRequest, *, batch_size: int = 8, decoder: str = "auto") -> Predictor:
+def open_predictor(
+    request: InferenceRequest,
+    *,
+    batch_size: int = 8,
+    decoder: str = "auto",
+    progress: ProgressCallback | None = None,
+) -> Predictor:
     """The `Predictor` of a request (`engine.inference.open_model`: the zoo entry's or the weights' own
     protocol with the request's changes, the fast path or OpenVINO at the requested precision); a model
-    without labels names its classes `class N`."""
+    without labels names its classes `class N`. `progress` hears of downloads and conversions."""
     check_decoder(decoder)
-    return Predictor.of(open_model(request), batch_size=batch_size, decoder=decoder)
+    return Predictor.of(open_model(request, progress=progress), batch_size=batch_size, decoder=decoder)
 
 
 def load_predictor(
