@@ -12,11 +12,14 @@ from synthetic_video import write_video
 
 from uniformer_cli.engine import explain, export, flops
 from uniformer_cli.engine.inference import InferenceRequest
+from uniformer_cli.errors import UniformerError
 from uniformer_cli.events import Progress
+from uniformer_cli.models import ModelConfig
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import save_weights
 
 PROTOCOL = ViewProtocol(frames=4, stride=2, clips=2, crops=1, size=32)
+TINY = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 128), head_dim=16, num_classes=10)
 
 
 @pytest.fixture(scope="module")
@@ -49,25 +52,28 @@ def test_explain_reports_each_step(weights: Path, tmp_path: Path) -> None:
     assert steps == list(explain.EXPLAIN_STEPS)
 
 
-def test_export_reports_each_step(weights: Path, tmp_path: Path) -> None:
+def test_export_reports_each_step_and_replaces_a_file_only_when_forced(weights: Path, tmp_path: Path) -> None:
     heard: list[Progress] = []
-    export.export_model(InferenceRequest(weights=weights), "onnx", tmp_path, progress=heard.append)
+    (tmp_path / "small.onnx").write_bytes(b"an earlier export")
+    with pytest.raises(UniformerError, match="already exists: pass --force"):
+        export.export_model(InferenceRequest(weights=weights), "onnx", tmp_path, progress=heard.append)
+    assert counts(heard, "exporting") == [0] and (tmp_path / "small.onnx").read_bytes() == b"an earlier export"
+    heard.clear()
+    export.export_model(InferenceRequest(weights=weights), "onnx", tmp_path, force=True, progress=heard.append)
     assert_counts_up_to_the_end(heard, "exporting")
     steps = [event.detail.get("step") for event in heard if event.task == "exporting"][:-1]
     assert steps == ["load the model", "export to ONNX", "check at batch 1", "check at batch 3", "write"]
+    assert (tmp_path / "small.onnx").read_bytes()[:4] != b"an e"
 
 
-def test_flops_bench_reports_every_forward_pass(weights: Path) -> None:
+def test_flops_bench_reports_every_forward_pass() -> None:
     heard: list[Progress] = []
-    workloads = flops.select_workloads(arch="xxs", frames=4, size=32)
-    settings = flops.BenchSettings(device="cpu", batch_size=1, warmup=2, runs=3)
-    flops.cost_rows(workloads, bench=settings, progress=heard.append)
-    passes = [event for event in heard if event.task == "forward passes"]
-    assert all(event.sub for event in passes)
-    # 2 warm-up, 3 timed and the one the CPU memory profile runs.
-    assert [event.done for event in passes] == list(range(7)) and passes[-1].finished
-    assert [event.detail.get("pass") for event in passes[1:]] == ["warm-up"] * 2 + ["timed"] * 3 + ["memory"]
-    assert counts(heard, "benchmarking") == [0, 1]
+    settings = flops.BenchSettings(device="cpu", batch_size=1, warmup=1, runs=2)
+    flops.benchmark(TINY, 4, 32, settings, heard.append)
+    assert all(event.task == "forward passes" and event.sub for event in heard)
+    # 1 warm-up, 2 timed and the one the CPU memory profile runs.
+    assert [event.done for event in heard] == list(range(5)) and heard[-1].finished
+    assert [event.detail.get("pass") for event in heard[1:]] == ["warm-up", "timed", "timed", "memory"]
 
 
 def test_verbose_says_what_runs_and_why(capsys: pytest.CaptureFixture[str], weights: Path, tmp_path: Path) -> None:
