@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -272,3 +273,22 @@ def test_env_reports_versions_cpu_cache_and_hides_tokens(
         main(["env"])
     table = capsys.readouterr().out
     assert "hf_secret_value" not in table and f"torch {torch.__version__}" in table
+
+
+def test_quiet_hides_the_bars_and_huggingface_hubs_until_the_next_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    from uniformer_cli.cli import progress
+
+    monkeypatch.delenv(progress.HUB_BARS_VARIABLE, raising=False)
+    with pytest.raises(SystemExit):
+        main(["models", "--json", "-q"])
+    assert not progress.progress_shown() and progress.ProgressBars(True).bars.disable
+    assert os.environ[progress.HUB_BARS_VARIABLE] == "1" and are_progress_bars_disabled()
+    with pytest.raises(SystemExit):
+        main(["models", "--json"])
+    assert progress.progress_shown() and progress.HUB_BARS_VARIABLE not in os.environ
+    assert not are_progress_bars_disabled()
+    capsys.readouterr()
