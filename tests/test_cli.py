@@ -222,7 +222,7 @@ def test_wide_tables_keep_every_column(capsys: pytest.CaptureFixture[str], monke
     with pytest.raises(SystemExit):
         main(["models", "--wide"])
     wide = capsys.readouterr().out
-    dropped = re.search(r"not shown at this width: (.*) \(--json", " ".join(narrow.split()))
+    dropped = re.search(r"not shown at this width: (.*?) \(--json", " ".join(narrow.split()))
     assert dropped is not None and "not shown at this width" not in wide
     wide_header = next(line for line in wide.splitlines() if "top-1" in line)
     assert all(column in wide_header for column in dropped.group(1).split(", "))

@@ -84,7 +84,8 @@ def pack(
     split is shuffled once so that every shard mixes the classes. Unreadable videos are left out and
     listed (exit status 3).
 
-    Example: `uniformer data pack ./k400 ./k400-shards --dataset k400 --shard-size 1GB`
+    Example:
+    `uniformer data pack ./k400 ./k400-shards --dataset k400 --shard-size 1GB`
     """
     from uniformer_cli.data.storage import local_or_url
 
@@ -147,7 +148,8 @@ def check(
     Containers are probed, not decoded (`--deep` decodes every frame). Exit status 3 when a problem was
     found; `--fix-list OUT.csv` writes the other videos as a list for `--dataset csv --list OUT.csv`.
 
-    Example: `uniformer data check ./k400 --dataset k400 --fix-list k400-clean.csv`
+    Example:
+    `uniformer data check ./k400 --dataset k400 --fix-list k400-clean.csv`
     """
     from uniformer_cli.data.storage import local_or_url
 

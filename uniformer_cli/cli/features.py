@@ -118,7 +118,7 @@ def features(
     """
     if output == Path():
         raise typer.BadParameter("name the file to write: -o OUT.safetensors or -o OUT.npy", param_hint="'-o'")
-    if dataset is not None:
+    if dataset is not None and not paths:  # (with paths: "not both" says more)
         require_root(root, list_file)
     request = engine.features.FeaturesRequest(
         **fields_from(

@@ -62,7 +62,8 @@ def push(
     Anyone can then run it with `--model REPO_ID` (predict, eval, features, explain, export) or in Python
     with load_model("REPO_ID"). The token is the one of `hf auth login`, or HF_TOKEN.
 
-    Examples: `uniformer push runs/mine/best.safetensors me/uniformer-mine --eval mine-val.json`,
+    Examples:
+    `uniformer push runs/mine/best.safetensors me/uniformer-mine --eval val.json`
     `uniformer push s16.safetensors me/uniformer-s16 --private --revision v1`
     """
     destination = Output(json_output, output)

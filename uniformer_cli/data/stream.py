@@ -47,7 +47,8 @@ class Stream:
             for frame in self.container.decode(video=0):
                 yield rgb_array(frame, self.source)  # each frame's size checked, and shrunk where too large
         except av.FFmpegError as error:
-            if self.source == STDIN and MP4_FAMILY & set(self.container.format.name.split(",")):
+            piped = self.source == STDIN and not _seekable(sys.stdin.buffer)
+            if piped and MP4_FAMILY & set(self.container.format.name.split(",")):
                 raise VideoError(index_at_end()) from None  # the index came too late, whatever FFmpeg says
             name = "stdin" if self.source == STDIN else self.source
             raise VideoError(f"{name}: the stream broke off ({ffmpeg_reason(error)})") from None
@@ -64,6 +65,14 @@ class Stream:
 
 MP4_FAMILY = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2"}  # FFmpeg's names of the ISO base media demuxer
 PEEK_BYTES = 4096  # how far into stdin the top-level MP4 boxes are looked for
+
+
+def _seekable(stream: object) -> bool:
+    """Whether a stream can seek (a file redirected to stdin can; a pipe cannot)."""
+    try:
+        return bool(getattr(stream, "seekable", lambda: False)())
+    except (OSError, ValueError):
+        return False
 
 
 def index_at_end() -> str:
@@ -100,9 +109,10 @@ def open_stream(source: str) -> Stream:
     whose index follows its frames is refused at once, with what to do instead (`index_at_end`)."""
     try:
         if source == STDIN:
-            head = sys.stdin.buffer.peek(PEEK_BYTES)[:PEEK_BYTES] if hasattr(sys.stdin.buffer, "peek") else b""
-            if mp4_index_first(head) is False:
-                raise VideoError(index_at_end())
+            if not _seekable(sys.stdin.buffer):  # a pipe; a file redirected to stdin can seek to its index
+                head = sys.stdin.buffer.peek(PEEK_BYTES)[:PEEK_BYTES] if hasattr(sys.stdin.buffer, "peek") else b""
+                if mp4_index_first(head) is False:
+                    raise VideoError(index_at_end())
             container = av.open(sys.stdin.buffer, mode="r")
         elif device := DEVICE.match(source):
             container = av.open(device[2], format="v4l2" if device[1] == "video4linux2" else device[1])

@@ -174,8 +174,8 @@ def _check_output(request: FeaturesRequest) -> None:
     outputs = [request.output, index_path(request.output)] if request.output.suffix == ".npy" else [request.output]
     if request.resume and request.force:
         raise UniformerError("--resume continues OUT and --force replaces it: give one of them")
-    for output in outputs:  # before any video is decoded
-        ensure_writable(output, "features")
+    for output, what in zip(outputs, ("features", "features index"), strict=False):  # before any decoding
+        ensure_writable(output, what)
     if not request.resume:
         refuse_to_replace(outputs, request.force, "features", ", or --resume to continue it")
     if bool(request.paths) == (request.dataset is not None):
