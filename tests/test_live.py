@@ -140,32 +140,55 @@ def test_stream_mistakes_are_one_line_errors(capsys: pytest.CaptureFixture[str],
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def remux_mp4(source: Path, target: Path, *, index_first: bool) -> Path:
-    """`source`'s video packets copied into an MP4 with its index (moov) before or after the frames."""
-    options = {"movflags": "+faststart"} if index_first else {}
-    with av.open(str(source)) as reader, av.open(str(target), "w", format="mp4", options=options) as writer:
-        video = reader.streams.video[0]
-        stream = writer.add_stream_from_template(video)
-        for packet in reader.demux(video):
-            if packet.dts is None:
-                continue
-            packet.stream = stream
-            writer.mux(packet)
-    return target
+def top_level_boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """(type, offset, size) of each box in data[start:end] (32-bit sizes and the 64-bit form)."""
+    end = len(data) if end is None else end
+    while start + 8 <= end:
+        size, kind = int.from_bytes(data[start : start + 4], "big"), data[start + 4 : start + 8]
+        if size == 1:
+            size = int.from_bytes(data[start + 8 : start + 16], "big")
+        elif size == 0:
+            size = end - start
+        yield kind, start, size
+        start += size
 
 
-def test_a_piped_mp4_with_its_index_at_the_end_says_what_to_do(weights: Path, tmp_path: Path) -> None:
+def index_to_front(data: bytes) -> bytes:
+    """The MP4 with its moov box moved before mdat, each chunk offset (stco, co64) shifted by the moov's
+    size: what ffmpeg's `-movflags +faststart` and qt-faststart do."""
+    boxes = {kind: (offset, size) for kind, offset, size in top_level_boxes(data)}
+    moov_at, moov_size = boxes[b"moov"]
+    mdat_at = boxes[b"mdat"][0]
+    assert mdat_at < moov_at, "the index is already first"
+    moov = bytearray(data[moov_at : moov_at + moov_size])
+
+    def shift_offsets(start: int, end: int) -> None:
+        for kind, offset, size in top_level_boxes(bytes(moov), start, end):
+            if kind in (b"trak", b"mdia", b"minf", b"stbl"):
+                shift_offsets(offset + 8, offset + size)
+            elif kind in (b"stco", b"co64"):
+                width = 4 if kind == b"stco" else 8
+                count = int.from_bytes(moov[offset + 12 : offset + 16], "big")
+                for entry in range(offset + 16, offset + 16 + count * width, width):
+                    moved = int.from_bytes(moov[entry : entry + width], "big") + moov_size
+                    moov[entry : entry + width] = moved.to_bytes(width, "big")
+
+    shift_offsets(8, moov_size)
+    return data[:mdat_at] + bytes(moov) + data[mdat_at:moov_at] + data[moov_at + moov_size :]
+
+
+def test_a_piped_mp4_with_its_index_at_the_end_says_what_to_do(weights: Path) -> None:
     """`cat examples/yoga.mp4 | uniformer predict - --timeline 2`: the index comes after the frames, which a
     pipe cannot go back to. One line says so and how to fix it, with no raw FFmpeg error number; the same
-    clip remuxed with its index first reads from the pipe."""
-    late = remux_mp4(ROOT / "examples" / "yoga.mp4", tmp_path / "late.mp4", index_first=False)
-    piped = uniformer("predict", "-", "-w", weights, "--timeline", "2", stdin=late.read_bytes())
+    clip with its index moved first reads from the pipe."""
+    late = (ROOT / "examples" / "yoga.mp4").read_bytes()
+    assert [kind for kind, _, _ in top_level_boxes(late)][-1] == b"moov"  # as the camera wrote it
+    piped = uniformer("predict", "-", "-w", weights, "--timeline", "2", stdin=late)
     err = piped.stderr.decode()
     assert piped.returncode == 1 and len(err.strip().splitlines()) == 1, err
     assert "index" in err and "give the file's path" in err and "-movflags +faststart" in err
     assert "Errno" not in err and "1094995529" not in err
-    early = remux_mp4(ROOT / "examples" / "yoga.mp4", tmp_path / "early.mp4", index_first=True)
-    piped = uniformer("predict", "-", "-w", weights, "--timeline", "2", "--json", stdin=early.read_bytes())
+    piped = uniformer("predict", "-", "-w", weights, "--timeline", "2", "--json", stdin=index_to_front(late))
     assert piped.returncode == 0, piped.stderr.decode()
     assert len(piped.stdout.decode().splitlines()) >= 2  # one JSON line per window
 

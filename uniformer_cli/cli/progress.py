@@ -71,7 +71,7 @@ class ProgressBars:
     manager around the engine call; `enabled=False` draws nothing (a pipe, a single quick input)."""
 
     def __init__(self, enabled: bool = True) -> None:
-        enabled = enabled and progress_shown()
+        self.enabled = enabled and progress_shown()
         self.bars = Progress(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -80,20 +80,22 @@ class ProgressBars:
             TimeRemainingColumn(),
             TextColumn("{task.fields[detail]}"),
             console=stderr_console,
-            disable=not enabled,
+            disable=not self.enabled,
             transient=False,
         )
         self.tasks: dict[str, TaskID] = {}
         self.sub: tuple[str, TaskID] | None = None
 
     def __enter__(self) -> ProgressBars:
-        self.bars.start()
+        if self.enabled:  # rich 13.0 (our floor) ends even a disabled display with an empty line
+            self.bars.start()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self.bars.stop()
+        if self.enabled:
+            self.bars.stop()
 
     def __call__(self, event: events.Progress) -> None:
         detail = "  ".join(f"{name} {value}" for name, value in event.detail.items())
