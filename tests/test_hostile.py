@@ -16,6 +16,7 @@ import math
 import os
 import re
 import resource
+import signal
 import socket
 import stat
 import subprocess
@@ -46,13 +47,21 @@ from uniformer_cli.weights import save_weights
 ADDRESS_SPACE = 4 * 2**30
 # Typer's checks
 USAGE_ERRORS = {
+    "--timeline inf",
+    "--timeline 1e308",
+    "--fps inf",
+    "features --dataset bogus",
     "train --device tpu",
     "predict -o a FIFO",
     "train --repeats 10**18",
     "train --seed -1",
     "flops --bench --batch-size 10**18",
 }
-INPUT_FAILURES = {"predict a FIFO", "a 4096x16 strip"}  # the command ran; that input failed (exit 3)
+INPUT_FAILURES = {
+    "predict a FIFO",
+    "a 4096x16 strip",
+    "a 300-character file name",
+}  # the command ran; that input failed (exit 3)
 CASE_SECONDS = 20.0  # each case, import excluded; the cases here take well under a second
 PROTOCOL = ["--frames", "4", "--stride", "1", "--size", "32"]
 
@@ -128,6 +137,13 @@ def expanded_head_pth(path: Path) -> Path:
 def complex_pth(path: Path) -> Path:
     state = tiny_state()
     state["head.weight"] = torch.complex(state["head.weight"], torch.ones_like(state["head.weight"]))
+    torch.save(state, path)
+    return path
+
+
+def sparse_pth(path: Path) -> Path:
+    state = tiny_state()
+    state["head.weight"] = state["head.weight"].to_sparse()
     torch.save(state, path)
     return path
 
@@ -219,7 +235,7 @@ def build_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
             "frames 100000 is out of range",
         ),
         ("--size 100000", [*predict, str(good), "--size", "100000"], "size 100000 is out of range"),
-        ("--timeline inf", [*predict, str(good), "--timeline", "inf"], "positive, finite window length"),
+        ("--timeline inf", [*predict, str(good), "--timeline", "inf"], r"--timeline.*less than or equal to 86400"),
         (
             "train --resume with a 0-byte last.pt",
             ["train", "--resume", str(tmp / "run")],
@@ -292,6 +308,24 @@ def build_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
             "flops --bench --batch-size 10**18",
             ["flops", "--arch", "xxs", "--bench", "--batch-size", str(10**18)],
             r"--batch-size.*(less than or equal to 1024|x<=1024)",
+        ),
+        (
+            "a sparse tensor in a .pth",
+            [*predict, str(sparse_pth(tmp / "sparse.pth")), "--head-dim", "8"],
+            r"tensor head.weight is a sparse tensor \(sparse_coo\), not a dense tensor",
+        ),
+        ("a 300-character file name", [*predict, str(good), str(tmp / ("n" * 300 + ".mp4"))], "the name is too long"),
+        (
+            "a 5000-character list path",
+            ["eval", "--dataset", "csv", "--list", str(tmp.joinpath(*["d" * 200] * 25, "l.csv")), "-w", str(good)],
+            r"/d+…d+/l\.csv \(5,\d{3} characters\): the name is too long",
+        ),
+        ("--fps inf", [*predict, str(good), "--timeline", "1", "--fps", "inf"], r"--fps.*less than or equal to 10000"),
+        ("--timeline 1e308", [*predict, str(good), "--timeline", "1e308"], r"--timeline.*less than or equal"),
+        (
+            "features --dataset bogus",
+            ["features", "--dataset", "bogus", "-o", str(tmp / "f.npy"), "-w", str(good)],
+            r"'bogus' is not one of 'k400'",
         ),
         (
             "features .npy whose index is a folder",
@@ -797,3 +831,228 @@ def test_a_pth_whose_records_declare_too_much_is_refused_before_inflating(tmp_pa
     assert bomb.stat().st_size < 2**20
     with pytest.raises(UniformerError, match=r"record archive/data.pkl declares 83,886,082 bytes \(compressed"):
         read_checkpoint(bomb)
+
+
+# --- numbers in lists and label files: ASCII integers, finite seconds, or one line ------------------------
+
+# Texts a list's number may hold: integers, and what `isdigit`, `int` or `float` would wrongly take.
+NUMBERS = st.one_of(
+    st.integers(-3, 120).map(str),
+    st.sampled_from(["²", "¹", "١", "٣", "1_0", "+1", "1.5", "15.0", "1e3", "inf", "-inf", "nan", "Infinity", "1e400"]),
+    st.text(alphabet="0123456789²¹١.e+-_ ", min_size=1, max_size=6),
+)
+
+
+def _read_or_refuse(name: str, root: Path, list_file: Path | None, classes: int) -> object:
+    """The split, or the `DatasetError` (one line): any other exception fails the test."""
+    from uniformer_cli.data.datasets import read_dataset
+    from uniformer_cli.errors import DatasetError
+
+    try:
+        return read_dataset(name, root, list_file=list_file, num_classes=classes)
+    except DatasetError as error:
+        assert "\n" not in str(error)
+        return error
+
+
+@settings(max_examples=60, deadline=None)
+@given(frames=NUMBERS, label=NUMBERS, number=NUMBERS, start=NUMBERS)
+def test_numbers_in_lists_are_read_or_refused_in_one_line(frames: str, label: str, number: str, start: str) -> None:
+    from uniformer_cli.data.datasets import parse_integer
+    from uniformer_cli.zoo import load_labels
+
+    ascii_integer = re.fullmatch(r"-?[0-9]+", frames) is not None
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "frames.txt").write_text(f"clip {frames} {label}\n")
+        split = _read_or_refuse("hmdb51", root, root / "frames.txt", 51)
+        if ascii_integer and int(frames) >= 0 and parse_integer(label) in range(51):
+            assert split.samples[0].num_frames == int(frames)  # type: ignore[attr-defined]
+        (root / "ucfTrainTestlist").mkdir()
+        ucf = load_labels("ucf101")
+        (root / "ucfTrainTestlist" / "classInd.txt").write_text(
+            f"{number} {ucf[0]}\n" + "".join(f"{i + 1} {name}\n" for i, name in enumerate(ucf) if i)
+        )
+        (root / "ucfTrainTestlist" / "trainlist01.txt").write_text(f"{ucf[1]}/v.avi {label}\n")
+        _read_or_refuse("ucf101", root, root / "ucfTrainTestlist" / "trainlist01.txt", 101)
+        (root / "k400.csv").write_text(f"label,youtube_id,time_start,time_end,split\nabseiling,x,{start},10,val\n")
+        split = _read_or_refuse("k400", root, root / "k400.csv", 400)
+        if re.fullmatch(r"[0-9]{1,6}(\.[0-9]*)?", start):
+            assert split.samples[0].path.name == f"x_{int(float(start)):06d}_000010.mp4"  # type: ignore[attr-defined]
+        (root / "list.csv").write_text(f"clip.mp4,{label}\n")
+        _read_or_refuse("csv", root, root / "list.csv", 8)
+        labels = load_labels("sthv2")
+        table = {name: (number if index == 0 else str(index)) for index, name in enumerate(labels)}
+        (root / "labels").mkdir()
+        (root / "labels" / "labels.json").write_text(json.dumps(table).replace(f'"{number}"', number, 1))
+        (root / "labels" / "validation.json").write_text(json.dumps([{"id": "1", "template": labels[1]}]))
+        _read_or_refuse("sthv2", root, root / "labels" / "validation.json", 174)
+
+
+# --- text shown to people: control characters and undecodable names escaped, one line each --------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=40))
+def test_text_from_files_is_shown_as_one_harmless_line(text: str) -> None:
+    from uniformer_cli.cli.progress import print_error, stderr_console
+    from uniformer_cli.cli.text import escape, visible
+
+    shown = visible(text)
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", shown)
+    shown.encode("utf-8")  # printable in any UTF-8 terminal: no lone surrogates left
+    assert visible(shown.replace("\\", "")) == shown.replace("\\", "")  # nothing left to escape
+    if text.isprintable() and "\\" not in text:
+        assert shown == text  # ordinary text is shown as it is
+    with stderr_console.capture() as captured:
+        print_error(text)
+    lines = captured.get().splitlines()
+    assert len(lines) == 1 and lines[0] == f"error: {shown}"
+    assert escape("[bold]x\x1b") == "\\[bold]x\\x1b"
+
+
+def test_control_characters_from_labels_and_file_names_never_reach_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = ["\x1b[31mred\x07", "two\nlines", "\u202eevil", "d", "e", "f", "g", "h"]
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8), labels)
+    video = flat_video(tmp_path / "es\x1b[2Jc\x07.mp4", (200, 128, 30), frames=8)
+    missing = tmp_path / "gone\nerror: forged.mp4"
+    code, out, err = run_cli(capsys, "predict", video, missing, "-w", weights, *PROTOCOL, "-k", "8")
+    assert code == 3
+    assert not re.search("[\x07\x1b\u202e]", out + err)
+    squashed = "".join(out.split())  # whatever the table's wrapping
+    assert "es\\x1b[2Jc\\x07.mp4" in squashed and "\\x1b[31mred\\x07" in squashed and "two\\nlines" in squashed
+    (line,) = err.strip().splitlines()
+    assert line == f"error: no such file or folder: {tmp_path}/gone\\nerror: forged.mp4"
+    code, out, _ = run_cli(capsys, "predict", video, "-w", weights, *PROTOCOL, "--json", "-k", "8")
+    record = json.loads(out)[0]  # JSON keeps the exact strings
+    assert record["video"] == str(video) and {c["label"] for c in record["top_k"]} == set(labels)
+
+
+@settings(max_examples=8, deadline=None)
+@given(names=st.lists(st.text(alphabet="$\\^_{}ab \x1b\n", min_size=1, max_size=8), min_size=2, max_size=3))
+def test_plots_draw_any_label_or_file_name_as_plain_text(names: list[str]) -> None:
+    import numpy as np
+
+    from uniformer_cli import plots
+
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "plot.png"
+        probabilities = np.full((2, len(names)), 1 / len(names))
+        plots.timeline_plot(target, [(0, 1), (1, 2)], probabilities, names, f"{names[0]} · $x^2$ · \\frac")
+        assert target.read_bytes().startswith(b"\x89PNG")
+        plots.confusion_plot(target, names, [0, 1], [1, 0])
+
+
+# --- names that are not UTF-8, closed streams --------------------------------------------------------------
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_written_exactly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = Path(os.fsdecode(bytes(tmp_path / "clip") + b"-caf\xe9.mp4"))
+    flat_video(tmp_path / "clip.mp4", (200, 128, 30), frames=8).rename(video)
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8))
+    code, out, err = run_cli(capsys, "predict", video, "-w", weights, *PROTOCOL, "-o", tmp_path / "out.csv", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["video"] == str(video)  # `\udce9` in the JSON: the same name back
+    assert out.isascii() or "\udce9" not in out
+    assert b"-caf\xe9.mp4," in (tmp_path / "out.csv").read_bytes()  # the bytes the name has on disk
+    code, out, err = run_cli(capsys, "predict", video, "-w", weights, *PROTOCOL, "--decoder", "decord")
+    assert (
+        code == 3
+        and err.strip()
+        == f"error: decord cannot open {tmp_path}/clip-caf\\xe9.mp4: its name is not UTF-8 (use --decoder pyav)"
+    )
+
+
+def uniformer_process(*args: object, closed: int | None = None, **options: object) -> subprocess.Popen[bytes]:
+    """`uniformer ARGS` in a child process; `closed`: a standard descriptor it starts without."""
+    command = [sys.executable, "-m", "uniformer_cli.cli.app", *map(str, args)]
+    preexec = (lambda: os.close(closed)) if closed is not None else None
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, env=env, preexec_fn=preexec, **options)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("closed", ["stdin", "stdout"])
+def test_a_closed_stdin_or_stdout_is_one_error_line(tmp_path: Path, closed: str) -> None:
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8))
+    if closed == "stdin":
+        args, message = ["predict", "-", "-w", weights, *PROTOCOL, "--timeline", "1"], "stdin is closed"
+    else:
+        args, message = ["models", "--json"], "cannot write the results to stdout: it is closed"
+    process = uniformer_process(*args, closed=0 if closed == "stdin" else 1, stderr=subprocess.PIPE)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    (line,) = err.decode().strip().splitlines()
+    assert line.startswith("error: ") and message in line
+
+
+# --- signals: every command stops, saves what it saves, and exits 130 / 143 -------------------------------
+
+SIGNALS = {"SIGINT": (signal.SIGINT, 130, "Ctrl-C (SIGINT)"), "SIGTERM": (signal.SIGTERM, 143, "SIGTERM")}
+
+
+@pytest.mark.parametrize("name", sorted(SIGNALS))
+def test_predict_stopped_mid_run_writes_what_finished(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uniformer_cli.engine import predict as predict_engine
+
+    number, status, words = SIGNALS[name]
+    videos = [flat_video(tmp_path / f"clip{index}.mp4", (200, 128, 30), frames=8) for index in range(4)]
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8))
+    predict_many = predict_engine.Predictor.predict_many
+
+    def signalled_after_two(self: object, *args: object, **kwargs: object) -> object:
+        for count, outcome in enumerate(predict_many(self, *args, **kwargs), start=1):  # type: ignore[arg-type]
+            yield outcome
+            if count == 2:
+                os.kill(os.getpid(), number)  # Ctrl-C, or a scheduler's SIGTERM
+
+    monkeypatch.setattr(predict_engine.Predictor, "predict_many", signalled_after_two)
+    output = tmp_path / "out.jsonl"
+    code, _, _ = run_cli(capsys, "predict", *videos, "-w", weights, *PROTOCOL, "-o", output)
+    assert code == status
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [record["video"] for record in records] == list(map(str, videos))
+    assert [record["error"] for record in records[:2]] == [None, None] and records[0]["score"] is not None
+    for video, record in zip(videos[2:], records[2:], strict=True):
+        assert record["error"] == f"{video}: not predicted: {words} stopped the run" and record["score"] is None
+
+
+def write_mpegts(path: Path, frames: int, fps: int = 30) -> Path:
+    """An H.264 MPEG-TS clip, which can be read from a pipe."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(frames):
+            image = np.full((48, 64, 3), (index * 9) % 256, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(SIGNALS))
+def test_a_signal_stops_an_idle_stream_and_saves_its_windows(tmp_path: Path, name: str) -> None:
+    number, status, _ = SIGNALS[name]
+    stream = write_mpegts(tmp_path / "live.ts", 150).read_bytes()
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8))
+    output = tmp_path / "live.json"
+    args = ["predict", "-", "-w", weights, *PROTOCOL, "--timeline", "1", "--json", "-o", output]
+    process = uniformer_process(*args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(stream[: len(stream) * 3 // 4])  # 3 of 5 seconds, then the producer goes quiet
+    process.stdin.flush()
+    first = json.loads(process.stdout.readline())  # a window came out: the stream is running, now idle
+    assert first["start"] == 0.0
+    process.send_signal(number)
+    _, err = process.communicate(timeout=60)  # the producer never closes the pipe
+    assert process.returncode == status, err.decode()
+    assert "Traceback" not in err.decode() and "Exception ignored" not in err.decode()
+    (record,) = json.loads(output.read_text())
+    assert len(record["windows"]) >= 1 and record["windows"][0] == {k: first[k] for k in record["windows"][0]}

@@ -26,6 +26,11 @@ class Terminated(BaseException):
     BaseException, like KeyboardInterrupt, so that no `except Exception` takes it for a failed video."""
 
 
+def stop_reason(stop: BaseException) -> str:
+    """The signal behind a `KeyboardInterrupt` or `Terminated`, in words, for the records it cuts short."""
+    return "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C (SIGINT)"
+
+
 class WriteError(UniformerError):
     """An output that cannot be written: a full disk, a read-only file system, missing permissions."""
 

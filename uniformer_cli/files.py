@@ -42,6 +42,7 @@ _REASONS = {
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EISDIR: "it is a folder",
     errno.ENAMETOOLONG: "the name is too long",
+    errno.ELOOP: "its symbolic links loop",
 }
 
 

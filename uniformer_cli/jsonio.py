@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from uniformer_cli.files import read_text_file
 # which the deepest value is 4 levels down); low enough that a hostile document fails fast.
 MAX_JSON_DEPTH = 64
 MAX_JSON_BYTES = 1 << 30
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _finite(value: Any) -> Any:
@@ -49,9 +51,12 @@ def dump_json(
     options: dict[str, Any] = {"indent": indent, "sort_keys": sort_keys, "ensure_ascii": ensure_ascii}
     options["default"] = default
     try:
-        return json.dumps(value, allow_nan=False, **options)
+        text = json.dumps(value, allow_nan=False, **options)
     except ValueError:  # a non-finite float somewhere: the rare case pays for the copy
-        return json.dumps(_finite(value), allow_nan=False, **options)
+        text = json.dumps(_finite(value), allow_nan=False, **options)
+    # A file name that is not UTF-8 reaches Python as lone surrogates (`os.fsdecode`), which no UTF-8 text
+    # can hold: `\udcXX` escapes keep them, and give the same name back to `json.loads`.
+    return _SURROGATE.sub(lambda match: f"\\u{ord(match[0]):04x}", text) if not ensure_ascii else text
 
 
 def _depth_problem(value: Any) -> str | None:

@@ -8,11 +8,13 @@ written atomically.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -52,6 +54,27 @@ def save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+def plain_text(draw: Callable[Params, Result]) -> Callable[Params, Result]:
+    """Run a plotting function with every text taken literally: class names, file names and titles come
+    from files and users, and matplotlib would otherwise read `$...$` in them as mathtext (a parse error
+    for most such strings) and warn about each glyph its font lacks (control characters)."""
+
+    @functools.wraps(draw)
+    def drawn(*args: Params.args, **kwargs: Params.kwargs) -> Result:
+        require_matplotlib()
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return draw(*args, **kwargs)
+
+    return drawn
+
+
 def _shorten(name: str, length: int = 32) -> str:
     return name if len(name) <= length else name[: length - 1] + "…"
 
@@ -61,6 +84,7 @@ def _name(classes: Sequence[str], index: int, length: int = 32) -> str:
     return _shorten(classes[index] if 0 <= index < len(classes) else f"class {index}", length)
 
 
+@plain_text
 def timeline_plot(
     path: str | Path,
     windows: Sequence[tuple[float, float]],
@@ -89,6 +113,7 @@ def timeline_plot(
     return save(fig, path)
 
 
+@plain_text
 def per_class_plot(path: str | Path, classes: Sequence[str], labels: Sequence[int], predicted: Sequence[int]) -> Path:
     """Top-1 accuracy of each class that has videos, as bars (sorted, worst first when names do not fit)."""
     totals = Counter(labels)
@@ -124,6 +149,7 @@ def per_class_plot(path: str | Path, classes: Sequence[str], labels: Sequence[in
     return save(fig, path)
 
 
+@plain_text
 def confusion_plot(path: str | Path, classes: Sequence[str], labels: Sequence[int], predicted: Sequence[int]) -> Path:
     """A row-normalised confusion matrix over the classes that occur; with more than `MATRIX_CLASSES`
     of them, the 20 most frequent (true -> predicted) confusions as bars."""
@@ -160,6 +186,7 @@ def confusion_plot(path: str | Path, classes: Sequence[str], labels: Sequence[in
     return save(fig, path)
 
 
+@plain_text
 def training_curves(path: str | Path, records: Sequence[Mapping[str, Any]]) -> Path:
     """Loss, learning rate and validation top-1 against the optimiser step, from `metrics.jsonl` records
     (`event` "step" with `loss` and `lr`; "epoch" with `train_loss` and, when validated, `val_top1`)."""
@@ -184,6 +211,7 @@ def training_curves(path: str | Path, records: Sequence[Mapping[str, Any]]) -> P
     return save(fig, path)
 
 
+@plain_text
 def contact_sheet(path: str | Path, frames: np.ndarray, times: Sequence[float], title: str, columns: int = 4) -> Path:
     """uint8 RGB `frames` `[T, H, W, 3]` in a grid, each captioned with its time in seconds."""
     count = len(frames)

@@ -27,6 +27,10 @@ CROP_COUNTS = (1, 3)
 # enough that no option or metadata value decodes without end or allocates without bound.
 LIMITS = {"frames": 1024, "stride": 1000, "clips": 100, "crops": 3, "size": 2048}
 MAX_VIEW_BYTES = 8 * 2**30  # the float32 views of one video
+# Timelines: a window of at most a day, and frame rates (given for frame folders) of at most 10000 fps, so
+# that a window's frame count (seconds x fps) is always a finite, ordinary number.
+MAX_WINDOW_SECONDS = 86400.0
+MAX_FPS = 10000.0
 
 
 def check_sampling(name: str) -> Sampling:

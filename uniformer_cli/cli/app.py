@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from uniformer_cli import engine
 from uniformer_cli.cli import (
     cache,
     convert,
@@ -143,8 +144,21 @@ def _usage_line(error: Any) -> str:
     return f"{message} (see '{command} -h')"
 
 
-# Failures of the storage, not of the program: reported in one line wherever they surface.
-STORAGE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM})
+# Failures of the storage, not of the program, and paths the system refuses to look up (a name or a path
+# too long, a loop of links): reported in one line wherever they surface.
+STORAGE_ERRORS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ELOOP}
+)
+# A path this long is shown by its ends in an error line.
+SHOWN_PATH = 240
+
+
+def _shown_path(name: object) -> str:
+    text = str(name)
+    if len(text) <= SHOWN_PATH:
+        return text
+    half = SHOWN_PATH // 2
+    return f"{text[:half]}…{text[-half:]} ({len(text):,} characters)"
 
 
 DEBUG_VARIABLE = "UNIFORMER_DEBUG"
@@ -162,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     in `cli.output`: usage errors 2, `UniformerError` 1, Ctrl-C 130, SIGTERM 143."""
     configure_runtime()  # before any command loads torch
     try:
-        code = app(args=argv, prog_name="uniformer", standalone_mode=False)
+        with engine.signals.raise_on_sigterm():  # every command stops on SIGTERM as on Ctrl-C
+            code = app(args=argv, prog_name="uniformer", standalone_mode=False)
     except NoArgsIsHelpError as error:  # `uniformer` alone, on Click >= 8.2
         typer.echo(error.format_message())
         code = EXIT_USAGE
@@ -182,10 +197,10 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as error:
         if error.errno not in STORAGE_ERRORS:
             raise
-        # A full or read-only disk, or missing permissions, met where no helper of ours stood (a
-        # third-party writer, a log file): the reason in one line, not a traceback.
+        # A full or read-only disk, missing permissions or an impossible path, met where no helper of
+        # ours stood (a third-party writer, a log file, a path check): the reason in one line.
         _debug_traceback(error)
-        print_error(f"{error.filename or 'a file'}: {write_reason(error)}")
+        print_error(f"{_shown_path(error.filename or 'a file')}: {write_reason(error)}")
         code = EXIT_ERROR
     except Terminated:
         stderr_console.print("[bold red]terminated[/] (SIGTERM)")

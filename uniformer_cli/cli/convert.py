@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import ForceFlag, FramesOption, HeadDimOption, ModelOption
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
+from uniformer_cli.cli.text import escape
 
 
 def convert(

@@ -6,13 +6,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import RevisionOption
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 from uniformer_cli.cli.progress import ProgressBars, stderr_console
+from uniformer_cli.cli.text import escape
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.zoo.sources import SOURCE_NAMES
 

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine, plots
@@ -44,6 +43,7 @@ from uniformer_cli.cli.options import (
 )
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
 from uniformer_cli.cli.progress import ProgressBars, stderr_console
+from uniformer_cli.cli.text import escape
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.files import ensure_writable
@@ -56,7 +56,8 @@ def _layouts_epilog() -> str:
     for spec in DATASETS.values():
         lines.setdefault(tuple(layout.name for layout in spec.layouts), []).append(spec.name)
     rows = [f"{', '.join(names)}: {' | '.join(layouts)}" for layouts, names in lines.items()]
-    return escape("Layouts (an example tree of each: docs/DATASETS.md):\n\n" + "\n\n".join(f"- {row}" for row in rows))
+    paragraphs = ["Layouts (an example tree of each: docs/DATASETS.md):", *(f"- {row}" for row in rows)]
+    return "\n\n".join(map(escape, paragraphs))
 
 
 LAYOUTS_EPILOG = _layouts_epilog()
@@ -205,7 +206,7 @@ def show(console: Console, report: engine.evaluate.EvalReport, json_file: Path |
         details.append(f"{report.videos - report.evaluated} videos taken from the resumed file")
     if json_file is not None:
         details.append(f"per-video predictions in {json_file}")
-    console.print(escape("\n".join(details)), style="dim", highlight=False)
+    console.print("\n".join(map(escape, details)), style="dim", highlight=False)
     if report.failed:
         console.print(f"[bold red]{report.failures} unreadable video(s):[/]")
         for result in report.failed:

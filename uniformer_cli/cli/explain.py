@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import (
@@ -28,6 +27,7 @@ from uniformer_cli.cli.options import (
 )
 from uniformer_cli.cli.output import Output, Result
 from uniformer_cli.cli.progress import ProgressBars, stderr_console
+from uniformer_cli.cli.text import escape
 
 
 def explain(
@@ -117,9 +117,12 @@ def explain(
     Output(json_output).finish(
         Result([record], document=record),
         lambda console: console.print(
-            escape(
-                f"{found.label} (class {found.index}) {found.score:.1%} · {found.model} · {found.protocol}\n"
-                + _written(result)
+            "\n".join(
+                escape(line)
+                for line in [
+                    f"{found.label} (class {found.index}) {found.score:.1%} · {found.model} · {found.protocol}",
+                    *_written(result),
+                ]
             ),
             highlight=False,
             soft_wrap=True,
@@ -127,8 +130,9 @@ def explain(
     )
 
 
-def _written(result: engine.explain.ExplainResult) -> str:
+def _written(result: engine.explain.ExplainResult) -> list[str]:
+    """The files written, a line each (escaped one by one: a file name may hold a newline)."""
     lines = [] if result.video is None else [f"heat map: {result.video}, contact sheet: {result.sheet}"]
     if result.maps:
         lines.append(f"maps: {', '.join(map(str, result.maps))}")
-    return "\n".join(lines)
+    return lines

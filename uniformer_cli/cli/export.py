@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import (
@@ -24,6 +23,7 @@ from uniformer_cli.cli.options import (
 )
 from uniformer_cli.cli.output import JsonFlag, Output, Result
 from uniformer_cli.cli.progress import ProgressBars, stderr_console
+from uniformer_cli.cli.text import escape
 from uniformer_cli.protocol import ProtocolOverrides
 from uniformer_cli.settings import EXPORT_FORMATS
 

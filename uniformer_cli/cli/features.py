@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import (
@@ -17,6 +16,7 @@ from uniformer_cli.cli.options import (
     ClipsOption,
     CompileFlag,
     CropsOption,
+    Dataset,
     DecoderOption,
     DeviceOption,
     Engine,
@@ -42,7 +42,7 @@ from uniformer_cli.cli.options import (
 )
 from uniformer_cli.cli.output import Output, Result
 from uniformer_cli.cli.progress import ProgressBars, print_error, stderr_console
-from uniformer_cli.data.datasets import DATASETS
+from uniformer_cli.cli.text import escape
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 
 
@@ -66,7 +66,8 @@ def features(
         ),
     ] = Path(),
     dataset: Annotated[
-        str | None, typer.Option("--dataset", "-D", help=f"Read a split of {', '.join(DATASETS)} instead of PATHs.")
+        Dataset | None,
+        typer.Option("--dataset", "-D", case_sensitive=False, help="Read a split of this dataset instead of PATHs."),
     ] = None,
     root: Annotated[Path | None, typer.Option("--root", "-r", help="The dataset's folder (with --dataset).")] = None,
     split: SplitOption = "val",

@@ -23,6 +23,7 @@ from uniformer_cli.cli.options import (
 )
 from uniformer_cli.cli.output import Column, JsonFlag, Output, OutputOption, Result, dropped_note, fitted_table
 from uniformer_cli.cli.progress import ProgressBars, stderr_console
+from uniformer_cli.cli.text import escape
 from uniformer_cli.errors import UniformerError
 
 ArchOption = Annotated[
@@ -164,7 +165,7 @@ SPEED_COLUMNS = (
 def _print_tables(console: Console, rows: list[engine.flops.CostRow]) -> None:
     cells = [
         [
-            row.name,
+            escape(row.name),
             f"{row.frames}x{row.size}",
             f"{row.clips}x{row.crops}",
             _number(row.params_m),
@@ -189,7 +190,8 @@ def _print_tables(console: Console, rows: list[engine.flops.CostRow]) -> None:
         for row in rows:
             split = row.stages or {}
             embeds = sum(value for group, value in split.items() if group.startswith("patch_embed"))
-            stage_cells.append([row.name, *(_gflops(value) for value in (embeds, *(split[group] for group in blocks)))])
+            values = (embeds, *(split[group] for group in blocks))
+            stage_cells.append([escape(row.name), *(_gflops(value) for value in values)])
         title = "GFLOPs per view by stage (embeds: patch_embed1-4)"
         stages, _ = fitted_table(console, stage_columns, stage_cells, title=title, **COMPACT)
         console.print(stages)
@@ -200,7 +202,7 @@ def _print_tables(console: Console, rows: list[engine.flops.CostRow]) -> None:
             assert result is not None
             speed_cells.append(
                 [
-                    row.name,
+                    escape(row.name),
                     result.device,
                     result.precision,
                     str(result.batch_size),

@@ -14,8 +14,11 @@ is in docs/OUTPUT.md; this module only decides where they go and how they are en
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +30,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from uniformer_cli.errors import UniformerError
-from uniformer_cli.files import destination_problem, ensure_writable, write_with_fallback
+from uniformer_cli.errors import UniformerError, WriteError
+from uniformer_cli.files import destination_problem, ensure_writable, write_reason, write_with_fallback
 from uniformer_cli.jsonio import dump_json
 
 EXIT_OK = 0  # every input processed
@@ -204,10 +207,12 @@ class Output:
         """Print the tables or the JSON, write `-o FILE` (unless the engine already did: `file_written`)
         and return the exit status the records call for."""
         if self.json:
-            typer.echo(encode(result, "json"), nl=False)
+            write_stdout(encode(result, "json"))
         if self.path == STDOUT and not self.json:
-            typer.echo(encode(result, self.file_format), nl=False)
+            write_stdout(encode(result, self.file_format))
         if not self.to_stdout and tables is not None:
+            if sys.stdout is None and self.file is None:  # the tables are the only output: they must show
+                write_stdout("")
             tables(table_console())
         if self.file is not None and not file_written:
             write_text(self.file, encode(result, self.file_format))
@@ -220,10 +225,37 @@ class Output:
             raise typer.Exit(code)
 
 
+def write_stdout(text: str) -> None:
+    """Machine-readable output (or a stream's lines) on stdout. A stdout that is closed, full or whose reader
+    went away (`| head`) is a `WriteError` line, never output lost without a word."""
+    stream = sys.stdout
+    if stream is None:  # the process started with its stdout closed
+        raise WriteError("cannot write the results to stdout: it is closed")
+    try:
+        try:
+            stream.write(text)
+        except UnicodeEncodeError:  # a CSV naming a file that is not UTF-8: its bytes, as in a file
+            stream.flush()
+            stream.buffer.write(encoded(text))
+        stream.flush()
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):  # nothing more reaches the reader: not at exit either
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        reason = "the reader closed the pipe" if isinstance(error, BrokenPipeError) else write_reason(error)
+        raise WriteError(f"cannot write the results to stdout: {reason}") from None
+
+
 def write_text(path: Path, text: str) -> None:
     """Write an output file atomically: a failed write leaves the previous file, never a partial one, and
     the results go to the temporary folder instead (the one error line says where)."""
-    write_with_fallback(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), "output")
+    write_with_fallback(path, lambda temporary: temporary.write_bytes(encoded(text)), "output")
+
+
+def encoded(text: str) -> bytes:
+    """UTF-8 bytes of an output; a file name that is not UTF-8 (lone surrogates, as `os.fsdecode` keeps
+    its bytes) is written as the bytes it has on disk. JSON never holds one (`dump_json` escapes them)."""
+    return text.encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True)

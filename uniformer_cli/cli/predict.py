@@ -10,7 +10,6 @@ import typer
 from rich import box
 from rich.bar import Bar
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine, plots
@@ -48,15 +47,17 @@ from uniformer_cli.cli.output import (
     dropped_note,
     encode,
     fitted_table,
+    write_stdout,
     write_text,
 )
 from uniformer_cli.cli.progress import ProgressBars, print_error, stderr_console
+from uniformer_cli.cli.text import escape
 from uniformer_cli.data.paths import find_videos
 from uniformer_cli.data.stream import STDIN, is_stream
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.files import ensure_writable
 from uniformer_cli.jsonio import dump_json
-from uniformer_cli.protocol import ProtocolOverrides
+from uniformer_cli.protocol import MAX_FPS, MAX_WINDOW_SECONDS, ProtocolOverrides
 from uniformer_cli.records import class_record, model_fields
 from uniformer_cli.zoo import DEFAULT_MODEL
 
@@ -107,6 +108,7 @@ def predict(
             "--timeline",
             min=0.01,
             metavar="SECONDS",
+            max=MAX_WINDOW_SECONDS,
             help="Slide a window of this many seconds over each video and show its top label per window "
             "(one centre-crop clip per window, or --clips).",
             show_default=False,
@@ -118,6 +120,7 @@ def predict(
             "--fps",
             min=0.01,
             metavar="FPS",
+            max=MAX_FPS,
             help="Frame rate of frame folders, which record none: needed for --timeline on one.",
             show_default=False,
         ),
@@ -182,6 +185,8 @@ def predict(
     code = destination.emit(Result(report.records()), lambda console: _print(console, report))
     if plot is not None:
         _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.predict.VideoTimeline)])
+    if report.stopped is not None:  # Ctrl-C or SIGTERM: what finished is saved above, the rest are failures
+        raise report.stopped
     for failure in report.failures:
         print_error(failure.error)
     if code:
@@ -219,7 +224,7 @@ def _predict_stream(
                 "end": round(window.end, 4),
                 **class_record(window.index, window.label, window.score),
             }
-            typer.echo(dump_json(record, ensure_ascii=False))
+            write_stdout(dump_json(record, ensure_ascii=False) + "\n")
         else:
             line = f"{_clock(window.start)}-{_clock(window.end)}  {window.label}  {window.score:.1%}"
             console.print(escape(line), highlight=False, soft_wrap=True)
@@ -229,6 +234,8 @@ def _predict_stream(
         write_text(destination.file, encode(Result(report.records()), destination.file_format))
     if plot is not None:
         _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.predict.VideoTimeline)])
+    if report.stopped is not None:  # a stream ended by Ctrl-C or SIGTERM: its windows are saved above
+        raise report.stopped
 
 
 # The help names the default model from the zoo, which owns it.
@@ -262,7 +269,9 @@ def _print_summary(console: Console, results: list[engine.predict.VideoPredictio
         console, SUMMARY_COLUMNS, rows, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False
     )
     seconds = sum(result.seconds for result in results)
-    table.caption = escape(f"{first.model}\n{first.protocol} · {len(results)} videos · took {seconds:.1f} s")
+    table.caption = (
+        escape(first.model) + "\n" + escape(f"{first.protocol} · {len(results)} videos · took {seconds:.1f} s")
+    )
     table.caption += dropped_note(dropped)
     console.print(table)
 
@@ -270,7 +279,9 @@ def _print_summary(console: Console, results: list[engine.predict.VideoPredictio
 def _table(result: engine.predict.VideoPrediction) -> Table:
     table = Table(
         title=f"[bold]{escape(result.file)}[/]",
-        caption=escape(f"{result.model}\n{result.protocol} · {result.num_frames} frames · took {result.seconds:.2f} s"),
+        caption=escape(result.model)
+        + "\n"
+        + escape(f"{result.protocol} · {result.num_frames} frames · took {result.seconds:.2f} s"),
         header_style="bold",
     )
     table.add_column("#", justify="right")
@@ -291,7 +302,7 @@ def _clock(seconds: float) -> str:
 def _timeline_table(result: engine.predict.VideoTimeline) -> Table:
     table = Table(
         title=f"[bold]{escape(result.file)}[/]",
-        caption=escape(f"{result.model}\n{result.protocol} per window · took {result.seconds:.2f} s"),
+        caption=escape(result.model) + "\n" + escape(f"{result.protocol} per window · took {result.seconds:.2f} s"),
         header_style="bold",
     )
     for column in ("start", "end"):

@@ -13,7 +13,6 @@ import sys
 from types import TracebackType
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,6 +24,7 @@ from rich.progress import (
 )
 
 from uniformer_cli import events
+from uniformer_cli.cli.text import escape
 
 stderr_console = Console(stderr=True)
 

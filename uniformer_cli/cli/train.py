@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
@@ -42,6 +41,7 @@ from uniformer_cli.cli.options import (
     fields_from,
 )
 from uniformer_cli.cli.progress import ProgressBars, stderr_console
+from uniformer_cli.cli.text import escape
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
 from uniformer_cli.errors import UniformerError

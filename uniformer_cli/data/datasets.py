@@ -41,6 +41,17 @@ MAX_LIST_BYTES = 512 * 2**20
 LIST_DIRS = ("", "annotations", "lists", "splits", "labels", "{label_set}", "data_list/{label_set}")
 # Kinetics clips downloaded from the published CSVs: {youtube_id}_{start:06d}_{end:06d}.mp4 (PROTOCOLS.md 6.4).
 _KINETICS_CLIP = re.compile(r"^(?P<youtube_id>.+)_(?P<start>\d{6})_(?P<end>\d{6})$")
+# Numbers in lists and label files: ASCII digits only. `str.isdigit` also takes superscripts and other
+# digits that `int` refuses, and `int` takes `1_000`, spaces and non-ASCII digits that no list means.
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]*)?")  # a clip's start or end in a Kinetics CSV
+
+
+def parse_integer(text: str) -> int | None:
+    """The integer that `text` spells in ASCII digits (a leading minus allowed), else None."""
+    return int(text) if _INTEGER.fullmatch(text) else None
+
+
 # Label sets whose classes name a direction ("from left to right"): a mirrored clip has another label.
 SOMETHING_SETS = ("sthv1", "sthv2")
 
@@ -120,10 +131,9 @@ class _ClassIndex:
         return index
 
     def by_index(self, text: str, line: int) -> int:
-        try:
-            index = int(text)
-        except ValueError:
-            raise DatasetError(f"{self.source}:{line}: label {text!r} is not an integer") from None
+        index = parse_integer(text)
+        if index is None:
+            raise DatasetError(f"{self.source}:{line}: label {text!r} is not an integer")
         count = len(self.order or self.classes)
         if not 0 <= index < count:
             raise DatasetError(f"{self.source}:{line}: label {index} is out of range for a model with {count} classes")
@@ -306,10 +316,9 @@ def _label_map_json(path: Path) -> LabelMap:
         raise DatasetError(f"{path} is not a class map (a JSON object of class name -> index)")
     by_index: dict[int, str] = {}
     for name, value in table.items():
-        try:
-            index = int(value)
-        except (TypeError, ValueError):
-            raise DatasetError(f"{path}: class {name!r} has index {value!r}, not an integer") from None
+        index = value if type(value) is int else parse_integer(value) if isinstance(value, str) else None
+        if index is None:
+            raise DatasetError(f"{path}: class {name!r} has index {str(value)[:40]!r}, not an integer")
         if index in by_index:
             raise DatasetError(f"{path}: classes {by_index[index]!r} and {name!r} both have index {index}")
         by_index[index] = str(name)
@@ -323,9 +332,10 @@ def _label_map_class_ind(path: Path) -> LabelMap:
     by_index: dict[int, str] = {}
     for line, text in _lines(path):
         number, name = _fields(path, line, text, None, 2)
-        if not number.isdigit() or int(number) < 1 or int(number) in by_index:
+        index = parse_integer(number)
+        if index is None or index < 1 or index in by_index:
             raise DatasetError(f"{path}:{line}: expected a new 1-based class number, got {number!r}")
-        by_index[int(number)] = name
+        by_index[index] = name
     if sorted(by_index) != list(range(1, len(by_index) + 1)):
         raise DatasetError(f"{path}: the class numbers are not 1..{len(by_index)}")
     return LabelMap(path, [by_index[number] for number in sorted(by_index)], indexed=True)
@@ -388,7 +398,7 @@ def _read_kinetics(ctx: ReadContext) -> list[Sample]:
     for line, row in rows:
         try:
             label, youtube_id = row[columns["label"]], row[columns["youtube_id"]]
-            start, end = int(float(row[columns["time_start"]])), int(float(row[columns["time_end"]]))
+            start, end = _clip_second(row[columns["time_start"]]), _clip_second(row[columns["time_end"]])
         except (IndexError, ValueError):
             raise DatasetError(f"{ctx.list_path}:{line}: expected {','.join(header)}, got {','.join(row)!r}") from None
         if not label:
@@ -399,9 +409,17 @@ def _read_kinetics(ctx: ReadContext) -> list[Sample]:
     return samples
 
 
+def _clip_second(text: str) -> int:
+    """A Kinetics CSV's `time_start` / `time_end`: whole seconds as they name the clip file (`15` or `15.0`;
+    `ValueError` for anything else: no sign, exponent, `inf` or `nan`)."""
+    if not _SECONDS.fullmatch(text):
+        raise ValueError(text)
+    return int(float(text))
+
+
 def _label(ctx: ReadContext, text: str, line: int) -> int:
     """A list's label: an index in the release's order, or a class name."""
-    return ctx.classes.by_index(text, line) if text.lstrip("-").isdigit() else ctx.classes.by_name(text)
+    return ctx.classes.by_index(text, line) if parse_integer(text) is not None else ctx.classes.by_name(text)
 
 
 def _read_path_label(ctx: ReadContext, separator: str | None) -> list[Sample]:
@@ -421,9 +439,10 @@ def _read_frame_list(ctx: ReadContext) -> list[Sample]:
     samples = []
     for line, text in _lines(ctx.list_path):
         name, frames, label = _fields(ctx.list_path, line, text, None, 3)
-        if not frames.isdigit():
+        count = parse_integer(frames)
+        if count is None or count < 0:
             raise DatasetError(f"{ctx.list_path}:{line}: frame count {frames!r} is not an integer")
-        samples.append(Sample(ctx.media_root / name, ctx.classes.by_index(label, line), int(frames)))
+        samples.append(Sample(ctx.media_root / name, ctx.classes.by_index(label, line), count))
     return samples
 
 
@@ -500,11 +519,12 @@ def _read_ucf101(ctx: ReadContext) -> list[Sample]:
         relative, *number = text.split()
         folder = relative.replace("\\", "/").split("/")[0]
         if numbered is not None and number:
-            if not number[0].isdigit() or not 1 <= int(number[0]) <= len(numbered):
+            index = parse_integer(number[0])
+            if index is None or not 1 <= index <= len(numbered):
                 raise DatasetError(f"{ctx.list_path}:{line}: class number {number[0]!r} is not in classInd.txt")
-            if class_key(numbered[int(number[0]) - 1]) != class_key(folder):
+            if class_key(numbered[index - 1]) != class_key(folder):
                 raise DatasetError(
-                    f"{ctx.list_path}:{line}: class {number[0]} is {numbered[int(number[0]) - 1]!r} in "
+                    f"{ctx.list_path}:{line}: class {index} is {numbered[index - 1]!r} in "
                     f"classInd.txt, but the video is in folder {folder!r}"
                 )
         samples.append(Sample(ctx.media_path(relative), ctx.classes.by_name(folder)))
@@ -863,7 +883,7 @@ def _resolve_classes(
         names = sorted(path.name for path in list_path.iterdir() if path.is_dir())
     else:
         labels = {label for _, _, label in _csv_columns(list_path)[0]}
-        numeric = all(label.isdigit() for label in labels)
+        numeric = all(parse_integer(label) is not None for label in labels)
         if numeric and num_classes is None:
             raise DatasetError(f"{list_path} has label indices but the model's class count is unknown")
         names = [str(index) for index in range(num_classes or 0)] if numeric else sorted(labels)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from uniformer_cli.data.video import VIDEO_EXTENSIONS, is_frame_folder
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.files import glob_paths
+from uniformer_cli.files import glob_paths, write_reason
 from uniformer_cli.records import Failure
 
 GLOB_CHARACTERS = frozenset("*?[")
@@ -42,6 +42,18 @@ def _videos_under(folder: Path) -> list[Path]:
     return found
 
 
+def _unreadable(path: Path) -> str | None:
+    """Why the system refuses to look at `path` at all (a name or path too long, a loop of links), in
+    words; None when it exists or simply does not (globs and missing files are told apart later)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        return write_reason(error)
+    return None
+
+
 def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]:
     """Files as given, folders searched recursively (video extensions and frame folders), globs
     (`**` included) expanded; each pattern that yields nothing is a `Failure`. Duplicates are dropped."""
@@ -49,6 +61,10 @@ def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path], list[Failu
     failures: list[Failure] = []
     for pattern in patterns:
         path = Path(pattern)
+        problem = _unreadable(path)
+        if problem is not None:
+            failures.append(Failure(str(pattern), f"cannot read {path}: {problem}"))
+            continue
         if path.is_dir():
             matches = _videos_in(path)
             reason = f"no videos or frame folders found under {path}"

@@ -404,6 +404,8 @@ class DecordVideo(Video):
             return decord.VideoReader(media(self.path), ctx=decord.cpu(0), num_threads=1 if self._long else 0)
         except (decord.DECORDError, RuntimeError) as error:
             raise VideoError(f"decord cannot open {self.path}: {_decord_reason(error)}") from None
+        except UnicodeEncodeError:  # decord passes names to C as UTF-8 only
+            raise VideoError(f"decord cannot open {self.path}: its name is not UTF-8 (use --decoder pyav)") from None
 
     def _decode(self, indices: list[int]) -> Iterator[np.ndarray]:
         for batch in batches(indices, self.width, self.height):

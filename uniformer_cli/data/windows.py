@@ -14,19 +14,32 @@ from uniformer_cli.data.sampling import clip_indices
 from uniformer_cli.data.stream import STDIN, Stream
 from uniformer_cli.data.views import views_from_resized
 from uniformer_cli.errors import UniformerError, VideoError
-from uniformer_cli.protocol import ViewProtocol
+from uniformer_cli.protocol import MAX_FPS, MAX_WINDOW_SECONDS, ViewProtocol
 
 
 def check_timeline(seconds: float) -> None:
-    """A timeline window must be a positive, finite number of seconds."""
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise UniformerError(f"--timeline needs a positive, finite window length in seconds, got {seconds:g}")
+    """A timeline window must be a positive, finite number of seconds, at most `MAX_WINDOW_SECONDS`."""
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_WINDOW_SECONDS):
+        raise UniformerError(
+            f"--timeline needs a positive, finite window length in seconds (at most {MAX_WINDOW_SECONDS:g}), "
+            f"got {seconds:g}"
+        )
+
+
+def check_frame_rate(fps: float) -> None:
+    """A frame rate given for frame folders must be positive and at most `MAX_FPS`."""
+    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise UniformerError(f"--fps needs a positive frame rate of at most {MAX_FPS:g}, got {fps:g}")
 
 
 def window_length(fps: float, seconds: float) -> int:
-    """Frames per `seconds`-long timeline window."""
+    """Frames per `seconds`-long timeline window (a video's own rate may be anything its header says: the
+    count is only bounded by the seconds)."""
     check_timeline(seconds)
-    return max(1, round(seconds * fps))
+    frames = seconds * fps
+    if not math.isfinite(frames) or frames <= 0:
+        raise UniformerError(f"a frame rate of {fps:g} fps gives no window of {seconds:g} s")
+    return max(1, round(frames))
 
 
 def window_bounds(num_frames: int, fps: float, seconds: float) -> list[tuple[int, int]]:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from uniformer_cli import plots
 from uniformer_cli.data import transforms
+from uniformer_cli.data.datasets import parse_integer
 from uniformer_cli.data.sampling import clip_indices
 from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import read_view_frames, views_from_frames
@@ -139,8 +140,8 @@ def resolve_target(target: str | None, labels: Sequence[str] | None, classes: in
     """A class index from a name (case-insensitive) or an index, or None for the predicted class."""
     if target is None:
         return None
-    if target.strip().lstrip("-").isdigit():
-        index = int(target)
+    index = parse_integer(target.strip())
+    if index is not None:
         if not 0 <= index < classes:
             raise UniformerError(f"--class {index} is out of range: the model has {classes} classes (0-{classes - 1})")
         return index

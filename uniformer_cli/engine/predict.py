@@ -20,11 +20,11 @@ from uniformer_cli.data.paths import VideoSearch
 from uniformer_cli.data.stream import STDIN, open_stream
 from uniformer_cli.data.video import check_decoder, is_frame_folder, open_video
 from uniformer_cli.data.views import views_from_video
-from uniformer_cli.data.windows import check_timeline, stream_windows, window_bounds
+from uniformer_cli.data.windows import check_frame_rate, check_timeline, stream_windows, window_bounds
 from uniformer_cli.device import batched_logits
 from uniformer_cli.engine.inference import InferenceModel, InferenceRequest, open_model, request_for
 from uniformer_cli.engine.scoring import all_finite, non_finite
-from uniformer_cli.errors import UniformerError
+from uniformer_cli.errors import Terminated, UniformerError, stop_reason
 from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.records import Failure, Record, class_record, model_fields
@@ -89,6 +89,8 @@ class VideoTimeline:
     probabilities: list[list[float]] = field(default_factory=list, repr=False)
     labels: list[str] = field(default_factory=list, repr=False)  # the names of those classes
     frames_held: int = 0  # a stream's timeline: the most frames it kept in memory at once
+    # A stream's timeline ended by Ctrl-C or SIGTERM: the signal's exception, to raise once it is saved.
+    stopped: BaseException | None = field(default=None, repr=False)
 
     def fields(self) -> Record:
         """The fields of its `predict --timeline` record after video, model, weights and protocol."""
@@ -126,6 +128,9 @@ class PredictReport:
     results: list[VideoPrediction | VideoTimeline] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     outcomes: list[VideoPrediction | VideoTimeline | Failure] = field(default_factory=list)
+    # Ctrl-C or SIGTERM ended the run early: the exception to raise once the results are saved (the videos
+    # it left are failures saying so).
+    stopped: BaseException | None = None
 
     def records(self) -> list[Record]:
         """One `predict` record per input (docs/OUTPUT.md); a failure has `error` and null results."""
@@ -308,18 +313,24 @@ class Predictor:
         """`timeline` for a stream (stdin, URL or device, `open_stream`): each window is scored as soon as
         it is final (`data.windows.stream_windows`: the same windows as `timeline`'s on the same frames, at
         most half a window late, at most 1.5 windows of frames in memory) and passed to `on_window`, until
-        the stream ends (or Ctrl-C, which propagates)."""
+        the stream ends. Ctrl-C or SIGTERM ends it as the stream's end would: the result holds the windows
+        scored so far, and `stopped` the signal's exception, for the caller to raise once they are saved."""
         started = time.perf_counter()
         timeline = _Timeline(self, "stdin" if source == STDIN else source, self.timeline_protocol(clips))
         peak = 0
+        stopped = None
         with open_stream(source) as stream:
-            for first, stop, ring in stream_windows(stream, seconds, timeline.protocol.size):
-                window = timeline.score(ring.views(first, stop, timeline.protocol), first, stop, stream.fps)
-                peak = ring.peak
-                if on_window:
-                    on_window(window)
+            try:
+                for first, stop, ring in stream_windows(stream, seconds, timeline.protocol.size):
+                    window = timeline.score(ring.views(first, stop, timeline.protocol), first, stop, stream.fps)
+                    peak = ring.peak
+                    if on_window:
+                        on_window(window)
+            except (KeyboardInterrupt, Terminated) as signalled:
+                stopped = signalled
         result = timeline.result(time.perf_counter() - started)
         result.frames_held = peak
+        result.stopped = stopped
         return result
 
 
@@ -423,15 +434,24 @@ def run_predict(
         if timeline is None
         else (_timeline_or_failure(predictor, path, timeline, timeline_clips or 1, fps, progress) for path in paths)
     )
-    for done, outcome in enumerate(outcomes, start=1):
-        _record(result, outcome)
-        notify(progress, Progress("predicting", done, len(paths)))
+    try:
+        for done, outcome in enumerate(outcomes, start=1):
+            _record(result, outcome)
+            notify(progress, Progress("predicting", done, len(paths)))
+    except (KeyboardInterrupt, Terminated) as stop:
+        # The finished videos are kept; each one left is a failure that says why, and the caller raises
+        # `stopped` once the records are saved.
+        result.stopped = stop
+        for path in paths[len(result.outcomes) - len(videos.failures) :]:
+            _record(result, Failure(str(path), f"{path}: not predicted: {stop_reason(stop)} stopped the run"))
     return result
 
 
 def check_timeline_request(videos: VideoSearch, seconds: float | None, fps: float | None) -> None:
     """A timeline's window must be a positive, finite number of seconds, and frame folders need `fps`:
     checked before a model is loaded."""
+    if fps is not None:
+        check_frame_rate(fps)
     if seconds is None:
         return
     check_timeline(seconds)
@@ -462,7 +482,9 @@ def run_live(
 ) -> PredictReport:
     """`Predictor.live_timeline` of one stream as a report (failures to open or read it raise)."""
     result = PredictReport(predictor.name, predictor.weights, predictor.timeline_protocol(clips or 1).as_dict())
-    _record(result, predictor.live_timeline(source, seconds, clips or 1, on_window))
+    timeline = predictor.live_timeline(source, seconds, clips or 1, on_window)
+    _record(result, timeline)
+    result.stopped = timeline.stopped
     return result
 
 

@@ -1,5 +1,7 @@
-"""How long jobs end on a signal without losing their work.
+"""How jobs end on a signal without losing their work.
 
+- Every command (`raise_on_sigterm`, around the whole CLI): SIGTERM raises `Terminated`, which takes the
+  path Ctrl-C's `KeyboardInterrupt` takes, so a job saves what it saves on Ctrl-C and exits 143.
 - Training (`StopSignal`): Ctrl-C or SIGTERM lets the current optimiser step finish on every rank, then
   the run saves and exits; a second Ctrl-C aborts.
 - Evaluation (`raise_on_sigterm`): SIGTERM raises `Terminated`, which takes the path Ctrl-C takes
@@ -13,10 +15,12 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from uniformer_cli.engine.distributed import Session
 from uniformer_cli.errors import Terminated
+
+if TYPE_CHECKING:  # no torch for the CLI, which installs `raise_on_sigterm` before any command runs
+    from uniformer_cli.engine.distributed import Session
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -148,26 +149,49 @@ def check_archive(path: Path) -> None:
 def load_weights_only(path: Path) -> object:
     """`torch.load(weights_only=True)` onto the CPU, memory-mapped where the file allows it (the zip
     format of every PyTorch since 1.6), so reading a file costs no memory until its tensors are used.
-    Check the archive first (`check_archive`)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):  # the legacy (pre-zip) format cannot be mapped: read it
-            raise
-    return torch.load(path, map_location="cpu", weights_only=True)
+    Check the archive first (`check_archive`). torch's warnings about what a file holds (beta sparse
+    layouts, deprecated storages) are not shown: what is wrong with a file is said in one line later."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):  # the legacy (pre-zip) format cannot be mapped: read it
+                raise
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def check_tensor_storage(weights: Mapping[str, torch.Tensor], path: Path) -> None:
     """Refuse tensors that claim more values than the file stores for them (a view expanded with
     stride 0, e.g. a head of 10**9 rows over one stored row): building a model from their shapes would
-    allocate what the file never held."""
+    allocate what the file never held. Only plain dense tensors are weights: a sparse, quantized or
+    nested tensor (which `weights_only` loading admits) is refused by name, before anything touches it."""
     for key, tensor in weights.items():
+        kind = _not_dense(tensor)
+        if kind is not None:
+            raise CheckpointError(
+                f"{path} is malformed: tensor {key} is {kind}, not a dense tensor of values (re-save the weights "
+                "with `.to_dense()`)"
+            )
         stored = tensor.untyped_storage().nbytes()
         if tensor.numel() * tensor.element_size() > stored:
             raise CheckpointError(
                 f"{path} is malformed: tensor {key} {list(tensor.shape)} claims {tensor.numel():,} values but the "
                 f"file stores {stored // max(tensor.element_size(), 1):,} for it"
             )
+
+
+def _not_dense(tensor: torch.Tensor) -> str | None:
+    """What a loaded tensor is, in words, unless it is a plain dense CPU tensor (None)."""
+    if tensor.is_nested:
+        return "a nested tensor"
+    if tensor.layout != torch.strided:
+        return f"a sparse tensor ({str(tensor.layout).removeprefix('torch.')})"
+    if tensor.is_quantized:
+        return "a quantized tensor"
+    if tensor.device.type != "cpu":
+        return f"a tensor on the {tensor.device.type} device"
+    return None
 
 
 def cfg_head_dim(cfg_text: str) -> int | None:
