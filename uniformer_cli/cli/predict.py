@@ -53,7 +53,7 @@ from uniformer_cli.cli.output import (
 from uniformer_cli.cli.progress import ProgressBars, print_error, stderr_console
 from uniformer_cli.cli.text import escape
 from uniformer_cli.data.paths import find_videos
-from uniformer_cli.data.stream import STDIN, is_stream
+from uniformer_cli.data.stream import STDIN, check_stream, is_stream
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.files import ensure_writable
 from uniformer_cli.jsonio import dump_json
@@ -210,9 +210,10 @@ def _predict_stream(
         raise typer.BadParameter(
             "a stream has no end to sample a whole video from: give --timeline SECONDS", param_hint="'--timeline'"
         )
+    source = paths[0]
+    check_stream(source)  # before the model loads
     with ProgressBars(stderr_console.is_terminal) as bars:
         predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder, progress=bars)
-    source = paths[0]
     console = Console()
 
     def show(window: engine.predict.TimelineWindow) -> None:

@@ -171,6 +171,13 @@ def mp4_index_first(head: bytes) -> bool | None:
     return None
 
 
+def check_stream(source: str) -> None:
+    """Fail now, in one line, if `source` is stdin and there is none to read (closed, or a terminal):
+    before a model is loaded for it."""
+    if source == STDIN:
+        _stdin()
+
+
 def open_stream(source: str) -> Stream:
     """Open stdin, a URL or a device (see the module doc); one-line `VideoError`s on failure. A piped MP4
     whose index follows its frames is refused at once, with what to do instead (`index_at_end`)."""

@@ -17,16 +17,23 @@ import bisect
 import functools
 import importlib.util
 import io
+import json
 import logging
 import math
+import os
 import re
+import signal
 import stat
+import struct
+import subprocess
+import sys
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 import av
 import numpy as np
@@ -243,6 +250,27 @@ class _Probe:
     stored_pixels: int  # width x height as stored
     pts: list[int] | None  # presentation timestamps in frame order; None when missing or repeated
     keyframes: list[int]  # frame indices of keyframes, ascending
+    hazard: str | None = None  # why a native decoder should not see it in this process (`_hazard`)
+
+
+# A container whose duration or timestamps claim far more frames than it stores (a Matroska file whose
+# timestamps start at 1e9 s) makes decord reserve an index for all of them (std::bad_alloc, SIGABRT) and
+# is read by no decoder in this process: `open_video` decodes it in a checked child process instead. A
+# claim within this many frames (or 16 times what is stored) costs any decoder's index a few MB at most.
+MAX_CLAIMED_FRAMES = 2**20
+
+
+def _hazard(container: av.container.InputContainer, stream: av.VideoStream, pts: list[int], count: int) -> str | None:
+    """Why the container's claims make it unsafe for a native decoder, in words, or None: the seconds its
+    duration and timestamps reach, at its frame rate, against the frames it stores."""
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    seconds = [container.duration / av.time_base if container.duration else 0.0]
+    if stream.time_base and pts:
+        seconds += [abs(float(min(pts) * stream.time_base)), abs(float(max(pts) * stream.time_base))]
+    claimed = max(seconds) * max(fps, 1.0)
+    if math.isfinite(claimed) and claimed <= max(MAX_CLAIMED_FRAMES, 16 * count):
+        return None
+    return f"its timestamps reach {max(seconds):.3g} s at {fps:g} fps, {claimed:.3g} frames for the {count} it stores"
 
 
 def _open_container(path: Source) -> av.container.InputContainer:
@@ -285,12 +313,13 @@ def _probe(path: Source) -> _Probe:
         # Checked (and shrunk) before anything is decoded; the frames themselves are checked again.
         stored = stream.codec_context.width * stream.codec_context.height
         width, height = decode_size(path, stream.codec_context.width, stream.codec_context.height)
-    known = [pts for pts in timestamps if pts is not None]
+        known = [pts for pts in timestamps if pts is not None]
+        hazard = _hazard(container, stream, known, count)
     if len(known) < count or len(set(known)) < count:
-        return _Probe(count, fps, width, height, stored, None, [0])
+        return _Probe(count, fps, width, height, stored, None, [0], hazard)
     order = sorted(range(count), key=known.__getitem__)
     keyframes = [index for index, packet in enumerate(order) if is_key[packet]]
-    return _Probe(count, fps, width, height, stored, [known[packet] for packet in order], keyframes or [0])
+    return _Probe(count, fps, width, height, stored, [known[packet] for packet in order], keyframes or [0], hazard)
 
 
 class PyAVVideo(Video):
@@ -552,6 +581,109 @@ class TorchCodecVideo(Video):
             self._pyav.close()
 
 
+# `CheckedVideo`'s pipe (`data.checked` is the child's side): `F`, height and width (two little-endian
+# uint32) and the RGB bytes of each frame; or `E`, a uint32 length and the UTF-8 message ending a read.
+_FRAME, _ERROR = b"F", b"E"
+_SIZE = struct.Struct("<II")
+_LENGTH = struct.Struct("<I")
+MAX_MESSAGE_BYTES = 1 << 16
+
+
+class CheckedVideo(Video):
+    """A video whose frames `decoder` decodes in a child process (`data.checked`), for files whose probe
+    found them suspicious (`_Probe.hazard`): an abort there (a signal, or an exit without a message) is
+    one `VideoError` naming the video, the decoder and the signal. Its frame count, rate and size come
+    from the parent's probe, as the child's own reader finds them. A video held in memory is handed to
+    the child as a temporary file, removed on `close`."""
+
+    def __init__(self, path: Source, probe: _Probe, decoder: str) -> None:
+        self.path = path
+        self.num_frames, self.fps, self.width, self.height = probe.num_frames, probe.fps, probe.width, probe.height
+        self.decoder = decoder
+        self.hazard = probe.hazard
+        self._child: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._copy: Path | None = None  # the temporary file of a video held in memory
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._child is None:
+            file = self.path
+            if isinstance(file, EncodedVideo):
+                if self._copy is None:
+                    descriptor, name = tempfile.mkstemp(suffix=Path(file.name).suffix, prefix="uniformer-checked-")
+                    with os.fdopen(descriptor, "wb") as stream:
+                        stream.write(file.data)
+                    self._copy = Path(name)
+                file = self._copy
+            self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - open while the child lives (`close`)
+            child = "uniformer_cli.data.checked"
+            command: list[str | bytes] = [sys.executable, "-m", child, self.decoder, os.fsencode(file)]
+            self._child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+        return self._child
+
+    def _decode(self, indices: list[int]) -> Iterator[np.ndarray]:
+        child = self._start()
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            child.stdin.write(json.dumps(indices).encode() + b"\n")
+            child.stdin.flush()
+        except OSError:  # it died before this read: its exit status says why
+            raise self._died() from None
+        for _ in indices:
+            tag = child.stdout.read(1)
+            if tag == _ERROR:
+                (length,) = _LENGTH.unpack(_exactly(child.stdout, _LENGTH.size))
+                message = _exactly(child.stdout, min(length, MAX_MESSAGE_BYTES)).decode("utf-8", "replace")
+                raise VideoError(message)
+            if tag != _FRAME:
+                raise self._died()
+            height, width = _SIZE.unpack(_exactly(child.stdout, _SIZE.size))
+            if width * height > MAX_DECODED_PIXELS:  # the child decodes at `decode_size`: never more
+                raise VideoError(f"the decoder of {self.path} sent a {width}x{height} frame")
+            yield np.frombuffer(_exactly(child.stdout, height * width * 3), np.uint8).reshape(height, width, 3)
+
+    def _died(self) -> VideoError:
+        """The error of a child that stopped answering: the signal it died of, or its last words."""
+        assert self._child is not None and self._stderr is not None
+        self._child.kill()
+        status = self._child.wait()
+        self._child = None
+        self._stderr.seek(0)
+        said = [line.strip() for line in self._stderr.read()[-4096:].decode("utf-8", "replace").splitlines()]
+        last = next((line for line in reversed(said) if line), "")
+        how = f"crashed ({signal.Signals(-status).name})" if status < 0 else f"stopped (exit status {status})"
+        detail = f" ({last})" if last else ""
+        advice = " (--decoder pyav reads it)" if self.decoder != "pyav" else ""
+        return VideoError(
+            f"the {self.decoder} decoder {how} on {self.path}{detail}, in the separate process it ran in "
+            f"because {self.hazard}{advice}"
+        )
+
+    def close(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            assert child.stdin is not None
+            try:
+                child.stdin.close()  # the end of the requests: it exits
+                child.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                child.kill()
+                child.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        if self._copy is not None:
+            self._copy.unlink(missing_ok=True)
+            self._copy = None
+
+
+def _exactly(stream: IO[bytes], size: int) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError
+    return data
+
+
 def _frame_file_numbers(folder: Path) -> dict[int, Path]:
     """The frame files of a folder: the largest group of `<prefix><number>.<image ext>` names."""
     groups: dict[tuple[str, str], dict[int, Path]] = {}
@@ -661,7 +793,13 @@ def choose_decoder(decoder: str, workload: Workload, width: int) -> str:
     return "pyav"
 
 
-def open_video(path: str | Path | EncodedVideo, decoder: Decoder | str = "auto", workload: Workload = "views") -> Video:
+def open_video(
+    path: str | Path | EncodedVideo,
+    decoder: Decoder | str = "auto",
+    workload: Workload = "views",
+    *,
+    guarded: bool = True,
+) -> Video:
     """Open a video file, a frame folder or a video held in memory, for `workload` (what will be read,
     see `AUTO_DECODERS`).
 
@@ -670,7 +808,9 @@ def open_video(path: str | Path | EncodedVideo, decoder: Decoder | str = "auto",
     and decord's failures on files PyAV reads fall back to PyAV. All decoders return identical frames
     for the same indices. Every file is first checked with PyAV, which reads the header and the packet
     list without decoding: that catches bad input with a clear message before a native decoder could
-    print its own errors, and gives the frame size.
+    print its own errors, and gives the frame size. A file whose claims could crash a native decoder
+    (`_Probe.hazard`) is decoded by `decoder` in a checked child process (`CheckedVideo`; `auto` means
+    PyAV there), so that an abort is one error line; `guarded=False` is that child's own call.
     """
     check_decoder(decoder)
     if workload not in AUTO_DECODERS:
@@ -695,6 +835,8 @@ def open_video(path: str | Path | EncodedVideo, decoder: Decoder | str = "auto",
         if status.st_size == 0:
             raise VideoError(f"{source} is empty (0 bytes)")
     probe = _probe(source)
+    if probe.hazard is not None and guarded:  # every decoder passes here: none sees it in this process
+        return CheckedVideo(source, probe, "pyav" if decoder == "auto" else decoder)
     chosen = choose_decoder(decoder, workload, probe.width)
     if decoder == "auto" and probe.width * probe.height > DECORD_MAX_PIXELS:
         chosen = "pyav"
