@@ -47,6 +47,7 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -592,7 +593,22 @@ TINY_CONFIG = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 128), head_
 
 
 def serve_tiny_zoo_model(
-    hub: LocalHub,
+    hub: LocalHub, monkeypatch: pytest.MonkeyPatch, folder: Path, *, revision: str = "main", **options: Any
+) -> ServedZooModel:
+    """Register a zoo entry for a tiny random UniFormer (Kinetics-400 labels, an 8x2 / 64 px / one-view
+    protocol) and serve its official-layout `.pth` on the local Hub, so `load_model(name)` and
+    `uniformer predict --model name` take the real download -> convert -> load path in seconds.
+    `options`: `name`, `seed`, and entry fields to override (e.g. `hub_file=...`), as
+    `register_tiny_zoo_entry` takes them; serving the same `name` again under another `revision` gives
+    that revision other weights."""
+    served = register_tiny_zoo_entry(monkeypatch, folder, revision=revision, **options)
+    entry = served.entry
+    if entry.hub_repo and entry.hub_file:
+        hub.add_file(entry.hub_repo, entry.hub_file, served.source, revision=revision)
+    return served
+
+
+def register_tiny_zoo_entry(
     monkeypatch: pytest.MonkeyPatch,
     folder: Path,
     *,
@@ -601,11 +617,8 @@ def serve_tiny_zoo_model(
     seed: int = 0,
     **entry_changes: object,
 ) -> ServedZooModel:
-    """Register a zoo entry for a tiny random UniFormer (Kinetics-400 labels, an 8x2 / 64 px / one-view
-    protocol) and serve its official-layout `.pth` on the local Hub, so `load_model(name)` and
-    `uniformer predict --model name` take the real download -> convert -> load path in seconds.
-    `entry_changes` override entry fields (e.g. `hub_file=...`); serving the same `name` again under
-    another `revision` gives that revision other weights."""
+    """The zoo entry of `serve_tiny_zoo_model`, registered without serving it: what a child process
+    that downloads from the parent's `HubServer` (through `HF_ENDPOINT`) registers to know the name."""
     monkeypatch.setitem(FAMILIES, "tiny", TINY_CONFIG)
     torch.manual_seed(seed)
     model = create_model(TINY_CONFIG).eval()
@@ -623,6 +636,4 @@ def serve_tiny_zoo_model(
     fields.update(entry_changes)
     entry = replace(ZOO["s16x8-k400"], **fields)
     monkeypatch.setitem(ZOO, entry.name, entry)
-    if entry.hub_repo and entry.hub_file:
-        hub.add_file(entry.hub_repo, entry.hub_file, source, revision=revision)
     return ServedZooModel(entry, source, model)

@@ -31,6 +31,7 @@ import pytest
 import torch
 from cli_runner import run_cli
 from eval_data import CENTRES, TINY, colour_model, flat_video
+from hub_server import LocalHub, serve_tiny_zoo_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
@@ -1179,3 +1180,314 @@ def test_no_container_timestamps_take_the_process_down(clips: list[tuple[float, 
             [sys.executable, "-c", CHILD_DECODE, json.dumps(paths)], capture_output=True, text=True, timeout=300
         )
     assert finished.returncode == 0 and finished.stdout.strip() == "survived", finished.stderr[-2000:]
+
+
+# --- kill -9 at the worst moment, then the same command again --------------------------------------------
+
+# Runs `uniformer ARGV` and kills itself with SIGKILL the `skip + 1`-th time a file named TARGET is about
+# to be renamed into place: the output's bytes are written and synced, nothing is renamed yet (the worst
+# moment a power cut or the OOM killer can choose). `features` checkpoints after every video here.
+KILLED_AT_RENAME = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    target, skip = sys.argv[1], int(sys.argv[2])
+    real = os.replace
+
+    def replace(source, destination, *args, **kwargs):
+        global skip
+        if os.path.basename(os.fspath(destination)) == target:
+            if skip == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+            skip -= 1
+        return real(source, destination, *args, **kwargs)
+
+    os.replace = replace
+    from uniformer_cli.engine import features
+    features.CHECKPOINT_SECONDS = -1.0
+    from uniformer_cli.cli.app import main
+    main(json.loads(sys.argv[3]))
+    """
+)
+
+
+def killed_at_rename(argv: list[object], target: str, skip: int = 0) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", KILLED_AT_RENAME, target, str(skip), json.dumps(list(map(str, argv)))]
+    finished = subprocess.run(command, capture_output=True, timeout=600, env=env)
+    assert finished.returncode == -signal.SIGKILL, finished.stderr.decode()[-2000:]
+    time.sleep(1.1)  # a dead process's temporary file is removed once it is a second old
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files and scratch folders of interrupted writes under `folder`."""
+    return sorted(path.name for path in folder.rglob("*") if path.name.endswith(".tmp"))
+
+
+def test_convert_killed_before_its_rename_is_redone_without_leftovers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uniformer_cli.weights import load_weights
+
+    source = tmp_path / "official.pth"
+    torch.save(tiny_state(), source)
+    argv = ["convert", source, tmp_path / "out" / "tiny.safetensors", "--head-dim", "8"]
+    killed_at_rename(argv, "tiny.safetensors")
+    assert not (tmp_path / "out" / "tiny.safetensors").exists() and len(leftovers(tmp_path)) == 1
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    stored = load_weights(tmp_path / "out" / "tiny.safetensors")
+    assert all(torch.equal(stored.state_dict[key], value) for key, value in tiny_state().items())
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_features_killed_at_a_checkpoint_resume_to_the_uninterrupted_result(
+    tmp_path: Path, suffix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uniformer_cli.engine.features import read_features
+
+    videos = [flat_video(tmp_path / f"clip{n}.mp4", (40 + 50 * n, 128, 30), frames=8) for n in range(4)]
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8))
+    reference, output = tmp_path / "reference" / f"f{suffix}", tmp_path / "out" / f"f{suffix}"
+    code, _, err = run_cli(capsys, "features", *videos, "-w", weights, *PROTOCOL, "-o", reference)
+    assert code == 0, err
+    argv = ["features", *videos, "-w", weights, *PROTOCOL, "-o", output, "--resume"]
+    # The second checkpoint (two videos done) dies before its rename: the first one (one video) stands.
+    killed_at_rename(argv, "f.partial.safetensors" if suffix == ".npy" else output.name, skip=1)
+    assert len(leftovers(tmp_path / "out")) == 1
+    code, out, err = run_cli(capsys, *argv, "--json")
+    assert code == 0, err
+    assert json.loads(out)["computed"] == 3  # the first video came from the checkpoint
+    done, expected = read_features(output), read_features(reference)
+    assert done.videos == expected.videos and torch.allclose(done.features, expected.features, atol=1e-6)
+    assert leftovers(tmp_path / "out") == [] and sorted(p.name for p in output.parent.iterdir()) == sorted(
+        p.name for p in reference.parent.iterdir()
+    )  # the checkpoint went with the final write
+
+
+def test_a_npy_and_its_index_torn_apart_by_a_kill_still_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uniformer_cli.engine.features import read_features
+
+    videos = [flat_video(tmp_path / f"clip{n}.mp4", (40 + 50 * n, 128, 30), frames=8) for n in range(3)]
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8))
+    output = tmp_path / "f.npy"
+    argv = ["features", *videos, "-w", weights, *PROTOCOL, "-o", output, "--resume"]
+    killed_at_rename(argv, "f.json")  # the final .npy is in place, its index is not
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert read_features(output).videos == list(map(str, videos)) and leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_export_killed_before_its_rename_is_redone_without_leftovers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8))
+    argv = ["export", weights, *PROTOCOL, "--format", "onnx", "-o", tmp_path / "out"]
+    killed_at_rename(argv, "w.onnx")
+    assert len(leftovers(tmp_path / "out")) == 2  # the scratch folder and the file being placed
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert [path.name for path in (tmp_path / "out").iterdir()] == ["w.onnx"]
+
+
+# --- two processes building one cached file, a damaged cache, a read-only cache ---------------------------
+
+# `uniformer ARGV...` for each argv, in one process that knows the tiny zoo entry of `serve_tiny_zoo_model`
+# (downloaded from the parent's local Hub through HF_ENDPOINT); prints the exit statuses as JSON.
+TINY_ZOO_DRIVER = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    import pytest
+    from hub_server import register_tiny_zoo_entry
+    register_tiny_zoo_entry(pytest.MonkeyPatch(), Path(sys.argv[2]))
+    from uniformer_cli.cli.app import main
+    codes = []
+    for argv in json.loads(sys.argv[3]):
+        try:
+            main(argv)
+            codes.append(0)
+        except SystemExit as done:
+            codes.append(done.code)
+    print(json.dumps(codes))
+    """
+)
+
+
+def tiny_zoo_process(folder: Path, *commands: list[object], prefix: list[str] | None = None) -> subprocess.Popen[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = json.dumps([list(map(str, command)) for command in commands])
+    script = [sys.executable, "-c", TINY_ZOO_DRIVER, str(Path(__file__).parent), str(folder), argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [*(prefix or []), *script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def waiting_for(lock: Path, processes: int, timeout: float = 300.0) -> None:
+    """Return once `processes` processes wait for the flock on `lock` (Linux: /proc/locks lists waiters)."""
+    inode = lock.stat().st_ino
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = Path("/proc/locks").read_text().splitlines()
+        waiters = [line for line in lines if "->" in line and line.split()[-3].endswith(f":{inode}")]
+        if len(waiters) >= processes:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{processes} processes never waited for {lock}")
+
+
+@pytest.mark.slow
+def test_two_processes_converting_one_hub_model_convert_it_once(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from uniformer_cli.files import exclusive
+    from uniformer_cli.weights import hub
+    from uniformer_cli.weights.cache import build_lock
+
+    served = serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    video = flat_video(tmp_path / "clip.mp4", (200, 128, 30), frames=8)
+    command = ["predict", video, "--model", "tiny-k400", "--json"]
+    converted = hub.download(served.entry).converted
+    with exclusive(build_lock(converted)):  # both reach the conversion while the lock is held
+        processes = [tiny_zoo_process(tmp_path / f"driver{n}", command) for n in range(2)]
+        waiting_for(build_lock(converted), 2)
+    results = [process.communicate(timeout=600) for process in processes]
+    assert [json.loads(out.splitlines()[-1]) for out, _ in results] == [[0], [0]], results
+    once = sum("".join(err.split()).count("tosafetensors(once)") for _, err in results)  # lines wrap
+    assert once == 1  # the second process found it converted
+    ranked = [json.loads("\n".join(out.splitlines()[:-1]))[0]["top_k"] for out, _ in results]
+    assert ranked[0] == ranked[1]  # the same predictions from the one converted copy
+    from uniformer_cli.weights.cache import integrity_problem
+
+    assert integrity_problem(converted) is None and leftovers(local_hub.home) == []
+
+
+@pytest.mark.slow
+def test_two_processes_building_one_openvino_cache_build_it_once(tmp_path: Path) -> None:
+    from uniformer_cli.engine import openvino_engine
+    from uniformer_cli.files import exclusive
+    from uniformer_cli.protocol import ViewProtocol
+    from uniformer_cli.weights.cache import build_lock
+
+    home = tmp_path / "hf"
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8))
+    video = flat_video(tmp_path / "clip.mp4", (200, 128, 30), frames=8)
+    command = [sys.executable, "-m", "uniformer_cli.cli.app", "predict", str(video), "-w", str(weights), *PROTOCOL]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(home)}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(openvino_engine.constants, "HF_HOME", str(home))
+        folder = openvino_engine.ir_folder(weights, ViewProtocol(frames=4, stride=1, size=32))
+        lock = build_lock(folder)
+    with exclusive(lock):
+        processes = [
+            subprocess.Popen(
+                [*command, "--engine", "openvino", "--json"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(2)
+        ]
+        waiting_for(lock, 2)
+    results = [process.communicate(timeout=600) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], results
+    assert sum("".join(err.split()).count("toOpenVINOonce") for _, err in results) == 1  # lines wrap
+    scores = [[entry["score"] for entry in json.loads(out)[0]["top_k"]] for out, _ in results]
+    assert scores[0] == scores[1]
+    records = {f"{name}.sha256.json" for name in openvino_engine.IR_FILES}
+    assert {path.name for path in folder.iterdir()} == {*openvino_engine.IR_FILES, *records, "compiled-fp32"}
+    assert leftovers(home) == []
+
+
+@pytest.mark.slow
+def test_a_damaged_openvino_cache_is_rebuilt_or_recompiled_never_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import random
+
+    from uniformer_cli.engine import openvino_engine
+    from uniformer_cli.engine.predict import load_predictor
+
+    monkeypatch.setattr(openvino_engine.constants, "HF_HOME", str(tmp_path / "hf"))
+    caplog.set_level("INFO", logger="uniformer_cli")
+    protocol = {"frames": 4, "stride": 1, "clips": 1, "crops": 1, "size": 32, "sampling": "dense"}
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8), None, protocol)
+    clips = torch.randn(3, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = load_predictor(weights, device="cpu", engine="torch", precision="fp32").logits(clips)
+
+    def logits() -> torch.Tensor:
+        return load_predictor(weights, device="cpu", engine="openvino", precision="fp32").logits(clips)
+
+    def builds() -> int:
+        return sum("to OpenVINO once" in record.getMessage() for record in caplog.records)
+
+    torch.testing.assert_close(logits(), expected, atol=1e-4, rtol=0)
+    (folder,) = openvino_engine.cache_root().iterdir()
+    damages = {
+        "model.bin truncated": lambda: (folder / "model.bin").write_bytes((folder / "model.bin").read_bytes()[:100]),
+        "model.xml edited": lambda: (folder / "model.xml").write_text(
+            (folder / "model.xml").read_text().replace('version="11"', 'version="10"', 1) + "\n"
+        ),
+    }
+    for count, (damage, apply) in enumerate(damages.items(), start=2):
+        apply()
+        torch.testing.assert_close(logits(), expected, atol=1e-4, rtol=0, msg=damage)
+        assert builds() == count, damage  # converted again, never compiled from the damaged file
+    rng = random.Random(0)
+    for _ in range(6):  # random bytes in OpenVINO's compiled blob: it checks its blobs and compiles again
+        (blob,) = (folder / "compiled-fp32").iterdir()
+        data = bytearray(blob.read_bytes())
+        for _ in range(rng.choice([1, 8, 64])):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        blob.write_bytes(bytes(data[: rng.choice([len(data), len(data) // 2])]))
+        torch.testing.assert_close(logits(), expected, atol=1e-4, rtol=0)
+    assert builds() == 3
+
+
+def read_only(home: Path) -> list[str]:
+    """A command prefix that runs with `home` read-only: a read-only bind mount in a new mount namespace
+    (root ignores permissions), else the permissions taken away by the caller (see the test)."""
+    if os.geteuid() != 0:
+        return []
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("root without mount namespaces: no way to make a folder read-only for this test")
+    return ["unshare", "--mount", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(home)]
+
+
+def test_a_read_only_hf_home_with_a_populated_cache_serves_every_command(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)
+    video = flat_video(tmp_path / "clip.mp4", (200, 128, 30), frames=8)
+    (tmp_path / "list.csv").write_text(f"{video},abseiling\n")
+    commands = [
+        ["predict", video, "--model", "tiny-k400", "--json"],
+        ["eval", "--dataset", "csv", "--list", tmp_path / "list.csv", "--model", "tiny-k400", "--json"],
+        ["features", video, "--model", "tiny-k400", "-o", tmp_path / "f.npy", "--json"],
+    ]
+    for command in commands:  # populate the cache
+        code, _, err = run_cli(capsys, *command)
+        assert code == 0, err
+    before = {path: path.stat().st_mtime_ns for path in local_hub.home.rglob("*") if path.is_file()}
+    prefix = read_only(local_hub.home)
+    if not prefix:
+        for path in [local_hub.home, *local_hub.home.rglob("*")]:
+            path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        touched = subprocess.run([*prefix, "sh", "-c", 'touch "$0/probe"', str(local_hub.home)], capture_output=True)
+        assert touched.returncode != 0, "the cache is still writable"
+        process = tiny_zoo_process(tmp_path / "driver", *commands, prefix=prefix)
+        out, err = process.communicate(timeout=600)
+    finally:
+        for path in [local_hub.home, *local_hub.home.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+    assert json.loads(out.splitlines()[-1]) == [0, 0, 0], err
+    assert "Traceback" not in err and "error" not in err.lower() and "warning" not in err.lower(), err
+    assert {path: path.stat().st_mtime_ns for path in local_hub.home.rglob("*") if path.is_file()} == before

@@ -15,10 +15,11 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePath
 
 from uniformer_cli.errors import UniformerError, WriteError
@@ -206,7 +207,8 @@ def ensure_writable(path: str | Path, what: str = "output", *, needed_bytes: int
     FIFO or socket), that its nearest existing parent is a folder where a file can be created (a real
     probe file, so read-only file systems and permissions are caught as they are, root included), and,
     with `needed_bytes`, that the disk has that much free space. Missing parent folders are not created
-    here (`atomic_write` creates them), only checked to be creatable.
+    here (`atomic_write` creates them), only checked to be creatable. The temporary files of this path
+    that a killed run left beside it (`remove_stale_temporaries`) are removed.
     """
     path = Path(path)
     problem = destination_problem(path)
@@ -231,6 +233,8 @@ def ensure_writable(path: str | Path, what: str = "output", *, needed_bytes: int
             f"cannot write {what} {path}: it needs about {needed_bytes / 2**20:,.0f} MiB and {existing} has "
             f"{free / 2**20:,.0f} MiB free"
         )
+    if existing == path.parent:  # what a killed run writing this file left beside it
+        remove_stale_temporaries(existing, name=path.name)
     return path
 
 
@@ -272,12 +276,13 @@ def sha256_of(path: str | Path) -> str:
 
 
 def is_temporary(path: Path) -> bool:
-    """Whether `path` is named like a temporary file of `atomic_write` (`.NAME.PID.TOKEN.tmp`)."""
+    """Whether `path` is named like a temporary file of `atomic_write` (`.NAME.PID.TOKEN.tmp`), or a
+    scratch folder of `scratch_folder`."""
     return _TEMPORARY.match(path.name) is not None
 
 
 def is_stale_temporary(path: Path, age: float, *, older_than: float = STALE_SECONDS) -> bool:
-    """Whether `path` is a temporary file of `atomic_write` that a killed process left: its process no
+    """Whether `path` is a temporary file (or scratch folder) that a killed process left: its process no
     longer runs on this machine, or it is older than `older_than` seconds (`age`: since its last change)."""
     match = _TEMPORARY.match(path.name)
     if match is None or int(match["pid"]) == os.getpid():
@@ -285,19 +290,62 @@ def is_stale_temporary(path: Path, age: float, *, older_than: float = STALE_SECO
     return age > older_than or (age > 1.0 and not _process_alive(int(match["pid"])))
 
 
-def remove_stale_temporaries(folder: str | Path, *, older_than: float = STALE_SECONDS) -> list[Path]:
-    """Delete the temporary files `atomic_write` left in `folder` when its process was killed
-    (`is_stale_temporary`). Returns what was removed; folders that cannot be listed or files that cannot
-    be removed are left as they are."""
+def remove_stale_temporaries(
+    folder: str | Path, *, older_than: float = STALE_SECONDS, name: str | None = None
+) -> list[Path]:
+    """Delete the temporary files `atomic_write` (and the scratch folders `scratch_folder`) left in
+    `folder` when their process was killed (`is_stale_temporary`); with `name`, only those of that file.
+    Returns what was removed; folders that cannot be listed or entries that cannot be removed are left as
+    they are."""
+    own = None if name is None else os.fsdecode(os.fsencode(name)[:_TEMPORARY_NAME_BYTES])
+
+    def stale(entry: Path, age: float) -> bool:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or own not in (None, match["name"]):
+            return False
+        return is_stale_temporary(entry, age, older_than=older_than)
+
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
         return []
-    return remove_files_if(
-        entries,
-        lambda entry, age: is_stale_temporary(entry, age, older_than=older_than),
-        f"temporary file(s) of interrupted writes in {folder}",
-    )
+    return remove_files_if(entries, stale, f"temporary file(s) of interrupted writes in {folder}")
+
+
+def scratch_folder(directory: Path, purpose: str) -> Path:
+    """A new scratch folder inside `directory` (created), for the caller to remove when done, named like
+    `atomic_write`'s temporary files (`.{purpose}.{pid}.{token}.tmp`): one that a killed process left
+    behind is removed by the next `remove_stale_temporaries` of `directory`, which runs here first (for
+    every name: what is written from a scratch folder is placed beside it). `OSError` when `directory`
+    cannot take it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory)
+    scratch = directory / _temporary_name(Path(purpose))
+    scratch.mkdir()
+    return scratch
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` (created) for the block: another process asking for the
+    same lock waits until it is released, which the system does when the holder ends however it ends
+    (kill -9 included). Used where two processes would otherwise build the same cached file at once: the
+    second finds it built. Where the platform has no `fcntl`, or the folder cannot take the lock file
+    (a read-only cache), the block runs unlocked."""
+    try:
+        import fcntl
+
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except (ImportError, OSError):
+        descriptor = None
+    try:
+        if descriptor is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)  # releases the lock
 
 
 def remove_files_if(candidates: Iterable[Path], stale: Callable[[Path, float], bool], what: str) -> list[Path]:
@@ -308,7 +356,10 @@ def remove_files_if(candidates: Iterable[Path], stale: Callable[[Path, float], b
     for candidate in candidates:
         try:
             if stale(candidate, now - candidate.lstat().st_mtime):
-                candidate.unlink()
+                if candidate.is_dir() and not candidate.is_symlink():
+                    shutil.rmtree(candidate)
+                else:
+                    candidate.unlink()
                 removed.append(candidate)
         except OSError:
             continue

@@ -33,6 +33,7 @@ from uniformer_cli.weights import remote
 from uniformer_cli.weights.cache import (
     DIGESTS_FOLDER,
     INTEGRITY_SUFFIX,
+    LOCKS_FOLDER,
     OPENVINO_FOLDER,
     RECORD_BYTES,
     STALE_DOWNLOAD_SECONDS,
@@ -50,7 +51,7 @@ from uniformer_cli.zoo.v2 import V2_ZOO
 
 # An OpenVINO build folder: `<weights sha256>-<T>x<H>x<W>` and, for features, `-features<stage>`.
 _BUILD = re.compile(r"^(?P<digest>[0-9a-f]{64})-(?P<shape>\d+x\d+x\d+)(?P<output>-features\d)?$")
-_SCRATCH_PREFIX = ".uniformer-export-"  # `engine.interchange.staging`'s scratch folders
+_SCRATCH_PREFIX = ".uniformer-export-"  # the scratch folders of older versions (now `files.scratch_folder`'s)
 STALE_SCRATCH_SECONDS = 3600.0
 
 
@@ -437,6 +438,8 @@ def prune_plan(*, now: float | None = None) -> list[Removal]:
             plan += _unreferenced_builds(child, live_digests, now)
         elif child.name == DIGESTS_FOLDER:
             plan += [item for item in records if item.path.parent == child]
+        elif child.name == LOCKS_FOLDER:
+            continue  # a lock file removed while held would let a second build in
         elif child.name in repositories and child.is_dir():
             plan += _unreferenced_files(child, kept, now)
         else:
@@ -475,8 +478,9 @@ def _unreferenced_builds(folder: Path, live: set[str], now: float) -> list[Remov
         match = _BUILD.match(child.name)
         if match is not None and match["digest"] in live:
             continue
-        if child.name.startswith(_SCRATCH_PREFIX):
-            if now - (_mtime(child) or now) > STALE_SCRATCH_SECONDS:
+        age = now - (_mtime(child) or now)
+        if is_temporary(child) or child.name.startswith(_SCRATCH_PREFIX):  # a build's scratch folder
+            if is_stale_temporary(child, age) or age > STALE_SCRATCH_SECONDS:
                 reason = "scratch folder of an interrupted conversion"
                 plan.append(Removal(child, "temporary", None, reason, _size(child)))
             continue

@@ -13,7 +13,10 @@ Output files
   `videos_sha256` (the input list, `evaluate.inputs_sha256`), which `--resume` must find unchanged.
 - `OUT.npy` with the same array and `OUT.json` holding the metadata as one JSON object.
 Both are written atomically, every minute while running and on Ctrl-C / SIGTERM, so `resume` can skip
-the videos already done. Under `torchrun` each rank computes a shard, as `eval` does, and rank 0 writes.
+the videos already done. Two files cannot be replaced together: while an `.npy` run is running, its
+checkpoints go to one file, `OUT.partial.safetensors`, which `--resume` reads first and the final write
+removes, so a run killed between writing the `.npy` and its index still resumes. Under `torchrun` each
+rank computes a shard, as `eval` does, and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from uniformer_cli.data.datasets import Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.paths import find_videos
-from uniformer_cli.engine.arrays import FORMATS, index_path, write_arrays
+from uniformer_cli.engine.arrays import FORMATS, checkpoint_path, index_path, write_arrays
 from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.evaluate import CHECKPOINT_SECONDS, inputs_sha256, open_for_dataset, sample_key
 from uniformer_cli.engine.evaluate import RESUME_KEYS as EVAL_RESUME_KEYS
@@ -178,6 +181,8 @@ def _check_output(request: FeaturesRequest) -> None:
         ensure_writable(output, what)
     if not request.resume:
         refuse_to_replace(outputs, request.force, "features", ", or --resume to continue it")
+    if request.output.suffix == ".npy":
+        ensure_writable(checkpoint_path(request.output), "features checkpoint")
     if bool(request.paths) == (request.dataset is not None):
         both = "give either video paths or --dataset with --root, not both"
         raise UniformerError(both if request.paths else "no videos given: pass video paths, or --dataset with --root")
@@ -198,13 +203,15 @@ def _previous(request: FeaturesRequest, meta: dict[str, object]) -> FeatureSet |
     """The readable rows of an earlier run's output with the same model, protocol, layer and views."""
     if not request.resume:
         return None
-    if not request.output.is_file():
+    # A checkpoint is newer than the output it will replace: the final write removes it.
+    resumed = next((path for path in (checkpoint_path(request.output), request.output) if path.is_file()), None)
+    if resumed is None:
         logger.info("nothing to resume: %s does not exist yet", request.output)
         return None
-    previous = read_features(request.output)
+    previous = read_features(resumed)
     differ = [words for key, words in RESUME_KEYS.items() if previous.meta.get(key) != meta.get(key)]
     if differ:
-        raise UniformerError(f"cannot resume from {request.output}: it was computed with another {', '.join(differ)}")
+        raise UniformerError(f"cannot resume from {resumed}: it was computed with another {', '.join(differ)}")
     return previous
 
 
@@ -383,7 +390,7 @@ class _Output:
                         "%d videos saved in %s: continue with the same command and --resume",
                         sum(isinstance(row, torch.Tensor) for row in rows.values())
                         + (len(self.previous.videos) if self.previous else 0),
-                        self.request.output,
+                        checkpoint_path(self.request.output),
                     )
                 raise
         return rows

@@ -11,7 +11,6 @@ import logging
 import shutil
 import subprocess
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import nn
 
 from uniformer_cli.data.transforms import MEAN, STD
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.files import scratch_folder
 from uniformer_cli.jsonio import dump_json
 from uniformer_cli.models import exact_attention
 from uniformer_cli.protocol import ViewProtocol
@@ -87,10 +87,10 @@ def exportable(model: nn.Module) -> nn.Module:
 @contextlib.contextmanager
 def staging(directory: Path) -> Iterator[Path]:
     """A scratch folder inside `directory` (created), removed afterwards: files are written there and
-    moved into place only once checked, so a failed export leaves nothing half-written."""
+    moved into place only once checked, so a failed export leaves nothing half-written, and the scratch
+    folder of a killed one is removed by the next (`files.scratch_folder`)."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".uniformer-export-", dir=directory))
+        scratch = scratch_folder(directory, "uniformer-export")
     except OSError as error:
         raise UniformerError(f"cannot write to {directory}: {error.strerror or error}") from None
     try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from types import ModuleType
@@ -49,12 +48,14 @@ from uniformer_cli.engine.interchange import (
 )
 from uniformer_cli.errors import UniformerError, first_line
 from uniformer_cli.events import Progress, ProgressCallback, notify
+from uniformer_cli.files import exclusive
 from uniformer_cli.models.fast import check_precision
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.settings import ENGINES
 from uniformer_cli.weights import LoadedModel
 from uniformer_cli.weights.cache import (
     OPENVINO_FOLDER,
+    build_lock,
     cache_home,
     integrity_problem,
     mark_used,
@@ -148,11 +149,14 @@ def openvino_model(
     precision = "fp32" if precision == "auto" else precision
     check_precision(precision, torch.device("cpu"))
     folder = ir_folder(loaded.path, protocol, features)
-    problem = _ir_problem(folder)
-    if problem is not None:
-        if problem != "missing":
-            log.warning("the OpenVINO model cached in %s %s: converting it again", folder, problem)
-        _build(loaded, protocol, folder, features, progress)
+    if _ir_problem(folder) is not None:
+        # One process converts; another asking for the same folder meanwhile waits, then finds it built.
+        with exclusive(build_lock(folder)):
+            problem = _ir_problem(folder)
+            if problem is not None:
+                if problem != "missing":
+                    log.warning("the OpenVINO model cached in %s %s: converting it again", folder, problem)
+                _build(loaded, protocol, folder, features, progress)
     mark_used(folder / IR_FILES[0])
     options = {
         "INFERENCE_PRECISION_HINT": HINTS[precision],
@@ -197,8 +201,10 @@ def _build(
     features: int | None,
     progress: ProgressCallback | None = None,
 ) -> None:
-    """Export, convert and save the IR into `folder`: written in a scratch folder, then renamed into
-    place whole (a damaged copy is replaced, with its compiled blobs). Each step is reported to `progress`."""
+    """Export, convert and save the IR into `folder`: written (with its sha256 records) in a scratch
+    folder, then renamed into place whole; a damaged copy is moved aside first and removed with the
+    scratch folder, compiled blobs and all. A process killed meanwhile leaves only its scratch folder,
+    which the next build removes (`files.scratch_folder`). Each step is reported to `progress`."""
     modules = require_engine("openvino", "converting the model for --engine openvino")
 
     def step(done: int) -> None:
@@ -226,15 +232,15 @@ def _build(
             raise
         except Exception as error:  # the exporter's and converter's many failure types
             raise UniformerError(f"cannot convert {loaded.path} for OpenVINO: {first_line(error)}") from None
-        if folder.exists():  # damaged: replaced whole
-            shutil.rmtree(folder, ignore_errors=True)
+        for name in IR_FILES:  # recorded before the rename, which keeps each file's stat stamp
+            record_integrity(built / name)
         try:
+            if folder.exists():  # damaged: moved aside whole, removed with the scratch folder
+                os.replace(folder, scratch / "damaged")
             os.replace(built, folder)
         except OSError as error:
-            if _ir_problem(folder) == "missing":  # else another process (a torchrun rank) just wrote it
+            if _ir_problem(folder) is not None:  # else another process (a torchrun rank) just wrote it
                 raise UniformerError(f"cannot write the OpenVINO cache {folder}: {error.strerror or error}") from None
             return
-    for name in IR_FILES:
-        record_integrity(folder / name)
     step(len(CONVERSION_STEPS))
     log.info("converted for OpenVINO in %.1f s", time.perf_counter() - started)

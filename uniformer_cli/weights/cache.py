@@ -25,6 +25,7 @@ from uniformer_cli.jsonio import dump_json, read_json
 CONVERTED_FOLDER = "uniformer"
 DIGESTS_FOLDER = "digests"  # sha256 records of weights files by path (`known_sha256`)
 OPENVINO_FOLDER = "openvino"  # OpenVINO builds by weights sha256 (`engine.openvino_engine`)
+LOCKS_FOLDER = ".locks"  # the lock files of builds of cached files (`build_lock`)
 PROBE_SECONDS = 3.0  # how long a cold-cache download waits for a server to answer at all
 INTEGRITY_SUFFIX = ".sha256.json"
 # huggingface_hub resumes a download from its `.incomplete` file, and writes to it all the while: one
@@ -156,6 +157,14 @@ def weights_sha256(path: Path) -> str:
     """The sha256 of a weights file, as `known_sha256` gives it (hashed once per content, not per run),
     its records in `$HF_HOME/uniformer/digests`: what caches and resume files key the weights by."""
     return known_sha256(path, cache_home() / DIGESTS_FOLDER)
+
+
+def build_lock(path: Path) -> Path:
+    """The lock file (`files.exclusive`) of building the cached `path` (a converted copy, an OpenVINO
+    folder): in `$HF_HOME/uniformer/.locks/`, named after the path, so the cache's folders hold only
+    what they cache."""
+    name = hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:32]
+    return Path(constants.HF_HOME) / CONVERTED_FOLDER / LOCKS_FOLDER / f"{name}.lock"
 
 
 def remove_stale_downloads(hub_repo: str, *, older_than: float = STALE_DOWNLOAD_SECONDS) -> list[Path]:

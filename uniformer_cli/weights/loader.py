@@ -16,7 +16,7 @@ from torch import nn
 from uniformer_cli.device import select_device
 from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.events import ProgressCallback
-from uniformer_cli.files import ensure_writable, remove_stale_temporaries
+from uniformer_cli.files import ensure_writable, exclusive, remove_stale_temporaries
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.models.config_v2 import V2Config
@@ -27,6 +27,7 @@ from uniformer_cli.models.uniformerv2 import UniFormerV2
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import hub, remote
 from uniformer_cli.weights.cache import (
+    build_lock,
     integrity_problem,
     mark_used,
     record_integrity,
@@ -292,6 +293,16 @@ def fetch_zoo_download(
             mark_used(converted)
             return ZooDownload(converted, hub_file.path, source, recorded_source_sha256(converted))
         log.warning("the converted copy %s %s: converting it again from the verified download", converted, problem)
+    # One process converts; another asking for the same copy meanwhile waits, then finds it converted.
+    with exclusive(build_lock(converted)):
+        if converted.is_file() and not force and integrity_problem(converted) is None:
+            return ZooDownload(converted, hub_file.path, source, recorded_source_sha256(converted))
+        return _convert_download(entry, hub_file, source)
+
+
+def _convert_download(entry: AnyEntry, hub_file: hub.HubFile, source: Source) -> ZooDownload:
+    """Convert a verified download to its cached safetensors copy, and record the copy's sha256."""
+    converted = hub_file.converted
     remove_stale_temporaries(converted.parent)
     source_sha256 = hub.verify_download(hub_file, entry)
     log.info(f"converting {hub_file.path.name} to safetensors (once): {converted}")
