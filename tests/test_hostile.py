@@ -908,7 +908,8 @@ def test_text_from_files_is_shown_as_one_harmless_line(text: str) -> None:
     with stderr_console.capture() as captured:
         print_error(text)
     lines = captured.get().splitlines()
-    assert len(lines) == 1 and lines[0] == f"error: {shown}"
+    # rich doubles a trailing backslash, so that markup after it is not escaped by it
+    assert len(lines) == 1 and lines[0] in (f"error: {shown}", f"error: {shown}\\")
     assert escape("[bold]x\x1b") == "\\[bold]x\\x1b"
 
 
@@ -1165,7 +1166,7 @@ CHILD_DECODE = textwrap.dedent(
 )
 
 
-@settings(max_examples=3, deadline=None)
+@settings(max_examples=2, deadline=None)
 @given(
     clips=st.lists(
         st.tuples(st.sampled_from([0.0, 5.0, 3.6e3, 1e6, 1e9, 9e9, 1e12]), st.sampled_from([0.0, 1e5, 1e9])),
@@ -1246,7 +1247,7 @@ def test_features_killed_at_a_checkpoint_resume_to_the_uninterrupted_result(
 ) -> None:
     from uniformer_cli.engine.features import read_features
 
-    videos = [flat_video(tmp_path / f"clip{n}.mp4", (40 + 50 * n, 128, 30), frames=8) for n in range(4)]
+    videos = [flat_video(tmp_path / f"clip{n}.mp4", (40 + 50 * n, 128, 30), frames=8) for n in range(3)]
     weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8))
     reference, output = tmp_path / "reference" / f"f{suffix}", tmp_path / "out" / f"f{suffix}"
     code, _, err = run_cli(capsys, "features", *videos, "-w", weights, *PROTOCOL, "-o", reference)
@@ -1257,7 +1258,7 @@ def test_features_killed_at_a_checkpoint_resume_to_the_uninterrupted_result(
     assert len(leftovers(tmp_path / "out")) == 1
     code, out, err = run_cli(capsys, *argv, "--json")
     assert code == 0, err
-    assert json.loads(out)["computed"] == 3  # the first video came from the checkpoint
+    assert json.loads(out)["computed"] == 2  # the first video came from the checkpoint
     done, expected = read_features(output), read_features(reference)
     assert done.videos == expected.videos and torch.allclose(done.features, expected.features, atol=1e-6)
     assert leftovers(tmp_path / "out") == [] and sorted(p.name for p in output.parent.iterdir()) == sorted(
@@ -1491,3 +1492,42 @@ def test_a_read_only_hf_home_with_a_populated_cache_serves_every_command(
     assert json.loads(out.splitlines()[-1]) == [0, 0, 0], err
     assert "Traceback" not in err and "error" not in err.lower() and "warning" not in err.lower(), err
     assert {path: path.stat().st_mtime_ns for path in local_hub.home.rglob("*") if path.is_file()} == before
+
+
+# Runs `uniformer ARGV`, saving eval's and features' progress after every video (instead of every minute).
+SAVING_EVERY_VIDEO = textwrap.dedent(
+    """
+    import json, sys
+    from uniformer_cli.engine import evaluate, features
+    evaluate.CHECKPOINT_SECONDS = features.CHECKPOINT_SECONDS = -1.0
+    from uniformer_cli.cli.app import main
+    main(json.loads(sys.argv[1]))
+    """
+)
+
+
+def test_ctrl_c_to_eval_and_its_decoding_workers_saves_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    videos = [flat_video(tmp_path / f"clip{n}.mp4", (40 + 20 * n, 128, 30), frames=8) for n in range(8)]
+    (tmp_path / "list.csv").write_text("".join(f"{video.name},{n % 8}\n" for n, video in enumerate(videos)))
+    weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8))
+    report = tmp_path / "report.json"
+    argv = ["eval", "--dataset", "csv", "--list", tmp_path / "list.csv", "-w", weights, *PROTOCOL, "-o", report]
+    command = [sys.executable, "-c", SAVING_EVERY_VIDEO, json.dumps([*map(str, argv), "--workers", "2", "-b", "1"])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, env=env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not report.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the first video is saved: the run is under way
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal does: the workers get it too
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err.decode()[-2000:]
+    saved = json.loads(report.read_text())["summary"]
+    assert saved["complete"] is False and 1 <= saved["videos"] < 8
+    code, _, err_text = run_cli(capsys, *argv, "--resume")
+    assert code == 0, err_text
+    done = json.loads(report.read_text())["summary"]
+    assert (done["complete"], done["videos"], done["evaluated"]) == (True, 8, 8 - saved["videos"])
+    code, _, _ = run_cli(capsys, *argv[:-2], "-o", tmp_path / "uninterrupted.json")
+    assert json.loads((tmp_path / "uninterrupted.json").read_text())["summary"]["top1"] == done["top1"]
