@@ -1531,3 +1531,16 @@ def test_ctrl_c_to_eval_and_its_decoding_workers_saves_and_resumes(
     assert (done["complete"], done["videos"], done["evaluated"]) == (True, 8, 8 - saved["videos"])
     code, _, _ = run_cli(capsys, *argv[:-2], "-o", tmp_path / "uninterrupted.json")
     assert json.loads((tmp_path / "uninterrupted.json").read_text())["summary"]["top1"] == done["top1"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.one_of(st.text(alphabet="0123456789.eE+-_ ²١KMGTiBb", max_size=30), st.from_regex(r"[0-9]{1,400}GB")))
+def test_a_shard_size_is_a_bounded_number_of_bytes_or_one_line(text: str) -> None:
+    from uniformer_cli.engine.packing import SHARD_BYTES_RANGE, parse_size
+
+    try:
+        size = parse_size(text)
+    except UniformerError as error:
+        assert "\n" not in str(error)
+        return
+    assert SHARD_BYTES_RANGE[0] <= size <= SHARD_BYTES_RANGE[1]

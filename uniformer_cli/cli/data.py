@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
@@ -32,6 +31,7 @@ from uniformer_cli.cli.output import (
     dropped_note,
     fitted_table,
 )
+from uniformer_cli.cli.text import escape
 
 app = typer.Typer(
     name="data",

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from uniformer_cli import engine
 from uniformer_cli.cli.options import fields_from
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
+from uniformer_cli.cli.text import escape
 from uniformer_cli.settings import DEFAULT_LICENSE
 
 
