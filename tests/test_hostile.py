@@ -1544,3 +1544,32 @@ def test_a_shard_size_is_a_bounded_number_of_bytes_or_one_line(text: str) -> Non
         assert "\n" not in str(error)
         return
     assert SHARD_BYTES_RANGE[0] <= size <= SHARD_BYTES_RANGE[1]
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fields=st.dictionaries(st.sampled_from(["videos", "labels", "failures", "format", "layer"]), JSON_VALUES),
+    rows=st.integers(0, 3),
+)
+def test_features_resume_files_of_the_wrong_types_are_one_line(fields: dict[str, object], rows: int) -> None:
+    import numpy as np
+
+    from uniformer_cli.engine.features import FORMAT_TAG, read_features
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "f.npy"
+        np.save(path, np.zeros((rows, 4), np.float32))
+        path.with_suffix(".json").write_text(json.dumps({"format": FORMAT_TAG, **fields}))
+        try:
+            read = read_features(path)
+        except UniformerError as error:
+            assert f"{path}" in str(error) and "\n" not in str(error)
+            return
+        assert len(read.videos) == rows and all(isinstance(video, str) for video in read.videos)
