@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 
 from uniformer_cli import engine
 from uniformer_cli.cli.framework import GlobalFlagsGroup
@@ -28,6 +27,7 @@ from uniformer_cli.cli.output import (
     fitted_table,
 )
 from uniformer_cli.cli.progress import ProgressBars, print_error, stderr_console
+from uniformer_cli.cli.text import escape
 
 NamesArgument = Annotated[
     list[str] | None,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from uniformer_cli import engine
 from uniformer_cli.cli.cache import human_size
 from uniformer_cli.cli.output import JsonFlag, Output, OutputOption, Result
+from uniformer_cli.cli.text import escape
 
 
 def env(json_output: JsonFlag = False, output: OutputOption = None) -> None:
