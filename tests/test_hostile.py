@@ -32,6 +32,7 @@ import torch
 from cli_runner import run_cli
 from eval_data import CENTRES, TINY, colour_model, flat_video
 from hub_server import LocalHub, serve_tiny_zoo_model
+from huggingface_hub import constants
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
@@ -1381,7 +1382,7 @@ def test_two_processes_building_one_openvino_cache_build_it_once(tmp_path: Path)
     command = [sys.executable, "-m", "uniformer_cli.cli.app", "predict", str(video), "-w", str(weights), *PROTOCOL]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(home)}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(openvino_engine.constants, "HF_HOME", str(home))
+        patch.setattr(constants, "HF_HOME", str(home))
         folder = openvino_engine.ir_folder(weights, ViewProtocol(frames=4, stride=1, size=32))
         lock = build_lock(folder)
     with exclusive(lock):
@@ -1415,7 +1416,7 @@ def test_a_damaged_openvino_cache_is_rebuilt_or_recompiled_never_trusted(
     from uniformer_cli.engine import openvino_engine
     from uniformer_cli.engine.predict import load_predictor
 
-    monkeypatch.setattr(openvino_engine.constants, "HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
     caplog.set_level("INFO", logger="uniformer_cli")
     protocol = {"frames": 4, "stride": 1, "clips": 1, "crops": 1, "size": 32, "sampling": "dense"}
     weights = save_weights(tmp_path / "w.safetensors", colour_model(), TINY.replace(num_classes=8), None, protocol)
@@ -1471,7 +1472,7 @@ def test_a_read_only_hf_home_with_a_populated_cache_serves_every_command(
     commands = [
         ["predict", video, "--model", "tiny-k400", "--json"],
         ["eval", "--dataset", "csv", "--list", tmp_path / "list.csv", "--model", "tiny-k400", "--json"],
-        ["features", video, "--model", "tiny-k400", "-o", tmp_path / "f.npy", "--json"],
+        ["features", video, "--model", "tiny-k400", "-o", tmp_path / "f.npy", "--force", "--json"],
     ]
     for command in commands:  # populate the cache
         code, _, err = run_cli(capsys, *command)

@@ -56,7 +56,7 @@ def set_wide(wide: bool) -> None:
 def table_console() -> Console:
     """The console that tables print to: the terminal's width (tables fold names and leave columns out to
     fit it, `fitted_table`), or with `--wide` their full width, every column, nothing folded."""
-    return Console(width=WIDE_COLUMNS) if _SETTINGS["wide"] else Console()
+    return Console(width=WIDE_COLUMNS, emoji=False) if _SETTINGS["wide"] else Console(emoji=False)
 
 
 Record = dict[str, Any]

@@ -214,7 +214,7 @@ def _predict_stream(
     check_stream(source)  # before the model loads
     with ProgressBars(stderr_console.is_terminal) as bars:
         predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder, progress=bars)
-    console = Console()
+    console = Console(emoji=False)
 
     def show(window: engine.predict.TimelineWindow) -> None:
         if destination.to_stdout:

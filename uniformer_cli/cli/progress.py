@@ -26,7 +26,7 @@ from rich.progress import (
 from uniformer_cli import events
 from uniformer_cli.cli.text import escape
 
-stderr_console = Console(stderr=True)
+stderr_console = Console(stderr=True, emoji=False)
 
 # Whether progress is drawn at all (`uniformer -q` turns it off); the bars of this process and
 # huggingface_hub's download bars alike.

@@ -36,7 +36,13 @@ def visible(text: object) -> str:
     return _INVISIBLE.sub(_escaped, str(text))
 
 
+# A "[" that opens no tag but follows a backslash: rich reads "\\[" in plain text as an escaped bracket
+# and drops the backslash, so one more is written.
+_BACKSLASH_BRACKET = re.compile(r"\\(?=\[(?![a-z#/@][^[]*?\]))")
+
+
 def escape(text: object) -> str:
     """`visible(text)`, also escaped for rich markup (paths and Something-Something labels hold [brackets]
-    that rich would read as styles): what a console prints exactly as the text reads."""
-    return escape_markup(visible(text))
+    that rich would read as styles): what a console prints exactly as the text reads. Consoles are made
+    with `emoji=False`, so `:smile:` in a label stays as it is."""
+    return _BACKSLASH_BRACKET.sub(r"\\\\", escape_markup(visible(text)))

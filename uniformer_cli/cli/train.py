@@ -532,7 +532,7 @@ def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | No
 
 
 def show_result(result: engine.train.TrainResult) -> None:
-    console = Console()
+    console = Console(emoji=False)
     best = f"{result.best_top1:.2f}% (epoch {result.best_epoch})" if result.best_top1 is not None else "not validated"
     if result.interrupted_by is not None:
         state = f"stopped by {result.interrupted_by} at step {result.steps} (last.pt saved; continue with --resume)"
