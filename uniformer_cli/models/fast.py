@@ -1,7 +1,8 @@
 """The fast inference path: same answers as the exact model (within 1e-3 in fp32), less work per clip.
 
 `optimize_for_inference(model)` returns an eval-mode copy with
-- fused attention (`scaled_dot_product_attention`) instead of the explicit softmax reference;
+- attention without the explicit float32 softmax reference: its scale folded into the `q` weights, and
+  on CPU fused SDPA or batched matmuls, whichever this machine runs faster (`fast_attention`);
 - every eval BatchNorm folded into a neighbouring linear map where the algebra is exact: CBlock `norm1`
   into `conv1` and `norm2` into `mlp.fc1` (pointwise convs, so a per-channel affine on their input is a
   change of weights and bias), the light stem's BatchNorms into the convs before them, and the final
@@ -32,6 +33,7 @@ from torch import nn
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import exact_attention
+from uniformer_cli.models.fast_attention import use_fast_attention
 from uniformer_cli.models.layers import (
     CBlock,
     ConvMlp,
@@ -488,6 +490,7 @@ def optimize_for_inference(
     fast.eval()
     fast.precision = precision
     exact_attention(fast, enabled=False)
+    use_fast_attention(fast)
     if fold_bn:
         fold_batch_norms(fast)
     on_cpu = device.type == "cpu"

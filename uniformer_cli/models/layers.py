@@ -140,6 +140,11 @@ class Attention(nn.Module):
         mixed, row = self.mix(x, class_row)
         return self.proj(mixed), row
 
+    def fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """`softmax(q kᵀ * scale) v` over `[B, heads, N, head_dim]` by fused SDPA (the fast path measures
+        another kernel too, `models.fast_attention`)."""
+        return F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+
     def mix(self, x: torch.Tensor, class_row: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`attend` before the output projection `proj`: the heads' outputs side by side, `[B, N, C]`."""
         batch, length, dim = x.shape
@@ -154,7 +159,7 @@ class Attention(nn.Module):
             if class_row:
                 row = probs[:, :, 0].mean(dim=1)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            out = self.fused(q, k, v)
             if class_row:
                 # SDPA does not expose probabilities: recompute the one row the token scores need, in fp32.
                 with without_autocast(x.device):

@@ -1,0 +1,197 @@
+"""Attention for the fast inference path, and the per-machine choice of how to compute it.
+
+Two kernels compute the same `softmax(q kᵀ) v` (the scale is folded into the `q` rows of `qkv` first,
+`fold_attention_scale`, so neither multiplies the scores):
+
+- "fused": PyTorch's `scaled_dot_product_attention`. On CPU its flash kernel multiplies small blocks
+  (256 queries x 512 keys) with MKL's GEMM, whose bf16 path on CPUs without AMX is no faster than its
+  float32 one; where it is fast (float32 on some CPUs, AMX), it keeps the scores in cache.
+- "explicit": `q kᵀ` and `p v` as batched matmuls (oneDNN for bf16, AVX512-BF16 kernels) with the
+  softmax done in place on the scores, a few heads (or query rows) at a time so that each chunk of
+  scores stays under `SCORE_BYTES`: in cache, and under the malloc threshold above which a block would
+  be mapped fresh from the kernel on every call (`uniformer_cli.runtime`). Its bf16 scores are rounded
+  to bf16 before the softmax (OpenVINO's attention does the same): logits move by ~1e-2 at most, the
+  top-5 stays (tests/test_precision.py).
+
+Which one is faster depends on the CPU, the dtype and the shape (on an AVX512-BF16 AMD EPYC without
+AMX: explicit 1.5-1.9x faster in bf16; in float32 fused for 1568 tokens, explicit for 392; see
+benchmarks/README.md), so `KernelChoice` measures it on the machine that runs it: the first calls of
+each new shape alternate between the kernels (the attention blocks of one stage share a shape, so the
+trials cost a fraction of one forward pass) and the fastest by its best time wins for the rest of the
+process. `remember` lets the engine persist the winners per machine (`engine.tuning`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from uniformer_cli.models.layers import Attention
+
+# Largest block of attention scores the explicit kernel makes at once (below glibc's 32 MiB mmap
+# threshold; 12 MiB measured fastest among 4, 12 and 30 MiB chunks on the EPYC).
+SCORE_BYTES = 12 * 2**20
+# Timed calls per kernel before a shape's choice is made; the best of them counts (load only adds time).
+TRIALS = 3
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`softmax(q kᵀ) v` for `[B, H, N, D]` inputs (scale already folded into `q`) by fused SDPA."""
+    return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+
+
+def _softmax_in_place(scores: torch.Tensor) -> torch.Tensor:
+    # The row softmax reads each element before writing it: computing it into its own input is safe.
+    return torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`softmax(q kᵀ) v` for `[B, H, N, D]` inputs as matmuls over chunks of at most `SCORE_BYTES` of
+    scores; returns `[B, H, N, D]` with the strides of a contiguous `[B, N, H, D]` (so the heads' outputs
+    side by side, `[B, N, H * D]`, are a view)."""
+    batch, heads, length, depth = q.shape
+    keys = k.shape[2]
+    out = q.new_empty(batch, length, heads, depth)
+    per_clip = heads * length * keys * q.element_size()
+    if per_clip <= SCORE_BYTES:  # whole clips at a time (short sequences: many clips per chunk)
+        step = SCORE_BYTES // per_clip
+        for first in range(0, batch, step):
+            part = slice(first, first + step)
+            scores = _softmax_in_place(torch.matmul(q[part], k[part].transpose(-2, -1)))
+            out[part] = torch.matmul(scores, v[part]).transpose(1, 2)
+        return out.transpose(1, 2)
+    per_head = length * keys * q.element_size()
+    group = max(1, SCORE_BYTES // per_head)  # heads per chunk
+    rows = length if group > 1 else max(1, SCORE_BYTES // (keys * q.element_size()))  # query rows per chunk
+    for clip in range(batch):
+        for first_head in range(0, heads, group):
+            chosen = slice(first_head, first_head + group)
+            keys_t = k[clip, chosen].transpose(-2, -1)
+            for first_row in range(0, length, rows):
+                span = slice(first_row, first_row + rows)
+                scores = _softmax_in_place(torch.bmm(q[clip, chosen, span], keys_t))
+                out[clip, span, chosen] = torch.bmm(scores, v[clip, chosen]).transpose(0, 1)
+    return out.transpose(1, 2)
+
+
+KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "fused": fused_attention,
+    "explicit": explicit_attention,
+}
+
+
+def shape_key(q: torch.Tensor, k: torch.Tensor) -> str:
+    """What the choice depends on: dtype, batch, heads, queries, keys, head width and thread count."""
+    batch, heads, length, depth = q.shape
+    dtype = str(q.dtype).removeprefix("torch.")
+    return f"{dtype}:{batch}x{heads}x{length}x{k.shape[2]}x{depth}:threads{torch.get_num_threads()}"
+
+
+class KernelChoice:
+    """The attention kernel per shape on this machine: measured by alternating trials (module doc), or
+    restored from an earlier process's winners (`restore`). Thread-safe; one per process (`CHOICE`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.decided: dict[str, str] = {}
+        self.trials: dict[str, dict[str, list[float]]] = {}
+        # Called with (shape key, kernel) when a shape's winner is measured.
+        self.listeners: list[Callable[[str, str], None]] = []
+        self.forced: str | None = None  # `forced_kernel`: this kernel for every shape, nothing measured
+
+    def restore(self, winners: Mapping[str, str]) -> None:
+        """Take earlier winners (unknown kernel names are skipped: they are measured again)."""
+        with self.lock:
+            self.decided.update({key: name for key, name in winners.items() if name in KERNELS})
+
+    def remember(self, listener: Callable[[str, str], None]) -> None:
+        with self.lock:
+            if listener not in self.listeners:
+                self.listeners.append(listener)
+
+    def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.forced is not None:
+            return KERNELS[self.forced](q, k, v)
+        key = shape_key(q, k)
+        with self.lock:
+            decided = self.decided.get(key)
+            if decided is None:
+                times = self.trials.setdefault(key, {kernel: [] for kernel in KERNELS})
+                name = min(times, key=lambda kernel: len(times[kernel]))  # fewest trials so far
+        if decided is not None:
+            return KERNELS[decided](q, k, v)
+        started = time.perf_counter()
+        out = KERNELS[name](q, k, v)
+        self._record(key, name, time.perf_counter() - started)
+        return out
+
+    def _record(self, key: str, name: str, seconds: float) -> None:
+        with self.lock:
+            times = self.trials.get(key)
+            if times is None or key in self.decided:
+                return
+            times[name].append(seconds)
+            if any(len(values) < TRIALS for values in times.values()):
+                return
+            winner = min(times, key=lambda kernel: min(times[kernel]))
+            self.decided[key] = winner
+            del self.trials[key]
+            listeners = list(self.listeners)
+        for listener in listeners:
+            listener(key, winner)
+
+
+CHOICE = KernelChoice()
+
+
+@contextlib.contextmanager
+def forced_kernel(name: str) -> Iterator[None]:
+    """Run every fast-path attention with kernel `name` inside the block (tests, benchmarks)."""
+    if name not in KERNELS:
+        raise ValueError(f"unknown attention kernel {name!r} (one of {', '.join(KERNELS)})")
+    previous, CHOICE.forced = CHOICE.forced, name
+    try:
+        yield
+    finally:
+        CHOICE.forced = previous
+
+
+def measured_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Fused SDPA where only it applies (not on the CPU, under autocast or while tracing for
+    torch.compile), else the kernel `CHOICE` picks for this shape."""
+    if q.device.type != "cpu" or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+        return fused_attention(q, k, v)
+    return CHOICE.run(q, k, v)
+
+
+def fold_attention_scale(attention: Attention) -> None:
+    """Multiply (in place) the `q` rows of `qkv` by the attention scale and make the scale 1: the same
+    scores without a pass over them (exact where the scale is a power of two, as for 64-wide heads)."""
+    width = attention.qkv.out_features // 3
+    with torch.no_grad():
+        attention.qkv.weight[:width] *= attention.scale
+        if attention.qkv.bias is not None:
+            attention.qkv.bias[:width] *= attention.scale
+    attention.scale = 1.0
+
+
+class FastAttention(Attention):
+    """An `Attention` of the fast path: scale folded into `qkv`, fused SDPA or the explicit kernel,
+    whichever `CHOICE` measured faster for the shape (the exact reference path is unchanged)."""
+
+    def fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        assert self.scale == 1.0  # folded (`fold_attention_scale`)
+        return measured_attention(q, k, v)
+
+
+def use_fast_attention(model: torch.nn.Module) -> None:
+    """Turn (in place) every plain `Attention` of `model` into a `FastAttention`, folding its scale."""
+    for module in model.modules():
+        if type(module) is Attention:
+            fold_attention_scale(module)
+            module.__class__ = FastAttention
