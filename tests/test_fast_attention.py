@@ -1,6 +1,6 @@
-"""The fast path's attention kernels (models/fast_attention.py): both compute softmax(q kᵀ) v on any
+"""The fast path's attention kernels (models/fast_attention.py): each computes softmax(q kᵀ) v on any
 shape and chunking, the scale fold is exact, and the per-shape choice measures each kernel before it
-settles, then sticks (and can be restored or forced)."""
+settles, then sticks (or is forced)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from uniformer_cli.models.fast_attention import (
     TRIALS,
     FastAttention,
     KernelChoice,
+    candidates,
     explicit_attention,
     fold_attention_scale,
     forced_kernel,
     shape_key,
 )
 from uniformer_cli.models.layers import Attention
+from uniformer_cli.models.onednn import onednn_linear_works
 
 
 def qkv_views(batch: int, heads: int, length: int, depth: int, seed: int) -> tuple[torch.Tensor, ...]:
@@ -61,9 +63,10 @@ def test_both_kernels_compute_attention_for_any_shape_and_chunking(
     assert explicit_attention(q, k, v).transpose(1, 2).is_contiguous()
 
 
-def test_explicit_bf16_attention_stays_close_to_float64() -> None:
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_bf16_attention_stays_close_to_float64(name: str) -> None:
     q, k, v = qkv_views(2, 5, 200, 64, seed=0)
-    out = explicit_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    out = KERNELS[name](q.bfloat16(), k.bfloat16(), v.bfloat16())
     assert out.dtype == torch.bfloat16
     assert (out.double() - reference(q, k, v)).abs().max().item() < 0.02
 
@@ -99,38 +102,27 @@ def test_the_choice_alternates_trials_then_keeps_the_winner(monkeypatch: pytest.
     recorder = Recorder()
     monkeypatch.setattr(fast_attention, "KERNELS", recorder.kernels)
     choice = KernelChoice()
-    heard: list[tuple[str, str]] = []
-    choice.remember(lambda key, name: heard.append((key, name)))
     q, k, v = qkv_views(1, 2, 40, 16, seed=1)
     expected = reference(q, k, v)
-    for _ in range(len(KERNELS) * TRIALS + 4):
+    tried = candidates(q)
+    assert set(tried) == set(KERNELS) - (set() if onednn_linear_works() else {"onednn"})
+    for _ in range(len(tried) * TRIALS + 4):
         torch.testing.assert_close(choice.run(q, k, v).double(), expected, atol=1e-5, rtol=1e-5)
-    trials = recorder.calls[: len(KERNELS) * TRIALS]
-    assert all(trials.count(name) == TRIALS for name in KERNELS)
-    assert sorted(trials[: len(KERNELS)]) == sorted(KERNELS)  # alternating: each kernel once per round
+    trials = recorder.calls[: len(tried) * TRIALS]
+    assert sorted(trials[: len(tried)]) == sorted(tried)  # alternating: each kernel once per round
+    assert all(trials.count(name) == TRIALS for name in tried)
     key = shape_key(q, k)
-    assert len(heard) == 1 and heard[0][0] == key
-    winner = heard[0][1]
-    assert choice.decided == {key: winner}
-    assert recorder.calls[len(KERNELS) * TRIALS :] == [winner] * 4
+    assert list(choice.decided) == [key] and not choice.trials
+    assert recorder.calls[len(tried) * TRIALS :] == [choice.decided[key]] * 4
     # Another shape is measured on its own.
     q2, k2, v2 = qkv_views(2, 2, 40, 16, seed=2)
     choice.run(q2, k2, v2)
-    assert shape_key(q2, k2) not in choice.decided and key in choice.decided
+    assert list(choice.decided) == [key] and shape_key(q2, k2) in choice.trials
 
 
-def test_restored_winners_run_without_trials_and_unknown_kernels_are_measured_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    recorder = Recorder()
-    monkeypatch.setattr(fast_attention, "KERNELS", recorder.kernels)
-    q, k, v = qkv_views(1, 2, 24, 16, seed=3)
-    choice = KernelChoice()
-    choice.restore({shape_key(q, k): "explicit", "float32:9x9x9x9x9:threads1": "no such kernel"})
-    assert choice.decided == {shape_key(q, k): "explicit"}
-    for _ in range(3):
-        choice.run(q, k, v)
-    assert recorder.calls == ["explicit"] * 3
+def test_kernels_without_onednn_are_the_only_candidates_for_other_dtypes() -> None:
+    q, _, _ = qkv_views(1, 1, 4, 4, seed=0)
+    assert "onednn" not in candidates(q.double())
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))

@@ -45,6 +45,7 @@ from uniformer_cli.models.layers import (
     tokens_to_grid,
 )
 from uniformer_cli.models.light import ConvStem
+from uniformer_cli.models.onednn import onednn_linear_works, runs_onednn
 from uniformer_cli.runtime import cpu_info
 from uniformer_cli.settings import PRECISIONS
 
@@ -112,27 +113,6 @@ class PooledBatchNorm(nn.Module):
 
     def forward(self, grid: torch.Tensor) -> torch.Tensor:
         return grid.mean(dim=(2, 3, 4), keepdim=True) * self.scale + self.shift
-
-
-ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
-
-
-def runs_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether a direct oneDNN call may replace the PyTorch op: float32 (or a bf16 model, see
-    `to_bfloat16`) on CPU. Autocast and torch.compile keep their own handling (the direct ops bypass
-    autocast's casts and have no fake-tensor kernel for tracing)."""
-    plain = x.device.type == "cpu" and x.dtype == weight.dtype and x.dtype in ONEDNN_DTYPES
-    return plain and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
-
-
-@functools.cache
-def onednn_linear_works() -> bool:
-    """oneDNN's fused linear is a PyTorch internal of oneDNN builds: check it exists and runs first."""
-    try:
-        torch.ops.mkldnn._linear_pointwise(torch.ones(1, 2), torch.ones(3, 2), torch.zeros(3), "gelu", [], "none")
-    except (AttributeError, RuntimeError):
-        return False
-    return True
 
 
 def _reorder_conv_weight(

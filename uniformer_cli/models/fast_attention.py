@@ -1,24 +1,28 @@
-"""Attention for the fast inference path, and the per-machine choice of how to compute it.
+"""Attention for the fast inference path, and the choice of how to compute it on the machine that runs it.
 
-Two kernels compute the same `softmax(q kᵀ) v` (the scale is folded into the `q` rows of `qkv` first,
-`fold_attention_scale`, so neither multiplies the scores):
+The kernels compute the same `softmax(q kᵀ) v` (the scale is folded into the `q` rows of `qkv` first,
+`fold_attention_scale`, so none multiplies the scores):
 
 - "fused": PyTorch's `scaled_dot_product_attention`. On CPU its flash kernel multiplies small blocks
-  (256 queries x 512 keys) with MKL's GEMM, whose bf16 path on CPUs without AMX is no faster than its
-  float32 one; where it is fast (float32 on some CPUs, AMX), it keeps the scores in cache.
-- "explicit": `q kᵀ` and `p v` as batched matmuls (oneDNN for bf16, AVX512-BF16 kernels) with the
-  softmax done in place on the scores, a few heads (or query rows) at a time so that each chunk of
-  scores stays under `SCORE_BYTES`: in cache, and under the malloc threshold above which a block would
-  be mapped fresh from the kernel on every call (`uniformer_cli.runtime`). Its bf16 scores are rounded
-  to bf16 before the softmax (OpenVINO's attention does the same): logits move by ~1e-2 at most, the
-  top-5 stays (tests/test_precision.py).
+  (256 queries x 512 keys) with MKL, whose bf16 path on CPUs without AMX is no faster than its float32
+  one; where it is fast (AMX, float32 on some CPUs) it keeps the scores in cache.
+- "explicit": `q kᵀ` and `p v` as batched matmuls over all heads (oneDNN's AVX512-BF16 kernels for
+  bf16) with the softmax done in place on the scores, a chunk of query rows at a time so that each
+  chunk of scores stays under `SCORE_BYTES`: in cache, and under the malloc threshold above which a
+  block would be mapped fresh from the kernel on every call (`uniformer_cli.runtime`).
+- "onednn": the same, one head at a time, both products on oneDNN's matmul (PyTorch sends float32
+  matmuls to MKL, whose AVX-512 kernels are for Intel CPUs only).
 
-Which one is faster depends on the CPU, the dtype and the shape (on an AVX512-BF16 AMD EPYC without
-AMX: explicit 1.5-1.9x faster in bf16; in float32 fused for 1568 tokens, explicit for 392; see
-benchmarks/README.md), so `KernelChoice` measures it on the machine that runs it: the first calls of
-each new shape alternate between the kernels (the attention blocks of one stage share a shape, so the
-trials cost a fraction of one forward pass) and the fastest by its best time wins for the rest of the
-process. `remember` lets the engine persist the winners per machine (`engine.tuning`).
+The matmul kernels round bf16 scores to bf16 before the softmax (as OpenVINO's attention does): logits
+move by ~1e-2 at most and the top-5 stays (tests/test_precision.py).
+
+Which kernel is fastest depends on the CPU, the dtype, the shape and even on the load: on a 2-core
+AVX512-BF16 AMD EPYC (no AMX) the matmul kernels ran bf16 attention 1.5-4x faster than "fused", while
+in float32 "fused" won for 1568 tokens on a quiet machine and lost 1.3-2.4x with other processes
+busy. So `KernelChoice` measures it in the process that runs it: the first calls of each new shape
+alternate between the kernels (the attention blocks of one stage share a shape, so the trials cost a
+fraction of one forward pass) and the kernel with the best time wins for the rest of the process.
+Nothing is kept between processes: a choice made under one load would be wrong under another.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from uniformer_cli.models.layers import Attention
+from uniformer_cli.models.onednn import ONEDNN_DTYPES, onednn_linear_works
 
 # Largest block of attention scores the explicit kernel makes at once (below glibc's 32 MiB mmap
 # threshold; 12 MiB measured fastest among 4, 12 and 30 MiB chunks on the EPYC).
@@ -51,38 +56,56 @@ def _softmax_in_place(scores: torch.Tensor) -> torch.Tensor:
 
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """`softmax(q kᵀ) v` for `[B, H, N, D]` inputs as matmuls over chunks of at most `SCORE_BYTES` of
-    scores; returns `[B, H, N, D]` with the strides of a contiguous `[B, N, H, D]` (so the heads' outputs
-    side by side, `[B, N, H * D]`, are a view)."""
+    """`softmax(q kᵀ) v` for `[B, H, N, D]` inputs as batched matmuls (all heads at once) over chunks of
+    at most `SCORE_BYTES` of scores: whole clips, or a clip's query rows. Returns `[B, H, N, D]` with the
+    strides of a contiguous `[B, N, H, D]` (so the heads' outputs side by side, `[B, N, H * D]`, are a view)."""
     batch, heads, length, depth = q.shape
-    keys = k.shape[2]
     out = q.new_empty(batch, length, heads, depth)
-    per_clip = heads * length * keys * q.element_size()
-    if per_clip <= SCORE_BYTES:  # whole clips at a time (short sequences: many clips per chunk)
-        step = SCORE_BYTES // per_clip
+    row_bytes = heads * k.shape[2] * q.element_size()  # one query row's scores, all heads
+    if length * row_bytes <= SCORE_BYTES:  # whole clips at a time (short sequences: many clips per chunk)
+        step = SCORE_BYTES // (length * row_bytes)
         for first in range(0, batch, step):
             part = slice(first, first + step)
             scores = _softmax_in_place(torch.matmul(q[part], k[part].transpose(-2, -1)))
             out[part] = torch.matmul(scores, v[part]).transpose(1, 2)
         return out.transpose(1, 2)
-    per_head = length * keys * q.element_size()
-    group = max(1, SCORE_BYTES // per_head)  # heads per chunk
-    rows = length if group > 1 else max(1, SCORE_BYTES // (keys * q.element_size()))  # query rows per chunk
+    rows = max(1, SCORE_BYTES // row_bytes)
     for clip in range(batch):
-        for first_head in range(0, heads, group):
-            chosen = slice(first_head, first_head + group)
-            keys_t = k[clip, chosen].transpose(-2, -1)
-            for first_row in range(0, length, rows):
-                span = slice(first_row, first_row + rows)
-                scores = _softmax_in_place(torch.bmm(q[clip, chosen, span], keys_t))
-                out[clip, span, chosen] = torch.bmm(scores, v[clip, chosen]).transpose(0, 1)
+        keys_t = k[clip].transpose(-2, -1)
+        for first in range(0, length, rows):
+            span = slice(first, first + rows)
+            scores = _softmax_in_place(torch.matmul(q[clip, :, span], keys_t))
+            out[clip, span] = torch.matmul(scores, v[clip]).transpose(0, 1)
     return out.transpose(1, 2)
 
 
-KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "fused": fused_attention,
-    "explicit": explicit_attention,
-}
+def onednn_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`explicit_attention` one head at a time with both products on oneDNN's matmul (its fused linear,
+    `k` and `vᵀ` as the weights), where PyTorch sends float32 matmuls to MKL (whose AVX-512 kernels are
+    for Intel CPUs only); same output layout. Query rows are split as in `explicit_attention`."""
+    batch, heads, length, depth = q.shape
+    linear = torch.ops.mkldnn._linear_pointwise
+    out = q.new_empty(batch, length, heads, depth)
+    keys, values_t = k.contiguous(), v.transpose(-2, -1).contiguous()  # oneDNN wants dense weights
+    rows = max(1, SCORE_BYTES // (k.shape[2] * q.element_size()))
+    for clip in range(batch):
+        for head in range(heads):
+            for first in range(0, length, rows):
+                span = slice(first, first + rows)
+                scores = _softmax_in_place(linear(q[clip, head, span], keys[clip, head], None, "none", [], "none"))
+                out[clip, span, head] = linear(scores, values_t[clip, head], None, "none", [], "none")
+    return out.transpose(1, 2)
+
+
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+KERNELS: dict[str, Kernel] = {"fused": fused_attention, "explicit": explicit_attention, "onednn": onednn_attention}
+
+
+def candidates(q: torch.Tensor) -> tuple[str, ...]:
+    """The kernels that may run `q`'s attention here (oneDNN's matmul takes float32 and bf16 only, in
+    oneDNN builds of PyTorch)."""
+    usable = q.dtype in ONEDNN_DTYPES and onednn_linear_works()
+    return tuple(name for name in KERNELS if name != "onednn" or usable)
 
 
 def shape_key(q: torch.Tensor, k: torch.Tensor) -> str:
@@ -93,26 +116,14 @@ def shape_key(q: torch.Tensor, k: torch.Tensor) -> str:
 
 
 class KernelChoice:
-    """The attention kernel per shape on this machine: measured by alternating trials (module doc), or
-    restored from an earlier process's winners (`restore`). Thread-safe; one per process (`CHOICE`)."""
+    """The attention kernel per shape, measured by alternating trials (module doc). Thread-safe; one per
+    process (`CHOICE`)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.decided: dict[str, str] = {}
         self.trials: dict[str, dict[str, list[float]]] = {}
-        # Called with (shape key, kernel) when a shape's winner is measured.
-        self.listeners: list[Callable[[str, str], None]] = []
         self.forced: str | None = None  # `forced_kernel`: this kernel for every shape, nothing measured
-
-    def restore(self, winners: Mapping[str, str]) -> None:
-        """Take earlier winners (unknown kernel names are skipped: they are measured again)."""
-        with self.lock:
-            self.decided.update({key: name for key, name in winners.items() if name in KERNELS})
-
-    def remember(self, listener: Callable[[str, str], None]) -> None:
-        with self.lock:
-            if listener not in self.listeners:
-                self.listeners.append(listener)
 
     def run(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.forced is not None:
@@ -121,7 +132,7 @@ class KernelChoice:
         with self.lock:
             decided = self.decided.get(key)
             if decided is None:
-                times = self.trials.setdefault(key, {kernel: [] for kernel in KERNELS})
+                times = self.trials.setdefault(key, {kernel: [] for kernel in candidates(q)})
                 name = min(times, key=lambda kernel: len(times[kernel]))  # fewest trials so far
         if decided is not None:
             return KERNELS[decided](q, k, v)
@@ -138,12 +149,8 @@ class KernelChoice:
             times[name].append(seconds)
             if any(len(values) < TRIALS for values in times.values()):
                 return
-            winner = min(times, key=lambda kernel: min(times[kernel]))
-            self.decided[key] = winner
+            self.decided[key] = min(times, key=lambda kernel: min(times[kernel]))
             del self.trials[key]
-            listeners = list(self.listeners)
-        for listener in listeners:
-            listener(key, winner)
 
 
 CHOICE = KernelChoice()
