@@ -292,3 +292,34 @@ def test_quiet_hides_the_bars_and_huggingface_hubs_until_the_next_command(
     assert progress.progress_shown() and progress.HUB_BARS_VARIABLE not in os.environ
     assert not are_progress_bars_disabled()
     capsys.readouterr()
+
+
+# `leave` ends the process at once after flushing; an atexit handler shows whether the teardown ran.
+LEAVE = """
+import atexit, sys, threading
+from uniformer_cli.cli.app import leave
+atexit.register(lambda: print("teardown"))
+if sys.argv[1] == "thread":
+    threading.Thread(target=threading.Event().wait, args=(0.5,)).start()
+print("output", end="")
+leave(3)
+print(" after leave", end="")
+sys.exit(4)
+"""
+
+
+@pytest.mark.parametrize("case", ["alone", "thread"])
+def test_leave_flushes_and_exits_at_once_unless_a_thread_still_runs(case: str) -> None:
+    result = subprocess.run([sys.executable, "-c", LEAVE, case], capture_output=True, text=True, timeout=60)
+    if case == "alone":
+        assert (result.returncode, result.stdout) == (3, "output")
+    else:  # a live non-daemon thread: the normal exit, which joins it
+        assert (result.returncode, result.stdout) == (4, "output after leaveteardown\n")
+
+
+def test_the_console_command_leaves_with_the_commands_status_and_output() -> None:
+    command = [sys.executable, "-m", "uniformer_cli.cli.app"]
+    listing = subprocess.run([*command, "models", "--json"], capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0 and json.loads(listing.stdout)
+    usage = subprocess.run([*command, "models", "--no-such-option"], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and usage.stderr.startswith("error:")

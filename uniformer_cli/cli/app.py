@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -211,5 +213,43 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+def leave(code: object) -> None:
+    """End the process now with exit status `code`, after flushing stdout, stderr and the log handlers,
+    skipping the interpreter's teardown (freeing every module and tensor one by one: ~0.35 s after a
+    model ran on a quiet 2-core machine, over a second on a busy one, against ~0.05 s). Returns instead,
+    for the normal exit, wherever the teardown may still be needed: a status that is not a number, a
+    live non-daemon thread (normally joined first), a child process, or a distributed process group."""
+    if not isinstance(code, int):
+        return
+    if any(
+        thread.is_alive() and not thread.daemon
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread()
+    ):
+        return
+    multiprocessing = sys.modules.get("multiprocessing")
+    if multiprocessing is not None and multiprocessing.active_children():
+        return
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        # A closed pipe (`| head`) or stream: nothing more can be shown.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+def run() -> None:
+    """The `uniformer` console command: `main`, then a quick exit once its output is flushed (`leave`).
+    Code that calls `main` in-process (the tests) keeps the ordinary `SystemExit`."""
+    try:
+        main()
+    except SystemExit as done:
+        leave(0 if done.code is None else done.code)
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    run()
