@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import hashlib
 import os
 import sys
 from collections.abc import MutableMapping
@@ -68,32 +69,98 @@ def configure_runtime() -> None:
 
 CPUINFO = Path("/proc/cpuinfo")
 
+# What this CPU is, read without torch: its model name and the vector / matrix features that decide which
+# kernels and which engine run fastest on it (benchmarks print them with every table, `uniformer env`
+# reports them, and `--engine auto` keys its measurements by them). Feature names as printed, and the
+# flags (x86 /proc/cpuinfo, Arm `Features`, macOS `hw.optional.arm.FEAT_*`) that show each:
+FEATURES = {
+    "AMX": frozenset({"amx_bf16", "amx_tile", "amx_int8"}),
+    "AVX512-BF16": frozenset({"avx512_bf16"}),
+    "AVX-512": frozenset({"avx512f"}),
+    "AVX2": frozenset({"avx2"}),
+    "Arm BF16": frozenset({"bf16", "FEAT_BF16"}),
+    "Arm NEON": frozenset({"asimd", "neon", "AdvSIMD"}),
+}
+# Native bf16 arithmetic (x86: AVX512-BF16, AMX; Arm: the BF16 extension); elsewhere it is emulated.
+NATIVE_BF16 = frozenset({"AMX", "AVX512-BF16", "Arm BF16"})
+
 
 @dataclass(frozen=True)
 class CpuInfo:
-    """The CPU as Linux describes it in /proc/cpuinfo (elsewhere: its name from `platform`, no flags)."""
+    """The CPU as Linux describes it in /proc/cpuinfo, or macOS through `sysctl` (elsewhere: its name
+    from `platform`, no flags)."""
 
     model: str
     flags: frozenset[str]
 
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The `FEATURES` this CPU has, in their order."""
+        return tuple(name for name, shown_by in FEATURES.items() if shown_by & self.flags)
+
+    @property
+    def native_bf16(self) -> bool:
+        return bool(NATIVE_BF16.intersection(self.features))
+
+    def describe(self) -> str:
+        """`model (features; N logical CPUs)`, the line benchmarks print."""
+        features = ", ".join(self.features) or "no AVX2 / AVX-512 / AMX / NEON reported"
+        return f"{self.model} ({features}; {os.cpu_count()} logical CPUs)"
+
+    def fingerprint(self) -> str:
+        """A short stable id of the model name and features, for per-machine cache records."""
+        text = f"{self.model}|{','.join(self.features)}|{os.cpu_count()}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _platform_name() -> str:
+    import platform
+
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _from_cpuinfo(text: str) -> CpuInfo:
+    """The first processor's entry of /proc/cpuinfo; x86 family and model numbers join the name (virtual
+    machines often report a bare "AMD EPYC", which spans several generations)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    model = next((fields[key] for key in ("model name", "Model", "Hardware") if fields.get(key)), "")
+    model = model or _platform_name()
+    family, number = fields.get("cpu family", ""), fields.get("model", "")
+    if family.isdigit() and number.isdigit():
+        model = f"{model} (family {family}, model {number})"
+    return CpuInfo(model, frozenset((fields.get("flags") or fields.get("Features") or "").split()))
+
+
+def _from_sysctl() -> CpuInfo:
+    import subprocess
+
+    def sysctl(*names: str) -> str:
+        try:
+            done = subprocess.run(["sysctl", *names], capture_output=True, text=True, timeout=5, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout
+
+    flags = set()
+    for line in sysctl("hw.optional").splitlines():
+        name, _, value = line.partition(":")
+        if value.strip() == "1":
+            flags.add(name.strip().rpartition(".")[2])  # hw.optional.arm.FEAT_BF16 -> FEAT_BF16
+    return CpuInfo(sysctl("-n", "machdep.cpu.brand_string").strip() or _platform_name(), frozenset(flags))
+
 
 @functools.cache
 def cpu_info() -> CpuInfo:
-    """This machine's CPU model and feature flags (x86 `flags`, Arm `Features`), read once."""
-    model, flags = "", frozenset[str]()
+    """This machine's CPU model and feature flags (x86 `flags`, Arm `Features`, macOS `hw.optional`),
+    read once."""
     if sys.platform == "linux":
         try:
-            text = CPUINFO.read_text(encoding="utf-8", errors="replace")
+            return _from_cpuinfo(CPUINFO.read_text(encoding="utf-8", errors="replace"))
         except OSError:
-            text = ""
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware") and not model:
-                model = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = frozenset(value.split())
-    if not model:
-        import platform
-
-        model = platform.processor() or platform.machine()
-    return CpuInfo(model, flags)
+            pass
+    elif sys.platform == "darwin":
+        return _from_sysctl()
+    return CpuInfo(_platform_name(), frozenset())

@@ -40,13 +40,8 @@ PACKAGES = (
     "click",
     "rich",
 )
-# CPU features the fast paths care about, by their /proc/cpuinfo names.
-CPU_FEATURES = {
-    "avx2": ("avx2",),
-    "avx512": ("avx512f",),
-    "avx512_bf16": ("avx512_bf16",),
-    "amx": ("amx_tile", "amx_bf16", "amx_int8"),
-}
+# `uniformer env`'s CPU keys, and the feature (`runtime.FEATURES`, which says which flags show it) of each.
+CPU_FEATURES = {"avx2": "AVX2", "avx512": "AVX-512", "avx512_bf16": "AVX512-BF16", "amx": "AMX"}
 # Environment variables that change what the commands do, shown with their values; tokens only as "set".
 SETTINGS_PREFIXES = ("HF_", "HUGGINGFACE_", "UNIFORMER_")
 THREAD_SETTINGS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
@@ -76,7 +71,7 @@ def cpu_record() -> dict[str, object]:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count() or 1
-    features = {name: any(flag in info.flags for flag in flags) for name, flags in CPU_FEATURES.items()}
+    features = {name: feature in info.features for name, feature in CPU_FEATURES.items()}
     return {
         "model": info.model,
         "machine": platform.machine(),

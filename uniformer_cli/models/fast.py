@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -378,18 +379,14 @@ def replace_convs(model: nn.Module, replacement: Callable[[nn.Conv3d], nn.Module
                 setattr(parent, name, new)
 
 
-# CPU flags of native bf16 arithmetic (x86: AVX512-BF16, AMX; Arm: the BF16 extension).
-NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
-
-
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively. Elsewhere oneDNN emulates it, slower than float32.
     Linux reports the flags in /proc/cpuinfo (`runtime.cpu_info`); other systems are asked through
     oneDNN's own check."""
-    flags = cpu_info().flags
-    if flags:
-        return bool(NATIVE_BF16_FLAGS & flags)
+    info = cpu_info()
+    if sys.platform == "linux" and info.flags:
+        return info.native_bf16
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
