@@ -1,6 +1,7 @@
 """The OpenVINO engine (issue 12): PyTorch's logits at fp32, PyTorch's ranking at bf16, the IR converted
 once and cached by weights, clip shape and precision (a damaged copy converted again), `--engine auto`
-staying on PyTorch (measured faster end to end), and one-line errors."""
+running the engine measured faster on this machine (measured once, kept and verified), and one-line
+errors."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from uniformer_cli.engine.openvino_engine import OpenVinoModel, choose_engine
 from uniformer_cli.engine.predict import Predictor, load_predictor
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import fast as fast_module
+from uniformer_cli.models.fast import optimize_for_inference
+from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.protocol import ViewProtocol
-from uniformer_cli.weights import save_weights
+from uniformer_cli.weights import resolve_model, save_weights
 
 PROTOCOL = ViewProtocol(frames=8, stride=2, clips=2, crops=1, size=64)
 CLIP = Path(__file__).parent / "fixtures" / "preprocess" / "carphone_pristine.mp4"
@@ -132,10 +135,11 @@ def test_the_weights_are_hashed_once_and_again_when_they_change(weights: Path, m
     assert openvino_engine.ir_folder(weights, PROTOCOL) != first and len(hashed) == 2
 
 
-def test_auto_stays_on_pytorch_which_measured_faster_end_to_end() -> None:
+def test_auto_is_decided_after_loading_where_openvino_could_run() -> None:
     for precision in ("bf16", "fp32", "auto"):
-        assert choose_engine("auto", precision, CPU) == "torch"
+        assert choose_engine("auto", precision, CPU) == "auto"
     assert choose_engine("auto", "bf16", torch.device("cuda")) == "torch"
+    assert choose_engine("auto", "fp32", CPU, compile=True) == "torch"
     assert choose_engine("torch", "bf16", CPU) == "torch"
     assert choose_engine("openvino", "fp32", CPU) == "openvino"
     assert choose_engine("openvino", "bf16", CPU) == "openvino"
@@ -279,3 +283,61 @@ def test_the_first_conversion_reports_its_steps_and_a_cached_model_none(weights:
     heard.clear()
     openvino_engine.openvino_model(loaded, PROTOCOL, "fp32", progress=heard.append)
     assert heard == []  # from the cache: nothing long to report
+
+
+def auto_engine_model(weights: Path, precision: str = "fp32", batch: int = 2) -> tuple[str, torch.nn.Module]:
+    loaded = resolve_model(weights, device=CPU)
+
+    def pytorch() -> torch.nn.Module:
+        return optimize_for_inference(loaded.uniformer_v1(), inplace=True, precision=precision)
+
+    return openvino_engine.auto_model(loaded, PROTOCOL, precision, pytorch, batch=batch)
+
+
+def timings(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("timing PyTorch and OpenVINO once" in record.getMessage() for record in caplog.records)
+
+
+def test_auto_runs_pytorch_until_openvino_is_converted_then_measures_once_and_keeps_the_winner(
+    weights: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="uniformer_cli")
+    record = openvino_engine.tuning_file()
+    engine, network = auto_engine_model(weights)  # nothing converted: nothing measured
+    assert engine == "torch" and isinstance(network, StagedModel)
+    assert (conversions(caplog), timings(caplog)) == (0, 0) and not record.exists()
+
+    load_predictor(weights, device="cpu", precision="fp32", engine="openvino")  # converts once
+    engine, first = auto_engine_model(weights)
+    assert timings(caplog) == 1 and record.parent.parent == openvino_engine.cache_root().parent
+    (measurement,) = json.loads(record.read_text())["measurements"].values()
+    assert measurement["engine"] == engine and measurement["torch_seconds"] > 0
+    assert isinstance(first, OpenVinoModel) == (engine == "openvino")
+    again, network = auto_engine_model(weights)
+    assert timings(caplog) == 1 and again == engine and type(network) is type(first)  # kept: not measured again
+    auto_engine_model(weights, batch=1)  # another batch is measured on its own
+    assert timings(caplog) == 2 and len(json.loads(record.read_text())["measurements"]) == 2
+    assert conversions(caplog) == 1
+
+
+def test_auto_follows_the_kept_measurement_and_measures_again_when_it_is_damaged(
+    weights: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="uniformer_cli")
+    load_predictor(weights, device="cpu", precision="bf16", engine="openvino")
+    key = openvino_engine.measurement_key(resolve_model(weights, device=CPU), PROTOCOL, "bf16", 2)
+    for kept, kind in (("openvino", OpenVinoModel), ("torch", StagedModel)):
+        openvino_engine.record_measurement(key, {"engine": kept})
+        engine, network = auto_engine_model(weights, "bf16")
+        assert engine == kept and isinstance(network, kind)
+    assert timings(caplog) == 0
+    record = openvino_engine.tuning_file()
+    record.write_text(record.read_text().replace('"torch"', '"openvino"'))  # not what its sidecar says
+    auto_engine_model(weights, "bf16")
+    assert timings(caplog) == 1 and "measuring again" in caplog.text
+
+
+def test_the_inference_door_runs_auto(weights: Path) -> None:
+    """`engine.inference.open_model` (predict, eval, features...) resolves auto to an engine it names."""
+    predictor = load_predictor(weights, device="cpu", precision="fp32", engine="auto")
+    assert isinstance(predictor.model, StagedModel)  # not converted here: PyTorch

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from uniformer_cli.device import batched_logits, select_device
-from uniformer_cli.engine.openvino_engine import choose_engine, openvino_model
+from uniformer_cli.engine.openvino_engine import auto_model, choose_engine, openvino_model
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.events import ProgressCallback
 from uniformer_cli.models.config import ModelConfig
@@ -156,15 +156,21 @@ def open_model(
         )
     weights_loaded = time.perf_counter()
     protocol = resolve_protocol(loaded.protocol or fallback_protocol, request.protocol, str(loaded.path))
+
+    def pytorch() -> nn.Module:
+        return optimize_for_inference(
+            loaded.uniformer_v1(), inplace=True, compile=request.compile, precision=request.precision
+        )
+
     network: nn.Module
     if exact:
         network = loaded.model
     elif engine == "openvino":
         network = openvino_model(loaded, protocol, request.precision, features=features, progress=progress)
+    elif engine == "auto":  # the engine measured faster on this machine (`openvino_engine.auto_model`)
+        engine, network = auto_model(loaded, protocol, request.precision, pytorch, features=features)
     else:
-        network = optimize_for_inference(
-            loaded.uniformer_v1(), inplace=True, compile=request.compile, precision=request.precision
-        )
+        network = pytorch()
     opened = InferenceModel(loaded, network, protocol, target, engine, request.precision, features)
     _log_choices(opened, request, fallback_protocol, exact)
     log.debug(
@@ -208,7 +214,7 @@ def _log_choices(opened: InferenceModel, request: InferenceRequest, fallback: Vi
         precision = request.precision
         if precision == "auto":
             precision = "auto: exact float32 on CPU" if opened.device.type == "cpu" else "auto: the device's autocast"
-        reason = "auto: PyTorch, faster end to end at these batches" if request.engine == "auto" else "asked"
+        reason = "auto: measured faster on this CPU, or not measured" if request.engine == "auto" else "asked"
         log.debug(
             "precision: %s; engine: %s (%s)%s",
             precision,

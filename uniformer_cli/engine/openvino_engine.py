@@ -1,11 +1,16 @@
-"""OpenVINO as the inference engine of predict and eval (`--engine openvino`, the `openvino` extra).
+"""OpenVINO as the inference engine of predict and eval (`--engine openvino`, the `openvino` extra), and
+the choice between it and PyTorch for `--engine auto`.
 
-Chosen by measurement (benchmarks/README.md, 2 AVX512-BF16/AMX cores): with this round's fast path,
-PyTorch's own bf16 runs at 0.90x OpenVINO's bf16 speed at 4 clips per pass (predict's usual batch of
-views) and 0.96x at 8 (eval's default batch), and wins end to end, since importing and compiling
-OpenVINO cost ~0.3 s per process (one clip 2.49 vs 2.58 s, eight clips 7.08 vs 7.36 s) and its first run
-converts the model (~8 s for S16). So `--engine auto` (the default) stays on PyTorch; OpenVINO is the
-choice for long runs of one clip per pass (a timeline or a live stream: 1.3x per pass at batch 1).
+Which engine is faster depends on the CPU (AMX, AVX512-BF16, AVX2 only, Arm), the precision, the batch
+and the model, so `--engine auto` never follows a benchmark of another machine: it runs OpenVINO only
+where OpenVINO was measured faster on this one. The measurement (`auto_model`) is made once the model
+has been converted for OpenVINO (by a run with `--engine openvino`: the conversion is the one large
+cost, ~8 s for S16, paid once), the first time `--engine auto` then meets that model shape, precision
+and batch (capped at `MEASURED_BATCH`): both engines score the same random clips alternately, after
+warm-up, and the faster by its best pass wins. The result is kept per machine (CPU model and features,
+thread count, torch and OpenVINO versions) in `tuning/engines-<cpu fingerprint>.json` beside the
+OpenVINO cache, verified by its sha256 sidecar like the converted files; a damaged record is measured
+again. Without a measurement, on a GPU, with `--compile`, or without the extra, auto runs PyTorch.
 
 The model is exported to ONNX (`engine.export`), converted to OpenVINO IR once and kept on disk beside
 the converted zoo weights, under `$HF_HOME/uniformer/openvino/`:
@@ -16,6 +21,7 @@ the converted zoo weights, under `$HF_HOME/uniformer/openvino/`:
         compiled-fp32/, compiled-bf16/ OpenVINO's compiled blobs (its CACHE_DIR), one folder per
                                        precision; OpenVINO keys each blob by the IR file and the
                                        compile options, and compiles again when one cannot be read
+    ../tuning/engines-<cpu>.json       `--engine auto`'s measurements on this machine (above)
 
 The weights' sha256 comes from `weights_sha256`, by path and stat stamp: a file is hashed once, not on
 every run.
@@ -25,9 +31,14 @@ So a cached model costs a compile from its blob (a fraction of a second), not an
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,9 +59,10 @@ from uniformer_cli.engine.interchange import (
 )
 from uniformer_cli.errors import UniformerError, first_line
 from uniformer_cli.events import Progress, ProgressCallback, notify
-from uniformer_cli.files import exclusive
+from uniformer_cli.files import atomic_write, exclusive
 from uniformer_cli.models.fast import check_precision
 from uniformer_cli.protocol import ViewProtocol
+from uniformer_cli.runtime import cpu_info
 from uniformer_cli.settings import ENGINES
 from uniformer_cli.weights import LoadedModel
 from uniformer_cli.weights.cache import (
@@ -75,8 +87,10 @@ def require_openvino() -> ModuleType:
 
 
 def choose_engine(engine: str, precision: str, device: torch.device, compile: bool = False) -> str:
-    """The engine to run, "torch" or "openvino", for `engine` ("auto" decides, see the module doc); a
-    one-line error for an engine that cannot run what was asked. Checked before anything is loaded."""
+    """The engine to run for `engine`: "torch", "openvino", or "auto" where both could run (CPU, no
+    `--compile`, the extra installed), decided by `auto_model` once the model is loaded (module
+    doc); a one-line error for an engine that cannot run what was asked. Checked before anything is
+    loaded."""
     if engine not in ENGINES:
         raise UniformerError(f"unknown engine {engine!r} (use one of {', '.join(ENGINES)})")
     if engine == "openvino":
@@ -86,9 +100,129 @@ def choose_engine(engine: str, precision: str, device: torch.device, compile: bo
             raise UniformerError("--compile is torch.compile: it does not apply to --engine openvino")
         require_openvino()
         return "openvino"
-    # torch, and auto: PyTorch, the faster engine end to end at the batches predict and eval run (see the
-    # module doc).
+    if engine == "auto" and device.type == "cpu" and not compile and importlib.util.find_spec("openvino"):
+        return "auto"  # decided once the model is loaded (`auto_model`)
     return "torch"
+
+
+# `--engine auto` measures at most this many clips per pass (per-clip speed changes little beyond it).
+MEASURED_BATCH = 4
+WARMUP, ROUNDS = 2, 3
+RECORD_VERSION = 1
+
+
+def tuning_file() -> Path:
+    """This machine's record of `--engine auto` measurements, beside the OpenVINO cache."""
+    return cache_root().parent / "tuning" / f"engines-{cpu_info().fingerprint()}.json"
+
+
+def measurement_key(loaded: LoadedModel, protocol: ViewProtocol, precision: str, batch: int) -> str:
+    """What a measurement holds for: the architecture (not the weights' values), clip shape, precision,
+    batch, threads, and the engines' versions."""
+    config = hashlib.sha256(json.dumps(asdict(loaded.config), sort_keys=True).encode()).hexdigest()[:16]
+    shape = f"{protocol.frames}x{protocol.size}x{protocol.size}"
+    versions = f"torch {torch.__version__}, openvino {require_openvino().__version__}"
+    return f"{config} {shape} {precision} batch {batch} threads {torch.get_num_threads()} ({versions})"
+
+
+def measured_engines() -> dict[str, dict[str, Any]]:
+    """This machine's measurements by `measurement_key`; none where the record is missing, damaged
+    (sha256 sidecar) or unreadable (then measured again)."""
+    path = tuning_file()
+    if not path.is_file():
+        return {}
+    problem = integrity_problem(path)
+    if problem is None:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if record.get("version") == RECORD_VERSION and isinstance(record.get("measurements"), dict):
+                return {
+                    key: entry
+                    for key, entry in record["measurements"].items()
+                    if isinstance(entry, dict) and entry.get("engine") in ("torch", "openvino")
+                }
+            problem = "has an unknown layout"
+        except (OSError, ValueError, AttributeError) as error:
+            problem = f"cannot be read ({error})"
+    log.warning("the engine measurements in %s %s: measuring again", path, problem)
+    return {}
+
+
+def record_measurement(key: str, entry: dict[str, Any]) -> None:
+    """Add one measurement to this machine's record (best effort: unwritable costs a new measurement)."""
+    path = tuning_file()
+    measurements = {**measured_engines(), key: entry}
+    text = json.dumps({"version": RECORD_VERSION, "cpu": cpu_info().describe(), "measurements": measurements}, indent=1)
+    try:
+        atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    except OSError as error:
+        log.warning("could not keep the engine measurement in %s (%s)", path, error.strerror or error)
+        return
+    record_integrity(path)
+
+
+def fastest_passes(models: dict[str, nn.Module], clips: torch.Tensor) -> dict[str, float]:
+    """Each model's fastest pass over `clips` (seconds) among `ROUNDS`, after `WARMUP`, the models
+    alternating so that a change of load slows all alike."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for round_ in range(WARMUP + ROUNDS):
+            for name, model in models.items():
+                started = time.perf_counter()
+                model(clips)
+                if round_ >= WARMUP:
+                    times[name].append(time.perf_counter() - started)
+    return {name: min(values) for name, values in times.items()}
+
+
+def auto_model(
+    loaded: LoadedModel,
+    protocol: ViewProtocol,
+    precision: str,
+    pytorch: Callable[[], nn.Module],
+    *,
+    batch: int = MEASURED_BATCH,
+    features: int | None = None,
+) -> tuple[str, nn.Module]:
+    """`--engine auto` (module doc): ("openvino", its compiled model) where OpenVINO was measured faster on
+    this machine for this model shape, precision and `batch`, else ("torch", `pytorch()`: the caller's
+    PyTorch network). Measures now when OpenVINO's model is converted but not yet measured. Feature
+    outputs (`features`) run on PyTorch: their graphs are converted apart and not measured."""
+    batch = max(1, min(batch, MEASURED_BATCH))
+    key = measurement_key(loaded, protocol, precision, batch)
+    known = measured_engines().get(key) if features is None else {"engine": "torch"}
+    converted = features is None and _converted(loaded, protocol)
+    if known is not None and known["engine"] == "openvino" and converted:
+        return "openvino", openvino_model(loaded, protocol, precision)
+    fast = pytorch()
+    if known is not None or not converted:
+        return "torch", fast  # measured faster, or OpenVINO's model not converted (nothing paid for it yet)
+    compiled = openvino_model(loaded, protocol, precision)
+    clips = torch.randn(batch, 3, protocol.frames, protocol.size, protocol.size)
+    log.info("--engine auto: timing PyTorch and OpenVINO once on this machine for this model and batch")
+    seconds = fastest_passes({"torch": fast, "openvino": compiled}, clips)
+    winner = min(seconds, key=lambda engine: seconds[engine])
+    record_measurement(key, {"engine": winner, **{f"{name}_seconds": value for name, value in seconds.items()}})
+    log.info(
+        "--engine auto: %s is faster here (PyTorch %.0f ms, OpenVINO %.0f ms per pass of %d clips); kept in %s",
+        winner,
+        seconds["torch"] * 1e3,
+        seconds["openvino"] * 1e3,
+        batch,
+        tuning_file(),
+    )
+    return winner, compiled if winner == "openvino" else fast
+
+
+def _converted(loaded: LoadedModel, protocol: ViewProtocol) -> bool:
+    """Whether OpenVINO's model of `loaded` at `protocol`'s shape is in the cache, intact (no cache at
+    all costs one `stat`, not the weights' sha256). A model that is no file here (made in memory) never is."""
+    if not (cache_root().is_dir() and loaded.path.is_file()):
+        return False
+    try:
+        return _ir_problem(ir_folder(loaded.path, protocol)) is None
+    except OSError:  # the weights went away or cannot be read meanwhile: not measurable
+        return False
 
 
 def cache_root() -> Path:
