@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from parity import fixture_input, fixture_model, official_logits
 
-from uniformer_cli.models import fast_attention
+from uniformer_cli.models import fast_attention, layers
 from uniformer_cli.models.fast import optimize_for_inference
 from uniformer_cli.models.fast_attention import (
     KERNELS,
@@ -139,3 +139,26 @@ def test_a_forced_kernel_runs_the_whole_fast_model_within_the_fast_tolerance(nam
 def test_forcing_an_unknown_kernel_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown attention kernel"), forced_kernel("magic"):
         pass
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_bf16_training_attention_matches_sdpa_forward_and_backward(monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
+    """Under `--amp bf16` on a CPU without AMX the training model's attention runs as plain matmuls
+    (`Attention.fused`): the same values and gradients as SDPA, to bf16 precision."""
+    monkeypatch.setattr(layers, "cpu_has_amx", lambda: amx)
+    torch.manual_seed(0)
+    attention = Attention(64, 4, qkv_bias=True)
+    x = torch.randn(2, 50, 64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(x)
+    out.float().square().sum().backward()
+    grads = (x.grad, attention.qkv.weight.grad)
+    reference = Attention(64, 4, qkv_bias=True)
+    reference.load_state_dict(attention.state_dict())
+    x_ref = x.detach().clone().requires_grad_(True)
+    reference(x_ref).square().sum().backward()  # float32, fused SDPA
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference(x_ref).detach(), atol=0.05, rtol=0.05)
+    for got, expected in zip(grads, (x_ref.grad, reference.qkv.weight.grad), strict=True):
+        assert got is not None and expected is not None
+        assert (got - expected).abs().max() < 0.05 * expected.abs().max()

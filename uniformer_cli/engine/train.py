@@ -100,6 +100,9 @@ class CosineSchedule:
         return self.min_lr + (self.lr - self.min_lr) * (math.cos(math.pi * progress) + 1.0) * 0.5
 
 
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
 def amp_dtype(amp: str, device: torch.device, light: bool) -> torch.dtype | None:
     """Autocast dtype: `auto` is bf16 on CUDA GPUs that have it, else fp16 with a gradient scaler
     (except for the light models, whose fp16 training overflowed, MODEL.md 11); off elsewhere."""
@@ -342,7 +345,13 @@ class _Trainer:
         self.forward = torch.compile(forward) if runtime.compile else forward
         self.dtype = amp_dtype(config.amp, device, config.model.arch == "light")
         self.optimizer = torch.optim.AdamW(
-            parameter_groups(self.model, config.weight_decay), lr=config.lr, betas=(0.9, 0.999), eps=1e-8
+            parameter_groups(self.model, config.weight_decay),
+            lr=config.lr,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            # One fused kernel per step instead of ~10 passes over every parameter (CPU: 3.6x faster
+            # optimiser step for S, busy 2-core EPYC); PyTorch has it for CPU and CUDA.
+            fused=device.type in FUSED_ADAMW_DEVICES or None,
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.schedule = CosineSchedule(config.lr, config.min_lr, config.warmup_epochs, config.epochs)
