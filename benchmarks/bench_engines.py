@@ -1,25 +1,24 @@
-"""Our CPU inference against the engines a user could pick instead (issue 12).
+"""Our CPU inference against OpenVINO, the engine a user could pick instead (issues 12 and 22): the
+targets' table.
 
-In one process, contenders alternating (so that load slows all alike), median of --runs after --warmup,
-batch 1 at --frames x --size (S16 and B16 at 224 by default), random weights and a random clip:
-- ours fp32: `optimize_for_inference(precision="fp32")`, the default CPU path;
-- ours bf16: `precision="bf16"` (CPUs with native bf16 only);
-- OpenVINO fp32 and bf16 (precision hint) on the ONNX file `uniformer export` writes, and ONNX Runtime
-  fp32 on it, each when installed; threads as ours (--threads).
-Each row gives the median, the spread (min-max), the speed ratio to ours fp32, the largest logit
-difference to ours fp32 and whether the top-5 matches.
+For each condition (`--background`: 0 = the machine as it is, quiet when nothing else runs; N = N more
+busy processes, one pure-Python loop each, started for that part and stopped after), model (S16 and B16
+at 224 by default), batch (1 and 4) and precision (fp32, and bf16 on CPUs with native bf16), in one
+process, our fast path (`optimize_for_inference`, what the CLI runs, attention kernel measured per shape)
+and OpenVINO (the ONNX file `uniformer export` writes, its precision hint) alternate: median of --runs
+after --warmup, random weights and clips, 2 threads.
+Each row: milliseconds per clip, the speed ratio ours / OpenVINO (above 1: ours faster), the largest
+logit difference and whether the top-5 match. The CPU model and features head the table.
 
---background N starts N busy processes (one pure-Python loop each) for the measurement and stops them
-after: the shared-machine case. --runtime default skips the settings the `uniformer` command makes at
-start-up (`uniformer_cli.runtime`: passive OpenMP waiting, glibc keeping large blocks), to measure them.
---predict also times `uniformer predict` end to end (a random S16 saved with the s16x4-k400 protocol),
-on examples/yoga.mp4 (4 views) and on a folder of 8 copies of it (32 views), each run a fresh process:
-fp32, bf16 on PyTorch (what `--engine auto` runs) and bf16 on OpenVINO (`--engine openvino`, when
-installed; its model converted once into a cache of the benchmark's own, whose first, converting run is
+--runtime default skips the settings the `uniformer` command makes at start-up (`uniformer_cli.runtime`:
+passive OpenMP waiting, glibc keeping large blocks), to measure them. --predict also times `uniformer
+predict` end to end (a random S16 saved with the s16x4-k400 protocol), on examples/yoga.mp4 (4 views) and
+on a folder of 8 copies of it (32 views), each run a fresh process: fp32, bf16 on PyTorch and bf16 on
+OpenVINO (its model converted once into a cache of the benchmark's own, whose first, converting run is
 timed apart).
 
-    python benchmarks/bench_engines.py [--models s b] [--threads 2] [--runs 5] [--warmup 2]
-        [--background N] [--runtime cli|default] [--predict]
+    python benchmarks/bench_engines.py [--models s b] [--batches 1 4] [--precisions fp32 bf16]
+        [--background 0 1] [--threads 2] [--runs 5] [--warmup 2] [--runtime cli|default] [--predict]
 """
 
 from __future__ import annotations
@@ -46,12 +45,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=["s", "b"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--background", type=int, default=0, help="busy processes running meanwhile")
+    parser.add_argument("--background", nargs="+", type=int, default=[0, 1], help="busy processes, per part")
     parser.add_argument("--runtime", choices=("cli", "default"), default="cli")
     parser.add_argument("--predict", action="store_true", help="also time `uniformer predict` fp32 vs bf16 engines")
     return parser.parse_args()
@@ -69,8 +70,8 @@ def busy_processes(count: int) -> Iterator[None]:
 
 
 def timed_rounds(contenders: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
-    for run in contenders.values():
-        for _ in range(warmup):
+    for _ in range(warmup):
+        for run in contenders.values():
             run()
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(runs):
@@ -81,81 +82,63 @@ def timed_rounds(contenders: dict[str, Callable[[], object]], runs: int, warmup:
     return times
 
 
-def engines(model: torch.nn.Module, clip: torch.Tensor, threads: int, folder: Path) -> dict[str, Callable[[], object]]:
-    """The installed engines' contenders on the exported ONNX file of `model`."""
-    import torch
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
-    from uniformer_cli.engine.interchange import exportable, write_onnx
 
-    have = {
-        name: importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript", "openvino", "onnxruntime")
-    }
-    if not (have["onnx"] and have["onnxscript"]):
-        return {}
-    import onnx
+class Model:
+    """One architecture: our fast paths and OpenVINO's compiled models, per precision."""
 
-    path = folder / "model.onnx"
-    write_onnx(exportable(model), torch.randn(clip.shape), path, {}, onnx)
-    array = clip.numpy()
-    found: dict[str, Callable[[], object]] = {}
-    if have["openvino"]:
+    def __init__(self, family: str, args: argparse.Namespace, folder: Path) -> None:
+        import onnx
         import openvino
+        import torch
 
+        from uniformer_cli.engine.interchange import exportable, write_onnx
+        from uniformer_cli.models import FAMILIES, create_model
+        from uniformer_cli.models.fast import optimize_for_inference
+
+        torch.manual_seed(0)
+        model = create_model(FAMILIES[family]).eval()
+        self.name = f"{family.upper()}{args.frames}x{args.size}"
+        self.shape = (3, args.frames, args.size, args.size)
+        path = folder / f"{family}.onnx"
+        write_onnx(exportable(model), torch.randn(1, *self.shape), path, {}, onnx)
         core = openvino.Core()
-        for label, hint in (("OpenVINO fp32", "f32"), ("OpenVINO bf16", "bf16")):
-            config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-            compiled = core.compile_model(str(path), "CPU", config)
-            found[label] = lambda compiled=compiled: torch.from_numpy(compiled(array)[0])
-    if have["onnxruntime"]:
-        import onnxruntime
+        self.ours, self.openvino = {}, {}
+        for precision in args.precisions:
+            self.ours[precision] = optimize_for_inference(model, precision=precision)
+            config = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY"}
+            config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
+            self.openvino[precision] = core.compile_model(str(path), "CPU", config)
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        # Its threads otherwise spin after each run, on the cores the next contender needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        found["ONNX Runtime fp32"] = lambda: torch.from_numpy(session.run(None, {"video": array})[0])
-    return found
+    def row(self, precision: str, batch: int, args: argparse.Namespace, condition: str) -> None:
+        import torch
 
+        clips = torch.randn(batch, *self.shape)
+        array = clips.numpy()
+        fast, compiled = self.ours[precision], self.openvino[precision]
 
-def bench_model(family: str, args: argparse.Namespace, folder: Path) -> None:
-    import torch
-
-    from uniformer_cli.models import FAMILIES, create_model
-    from uniformer_cli.models.fast import cpu_has_native_bf16, optimize_for_inference
-
-    torch.manual_seed(0)
-    model = create_model(FAMILIES[family]).eval()
-    clip = torch.randn(1, 3, args.frames, args.size, args.size)
-    fp32 = optimize_for_inference(model, precision="fp32")
-    contenders: dict[str, Callable[[], torch.Tensor]] = {}
-
-    def ours(fast: torch.nn.Module) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
+        def ours() -> torch.Tensor:
             with torch.inference_mode():
-                return fast(clip)
+                return fast(clips)
 
-        return run
+        def openvino() -> torch.Tensor:
+            return torch.from_numpy(compiled(array)[0])
 
-    contenders["ours fp32"] = ours(fp32)
-    if cpu_has_native_bf16():
-        contenders["ours bf16"] = ours(optimize_for_inference(model, precision="bf16"))
-    contenders.update(engines(model, clip, args.threads, folder))
-    reference = contenders["ours fp32"]()
-    checks = {}
-    for name, run in contenders.items():
-        logits = run().float()
-        same = logits.topk(5).indices.tolist() == reference.topk(5).indices.tolist()
-        checks[name] = (float((logits - reference).abs().max()), same)
-    times = timed_rounds(contenders, args.runs, args.warmup)
-    base = statistics.median(times["ours fp32"])
-    shape = f"{family}{args.frames}x{args.size}"
-    for name, values in times.items():
-        median = statistics.median(values)
-        error, same = checks[name]
+        reference, logits = openvino(), ours().float()
+        error = float((logits - reference).abs().max())
+        same = torch.equal(logits.topk(5).indices, reference.topk(5).indices)
+        times = timed_rounds({"ours": ours, "OpenVINO": openvino}, args.runs, args.warmup)
+        mine, theirs = (statistics.median(times[name]) for name in ("ours", "OpenVINO"))
         print(
-            f"  {shape:10s} {name:18s} {median * 1e3:8.0f} ms  ({min(values) * 1e3:5.0f}-{max(values) * 1e3:5.0f})"
-            f"  x{base / median:5.2f}  max|d| {error:8.2e}  top-5 {'same' if same else 'DIFFERS'}",
+            f"| {self.name} | {batch} | {precision} | {condition}"
+            f" | {mine / batch * 1e3:6.0f} (min {min(times['ours']) / batch * 1e3:.0f})"
+            f" | {theirs / batch * 1e3:6.0f} (min {min(times['OpenVINO']) / batch * 1e3:.0f})"
+            f" | **{theirs / mine:.2f}x** | {error:.1e} | {'same' if same else 'DIFFERS'} |",
             flush=True,
         )
 
@@ -213,18 +196,39 @@ def main() -> None:
 
         configure_runtime()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import openvino
     import torch
 
+    from uniformer_cli.cpu import cpu_info
+    from uniformer_cli.models.fast import cpu_has_native_bf16
+    from uniformer_cli.models.fast_attention import CHOICE
+
     torch.set_num_threads(args.threads)
+    if not cpu_has_native_bf16() and "bf16" in args.precisions:
+        print("this CPU has no native bf16: fp32 only")
+        args.precisions = [precision for precision in args.precisions if precision != "bf16"]
     policy = os.environ.get("OMP_WAIT_POLICY", "default (active)")
+    print(f"CPU: {cpu_info().describe()}")
     print(
-        f"torch {torch.__version__}, {args.threads} threads, OMP_WAIT_POLICY {policy}, runtime settings: "
-        f"{args.runtime}, {args.background} busy background process(es)"
+        f"torch {torch.__version__}, OpenVINO {openvino.__version__}, {args.threads} threads, OMP_WAIT_POLICY"
+        f" {policy}, runtime settings: {args.runtime}; load average before: {load_average()}"
     )
-    print(f"median of {args.runs} after {args.warmup} warm-up, contenders alternating, batch 1, random weights:")
-    with tempfile.TemporaryDirectory() as folder, busy_processes(args.background):
-        for family in args.models:
-            bench_model(family, args, Path(folder))
+    print(f"median of {args.runs} after {args.warmup} warm-up, ours and OpenVINO alternating, random weights")
+    columns = ("model", "batch", "precision", "condition", "ours ms/clip", "OpenVINO ms/clip", "speed ours/OpenVINO")
+    print("| " + " | ".join((*columns, "max abs d", "top-5")) + " |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        models = [Model(family, args, Path(folder)) for family in args.models]
+        for background in args.background:
+            condition = "as is" if background == 0 else f"+{background} busy"
+            with busy_processes(background):
+                for model in models:
+                    for batch in args.batches:
+                        for precision in args.precisions:
+                            model.row(precision, batch, args, condition)
+        kernels = sorted(set(CHOICE.decided.items()))
+        print("attention kernels measured fastest: " + "; ".join(f"{key} {name}" for key, name in kernels))
+        print(f"load average after: {load_average()}")
         if args.predict:
             bench_predict(args, Path(folder))
 

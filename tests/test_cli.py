@@ -301,6 +301,8 @@ from uniformer_cli.cli.app import leave
 atexit.register(lambda: print("teardown"))
 if sys.argv[1] == "thread":
     threading.Thread(target=threading.Event().wait, args=(0.5,)).start()
+if sys.argv[1] == "traced":
+    sys.settrace(lambda *_: None)
 print("output", end="")
 leave(3)
 print(" after leave", end="")
@@ -308,12 +310,12 @@ sys.exit(4)
 """
 
 
-@pytest.mark.parametrize("case", ["alone", "thread"])
-def test_leave_flushes_and_exits_at_once_unless_a_thread_still_runs(case: str) -> None:
+@pytest.mark.parametrize("case", ["alone", "thread", "traced"])
+def test_leave_flushes_and_exits_at_once_unless_a_thread_or_tracer_needs_the_teardown(case: str) -> None:
     result = subprocess.run([sys.executable, "-c", LEAVE, case], capture_output=True, text=True, timeout=60)
     if case == "alone":
         assert (result.returncode, result.stdout) == (3, "output")
-    else:  # a live non-daemon thread: the normal exit, which joins it
+    else:  # a live non-daemon thread (joined), or a tracer (writes its results): the normal exit
         assert (result.returncode, result.stdout) == (4, "output after leaveteardown\n")
 
 

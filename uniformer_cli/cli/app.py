@@ -218,9 +218,10 @@ def leave(code: object) -> None:
     skipping the interpreter's teardown (freeing every module and tensor one by one: ~0.35 s after a
     model ran on a quiet 2-core machine, over a second on a busy one, against ~0.05 s). Returns instead,
     for the normal exit, wherever the teardown may still be needed: a status that is not a number, a
-    live non-daemon thread (normally joined first), a child process, or a distributed process group."""
-    if not isinstance(code, int):
-        return
+    profiler or tracer, a live non-daemon thread (normally joined first), a child process, or a
+    distributed process group."""
+    if not isinstance(code, int) or sys.getprofile() is not None or sys.gettrace() is not None:
+        return  # a profiler or tracer (cProfile, coverage) writes its results in the teardown
     if any(
         thread.is_alive() and not thread.daemon
         for thread in threading.enumerate()
