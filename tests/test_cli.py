@@ -32,9 +32,17 @@ print(sorted(name for name in ("torch", "safetensors", "huggingface_hub") if nam
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["models"], ["predict", "--help"], ["eval", "--help"], ["train", "--help"], ["flops", "--help"]],
+    [
+        ["--help"],
+        ["models"],
+        ["predict", "--help"],
+        ["eval", "--help"],
+        ["train", "--help"],
+        ["flops", "--help"],
+        ["predict", "no-such-video.mp4"],
+    ],
 )
-def test_help_and_listing_do_not_import_torch(args: list[str]) -> None:
+def test_help_listing_and_missing_inputs_do_not_import_torch(args: list[str]) -> None:
     result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stderr
 

@@ -159,21 +159,22 @@ def predict(
     if output is not None and csv_file is not None:
         raise UniformerError("--csv is the old spelling of -o FILE.csv: give one of them")
     destination = Output(json_output, csv_file, forced_format="csv") if csv_file else Output(json_output, output)
+    if plot is not None:
+        if timeline is None:
+            raise typer.BadParameter("--plot draws a timeline: add --timeline SECONDS", param_hint="'--plot'")
+        plots.require_matplotlib()
+        ensure_writable(plot, "timeline plot")  # before any work
+    # Missing inputs are found before the engine (and torch) loads: such an error costs no start-up.
+    videos = None if any(is_stream(path) for path in paths) else find_videos(paths)
     request = engine.inference.InferenceRequest(
         **fields_from(engine.inference.InferenceRequest, locals()),
         protocol=ProtocolOverrides(**fields_from(ProtocolOverrides, locals())),
         compile=compile_model,
         engine=engine_name,
     )
-    if plot is not None:
-        if timeline is None:
-            raise typer.BadParameter("--plot draws a timeline: add --timeline SECONDS", param_hint="'--plot'")
-        plots.require_matplotlib()
-        ensure_writable(plot, "timeline plot")  # before any work
-    if any(is_stream(path) for path in paths):
+    if videos is None:  # a stream
         _predict_stream(paths, timeline, destination, plot, clips, request, batch_size, decoder)
         return
-    videos = find_videos(paths)
     engine.predict.check_timeline_request(videos, timeline, fps)
     with ProgressBars(stderr_console.is_terminal) as bars:  # downloads, a first OpenVINO conversion
         predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder, progress=bars)
