@@ -10,7 +10,7 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 # "auto": exact float32 on the CPU, the device's half-precision autocast on CUDA / MPS; "fp32" and "bf16"
 # run the fast inference path at that precision (`models.fast.optimize_for_inference`).
 PRECISIONS = ("auto", "fp32", "bf16")
-# What runs the model: "auto" decides per machine (`engine.openvino_engine.choose_engine`).
+# What runs the model: "auto" decides per machine (`engine.openvino_engine.auto_model`).
 ENGINES = ("auto", "torch", "openvino")
 EXPORT_FORMATS = ("onnx", "openvino")
 # `uniformer push --license`: the official UniFormer code and weights are MIT (Sense-X/UniFormer, LICENSE).

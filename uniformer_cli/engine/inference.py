@@ -61,7 +61,7 @@ class InferenceRequest:
     head_dim: int | None = None
     device: str = "auto"
     precision: str = "auto"  # `settings.PRECISIONS`
-    engine: str = "auto"  # `settings.ENGINES`; auto decides per machine (`openvino_engine.choose_engine`)
+    engine: str = "auto"  # `settings.ENGINES`; auto decides per machine (`openvino_engine.auto_model`)
     compile: bool = False
     protocol: ProtocolOverrides = field(default_factory=ProtocolOverrides)
 

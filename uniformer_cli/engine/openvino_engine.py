@@ -12,7 +12,7 @@ thread count, torch and OpenVINO versions) in `tuning/engines-<cpu fingerprint>.
 OpenVINO cache, verified by its sha256 sidecar like the converted files; a damaged record is measured
 again. Without a measurement, on a GPU, with `--compile`, or without the extra, auto runs PyTorch.
 
-The model is exported to ONNX (`engine.export`), converted to OpenVINO IR once and kept on disk beside
+The model is exported to ONNX (`engine.interchange`), converted to OpenVINO IR once and kept on disk beside
 the converted zoo weights, under `$HF_HOME/uniformer/openvino/`:
 
     <weights sha256>-<T>x<H>x<W>/      one folder per weights content and clip shape
