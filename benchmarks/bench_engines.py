@@ -199,9 +199,9 @@ def main() -> None:
     import openvino
     import torch
 
-    from uniformer_cli.cpu import cpu_info
     from uniformer_cli.models.fast import cpu_has_native_bf16
     from uniformer_cli.models.fast_attention import CHOICE
+    from uniformer_cli.runtime import cpu_info
 
     torch.set_num_threads(args.threads)
     if not cpu_has_native_bf16() and "bf16" in args.precisions:

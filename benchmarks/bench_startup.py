@@ -51,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    from uniformer_cli.cpu import cpu_info
+    from uniformer_cli.runtime import cpu_info
 
     print(f"CPU: {cpu_info().describe()}; load average before: {load_average()}")
     imports: dict[str, list[float]] = {name: [] for name in IMPORTS}

@@ -13,7 +13,7 @@ import uniformer_cli
 PACKAGE = Path(uniformer_cli.__file__).parent
 # A floor may import the floors after it in this list and its own, never those before it. The last floor
 # holds the pieces every other one shares (the protocol's and the run settings' vocabulary, records,
-# progress events, errors, files, JSON in and out, what the CPU is).
+# progress events, errors, files, JSON in and out).
 SHARED = (
     "protocol",
     "settings",
@@ -26,7 +26,6 @@ SHARED = (
     "runtime",
     "plots",
     "version",
-    "cpu",
 )
 LAYERS = (("cli",), ("engine",), ("weights",), ("data",), ("zoo",), ("device",), ("models",), SHARED)
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from uniformer_cli.cpu import cpu_info
 from uniformer_cli.models.config import ATTENTION_NORM_EPS, ModelConfig
+from uniformer_cli.runtime import cpu_info
 
 PATCH_NORM_EPS = 1e-5
 
