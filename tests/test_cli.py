@@ -302,7 +302,8 @@ def test_quiet_hides_the_bars_and_huggingface_hubs_until_the_next_command(
     capsys.readouterr()
 
 
-# `leave` ends the process at once after flushing; an atexit handler shows whether the teardown ran.
+# `leave` ends the process at once after running the atexit handlers (temporary folders, pools) and flushing;
+# whether the code after it runs shows whether it returned for the normal exit.
 LEAVE = """
 import atexit, sys, threading
 from uniformer_cli.cli.app import leave
@@ -322,7 +323,7 @@ sys.exit(4)
 def test_leave_flushes_and_exits_at_once_unless_a_thread_or_tracer_needs_the_teardown(case: str) -> None:
     result = subprocess.run([sys.executable, "-c", LEAVE, case], capture_output=True, text=True, timeout=60)
     if case == "alone":
-        assert (result.returncode, result.stdout) == (3, "output")
+        assert (result.returncode, result.stdout) == (3, "outputteardown\n")
     else:  # a live non-daemon thread (joined), or a tracer (writes its results): the normal exit
         assert (result.returncode, result.stdout) == (4, "output after leaveteardown\n")
 
