@@ -239,9 +239,11 @@ def leave(code: object) -> None:
     # callbacks (temporary folders, child pools), then the flushes.
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        # A closed pipe (`| head`) or stream: nothing more can be shown.
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
+        # A closed pipe (`| head`) or stream, or none at all (a process started without descriptor 1 or
+        # 2 has None there): nothing more can be shown.
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
     logging.shutdown()
     os._exit(code)
 
