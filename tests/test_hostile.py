@@ -237,7 +237,11 @@ def build_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
             "frames 100000 is out of range",
         ),
         ("--size 100000", [*predict, str(good), "--size", "100000"], "size 100000 is out of range"),
-        ("--timeline inf", [*predict, str(good), "--timeline", "inf"], r"--timeline.*less than or equal to 86400"),
+        (
+            "--timeline inf",
+            [*predict, str(good), "--timeline", "inf"],
+            r"--timeline.*(less than or equal to 86400|x<=86400)",
+        ),
         (
             "train --resume with a 0-byte last.pt",
             ["train", "--resume", str(tmp / "run")],
@@ -322,8 +326,12 @@ def build_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
             ["eval", "--dataset", "csv", "--list", str(tmp.joinpath(*["d" * 200] * 25, "l.csv")), "-w", str(good)],
             r"/d+…d+/l\.csv \(5,\d{3} characters\): the name is too long",
         ),
-        ("--fps inf", [*predict, str(good), "--timeline", "1", "--fps", "inf"], r"--fps.*less than or equal to 10000"),
-        ("--timeline 1e308", [*predict, str(good), "--timeline", "1e308"], r"--timeline.*less than or equal"),
+        (
+            "--fps inf",
+            [*predict, str(good), "--timeline", "1", "--fps", "inf"],
+            r"--fps.*(less than or equal to 10000|x<=10000)",
+        ),
+        ("--timeline 1e308", [*predict, str(good), "--timeline", "1e308"], r"--timeline.*(less than or equal|x<=)"),
         (
             "features --dataset bogus",
             ["features", "--dataset", "bogus", "-o", str(tmp / "f.npy"), "-w", str(good)],

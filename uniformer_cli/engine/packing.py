@@ -35,7 +35,9 @@ from uniformer_cli.jsonio import dump_json
 logger = logging.getLogger(__name__)
 
 # ASCII digits, few enough that the size stays a finite number (`\d` also takes other scripts' digits).
-_SIZE = re.compile(r"^\s*(?P<number>[0-9]{1,15}(?:\.[0-9]{1,15})?)\s*(?P<unit>[KMGT]?i?B?)\s*$", re.IGNORECASE)
+_SIZE = re.compile(
+    r"^\s*(?P<number>[0-9]{1,15}(?:\.[0-9]{1,15})?)\s*(?P<unit>(?:[KMGT](?:iB|B)?|B)?)\s*$", re.IGNORECASE
+)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 SHARD_BYTES_RANGE = (10**3, 10**12)  # 1KB to 1TB per shard (a shard holds one sample at least)
 RESIZE_RANGE = (16, 4096)
