@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from uniformer_cli import engine, plots
+from uniformer_cli.cli.click_api import MissingParameter
 from uniformer_cli.cli.options import (
     MAX_COUNT,
     BatchSizeOption,
@@ -28,6 +29,7 @@ from uniformer_cli.cli.options import (
     HeadDimOption,
     ListFileOption,
     ModelOption,
+    PackedDataOption,
     Precision,
     PrecisionOption,
     RevisionOption,
@@ -65,20 +67,22 @@ LAYOUTS_EPILOG = _layouts_epilog()
 
 def evaluate(
     dataset: Annotated[
-        Dataset,
+        Dataset | None,
         typer.Option(
             "--dataset",
             "-D",
             case_sensitive=False,
-            help="Picks the reader, list file names, class names and default model.",
+            help="Picks the reader, list file names, class names and default model. \\[default: with --data,"
+            " the dataset it was packed from]",
             show_default=False,
         ),
-    ],
+    ] = None,
     root: Annotated[
         Path | None, typer.Option("--root", "-r", help="Folder holding the videos or frame folders (and the lists).")
     ] = None,
     split: SplitOption = "val",
     list_file: ListFileOption = None,
+    data: PackedDataOption = None,
     model: ModelOption = None,
     weights: WeightsOption = None,
     revision: RevisionOption = None,
@@ -129,8 +133,13 @@ def evaluate(
 
     Examples:
     `uniformer eval --dataset sthv2 --root /data/sthv2 -o sthv2.json`
+    `uniformer eval --data s3://bucket/k400-shards -o k400.json`
     """
-    require_root(root, list_file)
+    if dataset is None and data is None:
+        raise MissingParameter(
+            "Name the dataset (with --root) or a packed dataset (--data).", param_hint="'--dataset' / '-D'"
+        )
+    require_root(root, list_file, data)
     destination = Output(json_output, output)
     # A JSON file is the engine's: it saves progress into it and --resume reads it back.
     json_path = destination.file if destination.file is not None and destination.file_format == "json" else None

@@ -27,6 +27,7 @@ from uniformer_cli.cli.options import (
     JsonFlag,
     ListFileOption,
     ModelOption,
+    PackedDataOption,
     Precision,
     PrecisionOption,
     RevisionOption,
@@ -50,7 +51,7 @@ def features(
     paths: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Video files, frame folders, folders (searched recursively) or globs; or use --dataset.",
+            help="Video files, frame folders, folders (searched recursively) or globs; or use --dataset or --data.",
             show_default=False,
             metavar="PATH",
         ),
@@ -72,6 +73,7 @@ def features(
     root: Annotated[Path | None, typer.Option("--root", "-r", help="The dataset's folder (with --dataset).")] = None,
     split: SplitOption = "val",
     list_file: ListFileOption = None,
+    data: PackedDataOption = None,
     model: ModelOption = None,
     weights: WeightsOption = None,
     layer: Annotated[
@@ -120,7 +122,7 @@ def features(
     if output == Path():
         raise typer.BadParameter("name the file to write: -o OUT.safetensors or -o OUT.npy", param_hint="'-o'")
     if dataset is not None and not paths:  # (with paths: "not both" says more)
-        require_root(root, list_file)
+        require_root(root, list_file, data)
     request = engine.features.FeaturesRequest(
         **fields_from(
             engine.features.FeaturesRequest, locals(), paths=paths or [], inference=inference_request(locals())

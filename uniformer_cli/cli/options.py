@@ -57,10 +57,10 @@ def fields_from(cls: type[Any], values: Mapping[str, Any], **derived: Any) -> di
     return taken | derived
 
 
-def require_root(root: Path | None, list_file: Path | None) -> None:
-    """A dataset split needs --root (or --list, whose folder is then the root): missing, it is a bad
-    command line (exit status 2), found before anything loads."""
-    if root is None and list_file is None:
+def require_root(root: Path | None, list_file: Path | None, data: str | None = None) -> None:
+    """A dataset split needs --root (or --list, whose folder is then the root) unless it is a packed
+    dataset (--data): missing, it is a bad command line (exit status 2), found before anything loads."""
+    if data is None and root is None and list_file is None:
         raise MissingParameter(
             "The folder that holds the dataset is needed (or --list FILE, whose folder is then the root).",
             param_hint="'--root' / '-r'",
@@ -243,6 +243,15 @@ WorkersOption = Annotated[
     typer.Option("--workers", "-j", min=0, max=MAX_WORKERS, help="DataLoader worker processes that decode videos."),
 ]
 SplitOption = Annotated[str, typer.Option("--split", help="train, val or test; UCF101/HMDB51 folds as val2, val3.")]
+PackedDataOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="A packed dataset (`uniformer data pack`) instead of --root: its folder, index.json or shards"
+        " 'DST/val-{000000..000009}.tar'; local or a URL (s3://, gs://, https://, hf://).",
+        show_default=False,
+    ),
+]
 ListFileOption = Annotated[
     Path | None, typer.Option("--list", help="List file to read instead of the dataset's default.")
 ]

@@ -151,11 +151,12 @@ COMMAND_ONLY = frozenset({"scratch", "resume", "dry_run", "json_output"})
 def train(
     # -- data
     data: Annotated[
-        Path | None,
+        str | None,
         _option(
             "--data",
             panel=DATA,
-            help="DIR/train/<class>/<video> + DIR/val/<class>/<video>, or the root of a --dataset.",
+            help="DIR/train/<class>/<video> + DIR/val/<class>/<video>, the root of a --dataset, or a packed"
+            " dataset (`uniformer data pack`: its folder, or 'DST/train-{000000..000099}.tar'; local or a URL).",
             default="none: required, except with --resume",
         ),
     ] = None,

@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from uniformer_cli.data.shards import INDEX, PackedSplit, ShardMember, open_packed, open_packed_video, read_member
+from uniformer_cli.data import storage
+from uniformer_cli.data.shards import (
+    INDEX,
+    PackedSplit,
+    ShardMember,
+    open_packed,
+    open_packed_video,
+    parse_sample,
+    read_member,
+)
 from uniformer_cli.data.storage import join
 from uniformer_cli.data.video import VIDEO_EXTENSIONS, Video, Workload, open_video
 from uniformer_cli.errors import DatasetError, VideoError
@@ -88,6 +97,9 @@ class DatasetSplit:
     layout: str
     root: Path
     label_map: Path | None = None  # the release's own class map, when one was found and checked
+    # Packed splits: how many samples each shard holds, in sample order (training visits them shard by
+    # shard, `shards.epoch_order`); None for loose files.
+    shard_sizes: tuple[int, ...] | None = None
 
 
 def class_key(name: str) -> str:
@@ -810,8 +822,29 @@ class SplitLocation:
     fold: int
 
 
-def locate_split(name: str, root: Path | None, *, split: str = "val", list_file: Path | None = None) -> SplitLocation:
-    """Check the dataset name, split, root and list; `root` defaults to the list's folder."""
+@dataclass(frozen=True)
+class PackedLocation:
+    """A split of a packed dataset, its index read and checked before anything else is."""
+
+    spec: DatasetSpec  # the reader it was packed from (its label set and default model)
+    packed: PackedSplit
+
+
+def locate_split(
+    name: str | None,
+    root: Path | None,
+    *,
+    split: str = "val",
+    list_file: Path | None = None,
+    data: str | Path | None = None,
+) -> SplitLocation | PackedLocation:
+    """Check the dataset name, split, root and list; `root` defaults to the list's folder. `data` names
+    a packed dataset instead (`uniformer data pack`: its folder, index or shards, local or a URL); `name`
+    then defaults to the dataset it was packed from."""
+    if data is not None:
+        return locate_packed(name, data, split, root=root, list_file=list_file)
+    if name is None:
+        raise DatasetError("name the dataset (--dataset) and its folder (--root), or a packed dataset (--data)")
     spec = get_dataset(name)
     split_name, fold = parse_split(spec, split)
     list_path = Path(list_file).expanduser() if list_file is not None else None
@@ -828,13 +861,41 @@ def locate_split(name: str, root: Path | None, *, split: str = "val", list_file:
     return SplitLocation(spec, root, list_path, split, split_name, fold)
 
 
+def locate_packed(
+    name: str | None,
+    data: str | Path,
+    split: str,
+    *,
+    root: Path | None = None,
+    list_file: Path | None = None,
+) -> PackedLocation:
+    """A split of the packed dataset `data`: its folder or index (`split` names the split), or some of
+    its shards (`DST/val-{000000..000009}.tar`, which must be shards of `split`)."""
+    if root is not None or list_file is not None:
+        raise DatasetError("--data names a packed dataset, whose index lists its videos: drop --root and --list")
+    packed = open_packed(data, split)
+    if name is not None:
+        spec = get_dataset(name)
+        if packed.dataset is not None and packed.dataset != spec.name:
+            raise DatasetError(f"{data} holds a packed {packed.dataset} dataset, not {spec.name}")
+    else:
+        spec = DATASETS.get(packed.dataset or "", DATASETS["folder"])
+    return PackedLocation(spec, packed)
+
+
 def read_split(
-    location: SplitLocation, *, classes: list[str] | None = None, num_classes: int | None = None
+    location: SplitLocation | PackedLocation, *, classes: list[str] | None = None, num_classes: int | None = None
 ) -> DatasetSplit:
     """Read a located split. `classes` are the model's class names (its output order); a model without
     names gives its `num_classes`, and the dataset's label set (or, for `folder`/`csv`, the sorted class
     names found in the data) names them. A class map shipped with the release is checked against them
-    and gives the order of the release's label indices."""
+    and gives the order of the release's label indices. A packed split's classes are matched by name."""
+    if isinstance(location, PackedLocation):
+        if classes is None and num_classes is not None and len(location.packed.classes) > num_classes:
+            raise DatasetError(
+                f"the data has {len(location.packed.classes)} classes but the model predicts only {num_classes}"
+            )
+        return packed_split(location.packed, classes)
     spec, list_path = location.spec, location.list_path
     if classes is not None:
         check_label_set(spec, classes)
@@ -913,7 +974,9 @@ def packed_split(packed: PackedSplit, classes: list[str] | None = None) -> Datas
             samples.append(Sample(Path(video), mapping[label], count, member))
     if not samples:
         raise DatasetError(f"{where}: the {packed.split} split holds no samples")
-    return DatasetSplit(packed.dataset or "packed", packed.split, samples, names, str(where), PACKED_LAYOUT, Path("."))
+    sizes = tuple(len(shard) for shard in packed.shards)
+    dataset = packed.dataset or "folder"  # an index that does not say: class names, no label set
+    return DatasetSplit(dataset, packed.split, samples, names, str(where), PACKED_LAYOUT, Path("."), None, sizes)
 
 
 def read_packed(location: str | Path, split: str | None = None, classes: list[str] | None = None) -> DatasetSplit:
@@ -921,11 +984,37 @@ def read_packed(location: str | Path, split: str | None = None, classes: list[st
     return packed_split(open_packed(location, split), classes)
 
 
-def open_sample(sample: Sample, decoder: str = "auto", workload: Workload = "views") -> Video:
-    """The video of a sample: its file or frame folder, or its shard member read into memory."""
+def open_sample(
+    sample: Sample, decoder: str = "auto", workload: Workload = "views", data: bytes | None = None
+) -> Video:
+    """The video of a sample: its file or frame folder, or its shard member read into memory (`data`:
+    the member's bytes when `fetch_members` already read them)."""
     if sample.member is None:
         return open_video(sample.path, decoder, workload)
-    return open_packed_video(read_member(sample.member), str(sample.path), decoder, workload)
+    member = read_member(sample.member) if data is None else parse_sample(data, sample.member.name)
+    return open_packed_video(member, str(sample.path), decoder, workload)
+
+
+def fetch_members(samples: Sequence[Sample]) -> list[bytes | None]:
+    """The bytes of the packed samples among `samples` (None for the others), each shard's ranges read
+    together: one round trip per shard from an object store, for a batch of neighbouring samples. A
+    shard that cannot be read gives None for its samples, which `open_sample` then reads one by one, so
+    each sample gets its own error."""
+    out: list[bytes | None] = [None] * len(samples)
+    by_shard: dict[str, list[int]] = {}
+    for position, sample in enumerate(samples):
+        if sample.member is not None:
+            by_shard.setdefault(str(sample.member.shard), []).append(position)
+    for positions in by_shard.values():
+        members = [samples[position].member for position in positions]
+        ranges = [(member.offset, member.size) for member in members if member is not None]
+        try:
+            parts = storage.read_ranges(members[0].shard, ranges)  # type: ignore[union-attr]
+        except DatasetError:
+            continue
+        for position, data in zip(positions, parts, strict=True):
+            out[position] = data
+    return out
 
 
 def mirroring_changes_labels(split: DatasetSplit) -> bool:
@@ -974,9 +1063,11 @@ __all__ = [
     "DatasetSplit",
     "LabelMap",
     "Layout",
+    "PackedLocation",
     "Sample",
     "SplitLocation",
     "class_key",
+    "fetch_members",
     "get_dataset",
     "locate_split",
     "mirroring_changes_labels",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,6 +48,12 @@ class Session:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def share(self, items: Sequence[Value]) -> list[Value]:
+        """This rank's part of `items`: a contiguous run, the runs of the ranks differing in length by at
+        most one. Contiguous, so that a rank reads packed samples shard after shard, front to back."""
+        count = len(items)
+        return list(items[self.rank * count // self.world_size : (self.rank + 1) * count // self.world_size])
 
     def gather(self, results: dict[int, Value]) -> dict[int, Value]:
         """Every rank's results merged on rank 0 (other ranks get an empty dict)."""

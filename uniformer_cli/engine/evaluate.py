@@ -2,9 +2,13 @@
 (`scoring.score_videos`: the sum of each video's view logits) and top-1 / top-5 / mean class accuracy are
 computed over them, with unreadable videos counted as wrong unless the caller excludes them.
 
-Under `torchrun` (RANK / WORLD_SIZE set) each process scores every WORLD_SIZE-th video, without the
-official sampler's padding duplicates, and rank 0 gathers the per-video results: the numbers equal a
-single-process run.
+Under `torchrun` (RANK / WORLD_SIZE set) each process scores a contiguous share of the videos (a packed
+dataset's shards are read front to back), without the official sampler's padding duplicates, and rank 0
+gathers the per-video results: the numbers equal a single-process run.
+
+The split is a dataset layout (`dataset` + `root`/`list_file`) or a packed dataset (`data`: its folder,
+index or shards, local or a storage URL); a packed split's records name each video by the path it was
+packed from, so they equal those of the original layout.
 """
 
 from __future__ import annotations
@@ -43,10 +47,11 @@ CHECKPOINT_SECONDS = 60.0  # how often a single-process run rewrites its --json 
 class EvalRequest:
     """Everything `uniformer eval` was asked to do; None means the model's or the dataset's default."""
 
-    dataset: str
+    dataset: str | None
     root: Path | None
     split: str = "val"
     list_file: Path | None = None
+    data: str | None = None  # a packed dataset instead of dataset + root
     inference: InferenceRequest = field(default_factory=InferenceRequest)  # the model and how it runs
     decoder: str = "auto"
     batch_size: int = 8
@@ -304,7 +309,9 @@ def run_evaluation(request: EvalRequest, progress: ProgressCallback | None = Non
         ensure_writable(request.json_path, "evaluation report")
         remove_stale_temporaries(request.json_path.parent)  # left by killed runs
     # The data is checked before a model is downloaded.
-    location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
+    location = locate_split(
+        request.dataset, request.root, split=request.split, list_file=request.list_file, data=request.data
+    )
     with session(request.inference.device) as current:
         opened = open_for_dataset(request.inference, location.spec, current.device, progress=progress)
         split = read_split(location, classes=opened.labels, num_classes=opened.config.num_classes)
@@ -342,7 +349,7 @@ def run_evaluation(request: EvalRequest, progress: ProgressCallback | None = Non
             progress if current.main else None,
         )
         todo = [position for position, key in enumerate(keys) if key not in previous]
-        shard = todo[current.rank :: current.world_size]  # no padding duplicates, unlike the official sampler
+        shard = current.share(todo)  # no padding duplicates, unlike the official sampler
         scored = score_videos(
             opened.network,
             samples,

@@ -62,6 +62,7 @@ class FeaturesRequest:
     root: Path | None = None
     split: str = "val"
     list_file: Path | None = None
+    data: str | None = None  # a packed dataset (`uniformer data pack`) instead of dataset + root
     inference: InferenceRequest = field(default_factory=InferenceRequest)  # the model and how it runs
     layer: int = 4
     per_view: bool = False
@@ -183,9 +184,10 @@ def _check_output(request: FeaturesRequest) -> None:
         refuse_to_replace(outputs, request.force, "features", ", or --resume to continue it")
     if request.output.suffix == ".npy":
         ensure_writable(checkpoint_path(request.output), "features checkpoint")
-    if bool(request.paths) == (request.dataset is not None):
-        both = "give either video paths or --dataset with --root, not both"
-        raise UniformerError(both if request.paths else "no videos given: pass video paths, or --dataset with --root")
+    if bool(request.paths) == (request.dataset is not None or request.data is not None):
+        both = "give either video paths or a dataset (--dataset with --root, or --data), not both"
+        none = "no videos given: pass video paths, --dataset with --root, or a packed dataset with --data"
+        raise UniformerError(both if request.paths else none)
 
 
 # What a file must share with the run that continues it (`evaluate.RESUME_KEYS`, and the features' own).
@@ -222,8 +224,10 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
     started = time.perf_counter()
     # The inputs are checked before a model is downloaded.
     location = search = None
-    if request.dataset is not None:
-        location = locate_split(request.dataset, request.root, split=request.split, list_file=request.list_file)
+    if not request.paths:
+        location = locate_split(
+            request.dataset, request.root, split=request.split, list_file=request.list_file, data=request.data
+        )
     else:
         search = find_videos(request.paths)
     with session(request.inference.device) as current:
@@ -268,7 +272,7 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
         previous = _previous(request, meta)
         done = set(previous.videos) if previous is not None else set()
         todo = [position for position, key in enumerate(plan.keys) if key not in done]
-        shard = todo[current.rank :: current.world_size]
+        shard = current.share(todo)
         computed = _compute(opened, plan.samples, shard, request)
         run = _Output(request, plan, meta, previous)
         rows = current.gather(run.collect(computed, len(shard), current, progress if current.main else None))

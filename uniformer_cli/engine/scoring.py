@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from uniformer_cli.data.datasets import Sample
+from uniformer_cli.data.datasets import Sample, fetch_members, open_sample
 from uniformer_cli.data.loading import decoding_workers, init_decoding_worker
-from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import views_from_video
 from uniformer_cli.device import batched_logits
 from uniformer_cli.errors import UniformerError
@@ -76,9 +75,13 @@ def compute_metrics(results: Sequence[VideoResult], skip_broken: bool = False) -
     )
 
 
+Item = tuple[int, torch.Tensor | None, str | None]
+
+
 class _VideoViews(Dataset):
     """Item `i`: (position of the video in the split, views `[V, 3, T, S, S]` or None, error or None).
-    Decoding happens here, in the DataLoader workers."""
+    Reading and decoding happen here, in the DataLoader workers; a batch's packed samples are fetched
+    together (`fetch_members`)."""
 
     def __init__(
         self, samples: Sequence[Sample], positions: Sequence[int], protocol: ViewProtocol, decoder: str
@@ -91,11 +94,18 @@ class _VideoViews(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
-        position = self.positions[index]
+    def __getitems__(self, indices: Sequence[int]) -> list[Item]:
+        positions = [self.positions[index] for index in indices]
+        fetched = fetch_members([self.samples[position] for position in positions])
+        return [self._views(position, data) for position, data in zip(positions, fetched, strict=True)]
+
+    def __getitem__(self, index: int) -> Item:
+        return self._views(self.positions[index])
+
+    def _views(self, position: int, data: bytes | None = None) -> Item:
         sample = self.samples[position]
         try:
-            with open_video(sample.path, self.decoder) as video:
+            with open_sample(sample, self.decoder, data=data) as video:
                 return position, views_from_video(video, self.protocol, (0, sample.frame_count(video))), None
         except UniformerError as error:
             return position, None, str(error)
@@ -111,7 +121,7 @@ def decoded_batches(
     batch_size: int = 8,
     workers: int = 0,
     decoder: str = "auto",
-) -> Iterator[list[tuple[int, torch.Tensor | None, str | None]]]:
+) -> Iterator[list[Item]]:
     """The views of `samples[p]` for each p in `positions`, decoded by `workers` DataLoader processes, in
     groups of about `batch_size` views: lists of (p, views `[V, 3, T, S, S]` or None, error or None).
     Scoring and feature extraction both read videos through here; `workers` is capped at the cores."""

@@ -41,7 +41,13 @@ from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.scoring import compute_metrics, score_videos
 from uniformer_cli.engine.signals import StopSignal
 from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
-from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips, keyed_rng, report_unavailable
+from uniformer_cli.engine.train_data import (
+    GlobalBatchSampler,
+    TrainClips,
+    keyed_rng,
+    report_unavailable,
+    training_order,
+)
 from uniformer_cli.errors import DatasetError, UniformerError, WriteError
 from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_reason
@@ -365,6 +371,7 @@ class _Trainer:
             world_size=processes.world_size,
             rank=processes.rank,
             seed=config.seed,
+            order=training_order(self.train_split),
         )
         self.loader = DataLoader(
             TrainClips(
@@ -583,14 +590,14 @@ def validate(
     batch_size: int,
 ) -> dict[str, float]:
     """Top-1/top-5/mean-class accuracy of `samples` with the eval engine's scoring (the protocol's views,
-    summed logits), each rank scoring every world_size-th video; every rank gets the numbers."""
+    summed logits), each rank scoring its share of the videos; every rank gets the numbers."""
     # Each rank's last forward updated its own BatchNorm statistics: validate (and save) rank 0's.
     processes.broadcast_buffers(model)
     model.eval()
     scored = score_videos(
         model,
         samples,
-        list(range(processes.rank, len(samples), processes.world_size)),
+        processes.share(range(len(samples))),
         [str(sample.path) for sample in samples],
         protocol,
         processes.device,

@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from uniformer_cli.data import storage
 from uniformer_cli.data.augment import AugmentConfig
-from uniformer_cli.data.datasets import DatasetSplit, mirroring_changes_labels, read_dataset
+from uniformer_cli.data.datasets import DatasetSplit, locate_packed, mirroring_changes_labels, read_dataset, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS, decoding_workers
+from uniformer_cli.data.shards import is_packed
 from uniformer_cli.device import check_device_name
 from uniformer_cli.engine.checkpointing import load_checkpoint
 from uniformer_cli.engine.distributed import main_process, world_size
@@ -151,7 +153,10 @@ def _pick(value: Any, default: Any) -> Any:
 
 
 def _absolute(path: str | Path | None) -> str | None:
-    return None if path is None else str(Path(path).expanduser().resolve())
+    """A local path made absolute (a resumed run may start elsewhere); a storage URL as it is."""
+    if path is None or storage.is_url(path):
+        return None if path is None else str(path)
+    return str(Path(path).expanduser().resolve())
 
 
 def default_entry(family: str) -> ZooEntry:
@@ -176,9 +181,20 @@ def read_splits(
     val_list: str | Path | None = None,
 ) -> tuple[DatasetSplit, DatasetSplit]:
     """The train and val splits. Classes come from `classes`, else the dataset's label set, else the
-    train split's class folders / names; the val split is read against the same classes."""
+    train split's class folders / names; the val split is read against the same classes. A packed
+    `data` (`uniformer data pack`: folder, index, or the training shards `DST/train-{000000..000099}.tar`,
+    local or a URL) gives both splits from its index; its classes are the packed ones."""
     if data is None:
         raise DatasetError("--data DIR is required: a folder with train/ and val/ class folders, or a dataset root")
+    if is_packed(data):
+        if train_list is not None or val_list is not None:
+            raise DatasetError("--data names a packed dataset, whose index lists its videos: drop the list options")
+        location = locate_packed(dataset, data, train_split)
+        train = read_split(location, classes=classes)
+        val_location = locate_packed(dataset, location.packed.root, val_split)
+        return train, read_split(val_location, classes=train.classes)
+    if storage.is_url(data):
+        raise DatasetError(f"{data}: only packed datasets (`uniformer data pack`) are read from URLs")
     root = Path(data).expanduser()
     if dataset is None:
         if not (root / "train").is_dir():

@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from uniformer_cli.data.augment import ClipAugment
-from uniformer_cli.data.datasets import DatasetSplit, Sample, unavailable_videos
+from uniformer_cli.data.datasets import DatasetSplit, Sample, fetch_members, open_sample, unavailable_videos
 from uniformer_cli.data.sampling import train_indices
-from uniformer_cli.data.video import open_video
+from uniformer_cli.data.shards import epoch_order
 from uniformer_cli.errors import DatasetError, VideoError
 from uniformer_cli.protocol import Sampling
 
@@ -79,8 +79,18 @@ class ClipSampling:
         return train_indices(self.sampling, num_frames, self.frames, self.stride, rng)
 
 
+def training_order(split: DatasetSplit) -> Callable[[int, int], np.ndarray] | None:
+    """How an epoch visits a split (for `GlobalBatchSampler(order=)`): a packed split shard by shard
+    (`shards.epoch_order`); None for loose files, which take a plain seeded permutation."""
+    sizes = split.shard_sizes
+    if sizes is None:
+        return None
+    return lambda seed, epoch: epoch_order(sizes, seed, epoch)
+
+
 class TrainClips(Dataset):
-    """`dataset[(epoch, index)]` -> (`[R, 3, T, S, S]` augmented views of video `index`, its label)."""
+    """`dataset[(epoch, index)]` -> (`[R, 3, T, S, S]` augmented views of video `index`, its label). A
+    micro-batch's packed samples are fetched together (`fetch_members`), then decoded one by one."""
 
     def __init__(
         self,
@@ -99,22 +109,30 @@ class TrainClips(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, sample: Sample, rng: np.random.Generator) -> torch.Tensor:
-        with open_video(sample.path, self.decoder, "train") as video:
+    def _load(self, sample: Sample, rng: np.random.Generator, data: bytes | None) -> torch.Tensor:
+        with open_sample(sample, self.decoder, "train", data) as video:
             frames = video.read(self.sampling.indices(sample.frame_count(video), rng))
         return self.augment(torch.from_numpy(frames), rng)
 
+    def __getitems__(self, keys: Sequence[SampleKey]) -> list[tuple[torch.Tensor, int]]:
+        fetched = fetch_members([self.samples[index] for _, index in keys])
+        return [self._item(key, data) for key, data in zip(keys, fetched, strict=True)]
+
     def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, int]:
+        return self._item(key)
+
+    def _item(self, key: SampleKey, data: bytes | None = None) -> tuple[torch.Tensor, int]:
         epoch, index = key
         rng = keyed_rng(self.seed, epoch, index)
         errors = []
         for _ in range(DECODE_RETRIES):
             sample = self.samples[index]
             try:
-                return self._load(sample, rng), sample.label
-            except VideoError as error:
+                return self._load(sample, rng, data), sample.label
+            except (VideoError, DatasetError) as error:  # a damaged video, or a shard member that is not one
                 errors.append(str(error))
                 index = int(rng.integers(len(self.samples)))
+                data = None
         raise DatasetError(f"{DECODE_RETRIES} training videos in a row failed to decode; the first: {errors[0]}")
 
 

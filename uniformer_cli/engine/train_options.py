@@ -14,7 +14,7 @@ AUG_CHOICES = ("auto", "official", "basic")
 class TrainOptions:
     """What the user asked for; None means "the default" (mostly from the zoo recipe)."""
 
-    data: Path | None = None
+    data: str | Path | None = None
     output: Path | None = None
     dataset: str | None = None
     train_split: str | None = None
