@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from drive_server import DriveServer
 from hub_server import HubServer, LocalHub
+from storage_servers import s3_server
 
 
 @pytest.fixture
@@ -26,3 +27,14 @@ def local_drive(local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> Iterato
     with DriveServer() as server:
         monkeypatch.setenv("UNIFORMER_DRIVE_ENDPOINT", server.url)
         yield server
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 with a bucket `data`, the AWS environment pointing at it (tests/
+    storage_servers.py); yields its endpoint URL."""
+    with s3_server(monkeypatch) as endpoint:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="data")
+        yield endpoint

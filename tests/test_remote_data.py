@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_runner import run_cli
-from storage_servers import http_server, s3_server
+from storage_servers import http_server
 from synthetic_video import numbered_frame, write_video
 
 from uniformer_cli.data import shards, storage
@@ -40,15 +40,6 @@ def local_pack(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     destination = tmp_path_factory.mktemp("local_pack") / "shards"
     pack(PackRequest(dataset, destination, shard_bytes=15_000))
     return destination
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> str:
-    with s3_server(monkeypatch) as endpoint:
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="data")
-        yield endpoint
 
 
 def _frames(samples: list) -> list[np.ndarray]:

@@ -54,7 +54,7 @@ DatasetChoice = Annotated[
 ]
 
 
-def _splits(splits: list[str] | None, list_file: Path | None) -> tuple[str, ...]:
+def _splits(splits: list[str] | None, list_file: str | None) -> tuple[str, ...]:
     """The splits asked for: train and val by default, the one split of a `--list` (val unless named)."""
     return tuple(splits or (["val"] if list_file is not None else ["train", "val"]))
 

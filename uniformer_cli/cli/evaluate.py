@@ -33,6 +33,7 @@ from uniformer_cli.cli.options import (
     Precision,
     PrecisionOption,
     RevisionOption,
+    RootOption,
     SamplingOption,
     SizeOption,
     SplitOption,
@@ -77,9 +78,7 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
-    root: Annotated[
-        Path | None, typer.Option("--root", "-r", help="Folder holding the videos or frame folders (and the lists).")
-    ] = None,
+    root: RootOption = None,
     split: SplitOption = "val",
     list_file: ListFileOption = None,
     data: PackedDataOption = None,
@@ -182,7 +181,7 @@ def _plot(report: engine.evaluate.EvalReport, folder: Path) -> None:
     stderr_console.print(escape(f"plots: {', '.join(map(str, written))}"), highlight=False)
 
 
-def show(console: Console, report: engine.evaluate.EvalReport, json_file: Path | None) -> None:
+def show(console: Console, report: engine.evaluate.EvalReport, json_file: Path | str | None) -> None:
     console.print(
         f"[bold]{escape(report.model)}[/] on {report.dataset} {escape(report.split)}", highlight=False, soft_wrap=True
     )

@@ -31,6 +31,7 @@ from uniformer_cli.cli.options import (
     Precision,
     PrecisionOption,
     RevisionOption,
+    RootOption,
     SamplingOption,
     SizeOption,
     SplitOption,
@@ -45,6 +46,7 @@ from uniformer_cli.cli.output import Output, Result
 from uniformer_cli.cli.progress import ProgressBars, print_error, stderr_console
 from uniformer_cli.cli.text import escape
 from uniformer_cli.data.loading import DEFAULT_WORKERS
+from uniformer_cli.data.storage import is_url
 
 
 def features(
@@ -57,20 +59,20 @@ def features(
         ),
     ] = None,
     output: Annotated[
-        Path,
+        str,
         typer.Option(
             "--output",
             "-o",
-            help="OUT.safetensors, or OUT.npy (with an OUT.json index). An existing file is kept unless --force"
-            " (or continued with --resume).",
+            help="OUT.safetensors, or OUT.npy (with an OUT.json index), a local file. An existing file is kept"
+            " unless --force (or continued with --resume).",
             show_default=False,
         ),
-    ] = Path(),
+    ] = "",
     dataset: Annotated[
         Dataset | None,
         typer.Option("--dataset", "-D", case_sensitive=False, help="Read a split of this dataset instead of PATHs."),
     ] = None,
-    root: Annotated[Path | None, typer.Option("--root", "-r", help="The dataset's folder (with --dataset).")] = None,
+    root: RootOption = None,
     split: SplitOption = "val",
     list_file: ListFileOption = None,
     data: PackedDataOption = None,
@@ -119,13 +121,22 @@ def features(
     `uniformer features clips/ -o clips.safetensors`
     `uniformer features --dataset k400 --root /data/k400 -o k400.npy --workers 8`
     """
-    if output == Path():
+    if not output:
         raise typer.BadParameter("name the file to write: -o OUT.safetensors or -o OUT.npy", param_hint="'-o'")
+    if is_url(output):
+        raise typer.BadParameter(
+            "features are written to a local file (copied into place atomically): copy it to the store afterwards",
+            param_hint="'-o'",
+        )
     if dataset is not None and not paths:  # (with paths: "not both" says more)
         require_root(root, list_file, data)
     request = engine.features.FeaturesRequest(
         **fields_from(
-            engine.features.FeaturesRequest, locals(), paths=paths or [], inference=inference_request(locals())
+            engine.features.FeaturesRequest,
+            locals(),
+            output=Path(output),
+            paths=paths or [],
+            inference=inference_request(locals()),
         )
     )
     with ProgressBars(stderr_console.is_terminal) as bars:

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ def fields_from(cls: type[Any], values: Mapping[str, Any], **derived: Any) -> di
     return taken | derived
 
 
-def require_root(root: Path | None, list_file: Path | None, data: str | None = None) -> None:
+def require_root(root: str | None, list_file: str | None, data: str | None = None) -> None:
     """A dataset split needs --root (or --list, whose folder is then the root) unless it is a packed
     dataset (--data): missing, it is a bad command line (exit status 2), found before anything loads."""
     if data is None and root is None and list_file is None:
@@ -120,12 +119,13 @@ ModelOption = Annotated[
     ),
 ]
 WeightsOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--weights",
         "-w",
         metavar="FILE",
-        help="Local .safetensors or official .pth file instead of a zoo download.",
+        help="A .safetensors or official .pth file instead of a zoo download: a path, or a URL (s3://, gs://,"
+        " https://, hf://) fetched once into the cache.",
         show_default=False,
     ),
 ]
@@ -253,7 +253,20 @@ PackedDataOption = Annotated[
     ),
 ]
 ListFileOption = Annotated[
-    Path | None, typer.Option("--list", help="List file to read instead of the dataset's default.")
+    str | None,
+    typer.Option(
+        "--list", help="List file to read instead of the dataset's default (a path or a URL).", show_default=False
+    ),
+]
+RootOption = Annotated[
+    str | None,
+    typer.Option(
+        "--root",
+        "-r",
+        help="The dataset's folder: videos or frame folders, and the lists. A URL (s3://, gs://, https://, hf://)"
+        " is listed once and its videos read one at a time.",
+        show_default=False,
+    ),
 ]
 CompileFlag = Annotated[
     bool,

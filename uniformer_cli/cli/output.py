@@ -30,6 +30,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from uniformer_cli.data import storage
 from uniformer_cli.errors import UniformerError, WriteError
 from uniformer_cli.files import destination_problem, ensure_writable, write_reason, write_with_fallback
 from uniformer_cli.jsonio import dump_json
@@ -177,7 +178,7 @@ class Output:
     def __post_init__(self) -> None:
         if self.path is not None and self.forced_format is None:
             output_format(self.path)  # refused early (the option callback did it for the CLI)
-        if self.file is not None:  # before the command's work, not after it
+        if isinstance(self.file, Path):  # before the command's work, not after it
             ensure_writable(self.file, f"{self.file_format.upper()} output")
         if self.json and self.path == STDOUT and self.file_format != "json":
             raise UniformerError(f"--json and {self.file_format.upper()} on stdout both write to stdout: pick one")
@@ -193,9 +194,11 @@ class Output:
         return self.json or self.path == STDOUT
 
     @property
-    def file(self) -> Path | None:
-        """The file `-o` names (None for stdout or no `-o`)."""
-        return None if self.path is None or self.path == STDOUT else Path(self.path)
+    def file(self) -> Path | str | None:
+        """The file `-o` names: a path, or a storage URL as given (None for stdout or no `-o`)."""
+        if self.path is None or self.path == STDOUT:
+            return None
+        return self.path if storage.is_url(self.path) else Path(self.path)
 
     def emit(
         self,
@@ -246,9 +249,13 @@ def write_stdout(text: str) -> None:
         raise WriteError(f"cannot write the results to stdout: {reason}") from None
 
 
-def write_text(path: Path, text: str) -> None:
+def write_text(path: Path | str, text: str) -> None:
     """Write an output file atomically: a failed write leaves the previous file, never a partial one, and
-    the results go to the temporary folder instead (the one error line says where)."""
+    the results go to the temporary folder instead (the one error line says where). A storage URL gets
+    the whole object at once."""
+    if isinstance(path, str):
+        storage.write_bytes(path, encoded(text))
+        return
     write_with_fallback(path, lambda temporary: temporary.write_bytes(encoded(text)), "output")
 
 

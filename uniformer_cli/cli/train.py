@@ -156,7 +156,8 @@ def train(
             "--data",
             panel=DATA,
             help="DIR/train/<class>/<video> + DIR/val/<class>/<video>, the root of a --dataset, or a packed"
-            " dataset (`uniformer data pack`: its folder, or 'DST/train-{000000..000099}.tar'; local or a URL).",
+            " dataset (`uniformer data pack`: its folder, or 'DST/train-{000000..000099}.tar'). A path or a URL"
+            " (s3://, gs://, https://, hf://).",
             default="none: required, except with --resume",
         ),
     ] = None,
@@ -171,11 +172,11 @@ def train(
         str | None, _option("--val-split", panel=DATA, help="Split that validates.", default="val")
     ] = None,
     train_list: Annotated[
-        Path | None,
+        str | None,
         _option("--train-list", panel=DATA, help="List file of the training split.", default="the dataset's"),
     ] = None,
     val_list: Annotated[
-        Path | None,
+        str | None,
         _option("--val-list", panel=DATA, help="List file of the validation split.", default="the dataset's"),
     ] = None,
     # -- model
@@ -407,8 +408,14 @@ def train(
     ] = None,
     # -- runtime
     output: Annotated[
-        Path | None,
-        _option("--output", "-o", panel=RUNTIME, help="Run folder for checkpoints and logs.", default="runs/train"),
+        str | None,
+        _option(
+            "--output",
+            "-o",
+            panel=RUNTIME,
+            help="Run folder for checkpoints and logs (a local or shared file system).",
+            default="runs/train",
+        ),
     ] = None,
     device: DeviceChoice = Device.auto,
     workers: Workers = DEFAULT_WORKERS,

@@ -37,7 +37,6 @@ from uniformer_cli.data.shards import (
 from uniformer_cli.data.storage import join
 from uniformer_cli.data.video import VIDEO_EXTENSIONS, Video, Workload, open_video
 from uniformer_cli.errors import DatasetError, VideoError
-from uniformer_cli.files import read_text_file
 from uniformer_cli.jsonio import load_json
 from uniformer_cli.zoo import ZooEntry, best_entry, load_labels
 
@@ -65,16 +64,28 @@ def parse_integer(text: str) -> int | None:
 SOMETHING_SETS = ("sthv1", "sthv2")
 
 
+Location = Path | str  # a local path, or a storage URL (`storage.is_url`)
+
+
 @dataclass(frozen=True)
 class Sample:
     """One video: a file, or a frame folder whose frame count comes from the list, else the folder
     (PROTOCOLS.md 2.2). A packed sample (`member`) lives in a shard; its `path` is the one it was packed
-    from, relative to the dataset root."""
+    from, relative to the dataset root. A sample of a dataset at a storage URL has its `url`, and its path
+    relative to that root."""
 
     path: Path
     label: int
     num_frames: int | None = None
     member: ShardMember | None = None
+    url: str | None = None
+
+    @classmethod
+    def of(cls, location: Location, label: int) -> Sample:
+        """The sample of a local path or of a video at a URL (named by it)."""
+        if storage.is_url(location):
+            return cls(Path(str(location).split("://", 1)[1]), label, url=str(location))
+        return cls(Path(location), label)
 
     def frame_count(self, video: Video) -> int:
         """Frames to sample over: a frame folder's comes from the list when it gives one."""
@@ -93,10 +104,10 @@ class DatasetSplit:
     split: str
     samples: list[Sample]
     classes: list[str]
-    source: Path | str
+    source: Location
     layout: str
-    root: Path
-    label_map: Path | None = None  # the release's own class map, when one was found and checked
+    root: Path  # what sample paths are relative to: `.` for packed data and data at a URL
+    label_map: Location | None = None  # the release's own class map, when one was found and checked
     # Packed splits: how many samples each shard holds, in sample order (training visits them shard by
     # shard, `shards.epoch_order`); None for loose files.
     shard_sizes: tuple[int, ...] | None = None
@@ -121,7 +132,7 @@ class _ClassIndex:
     """Maps class names, or label indices in the release's order, to the model's label indices; collects
     every unknown name so that the error names them all at once."""
 
-    def __init__(self, classes: list[str], source: Path, order: list[str] | None = None) -> None:
+    def __init__(self, classes: list[str], source: Location, order: list[str] | None = None) -> None:
         self.classes = classes
         self.source = source
         self.by_key: dict[str, int] = {}
@@ -161,28 +172,90 @@ class _ClassIndex:
             )
 
 
-class _VideoIndex:
-    """Every video file under a root, found once by file stem (and by YouTube id for Kinetics clips), so
-    that lists naming clips can find them in per-class or flat folders alike."""
+def _walk(root: Path) -> Iterator[str]:
+    """The files under a local folder, relative to it, folder by folder in name order."""
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()
+        relative = Path(folder).relative_to(root)
+        for name in sorted(files):
+            yield (relative / name).as_posix()
 
-    def __init__(self, root: Path) -> None:
+
+class _Files:
+    """The files under a dataset root, asked about by the readers: the local file system, or for a root
+    at a storage URL one listing of everything below it (a request per thousand objects on S3), so that
+    checking a list of 240,000 videos costs no request per video. A web server (`http(s)://`) lists no
+    folders: there the lists' paths are taken as they are, and a missing video is found when decoded."""
+
+    def __init__(self, root: Location) -> None:
         self.root = root
+        self.listable = storage.listable(root)
 
     @cached_property
-    def _by_stem(self) -> dict[str, Path]:
-        found: dict[str, Path] = {}
-        for folder, subfolders, files in os.walk(self.root):
-            subfolders.sort()
-            for name in sorted(files):
-                stem, suffix = os.path.splitext(name)
-                if suffix.lower() in VIDEO_EXTENSIONS:
-                    found.setdefault(stem, Path(folder, name))
-                    clip = _KINETICS_CLIP.match(stem)
-                    if clip:
-                        found.setdefault(clip["youtube_id"], Path(folder, name))
+    def _listing(self) -> dict[str, int]:
+        return storage.find_files(self.root)
+
+    @cached_property
+    def _folders(self) -> set[str]:
+        folders = {""}
+        for name in self._listing:
+            parts = name.split("/")[:-1]
+            folders.update("/".join(parts[:end]) for end in range(1, len(parts) + 1))
+        return folders
+
+    def relative(self, location: Location) -> str | None:
+        """`location` relative to a URL root ("" for the root itself), None when it is not under it."""
+        text, root = str(location).rstrip("/"), str(self.root).rstrip("/")
+        if text == root:
+            return ""
+        return text[len(root) + 1 :] if text.startswith(root + "/") else None
+
+    def _listed(self, location: Location) -> str | None:
+        """`location` relative to the root when the root's listing answers for it."""
+        return self.relative(location) if storage.is_url(location) and self.listable else None
+
+    def is_file(self, location: Location) -> bool:
+        relative = self._listed(location)
+        return storage.is_file(location) if relative is None else relative in self._listing
+
+    def is_dir(self, location: Location) -> bool:
+        relative = self._listed(location)
+        return storage.is_dir(location) if relative is None else relative in self._folders
+
+    def exists(self, location: Location) -> bool:
+        return self.is_file(location) or self.is_dir(location)
+
+    def list_dir(self, location: Location) -> list[tuple[str, bool]]:
+        """(name, is a folder) of each entry, sorted by name."""
+        relative = self._listed(location)
+        if relative is None:
+            return storage.list_dir(location)
+        prefix = f"{relative}/" if relative else ""
+        entries: dict[str, bool] = {}
+        for name in self._listing:
+            if name.startswith(prefix):
+                head, slash, _ = name[len(prefix) :].partition("/")
+                entries[head] = entries.get(head, False) or bool(slash)
+        return sorted(entries.items())
+
+    @cached_property
+    def _by_stem(self) -> dict[str, Location]:
+        """Every video file under the root by file stem (and by YouTube id for Kinetics clips), so that
+        lists naming clips can find them in per-class or flat folders alike."""
+        found: dict[str, Location] = {}
+        if not self.listable:
+            return found
+        names = self._listing if storage.is_url(self.root) else _walk(Path(self.root))
+        for name in names:
+            stem, suffix = os.path.splitext(name.rsplit("/", 1)[-1])
+            if suffix.lower() in VIDEO_EXTENSIONS:
+                found.setdefault(stem, join(self.root, name))
+                clip = _KINETICS_CLIP.match(stem)
+                if clip:
+                    found.setdefault(clip["youtube_id"], join(self.root, name))
         return found
 
-    def find(self, *stems: str) -> Path | None:
+    def find(self, *stems: str) -> Location | None:
         for stem in stems:
             if stem in self._by_stem:
                 return self._by_stem[stem]
@@ -201,7 +274,7 @@ class Layout:
 class LabelMap:
     """A release's own class map: names in its index order (`indexed`: its lists give these indices)."""
 
-    path: Path
+    path: Location
     names: list[str]
     indexed: bool
 
@@ -233,7 +306,7 @@ class DatasetSpec:
 
     def list_candidates(self, split: str, fold: int) -> list[str]:
         names = self.lists.get(split, ())
-        return [str(Path(folder, name.format(fold=fold))) for name in names for folder in self.folders]
+        return [Path(folder, name.format(fold=fold)).as_posix() for name in names for folder in self.folders]
 
 
 @dataclass
@@ -241,59 +314,60 @@ class ReadContext:
     """Everything a reader needs: the list to read, the media root, the class map and the split."""
 
     spec: DatasetSpec
-    root: Path
-    list_path: Path
+    root: Location
+    list_path: Location
     classes: _ClassIndex
     split: str
     fold: int
+    files: _Files  # the root's files
     layout: str = ""
     label_map: LabelMap | None = None
 
     @cached_property
-    def videos(self) -> _VideoIndex:
-        return _VideoIndex(self.root)
-
-    @cached_property
-    def media_root(self) -> Path:
+    def media_root(self) -> Location:
         """The root, or the known sub-folder (e.g. `20bn-something-something-v1`) that holds the media."""
         for folder in self.spec.media_dirs:
-            if folder and (self.root / folder).is_dir():
-                return self.root / folder
+            if folder and self.files.is_dir(join(self.root, folder)):
+                return join(self.root, folder)
         return self.root
 
-    def media_path(self, relative: str) -> Path:
+    def media_path(self, relative: str) -> Location:
         """A listed path under the media root or the root, else a video with the same stem anywhere under
         the root; a missing video keeps its listed path, so it is reported instead of dropped."""
+        if not self.files.listable:
+            return join(self.media_root, relative)
         for base in dict.fromkeys((self.media_root, self.root)):
-            if (base / relative).exists():
-                return base / relative
-        return self.videos.find(Path(relative).stem) or self.media_root / relative
+            if self.files.exists(join(base, relative)):
+                return join(base, relative)
+        return self.files.find(storage.stem_of(relative)) or join(self.media_root, relative)
 
-    def video_by_id(self, video_id: str, suffix: str) -> Path:
+    def video_by_id(self, video_id: str, suffix: str) -> Location:
         """`<media root>/<id><suffix>` when it is there, else a video named `<id>.*` anywhere under the root."""
-        direct = self.media_root / f"{video_id}{suffix}"
-        if direct.exists():
+        direct = join(self.media_root, f"{video_id}{suffix}")
+        if not self.files.listable or self.files.is_file(direct):
             return direct
-        return self.videos.find(video_id) or direct
+        return self.files.find(video_id) or direct
+
+    def sample(self, where: Location, label: int, num_frames: int | None = None) -> Sample:
+        """The sample of a video (or frame folder) the list names; at a URL root, its path relative to it."""
+        if not storage.is_url(where):
+            return Sample(Path(where), label, num_frames)
+        relative = self.files.relative(where)
+        return Sample(Path(relative or str(where).split("://", 1)[1]), label, num_frames, url=str(where))
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return read_text_file(path, max_bytes=MAX_LIST_BYTES)
-    except OSError as error:
-        raise DatasetError(f"cannot read {path}: {error.strerror or error}") from None
-    except ValueError as error:
-        raise DatasetError(f"cannot read {path}: {error}") from None
+def _read_text(path: Location) -> str:
+    return storage.read_text(path, MAX_LIST_BYTES)
 
 
-def _lines(path: Path) -> Iterable[tuple[int, str]]:
+def _lines(path: Location) -> Iterable[tuple[int, str]]:
     """Non-blank lines with their 1-based numbers; CRLF and a UTF-8 BOM are accepted."""
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if line.strip():
             yield number, line.strip()
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(path: Location) -> Iterator[tuple[int, list[str]]]:
     """Rows of a real CSV file (quoted fields, commas inside quotes, CRLF) with their line numbers."""
     reader = csv.reader(_read_text(path).splitlines())
     try:
@@ -304,14 +378,14 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         raise DatasetError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
 
 
-def _fields(path: Path, line: int, text: str, separator: str | None, count: int) -> list[str]:
+def _fields(path: Location, line: int, text: str, separator: str | None, count: int) -> list[str]:
     parts = text.rsplit(separator, count - 1) if separator else text.split()
     if len(parts) != count:
         raise DatasetError(f"{path}:{line}: expected {count} fields, got {text!r}")
     return [part.strip() for part in parts]
 
 
-def _read_json(path: Path) -> object:
+def _read_json(path: Location) -> object:
     try:
         return load_json(_read_text(path))
     except ValueError as error:
@@ -321,7 +395,7 @@ def _read_json(path: Path) -> object:
 # -- the releases' own class maps -------------------------------------------------------------------
 
 
-def _label_map_json(path: Path) -> LabelMap:
+def _label_map_json(path: Location) -> LabelMap:
     """Sth-V2 `labels.json`: {"Approaching something with your camera": "0", ...}."""
     table = _read_json(path)
     if not isinstance(table, dict) or not table:
@@ -339,7 +413,7 @@ def _label_map_json(path: Path) -> LabelMap:
     return LabelMap(path, [by_index[index] for index in range(len(by_index))], indexed=True)
 
 
-def _label_map_class_ind(path: Path) -> LabelMap:
+def _label_map_class_ind(path: Location) -> LabelMap:
     """UCF101 `classInd.txt`: `1 ApplyEyeMakeup` ... `101 YoYo` (1-based, CRLF)."""
     by_index: dict[int, str] = {}
     for line, text in _lines(path):
@@ -353,27 +427,30 @@ def _label_map_class_ind(path: Path) -> LabelMap:
     return LabelMap(path, [by_index[number] for number in sorted(by_index)], indexed=True)
 
 
-def _label_map_lines(path: Path) -> LabelMap:
+def _label_map_lines(path: Location) -> LabelMap:
     """Sth-V1 `something-something-v1-labels.csv`: one class a line. Its lists name the classes, and the
     official index order is these names sorted, so the file's own line order is never used as indices."""
     return LabelMap(path, [text for _, text in _lines(path)], indexed=False)
 
 
-_LABEL_MAP_READERS: dict[str, Callable[[Path], LabelMap]] = {
+_LABEL_MAP_READERS: dict[str, Callable[[Location], LabelMap]] = {
     ".json": _label_map_json,
     ".txt": _label_map_class_ind,
     ".csv": _label_map_lines,
 }
 
 
-def find_label_map(spec: DatasetSpec, root: Path, list_path: Path) -> LabelMap | None:
+def find_label_map(
+    spec: DatasetSpec, root: Location, list_path: Location, files: _Files | None = None
+) -> LabelMap | None:
     """The release's class map beside the list (or its parent), else in the usual list folders."""
-    places = [list_path.parent if list_path.is_file() else list_path, list_path.parent]
-    places += [root / folder for folder in spec.folders]
+    files = files or _Files(root)
+    places = [storage.parent(list_path) if files.is_file(list_path) else list_path, storage.parent(list_path)]
+    places += [join(root, folder) for folder in spec.folders]
     for folder in dict.fromkeys(places):
         for name in spec.label_maps:
-            if (folder / name).is_file():
-                return _LABEL_MAP_READERS[Path(name).suffix.lower()](folder / name)
+            if files.is_file(join(folder, name)):
+                return _LABEL_MAP_READERS[Path(name).suffix.lower()](join(folder, name))
     return None
 
 
@@ -416,8 +493,8 @@ def _read_kinetics(ctx: ReadContext) -> list[Sample]:
         if not label:
             raise DatasetError(f"{ctx.list_path}:{line} has no labels (the Kinetics test CSV is unlabelled)")
         clip = f"{youtube_id}_{start:06d}_{end:06d}"
-        path = ctx.videos.find(clip, youtube_id) or ctx.root / f"{clip}.mp4"
-        samples.append(Sample(path, ctx.classes.by_name(label)))
+        path = ctx.files.find(clip, youtube_id) or join(ctx.root, f"{clip}.mp4")
+        samples.append(ctx.sample(path, ctx.classes.by_name(label)))
     return samples
 
 
@@ -441,7 +518,7 @@ def _read_path_label(ctx: ReadContext, separator: str | None) -> list[Sample]:
         relative, label = _fields(ctx.list_path, line, text, separator, 2)
         if line == 1 and (relative.lower(), label.lower()) == ("path", "label"):
             continue
-        samples.append(Sample(ctx.media_path(relative), _label(ctx, label, line)))
+        samples.append(ctx.sample(ctx.media_path(relative), _label(ctx, label, line)))
     return samples
 
 
@@ -454,14 +531,14 @@ def _read_frame_list(ctx: ReadContext) -> list[Sample]:
         count = parse_integer(frames)
         if count is None or count < 0:
             raise DatasetError(f"{ctx.list_path}:{line}: frame count {frames!r} is not an integer")
-        samples.append(Sample(ctx.media_root / name, ctx.classes.by_index(label, line), count))
+        samples.append(ctx.sample(join(ctx.media_root, name), ctx.classes.by_index(label, line), count))
     return samples
 
 
 def _read_something(ctx: ReadContext) -> list[Sample]:
     """Sth frame folders + lists, the V2 `.webm` release with its JSON split files, or the V1 release with
     its `id;label` CSV split files."""
-    suffix = ctx.list_path.suffix.lower()
+    suffix = storage.suffix_of(ctx.list_path)
     if suffix == ".json":
         return _read_sthv2_json(ctx)
     if suffix == ".csv":
@@ -471,8 +548,8 @@ def _read_something(ctx: ReadContext) -> list[Sample]:
 
 def _test_answers(ctx: ReadContext) -> dict[str, str]:
     """Sth-V2 `test-answers.csv` beside `test.json` (`id;template`, templates as in labels.json)."""
-    path = ctx.list_path.parent / "test-answers.csv"
-    if not path.is_file():
+    path = join(storage.parent(ctx.list_path), "test-answers.csv")
+    if not storage.is_file(path):
         raise DatasetError(
             f"{ctx.list_path} has no labels (the Something-Something test split is unlabelled; its answers "
             f"are read from test-answers.csv beside it)"
@@ -500,7 +577,7 @@ def _read_sthv2_json(ctx: ReadContext) -> list[Sample]:
         template = item.get("template") or answers.get(video_id)
         if not isinstance(template, str):
             raise DatasetError(f"{ctx.list_path}: video {video_id} has no template (class)")
-        samples.append(Sample(ctx.video_by_id(video_id, ".webm"), ctx.classes.by_name(template)))
+        samples.append(ctx.sample(ctx.video_by_id(video_id, ".webm"), ctx.classes.by_name(template)))
     return samples
 
 
@@ -513,7 +590,7 @@ def _read_sthv1_csv(ctx: ReadContext) -> list[Sample]:
         video_id, _, label = (part.strip() for part in text.partition(";"))
         if not label:
             raise DatasetError(f"{ctx.list_path}:{line}: no label (the Something-Something test split is unlabelled)")
-        samples.append(Sample(ctx.media_root / video_id, ctx.classes.by_name(label)))
+        samples.append(ctx.sample(join(ctx.media_root, video_id), ctx.classes.by_name(label)))
     return samples
 
 
@@ -521,7 +598,7 @@ def _read_ucf101(ctx: ReadContext) -> list[Sample]:
     """The official `Class/v_Class_gNN_cNN.avi label` lists, or the original `trainlist0N.txt` (with
     1-based `classInd.txt` numbers) / `testlist0N.txt` (none): there the class folder gives the label,
     and a listed number must name the same class in `classInd.txt`."""
-    if ctx.list_path.suffix.lower() == ".csv":
+    if storage.suffix_of(ctx.list_path) == ".csv":
         ctx.layout = UCF_OFFICIAL
         return _read_path_label(ctx, separator=None)
     ctx.layout = UCF_RELEASE
@@ -539,28 +616,30 @@ def _read_ucf101(ctx: ReadContext) -> list[Sample]:
                     f"{ctx.list_path}:{line}: class {index} is {numbered[index - 1]!r} in "
                     f"classInd.txt, but the video is in folder {folder!r}"
                 )
-        samples.append(Sample(ctx.media_path(relative), ctx.classes.by_name(folder)))
+        samples.append(ctx.sample(ctx.media_path(relative), ctx.classes.by_name(folder)))
     return samples
 
 
 def _read_hmdb51(ctx: ReadContext) -> list[Sample]:
     """The official frame-folder lists, or the original `testTrainMulti_7030_splits` folder
     (`<class>_test_split<fold>.txt`, lines `video.avi 1|2`: 1 = train, 2 = test)."""
-    if not ctx.list_path.is_dir():
+    if not ctx.files.is_dir(ctx.list_path):
         return _read_frame_list(ctx)
     ctx.layout = HMDB_RELEASE
     wanted = "1" if ctx.split == "train" else "2"
-    split_files = sorted(ctx.list_path.glob(f"*_test_split{ctx.fold}.txt"))
-    if not split_files:
-        raise DatasetError(f"no *_test_split{ctx.fold}.txt files in {ctx.list_path}")
+    ending = f"_test_split{ctx.fold}.txt"
+    names = [name for name, folder in ctx.files.list_dir(ctx.list_path) if not folder and name.endswith(ending)]
+    if not names:
+        raise DatasetError(f"no *{ending} files in {ctx.list_path}")
     samples = []
-    for split_file in split_files:
-        class_name = split_file.name.rsplit("_test_split", 1)[0]
+    for file_name in names:
+        split_file = join(ctx.list_path, file_name)
+        class_name = file_name.rsplit("_test_split", 1)[0]
         label = ctx.classes.by_name(class_name)
         for line, text in _lines(split_file):
             name, which = _fields(split_file, line, text, None, 2)
             if which == wanted:
-                samples.append(Sample(ctx.media_path(f"{class_name}/{name}"), label))
+                samples.append(ctx.sample(ctx.media_path(f"{class_name}/{name}"), label))
     return samples
 
 
@@ -568,15 +647,16 @@ def _read_folder(ctx: ReadContext) -> list[Sample]:
     """`root/<split>/<class>/<video file or frame folder>`; classes matched by name."""
     ctx.layout = CLASS_FOLDERS
     samples = []
-    for class_dir in sorted(path for path in ctx.list_path.iterdir() if path.is_dir()):
-        label = ctx.classes.by_name(class_dir.name)
-        for item in sorted(class_dir.iterdir()):
-            if item.is_dir() or item.suffix.lower() in VIDEO_EXTENSIONS:
-                samples.append(Sample(item, label))
+    for class_name in (name for name, folder in ctx.files.list_dir(ctx.list_path) if folder):
+        label = ctx.classes.by_name(class_name)
+        class_dir = join(ctx.list_path, class_name)
+        for name, folder in ctx.files.list_dir(class_dir):
+            if folder or storage.suffix_of(name) in VIDEO_EXTENSIONS:
+                samples.append(ctx.sample(join(class_dir, name), label))
     return samples
 
 
-def _csv_columns(path: Path) -> tuple[list[tuple[int, str, str]], bool]:
+def _csv_columns(path: Location) -> tuple[list[tuple[int, str, str]], bool]:
     """(line, path, label) rows of a `path,label` CSV and whether it had a header. A header names the
     columns (`path` and `label`, others ignored, e.g. the index column pandas writes); without one,
     every row is exactly `path,label`."""
@@ -600,7 +680,7 @@ def _csv_columns(path: Path) -> tuple[list[tuple[int, str, str]], bool]:
 def _read_csv(ctx: ReadContext) -> list[Sample]:
     ctx.layout = CSV_LIST
     rows, _ = _csv_columns(ctx.list_path)
-    return [Sample(ctx.media_path(relative), _label(ctx, label, line)) for line, relative, label in rows]
+    return [ctx.sample(ctx.media_path(relative), _label(ctx, label, line)) for line, relative, label in rows]
 
 
 # The official data_list ships val.csv and test.csv as the same file (PROTOCOLS.md 6.1); the DeepMind archive names its
@@ -770,17 +850,18 @@ def get_dataset(name: str) -> DatasetSpec:
     return spec
 
 
-def find_list(spec: DatasetSpec, root: Path, split: str, fold: int) -> Path:
+def find_list(spec: DatasetSpec, root: Location, split: str, fold: int, files: _Files | None = None) -> Location:
     """The list file (or folder) of a split under the root; the error names every place looked at."""
+    files = files or _Files(root)
     if spec.name == "folder":
-        path = root / split
-        if not path.is_dir():
+        path = join(root, split)
+        if not files.is_dir(path):
             raise DatasetError(f"no {split}/ folder in {root} (expected {root}/{split}/<class>/<video>)")
         return path
     candidates = spec.list_candidates(split, fold)
     for candidate in candidates:
-        if (root / candidate).exists():
-            return root / candidate
+        if files.exists(join(root, candidate)):
+            return join(root, candidate)
     if not candidates:
         raise DatasetError(f"{spec.name} needs --list FILE")
     shown = ", ".join(candidates[:4]) + (f" (+{len(candidates) - 4} more places)" if len(candidates) > 4 else "")
@@ -815,11 +896,12 @@ class SplitLocation:
     """Where a split's list (or class-folder tree) and media are, found before anything is read."""
 
     spec: DatasetSpec
-    root: Path
-    list_path: Path
+    root: Location
+    list_path: Location
     split: str  # as asked, e.g. "val2"
     split_name: str  # train, val or test
     fold: int
+    files: _Files  # the root's files (listed once at a URL)
 
 
 @dataclass(frozen=True)
@@ -832,33 +914,35 @@ class PackedLocation:
 
 def locate_split(
     name: str | None,
-    root: Path | None,
+    root: Location | None,
     *,
     split: str = "val",
-    list_file: Path | None = None,
-    data: str | Path | None = None,
+    list_file: Location | None = None,
+    data: Location | None = None,
 ) -> SplitLocation | PackedLocation:
-    """Check the dataset name, split, root and list; `root` defaults to the list's folder. `data` names
-    a packed dataset instead (`uniformer data pack`: its folder, index or shards, local or a URL); `name`
-    then defaults to the dataset it was packed from."""
+    """Check the dataset name, split, root and list; `root` defaults to the list's folder. The root and
+    the list may be storage URLs (`s3://bucket/k400`): the root is then listed once, and its videos read
+    one at a time. `data` names a packed dataset instead (`uniformer data pack`: its folder, index or
+    shards, local or a URL); `name` then defaults to the dataset it was packed from."""
     if data is not None:
         return locate_packed(name, data, split, root=root, list_file=list_file)
     if name is None:
         raise DatasetError("name the dataset (--dataset) and its folder (--root), or a packed dataset (--data)")
     spec = get_dataset(name)
     split_name, fold = parse_split(spec, split)
-    list_path = Path(list_file).expanduser() if list_file is not None else None
-    if list_path is not None and not list_path.exists():
+    list_path = storage.local_or_url(list_file) if list_file is not None else None
+    if list_path is not None and not storage.exists(list_path):
         raise DatasetError(f"list file {list_path} does not exist")
     if root is None:
         if list_path is None:
             raise DatasetError("--root is required (the folder that holds the dataset)")
-        root = list_path.parent
-    root = Path(root).expanduser()
-    if not root.is_dir():
+        root = storage.parent(list_path)
+    root = storage.local_or_url(root)
+    files = _Files(root)
+    if files.listable and not files.is_dir(root):
         raise DatasetError(f"dataset root {root} does not exist or is not a folder")
-    list_path = list_path or find_list(spec, root, split_name, fold)
-    return SplitLocation(spec, root, list_path, split, split_name, fold)
+    list_path = list_path or find_list(spec, root, split_name, fold, files)
+    return SplitLocation(spec, root, list_path, split, split_name, fold, files)
 
 
 def locate_packed(
@@ -866,8 +950,8 @@ def locate_packed(
     data: str | Path,
     split: str,
     *,
-    root: Path | None = None,
-    list_file: Path | None = None,
+    root: Location | None = None,
+    list_file: Location | None = None,
 ) -> PackedLocation:
     """A split of the packed dataset `data`: its folder or index (`split` names the split), or some of
     its shards (`DST/val-{000000..000009}.tar`, which must be shards of `split`)."""
@@ -899,15 +983,17 @@ def read_split(
     spec, list_path = location.spec, location.list_path
     if classes is not None:
         check_label_set(spec, classes)
-    classes = _resolve_classes(spec, list_path, classes, num_classes)
-    label_map = find_label_map(spec, location.root, list_path) if spec.label_maps else None
+    classes = _resolve_classes(spec, list_path, classes, num_classes, location.files)
+    label_map = find_label_map(spec, location.root, list_path, location.files) if spec.label_maps else None
     if label_map is not None:
         check_label_map(label_map, classes)
     order = label_map.names if label_map is not None and label_map.indexed else None
     if order is None and spec.label_set is not None:
         order = load_labels(spec.label_set)
     index = _ClassIndex(classes, list_path, order)
-    ctx = ReadContext(spec, location.root, list_path, index, location.split_name, location.fold, label_map=label_map)
+    ctx = ReadContext(
+        spec, location.root, list_path, index, location.split_name, location.fold, location.files, label_map=label_map
+    )
     samples = spec.read(ctx)
     ctx.classes.check()
     if not samples:
@@ -915,15 +1001,16 @@ def read_split(
     if index.order is not None:
         logger.info("%s: label indices follow the release's class order, mapped by name to the model's", list_path)
     map_path = label_map.path if label_map is not None else None
-    return DatasetSplit(spec.name, location.split, samples, classes, list_path, ctx.layout, location.root, map_path)
+    root = Path(".") if storage.is_url(location.root) else Path(location.root)  # URL samples: paths relative to it
+    return DatasetSplit(spec.name, location.split, samples, classes, list_path, ctx.layout, root, map_path)
 
 
 def read_dataset(
     name: str,
-    root: Path | None,
+    root: Location | None,
     *,
     split: str = "val",
-    list_file: Path | None = None,
+    list_file: Location | None = None,
     classes: list[str] | None = None,
     num_classes: int | None = None,
 ) -> DatasetSplit:
@@ -933,7 +1020,7 @@ def read_dataset(
 
 
 def _resolve_classes(
-    spec: DatasetSpec, list_path: Path, classes: list[str] | None, num_classes: int | None
+    spec: DatasetSpec, list_path: Location, classes: list[str] | None, num_classes: int | None, files: _Files
 ) -> list[str]:
     """The model's class names, else the dataset's, else the names the data itself provides."""
     if classes is not None:
@@ -941,7 +1028,7 @@ def _resolve_classes(
     if spec.label_set is not None:
         names = load_labels(spec.label_set)
     elif spec.name == "folder":
-        names = sorted(path.name for path in list_path.iterdir() if path.is_dir())
+        names = [name for name, folder in files.list_dir(list_path) if folder]
     else:
         labels = {label for _, _, label in _csv_columns(list_path)[0]}
         numeric = all(parse_integer(label) is not None for label in labels)
@@ -989,6 +1076,8 @@ def open_sample(
 ) -> Video:
     """The video of a sample: its file or frame folder, or its shard member read into memory (`data`:
     the member's bytes when `fetch_members` already read them)."""
+    if sample.url is not None:
+        return open_video(sample.url, decoder, workload)
     if sample.member is None:
         return open_video(sample.path, decoder, workload)
     member = read_member(sample.member) if data is None else parse_sample(data, sample.member.name)
@@ -1031,8 +1120,9 @@ def mirroring_changes_labels(split: DatasetSplit) -> bool:
 
 def _unavailable_reason(sample: Sample) -> str | None:
     """Why a listed video cannot be read, from the file system alone (no decoding): None when it can.
-    Packed samples are known to the index: their shards are read, not checked."""
-    if sample.member is not None:
+    Packed samples are known to the index: their shards are read, not checked. Videos at URLs are
+    checked against one listing (`_remote_reasons`)."""
+    if sample.member is not None or sample.url is not None:
         return None
     path = sample.path
     try:
@@ -1050,10 +1140,38 @@ def _unavailable_reason(sample: Sample) -> str | None:
     return None
 
 
+def _remote_reasons(samples: Sequence[Sample]) -> dict[str, str]:
+    """Why videos at URLs cannot be read (missing, empty), by URL: one listing of the folder that holds
+    them all, not a request per video."""
+    urls = [sample.url for sample in samples if sample.url is not None]
+    if not urls:
+        return {}
+    common: list[str] = []
+    for parts in zip(*(url.split("/")[:-1] for url in urls), strict=False):
+        if len(set(parts)) > 1:
+            break
+        common.append(parts[0])
+    folder = "/".join(common)
+    # `s3:`, ``, `bucket`: videos in several buckets, or on a web server, are checked when decoded.
+    if len(common) < 3 or not storage.listable(folder):
+        return {}
+    listing = storage.find_files(folder)
+    reasons = {}
+    for url in urls:
+        size = listing.get(url[len(folder) + 1 :])
+        if size is None:
+            reasons[url] = "missing"
+        elif size == 0:
+            reasons[url] = "empty file"
+    return reasons
+
+
 def unavailable_videos(samples: Sequence[Sample], workers: int = 8) -> list[tuple[Path, str]]:
     """(path, reason) of every listed video that is missing or cannot be opened, in list order."""
     with ThreadPoolExecutor(workers) as pool:  # file systems on the network answer in parallel
         reasons = list(pool.map(_unavailable_reason, samples))
+    remote = _remote_reasons(samples)
+    reasons = [remote.get(sample.url or "", reason) for sample, reason in zip(samples, reasons, strict=True)]
     return [(sample.path, reason) for sample, reason in zip(samples, reasons, strict=True) if reason is not None]
 
 

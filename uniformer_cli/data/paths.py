@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from uniformer_cli.data import storage
 from uniformer_cli.data.video import VIDEO_EXTENSIONS, is_frame_folder
-from uniformer_cli.errors import UniformerError
+from uniformer_cli.errors import DatasetError, UniformerError
 from uniformer_cli.files import glob_paths, write_reason
 from uniformer_cli.records import Failure
 
@@ -19,7 +20,7 @@ GLOB_CHARACTERS = frozenset("*?[")
 class VideoSearch:
     """The videos some paths and patterns name, and the patterns that named nothing."""
 
-    paths: list[Path]
+    paths: list[Path | str]  # local paths, and storage URLs as given
     failures: list[Failure]
 
 
@@ -54,19 +55,37 @@ def _unreadable(path: Path) -> str | None:
     return None
 
 
-def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]:
+def _videos_at(url: str) -> tuple[list[Path | str], str]:
+    """A video file at a storage URL as given (read when it is decoded), or the videos below a folder
+    URL (one listing); and the reason when there are none."""
+    if storage.suffix_of(url) in VIDEO_EXTENSIONS:
+        return [url], ""
+    try:
+        below = storage.find_files(url)
+    except DatasetError as error:
+        return [], str(error)
+    videos: list[Path | str] = [
+        storage.join(url, name) for name in below if storage.suffix_of(name) in VIDEO_EXTENSIONS
+    ]
+    return videos, f"no videos found under {url}"
+
+
+def expand_paths(patterns: Sequence[str | Path]) -> tuple[list[Path | str], list[Failure]]:
     """Files as given, folders searched recursively (video extensions and frame folders), globs
-    (`**` included) expanded; each pattern that yields nothing is a `Failure`. Duplicates are dropped."""
-    found: list[Path] = []
+    (`**` included) expanded; storage URLs name a video file or a folder of them. Each pattern that yields
+    nothing is a `Failure`. Duplicates are dropped."""
+    found: list[Path | str] = []
     failures: list[Failure] = []
     for pattern in patterns:
         path = Path(pattern)
-        problem = _unreadable(path)
-        if problem is not None:
+        matches: list[Path | str]
+        if storage.is_url(pattern):
+            matches, reason = _videos_at(str(pattern))
+        elif (problem := _unreadable(path)) is not None:
             failures.append(Failure(str(pattern), f"cannot read {path}: {problem}"))
             continue
-        if path.is_dir():
-            matches = _videos_in(path)
+        elif path.is_dir():
+            matches = list(_videos_in(path))
             reason = f"no videos or frame folders found under {path}"
         elif path.exists():
             matches, reason = [path], ""

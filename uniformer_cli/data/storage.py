@@ -11,13 +11,15 @@ read archives (`pipe:`, `zip::`, `blockcache::`) are refused, so a URL in a list
 from __future__ import annotations
 
 import errno
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
 from uniformer_cli.errors import DatasetError, first_line
+from uniformer_cli.files import read_text_file
 
 URL = re.compile(r"^(?P<protocol>[a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 # Protocols a data path may use, with the package that provides each (the `remote` extra).
@@ -62,6 +64,16 @@ def _failure(location: str, error: BaseException) -> DatasetError:
     return DatasetError(f"{location}: {first_line(error)}")
 
 
+# Protocols whose folders cannot be listed: a web server serves files, not folder listings.
+UNLISTABLE = frozenset({"http", "https"})
+
+
+def listable(location: str | Path) -> bool:
+    """Whether the folders of `location`'s store can be listed (local folders and object stores)."""
+    match = URL.match(str(location)) if is_url(location) else None
+    return match is None or match["protocol"].lower() not in UNLISTABLE
+
+
 def local_or_url(location: str | Path) -> str | Path:
     """A command-line location: a URL stays text, anything else becomes a Path."""
     return str(location) if is_url(str(location)) else Path(location).expanduser()
@@ -85,14 +97,27 @@ def name_of(location: str | Path) -> str:
     return str(location).rstrip("/").rsplit("/", 1)[-1] if is_url(location) else Path(location).name
 
 
-def exists(location: str | Path) -> bool:
+def _ask(location: str | Path, local: Callable[[Path], bool], method: str) -> bool:
+    """A yes/no question about a path (`local`), or the store's `method` about a URL."""
     if not is_url(location):
-        return Path(location).exists()
+        return local(Path(location))
     filesystem, path = _filesystem(str(location))
     try:
-        return bool(filesystem.exists(path))
+        return bool(getattr(filesystem, method)(path))
     except Exception as error:  # a store's own exception types
         raise _failure(str(location), error) from None
+
+
+def exists(location: str | Path) -> bool:
+    return _ask(location, Path.exists, "exists")
+
+
+def is_dir(location: str | Path) -> bool:
+    return _ask(location, Path.is_dir, "isdir")
+
+
+def is_file(location: str | Path) -> bool:
+    return _ask(location, Path.is_file, "isfile")
 
 
 def open_input(location: str | Path) -> AbstractContextManager[IO[bytes]]:
@@ -175,3 +200,105 @@ def size_of(location: str | Path) -> int:
         return int(filesystem.size(path))
     except Exception as error:
         raise _failure(str(location), error) from None
+
+
+def list_dir(location: str | Path) -> list[tuple[str, bool]]:
+    """(name, is a folder) of each entry of a folder, sorted by name."""
+    if not is_url(location):
+        try:
+            return sorted((entry.name, entry.is_dir()) for entry in Path(location).iterdir())
+        except OSError as error:
+            raise _failure(str(location), error) from None
+    filesystem, path = _filesystem(str(location))
+    try:
+        entries = filesystem.ls(path, detail=True)
+    except Exception as error:
+        raise _failure(str(location), error) from None
+    found = {
+        str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]: entry.get("type") == "directory"
+        for entry in entries
+        if str(entry["name"]).rstrip("/") != path.rstrip("/")
+    }
+    return sorted(found.items())
+
+
+def find_files(location: str | Path) -> dict[str, int]:
+    """Every file below a folder: its path relative to the folder (with `/`) and its size. On an object
+    store, one listing (a request per thousand objects) instead of a request per file."""
+    if not is_url(location):
+        root = Path(location)
+        found = {}
+        for folder, subfolders, files in os.walk(root):
+            subfolders.sort()
+            for name in sorted(files):
+                file = Path(folder, name)
+                try:
+                    found[file.relative_to(root).as_posix()] = file.stat().st_size
+                except OSError:
+                    found[file.relative_to(root).as_posix()] = 0
+        return found
+    filesystem, path = _filesystem(str(location))
+    try:
+        entries = filesystem.find(path, detail=True)
+    except Exception as error:
+        raise _failure(str(location), error) from None
+    prefix = path.rstrip("/") + "/"
+    return {
+        str(name)[len(prefix) :]: int(entry.get("size") or 0)
+        for name, entry in sorted(entries.items())
+        if str(name).startswith(prefix) and entry.get("type") != "directory"
+    }
+
+
+def read_text(location: str | Path, max_bytes: int) -> str:
+    """The UTF-8 text of a file of at most `max_bytes` (a list, a label file), local or at a URL."""
+    if not is_url(location):
+        try:
+            return read_text_file(location, max_bytes=max_bytes)
+        except OSError as error:
+            raise DatasetError(f"cannot read {location}: {error.strerror or error}") from None
+        except ValueError as error:
+            raise DatasetError(f"cannot read {location}: {error}") from None
+    if size_of(location) > max_bytes:
+        raise DatasetError(f"cannot read {location}: it is larger than {max_bytes:,} bytes")
+    try:
+        return read_bytes(location).decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"cannot read {location}: it is not UTF-8 text (byte {error.start})") from None
+
+
+def suffix_of(location: str | Path) -> str:
+    """The file extension, lower case (`.mp4`), of a path or a URL."""
+    name = name_of(location)
+    return "" if "." not in name.lstrip(".") else "." + name.rsplit(".", 1)[-1].lower()
+
+
+def stem_of(location: str | Path) -> str:
+    name = name_of(location)
+    suffix = suffix_of(location)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+def version_of(location: str) -> dict[str, str | int]:
+    """What identifies the content of an object at a URL: its size and, where the store gives them, its
+    ETag and modification time (a copy is fetched again when they change)."""
+    filesystem, path = _filesystem(location)
+    try:
+        info = filesystem.info(path)
+    except Exception as error:
+        raise _failure(location, error) from None
+    if info.get("type") == "directory":
+        raise DatasetError(f"{location} is a folder, not a file")
+    keys = ("size", "ETag", "etag", "LastModified", "mtime", "last_modified", "md5Hash", "generation")
+    return {
+        key: value if isinstance(value, int) else str(value) for key in keys if (value := info.get(key)) is not None
+    }
+
+
+def download(location: str, destination: Path) -> None:
+    """Copy the object at a URL to a local file (streamed, in the store's chunks)."""
+    filesystem, path = _filesystem(location)
+    try:
+        filesystem.get_file(path, str(destination))
+    except Exception as error:
+        raise _failure(location, error) from None

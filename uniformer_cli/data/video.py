@@ -38,7 +38,8 @@ from typing import IO, TYPE_CHECKING, Literal
 import av
 import numpy as np
 
-from uniformer_cli.errors import UniformerError, VideoError, first_line
+from uniformer_cli.data import storage
+from uniformer_cli.errors import DatasetError, UniformerError, VideoError, first_line
 
 if TYPE_CHECKING:
     import decord
@@ -793,6 +794,24 @@ def choose_decoder(decoder: str, workload: Workload, width: int) -> str:
     return "pyav"
 
 
+# A video read from a storage URL is held in memory while it is decoded (Kinetics clips take a few MB).
+MAX_REMOTE_VIDEO_BYTES = 2 * 2**30
+
+
+def fetch_video(url: str) -> EncodedVideo:
+    """A video file at a storage URL, read into memory: a dataset at a URL is read a video at a time,
+    never copied to the local disk. Frame folders are read from local disks or packed shards."""
+    if storage.suffix_of(url) not in VIDEO_EXTENSIONS:
+        raise VideoError(f"{url}: only video files are read from URLs (pack frame folders: uniformer data pack)")
+    try:
+        size = storage.size_of(url)
+        if size > MAX_REMOTE_VIDEO_BYTES:
+            raise VideoError(f"{url} is larger than {MAX_REMOTE_VIDEO_BYTES // 2**30} GiB: copy it to a local disk")
+        return EncodedVideo(url, storage.read_bytes(url))
+    except DatasetError as error:
+        raise VideoError(str(error)) from None
+
+
 def open_video(
     path: str | Path | EncodedVideo,
     decoder: Decoder | str = "auto",
@@ -816,6 +835,8 @@ def open_video(
     if workload not in AUTO_DECODERS:
         raise ValueError(f"unknown decoding workload {workload!r}")
     source: Source
+    if isinstance(path, str) and storage.is_url(path):
+        path = fetch_video(path)
     if isinstance(path, EncodedVideo):
         source = path
         if not source.data:

@@ -50,7 +50,7 @@ class CheckRequest:
     root: str | Path
     dataset: str | None = None  # None: a packed dataset if ROOT holds an index, else class folders
     splits: tuple[str, ...] = ("train", "val")
-    list_file: Path | None = None
+    list_file: str | Path | None = None
     model: str | None = None  # a zoo name: the classes and clip length to check against
     min_frames: int | None = None  # overrides the model's clip length
     deep: bool = False

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from uniformer_cli.data import storage
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.engine.distributed import Session, session
@@ -33,7 +34,7 @@ from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError, WriteError
 from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_with_fallback
-from uniformer_cli.jsonio import dump_json, read_json
+from uniformer_cli.jsonio import MAX_JSON_BYTES, dump_json, load_json, read_json
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.records import Record, class_record, model_fields
 from uniformer_cli.weights.cache import weights_sha256
@@ -48,9 +49,9 @@ class EvalRequest:
     """Everything `uniformer eval` was asked to do; None means the model's or the dataset's default."""
 
     dataset: str | None
-    root: Path | None
+    root: str | Path | None  # a local folder or a storage URL
     split: str = "val"
-    list_file: Path | None = None
+    list_file: str | Path | None = None
     data: str | None = None  # a packed dataset instead of dataset + root
     inference: InferenceRequest = field(default_factory=InferenceRequest)  # the model and how it runs
     decoder: str = "auto"
@@ -58,7 +59,7 @@ class EvalRequest:
     workers: int = DEFAULT_WORKERS
     limit: int | None = None
     skip_broken: bool = False
-    json_path: Path | None = None
+    json_path: str | Path | None = None  # a local file or a storage URL
     resume: bool = False
 
 
@@ -133,10 +134,14 @@ class EvalReport:
         return {"summary": self.summary(), "classes": self.classes, "videos": [self.record(r) for r in self.results]}
 
 
-def write_report(path: Path, report: EvalReport, *, final: bool = False) -> None:
+def write_report(path: str | Path, report: EvalReport, *, final: bool = False) -> None:
     """Write the JSON atomically, so an interrupted run leaves the previous file intact for --resume. A
-    `final` report that cannot be written to `path` is written elsewhere, and the `WriteError` says where."""
+    `final` report that cannot be written to `path` is written elsewhere, and the `WriteError` says where.
+    A storage URL gets the whole object at once (stores replace objects atomically)."""
     text = dump_json(report.to_json(), indent=1)
+    if storage.is_url(path):
+        storage.write_bytes(path, text.encode())
+        return
     write = write_with_fallback if final else write_or_fail
     write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"), "evaluation report")
 
@@ -152,13 +157,13 @@ RESUME_KEYS = {
 }
 
 
-def load_previous(path: Path, expected: dict[str, object]) -> dict[str, VideoResult]:
+def load_previous(path: str | Path, expected: dict[str, object]) -> dict[str, VideoResult]:
     """The readable videos of an earlier `--json` file computed from what `expected` (`RESUME_KEYS`)
     says: the same model, weights content, protocol and split (its videos and labels)."""
-    if not path.is_file():
+    if not storage.is_file(path):
         return {}
     try:
-        data = read_json(path)
+        data = load_json(storage.read_text(path, MAX_JSON_BYTES)) if storage.is_url(path) else read_json(path)
         summary = data["summary"]
         if not isinstance(summary, dict) or not isinstance(data["videos"], list):
             raise TypeError("its summary or videos are not an object and a list")
@@ -203,7 +208,8 @@ def inputs_sha256(keys: Sequence[str], labels: Sequence[int] | None) -> str:
 
 
 def sample_key(sample: Sample, root: Path) -> str:
-    """How a video is named in the results: relative to the dataset root when it lies under it."""
+    """How a video is named in the results: relative to the dataset root when it lies under it (packed
+    samples and those of a dataset at a URL have paths relative to it, and `root` is `.`)."""
     try:
         return sample.path.relative_to(root).as_posix()
     except ValueError:
@@ -305,9 +311,9 @@ def run_evaluation(request: EvalRequest, progress: ProgressCallback | None = Non
     Rank 0 reports each scored video to `progress`, with the running top-1."""
     if request.resume and request.json_path is None:
         raise UniformerError("--resume needs -o FILE.json (the file of the run to continue)")
-    if request.json_path is not None:
+    if request.json_path is not None and not storage.is_url(request.json_path):
         ensure_writable(request.json_path, "evaluation report")
-        remove_stale_temporaries(request.json_path.parent)  # left by killed runs
+        remove_stale_temporaries(Path(request.json_path).parent)  # left by killed runs
     # The data is checked before a model is downloaded.
     location = locate_split(
         request.dataset, request.root, split=request.split, list_file=request.list_file, data=request.data

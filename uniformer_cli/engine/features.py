@@ -59,9 +59,9 @@ class FeaturesRequest:
     output: Path
     paths: Sequence[str] = ()
     dataset: str | None = None
-    root: Path | None = None
+    root: str | Path | None = None  # a local folder or a storage URL
     split: str = "val"
-    list_file: Path | None = None
+    list_file: str | Path | None = None
     data: str | None = None  # a packed dataset (`uniformer data pack`) instead of dataset + root
     inference: InferenceRequest = field(default_factory=InferenceRequest)  # the model and how it runs
     layer: int = 4
@@ -251,7 +251,7 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
             paths = search.paths[: request.limit] if request.limit else search.paths
             inputs = inputs_sha256([str(path) for path in search.paths], None)
             plan = _Plan(
-                [Sample(path, -1) for path in paths],
+                [Sample.of(path, -1) for path in paths],
                 [str(path) for path in paths],
                 None,
                 [FeatureFailure(f.file, f.error) for f in search.failures],

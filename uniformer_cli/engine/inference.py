@@ -29,6 +29,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from uniformer_cli.data import storage
 from uniformer_cli.device import batched_logits, select_device
 from uniformer_cli.engine.openvino_engine import auto_model, choose_engine, openvino_model
 from uniformer_cli.errors import UniformerError
@@ -56,7 +57,7 @@ class InferenceRequest:
     """
 
     model: str | None = None
-    weights: Path | None = None
+    weights: str | Path | None = None  # a local file or a storage URL
     revision: str | None = None
     head_dim: int | None = None
     device: str = "auto"
@@ -235,7 +236,8 @@ def request_for(name_or_path: str | Path, zoo_name: str | None = None, **setting
     """The request of a Python caller who names a model the way `load_model` takes it: a zoo name, a Hub
     model repository or a weights file (with `zoo_name`, the entry that file belongs to)."""
     if is_weights_path(name_or_path):
-        return InferenceRequest(model=zoo_name, weights=Path(name_or_path), **settings)  # type: ignore[arg-type]
+        weights = name_or_path if storage.is_url(name_or_path) else Path(name_or_path)
+        return InferenceRequest(model=zoo_name, weights=weights, **settings)  # type: ignore[arg-type]
     entry = named_entry(str(name_or_path), zoo_name)  # the names agree
     if isinstance(entry, V2ZooEntry):
         raise not_run_yet(entry.name)

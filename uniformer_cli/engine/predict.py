@@ -455,7 +455,7 @@ def check_timeline_request(videos: VideoSearch, seconds: float | None, fps: floa
     if seconds is None:
         return
     check_timeline(seconds)
-    folder = next((path for path in videos.paths if is_frame_folder(path)), None)
+    folder = next((path for path in videos.paths if isinstance(path, Path) and is_frame_folder(path)), None)
     if folder is not None and fps is None:
         raise _no_frame_rate(folder)
 
@@ -465,7 +465,12 @@ def _no_frame_rate(folder: str | Path) -> UniformerError:
 
 
 def _timeline_or_failure(
-    predictor: Predictor, path: Path, seconds: float, clips: int, fps: float | None, progress: ProgressCallback | None
+    predictor: Predictor,
+    path: Path | str,
+    seconds: float,
+    clips: int,
+    fps: float | None,
+    progress: ProgressCallback | None,
 ) -> VideoTimeline | Failure:
     try:
         return predictor.timeline(path, seconds, clips, progress, fps)

@@ -193,22 +193,16 @@ def read_splits(
         train = read_split(location, classes=classes)
         val_location = locate_packed(dataset, location.packed.root, val_split)
         return train, read_split(val_location, classes=train.classes)
-    if storage.is_url(data):
-        raise DatasetError(f"{data}: only packed datasets (`uniformer data pack`) are read from URLs")
-    root = Path(data).expanduser()
+    root = storage.local_or_url(data)
     if dataset is None:
-        if not (root / "train").is_dir():
+        if not storage.is_dir(storage.join(root, "train")):
             raise DatasetError(
                 f"{root} has no train/ folder: use DIR/train/<class>/<video> and DIR/val/<class>/<video>, "
                 "or name the layout with --dataset (k400, k600, sthv1, sthv2, ucf101, hmdb51, csv)"
             )
         dataset = "folder"
-    train = read_dataset(
-        dataset, root, split=train_split, list_file=Path(train_list) if train_list else None, classes=classes
-    )
-    val = read_dataset(
-        dataset, root, split=val_split, list_file=Path(val_list) if val_list else None, classes=train.classes
-    )
+    train = read_dataset(dataset, root, split=train_split, list_file=train_list, classes=classes)
+    val = read_dataset(dataset, root, split=val_split, list_file=val_list, classes=train.classes)
     return train, val
 
 
@@ -316,6 +310,11 @@ def plan_training(options: TrainOptions) -> TrainConfig:
     """
     # Absolute paths: a resumed run may start from another working directory.
     data, train_list, val_list = (_absolute(path) for path in (options.data, options.train_list, options.val_list))
+    if options.output is not None and storage.is_url(options.output):
+        raise UniformerError(
+            f"-o {options.output}: the run folder is a local or shared file system (checkpoints are renamed into"
+            " place); copy it to the store after the run"
+        )
     output = str(_absolute(_pick(options.output, Path("runs") / "train")))
     if main_process():  # the run folder must take files: say so now, not after the first epoch
         ensure_writable(Path(output) / "last.pt", "training checkpoint")

@@ -15,12 +15,12 @@ class TrainOptions:
     """What the user asked for; None means "the default" (mostly from the zoo recipe)."""
 
     data: str | Path | None = None
-    output: Path | None = None
+    output: str | Path | None = None
     dataset: str | None = None
     train_split: str | None = None
     val_split: str | None = None
-    train_list: Path | None = None
-    val_list: Path | None = None
+    train_list: str | Path | None = None
+    val_list: str | Path | None = None
     model: str | None = None
     weights: Path | None = None
     recipe: str | None = None

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from huggingface_hub import constants
 
-from uniformer_cli.files import atomic_write, remove_files_if, sha256_of
+from uniformer_cli.data import storage
+from uniformer_cli.errors import CheckpointError
+from uniformer_cli.files import atomic_write, remove_files_if, sha256_of, write_reason
 from uniformer_cli.jsonio import dump_json, read_json
 
 # Converted copies and downloads from other sources live under `$HF_HOME/<CONVERTED_FOLDER>/`.
@@ -165,6 +167,32 @@ def build_lock(path: Path) -> Path:
     what they cache."""
     name = hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:32]
     return Path(constants.HF_HOME) / CONVERTED_FOLDER / LOCKS_FOLDER / f"{name}.lock"
+
+
+URL_FOLDER = "urls"  # `$HF_HOME/uniformer/downloads/urls/<key>/`: weights files fetched from storage URLs
+SOURCE_RECORD = "source.json"
+
+
+def fetch_url(url: str) -> Path:
+    """A weights file at a storage URL (`s3://`, `gs://`, `https://`, `hf://`), copied once into
+    `$HF_HOME/uniformer/downloads/urls/<key>/<name>` and fetched again when the object changes (its
+    size, ETag or modification time, as the store reports them): a network is not read per run."""
+    version = {"url": url, **storage.version_of(url)}
+    folder = Path(constants.HF_HOME) / CONVERTED_FOLDER / "downloads" / URL_FOLDER
+    folder /= hashlib.sha256(url.encode()).hexdigest()[:24]
+    path, record = folder / storage.name_of(url), folder / SOURCE_RECORD
+    try:
+        if path.is_file() and record.is_file() and read_json(record, max_bytes=RECORD_BYTES) == version:
+            return path
+    except (OSError, ValueError):
+        pass  # an unreadable record: fetch again
+    log.info("fetching %s", url)
+    try:
+        atomic_write(path, lambda temporary: storage.download(url, temporary))
+        atomic_write(record, lambda temporary: temporary.write_text(dump_json(version, indent=1)))
+    except OSError as error:
+        raise CheckpointError(f"cannot keep a copy of {url} in {folder}: {write_reason(error)}") from None
+    return path
 
 
 def remove_stale_downloads(hub_repo: str, *, older_than: float = STALE_DOWNLOAD_SECONDS) -> list[Path]:

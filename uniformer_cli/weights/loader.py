@@ -13,6 +13,7 @@ from typing import Literal, cast
 import torch
 from torch import nn
 
+from uniformer_cli.data import storage
 from uniformer_cli.device import select_device
 from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.events import ProgressCallback
@@ -28,6 +29,7 @@ from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import hub, remote
 from uniformer_cli.weights.cache import (
     build_lock,
+    fetch_url,
     integrity_problem,
     mark_used,
     record_integrity,
@@ -345,7 +347,7 @@ def resolve_model(
     target = select_device(device) if isinstance(device, str) else device
     kind = name_kind(name_or_path)
     if kind == "file":
-        path = Path(name_or_path)
+        path = fetch_url(str(name_or_path)) if storage.is_url(name_or_path) else Path(name_or_path)
         if revision is not None:
             raise UniformerError(
                 "--revision selects a Hub version of a zoo or Hub model; it does not apply to a local file"
@@ -408,14 +410,15 @@ NameKind = Literal["file", "hub", "zoo"]
 def name_kind(name_or_path: str | Path) -> NameKind:
     """What a model name names, the one rule for every command and `load_model`:
 
-    - "file", a local weights file: a `Path`, anything that exists on disk (a local path always wins), a
-      name ending in a weights suffix (`WEIGHT_SUFFIXES`);
+    - "file", a weights file: a `Path`, a storage URL (`s3://`, `https://`...: fetched into the cache),
+      anything that exists on disk (a local path always wins), a name ending in a weights suffix
+      (`WEIGHT_SUFFIXES`);
     - "hub", a Hub model repository: otherwise, `namespace/name` in the Hub's repository-id grammar
       (`hub.is_hub_repo_id`);
     - "file" again for any other name with a folder separator (a missing file, which loading reports);
     - "zoo", a zoo name or alias, for the rest.
     """
-    if isinstance(name_or_path, Path):
+    if isinstance(name_or_path, Path) or storage.is_url(name_or_path):
         return "file"
     text = str(name_or_path)
     if os.path.exists(text) or text.lower().endswith(WEIGHT_SUFFIXES):
