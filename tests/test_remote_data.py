@@ -111,5 +111,5 @@ def test_only_storage_protocols_are_accepted() -> None:
     for location in ("pipe://cat /etc/passwd", "ftp://host/x", "zip://a.zip"):
         with pytest.raises(DatasetError, match="unsupported protocol"):
             storage.read_bytes(location)
-    with pytest.raises(DatasetError, match="only packed datasets"):
+    with pytest.raises(DatasetError, match="reads only packed datasets"):
         check(CheckRequest("s3://data/loose-videos", dataset="folder"))

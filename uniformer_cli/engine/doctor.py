@@ -241,7 +241,10 @@ def _read_split(request: CheckRequest, name: str) -> DatasetSplit:
     if request.dataset is None and shards.is_packed(request.root):
         return read_packed(request.root, name if not str(request.root).endswith(".tar") else None)
     if storage.is_url(request.root):
-        raise DatasetError(f"{request.root}: only packed datasets (`uniformer data pack`) are read from URLs")
+        raise DatasetError(
+            f"{request.root}: data check reads only packed datasets (`uniformer data pack`) from URLs; check a"
+            " local copy of loose videos"
+        )
     return read_dataset(request.dataset or "folder", Path(request.root), split=name, list_file=request.list_file)
 
 
