@@ -13,7 +13,7 @@ from pathlib import Path
 import tomllib
 
 SKIPPED = {"torch", "ruff", "mypy"}
-FLOOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*>=\s*([^,;\s]+)")
+FLOOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*>=\s*([^,;\s]+)")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ read archives (`pipe:`, `zip::`, `blockcache::`) are refused, so a URL in a list
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -40,13 +41,27 @@ def is_url(location: str | Path) -> bool:
     return isinstance(location, str) and URL.match(location) is not None
 
 
+@functools.cache
+def _fsspec() -> Any:
+    """fsspec, made safe for forked DataLoader workers. Its async stores (s3, gs, http) run their requests
+    on an event loop in a thread of their own; a forked child inherits the loop but not the thread, and
+    fsspec releases before 2025.3.1 kept using that loop there, so a worker's first read waited forever
+    (found on the dependency floor, fsspec 2024.6.0). Each child gets a loop of its own instead, as later
+    fsspec releases do themselves."""
+    import fsspec
+    import fsspec.asyn
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=fsspec.asyn.reset_lock)
+    return fsspec
+
+
 def _filesystem(url: str) -> tuple[Any, str]:
     """(fsspec file system, path inside it) for a storage URL."""
     protocol = URL.match(url)["protocol"].lower()  # type: ignore[index]
     if protocol not in PROTOCOLS:
         raise DatasetError(f"{url}: unsupported protocol {protocol!r} (use {', '.join(sorted(PROTOCOLS))})")
-    import fsspec
-
+    fsspec = _fsspec()
     try:
         filesystem, path = fsspec.core.url_to_fs(url)
     except ImportError:
