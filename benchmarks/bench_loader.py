@@ -253,6 +253,7 @@ def overlap(args: argparse.Namespace) -> None:
     )
     model = optimize_for_inference(create_model(FAMILIES[args.family]).to(device), inplace=True)
     timer = ForwardTimer(model, device)
+    print(f"cpu     {cpu_description()}")
     print(f"torch   {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads")
     print(f"model   {args.family} (random weights), {protocol.describe()}, batch {args.batch_size}")
 
