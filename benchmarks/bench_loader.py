@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_decoders import cpu_description, decoders  # noqa: E402
+from bench_decoders import decoders  # noqa: E402
 
 from uniformer_cli.data.augment import AugmentConfig, ClipAugment  # noqa: E402
 from uniformer_cli.data.datasets import DatasetSplit, Sample, read_dataset, read_packed  # noqa: E402
@@ -58,6 +58,7 @@ from uniformer_cli.models import create_model  # noqa: E402
 from uniformer_cli.models.config import FAMILIES  # noqa: E402
 from uniformer_cli.models.fast import optimize_for_inference  # noqa: E402
 from uniformer_cli.protocol import ViewProtocol  # noqa: E402
+from uniformer_cli.runtime import cpu_info  # noqa: E402
 
 VIEWS = ViewProtocol(frames=16, stride=4, sampling="dense", clips=4, crops=1, size=224)
 TRAIN_SAMPLING = ClipSampling(16, 4, "dense")
@@ -205,7 +206,7 @@ WORKLOADS = {"train": (train_epoch, "train", "clips/s"), "views": (test_views, "
 
 def loader_table(args: argparse.Namespace) -> None:
     contenders = args.decoders or decoders()
-    print(f"cpu     {cpu_description()}")
+    print(f"cpu     {cpu_info().describe()}")
     print(f"torch   {torch.__version__}, {torch.get_num_threads()} threads; decoders {', '.join(contenders)}")
     with tempfile.TemporaryDirectory() as folder, s3_bucket() as remote:
         root = write_dataset(Path(folder) / "loose", args.videos)
@@ -253,7 +254,7 @@ def overlap(args: argparse.Namespace) -> None:
     )
     model = optimize_for_inference(create_model(FAMILIES[args.family]).to(device), inplace=True)
     timer = ForwardTimer(model, device)
-    print(f"cpu     {cpu_description()}")
+    print(f"cpu     {cpu_info().describe()}")
     print(f"torch   {torch.__version__}, device {device}, {torch.get_num_threads()} CPU threads")
     print(f"model   {args.family} (random weights), {protocol.describe()}, batch {args.batch_size}")
 
