@@ -7,6 +7,12 @@ of input channel 0 over the patch; patch embeddings 2-4 average those four chann
 patches, keeping the pattern. LayerNorm of a zero-mean pattern only rescales it, so the final features
 are `s * [v, -v, 1, -1]` with `s > 0`, and head row `k` = `(2 c_k, 0, -c_k^2)` gives logit
 `s * (v^2 - (v - c_k)^2)`: the classes rank by the distance of their centre `c_k` from `v`.
+
+`colour_model_v2` forces a UniFormerV2 (frozen design: the head reads the decoder's token) the same way:
+the patch embedding writes `v, -v` and the position embedding `1, -1` into channels 0-3 of every patch
+token; every backbone block and the decoder's MLPs add zero; each decoder layer's attention, with zero
+query and key weights, averages the tokens' first four channels into the query (class tokens add zero);
+LayerNorms only rescale the zero-mean pattern, and the head rows are the ones above.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import torch
 from synthetic_video import write_frame_folder, write_video
 
 from uniformer_cli.models import ModelConfig, create_model
+from uniformer_cli.models.config_v2 import V2Config
+
+TINY_V2 = V2Config(patch_size=8, resolution=32, width=16, layers=2, head_dim=8, return_layers=(0, 1), frozen=True)
 
 TINY = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(8, 8, 16, 16), head_dim=8)
 # Class centres (normalised input values) one step apart, so the ranks are never close to a tie.
@@ -46,6 +55,30 @@ def colour_model(centres: Sequence[float] = CENTRES) -> torch.nn.Module:
                 proj.weight[channel, channel] = 1 / (proj.weight.shape[-1] * proj.weight.shape[-2])
         model.head.weight.zero_()
         model.head.bias.zero_()
+        for row, centre in enumerate(centres):
+            model.head.weight[row, 0] = 2 * centre
+            model.head.weight[row, 2] = -(centre**2)
+    return model
+
+
+def colour_model_v2(centres: Sequence[float] = CENTRES) -> torch.nn.Module:
+    """The forced UniFormerV2 (module doc)."""
+    model = create_model(TINY_V2.replace(num_classes=len(centres))).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.fill_(1.0)
+        taps = model.conv1.weight.shape[-1] * model.conv1.weight.shape[-2]
+        model.conv1.weight[0, 0] = 1 / taps
+        model.conv1.weight[1, 0] = -1 / taps
+        model.positional_embedding[1:, 2], model.positional_embedding[1:, 3] = 1.0, -1.0
+        width = TINY_V2.width
+        for layer in model.transformer.dec:
+            for channel in range(4):
+                layer.attn.in_proj_weight[2 * width + channel, channel] = 1.0  # v: the first four channels
+                layer.attn.out_proj.weight[channel, channel] = 1.0
         for row, centre in enumerate(centres):
             model.head.weight[row, 0] = 2 * centre
             model.head.weight[row, 2] = -(centre**2)

@@ -30,7 +30,8 @@ Usage (the `local_hub` fixture in conftest.py starts one and points huggingface_
         hub.add_token("hf_secret", "user")  # may create and write repositories user/*
 
 `serve_tiny_zoo_model(local_hub, monkeypatch, tmp_path)` registers a tiny zoo entry ("tiny-k400") and
-serves its weights, for end-to-end tests of `load_model("tiny-k400")` or `uniformer predict --model`.
+serves its weights, for end-to-end tests of `load_model("tiny-k400")` or `uniformer predict --model`;
+`tiny_v2_entry` registers a tiny UniFormerV2 entry ("v2-tiny-k400") whose `tiny_v2_checkpoint` a test serves.
 """
 
 from __future__ import annotations
@@ -56,11 +57,14 @@ import yaml
 from huggingface_hub import constants
 from huggingface_hub import utils as hf_utils
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from parity import V2_FIXTURES
 from torch import nn
 
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import FAMILIES, ModelConfig
+from uniformer_cli.models.config_v2 import V2_FAMILIES
 from uniformer_cli.zoo import ZOO, ZooEntry
+from uniformer_cli.zoo.v2 import V2_ZOO
 
 
 @dataclass
@@ -637,3 +641,33 @@ def register_tiny_zoo_entry(
     entry = replace(ZOO["s16x8-k400"], **fields)
     monkeypatch.setitem(ZOO, entry.name, entry)
     return ServedZooModel(entry, source, model)
+
+
+def tiny_v2_entry(
+    monkeypatch: pytest.MonkeyPatch, *, hub_file: str | None = None, mmaction2_url: str | None = None
+) -> str:
+    """A zoo entry for the `v2_b16` fixture network (its family patched in) with one copy: a Hub file or
+    an MMAction2 URL."""
+    monkeypatch.setitem(V2_FAMILIES, "v2-tiny", replace(V2_FIXTURES["v2_b16"], num_classes=400))
+    label_set = "k400" if hub_file else "k400-mmaction"  # the official file's order, or MMAction2's
+    base = V2_ZOO["v2-b16x8-k400-k710"]
+    entry = replace(
+        base,
+        name="v2-tiny-k400",
+        family="v2-tiny",
+        protocol=replace(base.protocol, size=V2_FIXTURES["v2_b16"].resolution),
+        hub_file=hub_file,
+        mmaction2_url=mmaction2_url,
+        label_set=label_set,
+    )
+    monkeypatch.setitem(V2_ZOO, entry.name, entry)
+    return entry.name
+
+
+def tiny_v2_checkpoint(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
+    """The official PySlowFast layout (`model_state`, `backbone.` keys) of a random `tiny_v2_entry` network."""
+    torch.manual_seed(1)
+    model = create_model(V2_FIXTURES["v2_b16"].replace(num_classes=400)).eval()
+    path = tmp_path / "tiny.pyth"
+    torch.save({"epoch": 1, "model_state": {f"backbone.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path, model

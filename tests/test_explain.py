@@ -14,13 +14,14 @@ from cli_runner import run_cli
 from matplotlib.image import imread
 from safetensors import safe_open
 from synthetic_video import write_video
-from tiny_training import TINY_CONFIG, train_tiny
+from tiny_training import TINY_CONFIG, TINY_V2_CONFIG, train_tiny
 
 from uniformer_cli.data import transforms
 from uniformer_cli.data.views import load_views
-from uniformer_cli.engine.explain import DEFAULT_STAGE, explain_clip, resolve_target
+from uniformer_cli.engine.explain import explain_clip, resolve_target
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import ModelConfig, create_model
+from uniformer_cli.models.config_v2 import V2Config
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import resolve_model, save_weights
 
@@ -49,29 +50,37 @@ def quadrant_clip(direction: tuple[int, int], rng: np.random.Generator) -> np.nd
 
 
 @pytest.mark.slow
-def test_the_map_concentrates_in_the_quadrant_that_decides_the_class() -> None:
-    """Train the tiny model for seconds on clips whose class only the top-left quadrant's motion decides;
-    on new clips, most of the map's mass must lie in that quadrant (a uniform map puts 25% there)."""
+@pytest.mark.parametrize(
+    ("config", "epochs", "lr"), [(TINY_CONFIG, 30, 2e-3), (TINY_V2_CONFIG, 40, 1e-3)], ids=["uniformer", "v2"]
+)
+def test_the_map_concentrates_in_the_quadrant_that_decides_the_class(
+    config: ModelConfig | V2Config, epochs: int, lr: float
+) -> None:
+    """Train a tiny model for seconds on clips whose class only the top-left quadrant's motion decides;
+    on new clips, most of the map's mass on the network's default layer must lie in that quadrant (a
+    uniform map puts 25% there). The shares of every layer are printed: the measurement behind each
+    family's `default_map_layer`."""
     rng = np.random.default_rng(0)
     train = [(quadrant_clip(d, rng), label) for label, d in enumerate(DIRECTIONS) for _ in range(32)]
     clips = torch.stack([transforms.normalise(frames) for frames, _ in train])
-    model = train_tiny(clips, torch.tensor([label for _, label in train]), len(DIRECTIONS), epochs=30)
+    labels = torch.tensor([label for _, label in train])
+    model = train_tiny(clips, labels, len(DIRECTIONS), epochs=epochs, lr=lr, config=config)
     protocol = ViewProtocol(frames=FRAMES, stride=1, size=SIDE)
     positions = np.arange(FRAMES)[None]
-    shares: dict[int, list[float]] = {2: [], 3: [], 4: []}
+    shares: dict[int, list[float]] = {layer: [] for layer in range(1, model.map_layers + 1)}
     correct = 0
     for label, direction in enumerate(DIRECTIONS):
         for _ in range(6):
             frames = quadrant_clip(direction, rng)
-            for stage, found in shares.items():
-                explained = explain_clip(model, frames, positions, protocol, [0.0] * FRAMES, None, stage=stage)
+            for layer, found in shares.items():
+                explained = explain_clip(model, frames, positions, protocol, [0.0] * FRAMES, None, layer=layer)
                 found.append(float(explained.cam[:, :HALF, :HALF].sum() / explained.cam.sum().clamp(min=1e-12)))
             correct += explained.index == label
             assert explained.cam.shape == (FRAMES, SIDE, SIDE) and float(explained.cam.max()) == pytest.approx(1.0)
-    means = {stage: float(np.mean(found)) for stage, found in shares.items()}
-    print(f"model accuracy {correct}/24; mean share of the map in the deciding quadrant by stage: {means}")
+    means = {layer: float(np.mean(found)) for layer, found in shares.items()}
+    print(f"model accuracy {correct}/24; mean share of the map in the deciding quadrant by layer: {means}")
     assert correct >= 20
-    assert means[DEFAULT_STAGE] >= 0.5
+    assert means[model.default_map_layer] >= 0.5
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +176,7 @@ def test_save_map_writes_the_raw_and_the_upsampled_maps(
     assert upsampled.shape == (8, 64, 64) and float(upsampled.max()) == pytest.approx(1.0)
     resized = F.interpolate(torch.from_numpy(raw)[None, None], size=(8, 64, 64), mode="trilinear")[0, 0]
     np.testing.assert_allclose(upsampled, (resized / resized.max()).numpy(), atol=1e-6)
-    assert (metadata["explained_index"], metadata["stage"]) == (top, 3) == (record["explained_index"], 3)
+    assert (metadata["explained_index"], metadata["layer"]) == (top, 3) == (record["explained_index"], record["layer"])
     assert metadata["explained_label"] == ["run", "jump", "sit"][top] and len(metadata["times"]) == 8
     assert metadata["protocol"]["frames"] == 8 and metadata["video"] == str(weights["clip"])
 

@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
-from parity import FIXTURES, fixture_input, fixture_model, official_logits
+from parity import (
+    FIXTURES,
+    PARITY,
+    V2_FIXTURES,
+    fixture_input,
+    fixture_model,
+    official_logits,
+    v2_fixture_model,
+    v2_input,
+)
 from torch import nn
 
 from uniformer_cli.models import FAMILIES, create_model, exact_attention
 from uniformer_cli.models.fast import (
     FastLinear,
+    FastMlp,
     OneDnnConv3d,
     ResidualCBlock,
     ResidualSABlock,
+    SwishLinear,
     cpu_has_native_bf16,
     is_pointwise,
     onednn_packing_works,
     optimize_for_inference,
 )
 from uniformer_cli.models.layers import Attention, CBlock, SABlock, StagedModel
+from uniformer_cli.models.network import VideoNetwork
+from uniformer_cli.models.uniformerv2 import Fp32LayerNorm, UniFormerV2
 
 FAST_TOLERANCE = 1e-3  # issue 7: every fast path against the exact path, fp32
 
@@ -358,3 +372,35 @@ def test_conv_weights_packed_for_onednn_follow_the_weight_and_the_input_shape() 
     with torch.inference_mode():
         torch.testing.assert_close(fast(small), conv(small))
         torch.testing.assert_close(copy.deepcopy(fast)(large), conv(large))
+
+
+@pytest.mark.parametrize("name", sorted(V2_FIXTURES))
+def test_v2_fast_path_matches_the_exact_path_and_the_official_logits(name: str) -> None:
+    model = v2_fixture_model(name)
+    x = v2_input(name)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    fast = optimize_for_inference(model)
+    assert isinstance(fast, UniFormerV2) and isinstance(fast, VideoNetwork) and fast is not model
+    assert not any(isinstance(m, nn.BatchNorm3d | Fp32LayerNorm) for m in fast.modules())  # folded, plain
+    with torch.inference_mode():
+        logits = fast(x)
+        reference = exact_logits(model, x)
+        assert (logits - reference).abs().max().item() < FAST_TOLERANCE
+        official = torch.from_numpy(np.load(PARITY / f"{name}_logits.npy"))
+        assert (logits - official).abs().max().item() < 1e-4 * official.abs().max().item()
+        for layer in (1, model.config.layers, model.config.layers + 1):
+            assert torch.allclose(fast.forward_features(x, layer), model.forward_features(x, layer), atol=1e-4)
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in before.items())
+
+
+def test_v2_fused_quick_gelu_mlp_is_the_official_mlp_plus_the_residual() -> None:
+    """QuickGELU `x sigmoid(1.702 x)` as oneDNN's swish on 1.702x, the 1/1.702 moved into `c_proj`."""
+    torch.manual_seed(0)
+    block = create_model(V2_FIXTURES["v2_b16"]).eval().transformer.resblocks[0]
+    for parameter in block.mlp.parameters():
+        nn.init.normal_(parameter, std=0.5)
+    fused = FastMlp(block.mlp)
+    x, residual = torch.randn(3, 7, 64), torch.randn(3, 7, 64)
+    with torch.no_grad():
+        assert torch.allclose(fused(x, residual), residual + block.mlp(x), rtol=1e-5, atol=1e-4)
+        assert isinstance(fused.c_fc, SwishLinear)

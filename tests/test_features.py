@@ -40,9 +40,9 @@ def test_forward_features_is_what_the_head_reads_on_the_exact_and_the_fast_model
         assert torch.allclose(model.head(features), model(x), atol=1e-5)
         assert torch.allclose(fast.forward_features(x), features, atol=1e-3)
         for stage in (1, 2, 3):
-            early = model.forward_features(x, stage=stage)
+            early = model.forward_features(x, layer=stage)
             assert early.shape == (len(x), model.config.embed_dim[stage - 1])
-            assert torch.allclose(fast.forward_features(x, stage=stage), early, atol=1e-3)
+            assert torch.allclose(fast.forward_features(x, layer=stage), early, atol=1e-3)
 
 
 @pytest.fixture(scope="module")

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from cli_runner import run_cli
-from hub_server import LocalHub
+from hub_server import LocalHub, tiny_v2_checkpoint, tiny_v2_entry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from parity import PARITY, V2_FIXTURES, V2_MMACTION, v2_input, v2_official_state
-from synthetic_video import numbered_frame, write_frame_folder
 
-from uniformer_cli.engine.inference import InferenceRequest, open_model
 from uniformer_cli.errors import CheckpointError, UniformerError
 from uniformer_cli.models import create_model
-from uniformer_cli.models.config_v2 import V2_FAMILIES, V2Config
+from uniformer_cli.models.config_v2 import V2_FAMILIES
 from uniformer_cli.models.uniformerv2 import UniFormerV2
 from uniformer_cli.weights import load_weights, remote
 from uniformer_cli.weights.checkpoint import read_checkpoint
@@ -226,41 +223,12 @@ def test_v1_commands_refuse_v2_models_clearly(capsys: pytest.CaptureFixture[str]
     assert find_entry("V2-B-K400") is V2_ZOO["v2-b16x8-k400-k710"]
 
 
-def tiny_v2_entry(
-    monkeypatch: pytest.MonkeyPatch, *, hub_file: str | None = None, mmaction2_url: str | None = None
-) -> str:
-    """A zoo entry for the `v2_b16` fixture network (its family patched in) with one copy: a Hub file or
-    an MMAction2 URL."""
-    monkeypatch.setitem(V2_FAMILIES, "v2-tiny", replace(V2_FIXTURES["v2_b16"], num_classes=400))
-    label_set = "k400" if hub_file else "k400-mmaction"  # the official file's order, or MMAction2's
-    base = V2_ZOO["v2-b16x8-k400-k710"]
-    entry = replace(
-        base,
-        name="v2-tiny-k400",
-        family="v2-tiny",
-        protocol=replace(base.protocol, size=V2_FIXTURES["v2_b16"].resolution),
-        hub_file=hub_file,
-        mmaction2_url=mmaction2_url,
-        label_set=label_set,
-    )
-    monkeypatch.setitem(V2_ZOO, entry.name, entry)
-    return entry.name
-
-
-def tiny_checkpoint(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
-    torch.manual_seed(1)
-    model = create_model(V2Config(**{**V2_FIXTURES["v2_b16"].__dict__, "num_classes": 400})).eval()
-    path = tmp_path / "tiny.pyth"
-    torch.save({"epoch": 1, "model_state": {f"backbone.{k}": v for k, v in model.state_dict().items()}}, path)
-    return path, model
-
-
 def test_an_mmaction_url_entry_downloads_once_checks_its_digest_and_converts(
     local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """MMAction2's copies of UniFormerV2 download as the UniFormer ones do (`weights.remote`): checked
     against the sha256 prefix of their name, pinned at the first download, converted once."""
-    path, reference = tiny_checkpoint(tmp_path)
+    path, reference = tiny_v2_checkpoint(tmp_path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     local_hub.add_file("mm/uniformerv2", f"tiny-{digest[:8]}.pth", path)
     url = f"{local_hub.server.url}/mm/uniformerv2/resolve/main/tiny-{digest[:8]}.pth"
@@ -285,7 +253,7 @@ def test_an_mmaction_url_entry_downloads_once_checks_its_digest_and_converts(
 def test_an_url_download_that_is_not_the_pinned_file_is_refused(
     local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    path, _ = tiny_checkpoint(tmp_path)
+    path, _ = tiny_v2_checkpoint(tmp_path)
     local_hub.add_file("mm/uniformerv2", "tiny-00000000.pth", path)
     url = f"{local_hub.server.url}/mm/uniformerv2/resolve/main/tiny-00000000.pth"
     name = tiny_v2_entry(monkeypatch, mmaction2_url=url)
@@ -300,33 +268,10 @@ def test_an_url_download_that_is_not_the_pinned_file_is_refused(
         load_model(missing)
 
 
-def test_the_inference_door_refuses_v2_before_downloading_it(
-    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """predict, eval, features, explain and export open their model through `open_model`, which runs v1
-    networks only: a UniFormerV2 zoo entry is one error before any download, a UniFormerV2 file one error
-    once read; the weights layer itself loads both."""
-    path, _ = tiny_checkpoint(tmp_path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    local_hub.add_file("mm/uniformerv2", f"tiny-{digest[:8]}.pth", path)
-    url = f"{local_hub.server.url}/mm/uniformerv2/resolve/main/tiny-{digest[:8]}.pth"
-    name = tiny_v2_entry(monkeypatch, mmaction2_url=url)
-    with pytest.raises(UniformerError, match=f"{name} is a UniFormerV2 model, which this command does not run yet"):
-        open_model(InferenceRequest(model=name, device="cpu"))
-    assert local_hub.count("GET") == 0
-    with pytest.raises(UniformerError, match=f"{path} is a UniFormerV2 model"):
-        open_model(InferenceRequest(weights=path, head_dim=16, device="cpu"))
-    video = write_frame_folder(tmp_path / "frames", [numbered_frame(index) for index in range(8)])
-    code, _, err = run_cli(capsys, "predict", video, "--weights", path, "--head-dim", "16", "--device", "cpu")
-    assert code == 1 and err.count("error:") == 1 and "does not run yet" in err and "Traceback" not in err
-    assert isinstance(resolve_model(name, device="cpu").model, UniFormerV2)
-    assert local_hub.count("GET", f"tiny-{digest[:8]}.pth") == 2  # `remote`'s reachability probe, the transfer
-
-
 def test_a_hub_entry_downloads_the_pinned_revision(
     local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    path, reference = tiny_checkpoint(tmp_path)
+    path, reference = tiny_v2_checkpoint(tmp_path)
     from uniformer_cli.zoo.v2 import V2_HUB_REPO, V2_HUB_REVISION
 
     local_hub.add_file(V2_HUB_REPO, "tiny.pyth", path, revision=V2_HUB_REVISION)

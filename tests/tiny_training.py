@@ -6,8 +6,21 @@ from __future__ import annotations
 import torch
 
 from uniformer_cli.models import ModelConfig, create_model
+from uniformer_cli.models.config_v2 import V2Config, last_layers
 
 TINY_CONFIG = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 64), head_dim=16)
+# A tiny UniFormerV2 of the Kinetics design (no local MHRA, the decoder on the last blocks) for 64 px clips.
+TINY_V2_CONFIG = V2Config(
+    patch_size=8,
+    resolution=64,
+    width=32,
+    layers=4,
+    head_dim=16,
+    return_layers=last_layers(4, 2),
+    num_classes=4,
+    decoder_dropout=0.0,
+    head_dropout=0.0,
+)
 
 
 def train_tiny(
@@ -19,10 +32,11 @@ def train_tiny(
     batch_size: int = 16,
     lr: float = 2e-3,
     seed: int = 0,
+    config: ModelConfig | V2Config = TINY_CONFIG,
 ) -> torch.nn.Module:
-    """A `TINY_CONFIG` network trained with AdamW on `clips` `[N, 3, T, S, S]`; returned in eval mode."""
+    """A `config` network trained with AdamW on `clips` `[N, 3, T, S, S]`; returned in eval mode."""
     torch.manual_seed(seed)
-    model = create_model(TINY_CONFIG.replace(num_classes=num_classes))
+    model = create_model(config.replace(num_classes=num_classes))
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models train fastest on one thread

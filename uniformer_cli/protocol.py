@@ -163,3 +163,10 @@ def resolve_protocol(
     if sampling != model_protocol.sampling:
         changes["single_crop"] = None
     return replace(model_protocol, **changes)
+
+
+def check_clip_size(takes: int | None, size: int, name: str) -> None:
+    """One error line for a crop side a network cannot take (`takes`: the only side it takes, a
+    UniFormerV2's resolution; None: any)."""
+    if takes is not None and size != takes:
+        raise UniformerError(f"{name} takes {takes} px crops (its position embedding): --size {size} does not fit it")

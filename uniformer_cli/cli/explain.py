@@ -56,16 +56,17 @@ def explain(
         str | None,
         typer.Option("--class", "-c", help="Class to explain, by name or index (default: the predicted one)."),
     ] = None,
-    stage: Annotated[
-        int,
+    layer: Annotated[
+        int | None,
         typer.Option(
+            "--layer",
             "--stage",
             min=1,
-            max=4,
-            help="Stage whose output map Grad-CAM uses: 2 is the last convolutional one; 3-4 attend globally, "
-            "which spreads the map (stage 4's can cover the whole frame).",
+            help="Layer whose output map Grad-CAM uses. UniFormer: stage 1-4 (default 2, the last convolutional "
+            "one; 3-4 attend globally, which spreads the map). UniFormerV2: backbone block 1-12 (B/16) or 1-24 "
+            "(L/14), default the model's (docs/MODEL.md).",
         ),
-    ] = 2,
+    ] = None,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Opacity of the heat map.")] = 0.5,
     frames: FramesOption = None,
     stride: StrideOption = None,
@@ -79,14 +80,14 @@ def explain(
     head_dim: HeadDimOption = None,
     json_output: JsonFlag = False,
 ) -> None:
-    r"""Show where the model looks: Grad-CAM over space and time on a stage's feature map.
+    r"""Show where the model looks: Grad-CAM over space and time on a layer's feature map.
 
     One clip of the video (the model's temporal sampling, centre crop) is classified; the class activation
-    map of the predicted class (or --class) on stage 2's output map (--stage) is upsampled to the sampled
+    map of the predicted class (or --class) on a layer's output map (--layer) is upsampled to the sampled
     frames and overlaid as a heat map. Writes the clip with the overlay (OUT.mp4 or OUT.gif) and a PNG
     contact sheet (OUT.png) with the class and its score in the title. Needs the plot extra (matplotlib).
 
-    With --save-map the maps are also written as data: the raw Grad-CAM map of the stage \[T', H', W'] (as
+    With --save-map the maps are also written as data: the raw Grad-CAM map of the layer \[T', H', W'] (as
     computed: not upsampled or scaled, for pytorch-grad-cam-style post-processing) and the upsampled one
     \[T, S, S] that the overlay draws; -o is then optional.
 
@@ -110,6 +111,7 @@ def explain(
         "explained_label": found.label,
         "score": round(found.score, 6),
         "protocol_text": found.protocol,
+        "layer": found.layer,
         "heatmap_video": None if result.video is None else str(result.video),
         "sheet": None if result.sheet is None else str(result.sheet),
         "map_files": [str(path) for path in result.maps],

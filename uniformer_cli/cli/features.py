@@ -79,11 +79,15 @@ def features(
     model: ModelOption = None,
     weights: WeightsOption = None,
     layer: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--layer", min=1, max=4, help="Stage whose pooled map to take: 4 is after the final norm, before the head."
+            "--layer",
+            min=1,
+            help="Layer whose pooled output to take; default the last, what the classifier reads. UniFormer: "
+            "stage 1-4 (4: after the final norm). UniFormerV2: backbone block 1-L, L + 1 the fused video token.",
+            show_default=False,
         ),
-    ] = 4,
+    ] = None,
     per_view: Annotated[
         bool, typer.Option("--per-view", help="Keep every view's vector ([N, V, D]) instead of their mean.")
     ] = False,
@@ -110,7 +114,7 @@ def features(
     head_dim: HeadDimOption = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Extract each video's pooled representation (after the final norm, before the head) to a file.
+    """Extract each video's pooled representation (what the classifier reads, or --layer's) to a file.
 
     Views follow the model's test protocol (as in `eval`) and are averaged per video unless --per-view.
     The file holds one float32 [N, D] tensor and, as metadata, the video names (row order), dataset labels,

@@ -38,7 +38,7 @@ from uniformer_cli.data.storage import join
 from uniformer_cli.data.video import VIDEO_EXTENSIONS, Video, Workload, open_video
 from uniformer_cli.errors import DatasetError, VideoError
 from uniformer_cli.jsonio import load_json
-from uniformer_cli.zoo import ZooEntry, best_entry, load_labels
+from uniformer_cli.zoo import AnyEntry, dataset_model, load_labels
 
 logger = logging.getLogger(__name__)
 
@@ -294,9 +294,9 @@ class DatasetSpec:
     label_maps: tuple[str, ...] = ()  # file names of the class map the release ships
 
     @property
-    def default_model(self) -> ZooEntry | None:
-        """The matching zoo checkpoint: downloadable first, then the best paper top-1."""
-        return best_entry(self.label_set) if self.label_set is not None else None
+    def default_model(self) -> AnyEntry | None:
+        """The matching zoo checkpoint (`zoo.dataset_model`)."""
+        return dataset_model(self.label_set) if self.label_set is not None else None
 
     @property
     def folders(self) -> list[str]:
@@ -535,6 +535,13 @@ def _read_frame_list(ctx: ReadContext) -> list[Sample]:
     return samples
 
 
+def _read_mit(ctx: ReadContext) -> list[Sample]:
+    """Moments in Time as UniFormerV2's data lists give it (OpenGVLab/UniFormerV2, `slowfast/datasets/mit.py`
+    with the `,` separator of its `exp/mit/*/run.sh`): `path,label` lines."""
+    ctx.layout = OFFICIAL_PATH_LABEL
+    return _read_path_label(ctx, separator=",")
+
+
 def _read_something(ctx: ReadContext) -> list[Sample]:
     """Sth frame folders + lists, the V2 `.webm` release with its JSON split files, or the V1 release with
     its `id;label` CSV split files."""
@@ -711,6 +718,23 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             "k600", "k600", _read_kinetics, KINETICS_LISTS, layouts=KINETICS_LAYOUTS, list_dirs=("kinetics600",)
+        ),
+        DatasetSpec(
+            "k700", "k700", _read_kinetics, KINETICS_LISTS, layouts=KINETICS_LAYOUTS, list_dirs=("kinetics700",)
+        ),
+        DatasetSpec(
+            "mit",
+            "mit",
+            _read_mit,
+            {"val": ("val.csv",), "train": ("train.csv",)},
+            layouts=(
+                Layout(
+                    OFFICIAL_PATH_LABEL,
+                    "ROOT/val.csv                     lines <path below ROOT>,<label index>\n"
+                    "ROOT/validation/<class>/<video>.mp4   (the release's tree, or any folder below ROOT)",
+                ),
+            ),
+            list_dirs=("mit",),
         ),
         DatasetSpec(
             "sthv1",

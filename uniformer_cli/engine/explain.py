@@ -1,18 +1,18 @@
 """Where the model looks: Grad-CAM over space and time (`uniformer explain`).
 
 One clip (the protocol's temporal sampling, 1 clip, centre crop) goes through the exact network. The map
-is Grad-CAM on a stage's output feature map `A` `[C, T', H', W']` (stage 4's is the input of the final
-norm; the default is stage 2, see `DEFAULT_STAGE`): each channel is weighted by the mean gradient of the
+is Grad-CAM on a layer's output feature map `A` `[C, T', H', W']` (a UniFormer stage, a UniFormerV2
+backbone block's patch tokens: `VideoNetwork.logits_and_map`; by default the layer the network names,
+`default_map_layer`, measured as its comment says): each channel is weighted by the mean gradient of the
 target logit over its positions, `ReLU(sum_c w_c A_c)`, then upsampled (trilinear) to the sampled frames
-`[T, S, S]` and scaled to [0, 1]. The target is the
-predicted class or a chosen one (name or index). The same code serves S/B and the light XXS/XS models:
-both end in `forward_stages` -> `classify`.
+`[T, S, S]` and scaled to [0, 1]. The target is the predicted class or a chosen one (name or index). The
+same code serves every family.
 
 `explain_video` writes the clip with the map overlaid (`.mp4` with H.264 or `.gif`) and a PNG contact
 sheet of the frames with the class and score in its title, and with `save_map` the maps as data
-(`engine.arrays`): `raw`, Grad-CAM as computed, float32 `[T', H', W']` (the stage's map, neither upsampled
+(`engine.arrays`): `raw`, Grad-CAM as computed, float32 `[T', H', W']` (the layer's map, neither upsampled
 nor scaled: what pytorch-grad-cam-style code starts from), and `upsampled`, float32 `[T, S, S]` (the
-overlay's map: trilinear to the sampled frames, divided by its maximum), with the class, score, stage,
+overlay's map: trilinear to the sampled frames, divided by its maximum), with the class, score, layer,
 protocol and frame times as metadata.
 """
 
@@ -40,7 +40,7 @@ from uniformer_cli.engine.inference import InferenceRequest, open_model
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import ensure_writable, refuse_to_replace, write_with_fallback
-from uniformer_cli.models.layers import StagedModel
+from uniformer_cli.models.network import VideoNetwork
 from uniformer_cli.protocol import ViewProtocol
 
 logger = logging.getLogger(__name__)
@@ -48,12 +48,6 @@ logger = logging.getLogger(__name__)
 OUTPUTS = (".mp4", ".gif")
 DISPLAY_SIDE = 256  # small crops are enlarged (whole pixels) to at least this side in the outputs
 SHEET_FRAMES = 8  # frames on the contact sheet, evenly spaced over the clip
-# Grad-CAM reads positions in a feature map as places in the frame. Stages 1-2 are convolutional (local);
-# stages 3-4 attend globally and mix every position into every other. In a tiny model trained on synthetic
-# clips whose class only the top-left quadrant's motion decides (tests/test_explain.py), the share of the
-# map in that quadrant was 59% on stage 2's output, 52% on stage 3's and 25% (uniform, chance) on stage 4's.
-# So the default is the last convolutional stage; `--stage 4` gives the last stage.
-DEFAULT_STAGE = 2
 MAP_FORMAT_TAG = "uniformer-gradcam/1"
 
 
@@ -68,7 +62,7 @@ class ExplainRequest:
     target: str | None = None  # a class name or index; None: the predicted class
     decoder: str = "auto"
     alpha: float = 0.5  # weight of the heat map in the overlay
-    stage: int = DEFAULT_STAGE
+    layer: int | None = None  # the layer whose map Grad-CAM uses; None: the network's `default_map_layer`
     save_map: Path | None = None  # the maps as data (`MAP_FORMATS`)
     force: bool = False  # replace existing outputs
 
@@ -78,7 +72,7 @@ class Explanation:
     """A clip's class activation map and what it was computed for."""
 
     cam: torch.Tensor  # float32 [T, S, S] in [0, 1], one map per sampled frame
-    raw: torch.Tensor  # float32 [T', H', W']: Grad-CAM on the stage's map, before upsampling and scaling
+    raw: torch.Tensor  # float32 [T', H', W']: Grad-CAM on the layer's map, before upsampling and scaling
     frames: np.ndarray  # uint8 [T, S, S, 3]: the frames the model saw (RGB, cropped)
     times: list[float]  # seconds of each sampled frame
     index: int
@@ -86,6 +80,7 @@ class Explanation:
     score: float  # the class's softmax probability on this clip
     model: str = ""
     protocol: str = ""
+    layer: int = 0  # the layer whose map it is
 
 
 @dataclass(frozen=True)
@@ -97,29 +92,23 @@ class ExplainResult:
 
 
 def grad_cam(
-    model: StagedModel, clip: torch.Tensor, target: int | None = None, stage: int = 4
+    model: VideoNetwork, clip: torch.Tensor, target: int | None = None, layer: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grad-CAM of one clip `[1, 3, T, S, S]` on stage `stage`'s output map: (`[T', H', W']` map, not
-    upsampled or scaled; logits `[classes]`). `target` None takes the top class."""
-    captured: list[torch.Tensor] = []
-
-    def keep(module: torch.nn.Module, inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
-        captured.append(output[1] if isinstance(output, tuple) else output)  # light stages 3-4: (cls, map, scores)
-
+    """Grad-CAM of one clip `[1, 3, T, S, S]` on layer `layer`'s output map (None: the network's default):
+    (`[T', H', W']` map, not upsampled or scaled; logits `[classes]`). `target` None takes the top class."""
     was_training = model.training
     model.eval()
-    handle = model.stages()[stage - 1][-1].register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            logits = model(clip.detach().requires_grad_(True))[0]
+            clip = clip.detach().requires_grad_(True)
+            batch_logits, activations = model.logits_and_map(clip, layer or model.default_map_layer)
+            logits = batch_logits[0]
             chosen = int(logits.argmax()) if target is None else target
-            (gradients,) = torch.autograd.grad(logits[chosen], captured[-1])
+            (gradients,) = torch.autograd.grad(logits[chosen], activations)
     finally:
-        handle.remove()
         model.train(was_training)
-    activations = captured[-1].detach()[0].float()
     weights = gradients[0].float().mean(dim=(1, 2, 3), keepdim=True)
-    return torch.relu((weights * activations).sum(dim=0)), logits.detach()
+    return torch.relu((weights * activations.detach()[0].float()).sum(dim=0)), logits.detach()
 
 
 def upsample(cam: torch.Tensor, frames: int, side: int) -> torch.Tensor:
@@ -153,18 +142,20 @@ def resolve_target(target: str | None, labels: Sequence[str] | None, classes: in
 
 
 def explain_clip(
-    model: StagedModel,
+    model: VideoNetwork,
     frames: np.ndarray,
     positions: np.ndarray,
     protocol: ViewProtocol,
     times: list[float],
     labels: Sequence[str] | None,
     target: int | None = None,
-    stage: int = DEFAULT_STAGE,
+    layer: int | None = None,
 ) -> Explanation:
-    """Grad-CAM (on stage `stage`'s output) of the first view built from `read_view_frames` output."""
+    """Grad-CAM (on layer `layer`'s output; None: the network's default) of the first view built from
+    `read_view_frames` output."""
+    layer = layer or model.default_map_layer
     view = views_from_frames(frames, positions, protocol)[0]
-    cam, logits = grad_cam(model, view[None].to(next(model.parameters()).device), target, stage)
+    cam, logits = grad_cam(model, view[None].to(model.device), target, layer)
     named = len(labels) if labels else logits.numel()
     probabilities = logits[:named].softmax(dim=0)
     index = int(probabilities.argmax()) if target is None else target
@@ -177,6 +168,7 @@ def explain_clip(
         index=index,
         label=label,
         score=float(probabilities[index]) if index < named else float("nan"),
+        layer=layer,
     )
 
 
@@ -226,8 +218,6 @@ def explain_video(request: ExplainRequest, progress: ProgressCallback | None = N
         raise UniformerError(f"-o {request.output}: name an .mp4 or .gif file (the contact sheet goes beside it)")
     if request.save_map is not None and request.save_map.suffix.lower() not in MAP_FORMATS:
         raise UniformerError(f"--save-map {request.save_map}: name a .npy or .safetensors file")
-    if request.stage not in (1, 2, 3, 4):
-        raise UniformerError(f"--stage must be 1, 2, 3 or 4, got {request.stage}")
     if not 0 <= request.alpha <= 1:
         raise UniformerError(f"--alpha must be between 0 and 1, got {request.alpha:g}")
     if request.output is not None:  # every output checked before any work
@@ -240,6 +230,10 @@ def explain_video(request: ExplainRequest, progress: ProgressCallback | None = N
     step(0)
     opened = open_model(request.inference, exact=True, progress=progress)  # Grad-CAM needs exact gradients
     step(1)
+    model = opened.network
+    assert isinstance(model, VideoNetwork)
+    if request.layer is not None and not 1 <= request.layer <= model.map_layers:
+        raise UniformerError(f"--layer must be 1..{model.map_layers} for {opened.name}, got {request.layer}")
     protocol = replace(opened.protocol, clips=1, crops=1, single_crop="centre")
     target = resolve_target(request.target, opened.labels, opened.config.num_classes)
     with open_video(request.video, request.decoder) as video:
@@ -247,10 +241,8 @@ def explain_video(request: ExplainRequest, progress: ProgressCallback | None = N
         indices = clip_indices(protocol, video.num_frames)[0]
         times = [float(i) / video.fps for i in indices]
         fps = video.fps
-    model = opened.network
-    assert isinstance(model, StagedModel)
     step(2)
-    explanation = explain_clip(model, frames, positions, protocol, times, opened.labels, target, request.stage)
+    explanation = explain_clip(model, frames, positions, protocol, times, opened.labels, target, request.layer)
     explanation.model = opened.name
     explanation.protocol = protocol.describe()
     maps = [] if request.save_map is None else save_maps(request.save_map, explanation, request, protocol)
@@ -294,10 +286,10 @@ def save_maps(path: Path, explanation: Explanation, request: ExplainRequest, pro
         "explained_index": explanation.index,
         "explained_label": explanation.label,
         "score": explanation.score,
-        "stage": request.stage,
+        "layer": explanation.layer,
         "protocol": protocol.as_dict(),
         "times": explanation.times,
-        "raw": "Grad-CAM on the stage's output map, ReLU(sum_c w_c A_c): [T', H', W'], not upsampled or scaled",
+        "raw": "Grad-CAM on the layer's output map, ReLU(sum_c w_c A_c): [T', H', W'], not upsampled or scaled",
         "upsampled": "raw, trilinear to the sampled frames [T, S, S] and divided by its maximum (the overlay's map)",
     }
     return write_arrays(path, {"upsampled": explanation.cam, "raw": explanation.raw}, metadata, "explanation maps")

@@ -1,9 +1,10 @@
 """Pooled video representations for downstream models: `uniformer features`.
 
 Each video goes through the network under its test protocol (the same views `eval` scores) and
-`model.forward_features` gives one vector per view: after the final norm, before the head (`layer` 4),
-or the mean of an earlier stage's map. A video's vector is the mean over its views, or every view's with
-`per_view`.
+`model.forward_features` gives one vector per view: by default what the classifier reads (the network's
+last layer: a UniFormer's stage 4 after the final norm, a UniFormerV2's fused video token after the
+head's LayerNorm), or the pooled output of an earlier layer (`models.network.VideoNetwork`). A video's
+vector is the mean over its views, or every view's with `per_view`.
 
 Output files
 - `OUT.safetensors`: tensor `features`, float32 `[N, D]` (`[N, V, D]` per view), and metadata whose
@@ -38,7 +39,7 @@ from uniformer_cli.engine.arrays import FORMATS, checkpoint_path, index_path, wr
 from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.evaluate import CHECKPOINT_SECONDS, inputs_sha256, open_for_dataset, sample_key
 from uniformer_cli.engine.evaluate import RESUME_KEYS as EVAL_RESUME_KEYS
-from uniformer_cli.engine.inference import InferenceModel, InferenceRequest, open_model
+from uniformer_cli.engine.inference import LAST_LAYER, InferenceModel, InferenceRequest, open_model
 from uniformer_cli.engine.scoring import all_finite, decoded_batches, non_finite
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import Terminated, UniformerError, WriteError
@@ -64,7 +65,7 @@ class FeaturesRequest:
     list_file: str | Path | None = None
     data: str | None = None  # a packed dataset (`uniformer data pack`) instead of dataset + root
     inference: InferenceRequest = field(default_factory=InferenceRequest)  # the model and how it runs
-    layer: int = 4
+    layer: int | None = None  # None: the network's last layer, what its classifier reads
     per_view: bool = False
     decoder: str = "auto"
     batch_size: int = 8
@@ -230,10 +231,11 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
         )
     else:
         search = find_videos(request.paths)
+    asked = request.layer or LAST_LAYER
     with session(request.inference.device) as current:
         if location is not None:
             opened = open_for_dataset(
-                request.inference, location.spec, current.device, features=request.layer, progress=progress
+                request.inference, location.spec, current.device, features=asked, progress=progress
             )
             split = read_split(location, classes=opened.labels, num_classes=opened.config.num_classes)
             samples = split.samples[: request.limit] if request.limit else split.samples
@@ -247,7 +249,7 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
             )
         else:
             assert search is not None
-            opened = open_model(request.inference, device=current.device, features=request.layer, progress=progress)
+            opened = open_model(request.inference, device=current.device, features=asked, progress=progress)
             paths = search.paths[: request.limit] if request.limit else search.paths
             inputs = inputs_sha256([str(path) for path in search.paths], None)
             plan = _Plan(
@@ -257,11 +259,12 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
                 [FeatureFailure(f.file, f.error) for f in search.failures],
                 opened.labels,
             )
-        protocol = opened.protocol
+        protocol, layer = opened.protocol, opened.features
+        assert layer is not None
         meta: dict[str, object] = {
             "model": opened.name,
             "protocol": protocol.as_dict(),
-            "layer": request.layer,
+            "layer": layer,
             "per_view": request.per_view,
             "weights_sha256": weights_sha256(opened.loaded.path),
             "videos_sha256": inputs,
@@ -289,7 +292,7 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
         computed=sum(isinstance(row, torch.Tensor) for row in rows.values()),
         model=opened.name,
         protocol=protocol.describe(),
-        layer=request.layer,
+        layer=layer,
         seconds=time.perf_counter() - started,
     )
 

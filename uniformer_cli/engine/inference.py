@@ -9,9 +9,9 @@ run them (device, precision, engine, `torch.compile`) and the changes asked of t
   OpenVINO's compiled model (`engine.openvino_engine`), both scoring float32 clips into float32 outputs;
 - or the exact model as loaded (`exact=True`: explain needs its gradients, export traces it).
 
-Every command names the model the same way in its records (`LoadedModel.name`, docs/OUTPUT.md). The door
-opens UniFormer (v1) models only for now: a UniFormerV2 one is one error, before the download of a zoo
-entry (`weights.resolve_model(v1_only=True)`). What was chosen, and why, is logged at debug level
+Every command names the model the same way in its records (`LoadedModel.name`, docs/OUTPUT.md). Every
+family (UniFormer, its light models, UniFormerV2) opens the same way: the commands ask the network what
+they need of it (`models.network.VideoNetwork`). What was chosen, and why, is logged at debug level
 (`uniformer -v`): the weights, the protocol and where it came from, the device, precision, engine and
 threads, and how long each step took.
 """
@@ -37,14 +37,17 @@ from uniformer_cli.events import ProgressCallback
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.models.config_v2 import V2Config
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
-from uniformer_cli.models.layers import StagedModel
-from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, resolve_protocol
+from uniformer_cli.models.network import VideoNetwork
+from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, check_clip_size, resolve_protocol
 from uniformer_cli.weights import LoadedModel, resolve_model
 from uniformer_cli.weights.loader import is_weights_path, named_entry
-from uniformer_cli.zoo import DEFAULT_MODEL, ZooEntry, not_run_yet
+from uniformer_cli.zoo import DEFAULT_MODEL, ZooEntry
 from uniformer_cli.zoo.v2 import V2ZooEntry
 
 log = logging.getLogger(__name__)
+
+# `features=LAST_LAYER`: the network's last layer, the vector its classifier reads (`VideoNetwork`).
+LAST_LAYER = -1
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class InferenceModel:
     """A model ready to score clips of its protocol's shape, with what is known about it.
 
     `network` maps float32 clips `[B, 3, T, S, S]` to float32 outputs: logits, or with `features` the
-    pooled map of that stage (`forward_features`). `outputs` runs it in batches on `device`.
+    pooled output of that layer (`forward_features`). `outputs` runs it in batches on `device`.
     """
 
     loaded: LoadedModel
@@ -108,7 +111,7 @@ class InferenceModel:
         or `[N, D]` features."""
         forward = None
         if self.features is not None and self.engine == "torch":
-            forward = functools.partial(cast(StagedModel, self.network).forward_features, stage=self.features)
+            forward = functools.partial(cast(VideoNetwork, self.network).forward_features, layer=self.features)
         return batched_logits(self.network, clips, self.device, batch_size, forward=forward)
 
 
@@ -127,8 +130,9 @@ def open_model(
     `device` overrides `request.device` (a torchrun session's device); `default_model` is what runs when
     the request names none (None: naming one is required); `fallback_protocol` is used when the model
     carries no protocol of its own (eval: the dataset's zoo model's); `features` makes the outputs that
-    stage's pooled map (1-4) instead of logits; `exact` keeps the model as loaded (no fast path, no engine).
-    `progress` hears of downloads and of a first OpenVINO conversion.
+    layer's pooled output instead of logits (1..the network's `feature_layers`; `LAST_LAYER`: the last,
+    what the classifier reads); `exact` keeps the model as loaded (no fast path, no engine). `progress`
+    hears of downloads and of a first OpenVINO conversion.
     """
     started = time.perf_counter()
     target = device if device is not None else select_device(request.device)
@@ -136,8 +140,8 @@ def open_model(
     if not exact:
         check_precision(request.precision, target)
         engine = choose_engine(request.engine, request.precision, target, request.compile)
-    if features is not None and features not in (1, 2, 3, 4):
-        raise UniformerError(f"--layer must be 1, 2, 3 or 4 (a stage of the network), got {features}")
+    if features is not None and features < 1 and features != LAST_LAYER:
+        raise UniformerError(f"--layer must be 1 or more (a layer of the network), got {features}")
     if request.weights is not None:
         loaded = resolve_model(
             request.weights,
@@ -145,7 +149,6 @@ def open_model(
             revision=request.revision,
             head_dim=request.head_dim,
             zoo_name=request.model,
-            v1_only=True,
             progress=progress,
         )
     else:
@@ -153,14 +156,22 @@ def open_model(
         if name is None:
             raise UniformerError("no model given: pass --model NAME or --weights FILE")
         loaded = resolve_model(
-            name, device=target, revision=request.revision, head_dim=request.head_dim, v1_only=True, progress=progress
+            name, device=target, revision=request.revision, head_dim=request.head_dim, progress=progress
         )
     weights_loaded = time.perf_counter()
     protocol = resolve_protocol(loaded.protocol or fallback_protocol, request.protocol, str(loaded.path))
+    check_clip_size(loaded.model.clip_size, protocol.size, loaded.name)
+    if features is not None:
+        layers = loaded.model.feature_layers
+        features = layers if features == LAST_LAYER else features
+        if features > layers:
+            raise UniformerError(
+                f"--layer must be 1..{layers} for {loaded.name} ({layers} is what its classifier reads), got {features}"
+            )
 
     def pytorch() -> nn.Module:
         return optimize_for_inference(
-            loaded.uniformer_v1(), inplace=True, compile=request.compile, precision=request.precision
+            loaded.model, inplace=True, compile=request.compile, precision=request.precision
         )
 
     network: nn.Module
@@ -238,7 +249,5 @@ def request_for(name_or_path: str | Path, zoo_name: str | None = None, **setting
     if is_weights_path(name_or_path):
         weights = name_or_path if storage.is_url(name_or_path) else Path(name_or_path)
         return InferenceRequest(model=zoo_name, weights=weights, **settings)  # type: ignore[arg-type]
-    entry = named_entry(str(name_or_path), zoo_name)  # the names agree
-    if isinstance(entry, V2ZooEntry):
-        raise not_run_yet(entry.name)
+    named_entry(str(name_or_path), zoo_name)  # the names agree
     return InferenceRequest(model=str(name_or_path), **settings)  # type: ignore[arg-type]

@@ -232,22 +232,22 @@ def cache_root() -> Path:
 
 def ir_folder(weights: Path, protocol: ViewProtocol, features: int | None = None) -> Path:
     """The cache folder of `weights` (by content) at `protocol`'s clip shape, computing logits or (with
-    `features`) that stage's pooled map."""
+    `features`) that layer's pooled output."""
     digest = weights_sha256(weights)
     output = "" if features is None else f"-features{features}"
     return cache_root() / f"{digest}-{protocol.frames}x{protocol.size}x{protocol.size}{output}"
 
 
 class PooledFeatures(nn.Module):
-    """A network whose output is `forward_features(stage)`, for engines that run one graph."""
+    """A network whose output is `forward_features(layer)`, for engines that run one graph."""
 
-    def __init__(self, model: nn.Module, stage: int) -> None:
+    def __init__(self, model: nn.Module, layer: int) -> None:
         super().__init__()
         self.model = model
-        self.stage = stage
+        self.layer = layer
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(clips, stage=self.stage)  # type: ignore[operator]
+        return self.model.forward_features(clips, self.layer)  # type: ignore[operator]
 
 
 class OpenVinoModel(nn.Module):
@@ -278,7 +278,7 @@ def openvino_model(
 ) -> OpenVinoModel:
     """`loaded` on OpenVINO at `precision` ("auto" is fp32) for clips of `protocol`'s shape, from the
     cache (converted first when it is missing or damaged, each step reported to `progress`); its output
-    is the logits, or with `features` that stage's pooled map."""
+    is the logits, or with `features` that layer's pooled output."""
     require_openvino()
     precision = "fp32" if precision == "auto" else precision
     check_precision(precision, torch.device("cpu"))

@@ -18,6 +18,19 @@
   `uniformer_cli.device.batched_logits`), "fp32" (float32 everywhere, no autocast) or "bf16"
   (weights in bfloat16, the float32 input cast on the way in and the logits cast back to float32; on a
   CPU with native bf16, AVX512-BF16 or AMX, oneDNN runs it ~3x faster than float32, see benchmarks/).
+
+A UniFormerV2 gets its own fast path (`optimize_v2`, the last section of this module), on the same layers:
+- attention through one kernel call per block (`attend`: fused SDPA), the `1/sqrt(d)` scale folded into
+  the query rows of the input projection (exact: a power of two for 64-wide heads), the projections as
+  `FastLinear`s and the output projection adding the residual in the same call;
+- the MLPs' QuickGELU, `x * sigmoid(1.702 x)`, fused into the first layer as oneDNN's swish
+  `y * sigmoid(y)` on `y = 1.702 x` (the first layer's weights scaled by 1.702, the second's by 1/1.702:
+  the same function), and the second layer adding the residual;
+- local MHRA's BatchNorm folded into the pointwise conv after it, the pointwise convs run as matmuls over
+  the tokens' channels and the temporal depthwise conv (and the decoder's 3-D position conv) on
+  channels-last maps through oneDNN;
+- the backbone's fp32 LayerNorm as a plain LayerNorm (the same in float32; in bf16 PyTorch's CPU kernel
+  accumulates in float32 anyway); bf16 as above.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from uniformer_cli.errors import UniformerError
@@ -46,7 +60,16 @@ from uniformer_cli.models.layers import (
     tokens_to_grid,
 )
 from uniformer_cli.models.light import ConvStem
+from uniformer_cli.models.network import VideoNetwork
 from uniformer_cli.models.onednn import onednn_linear_works, runs_onednn
+from uniformer_cli.models.uniformerv2 import (
+    Fp32LayerNorm,
+    GlobalUniBlock,
+    InProjAttention,
+    LocalMHRA,
+    LocalUniBlock,
+    UniFormerV2,
+)
 from uniformer_cli.runtime import cpu_info
 from uniformer_cli.settings import PRECISIONS
 
@@ -445,7 +468,7 @@ def to_bfloat16(model: nn.Module) -> nn.Module:
 
 
 def optimize_for_inference(
-    model: StagedModel,
+    model: VideoNetwork,
     *,
     fold_bn: bool = True,
     channels_last: bool | None = None,
@@ -467,6 +490,9 @@ def optimize_for_inference(
     fast.eval()
     fast.precision = precision
     exact_attention(fast, enabled=False)
+    if not isinstance(fast, StagedModel):  # UniFormerV2: its own fast path (the module doc)
+        optimize_v2(cast(UniFormerV2, fast))
+        return _finish(fast, precision, compile)
     use_fast_attention(fast)
     if fold_bn:
         fold_batch_norms(fast)
@@ -478,9 +504,187 @@ def optimize_for_inference(
     if on_cpu and torch.backends.mkldnn.is_available():
         replace_convs(fast, OneDnnConv3d.from_conv)
         fuse_residuals(fast)
+    return _finish(fast, precision, compile)
+
+
+def _finish(fast: nn.Module, precision: str, compile: bool) -> nn.Module:
     if precision == "bf16":
         to_bfloat16(fast)
     if compile:
         # OptimizedModule forwards attribute reads (config, labels...) to the wrapped model.
         return cast(nn.Module, torch.compile(fast))
     return fast
+
+
+# -- UniFormerV2 (`optimize_v2`; the module doc) ----------------------------------------------------------
+
+QUICK_GELU = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`softmax(q kᵀ) v` of `[B, H, N, D]` queries whose scale is already folded in."""
+    return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+
+
+class SwishLinear(FastLinear):
+    """`y * sigmoid(y)` of a linear layer's output `y`, in one oneDNN call on the CPU."""
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        assert residual is None
+        if self.bias is not None and runs_onednn(x, self.weight) and onednn_linear_works():
+            rows = x.reshape(-1, x.shape[-1])
+            weight = self.onednn_weight(rows.shape[0])
+            flat = torch.ops.mkldnn._linear_pointwise(rows, weight, self.bias, "swish", [], "")
+            return cast(torch.Tensor, flat.view(*x.shape[:-1], self.out_features))
+        return F.silu(F.linear(x, self.weight, self.bias))
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor, kind: type[FastLinear] = FastLinear) -> FastLinear:
+    layer = kind(weight.shape[1], weight.shape[0], device="meta")
+    adopt_tensors(layer, {"weight": weight.detach(), "bias": bias.detach()})
+    return layer
+
+
+class FastAttention(nn.Module):
+    """`InProjAttention` on the fast path: the query rows pre-scaled, one `FastLinear` for q, k and v
+    (self-attention) or q and (k, v) (the decoder's cross-attention), the output projection adding the
+    residual."""
+
+    def __init__(self, attention: InProjAttention, *, cross: bool = False) -> None:
+        super().__init__()
+        self.heads = attention.heads
+        width = attention.out_proj.in_features
+        scale = (width // self.heads) ** -0.5
+        with torch.no_grad():
+            weight, bias = attention.in_proj_weight.clone(), attention.in_proj_bias.clone()
+            weight[:width] *= scale
+            bias[:width] *= scale
+        if cross:
+            self.q, self.kv = _linear(weight[:width], bias[:width]), _linear(weight[width:], bias[width:])
+        else:
+            self.qkv = _linear(weight, bias)
+        self.out_proj = FastLinear.from_linear(attention.out_proj)
+
+    def _heads(self, x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        batch, length, _ = x.shape
+        return x.reshape(batch, length, parts, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def forward(self, query: torch.Tensor, residual: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """`residual + attention(query, source)` (`source` None: self-attention)."""
+        if source is None:
+            q, k, v = self._heads(self.qkv(query), 3)
+        else:
+            (q,) = self._heads(self.q(query), 1)
+            k, v = self._heads(self.kv(source), 2)
+        batch, length, width = query.shape
+        out = attend(q, k, v).transpose(1, 2).reshape(batch, length, width)
+        return cast(torch.Tensor, self.out_proj(out, residual=residual))
+
+
+class FastMlp(nn.Module):
+    """QuickGELU MLP with the activation fused into `c_fc` (module doc) and the residual into `c_proj`."""
+
+    def __init__(self, mlp: nn.Sequential) -> None:
+        super().__init__()
+        c_fc, c_proj = cast(nn.Linear, mlp.c_fc), cast(nn.Linear, mlp.c_proj)
+        self.c_fc = _linear(c_fc.weight * QUICK_GELU, cast(torch.Tensor, c_fc.bias) * QUICK_GELU, SwishLinear)
+        self.c_proj = _linear(c_proj.weight / QUICK_GELU, cast(torch.Tensor, c_proj.bias))
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, self.c_proj(self.c_fc(x), residual=residual))
+
+
+class FastLocalMHRA(nn.Module):
+    """Local MHRA on the patch tokens without leaving the token layout: BatchNorm folded into the first
+    pointwise conv, both pointwise convs as matmuls over the channels, the temporal depthwise conv on a
+    channels-last map (a view of the tokens)."""
+
+    def __init__(self, branch: LocalMHRA) -> None:
+        super().__init__()
+        norm, down, temporal, up = branch.pos_embed
+        assert isinstance(norm, nn.BatchNorm3d) and isinstance(down, nn.Conv3d) and isinstance(up, nn.Conv3d)
+        fold_into_input(down, *batch_norm_affine(norm))
+        self.down = FastLinear.from_linear(_as_linear(down))
+        self.temporal = OneDnnConv3d.from_conv(cast(nn.Conv3d, temporal))
+        self.up = FastLinear.from_linear(_as_linear(up))
+
+    def forward(self, tokens: torch.Tensor, frames: int, grid: tuple[int, int]) -> torch.Tensor:
+        """`tokens` `[B*T, 1+H*W, C]` with the branch added to the patch tokens."""
+        batch_frames, length, _ = tokens.shape
+        patches = tokens[:, 1:]
+        reduced = self.down(patches)  # [B*T, H*W, R], contiguous: a channels-last map as a view
+        channels = reduced.shape[-1]
+        volume = reduced.view(batch_frames // frames, frames, grid[0], grid[1], channels).permute(0, 4, 1, 2, 3)
+        mixed = self.temporal(volume).permute(0, 2, 3, 4, 1).reshape(batch_frames, length - 1, channels)
+        return torch.cat([tokens[:, :1], self.up(mixed, residual=patches)], dim=1)
+
+
+def _as_linear(conv: nn.Conv3d) -> nn.Linear:
+    linear = nn.Linear(conv.in_channels, conv.out_channels, device="meta")
+    adopt_tensors(linear, {"weight": conv.weight.detach().flatten(1), "bias": cast(torch.Tensor, conv.bias).detach()})
+    return linear
+
+
+class FastLocalUniBlock(nn.Module):
+    """`LocalUniBlock` on the fast path (eval only: no drop path, no checkpointing)."""
+
+    checkpointed = False
+
+    def __init__(self, block: LocalUniBlock) -> None:
+        super().__init__()
+        self.lmhra1 = FastLocalMHRA(block.lmhra1) if hasattr(block, "lmhra1") else None
+        self.lmhra2 = FastLocalMHRA(block.lmhra2) if hasattr(block, "lmhra2") else None
+        self.ln_1, self.ln_2 = _plain_norm(block.ln_1), _plain_norm(block.ln_2)
+        self.attn = FastAttention(block.attn)
+        self.mlp = FastMlp(block.mlp)
+
+    def forward(self, tokens: torch.Tensor, frames: int, grid: tuple[int, int]) -> torch.Tensor:
+        if self.lmhra1 is not None:
+            tokens = self.lmhra1(tokens, frames, grid)
+        tokens = self.attn(self.ln_1(tokens), residual=tokens)
+        if self.lmhra2 is not None:
+            tokens = self.lmhra2(tokens, frames, grid)
+        return cast(torch.Tensor, self.mlp(self.ln_2(tokens), residual=tokens))
+
+
+class FastGlobalUniBlock(nn.Module):
+    """`GlobalUniBlock` (a decoder layer) on the fast path."""
+
+    def __init__(self, block: GlobalUniBlock) -> None:
+        super().__init__()
+        self.ln_1, self.ln_2, self.ln_3 = block.ln_1, block.ln_2, block.ln_3
+        self.attn = FastAttention(block.attn, cross=True)
+        self.mlp = FastMlp(block.mlp)
+
+    def forward(self, query: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        query = self.attn(self.ln_1(query), residual=query, source=self.ln_3(video))
+        return cast(torch.Tensor, self.mlp(self.ln_2(query), residual=query))
+
+
+class ChannelsLastConv(nn.Module):
+    """A convolution fed a channels-last copy of its input (the decoder's position convs get strided views
+    of the tokens), run through oneDNN."""
+
+    def __init__(self, conv: nn.Conv3d) -> None:
+        super().__init__()
+        self.conv = OneDnnConv3d.from_conv(conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, self.conv(x.contiguous(memory_format=torch.channels_last_3d)))
+
+
+def _plain_norm(norm: nn.LayerNorm) -> nn.LayerNorm:
+    if type(norm) is Fp32LayerNorm:
+        norm.__class__ = nn.LayerNorm  # type: ignore[assignment]
+    return norm
+
+
+def optimize_v2(model: UniFormerV2) -> None:
+    """Turn `model` (in place, in eval mode) into its fast inference version (module doc)."""
+    transformer = model.transformer
+    _plain_norm(model.ln_pre)
+    transformer.resblocks = nn.ModuleList(FastLocalUniBlock(cast(LocalUniBlock, b)) for b in transformer.resblocks)
+    transformer.dec = nn.ModuleList(FastGlobalUniBlock(cast(GlobalUniBlock, b)) for b in transformer.dec)
+    transformer.dpe = nn.ModuleList(ChannelsLastConv(cast(nn.Conv3d, conv)) for conv in transformer.dpe)
+    head = cast(nn.Linear, transformer.proj[2])
+    transformer.proj[2] = FastLinear.from_linear(head)

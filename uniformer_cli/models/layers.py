@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from uniformer_cli.models.config import ATTENTION_NORM_EPS, ModelConfig
+from uniformer_cli.models.network import VideoNetwork, check_layer
 from uniformer_cli.runtime import cpu_info
 
 PATCH_NORM_EPS = 1e-5
@@ -294,8 +295,9 @@ def _viewed_like(parameter: nn.Parameter) -> Callable[[torch.Tensor], torch.Tens
     return hook
 
 
-class StagedModel(nn.Module):
-    """What both architectures share: `config`, per-stage gradient checkpointing and the classifier."""
+class StagedModel(VideoNetwork):
+    """What both UniFormer (v1) architectures share: `config`, four stages (the layers of `VideoNetwork`),
+    per-stage gradient checkpointing and the classifier."""
 
     config: ModelConfig
     norm: nn.BatchNorm3d
@@ -304,13 +306,42 @@ class StagedModel(nn.Module):
     # layout (the speed reference); None (default) channels-last on CPU, where oneDNN runs the depthwise convs
     # 3-10x faster forward and backward on it, and NCTHW elsewhere.
     channels_last: bool | None = None
-    # Set by `fast.optimize_for_inference`: "auto" (the device's autocast applies), "fp32" or "bf16".
-    precision: str = "auto"
+    cost_groups = tuple(f"{part}{stage}" for stage in range(1, 5) for part in ("patch_embed", "blocks"))
 
     @property
-    def device(self) -> torch.device:
-        """Where the weights are: inputs go there (`model(views.to(model.device))`)."""
-        return next(self.parameters()).device
+    def feature_layers(self) -> int:
+        return 4
+
+    @property
+    def map_layers(self) -> int:
+        return 4
+
+    @property
+    def default_map_layer(self) -> int:
+        """Stage 2. Grad-CAM reads positions in a feature map as places in the frame. Stages 1-2 are
+        convolutional (local); stages 3-4 attend globally and mix every position into every other. In a
+        tiny model trained on synthetic clips whose class only the top-left quadrant's motion decides
+        (tests/test_explain.py), the share of the map in that quadrant was 59% on stage 2's output, 52% on
+        stage 3's and 25% (uniform, chance) on stage 4's: the last convolutional stage is the default."""
+        return 2
+
+    def repeated_blocks(self) -> list[nn.Module]:
+        return [block for stage in self.stages() for block in stage]
+
+    def logits_and_map(self, x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, stage `layer`'s output map), the map captured where the next stage reads it."""
+        check_layer(layer, self.map_layers, "stage")
+        captured: list[torch.Tensor] = []
+
+        def keep(module: nn.Module, inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+            captured.append(output[1] if isinstance(output, tuple) else output)  # light stages 3-4: (cls, map, scores)
+
+        handle = self.stages()[layer - 1][-1].register_forward_hook(keep)
+        try:
+            logits = self(x)
+        finally:
+            handle.remove()
+        return logits, captured[-1]
 
     def runs_channels_last(self, device: torch.device) -> bool:
         return device.type == "cpu" if self.channels_last is None else self.channels_last
@@ -354,14 +385,13 @@ class StagedModel(nn.Module):
         """Final BatchNorm over the grid, mean over all positions, linear head."""
         return self.head(self.pool(grid))
 
-    def forward_features(self, x: torch.Tensor, stage: int = 4) -> torch.Tensor:
-        """The pooled representation of clips `[B, 3, T, H, W]`: `[B, embed_dim[stage - 1]]`.
+    def forward_features(self, x: torch.Tensor, layer: int = 4) -> torch.Tensor:
+        """The pooled representation of clips `[B, 3, T, H, W]`: `[B, embed_dim[layer - 1]]`.
 
         Stage 4 (default) is what the classifier reads: after the final norm, before the head, so
         `model.head(model.forward_features(x)) == model(x)`. Stages 1-3 give the mean of that stage's
         output map over time and space (no norm). Works on the exact and on the fast inference model.
         """
-        if stage not in (1, 2, 3, 4):
-            raise ValueError(f"stage must be 1, 2, 3 or 4, got {stage}")
-        grid = self.forward_stages(x, stage)
-        return self.pool(grid) if stage == 4 else grid.flatten(2).mean(-1)
+        check_layer(layer, self.feature_layers, "stage")
+        grid = self.forward_stages(x, layer)
+        return self.pool(grid) if layer == 4 else grid.flatten(2).mean(-1)

@@ -13,6 +13,7 @@ input (it only reshapes), so one network serves 8, 16, 32 or 64 frames.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -22,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from uniformer_cli.models.config_v2 import V2Config
 from uniformer_cli.models.layers import DropPath, without_autocast
+from uniformer_cli.models.network import VideoNetwork, check_layer
 
 NORM_EPS = 1e-5  # every LayerNorm of UniFormerV2 (PyTorch's default; v1 attention blocks use 1e-6)
 
@@ -196,15 +198,28 @@ class Transformer(nn.Module):
             self.balance = nn.Parameter(torch.zeros(width))
 
 
-class UniFormerV2(nn.Module):
+# A hook on the backbone stream: (0-based block index, function of the tokens after that block, their
+# frame count and patch grid, returning the tokens the network goes on with).
+Tap = tuple[int, Callable[[torch.Tensor, int, tuple[int, int]], torch.Tensor]]
+
+
+def patch_map(tokens: torch.Tensor, frames: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Backbone tokens `[B*T, 1+H*W, C]` -> their patch tokens as a map `[B, C, T, H, W]` (a view)."""
+    batch_frames, _, width = tokens.shape
+    patches = tokens[:, 1:].reshape(batch_frames // frames, frames, grid[0], grid[1], width)
+    return patches.permute(0, 4, 1, 2, 3)
+
+
+class UniFormerV2(VideoNetwork):
     """UniFormerV2 video network; `config` holds its `V2Config`.
 
-    `forward` gives logits; `forward_features` the vector the classifier reads (after the head's
-    LayerNorm) or a backbone block's pooled tokens; `block_grids` a block's patch tokens as a grid.
+    `forward` gives logits. Its layers (`VideoNetwork`) are the backbone blocks 1..L, then L + 1, the
+    fused video token: `forward_features` pools a block's patch tokens, or gives the vector the classifier
+    reads (after the head's LayerNorm); `logits_and_map` and `block_grid` a block's patch tokens as a map.
     """
 
     config: V2Config
-    precision: str = "auto"  # set by the fast inference path
+    cost_groups = ("conv1", "transformer.resblocks", "transformer.dpe", "transformer.dec")
 
     def __init__(self, config: V2Config) -> None:
         super().__init__()
@@ -256,21 +271,22 @@ class UniFormerV2(nn.Module):
         changed), flattened frame by frame to `[B, T*(1+H*W), C]`."""
         batch_frames, length, width = tokens.shape
         video = tokens.reshape(batch_frames // frames, frames, length, width)
-        patches = video[:, :, 1:]
-        grid_view = patches.permute(0, 3, 1, 2).reshape(-1, width, frames, grid[0], grid[1])
-        position = self.transformer.dpe[j](grid_view).flatten(3).permute(0, 2, 3, 1)
-        video = torch.cat([video[:, :, :1], patches + position], dim=2)
+        position = self.transformer.dpe[j](patch_map(tokens, frames, grid)).flatten(3).permute(0, 2, 3, 1)
+        video = torch.cat([video[:, :, :1], video[:, :, 1:] + position], dim=2)
         return video.reshape(-1, frames * length, width)
 
-    def fused_token(self, x: torch.Tensor) -> torch.Tensor:
+    def fused_token(self, x: torch.Tensor, tap: Tap | None = None) -> torch.Tensor:
         """The token the head classifies, `[B, C]`: the decoder's query, mixed with the mean over time of
-        the last block's class tokens by `sigmoid(balance)` (frozen models: the query alone)."""
+        the last block's class tokens by `sigmoid(balance)` (frozen models: the query alone). `tap`
+        replaces the tokens after one block by what its function returns."""
         tokens, frames, grid = self.embed(x)
         query = self.transformer.temporal_cls_token.to(tokens.dtype).expand(tokens.shape[0] // frames, 1, -1)
         decoder = iter(enumerate(self.config.return_layers))
         following = next(decoder, None)
         for index in range(self.config.layers):
             tokens = self.run_block(index, tokens, frames, grid)
+            if tap is not None and tap[0] == index:
+                tokens = tap[1](tokens, frames, grid)
             if following is not None and following[1] == index:
                 j = following[0]
                 query = self.transformer.dec[j](query, self.decoder_input(j, tokens, frames, grid))
@@ -282,27 +298,67 @@ class UniFormerV2(nn.Module):
         class_tokens = tokens[:, 0].reshape(-1, frames, tokens.shape[-1]).mean(dim=1)
         return (1 - weight) * query + weight * class_tokens
 
+    @property
+    def feature_layers(self) -> int:
+        return self.config.layers + 1
+
+    @property
+    def clip_size(self) -> int:
+        return self.config.resolution
+
+    @property
+    def map_layers(self) -> int:
+        return self.config.layers
+
+    @property
+    def default_map_layer(self) -> int:
+        """The last backbone block. Its patch tokens are the decoder's last input; the blocks before it see
+        one frame at a time (Kinetics design) or add only a 3-frame temporal conv (local MHRA). Measured as
+        for UniFormer (tests/test_explain.py: a tiny model trained on clips whose class only the top-left
+        quadrant's motion decides; the share of the map in that quadrant, 25% being chance): Kinetics
+        design (no local MHRA, decoder on the last 2 of 4 blocks), two trainings: 63% and 57% on the last
+        block, 41-46% and 37-44% on blocks 1-3; Something-Something design (double local MHRA): 51% on the
+        last block, 59-63% on blocks 1-3. Every released model but the Something-Something ones has the
+        Kinetics design."""
+        return self.config.layers
+
+    def repeated_blocks(self) -> list[nn.Module]:
+        return [*self.transformer.resblocks, *self.transformer.dec]
+
     def forward_features(self, x: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """The representation of clips `[B, 3, T, H, W]`, `[B, C]`.
 
-        `layer` None: what the classifier reads (the fused token after the head's LayerNorm), so
-        `model.head(model.forward_features(x)) == model(x)` in eval mode. `layer` k (1-based backbone
-        block): the mean of that block's patch tokens over time and space.
+        `layer` None or L + 1 (L backbone blocks): what the classifier reads (the fused token after the
+        head's LayerNorm), so `model.head(model.forward_features(x)) == model(x)` in eval mode. `layer`
+        1..L: the mean of that backbone block's patch tokens over time and space.
         """
-        if layer is None:
+        if layer is not None:
+            check_layer(layer, self.feature_layers)
+        if layer is None or layer == self.feature_layers:
             return cast(torch.Tensor, self.transformer.proj[0](self.fused_token(x)))
         return self.block_grid(x, layer).flatten(2).mean(-1)
 
     def block_grid(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         """Backbone block `layer`'s (1-based) patch tokens as a map `[B, C, T', H', W']`."""
-        if not 1 <= layer <= self.config.layers:
-            raise ValueError(f"layer must be 1..{self.config.layers}, got {layer}")
+        check_layer(layer, self.config.layers)
         tokens, frames, grid = self.embed(x)
         for index in range(layer):
             tokens = self.run_block(index, tokens, frames, grid)
-        batch_frames, _, width = tokens.shape
-        patches = tokens[:, 1:].reshape(batch_frames // frames, frames, grid[0], grid[1], width)
-        return patches.permute(0, 4, 1, 2, 3)
+        return patch_map(tokens, frames, grid)
+
+    def logits_and_map(self, x: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, block `layer`'s patch tokens as a map): the blocks after it, and the decoder, read the
+        tokens rebuilt from that map, so the logits' gradient reaches it."""
+        check_layer(layer, self.map_layers)
+        maps: list[torch.Tensor] = []
+
+        def through_map(tokens: torch.Tensor, frames: int, grid: tuple[int, int]) -> torch.Tensor:
+            maps.append(patch_map(tokens, frames, grid))
+            patches = maps[-1].permute(0, 2, 3, 4, 1).reshape(tokens.shape[0], -1, tokens.shape[-1])
+            return torch.cat([tokens[:, :1], patches], dim=1)
+
+        logits = self.transformer.proj(self.fused_token(x, tap=(layer - 1, through_map)))
+        return cast(torch.Tensor, logits), maps[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, self.transformer.proj(self.fused_token(x)))

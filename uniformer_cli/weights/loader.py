@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 from torch import nn
@@ -23,7 +23,6 @@ from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.models.config_v2 import V2Config
 from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
-from uniformer_cli.models.layers import StagedModel
 from uniformer_cli.models.uniformerv2 import UniFormerV2
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import hub, remote
@@ -399,9 +398,7 @@ def load_model(
     loaded = resolve_model(name_or_path, device=target, revision=revision, head_dim=head_dim, zoo_name=zoo_name)
     if precision is None:
         return loaded.model
-    if isinstance(loaded.model, UniFormerV2):
-        raise UniformerError("the fast inference path (precision) does not run UniFormerV2 models yet: drop precision")
-    return optimize_for_inference(cast(StagedModel, loaded.model), inplace=True, precision=precision)
+    return optimize_for_inference(loaded.model, inplace=True, precision=precision)
 
 
 NameKind = Literal["file", "hub", "zoo"]

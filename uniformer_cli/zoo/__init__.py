@@ -402,6 +402,17 @@ def best_entry(dataset: str, family: str | None = None) -> ZooEntry | None:
     return max(entries, key=lambda entry: (entry.on_hub, entry.top1)) if entries else None
 
 
+def dataset_model(dataset: str) -> AnyEntry | None:
+    """The model a dataset's eval runs by default: the UniFormer pick (`best_entry`), else the best
+    downloadable UniFormerV2 entry whose head has checked class names for it (Kinetics-700, Moments in
+    Time); None when neither family has one."""
+    v1 = best_entry(dataset)
+    if v1 is not None:
+        return v1
+    usable = [e for e in V2_ZOO.values() if e.dataset == dataset and e.sources and e.label_set is not None]
+    return max(usable, key=lambda entry: (entry.top1 or 0.0, -entry.protocol.frames)) if usable else None
+
+
 def entry_labels(entry: ZooEntry | V2ZooEntry) -> list[str] | None:
     """The class names of a zoo entry's head in output order (None: a head without checked names)."""
     if isinstance(entry, V2ZooEntry):
