@@ -361,7 +361,9 @@ def test_flops_tables_keep_every_number_whole_at_60_columns(
     rows = json.loads(run(capsys, "flops", *args, "--json")[1])
     text = words(render(capsys, monkeypatch, 60, "flops", *args))
     for row in rows:
-        assert {f"{row['gflops_per_view']:.2f}", f"{row['gflops']:.1f}", f"{row['diff_pct']:+.1f}%"} <= text
+        # UniFormerV2's published figures are rounded to 0.1 TFLOPs: a count that rounds to one says so.
+        difference = "rounds" if row["model"] in V2_ZOO else f"{row['diff_pct']:+.1f}%"
+        assert {f"{row['gflops_per_view']:.2f}", f"{row['gflops']:.1f}", difference} <= text
         for group, value in (row.get("stages") or {}).items():
             if not group.startswith("patch_embed"):  # the four embeddings share one column
                 assert (f"{value:.2f}" if value >= 0.01 else f"{value:.1g}") in text, group

@@ -162,6 +162,34 @@ SPEED_COLUMNS = (
 )
 
 
+def _published(value: float | None, step: float | None) -> str:
+    """A published figure as it was published: GFLOPs, or TFLOPs to one decimal (UniFormerV2's)."""
+    if value is None:
+        return "-"
+    return f"{value / 1000:g}T" if step else f"{value:g}"
+
+
+def _difference(row: engine.flops.CostRow) -> str:
+    if row.diff_pct is None:
+        return "-"
+    return "rounds" if row.paper_step and row.diff_pct == 0 else f"{row.diff_pct:+.1f}%"
+
+
+def _print_stage_table(console: Console, groups: tuple[str, ...], rows: list[engine.flops.CostRow]) -> None:
+    embeds = [group for group in groups if group.startswith("patch_embed")]
+    parts = [group for group in groups if group not in embeds]
+    names = (["embeds"] if embeds else []) + [group.rsplit(".", 1)[-1] for group in parts]
+    columns = [MODEL, *(Column(name, justify="right") for name in names)]
+    cells = []
+    for row in rows:
+        split = row.stages or {}
+        values = ([sum(split[group] for group in embeds)] if embeds else []) + [split[group] for group in parts]
+        cells.append([escape(row.name), *(_gflops(value) for value in values)])
+    title = "GFLOPs per view by part" + (" (embeds: patch_embed1-4)" if embeds else "")
+    table, _ = fitted_table(console, columns, cells, title=title, **COMPACT)
+    console.print(table)
+
+
 def _print_tables(console: Console, rows: list[engine.flops.CostRow]) -> None:
     cells = [
         [
@@ -171,30 +199,25 @@ def _print_tables(console: Console, rows: list[engine.flops.CostRow]) -> None:
             _number(row.params_m),
             _number(row.gflops_per_view),
             _number(row.gflops, 1),
-            "-" if row.paper_gflops_per_view is None else f"{row.paper_gflops_per_view:g}",
-            "-" if row.paper_gflops is None else f"{row.paper_gflops:g}",
-            "-" if row.diff_pct is None else f"{row.diff_pct:+.1f}%",
+            _published(row.paper_gflops_per_view, row.paper_step),
+            _published(row.paper_gflops, row.paper_step),
+            _difference(row),
         ]
         for row in rows
     ]
-    title = "UniFormer cost per view and over the test views"
+    title = "Cost per view and over the test views"
     table, dropped = fitted_table(console, COST_COLUMNS, cells, title=title, **COMPACT)
     table.caption = "1 multiply-accumulate = 1 FLOP; counted: convolutions, linear layers, attention matmuls (--help)"
     table.caption += dropped_note(dropped)
     console.print(table)
     if rows[0].stages is not None:
-        # The four patch embeddings share one column so the table stays narrow; --json splits them.
-        blocks = [group for group in rows[0].stages if not group.startswith("patch_embed")]
-        stage_columns = [MODEL, *(Column(name, justify="right") for name in ("embeds", *blocks))]
-        stage_cells = []
+        # One table per kind of network (its cost groups); UniFormer's four patch embeddings share one column
+        # so the table stays narrow; --json splits them.
+        kinds: dict[tuple[str, ...], list[engine.flops.CostRow]] = {}
         for row in rows:
-            split = row.stages or {}
-            embeds = sum(value for group, value in split.items() if group.startswith("patch_embed"))
-            values = (embeds, *(split[group] for group in blocks))
-            stage_cells.append([escape(row.name), *(_gflops(value) for value in values)])
-        title = "GFLOPs per view by stage (embeds: patch_embed1-4)"
-        stages, _ = fitted_table(console, stage_columns, stage_cells, title=title, **COMPACT)
-        console.print(stages)
+            kinds.setdefault(tuple(row.stages or {}), []).append(row)
+        for groups, members in kinds.items():
+            _print_stage_table(console, groups, members)
     if rows[0].bench is not None:
         speed_cells = []
         for row in rows:

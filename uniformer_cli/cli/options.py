@@ -21,7 +21,7 @@ from uniformer_cli.cli import output as _output
 from uniformer_cli.cli.click_api import MissingParameter
 from uniformer_cli.data.datasets import DATASETS
 from uniformer_cli.data.video import DECODERS
-from uniformer_cli.models.config import FAMILIES
+from uniformer_cli.models.config_v2 import ARCHITECTURES
 from uniformer_cli.protocol import CHANNEL_ORDERS, CROP_COUNTS, SAMPLINGS, ProtocolOverrides
 from uniformer_cli.settings import DEVICE_CHOICES, ENGINES, PRECISIONS
 
@@ -104,7 +104,7 @@ Dataset = derived_choice("Dataset", DATASETS)  # the dataset readers (eval, trai
 Crops = derived_choice("Crops", CROP_COUNTS)
 Precision = derived_choice("Precision", PRECISIONS)
 Engine = derived_choice("Engine", ENGINES)
-Arch = derived_choice("Arch", FAMILIES)  # the released architectures
+Arch = derived_choice("Arch", ARCHITECTURES)  # the released architectures of both families
 
 
 ModelOption = Annotated[

@@ -1,5 +1,7 @@
-"""What a UniFormer network costs: parameters, multiply-accumulates per view (the paper's "GFLOPs"), their
-split over the network's stages, and measured latency, throughput and peak memory.
+"""What a network costs, UniFormer or UniFormerV2: parameters, multiply-accumulates per view (the papers'
+"GFLOPs"), their split over the network's parts (`VideoNetwork.cost_groups`: a UniFormer's patch embeddings
+and stages, a UniFormerV2's patch embedding, backbone blocks, position convs and decoder), and measured
+latency, throughput and peak memory.
 
 Counting runs the real model code on meta tensors (shapes only, no arithmetic, no memory) under PyTorch's
 `FlopCounterMode`, with attention switched to the explicit matmul path so that the counter sees both
@@ -16,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -26,27 +28,23 @@ from torch.utils.flop_counter import FlopCounterMode
 from uniformer_cli.device import autocast_dtype, inference_autocast, select_device, synchronize
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.events import Progress, ProgressCallback, notify
-from uniformer_cli.models import FAMILIES, ModelConfig, create_model, exact_attention, fp16_safe
+from uniformer_cli.models import ModelConfig, create_model, exact_attention, fp16_safe
+from uniformer_cli.models.config_v2 import ARCHITECTURES, V2Config
 from uniformer_cli.models.fast import optimize_for_inference
-from uniformer_cli.protocol import ViewProtocol
-from uniformer_cli.zoo import ZOO, ZooEntry, get_entry
+from uniformer_cli.models.layers import StagedModel
+from uniformer_cli.models.network import VideoNetwork
+from uniformer_cli.protocol import ViewProtocol, check_clip_size
+from uniformer_cli.zoo import ZOO, AnyEntry, find_entry
+from uniformer_cli.zoo.v2 import V2_ZOO, V2ZooEntry
 
-# The paper's main clip length: what `--arch` costs unless `--frames` says otherwise.
+# The papers' main clip length: what `--arch` costs unless `--frames` says otherwise (UniFormer: 16;
+# UniFormerV2, whose every released backbone was trained at 8 first: 8).
 DEFAULT_FRAMES = 16
+V2_DEFAULT_FRAMES = 8
 
-# Cost groups, in network order: the modules of that name, and "head" for everything outside them
-# (final BatchNorm and classifier; for the light models also the class-token upsampling).
-STAGE_GROUPS = (
-    "patch_embed1",
-    "blocks1",
-    "patch_embed2",
-    "blocks2",
-    "patch_embed3",
-    "blocks3",
-    "patch_embed4",
-    "blocks4",
-    "head",
-)
+# A UniFormer's cost groups (`StagedModel.cost_groups`) and "head" for everything outside them (final
+# BatchNorm and classifier; for the light models also the class-token upsampling).
+STAGE_GROUPS = (*StagedModel.cost_groups, "head")
 
 
 @dataclass(frozen=True)
@@ -55,13 +53,14 @@ class Workload:
 
     name: str
     family: str
-    config: ModelConfig
+    config: ModelConfig | V2Config
     frames: int
     size: int
     clips: int
     crops: int
     paper_gflops_per_view: float | None = None
     paper_gflops: float | None = None
+    paper_step: float | None = None  # the published figure's rounding (UniFormerV2's: 0.1 TFLOPs); None: exact
 
     @property
     def views(self) -> int:
@@ -70,7 +69,8 @@ class Workload:
 
 @dataclass(frozen=True)
 class MacCount:
-    """Parameters and multiply-accumulates of one view, in total and per `STAGE_GROUPS` entry."""
+    """Parameters and multiply-accumulates of one view, in total and per cost group (the network's
+    `cost_groups`, then "head")."""
 
     params: int
     macs: int
@@ -112,8 +112,9 @@ class CostRow:
     macs_per_view: int
     paper_gflops_per_view: float | None
     paper_gflops: float | None
-    stages: dict[str, float] | None = None  # GFLOPs per view by STAGE_GROUPS entry
+    stages: dict[str, float] | None = None  # GFLOPs per view by cost group
     bench: BenchResult | None = None
+    paper_step: float | None = None  # `Workload.paper_step`
 
     @property
     def views(self) -> int:
@@ -133,9 +134,12 @@ class CostRow:
 
     @property
     def diff_pct(self) -> float | None:
-        """Relative difference of the per-view count to the paper's per-view figure, in percent."""
+        """Relative difference of the per-view count to the published per-view figure, in percent; 0 where
+        the figure is rounded (`paper_step`) and the count rounds to it."""
         if not self.paper_gflops_per_view:
             return None
+        if self.paper_step and abs(self.gflops_per_view - self.paper_gflops_per_view) <= self.paper_step / 2:
+            return 0.0
         return (self.gflops_per_view / self.paper_gflops_per_view - 1) * 100
 
     def as_dict(self) -> dict[str, object]:
@@ -175,43 +179,50 @@ def select_workloads(
 ) -> list[Workload]:
     """The rows to cost.
 
-    - `arch` (s, b, xxs, xs): that architecture (400 classes) at `frames` x `size` with `clips` x `crops`
-      views; defaults: 16 frames, the largest size the family was released at for that length, 1x1 views.
+    - `arch` (s, b, xxs, xs, v2-b16, v2-l14, v2-l14-336): that architecture (400 classes) at `frames` x
+      `size` with `clips` x `crops` views; defaults: 16 frames (UniFormerV2: 8), the largest size the family
+      was released at for that length, 1x1 views.
     - `model`: that zoo entry, at its own protocol unless `frames`, `size`, `clips`, `crops` override it.
-    - neither: every zoo entry released at `frames` / `size` (all entries when both are None); when no
-      entry matches, each family at that clip shape instead (at its released sizes unless `size` is given).
-    The paper's figures are kept only where the row is the released protocol's (per view: same clip shape).
+    - neither: every zoo entry of both families released at `frames` / `size` (all entries when both are
+      None); when no entry matches, each family at that clip shape instead (at its released sizes unless
+      `size` is given).
+    The published figures are kept only where the row is the released protocol's (per view: same clip shape).
     """
     if model is not None and arch is not None:
         raise UniformerError("give either --model or --arch, not both")
     if arch is not None:
         return [_architecture_workload(arch, frames, size, clips, crops)]
     if model is not None:
-        return [_entry_workload(get_entry(model), frames, size, clips, crops)]
+        return [_entry_workload(find_entry(model), frames, size, clips, crops)]
     entries = [
         entry
-        for entry in ZOO.values()
+        for entry in _all_entries()
         if (frames is None or entry.protocol.frames == frames) and (size is None or entry.protocol.size == size)
     ]
     if entries:
         return [_entry_workload(entry, None, None, clips, crops) for entry in entries]
-    shapes = dict.fromkeys((entry.family, size or entry.protocol.size) for entry in ZOO.values())
+    shapes = dict.fromkeys((entry.family, size or entry.protocol.size) for entry in _all_entries())
     return [_architecture_workload(family, frames, family_size, clips, crops) for family, family_size in shapes]
 
 
-def check_shape(frames: int, size: int) -> None:
-    """A clip shape within the bounds every test protocol keeps (`ViewProtocol`): `--bench` allocates real
-    clips of it."""
+def _all_entries() -> list[AnyEntry]:
+    return [*ZOO.values(), *V2_ZOO.values()]
+
+
+def check_shape(frames: int, size: int, config: ModelConfig | V2Config, name: str) -> None:
+    """A clip shape within the bounds every test protocol keeps (`ViewProtocol`: `--bench` allocates real
+    clips of it), and one the network takes (UniFormerV2: its resolution)."""
     ViewProtocol(frames=frames, stride=1, size=size)
+    check_clip_size(config.resolution if isinstance(config, V2Config) else None, size, name)
 
 
 def _entry_workload(
-    entry: ZooEntry, frames: int | None, size: int | None, clips: int | None, crops: int | None
+    entry: AnyEntry, frames: int | None, size: int | None, clips: int | None, crops: int | None
 ) -> Workload:
     released = entry.protocol
     frames, size = frames or released.frames, size or released.size
     clips, crops = clips or released.clips, crops or released.crops
-    check_shape(frames, size)
+    check_shape(frames, size, entry.config, entry.name)
     released_shape = (frames, size) == (released.frames, released.size)
     released_views = (clips, crops) == (released.clips, released.crops)
     return Workload(
@@ -224,6 +235,7 @@ def _entry_workload(
         crops=crops,
         paper_gflops_per_view=entry.gflops_per_view if released_shape else None,
         paper_gflops=entry.gflops if released_shape and released_views else None,
+        paper_step=entry.gflops_step if isinstance(entry, V2ZooEntry) else None,
     )
 
 
@@ -231,26 +243,33 @@ def _architecture_workload(
     family: str, frames: int | None, size: int | None, clips: int | None, crops: int | None
 ) -> Workload:
     family = family.lower()
-    if family not in FAMILIES:
-        raise UniformerError(f"unknown architecture {family!r} (choose one of {', '.join(FAMILIES)})")
-    released = [entry for entry in ZOO.values() if entry.family == family]
-    frames = frames or DEFAULT_FRAMES
+    if family not in ARCHITECTURES:
+        raise UniformerError(f"unknown architecture {family!r} (choose one of {', '.join(ARCHITECTURES)})")
+    config = ARCHITECTURES[family]
+    released = [entry for entry in _all_entries() if entry.family == family]
+    frames = frames or (V2_DEFAULT_FRAMES if isinstance(config, V2Config) else DEFAULT_FRAMES)
     shapes = [(e.protocol.frames, e.protocol.size) for e in released]
     size = size or max([side for length, side in shapes if length == frames] or [side for _, side in shapes])
-    check_shape(frames, size)
-    # The paper's per-view figure of any released model with this architecture and clip shape.
+    check_shape(frames, size, config, family)
+    # The published per-view figure of any released model with this architecture and clip shape.
     paper = next(
-        (e for e in ZOO.values() if (e.family, e.protocol.frames, e.protocol.size) == (family, frames, size)), None
+        (
+            e
+            for e in released
+            if (e.protocol.frames, e.protocol.size) == (frames, size) and e.gflops_per_view is not None
+        ),
+        None,
     )
     return Workload(
         name=family,
         family=family,
-        config=FAMILIES[family],
+        config=config,
         frames=frames,
         size=size,
         clips=clips or 1,
         crops=crops or 1,
         paper_gflops_per_view=paper.gflops_per_view if paper else None,
+        paper_step=paper.gflops_step if isinstance(paper, V2ZooEntry) else None,
     )
 
 
@@ -260,7 +279,7 @@ COUNTED_CLASSES = 400
 
 
 @cache
-def _shape_only_model(config: ModelConfig) -> nn.Module:
+def _shape_only_model(config: ModelConfig | V2Config) -> VideoNetwork:
     """The network on the meta device: it runs the real code on shapes, without memory or arithmetic
     (several times faster than fake tensors; the exact attention path leaves autocast alone on meta)."""
     with torch.device("meta"):
@@ -271,9 +290,11 @@ def _shape_only_model(config: ModelConfig) -> nn.Module:
     return model
 
 
-def _classifiers(model: nn.Module) -> list[nn.Linear]:
-    """The layers with one output row per class: `head`, and the light models' token head `head_cls`."""
-    return [layer for name in ("head", "head_cls") if isinstance(layer := getattr(model, name, None), nn.Linear)]
+def _classifiers(model: nn.Module) -> dict[str, nn.Linear]:
+    """The layers with one output row per class, by module path: `head` (UniFormerV2's `transformer.proj.2`),
+    and the light models' token head `head_cls`."""
+    heads = [layer for name in ("head", "head_cls") if isinstance(layer := getattr(model, name, None), nn.Linear)]
+    return {path: module for path, module in model.named_modules() if any(module is head for head in heads)}
 
 
 def _signature(module: nn.Module) -> tuple[object, ...]:
@@ -340,10 +361,9 @@ def _blocks_counted_once(model: nn.Module, counter: FlopCounterMode) -> Iterator
 
         return run
 
-    for stage in model.stages():  # type: ignore[operator]
-        for block in stage:
-            block.forward = memoised(block.forward, _signature(block))
-            patched.append(block)
+    for block in cast(VideoNetwork, model).repeated_blocks():
+        block.forward = memoised(block.forward, _signature(block))
+        patched.append(block)
     try:
         yield
     finally:
@@ -352,7 +372,7 @@ def _blocks_counted_once(model: nn.Module, counter: FlopCounterMode) -> Iterator
 
 
 @cache
-def _count_architecture(config: ModelConfig, frames: int, size: int) -> tuple[MacCount, int]:
+def _count_architecture(config: ModelConfig | V2Config, frames: int, size: int) -> tuple[MacCount, int]:
     """`count_macs` for a config whose class count is `COUNTED_CLASSES`, and the classifiers' share."""
     model = _shape_only_model(config)
     try:
@@ -371,14 +391,14 @@ def _count_architecture(config: ModelConfig, frames: int, size: int) -> tuple[Ma
             return counts[f"{root}.{path}"]
         return sum(module_macs(f"{path}.{name}", child) for name, child in module.named_children())
 
-    stage_macs = {group: module_macs(group, getattr(model, group)) for group in STAGE_GROUPS[:-1]}
+    stage_macs = {group: module_macs(group, model.get_submodule(group)) for group in model.cost_groups}
     stage_macs["head"] = total - sum(stage_macs.values())
     params = sum(parameter.numel() for parameter in model.parameters())
-    classifier_macs = sum(counts.get(f"{root}.{name}", 0) for name in ("head", "head_cls"))
+    classifier_macs = sum(counts.get(f"{root}.{path}", 0) for path in _classifiers(model))
     return MacCount(params=params, macs=total, stage_macs=stage_macs), classifier_macs
 
 
-def count_macs(config: ModelConfig, frames: int, size: int) -> MacCount:
+def count_macs(config: ModelConfig | V2Config, frames: int, size: int) -> MacCount:
     """Multiply-accumulates of one `[1, 3, frames, size, size]` view through `config`'s network.
 
     Zoo entries that differ only in their class count share one count: the classifier's work and
@@ -392,7 +412,7 @@ def count_macs(config: ModelConfig, frames: int, size: int) -> MacCount:
         return count
     per_class_macs = classifier_macs // COUNTED_CLASSES
     per_class_params = sum(
-        layer.in_features + (layer.bias is not None) for layer in _classifiers(_shape_only_model(base))
+        layer.in_features + (layer.bias is not None) for layer in _classifiers(_shape_only_model(base)).values()
     )
     stage_macs = dict(count.stage_macs)
     stage_macs["head"] += extra * per_class_macs
@@ -404,7 +424,11 @@ def count_macs(config: ModelConfig, frames: int, size: int) -> MacCount:
 
 
 def benchmark(
-    config: ModelConfig, frames: int, size: int, settings: BenchSettings, progress: ProgressCallback | None = None
+    config: ModelConfig | V2Config,
+    frames: int,
+    size: int,
+    settings: BenchSettings,
+    progress: ProgressCallback | None = None,
 ) -> BenchResult:
     """Median latency over `runs` forward passes after `warmup` ones, throughput and peak memory, of the
     fast inference path (`optimize_for_inference`) under the device's autocast. Each pass (warm-up,
@@ -497,7 +521,7 @@ def cost_rows(
 ) -> list[CostRow]:
     """Count (and optionally benchmark) every workload; identical networks are measured once. Each workload
     is reported to `progress` as it starts and when it is done."""
-    benches: dict[tuple[ModelConfig, int, int], BenchResult] = {}
+    benches: dict[tuple[ModelConfig | V2Config, int, int], BenchResult] = {}
     rows: list[CostRow] = []
     task = "benchmarking" if bench else "counting"
     for workload in workloads:
@@ -518,6 +542,7 @@ def cost_rows(
                 macs_per_view=count.macs,
                 paper_gflops_per_view=workload.paper_gflops_per_view,
                 paper_gflops=workload.paper_gflops,
+                paper_step=workload.paper_step,
                 stages={group: macs / 1e9 for group, macs in count.stage_macs.items()} if by_stage else None,
                 bench=benches.get(key),
             )

@@ -14,7 +14,7 @@ from typing import Literal, get_args
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.jsonio import dump_json, load_json
-from uniformer_cli.models.config import MAX_CLASSES, ModelConfig, _real, _whole, config_fields
+from uniformer_cli.models.config import FAMILIES, MAX_CLASSES, ModelConfig, _real, _whole, config_fields
 
 LocalMhra = Literal["off", "single", "double"]
 LOCAL_MHRA: tuple[LocalMhra, ...] = get_args(LocalMhra)
@@ -137,6 +137,9 @@ V2_FAMILIES: dict[str, V2Config] = {
 
 
 V2_DISPLAY = {"v2-b16": "B/16", "v2-l14": "L/14", "v2-l14-336": "L/14@336"}
+
+# Every architecture a command names with `--arch`: UniFormer's (s, b, xxs, xs) and UniFormerV2's backbones.
+ARCHITECTURES: dict[str, ModelConfig | V2Config] = {**FAMILIES, **V2_FAMILIES}
 
 
 def v2_family_of(config: V2Config) -> str | None:

@@ -43,6 +43,20 @@ V2_DATASET_CLASSES = {
 }
 
 
+# Published per-view cost of the Kinetics-design backbones by (family, frames, size), in TFLOPs to one
+# decimal: the "FLOPs" column of open-mmlab/mmaction2's UniFormerV2 config folder README (the official
+# repository's pages publish none). Multiply-accumulates, as the UniFormer papers count them.
+PUBLISHED_TFLOPS = {
+    ("v2-b16", 8, 224): 0.1,
+    ("v2-l14", 8, 224): 0.7,
+    ("v2-l14", 16, 224): 1.3,
+    ("v2-l14", 32, 224): 2.7,
+    ("v2-l14-336", 8, 336): 1.6,
+    ("v2-l14-336", 32, 336): 6.3,
+}
+PUBLISHED_GFLOPS_STEP = 100.0  # the published figures' rounding step (0.1 TFLOPs)
+
+
 def released_protocol(frames: int, size: int, *, sth: bool = False, clips: int = 1, crops: int = 1) -> ViewProtocol:
     """The official test loaders' protocol: sparse sampling of RGB video (`kinetics_sparse`, `mit`, `ant`),
     or with `sth` the Something-Something loader's segments of BGR JPEG frames (OpenCV), whose 1-crop
@@ -68,6 +82,8 @@ class V2ZooEntry:
     mmaction2_url: str | None = None  # MMAction2's published copy
     retrained: bool = False  # MMAction2's copy is its own training of the official recipe, not the official file
     label_set: str | None = None  # None: no checked class names for this head
+    gflops_per_view: float | None = None  # the published figure (`PUBLISHED_TFLOPS`), None where none is
+    gflops_step: float = PUBLISHED_GFLOPS_STEP  # what the published figure is rounded to
 
     hub_bytes: None = None  # not recorded: the Hub's sha256 checks the file
     drive_id: None = None  # no UniFormerV2 file is on Google Drive
@@ -75,6 +91,11 @@ class V2ZooEntry:
     @property
     def num_classes(self) -> int:
         return V2_DATASET_CLASSES[self.dataset]
+
+    @property
+    def gflops(self) -> None:
+        """No total over the test views is published (MMAction2 gives the figure per view)."""
+        return None
 
     @property
     def hub_repo(self) -> str | None:
@@ -123,8 +144,8 @@ class V2ZooEntry:
             "num_classes": self.num_classes,
             "protocol": self.protocol.as_dict(),
             "paper_top1": self.top1,
-            "paper_gflops_per_view": None,
-            "paper_gflops": None,
+            "paper_gflops_per_view": self.gflops_per_view,
+            "paper_gflops": self.gflops,
             "hub_repo": self.hub_repo,
             "hub_file": self.hub_file,
             "hub_bytes": self.hub_bytes,
@@ -191,11 +212,13 @@ def _k(
     elif source is not None and dataset in V2_LABEL_SET_SIZES:
         label_set = dataset
     hub = source is not None and source.kind == "hub"
+    tflops = PUBLISHED_TFLOPS.get((family, frames, protocol.size))
     return V2ZooEntry(
         name, official, family, dataset, pretrain, protocol, top1, experiment, frozen=frozen,
         hub_file=source.location if source and hub else None,
         mmaction2_url=source.location if source and not hub else None,
         retrained=source.retrained if source else False, label_set=label_set,
+        gflops_per_view=None if tflops is None else round(tflops * 1000, 1),
     )  # fmt: skip
 
 
