@@ -244,7 +244,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(config: ModelConfig) ->
     for name, grad in plain.items():
         assert torch.allclose(grad, checkpointed[name], atol=1e-6, rtol=1e-5), name
 
-    model.set_grad_checkpointing(True, blocks_per_stage=(0, 0, 1, 0))
+    model.set_grad_checkpointing(True, blocks=(0, 0, 1, 0))
     assert [b.checkpointed for s in model.stages() for b in s] == [False, False, True] + [False] * (
         sum(config.depth) - 3
     )

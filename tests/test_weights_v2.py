@@ -214,11 +214,10 @@ def test_convert_refuses_what_does_not_fit(
     assert code == 1 and err.count("error:") == 1 and message in err and "Traceback" not in err
 
 
-def test_v1_commands_refuse_v2_models_clearly(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(UniformerError, match="UniFormerV2 model, which this command does not run yet"):
+def test_zoo_names_of_both_families_resolve(capsys: pytest.CaptureFixture[str]) -> None:
+    # The ImageNet start of a UniFormer run needs a v1 entry.
+    with pytest.raises(UniformerError, match=r"v2-b16x8-k400 is a UniFormerV2 model; a UniFormer \(v1\) one is"):
         get_entry("v2-b16x8-k400")
-    with pytest.raises(UniformerError, match="does not run yet"):
-        resolve_model(PARITY / "v2_sth_official.pth", head_dim=16, v1_only=True)
     assert find_entry("k400_k710_uniformerv2_b16_8x224.pyth").name == "v2-b16x8-k400-k710"
     assert find_entry("V2-B-K400") is V2_ZOO["v2-b16x8-k400-k710"]
 

@@ -46,6 +46,8 @@ from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.jsonio import dump_json
+from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.config_v2 import V2Config, describe_v2
 
 DATA, MODEL, OPTIMISATION, SCHEDULE, AUGMENTATION, RUNTIME = (
     "Data",
@@ -136,12 +138,23 @@ def _stages(text: str | None, flag: str, minimum: int = 1) -> tuple[int, int, in
     return values[0], values[1], values[2], values[3]
 
 
-def _checkpointing(text: str | None) -> bool | tuple[int, int, int, int]:
+def _checkpointing(text: str | None) -> bool | tuple[int, ...] | None:
+    """`Runtime.grad_checkpointing`: None (the network's default), off, all, or block counts: four (one per
+    UniFormer stage) or one (UniFormerV2's backbone)."""
     if text is None:
-        return False
-    if text.strip().lower() == "all":
-        return True
-    return _stages(text, "--grad-checkpointing", minimum=0) or False
+        return None
+    if text.strip().lower() in ("off", "all"):
+        return text.strip().lower() == "all"
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if len(counts) not in (1, 4) or min(counts) < 0:
+        raise UniformerError(
+            "--grad-checkpointing takes off, all, or block counts: four per UniFormer stage (e.g. 0,0,4,0) or one "
+            "for UniFormerV2's backbone (e.g. 12)"
+        )
+    return counts
 
 
 # Parameters of `train` that are neither `TrainOptions` nor `Runtime` fields.
@@ -196,8 +209,9 @@ def train(
         _option(
             "--recipe",
             panel=MODEL,
-            help="Zoo entry whose released recipe, architecture and protocol to use, e.g. s16-sthv2-k400.",
-            default="the starting model's, else the family's Kinetics-400 entry",
+            help="Zoo entry whose released recipe, architecture and protocol to use, e.g. s16-sthv2-k400 or "
+            "v2-l14x8-336-k400-frozen.",
+            default="the starting model's, else the family's Kinetics-400 entry (UniFormerV2-L: Kinetics-710)",
         ),
     ] = None,
     init: Annotated[
@@ -205,8 +219,9 @@ def train(
         _option(
             "--init",
             panel=MODEL,
-            help="imagenet (2-D weights inflated) or an image checkpoint FILE.",
-            default="imagenet",
+            help="UniFormer: imagenet (2-D weights inflated) or an image checkpoint FILE. UniFormerV2: clip (the "
+            "CLIP ViT its backbone is, from the Hub) or a CLIP checkpoint FILE.",
+            default="imagenet; clip for UniFormerV2",
         ),
     ] = None,
     scratch: Annotated[
@@ -219,7 +234,13 @@ def train(
     ] = False,
     arch: Annotated[
         Arch | None,
-        _option("--arch", panel=MODEL, help="Family for --init/--scratch.", default="s", case_sensitive=False),
+        _option(
+            "--arch",
+            panel=MODEL,
+            help="Family for --init/--scratch: s, b, xxs, xs, or UniFormerV2's v2-b16, v2-l14, v2-l14-336.",
+            default="s",
+            case_sensitive=False,
+        ),
     ] = None,
     depth: Annotated[
         Stages,
@@ -428,8 +449,9 @@ def train(
         _option(
             "--grad-checkpointing",
             panel=RUNTIME,
-            help="Recompute activations in backward to save memory: 'all' blocks, or blocks per stage, e.g. 0,0,4,0.",
-            default="off",
+            help="Recompute activations in backward to save memory: 'all' blocks, 'off', blocks per stage "
+            "(e.g. 0,0,4,0), or UniFormerV2's first N backbone blocks.",
+            default="off; all for UniFormerV2-L",
         ),
     ] = None,
     log_every: Annotated[
@@ -448,14 +470,16 @@ def train(
         bool, typer.Option("--json", rich_help_panel=RUNTIME, help="Print the plan or the result as JSON on stdout.")
     ] = False,
 ) -> None:
-    """Train or fine-tune a UniFormer; defaults come from the released recipe of the starting model.
+    """Train or fine-tune a UniFormer or UniFormerV2; defaults come from the released recipe of the starting model.
 
     Validates every epoch, keeps last.pt / best.pt (resumable with --resume) and exports
     best.safetensors, which `uniformer predict --weights` and `uniformer eval --weights` use directly.
+    UniFormerV2 starts its backbone from CLIP's ViT (`--arch v2-b16`, downloaded from the Hub).
     Multi-GPU / multi-node: `torchrun --nproc-per-node 8 -m uniformer_cli.cli.app train ...`.
 
     Examples:
     `uniformer train --data ./videos --model s16x8-k400 --epochs 30 -o runs/mine`
+    `uniformer train --data ./videos --arch v2-b16 --epochs 5 -o runs/v2`
     """
     values = dict(locals())  # every option by its parameter name, which is its field name
     if scratch and init is not None:
@@ -499,6 +523,12 @@ def _result_dict(result: engine.train.TrainResult) -> dict[str, object]:
     return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(result).items()}
 
 
+def _model_line(config: ModelConfig | V2Config) -> str:
+    if isinstance(config, V2Config):
+        return describe_v2(config) + (" (backbone frozen)" if config.frozen else "")
+    return f"{config.arch} depth {list(config.depth)} width {list(config.embed_dim)}"
+
+
 def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | None) -> None:
     """The resolved run, on stderr (stdout stays clean for --json)."""
     title = "training run" + (f" (resuming {resumed_from})" if resumed_from else "")
@@ -510,7 +540,7 @@ def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | No
     rows = [
         ("data", f"{config.data} ({config.dataset}, {len(config.classes)} classes)"),
         ("start", " ".join(part for part in (config.init, config.init_model, config.init_weights) if part)),
-        ("model", f"{config.model.arch} depth {list(config.model.depth)} width {list(config.model.embed_dim)}"),
+        ("model", _model_line(config.model)),
         ("protocol", config.protocol.describe()),
         ("recipe", config.recipe_from),
         ("lr", config.lr_rule or f"{config.lr:.3g}"),

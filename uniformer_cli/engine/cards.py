@@ -15,6 +15,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from uniformer_cli.data.transforms import MEAN, STD
 from uniformer_cli.models.config import ModelConfig, family_of
+from uniformer_cli.models.config_v2 import v2_backbone
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.version import __version__
 from uniformer_cli.weights import LoadedModel
@@ -54,7 +55,7 @@ def architecture(loaded: LoadedModel) -> str:
     elif isinstance(config, ModelConfig):
         network = f"UniFormer ({config.arch}, widths {list(config.embed_dim)})"
     else:
-        network = f"UniFormerV2 (ViT, width {config.width}, {config.layers} blocks, patch {config.patch_size})"
+        network = v2_backbone(config)
     classes = f"{config.num_classes} classes"
     labels = label_set(loaded)
     if labels is not None:

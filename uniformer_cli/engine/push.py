@@ -108,7 +108,7 @@ def push_model(request: PushRequest) -> PushReport:
             f"{request.weights} was not written by uniformer (its metadata has no {CONFIG_KEY}): convert the "
             "original checkpoint with `uniformer convert`"
         )
-    loaded = resolve_model(request.weights, device="cpu", v1_only=True)  # every tensor checked
+    loaded = resolve_model(request.weights, device="cpu")  # every tensor checked
     if loaded.protocol is None:
         raise UniformerError(
             f"{request.weights} carries no test protocol, so `--model {repo}` could not sample videos: convert it "

@@ -40,7 +40,7 @@ from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_
 from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.scoring import compute_metrics, score_videos
 from uniformer_cli.engine.signals import StopSignal
-from uniformer_cli.engine.train_config import IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
+from uniformer_cli.engine.train_config import CLIP, IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
 from uniformer_cli.engine.train_data import (
     GlobalBatchSampler,
     TrainClips,
@@ -53,8 +53,9 @@ from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import ensure_writable, remove_stale_temporaries, write_or_fail, write_reason
 from uniformer_cli.jsonio import dump_json, load_json
 from uniformer_cli.models import create_model
-from uniformer_cli.models.factory import UniFormerModel
 from uniformer_cli.models.layers import StagedModel
+from uniformer_cli.models.network import VideoNetwork
+from uniformer_cli.models.uniformerv2 import UniFormerV2
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import (
     inflate_image_state_dict,
@@ -64,12 +65,11 @@ from uniformer_cli.weights import (
     save_weights,
 )
 from uniformer_cli.weights.checkpoint import check_fits, describe_config
-from uniformer_cli.weights.hub import image_weights
-from uniformer_cli.zoo import get_entry
+from uniformer_cli.weights.clip import load_clip_backbone
+from uniformer_cli.weights.hub import clip_weights, image_weights
+from uniformer_cli.zoo import find_entry, get_entry
 
 logger = logging.getLogger(__name__)
-
-HEAD_MODULES = ("head", "head_cls")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -77,12 +77,14 @@ HEAD_MODULES = ("head", "head_cls")
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on norms, biases, other 1-D parameters and the class token."""
+    """AdamW groups: no weight decay on norms, biases and other 1-D parameters, nor on those the network
+    names (`VideoNetwork.no_weight_decay`: UniFormer's class token)."""
+    exempt = model.no_weight_decay() if isinstance(model, VideoNetwork) else set()
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        if parameter.ndim <= 1 or name.endswith((".bias", "cls_token")):
+        if parameter.ndim <= 1 or name.endswith(".bias") or name in exempt:
             no_decay.append(parameter)
         else:
             decay.append(parameter)
@@ -149,15 +151,23 @@ def _same_classes(labels: list[str] | None, classes: tuple[str, ...]) -> bool:
     return labels is not None and [class_key(name) for name in labels] == [class_key(name) for name in classes]
 
 
-def build_model(config: TrainConfig, *, initialise: bool = True) -> UniFormerModel:
+def build_model(config: TrainConfig, *, initialise: bool = True) -> VideoNetwork:
     """The network of `config`, with its starting weights unless `initialise` is off (resuming).
 
-    ImageNet image weights are inflated to 3-D (MODEL.md 8); a fine-tuned checkpoint keeps its head
-    when its classes are the run's and gets a new head otherwise (PROTOCOLS.md 7.5).
+    ImageNet image weights are inflated to 3-D (MODEL.md 8); a UniFormerV2 starts its backbone from CLIP's
+    (`weights.clip`); a fine-tuned checkpoint keeps its head when its classes are the run's and gets a new
+    head otherwise (PROTOCOLS.md 7.5). A frozen UniFormerV2 trains its decoder and head only.
     """
     torch.manual_seed(config.seed)  # random initial weights (scratch, new heads) belong to the run's seed
     model = create_model(config.model)
+    if isinstance(model, UniFormerV2) and model.config.frozen:
+        model.freeze_backbone()
     if not initialise or config.init == SCRATCH:
+        return model
+    if config.init == CLIP:
+        assert isinstance(model, UniFormerV2)
+        family = find_entry(config.recipe_from).family
+        load_clip_backbone(model, Path(config.init_model) if config.init_model else clip_weights(family))
         return model
     if config.init == IMAGENET:
         source = Path(config.init_model) if config.init_model else image_weights(get_entry(config.recipe_from).family)
@@ -165,10 +175,10 @@ def build_model(config: TrainConfig, *, initialise: bool = True) -> UniFormerMod
     else:
         assert config.init_model is not None
         zoo_name = config.init_model if config.init_weights else None
-        loaded = resolve_model(config.init_weights or config.init_model, device="cpu", zoo_name=zoo_name, v1_only=True)
+        loaded = resolve_model(config.init_weights or config.init_model, device="cpu", zoo_name=zoo_name)
         source, state = loaded.path, loaded.model.state_dict()
         if not _same_classes(loaded.labels, config.classes):
-            state = {key: value for key, value in state.items() if key.split(".")[0] not in HEAD_MODULES}
+            state = {key: value for key, value in state.items() if not key.startswith(model.head_prefixes)}
     load_state_dict_strict(model, inflate_image_state_dict(state, model), str(source))
     return model
 
@@ -341,9 +351,18 @@ class _Trainer:
             load_state_dict_strict(self.model, state["model"], str(resume))
         if isinstance(self.model, StagedModel) and self.model.runs_channels_last(device):
             self.model.match_gradient_layout()
-        if runtime.grad_checkpointing:
-            per_stage = runtime.grad_checkpointing if isinstance(runtime.grad_checkpointing, tuple) else None
-            self.model.set_grad_checkpointing(True, per_stage)
+        checkpointing = runtime.grad_checkpointing
+        if checkpointing is None:  # the network's default (UniFormerV2-L: every block)
+            checkpointing = self.model.checkpoints_by_default
+        if checkpointing:
+            blocks = checkpointing if isinstance(checkpointing, tuple) else None
+            if blocks is not None and len(blocks) != len(self.model.checkpoint_groups):
+                groups = " and ".join(self.model.checkpoint_groups)
+                raise UniformerError(
+                    f"--grad-checkpointing takes {len(self.model.checkpoint_groups)} block count(s) for this "
+                    f"network ({groups}), or 'all'; got {','.join(map(str, blocks))}"
+                )
+            self.model.set_grad_checkpointing(True, blocks)
         forward: nn.Module = TrainForward(self.model)
         if processes.world_size > 1:
             forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)

@@ -3,8 +3,8 @@
 
 `plan_training` resolves every default: classes from the data, architecture and test protocol from the
 weights the run starts from, hyper-parameters from the released recipe of the matching zoo entry
-(PROTOCOLS.md 7.4) with the learning rate scaled linearly to the user's batch. The config is saved in every
-checkpoint, so `--resume` needs nothing else.
+(PROTOCOLS.md 7.4; UniFormerV2: its experiments from CLIP, `zoo.v2.RECIPES`) with the learning rate scaled
+linearly to the user's batch. The config is saved in every checkpoint, so `--resume` needs nothing else.
 """
 
 from __future__ import annotations
@@ -26,22 +26,23 @@ from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOp
 from uniformer_cli.errors import DatasetError, UniformerError
 from uniformer_cli.files import ensure_writable
 from uniformer_cli.models.config import FAMILIES, ModelConfig
+from uniformer_cli.models.config_v2 import ARCHITECTURES, V2_FAMILIES, V2Config, v2_family_of
 from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, resolve_protocol
 from uniformer_cli.weights import resolve_model
 from uniformer_cli.weights.checkpoint import light_keep_ratios
-from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZooEntry, best_entry, get_entry
+from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZooEntry, best_entry, find_entry
+from uniformer_cli.zoo.recipe import Recipe
+from uniformer_cli.zoo.v2 import V2_ZOO, V2ZooEntry
 
 # The official augmentation (RandAugment, mixup/cutmix, erasing, 2 repeats) needs data to pay off;
 # below this many training videos `--aug auto` uses the plain jitter + crop + flip chain.
 OFFICIAL_AUG_MIN_VIDEOS = 1000
-GPUS_PER_RECIPE_MACHINE = 8  # recipe batch sizes count videos per 8-GPU machine (PROTOCOLS.md 7.4)
 WARMUP_START_LR = 1e-6  # warm-up start and cosine end learning rate (PROTOCOLS.md 7.3)
 CLIP_GRAD_NORM = 20.0
-LABEL_SMOOTHING = 0.1
-ERASE_PROB = 0.25
-REPEATS = 2
 MIXUP_ALPHA, CUTMIX_ALPHA = 0.8, 1.0
-SCRATCH, IMAGENET, FINETUNE = "scratch", "imagenet", "finetune"
+# Where a run starts: random weights, ImageNet image weights (UniFormer), CLIP's ViT (UniFormerV2), or a
+# video checkpoint it fine-tunes.
+SCRATCH, IMAGENET, CLIP, FINETUNE = "scratch", "imagenet", "clip", "finetune"
 # Training from scratch follows UniFormer's ImageNet-from-scratch recipe (Sense-X/UniFormer,
 # image_classification/main.py and exp/uniformer_small/run.sh): AdamW at 5e-4 per 512 images, i.e. 1e-3 for
 # its 1024 per step, warm-up over 5 of 300 epochs, cosine down to 1e-5 (weight decay stays the recipe's).
@@ -62,10 +63,10 @@ class TrainConfig:
     data: str
     dataset: str
     classes: tuple[str, ...]
-    init: str  # SCRATCH, IMAGENET or FINETUNE
-    init_model: str | None  # IMAGENET: an image checkpoint file (None: the Hub's); FINETUNE: zoo name or file
+    init: str  # SCRATCH, IMAGENET, CLIP or FINETUNE
+    init_model: str | None  # IMAGENET / CLIP: a checkpoint file (None: the Hub's); FINETUNE: zoo name or file
     init_weights: str | None  # FINETUNE from a zoo name: the local file of that entry (None: download)
-    model: ModelConfig
+    model: ModelConfig | V2Config
     protocol: ViewProtocol  # test protocol of the exported model; frames/stride/sampling drive training
     augment: AugmentConfig
     recipe_from: str  # the zoo entry whose recipe gave the defaults
@@ -123,7 +124,7 @@ class TrainConfig:
         return cls(
             **{
                 **values,
-                "model": ModelConfig(**values["model"]),
+                "model": (V2Config if values["model"].get("arch") == "v2" else ModelConfig)(**values["model"]),
                 "protocol": ViewProtocol.from_dict(values["protocol"]),
                 "augment": AugmentConfig(**augment),
             }
@@ -138,7 +139,9 @@ class Runtime:
     workers: int = DEFAULT_WORKERS
     decoder: str = "auto"
     compile: bool = False
-    grad_checkpointing: bool | tuple[int, int, int, int] = False  # True: every block; else the first N per stage
+    # True: every block; a tuple: the first N blocks of each of the network's `checkpoint_groups` (UniFormer: 4
+    # stages; UniFormerV2: its backbone); None: the network's default (`VideoNetwork.checkpoints_by_default`).
+    grad_checkpointing: bool | tuple[int, ...] | None = None
     log_every: int = 10
     max_steps: int | None = None  # stop, after saving `last.pt`, once this many optimiser steps are done
     tensorboard: bool = False
@@ -159,11 +162,16 @@ def _absolute(path: str | Path | None) -> str | None:
     return str(Path(path).expanduser().resolve())
 
 
-def default_entry(family: str) -> ZooEntry:
-    """The Kinetics-400 entry of a family that a new run takes its recipe and protocol from:
-    downloadable first, then the best top-1 (S 16x8, B 32x4, XXS 16x160, XS 32x192)."""
+def default_entry(family: str) -> ZooEntry | V2ZooEntry:
+    """The entry of a family that a new run takes its recipe and protocol from. UniFormer: the
+    Kinetics-400 one, downloadable first, then the best top-1 (S 16x8, B 32x4, XXS 16x160, XS 32x192).
+    UniFormerV2: its experiment from CLIP on Kinetics-400, else on Kinetics-710 (B/16 8x224 K400, L/14 and
+    L/14@336 8-frame K710; the frozen ones only with --recipe)."""
+    if family in V2_FAMILIES:
+        released = [e for e in V2_ZOO.values() if e.family == family and e.recipe is not None and not e.frozen]
+        return min(released, key=lambda entry: (entry.dataset != "k400", entry.dataset != "k710"))
     if family not in FAMILIES:
-        raise UniformerError(f"unknown architecture {family!r} (use one of {', '.join(FAMILIES)})")
+        raise UniformerError(f"unknown architecture {family!r} (use one of {', '.join(ARCHITECTURES)})")
     entry = best_entry("k400", family)
     if entry is None:
         raise UniformerError(f"the zoo has no Kinetics-400 model of {family!r} to take a recipe from: use --recipe")
@@ -222,43 +230,62 @@ def config_splits(config: TrainConfig) -> tuple[DatasetSplit, DatasetSplit]:
 class StartPoint:
     """The weights a run starts from and what they imply."""
 
-    init: str  # SCRATCH, IMAGENET or FINETUNE
-    init_model: str | None  # IMAGENET: an image checkpoint file (None: the Hub's); FINETUNE: zoo name or file
+    init: str  # SCRATCH, IMAGENET, CLIP or FINETUNE
+    init_model: str | None  # IMAGENET / CLIP: a checkpoint file (None: the Hub's); FINETUNE: zoo name or file
     init_weights: str | None  # FINETUNE from a zoo name: the local file of that entry
-    recipe: ZooEntry  # whose recipe gives the default hyper-parameters
-    architecture: ModelConfig
+    recipe: ZooEntry | V2ZooEntry  # whose recipe gives the default hyper-parameters
+    architecture: ModelConfig | V2Config
     protocol: ViewProtocol
+
+    @property
+    def hyper(self) -> Recipe:
+        """The recipe itself (every entry a run takes its recipe from has one: `recipe_entry`)."""
+        assert self.recipe.recipe is not None
+        return self.recipe.recipe
+
+
+def recipe_entry(name: str) -> ZooEntry | V2ZooEntry:
+    """The zoo entry `--recipe` names; a UniFormerV2 one must be an experiment from CLIP (`zoo.v2.RECIPES`)."""
+    entry = find_entry(name)
+    if isinstance(entry, V2ZooEntry) and entry.recipe is None:
+        usable = ", ".join(e.name for e in V2_ZOO.values() if e.recipe is not None and e.family == entry.family)
+        raise UniformerError(
+            f"{entry.name} fine-tunes a Kinetics-710 model, whose recipe is not one this command runs: pick a "
+            f"{entry.family} recipe that starts from CLIP ({usable}), or fine-tune with --model"
+        )
+    return entry
 
 
 def start_point(options: TrainOptions) -> StartPoint:
     """Where the run starts and which recipe applies.
 
     - `--model NAME|FILE` (or `--weights FILE`, or a `--recipe` whose released run started from a video
-      model, e.g. Sth from K400) fine-tunes that checkpoint: its architecture, and its protocol with the
-      channel order it was trained on;
-    - otherwise `--init imagenet|FILE` (2-D weights inflated) or `--scratch` builds `--arch` (custom
-      `--depth/--embed-dim/--head-dim` from scratch only), in RGB.
+      model, e.g. Sth from K400) fine-tunes that checkpoint, of either family: its architecture, and its
+      protocol with the channel order it was trained on;
+    - otherwise `--init` (UniFormer: `imagenet` or an image checkpoint FILE, 2-D weights inflated;
+      UniFormerV2: `clip` or a CLIP checkpoint FILE) or `--scratch` builds `--arch` (custom
+      `--depth/--embed-dim/--head-dim`: UniFormer from scratch only), in RGB.
     The recipe (hyper-parameters, and the protocol of new runs) is `--recipe`'s, else the fine-tuned
-    checkpoint's zoo entry's, else the family's Kinetics-400 entry's.
+    checkpoint's zoo entry's, else the family's (`default_entry`).
     """
-    recipe = get_entry(options.recipe) if options.recipe else None
+    recipe = recipe_entry(options.recipe) if options.recipe else None
     if recipe is not None and options.arch is not None:
         raise UniformerError("--recipe names the architecture: drop --arch")
     asked = {"depth": options.depth, "embed_dim": options.embed_dim, "head_dim": options.head_dim}
     custom: dict[str, Any] = {key: value for key, value in asked.items() if value is not None}
     source = options.model
-    if source is None and options.init is None and recipe is not None and recipe.recipe.init != IMAGENET:
-        source = recipe.recipe.init
+    if source is None and options.init is None and recipe is not None and recipe.recipe is not None:
+        source = None if recipe.recipe.init in (IMAGENET, CLIP) else recipe.recipe.init
     if source is not None or options.weights is not None:
         if options.init is not None or options.arch is not None or custom:
             raise UniformerError(
                 "fine-tuning keeps the checkpoint's architecture: drop --init/--scratch/--arch/--depth"
             )
         weights = str(options.weights) if options.weights is not None else None
-        loaded = resolve_model(weights or str(source), device="cpu", zoo_name=source if weights else None, v1_only=True)
-        config = loaded.uniformer_v1().config
-        entry = loaded.entry if isinstance(loaded.entry, ZooEntry) else None
-        recipe = recipe or entry or default_entry("xxs" if config.arch == "light" else "s")
+        loaded = resolve_model(weights or str(source), device="cpu", zoo_name=source if weights else None)
+        config = loaded.config
+        entry = loaded.entry if loaded.entry is not None and loaded.entry.recipe is not None else None
+        recipe = recipe or entry or default_entry(_family(config))
         own = loaded.protocol
         protocol = own if own is not None and options.recipe is None else recipe.protocol
         protocol = replace(protocol, channel_order=own.channel_order if own else "rgb")
@@ -266,14 +293,24 @@ def start_point(options: TrainOptions) -> StartPoint:
         return StartPoint(FINETUNE, init_model, init_weights, recipe, config, protocol)
     recipe = recipe or default_entry(options.arch or "s")
     architecture = recipe.config
-    if options.depth is not None and architecture.arch == "light":
+    v2 = isinstance(architecture, V2Config)
+    if v2 and custom:
+        raise UniformerError("UniFormerV2 keeps its CLIP backbone's widths: drop --depth/--embed-dim/--head-dim")
+    if options.depth is not None and isinstance(architecture, ModelConfig) and architecture.arch == "light":
         custom["keep_ratio3"], custom["keep_ratio4"] = light_keep_ratios(options.depth[2], options.depth[3])
     init, init_model = SCRATCH, None
     if options.init != SCRATCH:
-        init, init_model = IMAGENET, None if options.init in (None, IMAGENET) else options.init
+        released = CLIP if v2 else IMAGENET
+        wrong = IMAGENET if v2 else CLIP
+        if options.init == wrong:
+            raise UniformerError(
+                f"--init {wrong} does not start a {'UniFormerV2' if v2 else 'UniFormer'}: use --init {released}, "
+                "a checkpoint FILE, or --scratch"
+            )
+        init, init_model = released, None if options.init in (None, released) else options.init
         if init_model is None and custom:
             raise UniformerError("custom --depth/--embed-dim/--head-dim have no ImageNet weights: add --scratch")
-        if init_model is None and recipe.family not in IMAGENET_WEIGHTS:
+        if init_model is None and not v2 and recipe.family not in IMAGENET_WEIGHTS:
             raise UniformerError(
                 f"no ImageNet weights of {recipe.family} are published: pass an image checkpoint with --init FILE, "
                 "or --scratch"
@@ -282,12 +319,25 @@ def start_point(options: TrainOptions) -> StartPoint:
     return StartPoint(init, init_model, None, recipe, architecture.replace(**custom), protocol)
 
 
+def _family(config: ModelConfig | V2Config) -> str:
+    """The family whose default recipe a fine-tuned checkpoint without a recipe of its own follows."""
+    if isinstance(config, V2Config):
+        family = v2_family_of(config)
+        if family is None:
+            raise UniformerError("this UniFormerV2 checkpoint is no released backbone: name a recipe with --recipe")
+        return family
+    return "xxs" if config.arch == "light" else "s"
+
+
 def _augment(
-    options: TrainOptions, official: bool, size: int, flip: bool, randaug: str, channel_order: str
+    options: TrainOptions, official: bool, size: int, flip: bool, recipe: Recipe, channel_order: str
 ) -> AugmentConfig:
-    """The official chain (PROTOCOLS.md 7.1) or the plain one (4.3), with the user's overrides."""
+    """The recipe's chain (PROTOCOLS.md 7.1; UniFormerV2's: RandAugment alone) or the plain one (4.3), with
+    the user's overrides."""
     base = (
-        AugmentConfig(size=size, randaug=randaug, flip=flip, erase_prob=ERASE_PROB, repeats=REPEATS)
+        AugmentConfig(
+            size=size, randaug=recipe.randaug, flip=flip, erase_prob=recipe.erase_prob, repeats=recipe.repeats
+        )
         if official
         else AugmentConfig.basic(size, flip=flip)
     )
@@ -323,7 +373,7 @@ def plan_training(options: TrainOptions) -> TrainConfig:
         data, options.dataset, train_split=train_split, val_split=val_split, train_list=train_list, val_list=val_list
     )
     start = start_point(options)
-    recipe = start.recipe.recipe
+    recipe = start.hyper
     protocol = resolve_protocol(
         start.protocol,
         ProtocolOverrides(frames=options.frames, stride=options.stride, sampling=options.sampling, size=options.size),
@@ -336,9 +386,9 @@ def plan_training(options: TrainOptions) -> TrainConfig:
     # Something-Something classes name directions ("from left to right"): a mirrored clip would carry the
     # wrong label, so such data never flips unless --flip asks for it, whatever the recipe's data was.
     flip = _pick(options.flip, recipe.flip and not mirroring_changes_labels(train))
-    augment = _augment(options, official, protocol.size, flip, recipe.randaug, protocol.channel_order)
-    mixup = _pick(options.mixup, official)
-    batch_size = _pick(options.batch_size, max(1, recipe.batch_size // GPUS_PER_RECIPE_MACHINE))
+    augment = _augment(options, official, protocol.size, flip, recipe, protocol.channel_order)
+    mixup = _pick(options.mixup, official and recipe.mixup)
+    batch_size = _pick(options.batch_size, max(1, recipe.batch_size // recipe.gpus))
     accum_steps = _pick(options.accum_steps, 1)
     if mixup and batch_size * augment.repeats < 2:
         raise UniformerError("mixup/cutmix pairs clips of a micro-batch: use --batch-size 2 or more, or --no-mixup")
@@ -372,7 +422,7 @@ def plan_training(options: TrainOptions) -> TrainConfig:
         accum_steps=accum_steps,
         world_size=world_size(),
         clip_grad=_pick(options.clip_grad, CLIP_GRAD_NORM),
-        label_smoothing=_pick(options.label_smoothing, LABEL_SMOOTHING),
+        label_smoothing=_pick(options.label_smoothing, recipe.label_smoothing),
         mixup_alpha=MIXUP_ALPHA if mixup else 0.0,
         cutmix_alpha=CUTMIX_ALPHA if mixup else 0.0,
         amp=amp,
@@ -401,7 +451,7 @@ class _Schedule:
 def _schedule(options: TrainOptions, start: StartPoint, global_batch: int) -> _Schedule:
     """Learning rate, warm-up and weight decay: the recipe's, its lr scaled linearly to the global batch;
     from scratch, the rate and warm-up of UniFormer's ImageNet recipe (`SCRATCH_LR`)."""
-    recipe = start.recipe.recipe
+    recipe = start.hyper
     if start.init == SCRATCH:
         lr = SCRATCH_LR * max(global_batch, SCRATCH_LR_BATCH) / SCRATCH_LR_BATCH
         scaled = (

@@ -156,15 +156,19 @@ def v2_family_of(config: V2Config) -> str | None:
     return None
 
 
+def v2_backbone(config: V2Config) -> str:
+    """The backbone's name as the paper writes it (UniFormerV2-B/16), or its shape for a custom one."""
+    family = v2_family_of(config)
+    if family:
+        return f"UniFormerV2-{V2_DISPLAY.get(family, family)}"
+    return (
+        f"UniFormerV2 (patch {config.patch_size}, {config.resolution} px, width {config.width}, {config.layers} blocks)"
+    )
+
+
 def describe_v2(config: V2Config) -> str:
     """One line naming a UniFormerV2 architecture, for messages and tables."""
-    family = v2_family_of(config)
-    backbone = (
-        f"UniFormerV2-{V2_DISPLAY.get(family, family)}"
-        if family
-        else f"UniFormerV2 (patch {config.patch_size}, {config.resolution} px, width {config.width}, "
-        f"{config.layers} blocks)"
-    )
+    backbone = v2_backbone(config)
     extras = [f"decoder on {len(config.return_layers)} blocks"]
     if config.local_mhra != "off":
         extras.append(f"{config.local_mhra} local MHRA")

@@ -307,6 +307,8 @@ class StagedModel(VideoNetwork):
     # 3-10x faster forward and backward on it, and NCTHW elsewhere.
     channels_last: bool | None = None
     cost_groups = tuple(f"{part}{stage}" for stage in range(1, 5) for part in ("patch_embed", "blocks"))
+    head_prefixes = ("head.", "head_cls.")
+    checkpoint_groups = ("stage 1", "stage 2", "stage 3", "stage 4")
 
     @property
     def feature_layers(self) -> int:
@@ -364,11 +366,14 @@ class StagedModel(VideoNetwork):
     def stages(self) -> list[nn.ModuleList]:
         return [self.blocks1, self.blocks2, self.blocks3, self.blocks4]  # type: ignore[list-item]
 
-    def set_grad_checkpointing(self, enable: bool = True, blocks_per_stage: tuple[int, ...] | None = None) -> None:
-        """Recompute activations in backward: every block, or the first `blocks_per_stage[i]` of stage i."""
-        for stage, blocks in enumerate(self.stages()):
-            count = len(blocks) if blocks_per_stage is None else blocks_per_stage[stage]
-            for index, block in enumerate(blocks):
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token"}  # the light models' class token
+
+    def set_grad_checkpointing(self, enable: bool = True, blocks: tuple[int, ...] | None = None) -> None:
+        """Recompute activations in backward: every block, or the first `blocks[i]` of stage i."""
+        for stage, stage_blocks in enumerate(self.stages()):
+            count = len(stage_blocks) if blocks is None else blocks[stage]
+            for index, block in enumerate(stage_blocks):
                 cast(LayerScaled, block).checkpointed = enable and index < count
 
     def forward_stages(self, x: torch.Tensor, stages: int = 4) -> torch.Tensor:

@@ -28,6 +28,8 @@ class VideoNetwork(nn.Module):
     # Set by `fast.optimize_for_inference`: "auto" (the device's autocast applies), "fp32" or "bf16".
     precision: str = "auto"
     cost_groups: tuple[str, ...] = ()  # module paths; the work outside them is reported as "head"
+    head_prefixes: tuple[str, ...] = ()  # state_dict keys of the classifier(s): a run on other classes drops them
+    checkpoint_groups: tuple[str, ...] = ()  # what `set_grad_checkpointing` counts blocks in (stages, backbone)
 
     @property
     def device(self) -> torch.device:
@@ -64,6 +66,19 @@ class VideoNetwork(nn.Module):
 
     def repeated_blocks(self) -> list[nn.Module]:
         raise NotImplementedError
+
+    def set_grad_checkpointing(self, enable: bool = True, blocks: tuple[int, ...] | None = None) -> None:
+        """Recompute activations in backward: every block, or the first `blocks[i]` of `checkpoint_groups[i]`."""
+        raise NotImplementedError
+
+    @property
+    def checkpoints_by_default(self) -> bool:
+        """Whether training recomputes activations unless told otherwise (UniFormerV2-L: memory)."""
+        return False
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters trained without weight decay besides the 1-D ones and biases (the optimiser's rule)."""
+        return set()
 
 
 def check_layer(layer: int, count: int, what: str = "layer") -> None:

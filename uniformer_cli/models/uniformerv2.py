@@ -220,6 +220,10 @@ class UniFormerV2(VideoNetwork):
 
     config: V2Config
     cost_groups = ("conv1", "transformer.resblocks", "transformer.dpe", "transformer.dec")
+    head_prefixes = ("transformer.proj.2.",)
+    checkpoint_groups = ("backbone",)
+    # What the released "frozen" models keep from CLIP unchanged in training (the official wrapper's list).
+    frozen_modules = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer.resblocks")
 
     def __init__(self, config: V2Config) -> None:
         super().__init__()
@@ -243,11 +247,24 @@ class UniFormerV2(VideoNetwork):
     def blocks(self) -> list[LocalUniBlock]:
         return [cast(LocalUniBlock, block) for block in self.transformer.resblocks]
 
-    def set_grad_checkpointing(self, enable: bool = True, blocks: int | None = None) -> None:
+    def set_grad_checkpointing(self, enable: bool = True, blocks: tuple[int, ...] | int | None = None) -> None:
         """Recompute the activations of the first `blocks` backbone blocks (all when None) in backward
         (the official USE_CHECKPOINT / CHECKPOINT_NUM)."""
+        count = blocks[0] if isinstance(blocks, tuple) else blocks
         for index, block in enumerate(self.blocks()):
-            block.checkpointed = enable and (blocks is None or index < blocks)
+            block.checkpointed = enable and (count is None or index < count)
+
+    @property
+    def checkpoints_by_default(self) -> bool:
+        """L/14 (width 1024 and more) recomputes every backbone block in training: its activations at 8x224 are
+        most of a training step's memory (benchmarks/README.md); the official code checkpoints L/14 too."""
+        return self.config.width >= 1024
+
+    def freeze_backbone(self) -> None:
+        """Train the decoder and head only (`frozen_modules` keep their weights), as the frozen models were."""
+        for name, parameter in self.named_parameters():
+            if name.startswith(self.frozen_modules):
+                parameter.requires_grad_(False)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, int, tuple[int, int]]:
         """Clips `[B, 3, T, H, W]` -> backbone tokens `[B*T', 1+H'*W', C]` (class token first, positions

@@ -20,6 +20,7 @@ from torch import nn
 from uniformer_cli.errors import CheckpointError, UniformerError, first_line
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.models.config_v2 import V2Config, describe_v2
+from uniformer_cli.models.network import VideoNetwork
 from uniformer_cli.weights import mmaction
 from uniformer_cli.weights.checkpoint_v2 import CfgHints, cfg_hints, is_v2_state_dict, v2_model_keys, yacs_sections
 from uniformer_cli.zoo import ZooEntry
@@ -72,6 +73,25 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     unwrapped from `model_state` / `model` / `state_dict`, and a leading `module.` is stripped.
     """
     path = Path(path)
+    payload, layout, weights = read_state_dict(path)
+    check_tensor_storage(weights, path)
+    stripped = any(key.startswith(DDP_PREFIX) for key in weights)
+    state_dict = {key.removeprefix(DDP_PREFIX): value for key, value in weights.items()}
+    cfg = payload.get("cfg")
+    head_dim = cfg_head_dim(cfg) if isinstance(cfg, str) else None
+    if is_v2_state_dict(state_dict):  # before MMAction2's v1 layout, whose key rule its V2 port also meets
+        v2_state, v2_layout = v2_model_keys(state_dict)
+        hints = cfg_hints(cfg) if isinstance(cfg, str) else CfgHints()
+        return RawCheckpoint(v2_state, layout, stripped, None, v2_layout=v2_layout, v2_hints=hints)
+    if mmaction.is_mmaction(state_dict):
+        mapped = mmaction.from_mmaction(state_dict, str(path))
+        return RawCheckpoint(mapped.state_dict, layout, stripped, head_dim, True, mapped.label_set, mmaction.NORM_EPS)
+    return RawCheckpoint(state_dict, layout, stripped, head_dim)
+
+
+def read_state_dict(path: Path) -> tuple[Mapping[str, object], str, Mapping[str, torch.Tensor]]:
+    """The checked payload of a `.pth` file (module doc of `read_checkpoint`), the wrapper key its weights
+    were under ("plain" if none) and the weights: every value a tensor, nothing executed."""
     require_file(path, "checkpoint")
     check_archive(path)
     try:
@@ -100,19 +120,7 @@ def read_checkpoint(path: str | Path) -> RawCheckpoint:
     not_tensors = [key for key, value in weights.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(f"{path} is not a state_dict: {_few(not_tensors)} are not tensors")
-    check_tensor_storage(weights, path)
-    stripped = any(key.startswith(DDP_PREFIX) for key in weights)
-    state_dict = {key.removeprefix(DDP_PREFIX): value for key, value in weights.items()}
-    cfg = payload.get("cfg")
-    head_dim = cfg_head_dim(cfg) if isinstance(cfg, str) else None
-    if is_v2_state_dict(state_dict):  # before MMAction2's v1 layout, whose key rule its V2 port also meets
-        v2_state, v2_layout = v2_model_keys(state_dict)
-        hints = cfg_hints(cfg) if isinstance(cfg, str) else CfgHints()
-        return RawCheckpoint(v2_state, layout, stripped, None, v2_layout=v2_layout, v2_hints=hints)
-    if mmaction.is_mmaction(state_dict):
-        mapped = mmaction.from_mmaction(state_dict, str(path))
-        return RawCheckpoint(mapped.state_dict, layout, stripped, head_dim, True, mapped.label_set, mmaction.NORM_EPS)
-    return RawCheckpoint(state_dict, layout, stripped, head_dim)
+    return payload, layout, weights
 
 
 # What a PyTorch zip archive may declare before it is opened: its pickle (the structure, with tensor data
@@ -431,7 +439,8 @@ def inflate_image_state_dict(
     key is an error naming it, never a silent partial load.
     """
     target = video_model.state_dict()
-    heads = {key for key in target if key.split(".")[0] in ("head", "head_cls")}
+    prefixes = video_model.head_prefixes if isinstance(video_model, VideoNetwork) else ("head.", "head_cls.")
+    heads = {key for key in target if key.startswith(prefixes)}
     drop_heads = any(key in image_state_dict and image_state_dict[key].shape != target[key].shape for key in heads)
     unexpected = [key for key in image_state_dict if key not in target]
     missing = [key for key in target if key not in image_state_dict and not _video_only_key(key) and key not in heads]

@@ -48,7 +48,7 @@ from uniformer_cli.weights import remote
 from uniformer_cli.weights.cache import DIGESTS_FOLDER, cache_home, known_sha256, probe_timeout
 from uniformer_cli.zoo import IMAGENET_WEIGHTS, AnyEntry
 from uniformer_cli.zoo.sources import SOURCE_NAMES, Source
-from uniformer_cli.zoo.v2 import V2ZooEntry
+from uniformer_cli.zoo.v2 import CLIP_WEIGHTS, V2ZooEntry
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # The file `uniformer push` uploads, and the one `--model namespace/name` loads first.
@@ -199,6 +199,12 @@ def is_sha256(name: str) -> bool:
 def image_weights(family: str) -> Path:
     """The family's ImageNet-1K image checkpoint (`IMAGENET_WEIGHTS`), through the Hub cache."""
     repo, filename = IMAGENET_WEIGHTS[family]
+    return hub_download(repo, filename, instead="download it and pass it with --init FILE")
+
+
+def clip_weights(family: str) -> Path:
+    """The CLIP ViT a UniFormerV2 backbone starts from (`zoo.v2.CLIP_WEIGHTS`), through the Hub cache."""
+    repo, filename = CLIP_WEIGHTS[family]
     return hub_download(repo, filename, instead="download it and pass it with --init FILE")
 
 

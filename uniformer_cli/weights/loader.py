@@ -53,7 +53,7 @@ from uniformer_cli.weights.checkpoint_v2 import (
     narrow_k710_head,
 )
 from uniformer_cli.weights.store import CONFIG_KEY, load_weights, read_metadata, save_weights
-from uniformer_cli.zoo import AnyEntry, ZooEntry, entry_labels, find_entry, not_run_yet
+from uniformer_cli.zoo import AnyEntry, ZooEntry, entry_labels, find_entry
 from uniformer_cli.zoo.sources import Source
 from uniformer_cli.zoo.v2 import V2ZooEntry, released_protocol
 
@@ -82,13 +82,6 @@ class LoadedModel:
     path: Path
     protocol: ViewProtocol | None
     name: str
-
-    def uniformer_v1(self) -> UniFormerModel:
-        """The network, for the code that runs UniFormer (v1) networks only: a UniFormerV2 model is one
-        clear error (`zoo.not_run_yet`)."""
-        if isinstance(self.model, UniFormerV2):
-            raise not_run_yet(self.name)
-        return self.model
 
 
 @dataclass(frozen=True)
@@ -326,14 +319,11 @@ def resolve_model(
     revision: str | None = None,
     head_dim: int | None = None,
     zoo_name: str | None = None,
-    v1_only: bool = False,
     progress: ProgressCallback | None = None,
 ) -> LoadedModel:
     """Load a zoo entry (by name or alias), a Hub model repository or a weights file of either family,
     UniFormer (v1) or UniFormerV2, in eval mode on `device` ("auto": CUDA, then MPS, then CPU, as every
-    command picks it). `v1_only` is for the code that runs UniFormer (v1) networks only: a UniFormerV2 zoo
-    entry is refused before its download, a UniFormerV2 file once read (`zoo.not_run_yet`).
-
+    command picks it).
 
     Which one a name is: `name_kind`. A zoo name downloads through the Hugging Face cache and converts
     once (`fetch_zoo_weights`); a Hub model repository `namespace/name` downloads its converted file
@@ -361,12 +351,8 @@ def resolve_model(
         else:
             if head_dim is not None and head_dim != entry.config.head_dim:
                 raise UniformerError(f"{entry.name} has head_dim {entry.config.head_dim}; drop --head-dim {head_dim}")
-            if v1_only and isinstance(entry, V2ZooEntry):
-                raise not_run_yet(entry.name)  # before its download
             path = fetch_zoo_weights(entry, revision, progress=progress)
     loaded = _load_file(path, entry, head_dim, name=entry.name if entry else str(name_or_path))
-    if v1_only:
-        loaded.uniformer_v1()  # a UniFormerV2 file
     loaded.model.to(target).eval()
     model = loaded.model
     model.labels = loaded.labels  # type: ignore[assignment]

@@ -14,6 +14,7 @@ from uniformer_cli.errors import UniformerError
 from uniformer_cli.jsonio import load_json
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.protocol import Sampling, ViewProtocol
+from uniformer_cli.zoo.recipe import Recipe
 from uniformer_cli.zoo.sources import Source
 from uniformer_cli.zoo.v2 import V2_ALIASES, V2_LABEL_SET_SIZES, V2_ZOO, V2ZooEntry, find_v2_entry
 
@@ -31,20 +32,6 @@ LABEL_SET_NAMES = {
 }
 # Datasets the official code reads as JPEG frame folders (Sth, HMDB51 loaders; PROTOCOLS.md 2.2, 4.2).
 FRAME_FOLDER_SETS = ("sthv1", "sthv2", "hmdb51")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The released training recipe after the official run.sh overrides (PROTOCOLS.md 7.4)."""
-
-    init: str  # "imagenet" or the zoo name of the video checkpoint it was fine-tuned from
-    batch_size: int  # videos per step on one 8-GPU machine
-    lr: float
-    epochs: int
-    warmup_epochs: int
-    weight_decay: float
-    randaug: str
-    flip: bool
 
 
 @dataclass(frozen=True)
@@ -361,20 +348,12 @@ DEFAULT_MODEL = "s-k400"
 
 
 def get_entry(name: str) -> ZooEntry:
-    """Resolve a zoo name, an alias or an official experiment name of a UniFormer (v1) model; unknown
-    names, and UniFormerV2 names where a command does not run UniFormerV2 yet, fail clearly."""
+    """Resolve a zoo name, an alias or an official experiment name of a UniFormer (v1) model (`find_entry`
+    takes both families); unknown names, and UniFormerV2 ones, fail clearly."""
     entry = find_entry(name)
     if isinstance(entry, V2ZooEntry):
-        raise not_run_yet(entry.name)
+        raise UniformerError(f"{entry.name} is a UniFormerV2 model; a UniFormer (v1) one is needed here")
     return entry
-
-
-def not_run_yet(name: str) -> UniformerError:
-    """The one error of a command that runs UniFormer (v1) networks only when it is given a UniFormerV2 one."""
-    return UniformerError(
-        f"{name} is a UniFormerV2 model, which this command does not run yet (the Python API "
-        "uniformer_cli.load_model / resolve_model and `uniformer convert` load it)"
-    )
 
 
 def find_entry(name: str) -> ZooEntry | V2ZooEntry:

@@ -13,11 +13,12 @@ files (open-mmlab/mmaction2, the UniFormerV2 config folder's README, note 4). do
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal, NamedTuple
 
 from uniformer_cli.models.config_v2 import V2_FAMILIES, V2Config, last_layers
 from uniformer_cli.protocol import ViewProtocol
+from uniformer_cli.zoo.recipe import Recipe
 from uniformer_cli.zoo.sources import Source
 
 # The one Hub copy of official UniFormerV2 files (the authors' account), pinned to the commit that added them.
@@ -57,6 +58,54 @@ PUBLISHED_TFLOPS = {
 PUBLISHED_GFLOPS_STEP = 100.0  # the published figures' rounding step (0.1 TFLOPs)
 
 
+# The CLIP ViTs every UniFormerV2 backbone starts from: OpenAI's CLIP visual encoders (the official
+# `extract_clip/extract.ipynb` saves their `visual.` weights without `proj` and `ln_post`), in timm's Hub
+# copies of OpenAI's files (whole CLIP models in OpenAI's key layout; timm's `default_cfgs` name the file).
+CLIP_WEIGHTS: dict[str, tuple[str, str]] = {
+    "v2-b16": ("timm/vit_base_patch16_clip_224.openai", "pytorch_model.bin"),
+    "v2-l14": ("timm/vit_large_patch14_clip_224.openai", "pytorch_model.bin"),
+    "v2-l14-336": ("timm/vit_large_patch14_clip_336.openai", "open_clip_pytorch_model.bin"),
+}
+RAND_M7 = "rand-m7-n4-mstd0.5-inc1"
+
+
+def _from_clip(batch: int, lr: float, epochs: int, warmup: int, gpus: int, *, sth: bool = False) -> Recipe:
+    """A recipe of an experiment that starts from CLIP (its `run.sh` over its `config.yaml`): AdamW with weight
+    decay 0.05 (none on 1-D parameters and biases, ZERO_WD_1D_PARAM), RandAugment m7-n4, plain cross entropy
+    (no mixup, no label smoothing), no random erasing, one clip per video (Something-Something: two, and no
+    flip); `batch` is PySlowFast's TRAIN.BATCH_SIZE over all `gpus` (NUM_GPUS x NUM_SHARDS), whose BASE_LR is
+    not scaled with the shards."""
+    return Recipe(
+        "clip", batch, lr, epochs, warmup, 0.05, RAND_M7, not sth, gpus=gpus, mixup=False, erase_prob=0.0,
+        repeats=2 if sth else 1, label_smoothing=0.0,
+    )  # fmt: skip
+
+
+_K_B16 = _from_clip(256, 1e-5, 55, 5, 8)
+_FROZEN = _from_clip(256, 8e-4, 50, 0, 16)
+_STH_B16 = {16: _from_clip(128, 4e-5, 22, 5, 8, sth=True), 32: _from_clip(64, 4e-5, 22, 5, 16, sth=True)}
+_STH_L14 = {16: _from_clip(64, 2e-5, 22, 5, 16, sth=True), 32: _from_clip(32, 2e-5, 22, 5, 32, sth=True)}
+# The recipes of the experiments that start from CLIP, by experiment (exp/<dataset>/<experiment>); the others
+# fine-tune a Kinetics-710 model, whose released file is gone for most backbones.
+RECIPES: dict[str, Recipe] = {
+    "k710/k710_b16_f8x224": _K_B16,
+    "k710/k710_l14_f8x224": _from_clip(128, 1e-5, 40, 5, 32),
+    "k710/k710_l14_f8x336": _from_clip(64, 5e-6, 40, 5, 32),
+    "k710/frozen_k710_l14_f8x336": _from_clip(128, 8e-4, 50, 0, 32),
+    "k400/k400_b16_f8x224": _K_B16,
+    "k600/k600_b16_f8x224": _K_B16,
+    "k700/k700_b16_f8x224": _K_B16,
+    "k400/frozen_k400_l14_f8x336": _FROZEN,
+    "k600/frozen_k600_l14_f8x336": _FROZEN,
+    "k700/frozen_k700_l14_f8x336": _FROZEN,
+    **{f"sthv{v}/ssv{v}_b16_f{t}x224": _STH_B16[t] for v in (1, 2) for t in (16, 32)},
+    **{f"sthv{v}/ssv{v}_l14_f{t}x224": _STH_L14[t] for v in (1, 2) for t in (16, 32)},
+}
+# Something-Something's stochastic depth (BACKBONE_DROP_PATH_RATE, and DROP_PATH_RATE in the decoder);
+# zero elsewhere.
+STH_DROP_PATH, STH_DECODER_DROP_PATH = 0.2, 0.4
+
+
 def released_protocol(frames: int, size: int, *, sth: bool = False, clips: int = 1, crops: int = 1) -> ViewProtocol:
     """The official test loaders' protocol: sparse sampling of RGB video (`kinetics_sparse`, `mit`, `ant`),
     or with `sth` the Something-Something loader's segments of BGR JPEG frames (OpenCV), whose 1-crop
@@ -91,6 +140,16 @@ class V2ZooEntry:
     @property
     def num_classes(self) -> int:
         return V2_DATASET_CLASSES[self.dataset]
+
+    @property
+    def recipe(self) -> Recipe | None:
+        """The released recipe when the experiment starts from CLIP (`RECIPES`), else None."""
+        return RECIPES.get(self.experiment)
+
+    @property
+    def drop_path(self) -> float:
+        """The backbone's stochastic depth in training (the decoder's is in `config`)."""
+        return STH_DROP_PATH if self.sth else 0.0
 
     @property
     def gflops(self) -> None:
@@ -131,6 +190,7 @@ class V2ZooEntry:
                 "local_mhra": "double",
                 "temporal_downsample": True,
                 "return_layers": last_layers(base.layers, base.layers * 2 // 3),
+                "decoder_drop_path_rate": STH_DECODER_DROP_PATH,
             }
         return base.replace(**changes)
 
@@ -155,8 +215,8 @@ class V2ZooEntry:
             "official_name": self.official_name,
             "layer_scale": None,
             "head_classes": None,
-            "drop_path": None,
-            "recipe": None,
+            "drop_path": self.drop_path,
+            "recipe": None if self.recipe is None else asdict(self.recipe),
             "label_set": self.label_set,
         }
 
