@@ -101,7 +101,7 @@ def test_explain_maps_a_backbone_block(capsys: pytest.CaptureFixture[str], weigh
     assert record["layer"] == v2_fixture_model(NAME).default_map_layer
     assert record["explained_label"] in LABELS and (tmp_path / "v2.png").is_file()
     code, out, err = run_cli(
-        capsys, "explain", VIDEO, "-w", weights, "-o", tmp_path / "v2.mp4", "--layer", "1", "--json"
+        capsys, "explain", VIDEO, "-w", weights, "-o", tmp_path / "layer1.mp4", "--layer", "1", "--json"
     )
     assert code == 0 and json.loads(out)["layer"] == 1, err
     code, _, err = run_cli(capsys, "explain", VIDEO, "-w", weights, "-o", tmp_path / "x.mp4", "--layer", "5")
