@@ -20,24 +20,34 @@ import uniformer_cli
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.zoo import ZOO
+from uniformer_cli.zoo.v2 import V2_ZOO
 
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO = ROOT / "examples" / "yoga.mp4"
 TOLERANCE = 1e-5  # probabilities; the CLI runs the fast path, the API's model the exact one
 # One protocol of each family the zoo's entries use (at a small size): Kinetics' dense clips, the
 # Something-Something segments on BGR frames with the first (left) crop, the light models' sparse
-# sampling, and three crops along the long side (UCF101 / HMDB51, Sth).
+# sampling, three crops along the long side (UCF101 / HMDB51; the Sth segments as released), and
+# UniFormerV2's sparse clips, several of them, each in three crops.
 FAMILIES = {
     "dense-k400": ViewProtocol(frames=8, stride=2, clips=2, crops=1, size=64),
     "segment-sth-bgr": ViewProtocol(frames=8, sampling="segment", size=64, channel_order="bgr", single_crop="first"),
     "sparse-light": ViewProtocol(frames=6, sampling="sparse", size=48),
     "three-crop": ViewProtocol(frames=4, stride=4, clips=2, crops=3, size=64, channel_order="bgr"),
+    "segment-three-crop": ViewProtocol(frames=8, sampling="segment", crops=3, size=64, channel_order="bgr"),
+    "sparse-v2": ViewProtocol(frames=4, sampling="sparse", clips=2, crops=3, size=64),
 }
 
 
 def zoo_families() -> set[tuple[str, str, int]]:
-    """(sampling, channel order, crops) of the released entries: the families the API must follow."""
-    return {(e.protocol.sampling, e.protocol.channel_order, e.protocol.crops) for e in ZOO.values()}
+    """(sampling, channel order, crops) of the released entries of both families (UniFormer, UniFormerV2):
+    the families the API must follow."""
+    protocols = [e.protocol for e in ZOO.values()] + [e.protocol for e in V2_ZOO.values()]
+    return {(p.sampling, p.channel_order, p.crops) for p in protocols}
+
+
+def multi_view_samplings(protocols: list[ViewProtocol]) -> set[str]:
+    return {p.sampling for p in protocols if p.views > 1}
 
 
 def test_the_families_cover_the_zoo() -> None:
@@ -47,6 +57,9 @@ def test_the_families_cover_the_zoo() -> None:
     assert {s for s, _, _ in released} <= {s for s, _, _ in tested}
     assert {c for _, c, _ in released} <= {c for _, c, _ in tested}
     assert {n for _, _, n in released} <= {n for _, _, n in tested}
+    # Every sampling rule the zoo runs with several views (clips x crops) is tested with several.
+    zoo = [e.protocol for e in ZOO.values()] + [e.protocol for e in V2_ZOO.values()]
+    assert multi_view_samplings(zoo) <= multi_view_samplings(list(FAMILIES.values()))
 
 
 def cli_scores(capsys: pytest.CaptureFixture[str], *arguments: object) -> dict[int, float]:
