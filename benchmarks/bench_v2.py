@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,15 +27,12 @@ FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def cpu_line() -> str:
-    """The CPU's model name and which of `FEATURES` it has (Linux; elsewhere the machine type)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return platform.machine()
-    model = next((line.partition(":")[2].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = next((set(line.partition(":")[2].split()) for line in text.splitlines() if line.startswith("flags")), set())
-    have = [feature for feature in FEATURES if feature in flags]
-    return f"{model or platform.machine()}, {os.cpu_count()} logical CPUs, features: {' '.join(have) or 'none'}"
+    """The CPU's model name and which of `FEATURES` it has (`runtime.cpu_info`, the one CPU description)."""
+    from uniformer_cli.runtime import cpu_info
+
+    cpu = cpu_info()
+    have = [feature for feature in FEATURES if feature in cpu.flags]
+    return f"{cpu.model}, {os.cpu_count()} logical CPUs, features: {' '.join(have) or 'none'}"
 
 
 def parse() -> argparse.Namespace:
