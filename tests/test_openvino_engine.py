@@ -289,7 +289,7 @@ def auto_engine_model(weights: Path, precision: str = "fp32", batch: int = 2) ->
     loaded = resolve_model(weights, device=CPU)
 
     def pytorch() -> torch.nn.Module:
-        return optimize_for_inference(loaded.uniformer_v1(), inplace=True, precision=precision)
+        return optimize_for_inference(loaded.model, inplace=True, precision=precision)
 
     return openvino_engine.auto_model(loaded, PROTOCOL, precision, pytorch, batch=batch)
 

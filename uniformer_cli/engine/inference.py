@@ -170,9 +170,7 @@ def open_model(
             )
 
     def pytorch() -> nn.Module:
-        return optimize_for_inference(
-            loaded.model, inplace=True, compile=request.compile, precision=request.precision
-        )
+        return optimize_for_inference(loaded.model, inplace=True, compile=request.compile, precision=request.precision)
 
     network: nn.Module
     if exact:
