@@ -1,16 +1,16 @@
 """UniFormerV2 on the CPU (issue 24).
 
 1. B/16 at 8x224, batch 1, random weights, in one process with the contenders alternating (median of --runs
-   after --warmup): ours fp32 and bf16 (`optimize_for_inference`), OpenVINO fp32 and bf16 (precision hint)
-   on the ONNX file `uniformer export` writes of the same weights, ONNX Runtime fp32 when installed; each
-   row with its ratio to ours fp32, its largest logit difference and whether the top-5 matches
-   (`bench_engines.py`'s contenders).
+   after --warmup, `bench_engines.timed_rounds`): ours fp32 and bf16 (`optimize_for_inference`, what the CLI
+   runs, attention kernel measured per shape), OpenVINO fp32 and bf16 (precision hint) on the ONNX file
+   `uniformer export` writes of the same weights; each row with its ratio to ours fp32, its largest logit
+   difference and whether the top-5 matches. The attention kernels chosen are printed after.
 2. L/14 at 8x224 (--l14): peak memory of one clip through ours fp32 and bf16 (the torch profiler's
    allocation trace plus the resident weights, `engine.flops.peak_memory`), and with --train of a training
    step (AdamW, batch 1) with every backbone block checkpointed (the training default for L/14) and without.
 
-Prints the CPU model and the features the kernels depend on first. With other jobs on the same cores,
-trust the ratios (measured in the same run) more than the times.
+Prints the CPU model and features (`runtime.cpu_info`) and the load average first. With other jobs on the
+same cores, trust the ratios (measured in the same run) more than the times.
 
     python benchmarks/bench_v2.py [--threads 2] [--runs 5] [--warmup 2] [--background N] [--l14] [--train]
 """
@@ -19,20 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu_line() -> str:
-    """The CPU's model name and which of `FEATURES` it has (`runtime.cpu_info`, the one CPU description)."""
-    from uniformer_cli.runtime import cpu_info
-
-    cpu = cpu_info()
-    have = [feature for feature in FEATURES if feature in cpu.flags]
-    return f"{cpu.model}, {os.cpu_count()} logical CPUs, features: {' '.join(have) or 'none'}"
+if TYPE_CHECKING:  # torch loads after the runtime settings (see main)
+    import torch
 
 
 def parse() -> argparse.Namespace:
@@ -46,13 +40,62 @@ def parse() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def openvino_contenders(
+    model: torch.nn.Module, clip: torch.Tensor, threads: int, folder: Path
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """OpenVINO fp32 and bf16 on the ONNX file `uniformer export` writes of `model` (none without openvino)."""
+    import importlib.util
+
+    import torch
+
+    from uniformer_cli.engine.interchange import exportable, write_onnx
+
+    if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript", "openvino")):
+        return {}
+    import onnx
+    import openvino
+
+    path = folder / "v2.onnx"
+    write_onnx(exportable(model), torch.randn(clip.shape), path, {}, onnx)
+    core, array = openvino.Core(), clip.numpy()
+    found: dict[str, Callable[[], torch.Tensor]] = {}
+    for label, hint in (("OpenVINO fp32", "f32"), ("OpenVINO bf16", "bf16")):
+        config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        compiled = core.compile_model(str(path), "CPU", config)
+        found[label] = lambda compiled=compiled: torch.from_numpy(compiled(array)[0])
+    return found
+
+
+def compare(contenders: dict[str, Callable[[], torch.Tensor]], args: argparse.Namespace, shape: str) -> None:
+    """Time `contenders` (alternating) and print each one's median, spread, ratio to "ours fp32", largest
+    logit difference to it and whether the top-5 matches."""
+    from bench_engines import timed_rounds
+
+    reference = contenders["ours fp32"]()
+    checks = {}
+    for name, run in contenders.items():
+        logits = run().float()
+        same = logits.topk(5).indices.tolist() == reference.topk(5).indices.tolist()
+        checks[name] = (float((logits - reference).abs().max()), same)
+    times = timed_rounds(dict(contenders), args.runs, args.warmup)
+    base = statistics.median(times["ours fp32"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        error, same = checks[name]
+        print(
+            f"  {shape:12s} {name:14s} {median * 1e3:8.0f} ms  ({min(values) * 1e3:5.0f}-{max(values) * 1e3:5.0f})"
+            f"  x{base / median:5.2f}  max|d| {error:8.2e}  top-5 {'same' if same else 'DIFFERS'}",
+            flush=True,
+        )
+
+
 def engines_b16(args: argparse.Namespace, folder: Path) -> None:
     import torch
-    from bench_engines import compare, engines
 
     from uniformer_cli.models import create_model
     from uniformer_cli.models.config_v2 import V2_FAMILIES
     from uniformer_cli.models.fast import cpu_has_native_bf16, optimize_for_inference
+    from uniformer_cli.models.fast_attention import CHOICE
 
     torch.manual_seed(0)
     model = create_model(V2_FAMILIES["v2-b16"]).eval()
@@ -72,8 +115,10 @@ def engines_b16(args: argparse.Namespace, folder: Path) -> None:
     contenders["ours fp32"] = ours(optimize_for_inference(model, precision="fp32"))
     if cpu_has_native_bf16():
         contenders["ours bf16"] = ours(optimize_for_inference(model, precision="bf16"))
-    contenders.update(engines(model, clip, args.threads, folder))
+    contenders.update(openvino_contenders(model, clip, args.threads, folder))
     compare(contenders, args, "v2-b16 8x224")
+    kernels = sorted(CHOICE.decided.items())
+    print("  attention kernels measured fastest: " + "; ".join(f"{key} {name}" for key, name in kernels), flush=True)
 
 
 def memory_l14(args: argparse.Namespace) -> None:
@@ -127,15 +172,22 @@ def main() -> None:
     configure_runtime()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
-    from bench_engines import busy_processes
+    from bench_engines import busy_processes, load_average
+
+    from uniformer_cli.runtime import cpu_info
 
     torch.set_num_threads(args.threads)
-    print(f"{cpu_line()}; torch {torch.__version__}, {args.threads} threads, {args.background} busy process(es)")
+    print(f"CPU: {cpu_info().describe()}")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {args.background} busy process(es) of ours;"
+        f" load average before: {load_average()}"
+    )
     print(f"median of {args.runs} after {args.warmup} warm-up, contenders alternating, batch 1, random weights:")
     with tempfile.TemporaryDirectory() as folder, busy_processes(args.background):
         engines_b16(args, Path(folder))
         if args.l14:
             memory_l14(args)
+    print(f"load average after: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from uniformer_cli.models.fast import (
     onednn_packing_works,
     optimize_for_inference,
 )
+from uniformer_cli.models.fast_attention import KERNELS, forced_kernel
 from uniformer_cli.models.layers import Attention, CBlock, SABlock, StagedModel
 from uniformer_cli.models.network import VideoNetwork
 from uniformer_cli.models.uniformerv2 import Fp32LayerNorm, UniFormerV2
@@ -374,15 +375,18 @@ def test_conv_weights_packed_for_onednn_follow_the_weight_and_the_input_shape() 
         torch.testing.assert_close(copy.deepcopy(fast)(large), conv(large))
 
 
+@pytest.mark.parametrize("kernel", sorted(KERNELS))
 @pytest.mark.parametrize("name", sorted(V2_FIXTURES))
-def test_v2_fast_path_matches_the_exact_path_and_the_official_logits(name: str) -> None:
+def test_v2_fast_path_matches_the_exact_path_and_the_official_logits(name: str, kernel: str) -> None:
+    """With every attention kernel the fast path may measure fastest (`models.fast_attention`), for the
+    backbone's self-attention and the decoder's cross-attention alike."""
     model = v2_fixture_model(name)
     x = v2_input(name)
     before = {key: value.clone() for key, value in model.state_dict().items()}
     fast = optimize_for_inference(model)
     assert isinstance(fast, UniFormerV2) and isinstance(fast, VideoNetwork) and fast is not model
     assert not any(isinstance(m, nn.BatchNorm3d | Fp32LayerNorm) for m in fast.modules())  # folded, plain
-    with torch.inference_mode():
+    with forced_kernel(kernel), torch.inference_mode():
         logits = fast(x)
         reference = exact_logits(model, x)
         assert (logits - reference).abs().max().item() < FAST_TOLERANCE

@@ -20,9 +20,11 @@
   CPU with native bf16, AVX512-BF16 or AMX, oneDNN runs it ~3x faster than float32, see benchmarks/).
 
 A UniFormerV2 gets its own fast path (`optimize_v2`, the last section of this module), on the same layers:
-- attention through one kernel call per block (`attend`: fused SDPA), the `1/sqrt(d)` scale folded into
-  the query rows of the input projection (exact: a power of two for 64-wide heads), the projections as
-  `FastLinear`s and the output projection adding the residual in the same call;
+- attention by the kernel `fast_attention` measured fastest for each shape on this machine (fused SDPA
+  or batched matmuls; the backbone's per-frame self-attention and the decoder's one-query
+  cross-attention are shapes of their own), the `1/sqrt(d)` scale folded into the query rows of the
+  input projection (exact: a power of two for 64-wide heads), the projections as `FastLinear`s and the
+  output projection adding the residual in the same call;
 - the MLPs' QuickGELU, `x * sigmoid(1.702 x)`, fused into the first layer as oneDNN's swish
   `y * sigmoid(y)` on `y = 1.702 x` (the first layer's weights scaled by 1.702, the second's by 1/1.702:
   the same function), and the second layer adding the residual;
@@ -48,7 +50,7 @@ from torch import nn
 
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import exact_attention
-from uniformer_cli.models.fast_attention import use_fast_attention
+from uniformer_cli.models.fast_attention import measured_attention, use_fast_attention
 from uniformer_cli.models.layers import (
     CBlock,
     ConvMlp,
@@ -521,11 +523,6 @@ def _finish(fast: nn.Module, precision: str, compile: bool) -> nn.Module:
 QUICK_GELU = 1.702  # QuickGELU(x) = x * sigmoid(1.702 x)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """`softmax(q kᵀ) v` of `[B, H, N, D]` queries whose scale is already folded in."""
-    return F.scaled_dot_product_attention(q, k, v, scale=1.0)
-
-
 class SwishLinear(FastLinear):
     """`y * sigmoid(y)` of a linear layer's output `y`, in one oneDNN call on the CPU."""
 
@@ -545,7 +542,7 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor, kind: type[FastLinear] = F
     return layer
 
 
-class FastAttention(nn.Module):
+class FastInProjAttention(nn.Module):
     """`InProjAttention` on the fast path: the query rows pre-scaled, one `FastLinear` for q, k and v
     (self-attention) or q and (k, v) (the decoder's cross-attention), the output projection adding the
     residual."""
@@ -577,7 +574,7 @@ class FastAttention(nn.Module):
             (q,) = self._heads(self.q(query), 1)
             k, v = self._heads(self.kv(source), 2)
         batch, length, width = query.shape
-        out = attend(q, k, v).transpose(1, 2).reshape(batch, length, width)
+        out = measured_attention(q, k, v).transpose(1, 2).reshape(batch, length, width)
         return cast(torch.Tensor, self.out_proj(out, residual=residual))
 
 
@@ -635,7 +632,7 @@ class FastLocalUniBlock(nn.Module):
         self.lmhra1 = FastLocalMHRA(block.lmhra1) if hasattr(block, "lmhra1") else None
         self.lmhra2 = FastLocalMHRA(block.lmhra2) if hasattr(block, "lmhra2") else None
         self.ln_1, self.ln_2 = _plain_norm(block.ln_1), _plain_norm(block.ln_2)
-        self.attn = FastAttention(block.attn)
+        self.attn = FastInProjAttention(block.attn)
         self.mlp = FastMlp(block.mlp)
 
     def forward(self, tokens: torch.Tensor, frames: int, grid: tuple[int, int]) -> torch.Tensor:
@@ -653,7 +650,7 @@ class FastGlobalUniBlock(nn.Module):
     def __init__(self, block: GlobalUniBlock) -> None:
         super().__init__()
         self.ln_1, self.ln_2, self.ln_3 = block.ln_1, block.ln_2, block.ln_3
-        self.attn = FastAttention(block.attn, cross=True)
+        self.attn = FastInProjAttention(block.attn, cross=True)
         self.mlp = FastMlp(block.mlp)
 
     def forward(self, query: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
