@@ -127,12 +127,12 @@ def predict_throughput(device: torch.device, folder: Path, batches: list[int], c
 
 
 def eval_throughput(device: torch.device, batches: list[int], dry_run: bool) -> None:
-    """The eval engine's scoring (decode in DataLoader workers + model), through bench_loader.py."""
+    """The eval engine's scoring (decode in DataLoader workers + model), through bench_loader.py --overlap."""
     print("== eval scoring (benchmarks/bench_loader.py: synthetic clips, random S)")
     shape = ["--frames", "4", "--size", "32", "--videos", "2"] if dry_run else ["--frames", "16", "--size", "224"]
     workers = ["0"] if dry_run else ["4"]
     for batch in batches:
-        command = [sys.executable, str(ROOT / "benchmarks" / "bench_loader.py"), "--device", device.type]
+        command = [sys.executable, str(ROOT / "benchmarks" / "bench_loader.py"), "--overlap", "--device", device.type]
         command += ["--batch-size", str(batch), "--workers", *workers, *shape]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         lines = [line for line in done.stdout.splitlines() if line.strip()]

@@ -27,6 +27,7 @@ from uniformer_cli.engine.predict import Prediction, Predictor, VideoPrediction,
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.models import create_model
 from uniformer_cli.models.config import ModelConfig
+from uniformer_cli.models.network import VideoNetwork
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.records import Failure
 from uniformer_cli.weights import LoadedModel, save_weights
@@ -39,7 +40,7 @@ COLOURS = ["red", "blue"]
 PROTOCOL = ViewProtocol(frames=4, stride=2, clips=2, crops=1, size=32)
 
 
-class ColourModel(nn.Module):
+class ColourModel(VideoNetwork):
     """Logits read the mean colour: class 0 ("red") when red dominates blue, class 1 otherwise."""
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
