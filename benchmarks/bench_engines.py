@@ -143,7 +143,8 @@ class Model:
         )
 
 
-def bench_predict(args: argparse.Namespace, folder: Path) -> None:
+def random_s16(path: Path) -> Path:
+    """A UniFormer-S16 with random weights (seed 0), saved with the s16x4-k400 protocol (4 views of 16 frames)."""
     import torch
 
     from uniformer_cli.models import create_model
@@ -152,12 +153,11 @@ def bench_predict(args: argparse.Namespace, folder: Path) -> None:
 
     entry = get_entry("s16x4-k400")
     torch.manual_seed(0)
-    weights = save_weights(
-        folder / "s16.safetensors",
-        create_model(entry.config).eval(),
-        entry.config,
-        protocol=entry.protocol.as_dict(),
-    )
+    return save_weights(path, create_model(entry.config).eval(), entry.config, protocol=entry.protocol.as_dict())
+
+
+def bench_predict(args: argparse.Namespace, folder: Path) -> None:
+    weights = random_s16(folder / "s16.safetensors")
     copies = folder / "copies"
     copies.mkdir()
     for number in range(8):

@@ -20,7 +20,7 @@ from uniformer_cli.cli.app import main
 from uniformer_cli.data.datasets import get_dataset
 from uniformer_cli.engine import evaluate as evaluate_engine
 from uniformer_cli.engine.evaluate import open_for_dataset
-from uniformer_cli.engine.inference import InferenceRequest
+from uniformer_cli.engine.request import InferenceRequest
 from uniformer_cli.engine.scoring import VideoResult, compute_metrics
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, resolve_protocol

@@ -255,7 +255,8 @@ def test_help_names_the_extra(capsys: pytest.CaptureFixture[str], monkeypatch: p
 def test_features_run_on_openvino_as_on_pytorch(weights: Path) -> None:
     """`features --engine openvino` (issue 20): OpenVINO runs a graph whose output is the pooled features of
     the asked stage, cached apart from the logits graph, with PyTorch's values."""
-    from uniformer_cli.engine.inference import InferenceRequest, open_model
+    from uniformer_cli.engine.inference import open_model
+    from uniformer_cli.engine.request import InferenceRequest
 
     clips = torch.randn(2, 3, 8, 64, 64)
     for stage in (4, 2):

@@ -286,7 +286,7 @@ def test_each_option_reaches_its_request_by_name(
     parameter or one the command derives."""
     parameters = set(inspect.signature(command).parameters)  # type: ignore[arg-type]
     fields = {field.name for field in dataclasses.fields(request_class)} if request_class else set()
-    inference = {field.name for field in dataclasses.fields(engine.inference.InferenceRequest)} - {"protocol"}
+    inference = {field.name for field in dataclasses.fields(engine.request.InferenceRequest)} - {"protocol"}
     protocol = {field.name for field in dataclasses.fields(ProtocolOverrides)}
     assert fields - parameters == derived
     taken = fields | protocol | {name for name in inference if name in parameters} | set(options.RENAMED)

@@ -11,7 +11,7 @@ from parity import FIXTURES, fixture_model
 from synthetic_video import write_video
 
 from uniformer_cli.engine import explain, export, flops
-from uniformer_cli.engine.inference import InferenceRequest
+from uniformer_cli.engine.request import InferenceRequest
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.events import Progress
 from uniformer_cli.models import ModelConfig

@@ -20,7 +20,7 @@ from test_output import NAMES, documented_schema, write_data
 import uniformer_cli
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.weights import resolve_model, save_weights
-from uniformer_cli.weights.loader import WEIGHT_SUFFIXES, name_kind
+from uniformer_cli.weights.header import WEIGHT_SUFFIXES, name_kind
 
 TOKEN = "hf_test_token"
 

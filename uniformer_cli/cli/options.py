@@ -13,7 +13,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 if TYPE_CHECKING:
-    from uniformer_cli.engine.inference import InferenceRequest
+    from uniformer_cli.engine.request import InferenceRequest
 
 import typer
 
@@ -68,10 +68,10 @@ def require_root(root: str | None, list_file: str | None, data: str | None = Non
 
 
 def inference_request(values: Mapping[str, Any]) -> InferenceRequest:
-    """The `engine.inference.InferenceRequest` of a command that runs a model, from its parameters by name
+    """The `engine.request.InferenceRequest` of a command that runs a model, from its parameters by name
     (pass `locals()`, as for `fields_from`): the model and device flags, the protocol flags, `--compile`
     (parameter `compile_model`) and `--engine` (`engine_name`), where the command has them."""
-    from uniformer_cli.engine.inference import InferenceRequest  # torch loads with the command, not with --help
+    from uniformer_cli.engine.request import InferenceRequest  # engine modules load with the command, not with --help
 
     renamed = {field: values[parameter] for parameter, field in RENAMED.items() if parameter in values}
     protocol = ProtocolOverrides(**fields_from(ProtocolOverrides, values))

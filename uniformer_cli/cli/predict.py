@@ -166,8 +166,8 @@ def predict(
         ensure_writable(plot, "timeline plot")  # before any work
     # Missing inputs are found before the engine (and torch) loads: such an error costs no start-up.
     videos = None if any(is_stream(path) for path in paths) else find_videos(paths)
-    request = engine.inference.InferenceRequest(
-        **fields_from(engine.inference.InferenceRequest, locals()),
+    request = engine.request.InferenceRequest(
+        **fields_from(engine.request.InferenceRequest, locals()),
         protocol=ProtocolOverrides(**fields_from(ProtocolOverrides, locals())),
         compile=compile_model,
         engine=engine_name,
@@ -175,14 +175,23 @@ def predict(
     if videos is None:  # a stream
         _predict_stream(paths, timeline, destination, plot, clips, request, batch_size, decoder)
         return
-    engine.predict.check_timeline_request(videos, timeline, fps)
-    with ProgressBars(stderr_console.is_terminal) as bars:  # downloads, a first OpenVINO conversion
-        predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder, progress=bars)
-    # One quick file needs no bar; several files, or a timeline's windows, do.
-    with ProgressBars(stderr_console.is_terminal and (len(videos.paths) > 1 or timeline is not None)) as bars:
-        report = engine.predict.run_predict(
-            predictor, videos, top_k=top_k, timeline=timeline, timeline_clips=clips, fps=fps, progress=bars
-        )
+    # The first video decodes while torch loads and the model opens (not for timelines: windows stream).
+    with engine.prefetch.first_video(request, videos.paths if timeline is None else [], decoder) as first:
+        engine.predict.check_timeline_request(videos, timeline, fps)
+        with ProgressBars(stderr_console.is_terminal) as bars:  # downloads, a first OpenVINO conversion
+            predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder, progress=bars)
+        # One quick file needs no bar; several files, or a timeline's windows, do.
+        with ProgressBars(stderr_console.is_terminal and (len(videos.paths) > 1 or timeline is not None)) as bars:
+            report = engine.predict.run_predict(
+                predictor,
+                videos,
+                top_k=top_k,
+                timeline=timeline,
+                timeline_clips=clips,
+                fps=fps,
+                progress=bars,
+                first=first,
+            )
     code = destination.emit(Result(report.records()), lambda console: _print(console, report))
     if plot is not None:
         _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.predict.VideoTimeline)])
@@ -200,7 +209,7 @@ def _predict_stream(
     destination: Output,
     plot: Path | None,
     clips: int | None,
-    request: engine.inference.InferenceRequest,
+    request: engine.request.InferenceRequest,
     batch_size: int,
     decoder: str,
 ) -> None:

@@ -120,3 +120,15 @@ def clip_indices(protocol: ViewProtocol, num_frames: int) -> list[np.ndarray]:
         test_indices(protocol.sampling, num_frames, protocol.frames, protocol.stride, view, protocol.clips)
         for view in range(protocol.clips)
     ]
+
+
+def view_frame_indices(
+    protocol: ViewProtocol, num_frames: int, window: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct frame indices a video's test views need (sorted), and the positions of each clip's
+    frames in them (`[clips, frames]`). `window = (first, stop)` samples inside frames `first..stop-1` as
+    if they were the whole video (the timeline's windows)."""
+    first, stop = window or (0, num_frames)
+    clips = [first + indices for indices in clip_indices(protocol, stop - first)]
+    unique, positions = np.unique(np.concatenate(clips), return_inverse=True)
+    return unique, positions.reshape(protocol.clips, protocol.frames)

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from uniformer_cli.data import transforms
-from uniformer_cli.data.sampling import clip_indices
+from uniformer_cli.data.sampling import view_frame_indices
 from uniformer_cli.data.video import Decoder, Video, open_video
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, resolve_protocol
-
-
-def _view_frame_indices(
-    video: Video, protocol: ViewProtocol, window: tuple[int, int] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct frame indices the views need (sorted), and the positions of each clip's frames in
-    them (`[clips, frames]`)."""
-    first, stop = window or (0, video.num_frames)
-    clips = [first + indices for indices in clip_indices(protocol, stop - first)]
-    unique, positions = np.unique(np.concatenate(clips), return_inverse=True)
-    return unique, positions.reshape(protocol.clips, protocol.frames)
 
 
 def read_view_frames(
@@ -35,24 +24,18 @@ def read_view_frames(
     `window = (first, stop)` samples inside frames `first..stop-1` as if they were the whole video
     (used by the timeline).
     """
-    unique, positions = _view_frame_indices(video, protocol, window)
+    unique, positions = view_frame_indices(protocol, video.num_frames, window)
     return video.read(unique), positions
 
 
-def resized_view_frames(
-    video: Video, protocol: ViewProtocol, window: tuple[int, int] | None = None
-) -> tuple[torch.Tensor, np.ndarray]:
-    """`read_view_frames`, with each frame normalised and resized (`transforms.resized_clip`) as soon
-    as it is decoded: float32 `[3, U, h, w]`. Memory follows the model's input size, not the video's
-    resolution (a 4000x3000 source never has all its frames decoded at once)."""
-    unique, positions = _view_frame_indices(video, protocol, window)
-    return transforms.resized_clip(video.iter_frames(unique), protocol.size), positions
-
-
-def views_from_frames(frames: np.ndarray, positions: np.ndarray, protocol: ViewProtocol) -> torch.Tensor:
+def views_from_frames(
+    frames: np.ndarray | Iterable[np.ndarray], positions: np.ndarray, protocol: ViewProtocol
+) -> torch.Tensor:
     """float32 `[clips * crops, 3, T, size, size]` from `read_view_frames` output, view index =
     clip * crops + crop. Each frame is normalised and resized once; the channel axis is reversed for
-    BGR-trained checkpoints (PROTOCOLS.md 1.3)."""
+    BGR-trained checkpoints (PROTOCOLS.md 1.3). `frames` may also be an iterator of the distinct frames
+    (`sampling.view_frame_indices` order), each shrunk as it comes: memory then follows the model's input
+    size, not the video's resolution (a 4000x3000 source never has all its frames decoded at once)."""
     return views_from_resized(transforms.resized_clip(frames, protocol.size), positions, protocol)
 
 
@@ -71,8 +54,9 @@ def views_from_resized(resized: torch.Tensor, positions: np.ndarray, protocol: V
 
 
 def views_from_video(video: Video, protocol: ViewProtocol, window: tuple[int, int] | None = None) -> torch.Tensor:
-    """The model input views of an opened video, decoded and shrunk frame by frame (`resized_view_frames`)."""
-    return views_from_resized(*resized_view_frames(video, protocol, window), protocol)
+    """The model input views of an opened video, decoded and shrunk frame by frame (`views_from_frames`)."""
+    unique, positions = view_frame_indices(protocol, video.num_frames, window)
+    return views_from_frames(video.iter_frames(unique), positions, protocol)
 
 
 def load_views(

@@ -16,7 +16,8 @@ import torch
 
 from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.files import write_or_fail
-from uniformer_cli.weights.checkpoint import check_archive, check_tensor_storage, require_file
+from uniformer_cli.weights.checkpoint import check_archive, check_tensor_storage
+from uniformer_cli.weights.header import require_file
 
 CHECKPOINT_FORMAT = "uniformer-train/1"
 

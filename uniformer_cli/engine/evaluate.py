@@ -28,7 +28,8 @@ from uniformer_cli.data import storage
 from uniformer_cli.data.datasets import DatasetSpec, DatasetSplit, Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.engine.distributed import Session, session
-from uniformer_cli.engine.inference import InferenceModel, InferenceRequest, open_model
+from uniformer_cli.engine.inference import InferenceModel, open_model
+from uniformer_cli.engine.request import InferenceRequest
 from uniformer_cli.engine.scoring import VideoResult, compute_metrics, score_videos
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import DatasetError, Terminated, UniformerError, WriteError

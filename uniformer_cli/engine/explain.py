@@ -36,7 +36,8 @@ from uniformer_cli.data.sampling import clip_indices
 from uniformer_cli.data.video import open_video
 from uniformer_cli.data.views import read_view_frames, views_from_frames
 from uniformer_cli.engine.arrays import FORMATS, index_path, write_arrays
-from uniformer_cli.engine.inference import InferenceRequest, open_model
+from uniformer_cli.engine.inference import open_model
+from uniformer_cli.engine.request import InferenceRequest
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.files import ensure_writable, refuse_to_replace, write_with_fallback

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from uniformer_cli.engine.cards import export_card
-from uniformer_cli.engine.inference import InferenceRequest, open_model
+from uniformer_cli.engine.inference import open_model
 from uniformer_cli.engine.interchange import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -40,6 +40,7 @@ from uniformer_cli.engine.interchange import (
     write_onnx,
     write_openvino,
 )
+from uniformer_cli.engine.request import InferenceRequest
 from uniformer_cli.engine.standalone import preprocess_source
 from uniformer_cli.errors import UniformerError, first_line
 from uniformer_cli.events import Progress, ProgressCallback, notify

@@ -39,7 +39,8 @@ from uniformer_cli.engine.arrays import FORMATS, checkpoint_path, index_path, wr
 from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.evaluate import CHECKPOINT_SECONDS, inputs_sha256, open_for_dataset, sample_key
 from uniformer_cli.engine.evaluate import RESUME_KEYS as EVAL_RESUME_KEYS
-from uniformer_cli.engine.inference import LAST_LAYER, InferenceModel, InferenceRequest, open_model
+from uniformer_cli.engine.inference import LAST_LAYER, InferenceModel, open_model
+from uniformer_cli.engine.request import InferenceRequest
 from uniformer_cli.engine.scoring import all_finite, decoded_batches, non_finite
 from uniformer_cli.engine.signals import raise_on_sigterm
 from uniformer_cli.errors import Terminated, UniformerError, WriteError

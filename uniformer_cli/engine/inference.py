@@ -1,9 +1,10 @@
 """Opening a model for inference: the one door of predict, eval, features, explain and export.
 
-An `InferenceRequest` names the weights (a zoo name, or a file and the zoo entry it belongs to), how to
-run them (device, precision, engine, `torch.compile`) and the changes asked of the test protocol.
-`open_model` checks the run settings before anything is downloaded, loads the weights
-(`weights.resolve_model`), resolves the protocol the model runs with, and makes the network ready:
+An `InferenceRequest` (`engine.request`, readable without torch) names the weights (a zoo name, or a
+file and the zoo entry it belongs to), how to run them (device, precision, engine, `torch.compile`) and
+the changes asked of the test protocol. `open_model` checks the run settings before anything is
+downloaded, loads the weights (`weights.resolve_model`), resolves the protocol the model runs with, and
+makes the network ready:
 
 - the fast inference path at the requested precision (`models.fast.optimize_for_inference`), or
   OpenVINO's compiled model (`engine.openvino_engine`), both scoring float32 clips into float32 outputs;
@@ -22,7 +23,7 @@ import functools
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import cast
 
@@ -32,15 +33,17 @@ from torch import nn
 from uniformer_cli.data import storage
 from uniformer_cli.device import batched_logits, select_device
 from uniformer_cli.engine.openvino_engine import auto_model, choose_engine, openvino_model
+from uniformer_cli.engine.request import InferenceRequest
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.events import ProgressCallback
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.models.config_v2 import V2Config
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.models.network import VideoNetwork
-from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, check_clip_size, resolve_protocol
+from uniformer_cli.protocol import ViewProtocol, check_clip_size, resolve_protocol
 from uniformer_cli.weights import LoadedModel, resolve_model
-from uniformer_cli.weights.loader import is_weights_path, named_entry
+from uniformer_cli.weights.header import is_weights_path
+from uniformer_cli.weights.loader import named_entry
 from uniformer_cli.zoo import DEFAULT_MODEL, ZooEntry
 from uniformer_cli.zoo.v2 import V2ZooEntry
 
@@ -48,26 +51,6 @@ log = logging.getLogger(__name__)
 
 # `features=LAST_LAYER`: the network's last layer, the vector its classifier reads (`VideoNetwork`).
 LAST_LAYER = -1
-
-
-@dataclass(frozen=True)
-class InferenceRequest:
-    """Which model to open and how to run it; every command that runs a model takes these fields.
-
-    `model` is a zoo name or alias, or a Hub model repository `namespace/name`; with `weights` (a local
-    file) it names the zoo entry that file belongs to (its labels and protocol). Neither: the command's
-    default model.
-    """
-
-    model: str | None = None
-    weights: str | Path | None = None  # a local file or a storage URL
-    revision: str | None = None
-    head_dim: int | None = None
-    device: str = "auto"
-    precision: str = "auto"  # `settings.PRECISIONS`
-    engine: str = "auto"  # `settings.ENGINES`; auto decides per machine (`openvino_engine.auto_model`)
-    compile: bool = False
-    protocol: ProtocolOverrides = field(default_factory=ProtocolOverrides)
 
 
 @dataclass

@@ -22,7 +22,9 @@ from uniformer_cli.data.video import check_decoder, is_frame_folder, open_video
 from uniformer_cli.data.views import views_from_video
 from uniformer_cli.data.windows import check_frame_rate, check_timeline, stream_windows, window_bounds
 from uniformer_cli.device import batched_logits
-from uniformer_cli.engine.inference import InferenceModel, InferenceRequest, open_model, request_for
+from uniformer_cli.engine.inference import InferenceModel, open_model, request_for
+from uniformer_cli.engine.prefetch import FirstVideo, LoadedVideo
+from uniformer_cli.engine.request import InferenceRequest
 from uniformer_cli.engine.scoring import all_finite, non_finite
 from uniformer_cli.errors import Terminated, UniformerError, stop_reason
 from uniformer_cli.events import Progress, ProgressCallback, notify
@@ -99,16 +101,6 @@ class VideoTimeline:
             for w in self.windows
         ]
         return {"windows": windows, "elapsed_s": round(self.seconds, 4)}
-
-
-@dataclass(frozen=True)
-class LoadedVideo:
-    """A decoded and preprocessed video, ready for the model."""
-
-    views: torch.Tensor
-    num_frames: int
-    fps: float
-    seconds: float  # decoding and preprocessing time
 
 
 def failed_video(path: str | Path, error: UniformerError) -> Failure:
@@ -242,11 +234,22 @@ class Predictor:
     def predict(self, path: str | Path, top_k: int = 5) -> VideoPrediction:
         return self.classify(path, self.load(path), top_k)
 
-    def predict_many(self, paths: Sequence[str | Path], top_k: int = 5) -> Iterator[VideoPrediction | Failure]:
+    def predict_many(
+        self, paths: Sequence[str | Path], top_k: int = 5, first: FirstVideo | None = None
+    ) -> Iterator[VideoPrediction | Failure]:
         """Predictions in order; the next video is decoded in a background thread while the model
-        runs on the current one. A video that cannot be read yields a `Failure` and the rest go on."""
+        runs on the current one. A video that cannot be read yields a `Failure` and the rest go on.
+        `first`: the first video, already decoding (`engine.prefetch`), used if it is `paths[0]` under
+        this predictor's protocol and decoder, else stopped."""
+        early = first if first is not None and paths and first.serves(paths[0], self.protocol, self.decoder) else None
+        if first is not None and early is None:
+            first.stop()
+
+        def load_first(path: str | Path) -> LoadedVideo:
+            return early.result() if early is not None else self.load(path)
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uniformer-decode") as pool:
-            upcoming: Future | None = pool.submit(self.load, paths[0]) if paths else None
+            upcoming: Future | None = pool.submit(load_first, paths[0]) if paths else None
             for position, path in enumerate(paths):
                 assert upcoming is not None
                 current = upcoming
@@ -416,11 +419,12 @@ def run_predict(
     timeline_clips: int | None = None,
     fps: float | None = None,
     progress: ProgressCallback | None = None,
+    first: FirstVideo | None = None,
 ) -> PredictReport:
     """Predict (or build `timeline`-second timelines for, `timeline_clips` clips per window, default 1)
     every video `data.paths.find_videos` found, reporting each finished video (and each window, as a sub
     step) to `progress`; unreadable videos are reported, not fatal. `fps`: the frame rate of frame folders,
-    for timelines."""
+    for timelines. `first`: the first video decoding since before the model loaded (`engine.prefetch`)."""
     check_timeline_request(videos, timeline, fps)
     paths = videos.paths
     # A timeline's record names the protocol each window used (`Predictor.timeline_protocol`).
@@ -430,7 +434,7 @@ def run_predict(
         _record(result, failure)
     notify(progress, Progress("predicting", 0, len(paths)))
     outcomes: Iterator[VideoPrediction | VideoTimeline | Failure] = (
-        predictor.predict_many(paths, top_k)
+        predictor.predict_many(paths, top_k, first)
         if timeline is None
         else (_timeline_or_failure(predictor, path, timeline, timeline_clips or 1, fps, progress) for path in paths)
     )

@@ -23,8 +23,8 @@ from uniformer_cli.jsonio import read_json
 from uniformer_cli.settings import DEFAULT_LICENSE
 from uniformer_cli.version import __version__
 from uniformer_cli.weights import resolve_model
+from uniformer_cli.weights.header import CONFIG_KEY, read_metadata
 from uniformer_cli.weights.hub import HUB_MODEL_FILE, is_hub_repo_id
-from uniformer_cli.weights.store import CONFIG_KEY, read_metadata
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from uniformer_cli.models.config_v2 import V2Config, describe_v2
 from uniformer_cli.models.network import VideoNetwork
 from uniformer_cli.weights import mmaction
 from uniformer_cli.weights.checkpoint_v2 import CfgHints, cfg_hints, is_v2_state_dict, v2_model_keys, yacs_sections
+from uniformer_cli.weights.header import require_file
 from uniformer_cli.zoo import ZooEntry
 
 # Keys under which training checkpoints nest the weights: PySlowFast (`model_state`), DeiT-style
@@ -56,14 +57,6 @@ class RawCheckpoint:
     @property
     def is_image(self) -> bool:
         return is_image_state_dict(self.state_dict)
-
-
-def require_file(path: Path, what: str) -> None:
-    """Fail with one clear line unless `path` is a file; `what` names it ("checkpoint", "weights file")."""
-    if path.is_dir():
-        raise CheckpointError(f"{what} {path} is a folder, not a file")
-    if not path.is_file():
-        raise CheckpointError(f"{what} {path} does not exist")
 
 
 def read_checkpoint(path: str | Path) -> RawCheckpoint:

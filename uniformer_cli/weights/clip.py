@@ -27,7 +27,8 @@ from safetensors.torch import load_file
 
 from uniformer_cli.errors import CheckpointError, first_line
 from uniformer_cli.models.uniformerv2 import UniFormerV2
-from uniformer_cli.weights.checkpoint import check_tensor_storage, read_state_dict, require_file
+from uniformer_cli.weights.checkpoint import check_tensor_storage, read_state_dict
+from uniformer_cli.weights.header import require_file
 
 # timm's names -> CLIP's, applied in order to each key (timm's own conversion, run backwards).
 TIMM_TO_CLIP = (

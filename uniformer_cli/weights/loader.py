@@ -4,11 +4,9 @@ conversion."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
@@ -43,7 +41,6 @@ from uniformer_cli.weights.checkpoint import (
     inflate_image_state_dict,
     load_state_dict_strict,
     read_checkpoint,
-    require_file,
 )
 from uniformer_cli.weights.checkpoint_v2 import (
     CfgHints,
@@ -52,14 +49,13 @@ from uniformer_cli.weights.checkpoint_v2 import (
     is_v2_state_dict,
     narrow_k710_head,
 )
-from uniformer_cli.weights.store import CONFIG_KEY, load_weights, read_metadata, save_weights
+from uniformer_cli.weights.header import CONFIG_KEY, name_kind, read_metadata, require_file
+from uniformer_cli.weights.store import load_weights, save_weights
 from uniformer_cli.zoo import AnyEntry, ZooEntry, entry_labels, find_entry
 from uniformer_cli.zoo.sources import Source
 from uniformer_cli.zoo.v2 import V2ZooEntry, released_protocol
 
 AnyModel = UniFormerModel | UniFormerV2
-
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pyth", ".pt", ".bin")
 
 log = logging.getLogger(__name__)
 
@@ -385,35 +381,6 @@ def load_model(
     if precision is None:
         return loaded.model
     return optimize_for_inference(loaded.model, inplace=True, precision=precision)
-
-
-NameKind = Literal["file", "hub", "zoo"]
-
-
-def name_kind(name_or_path: str | Path) -> NameKind:
-    """What a model name names, the one rule for every command and `load_model`:
-
-    - "file", a weights file: a `Path`, a storage URL (`s3://`, `https://`...: fetched into the cache),
-      anything that exists on disk (a local path always wins), a name ending in a weights suffix
-      (`WEIGHT_SUFFIXES`);
-    - "hub", a Hub model repository: otherwise, `namespace/name` in the Hub's repository-id grammar
-      (`hub.is_hub_repo_id`);
-    - "file" again for any other name with a folder separator (a missing file, which loading reports);
-    - "zoo", a zoo name or alias, for the rest.
-    """
-    if isinstance(name_or_path, Path) or storage.is_url(name_or_path):
-        return "file"
-    text = str(name_or_path)
-    if os.path.exists(text) or text.lower().endswith(WEIGHT_SUFFIXES):
-        return "file"
-    if hub.is_hub_repo_id(text):
-        return "hub"
-    return "file" if "/" in text or os.sep in text else "zoo"
-
-
-def is_weights_path(name_or_path: str | Path) -> bool:
-    """Whether `name_or_path` names a local weights file (`name_kind`)."""
-    return name_kind(name_or_path) == "file"
 
 
 def named_entry(name: str, zoo_name: str | None = None) -> AnyEntry | None:

@@ -28,14 +28,16 @@ from uniformer_cli.files import write_or_fail
 from uniformer_cli.jsonio import dump_json, load_json
 from uniformer_cli.models.config import ModelConfig
 from uniformer_cli.models.config_v2 import V2Config, config_from_json
-from uniformer_cli.protocol import ViewProtocol
-from uniformer_cli.weights.checkpoint import require_file
+from uniformer_cli.weights.header import (
+    CONFIG_KEY,
+    FORMAT,
+    LABELS_KEY,
+    PROTOCOL_KEY,
+    SOURCE_SHA256_KEY,
+    require_file,
+    stored_protocol,
+)
 
-FORMAT = "pt"
-CONFIG_KEY = "uniformer_config"
-LABELS_KEY = "labels"
-PROTOCOL_KEY = "protocol"
-SOURCE_SHA256_KEY = "source_sha256"
 _OS_ERROR = re.compile(r"os error (\d+)")
 
 
@@ -108,16 +110,6 @@ def _storable(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return result
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    """The metadata of a safetensors file, without reading its tensors."""
-    require_file(path, "weights file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as reader:
-            return dict(reader.metadata() or {})
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
-
-
 def load_weights(path: str | Path) -> StoredWeights:
     """Read a safetensors file and the metadata `save_weights` wrote (absent fields are None)."""
     path = Path(path)
@@ -131,16 +123,11 @@ def load_weights(path: str | Path) -> StoredWeights:
     try:
         config = config_from_json(metadata[CONFIG_KEY]) if CONFIG_KEY in metadata else None
         labels = load_json(metadata[LABELS_KEY]) if LABELS_KEY in metadata else None
-        protocol = load_json(metadata[PROTOCOL_KEY]) if PROTOCOL_KEY in metadata else None
     except (ValueError, TypeError, UniformerError) as error:
         raise CheckpointError(f"{path} has unreadable uniformer metadata: {error}") from None
+    protocol = stored_protocol(metadata, path)
     if labels is not None and not (isinstance(labels, list) and all(isinstance(name, str) for name in labels)):
         raise CheckpointError(f"{path}: metadata 'labels' is not a list of class names")
-    if protocol is not None:
-        try:
-            ViewProtocol.from_dict(protocol)
-        except UniformerError as error:
-            raise CheckpointError(f"{path}: metadata 'protocol' is not usable: {error}") from None
     _check_labels(labels, config, str(path))
     return StoredWeights(state_dict, config, labels, protocol)
 
