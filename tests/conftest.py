@@ -1,4 +1,5 @@
-"""Shared fixtures. `local_hub`: a local Hugging Face Hub that huggingface_hub downloads from."""
+"""Shared fixtures. `local_hub`: a local Hugging Face Hub that huggingface_hub downloads from; one attention
+kernel in every test process (`one_attention_kernel`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,19 @@ import pytest
 from drive_server import DriveServer
 from hub_server import HubServer, LocalHub
 from storage_servers import s3_server
+
+from uniformer_cli.models.fast_attention import forced_kernel
+
+
+@pytest.fixture(autouse=True)
+def one_attention_kernel() -> Iterator[None]:
+    """One fast-path attention kernel in the test process. Left alone, the fast path tries each kernel on a
+    process's first calls of a shape (models/fast_attention.py), so two runs of one input in one process
+    may differ in the last bits, and tests compare runs record for record (resume, shards, prefetch).
+    tests/test_fast_attention.py tests the measured choice on its own `KernelChoice`; commands run as
+    child processes measure as users' do."""
+    with forced_kernel("fused"):
+        yield
 
 
 @pytest.fixture
