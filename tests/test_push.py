@@ -1,5 +1,6 @@
 """The Hub both ways: `uniformer push` through huggingface_hub's real upload client to the local Hub
-(tests/hub_server.py), and any Hub repository holding a converted file as `--model NAMESPACE/NAME`."""
+(tests/hub_server.py), and any Hub repository holding a converted file as `--model NAMESPACE/NAME`: the model
+`predict` runs and the starting point `train` fine-tunes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from cli_runner import run_cli
 from eval_data import colour_model
@@ -15,14 +17,21 @@ from hub_server import LocalHub
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from hypothesis import given
 from hypothesis import strategies as st
+from motion_data import DIRECTIONS, motion_dataset
+from safetensors.torch import load_file, save_file
 from test_output import NAMES, documented_schema, write_data
 
 import uniformer_cli
+from uniformer_cli.engine.checkpointing import load_checkpoint
 from uniformer_cli.errors import UniformerError
+from uniformer_cli.models import ModelConfig, create_model
+from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import resolve_model, save_weights
 from uniformer_cli.weights.header import WEIGHT_SUFFIXES, name_kind
 
 TOKEN = "hf_test_token"
+# The tiny UniFormer of the training tests (tests/motion_data.py's TINY).
+TINY_TRAIN_CONFIG = ModelConfig(depth=(1, 1, 1, 1), embed_dim=(16, 32, 64, 64), head_dim=16)
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +175,6 @@ def test_a_repository_without_one_converted_file_is_one_error_line(
     files: dict[str, object],
     message: str,
 ) -> None:
-    from safetensors.torch import save_file
-
     plain = trained["root"] / "plain.safetensors"
     save_file(colour_model().state_dict(), str(plain))  # official keys, no uniformer metadata
     for name, content in files.items():
@@ -275,3 +282,72 @@ def test_every_repository_id_the_hub_admits_is_a_hub_model(namespace: str, name:
         return
     expected = "file" if os.path.exists(repo) or repo.lower().endswith(WEIGHT_SUFFIXES) else "hub"
     assert name_kind(repo) == expected
+
+
+# --- fine-tuning a Hub model ---------------------------------------------------------------------------------
+
+
+def pushed_model(
+    capsys: pytest.CaptureFixture[str], folder: Path, repo: str, labels: list[str], seed: int, *push: str
+) -> dict[str, torch.Tensor]:
+    """A tiny random UniFormer with `labels` and a 32 px protocol, uploaded with `uniformer push REPO *push`:
+    its weights."""
+    torch.manual_seed(seed)
+    config = TINY_TRAIN_CONFIG.replace(num_classes=len(labels))
+    model = create_model(config)
+    protocol = ViewProtocol(frames=8, stride=2, size=32).as_dict()
+    weights = save_weights(folder / f"{seed}.safetensors", model, config, labels, protocol)
+    code, _, err = run(capsys, "push", weights, repo, *push)
+    assert code == 0, err
+    return load_file(weights)
+
+
+def fine_tune(capsys: pytest.CaptureFixture[str], data: Path, folder: Path, *model: str) -> tuple[int, str]:
+    """One optimiser step of `uniformer train --data DATA *model` (AdamW, no warm-up, no weight decay)."""
+    code, _, err = run(
+        capsys, "train", "--data", data, *model, "-o", folder, "--max-steps", "1", "--batch-size", "2",
+        "--workers", "0", "--warmup-epochs", "0", "--weight-decay", "0", "--lr", "1e-3", "--drop-path", "0",
+        "--no-flip", "--device", "cpu", "--json",
+    )  # fmt: skip
+    return code, err
+
+
+def test_train_fine_tunes_a_hub_model_at_its_revision(
+    capsys: pytest.CaptureFixture[str], hub: LocalHub, tmp_path: Path
+) -> None:
+    """`train --model NAMESPACE/NAME [--revision R]` starts from the weights that `predict --model` would load:
+    after one AdamW step without weight decay no weight is more than the learning rate from the served one
+    (independent random weights are ~100x further apart); the head is kept only when the repository's classes
+    are the dataset's (TRAINING.md), otherwise a new one of the dataset's class count is trained."""
+    data = motion_dataset(tmp_path / "motion", 1, 1)
+    same = pushed_model(capsys, tmp_path, "me/same", list(DIRECTIONS), 1)
+    pushed_model(capsys, tmp_path, "me/other", ["a", "b", "c"], 2)  # main: not the revision trained from
+    other = pushed_model(capsys, tmp_path, "me/other", ["a", "b", "c"], 3, "--revision", "v1")
+    # The trained weights (batch norms' running statistics move by their momentum instead).
+    parameters = {name for name, _ in create_model(TINY_TRAIN_CONFIG).named_parameters()}
+    for repo, revision, served, keeps_head in (("me/same", None, same, True), ("me/other", "v1", other, False)):
+        run_folder = tmp_path / repo.replace("/", "-")
+        at = ["--revision", revision] if revision else []
+        code, err = fine_tune(capsys, data, run_folder, "--model", repo, *at)
+        assert code == 0, err
+        config = json.loads((run_folder / "config.json").read_text())
+        assert (config["init"], config["init_model"], config["init_revision"]) == ("finetune", repo, revision)
+        assert config["classes"] == sorted(DIRECTIONS) and config["model"]["num_classes"] == len(DIRECTIONS)
+        trained = load_checkpoint(run_folder / "last.pt")["model"]
+        step = config["lr"] + 1e-6  # AdamW's first step moves a weight by at most the rate (+ float32 rounding)
+        kept = {key for key in parameters if keeps_head or not key.startswith("head.")}
+        assert kept <= set(trained)
+        moved = {key: float((trained[key] - served[key]).abs().max()) for key in kept}
+        assert max(moved.values()) <= step, moved
+        assert max(moved.values()) > 0  # and a step was taken
+        assert trained["head.weight"].shape == (len(DIRECTIONS), 64)
+    main = load_file(tmp_path / "2.safetensors")
+    assert float((main["blocks3.0.attn.qkv.weight"] - other["blocks3.0.attn.qkv.weight"]).abs().max()) > 100 * step
+
+    for start, message in (
+        (["--scratch", "--revision", "v1"], "--revision selects the Hub version"),
+        (["--model", "me/missing"], "Hub repository me/missing"),
+        (["--model", "me/same", "--revision", "v2"], "revision 'v2' does not exist in me/same"),
+    ):
+        code, err = fine_tune(capsys, data, tmp_path / "refused", *start)
+        assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err

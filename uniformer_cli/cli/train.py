@@ -33,6 +33,7 @@ from uniformer_cli.cli.options import (
     DeviceOption,
     FramesOption,
     HeadDimOption,
+    RevisionOption,
     SamplingOption,
     StrideOption,
     WeightsOption,
@@ -88,6 +89,7 @@ if TYPE_CHECKING:  # the plain types the commands receive
     AmpOption = str | None
     AugOption = str | None
     Weights = WeightsOption
+    Revision = RevisionOption
     HeadDim = HeadDimOption
     Frames = FramesOption
     Stride = StrideOption
@@ -118,6 +120,7 @@ else:
         ),
     ]
     Weights = _in_panel(MODEL, WeightsOption, default="none: start from --model or --init")
+    Revision = _in_panel(MODEL, RevisionOption)
     HeadDim, Frames, Stride, SamplingChoice = (
         _in_panel(MODEL, shared) for shared in (HeadDimOption, FramesOption, StrideOption, SamplingOption)
     )
@@ -199,11 +202,13 @@ def train(
             "--model",
             "-m",
             panel=MODEL,
-            help="Fine-tune this zoo model or weights file (new head if classes differ).",
+            help="Fine-tune this zoo model, Hub model repository (namespace/name) or weights file (new head if "
+            "classes differ).",
             default="start from ImageNet",
         ),
     ] = None,
     weights: Weights = None,
+    revision: Revision = None,
     recipe: Annotated[
         str | None,
         _option(
@@ -529,6 +534,11 @@ def _model_line(config: ModelConfig | V2Config) -> str:
     return f"{config.arch} depth {list(config.depth)} width {list(config.embed_dim)}"
 
 
+def _start_line(config: engine.train_config.TrainConfig) -> str:
+    revision = f"(revision {config.init_revision})" if config.init_revision else None
+    return " ".join(part for part in (config.init, config.init_model, config.init_weights, revision) if part)
+
+
 def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | None) -> None:
     """The resolved run, on stderr (stdout stays clean for --json)."""
     title = "training run" + (f" (resuming {resumed_from})" if resumed_from else "")
@@ -539,7 +549,7 @@ def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | No
     mixing = "mixup/cutmix" if config.mixup_alpha or config.cutmix_alpha else "no mixup"
     rows = [
         ("data", f"{config.data} ({config.dataset}, {len(config.classes)} classes)"),
-        ("start", " ".join(part for part in (config.init, config.init_model, config.init_weights) if part)),
+        ("start", _start_line(config)),
         ("model", _model_line(config.model)),
         ("protocol", config.protocol.describe()),
         ("recipe", config.recipe_from),

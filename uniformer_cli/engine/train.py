@@ -40,7 +40,15 @@ from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_
 from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.scoring import compute_metrics, score_videos
 from uniformer_cli.engine.signals import StopSignal
-from uniformer_cli.engine.train_config import CLIP, IMAGENET, SCRATCH, Runtime, TrainConfig, config_splits
+from uniformer_cli.engine.train_config import (
+    CLIP,
+    IMAGENET,
+    SCRATCH,
+    Runtime,
+    TrainConfig,
+    config_splits,
+    starting_model,
+)
 from uniformer_cli.engine.train_data import (
     GlobalBatchSampler,
     TrainClips,
@@ -61,7 +69,6 @@ from uniformer_cli.weights import (
     inflate_image_state_dict,
     load_state_dict_strict,
     read_checkpoint,
-    resolve_model,
     save_weights,
 )
 from uniformer_cli.weights.checkpoint import check_fits, describe_config
@@ -174,8 +181,7 @@ def build_model(config: TrainConfig, *, initialise: bool = True) -> VideoNetwork
         state = read_checkpoint(source).state_dict
     else:
         assert config.init_model is not None
-        zoo_name = config.init_model if config.init_weights else None
-        loaded = resolve_model(config.init_weights or config.init_model, device="cpu", zoo_name=zoo_name)
+        loaded = starting_model(config.init_model, config.init_weights, config.init_revision)
         source, state = loaded.path, loaded.model.state_dict()
         if not _same_classes(loaded.labels, config.classes):
             state = {key: value for key, value in state.items() if not key.startswith(model.head_prefixes)}

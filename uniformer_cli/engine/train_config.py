@@ -28,7 +28,7 @@ from uniformer_cli.files import ensure_writable
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.models.config_v2 import ARCHITECTURES, V2_FAMILIES, V2Config, v2_family_of
 from uniformer_cli.protocol import ProtocolOverrides, ViewProtocol, resolve_protocol
-from uniformer_cli.weights import resolve_model
+from uniformer_cli.weights import LoadedModel, resolve_model
 from uniformer_cli.weights.checkpoint import light_keep_ratios
 from uniformer_cli.zoo import IMAGENET_WEIGHTS, ZooEntry, best_entry, find_entry
 from uniformer_cli.zoo.recipe import Recipe
@@ -64,7 +64,7 @@ class TrainConfig:
     dataset: str
     classes: tuple[str, ...]
     init: str  # SCRATCH, IMAGENET, CLIP or FINETUNE
-    init_model: str | None  # IMAGENET / CLIP: a checkpoint file (None: the Hub's); FINETUNE: zoo name or file
+    init_model: str | None  # IMAGENET / CLIP: a checkpoint file (None: the Hub's); FINETUNE: zoo name, Hub repo or file
     init_weights: str | None  # FINETUNE from a zoo name: the local file of that entry (None: download)
     model: ModelConfig | V2Config
     protocol: ViewProtocol  # test protocol of the exported model; frames/stride/sampling drive training
@@ -93,6 +93,7 @@ class TrainConfig:
     train_list: str | None = None
     val_list: str | None = None
     lr_rule: str = ""  # where `lr` came from and what was scaled, in words (the plan shows it)
+    init_revision: str | None = None  # FINETUNE from a zoo name or Hub repository: its Hub revision (None: main)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -231,11 +232,12 @@ class StartPoint:
     """The weights a run starts from and what they imply."""
 
     init: str  # SCRATCH, IMAGENET, CLIP or FINETUNE
-    init_model: str | None  # IMAGENET / CLIP: a checkpoint file (None: the Hub's); FINETUNE: zoo name or file
+    init_model: str | None  # IMAGENET / CLIP: a checkpoint file (None: the Hub's); FINETUNE: zoo name, Hub repo or file
     init_weights: str | None  # FINETUNE from a zoo name: the local file of that entry
     recipe: ZooEntry | V2ZooEntry  # whose recipe gives the default hyper-parameters
     architecture: ModelConfig | V2Config
     protocol: ViewProtocol
+    revision: str | None = None  # FINETUNE: the Hub revision of `init_model`
 
     @property
     def hyper(self) -> Recipe:
@@ -282,15 +284,20 @@ def start_point(options: TrainOptions) -> StartPoint:
                 "fine-tuning keeps the checkpoint's architecture: drop --init/--scratch/--arch/--depth"
             )
         weights = str(options.weights) if options.weights is not None else None
-        loaded = resolve_model(weights or str(source), device="cpu", zoo_name=source if weights else None)
+        init_model, init_weights = (source, weights) if source is not None else (weights, None)
+        assert init_model is not None
+        loaded = starting_model(init_model, init_weights, options.revision)
         config = loaded.config
         entry = loaded.entry if loaded.entry is not None and loaded.entry.recipe is not None else None
         recipe = recipe or entry or default_entry(_family(config))
         own = loaded.protocol
         protocol = own if own is not None and options.recipe is None else recipe.protocol
         protocol = replace(protocol, channel_order=own.channel_order if own else "rgb")
-        init_model, init_weights = (source, weights) if source is not None else (weights, None)
-        return StartPoint(FINETUNE, init_model, init_weights, recipe, config, protocol)
+        return StartPoint(FINETUNE, init_model, init_weights, recipe, config, protocol, options.revision)
+    if options.revision is not None:
+        raise UniformerError(
+            "--revision selects the Hub version of the zoo model or Hub repository that --model names: add --model"
+        )
     recipe = recipe or default_entry(options.arch or "s")
     architecture = recipe.config
     v2 = isinstance(architecture, V2Config)
@@ -317,6 +324,15 @@ def start_point(options: TrainOptions) -> StartPoint:
             )
     protocol = replace(recipe.protocol, channel_order="rgb")
     return StartPoint(init, init_model, None, recipe, architecture.replace(**custom), protocol)
+
+
+def starting_model(init_model: str, init_weights: str | None, revision: str | None) -> LoadedModel:
+    """The checkpoint a fine-tuning run starts from, resolved as `predict --model` resolves a model
+    (`weights.resolve_model`: a zoo name, a Hub repository `namespace/name` or a file, at `revision`); with
+    `init_weights`, the local file of the zoo entry `init_model`. The plan and the run resolve it here alike."""
+    if init_weights is not None:
+        return resolve_model(init_weights, device="cpu", revision=revision, zoo_name=init_model)
+    return resolve_model(init_model, device="cpu", revision=revision)
 
 
 def _family(config: ModelConfig | V2Config) -> str:
@@ -406,6 +422,7 @@ def plan_training(options: TrainOptions) -> TrainConfig:
         init=start.init,
         init_model=start.init_model,
         init_weights=start.init_weights,
+        init_revision=start.revision,
         model=start.architecture.replace(
             num_classes=len(train.classes), drop_path_rate=_pick(options.drop_path, start.recipe.drop_path)
         ),

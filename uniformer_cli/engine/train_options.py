@@ -23,6 +23,7 @@ class TrainOptions:
     val_list: str | Path | None = None
     model: str | None = None
     weights: Path | None = None
+    revision: str | None = None
     recipe: str | None = None
     init: str | None = None
     arch: str | None = None
