@@ -2,8 +2,10 @@
 
 `uniformer export` writes this module beside the model (`engine.standalone.preprocess_source`), with the
 block marked below replaced by the source of the package's own rules (the frame indices of
-`data.sampling`, the resize size, crop offsets and crop choice of `data.transforms`) and the model's
-protocol as `PROTOCOL`. What is written here is the rest, in numpy: reading the frames with PyAV, the
+`data.sampling`, the resize size, crop offsets and crop choice of `data.transforms`, which files of a frame
+folder are its frames and in which order, `data.video.frame_folder_files`) and the model's protocol as
+`PROTOCOL`. What is written here is the rest, in numpy: reading the frames with PyAV (a video's from its
+first stream, a frame folder's one image file at a time, as `data.video` reads them), the
 normalisation table, a bilinear resize that computes what `torch.nn.functional.interpolate` computes
 (`align_corners=False`, no antialiasing), the channel order and the crops, in the package's order
 (`data.views`): normalise, resize, reverse the channels, crop. tests/test_standalone.py holds `views` to
@@ -14,8 +16,10 @@ Nothing here imports torch or this package once the block is replaced.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import av
@@ -24,6 +28,7 @@ import numpy as np
 # --- the package's rules: `engine.standalone` writes their source in place of this block -----------------
 from uniformer_cli.data.sampling import clip_indices
 from uniformer_cli.data.transforms import MEAN, STD, crop_indices, crop_offset, short_side_size
+from uniformer_cli.data.video import frame_folder_files
 
 # --- end of the package's rules ---------------------------------------------------------------------------
 
@@ -47,14 +52,28 @@ LEVELS = (np.arange(256, dtype=np.float32) / np.float32(255.0) - np.float32(MEAN
 
 def frame_count(video_path: str) -> int:
     """The frames of the video's first stream, counted as the package counts them: the packets that carry
-    data (an edit list's hidden frames aside), which is also what decoding every frame gives."""
+    data (an edit list's hidden frames aside), which is also what decoding every frame gives. A frame
+    folder's are its frame files."""
+    if os.path.isdir(video_path):
+        return len(frame_folder_files(Path(video_path)))
     with av.open(str(video_path)) as container:
         stream = container.streams.video[0]
         return sum(1 for packet in container.demux(stream) if packet.size and not packet.is_discard)
 
 
+def image_frame(file: Path) -> np.ndarray:
+    """uint8 RGB `[H, W, 3]` of one image file (a JPEG or PNG frame), decoded by PyAV."""
+    with av.open(str(file)) as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24")
+
+
 def decoded_frames(video_path: str, indices: Sequence[int]) -> Iterator[np.ndarray]:
-    """uint8 RGB frames `[H, W, 3]` at sorted, distinct `indices`, decoded in one pass in presentation order."""
+    """uint8 RGB frames `[H, W, 3]` at sorted, distinct `indices`, decoded in one pass in presentation order
+    (of a frame folder: its files at those positions)."""
+    if os.path.isdir(video_path):
+        files = frame_folder_files(Path(video_path))
+        yield from (image_frame(files[index]) for index in indices)
+        return
     wanted = iter(indices)
     target = next(wanted, None)
     with av.open(str(video_path)) as container:
@@ -95,8 +114,9 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def views(video_path: str, protocol: Protocol | None = None) -> np.ndarray:
-    """The model's input views of a video file under its test protocol (`PROTOCOL` unless given): float32
-    `[V, 3, T, S, S]`, view index = clip * crops + crop. The model's score for a class is the softmax of
+    """The model's input views of a video file or a frame folder (numbered JPEG/PNG files such as
+    `img_00001.jpg`) under its test protocol (`PROTOCOL` unless given): float32 `[V, 3, T, S, S]`, view
+    index = clip * crops + crop. The model's score for a class is the softmax of
     the mean over the views of its logits."""
     protocol = protocol or PROTOCOL
     if protocol is None:
@@ -122,5 +142,5 @@ def views(video_path: str, protocol: Protocol | None = None) -> np.ndarray:
 # The exported model's protocol: `engine.standalone` writes it here.
 PROTOCOL: Protocol | None = None
 
-if __name__ == "__main__":  # python preprocess.py clip.mp4 views.npy
+if __name__ == "__main__":  # python preprocess.py clip.mp4 views.npy (or a frame folder for clip.mp4)
     np.save(sys.argv[2], views(sys.argv[1]))

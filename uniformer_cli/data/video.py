@@ -699,6 +699,19 @@ def is_frame_folder(folder: Path) -> bool:
     return folder.is_dir() and bool(_frame_file_numbers(folder))
 
 
+def frame_folder_files(folder: Path) -> list[Path]:
+    """The frame files of a frame folder in frame order (`_frame_file_numbers`, from its first number on);
+    a `VideoError` for a folder without any, or with a number missing between its first and last."""
+    numbers = _frame_file_numbers(folder)
+    if not numbers:
+        raise VideoError(f"{folder} is a folder without numbered image frames (e.g. img_00001.jpg)")
+    first = min(numbers)
+    missing = sorted(set(range(first, first + len(numbers))) - set(numbers))
+    if missing:
+        raise VideoError(f"frame folder {folder} has gaps: frame number {missing[0]} is missing")
+    return [numbers[first + k] for k in range(len(numbers))]
+
+
 def _decode_image(file: Source) -> np.ndarray:
     try:
         with av.open(media(file), mode="r") as container:
@@ -718,22 +731,15 @@ def _image_size(file: Source) -> tuple[int, int]:
 
 
 class FrameFolderVideo(Video):
-    """A folder of numbered JPEG/PNG frames (`00001.jpg`, `img_00001.jpg`...): index `k` reads the
-    `k`-th number from the first one (file 1 for the Sth/HMDB folders, PROTOCOLS.md 2.2), decoded to RGB
+    """A folder of numbered JPEG/PNG frames (`00001.jpg`, `img_00001.jpg`...; `frame_folder_files`): index `k`
+    reads the `k`-th number from the first one (file 1 for the Sth/HMDB folders, PROTOCOLS.md 2.2), decoded to RGB
     with PyAV. The Sth/HMDB checkpoints want BGR: the view protocol reverses channels, not this.
     `from_frames` makes one of frame files held in memory (a packed frame folder)."""
 
     decoder = "frames"
 
     def __init__(self, folder: Path):
-        numbers = _frame_file_numbers(folder)
-        if not numbers:
-            raise VideoError(f"{folder} is a folder without numbered image frames (e.g. img_00001.jpg)")
-        first = min(numbers)
-        missing = sorted(set(range(first, first + len(numbers))) - set(numbers))
-        if missing:
-            raise VideoError(f"frame folder {folder} has gaps: frame number {missing[0]} is missing")
-        self._start(folder, [numbers[first + k] for k in range(len(numbers))])
+        self._start(folder, frame_folder_files(folder))
 
     def _start(self, name: Source, files: Sequence[Source]) -> None:
         self.path = name

@@ -184,13 +184,16 @@ def export_card(
         "| file | what it is |\n| --- | --- |\n"
         f"| `{model_file}` | the network: input `video`, float32 {batch} (a batch of views, any batch size), output "
         f"`logits`, float32 [batch, {classes}]; as metadata ({where}): {', '.join(f'`{key}`' for key in metadata)} |\n"
-        f"| `preprocess.py` | `views(video_path)`: a video file -> the model's input for it, float32 "
+        f"| `preprocess.py` | `views(video_path)`: a video file or a frame folder -> the model's input for it, float32 "
         f"[{protocol.views}, 3, {protocol.frames}, {protocol.size}, {protocol.size}], the test protocol below with "
         "numpy and PyAV only |",
         "## Run",
         f"```bash\npip install numpy av {install}\n```",
         f"```python\n{code}\n```",
         "`ranked` holds the five best classes and their scores, the numbers `uniformer predict --json` gives.",
+        '`views` also takes a frame folder, as `uniformer predict` does: `views("frames/")` for a folder of '
+        "numbered JPEG or PNG frames (`img_00001.jpg`, `img_00002.jpg`, ... or `00001.jpg`, ...), read in number "
+        "order from the first number on; other files beside them are ignored, and a missing number is an error.",
         "## Test protocol",
         "What `preprocess.py` computes (written from the package's own code when the model was exported):",
         protocol_table(protocol),
