@@ -85,6 +85,15 @@ def test_preprocess_computes_the_packages_views(family: str, videos: list[Path],
         assert module.frame_count(str(video)) == open_video(video).num_frames
 
 
+def test_frames_of_mixed_sizes_are_refused_as_the_package_refuses_them(sth_module: ModuleType, tmp_path: Path) -> None:
+    folder = write_frame_folder(tmp_path / "mixed", [numbered_frame(i, 40, 48) for i in range(8)])
+    write_jpeg(folder / "img_00005.jpg", numbered_frame(4, 48, 40))
+    with pytest.raises(VideoError, match="mixes image sizes"):
+        load_views(folder, FAMILIES["segment-sth-bgr"])
+    with pytest.raises(ValueError, match=r"not all one size \(\(40, 48\) and \(48, 40\)\)"):
+        sth_module.views(str(folder))
+
+
 def test_the_file_carries_the_packages_rules_and_nothing_of_the_package(tmp_path: Path) -> None:
     protocol = FAMILIES["three-crop"]
     text = preprocess_source(protocol, "tiny")

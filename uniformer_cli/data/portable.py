@@ -124,7 +124,11 @@ def views(video_path: str, protocol: Protocol | None = None) -> np.ndarray:
     clips = clip_indices(protocol, frame_count(video_path))  # type: ignore[arg-type]
     unique, positions = np.unique(np.concatenate(clips), return_inverse=True)
     resized = []
+    first = None
     for frame in decoded_frames(video_path, unique.tolist()):
+        first = frame.shape if first is None else first
+        if frame.shape != first:  # as the package refuses it: one size for the whole video
+            raise ValueError(f"{video_path}: its frames are not all one size ({first[:2]} and {frame.shape[:2]})")
         height, width = short_side_size(frame.shape[0], frame.shape[1], protocol.size)
         resized.append(resize(LEVELS[frame], height, width))
     frames = np.stack(resized).transpose(3, 0, 1, 2)  # [3, U, h, w]
