@@ -7,8 +7,11 @@ import subprocess
 import sys
 
 
-def run_uniformer(*args: str, processes: int = 1, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`uniformer ARGS` in a subprocess, or in `processes` torchrun workers (standalone rendezvous).
+def run_uniformer(
+    *args: str, processes: int = 1, timeout: float = 300, script: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`uniformer ARGS` in a subprocess, or in `processes` torchrun workers (standalone rendezvous); with
+    `script`, that Python file runs instead of the CLI module and gets ARGS.
 
     Every process gets one thread, as torchrun gives each of its workers: a busy second core would slow
     a two-thread process by orders of magnitude.
@@ -16,6 +19,7 @@ def run_uniformer(*args: str, processes: int = 1, timeout: float = 300) -> subpr
     command = [sys.executable]
     if processes > 1:
         command += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    command += ["-m", "uniformer_cli.cli.app", *args]
+    command += [script] if script is not None else ["-m", "uniformer_cli.cli.app"]
+    command += args
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment, check=False)

@@ -24,14 +24,15 @@ import typer
 from hub_server import LocalHub, serve_tiny_zoo_model
 from motion_data import DIRECTIONS, TINY, motion_dataset, motion_video, tiny_flags
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from uniformer_cli.cli import train as train_command
 from uniformer_cli.cli.app import app, main
 from uniformer_cli.engine import checkpointing
 from uniformer_cli.engine.checkpointing import load_checkpoint, save_checkpoint
-from uniformer_cli.engine.train import CosineSchedule, build_model, parameter_groups, train
+from uniformer_cli.engine.train import CosineSchedule, TrainForward, build_model, parameter_groups, train
 from uniformer_cli.engine.train_config import SCRATCH_LR, Runtime, plan_training, resume_config
-from uniformer_cli.engine.train_data import GlobalBatchSampler
+from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips
 from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
 from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError
 from uniformer_cli.files import atomic_write
@@ -562,12 +563,150 @@ def test_a_stop_signal_saves_the_current_step_and_resumes_to_the_same_weights(
     _, err = process.communicate(timeout=60)
     number = signal.SIGINT if stop == "ctrl-c" else signal.SIGTERM
     assert process.returncode == 128 + number, err.decode()[-2000:]
-    assert f"{number.name}: stopping after this step" in err.decode()
+    assert f"{number.name}: stopping, saving the last completed step" in err.decode()
     state = load_checkpoint(stopped / "last.pt")
     logged = [record["step"] for record in read_metrics(stopped, "step")]
     assert state["step"] == logged[-1] >= 3  # the step it was in when the signal came, saved
     assert state["step"] % 8 != 0, "the stop should land mid-epoch (8 steps per epoch)"
     resume_and_compare(stopped, reference, capsys)
+
+
+class Interruption:
+    """Sends `number` to this process inside a phase of optimiser step `step` (1-based), found by hooks and
+    not by timing: "loading" (the loader decoding the step's first clip, no workers), "forward" (a few
+    modules into the step's training forward), "backward" (the moment its backward pass begins) or
+    "validation" (the first forward in eval mode, after step `step`). It counts the training forwards
+    that finished and the optimiser updates made."""
+
+    def __init__(self, step: int, phase: str, number: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.step, self.phase, self.number = step, phase, number
+        self.started = self.finished = self.updates = self.clips = 0
+        self.modules_in_step = 0
+        self.sent = False
+        self.handles = [
+            torch.nn.modules.module.register_module_forward_pre_hook(self.before_module),
+            torch.nn.modules.module.register_module_forward_hook(self.after_module),
+            register_optimizer_step_post_hook(self.after_update),
+        ]
+        item = TrainClips._item
+
+        def counted_item(clips: TrainClips, *args: object, **kwargs: object) -> object:
+            self.clips += 1
+            if phase == "loading" and self.clips == (step - 1) * 2 + 1:  # batch size 2
+                self.send()
+            return item(clips, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(TrainClips, "_item", counted_item)
+
+    def send(self) -> None:
+        assert not self.sent
+        self.sent = True
+        os.kill(os.getpid(), self.number)
+
+    def before_module(self, module: torch.nn.Module, args: object) -> None:
+        if self.phase == "validation" and not module.training and self.updates == self.step and not self.sent:
+            self.send()
+        if isinstance(module, TrainForward):
+            self.started += 1
+            self.modules_in_step = 0
+        elif self.started == self.step and self.finished < self.step:
+            self.modules_in_step += 1
+            if self.phase == "forward" and self.modules_in_step == 5:
+                self.send()
+
+    def after_module(self, module: torch.nn.Module, args: object, output: object) -> None:
+        if not isinstance(module, TrainForward):
+            return
+        self.finished += 1
+        if self.phase == "backward" and self.finished == self.step:
+            logits = output[0] if isinstance(output, tuple) else output
+            assert isinstance(logits, torch.Tensor)
+            logits.register_hook(lambda grad: self.send())
+
+    def after_update(self, *args: object) -> None:
+        self.updates += 1
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize(
+    ("phase", "stop"), [("loading", "SIGINT"), ("forward", "SIGTERM"), ("backward", "SIGINT")]
+)  # fmt: skip
+def test_a_stop_signal_abandons_the_step_in_progress_and_saves_the_last_completed_one(
+    phase: str,
+    stop: str,
+    uninterrupted: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A signal inside step 5 (while its clips load, inside its forward or its backward pass) ends the
+    run without finishing that step: no update, last.pt holds step 4 as the uninterrupted run had it,
+    exit 128 + the signal number, and resuming ends with the uninterrupted run's weights."""
+    data, reference = uninterrupted
+    stopped = tmp_path / "stopped"
+    number = getattr(signal, stop)
+    interruption = Interruption(5, phase, number, monkeypatch)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--data", str(data), "-o", str(stopped), *INTERRUPTED_FLAGS, "--json"])
+    finally:
+        interruption.remove()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 128 + number, err[-2000:]
+    assert f"{stop}: stopping, saving the last completed step" in err
+    assert interruption.sent and interruption.updates == 4
+    assert interruption.finished == {"loading": 4, "forward": 4, "backward": 5}[phase]
+    state = load_checkpoint(stopped / "last.pt")
+    assert state["step"] == 4 and [record["step"] for record in read_metrics(stopped, "step")] == [1, 2, 3, 4]
+    # The checkpoint is the one an uninterrupted run saves after step 4 (--save-every 4), to the bit.
+    saved = tmp_path / "saved"
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(data), "-o", str(saved), *INTERRUPTED_FLAGS, "--max-steps", "4", "--json"])
+    expected = load_checkpoint(saved / "last.pt")
+    assert expected["step"] == 4
+    for key in ("model", "optimizer", "rng", "epoch_losses", "history", "epoch"):
+        assert same(state[key], expected[key]), key
+    capsys.readouterr()
+    resume_and_compare(stopped, reference, capsys)
+
+
+def test_a_stop_signal_while_validating_saves_the_epoch_with_its_end_still_to_do(
+    uninterrupted: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SIGTERM inside the first epoch's validation abandons it: last.pt holds step 8 without the epoch's
+    record, and the resumed run validates that epoch first, ending as the uninterrupted run did."""
+    data, reference = uninterrupted
+    stopped = tmp_path / "stopped"
+    interruption = Interruption(8, "validation", signal.SIGTERM, monkeypatch)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--data", str(data), "-o", str(stopped), *INTERRUPTED_FLAGS, "--json"])
+    finally:
+        interruption.remove()
+    assert exit_info.value.code == 143, capsys.readouterr().err[-2000:]
+    assert interruption.sent and interruption.updates == 8
+    state = load_checkpoint(stopped / "last.pt")
+    assert state["step"] == 8 and state["epoch_ended"] is False and state["history"] == []
+    assert len(state["epoch_losses"]) == 8 and read_metrics(stopped, "epoch") == []
+    capsys.readouterr()
+    resume_and_compare(stopped, reference, capsys)
+
+
+def same(a: object, b: object) -> bool:
+    """Equal to the bit: tensors, and containers of tensors and plain values."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(same, a, b))
+    return a == b
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -42,11 +42,21 @@ def run(args: list[str], processes: int = 1) -> None:
     assert "Grad strides do not match bucket view strides" not in done.stderr
 
 
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dataset, run folder) of an uninterrupted two-process run: 16 training videos, 4 steps of 4 per epoch."""
+    root = tmp_path_factory.mktemp("ddp")
+    data = motion_dataset(root / "motion", 4, 1)
+    run(train_args(data, root / "ddp", "--batch-size", "2"), processes=2)
+    return data, root / "ddp"
+
+
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process_accumulating_the_same_global_batch(tmp_path: Path) -> None:
-    data = motion_dataset(tmp_path / "motion", 4, 1)  # 16 training videos: 4 steps of 4 per epoch
-    ddp, single = tmp_path / "ddp", tmp_path / "single"
-    run(train_args(data, ddp, "--batch-size", "2"), processes=2)
+def test_two_gloo_processes_match_one_process_accumulating_the_same_global_batch(
+    ddp_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, ddp = ddp_run
+    single = tmp_path / "single"
     run(train_args(data, single, "--batch-size", "2", "--accum-steps", "2"))
 
     for folder, processes in ((ddp, 2), (single, 1)):
@@ -65,3 +75,57 @@ def test_two_gloo_processes_match_one_process_accumulating_the_same_global_batch
     }
     worst = max((ddp_state["model"][name] - single_state["model"][name]).abs().max().item() for name in parameters)
     assert worst <= WEIGHT_TOLERANCE
+
+
+# `uniformer train` in which rank 1 alone gets SIGTERM a few modules into its third training forward
+# (found by a hook counting the forwards, not by timing); rank 0 never gets a signal.
+SIGNAL_ONE_RANK = """
+import os
+import signal
+import sys
+
+import torch
+
+from uniformer_cli.cli.app import main
+from uniformer_cli.engine.train import TrainForward
+
+forwards = modules = 0
+
+
+def count(module, args):
+    global forwards, modules
+    if isinstance(module, TrainForward):
+        forwards, modules = forwards + 1, 0
+    elif forwards == 3:
+        modules += 1
+        if modules == 5 and os.environ["RANK"] == "1":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    torch.nn.modules.module.register_module_forward_pre_hook(count)
+    main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_every_rank_at_the_last_completed_step(
+    ddp_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Rank 1 abandons step 3 in its forward pass; rank 0, mid-step too, drops it at the next vote: both
+    stop, last.pt holds step 2, and resuming with two processes ends with the uninterrupted run's weights."""
+    data, reference = ddp_run
+    script = tmp_path / "signal_one_rank.py"
+    script.write_text(SIGNAL_ONE_RANK)
+    stopped = tmp_path / "stopped"
+    done = run_uniformer(*train_args(data, stopped, "--batch-size", "2"), processes=2, script=str(script))
+    assert done.returncode != 0  # the workers exit 143, as the signal itself would have ended them
+    assert "SIGTERM: stopping, saving the last completed step" not in done.stderr  # rank 1 does not announce
+    assert '"interrupted_by": "a signal to another rank"' in done.stdout, done.stderr[-3000:]
+    assert '"steps": 2,' in done.stdout
+    assert load_checkpoint(stopped / "last.pt")["step"] == 2
+    assert len(step_losses(stopped)) == 2
+    run(["train", "--resume", str(stopped), "--workers", "0", "--log-every", "1", "--json"], processes=2)
+    assert step_losses(stopped) == pytest.approx(step_losses(reference), rel=1e-6)
+    expected, actual = load_checkpoint(reference / "last.pt")["model"], load_checkpoint(stopped / "last.pt")["model"]
+    assert max((expected[name] - actual[name]).abs().max().item() for name in expected) <= 1e-6

@@ -3,7 +3,8 @@ alone or as one rank of a `torchrun` job (DDP), and `resume=` continues it exact
 
 Files in the output folder (written by rank 0):
 - `last.pt`, `best.pt`: training checkpoints (model, optimiser, scaler, counters, RNG states, config),
-  written atomically and readable with `torch.load(weights_only=True)`;
+  written atomically and readable with `torch.load(weights_only=True)`; a stop signal abandons the step
+  in progress and saves the last completed one (`_Trainer.optimiser_step`, `engine.signals`);
 - `best.safetensors`: the best model with its config, labels and test protocol (`predict --weights`);
 - `metrics.jsonl`: one JSON object per logged step and per epoch; `config.json`: the run's config;
 - `curves.png`: loss, learning rate and validation top-1, drawn at the end and on resume (`plot` extra);
@@ -16,6 +17,7 @@ micro-batch or 1 process x N accumulated micro-batches (see `GlobalBatchSampler`
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from torch.utils.hooks import RemovableHandle
 
 from uniformer_cli import plots
 from uniformer_cli.data.augment import ClipAugment, MixupCutmix, soft_cross_entropy
@@ -39,7 +42,7 @@ from uniformer_cli.device import autocast_dtype, autocast_to
 from uniformer_cli.engine.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from uniformer_cli.engine.distributed import Session, session
 from uniformer_cli.engine.scoring import compute_metrics, score_videos
-from uniformer_cli.engine.signals import StopSignal
+from uniformer_cli.engine.signals import StepAbandoned, StopSignal
 from uniformer_cli.engine.train_config import (
     CLIP,
     IMAGENET,
@@ -373,6 +376,10 @@ class _Trainer:
         if processes.world_size > 1:
             forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
         self.ddp = forward if isinstance(forward, DistributedDataParallel) else None
+        # The buffers a training forward updates in place (BatchNorm statistics): an abandoned step puts
+        # them back.
+        saved = set(self.model.state_dict())
+        self.statistics = [buffer for name, buffer in self.model.named_buffers() if name in saved]
         self.forward = torch.compile(forward) if runtime.compile else forward
         self.dtype = amp_dtype(config.amp, device, config.model.arch == "light")
         self.optimizer = torch.optim.AdamW(
@@ -414,12 +421,14 @@ class _Trainer:
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.epoch_losses: list[float] = []  # the step losses so far in the current epoch
+        self.epoch_ended = True  # False: resumed after an epoch's last step, before its end (validation)
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             if state["scaler"]:
                 self.scaler.load_state_dict(state["scaler"])
             self.step, self.best_top1, self.best_epoch = state["step"], state["best_top1"], state["best_epoch"]
             self.history, self.epoch_losses = state["history"], state["epoch_losses"]
+            self.epoch_ended = state.get("epoch_ended", True) is not False
             set_rng_state(state["rng"])
         if processes.main:
             self.output.mkdir(parents=True, exist_ok=True)
@@ -448,7 +457,9 @@ class _Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
-    def state(self, epoch: float) -> dict[str, Any]:
+    def state(self, epoch: float, epoch_ended: bool = True) -> dict[str, Any]:
+        """The checkpoint; `epoch_ended` is False after an epoch's last step whose end (validation, the
+        epoch record) was not done yet."""
         return {
             "config": self.config.to_dict(),
             "model": {key: value.detach().cpu() for key, value in self.model.state_dict().items()},
@@ -460,6 +471,7 @@ class _Trainer:
             "best_epoch": self.best_epoch,
             "history": self.history,
             "epoch_losses": self.epoch_losses,
+            "epoch_ended": epoch_ended,
             "rng": rng_state(),
         }
 
@@ -470,31 +482,90 @@ class _Trainer:
 
     # -- steps ---------------------------------------------------------------------------------------
 
-    def optimiser_step(self, epoch: int, group: list[tuple[torch.Tensor, torch.Tensor]], lr: float) -> float:
-        """Forward/backward every micro-batch of the step, then one clipped optimiser update; returns
-        the step's loss (mean over micro-batches and processes, so every rank sees the same value)."""
-        config, device = self.config, self.processes.device
-        for param_group in self.optimizer.param_groups:
-            param_group["lr"] = lr
+    @contextlib.contextmanager
+    def stop_checks(self, stop: StopSignal) -> Iterator[None]:
+        """Hooks through which a stop request abandons a step within moments: before every module's
+        forward and as each parameter's gradient lands in backward (`StopSignal.check`). Not under
+        --compile, whose graphs would trace them: there the votes between stretches stop the step."""
+        handles: list[RemovableHandle] = []
+        if not self.runtime.compile:
+            handles = [module.register_forward_pre_hook(lambda *_: stop.check()) for module in self.model.modules()]
+            for parameter in self.model.parameters():
+                if parameter.requires_grad:
+                    handles.append(parameter.register_post_accumulate_grad_hook(lambda _: stop.check()))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def restore_point(self) -> tuple[list[torch.Tensor], dict[str, Any]]:
+        """What a step changes before its update (BatchNorm statistics, random generators), as the last
+        completed step left it."""
+        with torch.no_grad():
+            return [buffer.clone() for buffer in self.statistics], rng_state()
+
+    def abandon(self, restore: tuple[list[torch.Tensor], dict[str, Any]]) -> None:
+        """Drop the step in progress: its gradients, and what its forward passes changed."""
+        self.optimizer.zero_grad(set_to_none=True)
+        buffers, rng = restore
+        with torch.no_grad():
+            for buffer, kept in zip(self.statistics, buffers, strict=True):
+                buffer.copy_(kept)
+        set_rng_state(rng)
+
+    def optimiser_step(
+        self, epoch: int, batches: Iterator[list[tuple[torch.Tensor, torch.Tensor]]], lr: float, stop: StopSignal
+    ) -> float | None:
+        """The next group of micro-batches from `batches`: forward/backward of each, then one clipped
+        optimiser update. Returns the step's loss (mean over micro-batches and processes, so every rank
+        sees the same value), or None when a stop request abandoned the step.
+
+        Until the update begins, a stop request abandons the step: the loader wait, each forward pass
+        and each backward pass that no collective spans (all but DDP's gradient-syncing one) end early on
+        the rank that received it, every rank votes after each of them, and on a stop vote all ranks drop
+        the step (`abandon`), so that the model, optimiser, scaler and generators are those of the last
+        completed step, as an uninterrupted run saved them."""
+        config, device, processes = self.config, self.processes.device, self.processes
+        restore = self.restore_point()
+        group: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with contextlib.suppress(StepAbandoned), stop.abandonable(at_once=True):
+            group = next(batches)
         total = 0.0
-        for micro_step, (clips, labels) in enumerate(group):
+        for micro_step in range(config.accum_steps):
+            if stop.agreed(processes):
+                self.abandon(restore)
+                return None
+            clips, labels = group[micro_step]
             chunk = self.sampler.chunk(micro_step)
             clips = clips.flatten(0, 1).to(device, non_blocking=True)  # [B * repeats, 3, T, S, S]
             labels = labels.repeat_interleave(config.augment.repeats).to(device)
             clips, targets = self.mixer(clips, labels, keyed_rng(config.seed, epoch, self.step, chunk, 1))
             _seed_micro_step(config.seed, epoch, self.step, chunk)
-            # Gradients are all-reduced once per step, on the last micro-batch.
-            last = micro_step == len(group) - 1
-            with nullcontext() if last or self.ddp is None else self.ddp.no_sync():
-                with autocast_to(device, self.dtype):
+            # Gradients are all-reduced once per step, in the last micro-batch's backward, which every
+            # rank must therefore finish.
+            synced = micro_step == config.accum_steps - 1
+            loss: torch.Tensor | None = None
+            with nullcontext() if synced or self.ddp is None else self.ddp.no_sync():
+                with contextlib.suppress(StepAbandoned), stop.abandonable(), autocast_to(device, self.dtype):
                     loss = training_loss(self.forward(clips), targets)
-                self.scaler.scale(loss / len(group)).backward()
+                if stop.agreed(processes) or loss is None:
+                    self.abandon(restore)
+                    return None
+                leave = nullcontext() if synced and self.ddp is not None else stop.abandonable()
+                with contextlib.suppress(StepAbandoned), leave:
+                    self.scaler.scale(loss / config.accum_steps).backward()
             total += loss.item()
-        step_loss = self.processes.mean(total / len(group))
+        if stop.agreed(processes):
+            self.abandon(restore)
+            return None
+        step_loss = processes.mean(total / config.accum_steps)
         if not math.isfinite(step_loss):  # the same verdict on every rank, so none is left waiting
             raise UniformerError(
                 f"the training loss became {step_loss} at step {self.step}: lower --lr, or try --amp off"
             )
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = lr
         if config.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad)
@@ -509,8 +580,10 @@ class _Trainer:
         steps_per_epoch = self.sampler.steps_per_epoch
         clips_per_step = config.global_batch * config.augment.repeats
         stopping = False
-        with StopSignal(announce=processes.main) as stop_signal:
-            for epoch in range(self.step // steps_per_epoch, config.epochs):
+        with StopSignal(announce=processes.main) as stop_signal, self.stop_checks(stop_signal):
+            # A run stopped while validating resumes with that validation (its epoch's end).
+            first = (self.step - (not self.epoch_ended)) // steps_per_epoch
+            for epoch in range(first, config.epochs):
                 done_in_epoch = self.step - epoch * steps_per_epoch
                 self.sampler.set_position(epoch, done_in_epoch)
                 task = f"epoch {epoch + 1}/{config.epochs}"
@@ -519,9 +592,13 @@ class _Trainer:
                 self.model.train()
                 window: list[float] = []
                 window_start = time.perf_counter()
-                for group in _steps(self.loader, config.accum_steps):
+                batches = _steps(self.loader, config.accum_steps)
+                while self.step < (epoch + 1) * steps_per_epoch:
                     lr = self.schedule(self.step / steps_per_epoch)
-                    loss = self.optimiser_step(epoch, group, lr)
+                    loss = self.optimiser_step(epoch, batches, lr, stop_signal)
+                    if loss is None:  # abandoned for a stop request: the last completed step is saved below
+                        stopping = True
+                        break
                     window.append(loss)
                     self.epoch_losses.append(loss)
                     if self.step % runtime.log_every == 0 or self.step % steps_per_epoch == 0:
@@ -535,16 +612,26 @@ class _Trainer:
                     notify(self.progress, Progress(task, done, steps_per_epoch, detail, sub=True))
                     reached_max = runtime.max_steps is not None and self.step >= runtime.max_steps
                     stopping = stop_signal.agreed(processes) or reached_max
-                    periodic = config.save_every > 0 and self.step % config.save_every == 0
-                    # Mid-epoch saves only: the epoch's end saves after validating.
-                    if processes.main and (stopping or periodic) and self.step % steps_per_epoch:
-                        save_checkpoint(self.state(self.step / steps_per_epoch), self.output / "last.pt")
                     if stopping:
                         break
-                if self.step % steps_per_epoch:  # stopped inside the epoch
+                    # Mid-epoch saves only: the epoch's end saves after validating.
+                    periodic = config.save_every > 0 and self.step % config.save_every == 0
+                    if processes.main and periodic and self.step % steps_per_epoch:
+                        save_checkpoint(self.state(self.step / steps_per_epoch), self.output / "last.pt")
+                if self.step < (epoch + 1) * steps_per_epoch:  # stopped inside the epoch
+                    # Saved unless it stopped before the epoch's first step, whose start (the previous
+                    # epoch's end) is saved already; a run stopped before its first step saves step 0.
+                    if processes.main and (self.step > epoch * steps_per_epoch or self.step == 0):
+                        save_checkpoint(self.state(self.step / steps_per_epoch), self.output / "last.pt")
                     break
-                self.end_epoch(epoch, sum(self.epoch_losses) / len(self.epoch_losses))
+                if not self.end_epoch(epoch, sum(self.epoch_losses) / len(self.epoch_losses), stop_signal):
+                    # Stopped while validating: the epoch's last step is saved with its end still to do.
+                    if processes.main:
+                        save_checkpoint(self.state(self.step / steps_per_epoch, False), self.output / "last.pt")
+                    stopping = True
+                    break
                 self.epoch_losses = []
+                self.epoch_ended = True
                 if stopping:
                     break
         self.log.close()
@@ -562,9 +649,10 @@ class _Trainer:
             interrupted_by=stop_signal.name if stop_signal.stopped else None,
         )
 
-    def end_epoch(self, epoch: int, train_loss: float) -> None:
+    def end_epoch(self, epoch: int, train_loss: float, stop: StopSignal) -> bool:
         """Validate (every `val_every` epochs and after the last), log, save `last` and, when the
-        validation top-1 improved, `best` and its safetensors export."""
+        validation top-1 improved, `best` and its safetensors export. False, with nothing logged or
+        saved, when a stop request abandoned the validation."""
         config, processes = self.config, self.processes
         record: dict[str, Any] = {
             "event": "epoch",
@@ -576,7 +664,9 @@ class _Trainer:
         if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
             protocol = config.protocol.with_views(config.val_clips, config.val_crops)
             batch = max(protocol.views, config.batch_size * config.augment.repeats)
-            metrics = validate(self.model, self.val_split.samples, protocol, processes, self.runtime, batch)
+            metrics = validate(self.model, self.val_split.samples, protocol, processes, self.runtime, batch, stop)
+            if metrics is None:
+                return False
             record.update(metrics)
             improved = self.best_top1 is None or metrics["val_top1"] > self.best_top1
             if improved:
@@ -592,6 +682,7 @@ class _Trainer:
                 self.export(self.output / "best.safetensors")
             shown = ", ".join(_shown(key, value) for key, value in record.items() if isinstance(value, float))
             logger.info(f"epoch {epoch + 1}/{config.epochs}: {shown}")
+        return True
 
 
 PERCENTAGES = frozenset({"val_top1", "val_top5", "val_mean_class", "best_top1"})
@@ -613,24 +704,34 @@ def validate(
     processes: Session,
     runtime: Runtime,
     batch_size: int,
-) -> dict[str, float]:
+    stop: StopSignal,
+) -> dict[str, float] | None:
     """Top-1/top-5/mean-class accuracy of `samples` with the eval engine's scoring (the protocol's views,
-    summed logits), each rank scoring its share of the videos; every rank gets the numbers."""
+    summed logits), each rank scoring its share of the videos; every rank gets the numbers. None when a
+    stop request abandoned the scoring (on any rank: they vote before gathering)."""
     # Each rank's last forward updated its own BatchNorm statistics: validate (and save) rank 0's.
     processes.broadcast_buffers(model)
     model.eval()
-    scored = score_videos(
-        model,
-        samples,
-        processes.share(range(len(samples))),
-        [str(sample.path) for sample in samples],
-        protocol,
-        processes.device,
-        batch_size=batch_size,
-        workers=runtime.workers,
-        decoder=runtime.decoder,
-    )
-    results = processes.gather(dict(scored))
+    scored: dict[int, Any] = {}
+    try:
+        with contextlib.suppress(StepAbandoned), stop.abandonable(at_once=True):
+            scored = dict(
+                score_videos(
+                    model,
+                    samples,
+                    processes.share(range(len(samples))),
+                    [str(sample.path) for sample in samples],
+                    protocol,
+                    processes.device,
+                    batch_size=batch_size,
+                    workers=runtime.workers,
+                    decoder=runtime.decoder,
+                )
+            )
+    finally:
+        model.train()
+    if stop.agreed(processes):
+        return None
+    results = processes.gather(scored)
     metrics = processes.from_main(compute_metrics(list(results.values())) if processes.main else None)
-    model.train()
     return {"val_top1": metrics.top1, "val_top5": metrics.top5, "val_mean_class": metrics.mean_class}
