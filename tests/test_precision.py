@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 from cli_runner import run_cli
-from parity import FIXTURES, V2_FIXTURES, fixture_model, v2_fixture_model
+from parity import FIXTURES, SMALL, SMALL_LIGHT, V2_FIXTURES, fixture_model, v2_fixture_model
 
 from uniformer_cli import load_model, runtime
 from uniformer_cli.cli import options
 from uniformer_cli.device import batched_logits
+from uniformer_cli.engine.train import TrainForward, training_loss
 from uniformer_cli.errors import UniformerError
-from uniformer_cli.models import ModelConfig, create_model
+from uniformer_cli.models import ModelConfig, create_model, layers
 from uniformer_cli.models import fast as fast_module
 from uniformer_cli.models.fast import check_precision, optimize_for_inference
 from uniformer_cli.models.fast_attention import KERNELS, forced_kernel
@@ -175,3 +176,51 @@ def test_cli_refuses_bf16_on_a_cpu_without_it_before_loading(
     code, out, err = run_cli(capsys, "predict", clip, "--weights", missing, "--device", "cpu", "--precision", "bf16")
     assert (code, out) == (1, "")
     assert err.strip().splitlines() == [err.strip()] and "native bf16" in err
+
+
+def is_depthwise(module: torch.nn.Module) -> bool:
+    return type(module) is torch.nn.Conv3d and module.groups == module.in_channels > 1
+
+
+@pytest.mark.parametrize("config", [SMALL, SMALL_LIGHT], ids=["s", "light"])
+def test_bf16_training_runs_depthwise_convolutions_in_float32(config: ModelConfig) -> None:
+    """Under CPU bf16 autocast (`train --amp bf16`) the depthwise convolutions run in float32
+    (`layers.depthwise`: oneDNN's bf16 depthwise backward is the slower one), the pointwise ones in bf16,
+    and a training step's gradients stay within bf16 precision of float32's."""
+    torch.manual_seed(0)
+    model = create_model(config.replace(drop_path_rate=0.0)).train()
+    outputs: dict[str, set[torch.dtype]] = {"depthwise": set(), "pointwise": set()}
+
+    def note(module: torch.nn.Module, args: object, output: torch.Tensor) -> None:
+        if type(module) is torch.nn.Conv3d and module.kernel_size == (1, 1, 1):
+            outputs["pointwise"].add(output.dtype)
+        elif is_depthwise(module):
+            outputs["depthwise"].add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(note)
+    clips, targets = torch.randn(2, 3, 8, 64, 64), torch.full((2, 10), 0.1)
+    gradients = []
+    try:
+        for dtype in (torch.bfloat16, None):
+            state = {key: value.clone() for key, value in model.state_dict().items()}  # BatchNorm statistics
+            model.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+                training_loss(TrainForward(model)(clips), targets).backward()
+            model.load_state_dict(state)
+            gradients.append({name: parameter.grad for name, parameter in model.named_parameters()})
+            if dtype is not None:
+                assert outputs == {"depthwise": {torch.float32}, "pointwise": {torch.bfloat16}}
+    finally:
+        handle.remove()
+    bf16, float32 = gradients
+    assert all(grad is not None and grad.dtype == torch.float32 for grad in bf16.values())
+    # bf16 keeps 8 bits of mantissa: the whole gradient is ~1% off float32's.
+    difference = torch.cat([(bf16[name] - grad).flatten() for name, grad in float32.items()])  # type: ignore[operator]
+    reference = torch.cat([grad.flatten() for grad in float32.values()])  # type: ignore[union-attr]
+    assert difference.norm() <= 0.05 * reference.norm()
+
+
+def test_depthwise_is_the_plain_convolution_outside_cpu_autocast() -> None:
+    conv = layers.depthwise_conv(8, 3)
+    x = torch.randn(1, 8, 2, 5, 5)
+    assert torch.equal(layers.depthwise(conv, x), conv(x))

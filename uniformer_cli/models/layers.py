@@ -60,6 +60,22 @@ def depthwise_conv(dim: int, kernel: int) -> nn.Conv3d:
     return nn.Conv3d(dim, dim, kernel_size=kernel, padding=kernel // 2, groups=dim)
 
 
+# Whether `depthwise` leaves CPU bf16 autocast for float32 (benchmarks/bench_train_precision.py turns it off
+# to measure the difference).
+FLOAT32_DEPTHWISE = True
+
+
+def depthwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`conv(x)` for a depthwise convolution, in float32 under CPU bf16 autocast: oneDNN's bf16 depthwise
+    3-D convolution, its backward above all, is slower there than its float32 one (with it in float32 a
+    bf16 training step went from 0.93x to 1.14x float32's for XXS and from 1.13x to 1.46x for S; 2-core
+    AMD EPYC with AVX512-BF16, no AMX, busy; benchmarks/README.md). Its few FLOPs cost little in float32."""
+    if FLOAT32_DEPTHWISE and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return cast(torch.Tensor, conv(x.float()))
+    return cast(torch.Tensor, conv(x))
+
+
 class PatchEmbed(nn.Module):
     """Strided Conv3d then LayerNorm over channels at each position (`norm` is registered first)."""
 
@@ -211,8 +227,8 @@ class CBlock(LayerScaled):
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.pos_embed(x)
-        x = x + self.drop_path(self.scaled(self.gamma_1, self.conv2(self.attn(self.conv1(self.norm1(x))))))
+        x = x + depthwise(self.pos_embed, x)
+        x = x + self.drop_path(self.scaled(self.gamma_1, self.conv2(depthwise(self.attn, self.conv1(self.norm1(x))))))
         return x + self.drop_path(self.scaled(self.gamma_2, self.mlp(self.norm2(x))))
 
 
@@ -253,7 +269,7 @@ class SABlock(LayerScaled):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.pos_embed(x)
+        x = x + depthwise(self.pos_embed, x)
         tokens = grid_to_tokens(x)
         tokens = tokens + self.drop_path(self.scaled(self.gamma_1, self.attn(self.norm1(tokens))))
         tokens = tokens + self.drop_path(self.scaled(self.gamma_2, self.mlp(self.norm2(tokens))))

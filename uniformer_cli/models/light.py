@@ -16,6 +16,7 @@ from uniformer_cli.models.layers import (
     CBlock,
     SABlock,
     StagedModel,
+    depthwise,
     drop_path_rates,
     grid_to_tokens,
     init_weights,
@@ -80,7 +81,7 @@ class EvoBlock(SABlock):
     def forward(  # type: ignore[override]
         self, cls: torch.Tensor, x: torch.Tensor, scores: Scores
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = x + self.pos_embed(x)
+        x = x + depthwise(self.pos_embed, x)
         tokens = grid_to_tokens(x)
         if self.keep_ratio >= 1:
             cls, tokens, scores = self.full_update(cls, tokens, scores)

@@ -14,6 +14,7 @@ from uniformer_cli.models.layers import (
     PatchEmbed,
     SABlock,
     StagedModel,
+    depthwise,
     depthwise_conv,
     drop_path_rates,
     init_weights,
@@ -54,7 +55,7 @@ class SplitSABlock(LayerScaled):
         nn.init.zeros_(self.t_attn.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.pos_embed(x)
+        x = x + depthwise(self.pos_embed, x)
         batch, channels, frames, height, width = x.shape
         grid = x.permute(0, 2, 3, 4, 1).reshape(batch, frames, height * width, channels)
         # One sequence of T tokens per spatial position.
