@@ -574,9 +574,9 @@ def test_a_stop_signal_saves_the_current_step_and_resumes_to_the_same_weights(
 class Interruption:
     """Sends `number` to this process inside a phase of optimiser step `step` (1-based), found by hooks and
     not by timing: "loading" (the loader decoding the step's first clip, no workers), "forward" (a few
-    modules into the step's training forward), "backward" (the moment its backward pass begins) or
-    "validation" (the first forward in eval mode, after step `step`). It counts the training forwards
-    that finished and the optimiser updates made."""
+    modules into the step's training forward), "backward" (the moment its backward pass begins),
+    "update" (right after its optimiser update) or "validation" (the first forward in eval mode after
+    step `step`). It counts the training forwards that finished and the optimiser updates made."""
 
     def __init__(self, step: int, phase: str, number: int, monkeypatch: pytest.MonkeyPatch) -> None:
         self.step, self.phase, self.number = step, phase, number
@@ -625,6 +625,8 @@ class Interruption:
 
     def after_update(self, *args: object) -> None:
         self.updates += 1
+        if self.phase == "update" and self.updates == self.step:
+            self.send()
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -673,17 +675,20 @@ def test_a_stop_signal_abandons_the_step_in_progress_and_saves_the_last_complete
     resume_and_compare(stopped, reference, capsys)
 
 
-def test_a_stop_signal_while_validating_saves_the_epoch_with_its_end_still_to_do(
+@pytest.mark.parametrize("phase", ["validation", "update"])
+def test_a_stop_signal_at_an_epoch_end_saves_the_epoch_with_its_validation_still_to_do(
+    phase: str,
     uninterrupted: tuple[Path, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """SIGTERM inside the first epoch's validation abandons it: last.pt holds step 8 without the epoch's
-    record, and the resumed run validates that epoch first, ending as the uninterrupted run did."""
+    """SIGTERM inside the first epoch's validation, or after the epoch's last update (before validating),
+    stops without validating: last.pt holds step 8 without the epoch's record, and the resumed run
+    validates that epoch first, ending as the uninterrupted run did."""
     data, reference = uninterrupted
     stopped = tmp_path / "stopped"
-    interruption = Interruption(8, "validation", signal.SIGTERM, monkeypatch)
+    interruption = Interruption(8, phase, signal.SIGTERM, monkeypatch)
     try:
         with pytest.raises(SystemExit) as exit_info:
             main(["train", "--data", str(data), "-o", str(stopped), *INTERRUPTED_FLAGS, "--json"])

@@ -79,8 +79,9 @@ class StopSignal:
             raise StepAbandoned
 
     def check(self) -> None:
-        """Abandon the step here if a stop was requested and the step is in an abandonable stretch."""
-        if self.inside and self.received is not None:
+        """Abandon the stretch here if a stop was requested (on this rank, or agreed with the others) and
+        it is an abandonable one."""
+        if self.inside and (self.received is not None or self.stopped):
             self.inside = self.raise_at_once = False
             raise StepAbandoned
 
