@@ -30,7 +30,14 @@ from uniformer_cli.cli import train as train_command
 from uniformer_cli.cli.app import app, main
 from uniformer_cli.engine import checkpointing
 from uniformer_cli.engine.checkpointing import load_checkpoint, save_checkpoint
-from uniformer_cli.engine.train import CosineSchedule, TrainForward, build_model, parameter_groups, train
+from uniformer_cli.engine.train import (
+    CosineSchedule,
+    TrainForward,
+    amp_dtype,
+    build_model,
+    parameter_groups,
+    train,
+)
 from uniformer_cli.engine.train_config import SCRATCH_LR, Runtime, plan_training, resume_config
 from uniformer_cli.engine.train_data import GlobalBatchSampler, TrainClips
 from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
@@ -745,6 +752,17 @@ def test_train_help_groups_every_option_with_help_and_default() -> None:
             assert "[default: " in parameter.help.replace("\\[", "["), parameter.name
         elif not parameter.is_flag:
             assert parameter.show_default is not False, parameter.name
+
+
+def test_amp_auto_trains_every_model_in_float32_on_the_cpu() -> None:
+    """`--amp auto` on the CPU is float32 for the S/B and the light models alike; bf16 is asked for
+    (TRAINING.md: it pays on CPUs with native bf16), fp16 refused there (its gradient scaler is CUDA's)."""
+    cpu = torch.device("cpu")
+    for light in (False, True):
+        assert amp_dtype("auto", cpu, light) is None and amp_dtype("off", cpu, light) is None
+        assert amp_dtype("bf16", cpu, light) == torch.bfloat16
+        with pytest.raises(UniformerError, match="needs a CUDA GPU"):
+            amp_dtype("fp16", cpu, light)
 
 
 def test_train_choices_are_refused_at_parse_time(capsys: pytest.CaptureFixture[str]) -> None:
