@@ -670,6 +670,7 @@ def test_a_stop_signal_abandons_the_step_in_progress_and_saves_the_last_complete
     assert interruption.finished == {"loading": 4, "forward": 4, "backward": 5}[phase]
     state = load_checkpoint(stopped / "last.pt")
     assert state["step"] == 4 and [record["step"] for record in read_metrics(stopped, "step")] == [1, 2, 3, 4]
+    assert not (stopped / "curves.png").exists()  # left to the resumed run, which draws them
     # The checkpoint is the one an uninterrupted run saves after step 4 (--save-every 4), to the bit.
     saved = tmp_path / "saved"
     with pytest.raises(SystemExit):
@@ -680,6 +681,7 @@ def test_a_stop_signal_abandons_the_step_in_progress_and_saves_the_last_complete
         assert same(state[key], expected[key]), key
     capsys.readouterr()
     resume_and_compare(stopped, reference, capsys)
+    assert (stopped / "curves.png").is_file()
 
 
 @pytest.mark.parametrize("phase", ["validation", "update"])

@@ -7,7 +7,8 @@ Files in the output folder (written by rank 0):
   in progress and saves the last completed one (`_Trainer.optimiser_step`, `engine.signals`);
 - `best.safetensors`: the best model with its config, labels and test protocol (`predict --weights`);
 - `metrics.jsonl`: one JSON object per logged step and per epoch; `config.json`: the run's config;
-- `curves.png`: loss, learning rate and validation top-1, drawn at the end and on resume (`plot` extra);
+- `curves.png`: loss, learning rate and validation top-1, drawn at the end (not when a signal stopped the
+  run) and on resume (`plot` extra);
 - `tensorboard/`: event files with `--tensorboard` when TensorBoard is installed.
 
 Every random draw is keyed by the run's seed and a position (epoch, step, sample or micro-batch), so
@@ -276,8 +277,11 @@ class MetricsLog:
         except UniformerError as error:  # no matplotlib, or an unwritable folder: the run itself is fine
             logger.warning("curves.png not written: %s", error)
 
-    def close(self) -> None:
-        self.draw_curves()
+    def close(self, draw: bool = True) -> None:
+        """Draw the curves (unless not `draw`: a run stopped by a signal leaves them to its resumption, which
+        draws them first, and exits a second sooner) and close TensorBoard's writer."""
+        if draw:
+            self.draw_curves()
         if self.writer is not None:
             self.writer.close()
 
@@ -634,7 +638,7 @@ class _Trainer:
                 self.epoch_ended = True
                 if stopping:
                     break
-        self.log.close()
+        self.log.close(draw=not stop_signal.stopped)
         exported = self.output / "best.safetensors"
         return TrainResult(
             output=self.output,
