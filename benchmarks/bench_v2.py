@@ -4,15 +4,22 @@
    after --warmup, `bench_engines.timed_rounds`): ours fp32 and bf16 (`optimize_for_inference`, what the CLI
    runs, attention kernel measured per shape), OpenVINO fp32 and bf16 (precision hint) on the ONNX file
    `uniformer export` writes of the same weights; each row with its ratio to ours fp32, its largest logit
-   difference and whether the top-5 matches. The attention kernels chosen are printed after.
+   difference (absolute and relative to the largest logit) and whether the top-5 matches. The attention
+   kernels chosen are printed after. With --official DIR (a clone of OpenGVLab/UniFormerV2, imported from
+   there at run time, `official_v2.py`): the official model of the released K400 B/16 8x224 config, fp32
+   and under torch.autocast bf16, alternating with the others, all on the same random weights (drawn in
+   the official model and loaded into ours through our reader of official checkpoints), after a check
+   that ours (exact) gives the official fp32 logits.
 2. L/14 at 8x224 (--l14): peak memory of one clip through ours fp32 and bf16 (the torch profiler's
    allocation trace plus the resident weights, `engine.flops.peak_memory`), and with --train of a training
-   step (AdamW, batch 1) with every backbone block checkpointed (the training default for L/14) and without.
+   step (AdamW, batch 1) with every backbone block checkpointed (the training default for L/14) and without;
+   with --official, the official model's inference peak too (its released K400 L/14 8x224 config).
 
 Prints the CPU model and features (`runtime.cpu_info`) and the load average first. With other jobs on the
 same cores, trust the ratios (measured in the same run) more than the times.
 
     python benchmarks/bench_v2.py [--threads 2] [--runs 5] [--warmup 2] [--background N] [--l14] [--train]
+                                  [--official DIR]
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from official_v2 import B16_EXPERIMENT, L14_EXPERIMENT, OfficialError, official_model, save_official_checkpoint
 
 if TYPE_CHECKING:  # torch loads after the runtime settings (see main)
     import torch
@@ -37,6 +46,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--background", type=int, default=0, help="busy processes running meanwhile")
     parser.add_argument("--l14", action="store_true", help="also L/14 8x224 peak memory")
     parser.add_argument("--train", action="store_true", help="with --l14: a training step's peak memory too")
+    parser.add_argument(
+        "--official", type=Path, metavar="DIR", help="a clone of OpenGVLab/UniFormerV2: time its model too"
+    )
     return parser.parse_args()
 
 
@@ -66,12 +78,16 @@ def openvino_contenders(
     return found
 
 
-def compare(contenders: dict[str, Callable[[], torch.Tensor]], args: argparse.Namespace, shape: str) -> None:
+def compare(
+    contenders: dict[str, Callable[[], torch.Tensor]], args: argparse.Namespace, shape: str
+) -> dict[str, float]:
     """Time `contenders` (alternating) and print each one's median, spread, ratio to "ours fp32", largest
-    logit difference to it and whether the top-5 matches."""
+    logit difference to it (absolute, and relative to its largest logit) and whether the top-5 matches;
+    return the medians."""
     from bench_engines import timed_rounds
 
     reference = contenders["ours fp32"]()
+    scale = float(reference.abs().max())
     checks = {}
     for name, run in contenders.items():
         logits = run().float()
@@ -79,14 +95,67 @@ def compare(contenders: dict[str, Callable[[], torch.Tensor]], args: argparse.Na
         checks[name] = (float((logits - reference).abs().max()), same)
     times = timed_rounds(dict(contenders), args.runs, args.warmup)
     base = statistics.median(times["ours fp32"])
+    medians = {}
     for name, values in times.items():
-        median = statistics.median(values)
+        median = medians[name] = statistics.median(values)
         error, same = checks[name]
         print(
             f"  {shape:12s} {name:14s} {median * 1e3:8.0f} ms  ({min(values) * 1e3:5.0f}-{max(values) * 1e3:5.0f})"
-            f"  x{base / median:5.2f}  max|d| {error:8.2e}  top-5 {'same' if same else 'DIFFERS'}",
+            f"  x{base / median:5.2f}  max|d| {error:8.2e} (rel {error / scale:7.1e})"
+            f"  top-5 {'same' if same else 'DIFFERS'}",
             flush=True,
         )
+    return medians
+
+
+def inference(model: torch.nn.Module, clip: torch.Tensor) -> Callable[[], torch.Tensor]:
+    import torch
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode():
+            return model(clip)
+
+    return run
+
+
+def autocast(model: torch.nn.Module, clip: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """`model` (fp32 weights) run under torch.autocast bf16: how the official code computes in bf16."""
+    import torch
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(clip).float()
+
+    return run
+
+
+def official_and_ours(
+    checkout: Path, experiment: str, clip: torch.Tensor, folder: Path
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The official model of `experiment` with random weights, and ours holding the same weights (read from
+    the official checkpoint they make, as `--weights` reads one); prints how far ours (exact, fp32) is from
+    the official logits. Exits with one error line when the checkout cannot give the official model."""
+    import torch
+
+    from uniformer_cli.weights.loader import resolve_model
+
+    try:
+        official = official_model(checkout, experiment)
+    except OfficialError as error:
+        raise SystemExit(f"error: {error}") from None
+    path = folder / f"official-{experiment.replace('/', '-')}.pyth"
+    save_official_checkpoint(official, path)
+    model = resolve_model(path, device="cpu").model
+    with torch.inference_mode():
+        expected, got = official(clip), model(clip)
+    error = float((expected - got).abs().max())
+    print(
+        f"  official {experiment} (from {checkout}) against ours, exact fp32, same random weights:"
+        f" max|d| {error:.2e}, {error / float(expected.abs().max()):.1e} of the largest logit;"
+        f" top-5 {'same' if expected.topk(5).indices.equal(got.topk(5).indices) else 'DIFFERS'}",
+        flush=True,
+    )
+    return official, model
 
 
 def engines_b16(args: argparse.Namespace, folder: Path) -> None:
@@ -98,25 +167,30 @@ def engines_b16(args: argparse.Namespace, folder: Path) -> None:
     from uniformer_cli.models.fast_attention import CHOICE
 
     torch.manual_seed(0)
-    model = create_model(V2_FAMILIES["v2-b16"]).eval()
-    for parameter in model.parameters():  # the official zero-initialised layers too: every branch computes
-        if parameter.ndim > 1:
-            torch.nn.init.normal_(parameter, std=0.02)
     clip = torch.randn(1, 3, 8, 224, 224)
-
-    def ours(fast: torch.nn.Module) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
-            with torch.inference_mode():
-                return fast(clip)
-
-        return run
+    official: torch.nn.Module | None = None
+    if args.official is not None:
+        official, model = official_and_ours(args.official, B16_EXPERIMENT, clip, folder)
+    else:
+        model = create_model(V2_FAMILIES["v2-b16"]).eval()
+        for parameter in model.parameters():  # the official zero-initialised layers too: every branch computes
+            if parameter.ndim > 1:
+                torch.nn.init.normal_(parameter, std=0.02)
 
     contenders: dict[str, Callable[[], torch.Tensor]] = {}
-    contenders["ours fp32"] = ours(optimize_for_inference(model, precision="fp32"))
+    contenders["ours fp32"] = inference(optimize_for_inference(model, precision="fp32"), clip)
     if cpu_has_native_bf16():
-        contenders["ours bf16"] = ours(optimize_for_inference(model, precision="bf16"))
+        contenders["ours bf16"] = inference(optimize_for_inference(model, precision="bf16"), clip)
     contenders.update(openvino_contenders(model, clip, args.threads, folder))
-    compare(contenders, args, "v2-b16 8x224")
+    if official is not None:
+        contenders["official fp32"] = inference(official, clip)
+        if cpu_has_native_bf16():
+            contenders["official bf16"] = autocast(official, clip)
+    medians = compare(contenders, args, "v2-b16 8x224")
+    for precision in ("fp32", "bf16"):
+        if f"official {precision}" in medians:
+            speed_up = medians[f"official {precision}"] / medians[f"ours {precision}"]
+            print(f"  ours {precision} runs {speed_up:.2f}x as fast as the official code at {precision}", flush=True)
     kernels = sorted(CHOICE.decided.items())
     print("  attention kernels measured fastest: " + "; ".join(f"{key} {name}" for key, name in kernels), flush=True)
 
@@ -146,6 +220,8 @@ def memory_l14(args: argparse.Namespace) -> None:
         peak = peak_memory(device, fast, clip, forward)
         print(f"  v2-l14 8x224 inference, ours {precision}       peak {peak:8.0f} MiB", flush=True)
         del fast
+    if args.official is not None:
+        memory_official(args.official, clip)
     if not args.train:
         return
     model.train()
@@ -163,6 +239,30 @@ def memory_l14(args: argparse.Namespace) -> None:
         peak = peak_memory(device, model, clip, step)
         label = "every block checkpointed" if checkpointed else "no checkpointing"
         print(f"  v2-l14 8x224 train step, {label:24} peak {peak:8.0f} MiB", flush=True)
+
+
+def memory_official(checkout: Path, clip: torch.Tensor) -> None:
+    """Peak memory of one clip through the official L/14 8x224 model, fp32 and under autocast bf16."""
+    import torch
+
+    from uniformer_cli.engine.flops import peak_memory
+    from uniformer_cli.models.fast import cpu_has_native_bf16
+
+    try:
+        official = official_model(checkout, L14_EXPERIMENT)
+    except OfficialError as error:
+        raise SystemExit(f"error: {error}") from None
+    runs = {"fp32": inference(official, clip)}
+    if cpu_has_native_bf16():
+        runs["bf16"] = autocast(official, clip)
+    for precision, run in runs.items():
+
+        def forward(run: Callable[[], torch.Tensor] = run) -> None:
+            run()
+
+        forward()  # as for ours: the allocator settles before the profiled run
+        peak = peak_memory(torch.device("cpu"), official, clip, forward)
+        print(f"  v2-l14 8x224 inference, official {precision}   peak {peak:8.0f} MiB", flush=True)
 
 
 def main() -> None:
