@@ -219,11 +219,21 @@ def memory_l14(args: argparse.Namespace) -> None:
         forward()  # packed weights and the allocator settle before the profiled run
         peak = peak_memory(device, fast, clip, forward)
         print(f"  v2-l14 8x224 inference, ours {precision}       peak {peak:8.0f} MiB", flush=True)
-        del fast
+        del fast, forward
+    if args.train:
+        train_l14(model, clip)
+    del model  # one L/14 at a time in memory
     if args.official is not None:
-        memory_official(args.official, clip)
-    if not args.train:
-        return
+        memory_official(args.official, clip, args.train)
+
+
+def train_l14(model: torch.nn.Module, clip: torch.Tensor) -> None:
+    """Peak memory of a training step of ours, with every backbone block checkpointed and without."""
+    import torch
+
+    from uniformer_cli.engine.flops import peak_memory
+
+    device = torch.device("cpu")
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     labels = torch.zeros(1, dtype=torch.long)
@@ -241,8 +251,10 @@ def memory_l14(args: argparse.Namespace) -> None:
         print(f"  v2-l14 8x224 train step, {label:24} peak {peak:8.0f} MiB", flush=True)
 
 
-def memory_official(checkout: Path, clip: torch.Tensor) -> None:
-    """Peak memory of one clip through the official L/14 8x224 model, fp32 and under autocast bf16."""
+def memory_official(checkout: Path, clip: torch.Tensor, train: bool) -> None:
+    """Peak memory of one clip through the official L/14 8x224 model, fp32 and under autocast bf16, and
+    with `train` of a training step (AdamW, batch 1) with the official checkpointing of every block (its
+    `use_checkpoint`, `checkpoint_num` = the depth) and without (the released config's setting)."""
     import torch
 
     from uniformer_cli.engine.flops import peak_memory
@@ -263,6 +275,26 @@ def memory_official(checkout: Path, clip: torch.Tensor) -> None:
         forward()  # as for ours: the allocator settles before the profiled run
         peak = peak_memory(torch.device("cpu"), official, clip, forward)
         print(f"  v2-l14 8x224 inference, official {precision}   peak {peak:8.0f} MiB", flush=True)
+    del official, runs, run, forward
+    if not train:
+        return
+    labels = torch.zeros(1, dtype=torch.long)
+    for checkpointed in (True, False):
+        every_block = [24]  # the official code checkpoints the first checkpoint_num[0] of L/14's 24 blocks
+        official = official_model(checkout, L14_EXPERIMENT, use_checkpoint=checkpointed, checkpoint_num=every_block)
+        official.train()
+        optimizer = torch.optim.AdamW([p for p in official.parameters() if p.requires_grad], lr=1e-5)
+
+        def step(official: torch.nn.Module = official, optimizer: torch.optim.Optimizer = optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(official(clip), labels).backward()
+            optimizer.step()
+
+        step()  # the optimiser's state exists before the measured step
+        peak = peak_memory(torch.device("cpu"), official, clip, step)
+        label = "every block checkpointed" if checkpointed else "no checkpointing"
+        print(f"  v2-l14 8x224 train step, official, {label:24} peak {peak:8.0f} MiB", flush=True)
+        del official, optimizer, step
 
 
 def main() -> None:

@@ -130,14 +130,16 @@ def official_module(checkout: Path) -> types.ModuleType:
     return module
 
 
-def official_model(checkout: Path, experiment: str, seed: int = 0) -> torch.nn.Module:
-    """The official network of `experiment` (e.g. B16_EXPERIMENT) in eval mode, every parameter random."""
+def official_model(checkout: Path, experiment: str, seed: int = 0, **changes: object) -> torch.nn.Module:
+    """The official network of `experiment` (e.g. B16_EXPERIMENT) in eval mode, every parameter random;
+    `changes` replace builder settings (e.g. `use_checkpoint`)."""
     import torch
 
     config = checkout / "exp" / f"{experiment}/config.yaml"
     if not config.is_file():
         raise OfficialError(f"{checkout} has no {config.relative_to(checkout)}: is it OpenGVLab/UniFormerV2?")
     builder, settings = released_settings(config.read_text(encoding="utf-8"))
+    settings.update(changes)
     module = official_module(checkout)
     if not callable(getattr(module, builder, None)):
         raise OfficialError(f"{MODULE} has no builder {builder!r}, which {experiment} names")
