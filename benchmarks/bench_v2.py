@@ -32,7 +32,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from official_v2 import B16_EXPERIMENT, L14_EXPERIMENT, OfficialError, official_model, save_official_checkpoint
+from official_v2 import (
+    B16_EXPERIMENT,
+    L14_EXPERIMENT,
+    MODULE,
+    OfficialError,
+    official_model,
+    save_official_checkpoint,
+)
 
 if TYPE_CHECKING:  # torch loads after the runtime settings (see main)
     import torch
@@ -299,6 +306,8 @@ def memory_official(checkout: Path, clip: torch.Tensor, train: bool) -> None:
 
 def main() -> None:
     args = parse()
+    if args.official is not None and not (args.official / MODULE).is_file():  # said before minutes of work
+        raise SystemExit(f"error: {args.official} is not a checkout of OpenGVLab/UniFormerV2: it has no {MODULE}")
     from uniformer_cli.runtime import configure_runtime
 
     configure_runtime()
