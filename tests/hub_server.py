@@ -8,6 +8,15 @@ It never sends Xet headers, so huggingface_hub takes its plain HTTP download pat
 /api/models/{repo_id}/tree/{revision}` lists a revision's files (`HfApi.list_repo_files`) and
 `/api/models/{repo_id}/revision/{revision}` describes it (`HfApi.repo_info`).
 
+Reads through `HfFileSystem` (`hf://{repo_id}/...`, `hf://datasets/{repo_id}/...`; files served with
+`add_file(..., repo_type="dataset")` live in a dataset repository): `GET /api/{models,datasets}/{repo_id}`
+(the repository exists), the tree listing with the Hub's semantics (a folder's direct children, files and
+folders, or everything below it with `recursive=true`; 404 `EntryNotFound` for a folder that is not there;
+pages of `tree_page_size` entries chained by a `Link: <...>; rel="next"` header), `POST
+.../paths-info/{revision}` (form fields `paths`, answered with the entries that exist), and `Range:
+bytes=A-B` on resolve, answered 206 with `Content-Range` (416 past the end). `sent` records the body size
+of every download served.
+
 Uploads, as `HfApi.create_repo`, `create_branch` and `create_commit` (0.23 to 2.x, Xet disabled) call them:
 `POST /api/repos/create`, `POST /api/models/{repo_id}/branch/{branch}`, `POST /api/validate-yaml` (a README's
 metadata header must be a YAML mapping whose `model-index` huggingface_hub's own reader accepts), `POST
@@ -49,7 +58,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import pytest
 import torch
@@ -92,18 +101,22 @@ def _git_oid(data: bytes) -> str:
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth")  # stored through LFS (the Hub's .gitattributes has these)
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
+_KIND = r"(?P<kind>models|datasets)"  # the API's plural of a repository type
+_RESOLVE = rf"/(?:(?P<kind>datasets)/)?{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)"  # models: no prefix
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 _ROUTES: dict[str, list[tuple[re.Pattern[str], str]]] = {
     method: [(re.compile(pattern), name) for pattern, name in routes]
     for method, routes in {
         "GET": [
-            (rf"/api/models/{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?", "tree"),
-            (rf"/api/models/{_REPO}/revision/(?P<revision>[^/]+)", "repo_info"),
-            (rf"/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve"),
+            (rf"/api/{_KIND}/{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?", "tree"),
+            (rf"/api/{_KIND}/{_REPO}(?:/revision/(?P<revision>[^/]+))?", "repo_info"),
+            (_RESOLVE, "resolve"),
         ],
-        "HEAD": [(rf"/{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve")],
+        "HEAD": [(_RESOLVE, "resolve")],
         "POST": [
             (r"/api/repos/create", "create_repo"),
             (r"/api/validate-yaml", "validate_yaml"),
+            (rf"/api/{_KIND}/{_REPO}/paths-info/(?P<revision>[^/]+)", "paths_info"),
             (rf"/api/models/{_REPO}/branch/(?P<branch>[^/]+)", "create_branch"),
             (rf"/api/models/{_REPO}/preupload/(?P<revision>[^/]+)", "preupload"),
             (rf"/api/models/{_REPO}/commit/(?P<revision>[^/]+)", "commit"),
@@ -113,6 +126,20 @@ _ROUTES: dict[str, list[tuple[re.Pattern[str], str]]] = {
         "PUT": [(r"/lfs/objects/(?P<oid>[0-9a-f]{64})", "lfs_upload")],
     }.items()
 }
+
+
+def _key(repo_id: str, repo_type: str = "model") -> str:
+    """Where a repository is kept: models by their id, other types under their URL prefix (`datasets/`)."""
+    return repo_id if repo_type == "model" else f"{repo_type}s/{repo_id}"
+
+
+def _namespace(key: str) -> str:
+    return key.removeprefix("datasets/").split("/")[0]
+
+
+def _folders(names: list[str]) -> set[str]:
+    """Every folder that holds one of the files `names`."""
+    return {name[:index] for name in names for index, char in enumerate(name) if char == "/"}
 
 
 class HubServer:
@@ -125,6 +152,8 @@ class HubServer:
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, filename or API route) -> count
         self.commits: list[dict[str, object]] = []  # every commit received: repo, revision, header, paths
+        self.sent: list[int] = []  # the body size of each file download (GET on resolve) served
+        self.tree_page_size = 1000  # entries per page of a tree listing, as the Hub pages them
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="hub-server", daemon=True)
@@ -158,16 +187,19 @@ class HubServer:
         *,
         revision: str = "main",
         etag: str | None = None,
+        repo_type: str = "model",
     ) -> str:
         """Serve `content` as `filename` of `repo_id` at `revision`; returns the revision's commit hash.
 
         `etag` overrides the advertised ETag (default: the content's sha256), e.g. to simulate a
-        corrupted download.
+        corrupted download. `repo_type="dataset"` serves it from a dataset repository
+        (`hf://datasets/{repo_id}/{filename}`).
         """
         data = content.read_bytes() if isinstance(content, Path) else content
+        key = _key(repo_id, repo_type)
         with self._lock:
-            revisions = self._repos.setdefault(repo_id, _Repo()).revisions
-            entry = revisions.setdefault(revision, _Revision(_commit_for(repo_id, revision)))
+            revisions = self._repos.setdefault(key, _Repo()).revisions
+            entry = revisions.setdefault(revision, _Revision(_commit_for(key, revision)))
             entry.files[filename] = data
             entry.etags[filename] = etag or hashlib.sha256(data).hexdigest()
             return entry.commit
@@ -177,10 +209,10 @@ class HubServer:
         with self._lock:
             self._tokens.setdefault(token, set()).update(namespaces)
 
-    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+    def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
         """What `repo_id` holds at `revision` now."""
         with self._lock:
-            entry = self._lookup(repo_id, revision)
+            entry = self._lookup(_key(repo_id, repo_type), revision)
             return dict(entry.files) if entry else {}
 
     def is_private(self, repo_id: str) -> bool:
@@ -224,7 +256,11 @@ class HubServer:
                 for pattern, name in _ROUTES.get(self.command, []):
                     match = pattern.fullmatch(path)
                     if match:
-                        getattr(self, f"_{name}")(body=body, **{k: v for k, v in match.groupdict().items()})
+                        groups = match.groupdict()
+                        kind = groups.pop("kind", None) or "models"
+                        if "repo" in groups:  # repositories of other types are kept under their prefix
+                            groups["repo"] = _key(groups["repo"], kind.removesuffix("s"))
+                        getattr(self, f"_{name}")(body=body, **groups)
                         return
                 with hub._lock:
                     hub.requests[(self.command, path)] += 1
@@ -243,7 +279,7 @@ class HubServer:
                 if namespaces is None:
                     self._error(401, None, "Invalid credentials in Authorization header")
                     return False
-                if repo_id.split("/")[0] not in namespaces:
+                if _namespace(repo_id) not in namespaces:
                     self._error(403, None, f"You don't have the rights to create or write to {repo_id}")
                     return False
                 return True
@@ -252,7 +288,7 @@ class HubServer:
                 """A known repository this request may read, or the error the Hub gives was answered."""
                 repo = hub._repos.get(repo_id)
                 namespaces = self._namespaces() or set()
-                if repo is None or (repo.private and repo_id.split("/")[0] not in namespaces):
+                if repo is None or (repo.private and _namespace(repo_id) not in namespaces):
                     self._error(401 if repo else 404, "RepoNotFound", f"Repository {repo_id} not found")
                     return False
                 return True
@@ -272,25 +308,85 @@ class HubServer:
                 elif data is None or etag is None:
                     self._error(404, "EntryNotFound", f"{path} does not exist on {revision}", entry.commit)
                 else:
-                    headers = {"ETag": f'"{etag}"', "X-Repo-Commit": entry.commit}
-                    self._send(200, data, "application/octet-stream", headers, body=self.command == "GET")
+                    headers = {"ETag": f'"{etag}"', "X-Repo-Commit": entry.commit, "Accept-Ranges": "bytes"}
+                    status, part = 200, data
+                    asked = _RANGE.match(self.headers.get("Range", "").strip())
+                    if asked:  # a byte range, answered as the Hub's file servers answer it
+                        start = int(asked[1])
+                        end = min(int(asked[2]) if asked[2] else len(data) - 1, len(data) - 1)
+                        if start >= len(data):
+                            headers["Content-Range"] = f"bytes */{len(data)}"
+                            self._send(416, b"", "text/plain", headers)
+                            return
+                        status, part = 206, data[start : end + 1]
+                        headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+                    if self.command == "GET":
+                        with hub._lock:
+                            hub.sent.append(len(part))
+                    self._send(status, part, "application/octet-stream", headers, body=self.command == "GET")
+
+            def _revision(self, route: str, repo: str, revision: str) -> _Revision | None:
+                """A copy of the revision a read of the API asks for, or None when an error was answered."""
+                with hub._lock:
+                    hub.requests[(self.command, route)] += 1
+                    if not self._readable(repo):
+                        return None
+                    entry = hub._lookup(repo, revision)
+                    if entry is not None:
+                        return _Revision(entry.commit, dict(entry.files), dict(entry.etags))
+                self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+                return None
 
             def _tree(self, body: bytes, repo: str, revision: str, path: str | None) -> None:
-                with hub._lock:
-                    hub.requests[(self.command, "api/tree")] += 1
-                    if not self._readable(repo):
-                        return
-                    entry = hub._lookup(repo, revision)
-                    files = dict(entry.files) if entry else {}
+                entry = self._revision("api/tree", repo, revision)
                 if entry is None:
-                    self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
                     return
-                prefix = f"{path.rstrip('/')}/" if path else ""
+                files = entry.files
+                folder = (path or "").strip("/")
+                folders = _folders(list(files))
+                if folder and folder not in folders:
+                    self._error(404, "EntryNotFound", f"{folder} does not exist on {revision}", entry.commit)
+                    return
+                query = parse_qs(urlsplit(self.path).query)
+                recursive = query.get("recursive", ["false"])[0].lower() == "true"
+                prefix = f"{folder}/" if folder else ""
+                names = sorted(
+                    name
+                    for name in [*files, *folders]
+                    if name.startswith(prefix) and (recursive or "/" not in name[len(prefix) :])
+                )
+                # The Hub pages listings with a cursor in a `Link: <...>; rel="next"` header.
+                start = int(query.get("cursor", ["0"])[0])
+                page = names[start : start + hub.tree_page_size]
+                headers = {}
+                if start + len(page) < len(names):
+                    following = urlencode({**{k: v[0] for k, v in query.items()}, "cursor": start + len(page)})
+                    headers["Link"] = f'<{hub.url}{urlsplit(self.path).path}?{following}>; rel="next"'
+                infos = [
+                    self._file_info(name, files[name]) if name in files else self._folder_info(name) for name in page
+                ]
+                self._send(200, json.dumps(infos).encode(), "application/json", headers)
+
+            def _paths_info(self, body: bytes, repo: str, revision: str) -> None:
+                """`POST .../paths-info/{revision}` with form fields `paths` (repeated) and `expand`: the
+                entries that exist, files and folders, in the order asked; unknown paths are left out."""
+                entry = self._revision("api/paths-info", repo, revision)
+                if entry is None:
+                    return
+                files = entry.files
+                folders = _folders(list(files))
+                asked = [path.strip("/") for path in parse_qs(body.decode()).get("paths", [])]
                 self._json(
-                    200, [self._file_info(name, data) for name, data in files.items() if name.startswith(prefix)]
+                    200,
+                    [
+                        self._file_info(name, files[name]) if name in files else self._folder_info(name)
+                        for name in asked
+                        if name in files or name in folders
+                    ],
                 )
 
-            def _repo_info(self, body: bytes, repo: str, revision: str) -> None:
+            def _repo_info(self, body: bytes, repo: str, revision: str | None) -> None:
+                revision = revision or "main"
                 with hub._lock:
                     hub.requests[(self.command, "api/repo_info")] += 1
                     if not self._readable(repo):
@@ -301,9 +397,16 @@ class HubServer:
                     self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
                     return
                 siblings = [{"rfilename": name} for name in entry.files]
+                repo_id = repo.removeprefix("datasets/")
                 self._json(
-                    200, {"id": repo, "modelId": repo, "sha": entry.commit, "private": private, "siblings": siblings}
+                    200,
+                    {"id": repo_id, "modelId": repo_id, "sha": entry.commit, "private": private, "siblings": siblings},
                 )
+
+            @staticmethod
+            def _folder_info(name: str) -> dict[str, object]:
+                oid = hashlib.sha1(f"tree {name}".encode()).hexdigest()  # stands in for git's tree id
+                return {"type": "directory", "path": name, "oid": oid, "size": 0}
 
             @staticmethod
             def _file_info(name: str, data: bytes) -> dict[str, object]:

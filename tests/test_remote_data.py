@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from cli_runner import run_cli
+from motion_data import same_frames
 from storage_servers import http_server
 from synthetic_video import numbered_frame, write_video
 
 from uniformer_cli.data import shards, storage
-from uniformer_cli.data.datasets import open_sample, read_packed
+from uniformer_cli.data.datasets import read_packed
 from uniformer_cli.engine.doctor import CheckRequest, check
 from uniformer_cli.engine.packing import PackRequest, pack
 from uniformer_cli.errors import DatasetError
@@ -42,14 +42,6 @@ def local_pack(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return destination
 
 
-def _frames(samples: list) -> list[np.ndarray]:
-    out = []
-    for sample in samples:
-        with open_sample(sample, "pyav") as video:
-            out.append(video.read(list(range(video.num_frames))))
-    return out
-
-
 def test_pack_to_s3_and_read_back_equals_the_local_pack(s3: str, dataset: Path, local_pack: Path) -> None:
     report = pack(PackRequest(dataset, "s3://data/k", shard_bytes=15_000))
     assert report.splits["train"]["samples"] == 6
@@ -64,7 +56,7 @@ def test_pack_to_s3_and_read_back_equals_the_local_pack(s3: str, dataset: Path, 
     for split in ("train", "val"):
         remote, local = read_packed("s3://data/k", split), read_packed(local_pack, split)
         assert [(s.path, s.label) for s in remote.samples] == [(s.path, s.label) for s in local.samples]
-        assert all(np.array_equal(a, b) for a, b in zip(_frames(remote.samples), _frames(local.samples), strict=True))
+        assert same_frames(remote.samples, local.samples)
     batch = read_packed("s3://data/k/train-{000000..000001}.tar")
     members = [sample.member for sample in batch.samples]
     assert [m.key for m in members if m] and shards.read_members(members) == [  # type: ignore[arg-type]
@@ -102,7 +94,7 @@ def test_http_reads_only_the_ranges_it_needs(local_pack: Path) -> None:
         assert data.video == shards.read_member(local.samples[0].member).video  # type: ignore[arg-type]
         shard_bytes = (local_pack / storage.name_of(first.member.shard)).stat().st_size
         assert 0 < sum(sent) == first.member.size < shard_bytes  # a ranged read, not the whole shard
-        assert all(np.array_equal(a, b) for a, b in zip(_frames(remote.samples), _frames(local.samples), strict=True))
+        assert same_frames(remote.samples, local.samples)
         report = check(CheckRequest(f"{url}/shards"))
         assert report.problems == 0 and len(report.videos) == 10
 

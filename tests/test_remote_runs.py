@@ -4,7 +4,6 @@ the same records."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 from cli_runner import run_cli
 from hub_server import LocalHub
-from motion_data import DIRECTIONS, motion_dataset, tiny_flags
+from motion_data import DIRECTIONS, listed_motion_dataset, tiny_flags
 from storage_servers import http_server
 from tiny_training import TINY_CONFIG
 
@@ -33,16 +32,7 @@ PROTOCOL = {"frames": 8, "stride": 2, "sampling": "dense", "clips": 1, "crops": 
 def motion(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Class folders (2 training, 1 validation video per class), a tiny model file, and a CSV list of
     the validation videos with one that does not exist."""
-    root = motion_dataset(tmp_path_factory.mktemp("remote_runs") / "motion", 2, 1)
-    with (root / "val.csv").open("w", newline="") as file:
-        rows = csv.writer(file)
-        for name in CLASSES:
-            rows.writerow([f"val/{name}/0.mp4", name])
-        rows.writerow(["val/up/gone.mp4", "up"])
-    torch.manual_seed(3)
-    model = create_model(TINY_CONFIG.replace(num_classes=len(CLASSES)))
-    save_weights(root.parent / "tiny.safetensors", model, model.config, labels=CLASSES, protocol=PROTOCOL)
-    return root
+    return listed_motion_dataset(tmp_path_factory.mktemp("remote_runs") / "motion", 2, PROTOCOL)
 
 
 def _upload(folder: Path, url: str) -> None:

@@ -149,6 +149,27 @@ def open_input(location: str | Path) -> AbstractContextManager[IO[bytes]]:
         raise _failure(str(location), error) from None
 
 
+def _exact_reads(filesystem: Any) -> bool:
+    """Whether the store's own `cat_file` fetches a byte range as asked. fsspec's generic one, which
+    the Hub's file system (`hf://`) inherits, reads through a buffered file that fetches whole blocks
+    (5 MiB) ahead: a shard member of a few kilobytes would download megabytes."""
+    import fsspec.asyn
+
+    return isinstance(filesystem, fsspec.asyn.AsyncFileSystem) or type(filesystem).cat_file is not (
+        _fsspec().AbstractFileSystem.cat_file
+    )
+
+
+def _read_exactly(filesystem: Any, path: str, ranges: Sequence[tuple[int, int | None]]) -> list[bytes]:
+    """Each `(start, end)` range of one file through an unbuffered file object: one request a range."""
+    with filesystem.open(path, "rb", cache_type="none") as file:
+        out = []
+        for start, end in ranges:
+            file.seek(start)
+            out.append(bytes(file.read(-1 if end is None else end - start)))
+        return out
+
+
 def read_bytes(location: str | Path, start: int = 0, size: int | None = None) -> bytes:
     """`size` bytes from `start` (to the end when None): one ranged request for a URL."""
     try:
@@ -158,6 +179,8 @@ def read_bytes(location: str | Path, start: int = 0, size: int | None = None) ->
                 return file.read(-1 if size is None else size)
         filesystem, path = _filesystem(str(location))
         end = None if size is None else start + size
+        if not _exact_reads(filesystem):
+            return _read_exactly(filesystem, path, [(start, end)])[0]
         return bytes(filesystem.cat_file(path, start=start, end=end))
     except DatasetError:
         raise
@@ -184,6 +207,8 @@ def read_ranges(location: str | Path, ranges: Sequence[tuple[int, int]]) -> list
     try:
         starts = [start for start, _ in ranges]
         ends = [start + size for start, size in ranges]
+        if not _exact_reads(filesystem):
+            return _read_exactly(filesystem, path, list(zip(starts, ends, strict=True)))
         return [bytes(part) for part in filesystem.cat_ranges([path] * len(ranges), starts, ends)]
     except Exception as error:
         raise _failure(str(location), error) from None
