@@ -5,6 +5,7 @@ the same records."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from tiny_training import TINY_CONFIG
 from uniformer_cli.data import storage
 from uniformer_cli.data.datasets import read_dataset
 from uniformer_cli.engine.checkpointing import load_checkpoint
-from uniformer_cli.engine.features import read_features
+from uniformer_cli.engine.features import read_features, write_features
 from uniformer_cli.models import create_model
 from uniformer_cli.weights import save_weights
 
@@ -164,10 +165,90 @@ def test_features_of_videos_in_an_s3_folder(
     assert torch.equal(actual.features, expected.features)
 
 
-def test_outputs_that_must_be_local_refuse_a_url(motion: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _keys(endpoint: str, prefix: str) -> list[str]:
+    import boto3
+
+    listing = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket="data", Prefix=prefix)
+    return sorted(item["Key"].removeprefix(prefix) for item in listing.get("Contents", []))
+
+
+def test_features_written_to_an_s3_url_equal_the_local_file_and_resume_there(
+    s3: str, motion: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     weights = motion.parent / "tiny.safetensors"
-    code, _, err = run_cli(capsys, "features", motion / "val", "-w", weights, "-o", "s3://data/f.safetensors")
-    assert code == 2 and "written to a local file" in err
-    code, _, err = run_cli(capsys, "train", "--data", motion, *tiny_flags(), "-o", "s3://data/runs/a", "--dry-run")
-    assert code == 1 and err.count("error:") == 1 and "local or shared file system" in err
-    assert not Path("s3:").exists()  # nothing written under a mangled local name
+    local = tmp_path / "local.safetensors"
+    run_cli(capsys, "features", motion / "val", "-w", weights, "-o", local)
+    for output in ("s3://data/features/val.safetensors", "s3://data/features/val.npy"):
+        code, out, err = run_cli(capsys, "features", motion / "val", "-w", weights, "-o", output, "--json")
+        assert code == 0, err
+        assert json.loads(out)["output"] == output
+        copy = tmp_path / storage.name_of(output)
+        for name in _keys(s3, "features/"):
+            if name.startswith(copy.stem):
+                (tmp_path / name).write_bytes(storage.read_bytes(f"s3://data/features/{name}"))
+        assert torch.equal(read_features(copy).features, read_features(local).features)
+    assert _keys(s3, "features/") == ["val.json", "val.npy", "val.safetensors"]  # no checkpoint, no temporary
+    code, _, err = run_cli(capsys, "features", motion / "val", "-w", weights, "-o", "s3://data/features/val.npy")
+    assert code == 1 and err.count("error:") == 1 and "val.npy and s3://data/features/val.json already exist" in err
+
+    # A checkpoint an interrupted run uploaded: --resume fetches it and computes only the videos it lacks.
+    first = read_features(local)
+    partial = replace(first, features=first.features[:2], videos=first.videos[:2], labels=None)
+    write_features(tmp_path / "partial.safetensors", partial, final=False)
+    storage.write_bytes("s3://data/resumed/val.partial.safetensors", (tmp_path / "partial.safetensors").read_bytes())
+    output = "s3://data/resumed/val.npy"
+    code, out, err = run_cli(capsys, "features", motion / "val", "-w", weights, "-o", output, "--resume", "--json")
+    assert code == 0, err
+    assert json.loads(out)["computed"] == len(first.videos) - 2
+    assert _keys(s3, "resumed/") == ["val.json", "val.npy"]  # the checkpoint is gone once the output is there
+
+
+def test_a_training_run_at_an_s3_url_uploads_whole_files_and_resumes_from_there(
+    s3: str, motion: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = [*tiny_flags(), "--no-flip", "--workers", "0", "--batch-size", "2", "--json"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code, _, err = run_cli(capsys, "train", "--data", motion, "-o", tmp_path / "local", *flags, "--epochs", "2")
+        assert code == 0, err
+        url = "s3://data/runs/a"
+        # Stopped inside the second epoch (4 steps an epoch), after the first one's validation.
+        code, out, err = run_cli(
+            capsys, "train", "--data", motion, "-o", url, *flags, "--epochs", "2", "--max-steps", "6"
+        )
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["last_checkpoint"] == f"{url}/last.pt" and result["exported"] == f"{url}/best.safetensors"
+        names = ["best.pt", "best.safetensors", "config.json", "last.pt", "metrics.jsonl"]
+        assert [name for name in _keys(s3, "runs/a/") if name in names or name.startswith(".")] == names
+        code, _, err = run_cli(capsys, "train", "--data", motion, "-o", url, *flags, "--epochs", "1")
+        assert code == 1 and "already holds a run" in err
+        code, out, err = run_cli(capsys, "train", "--resume", url, "--workers", "0", "--json")
+        assert code == 0, err
+    finally:
+        torch.set_num_threads(threads)
+    resumed = tmp_path / "resumed.pt"
+    resumed.write_bytes(storage.read_bytes(f"{url}/last.pt"))
+    expected, actual = load_checkpoint(tmp_path / "local" / "last.pt"), load_checkpoint(resumed)
+    assert actual["step"] == expected["step"] and actual["config"]["output"] == url
+    assert all(torch.equal(expected["model"][key], actual["model"][key]) for key in expected["model"])
+    lines = storage.read_bytes(f"{url}/metrics.jsonl").decode().splitlines()
+    local_lines = (tmp_path / "local" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [json.loads(line)["step"] for line in local_lines]
+    code, _, err = run_cli(capsys, "train", "--resume", "s3://data/runs/none", "--workers", "0")
+    assert code == 1 and err.count("error:") == 1 and "does not exist" in err
+
+
+def test_uploads_to_a_store_without_atomic_puts_go_through_a_temporary_name(tmp_path: Path) -> None:
+    mirror = storage.Mirror((tmp_path / "store").as_uri())
+    (mirror.folder / "last.pt").write_bytes(b"checkpoint")
+    (mirror.folder / "metrics.jsonl").write_bytes(b"{}\n")
+    assert mirror.push(last=("last.pt",)) == [mirror.remote(mirror.folder / n) for n in ("metrics.jsonl", "last.pt")]
+    assert sorted(path.name for path in (tmp_path / "store").iterdir()) == ["last.pt", "metrics.jsonl"]
+    assert mirror.push() == []  # nothing changed: nothing sent again
+    (mirror.folder / "metrics.jsonl").write_bytes(b"{}\n{}\n")
+    assert mirror.push() == [mirror.remote(mirror.folder / "metrics.jsonl")]
+    folder = mirror.folder
+    mirror.close()
+    assert not folder.exists() and (tmp_path / "store" / "metrics.jsonl").read_bytes() == b"{}\n{}\n"

@@ -188,12 +188,19 @@ def write_all_with_fallback(outputs: Sequence[tuple[Path, Callable[[Path], objec
         raise WriteError(f"{error}; no other folder could take the results either") from None
 
 
-def refuse_to_replace(paths: Sequence[Path], force: bool, what: str, other: str = "") -> None:
+def refuse_to_replace(
+    paths: Sequence[str | Path],
+    force: bool,
+    what: str,
+    other: str = "",
+    exists: Callable[[str | Path], bool] = os.path.lexists,
+) -> None:
     """The one rule for products that take long to make (features, exports, explanations, converted
     weights): an existing file is never replaced unless `force` (`--force`); `other` names another way
     out (e.g. "or --resume to continue it"). Called before the work starts. Result files (`-o` of
-    predict, eval, flops, models) are not products: they are replaced, atomically."""
-    existing = [path for path in paths if os.path.lexists(path)]
+    predict, eval, flops, models) are not products: they are replaced, atomically. `exists` asks another
+    store (URLs)."""
+    existing = [path for path in paths if exists(path)]
     if existing and not force:
         named = " and ".join(str(path) for path in existing)
         verb = "exists" if len(existing) == 1 else "exist"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,7 +45,7 @@ from uniformer_cli.cli.output import Output, Result
 from uniformer_cli.cli.progress import ProgressBars, print_error, stderr_console
 from uniformer_cli.cli.text import escape
 from uniformer_cli.data.loading import DEFAULT_WORKERS
-from uniformer_cli.data.storage import is_url
+from uniformer_cli.data.storage import local_or_url
 
 
 def features(
@@ -63,8 +62,8 @@ def features(
         typer.Option(
             "--output",
             "-o",
-            help="OUT.safetensors, or OUT.npy (with an OUT.json index), a local file. An existing file is kept"
-            " unless --force (or continued with --resume).",
+            help="OUT.safetensors, or OUT.npy (with an OUT.json index), a local file or a URL (uploaded when"
+            " finished). An existing file is kept unless --force (or continued with --resume).",
             show_default=False,
         ),
     ] = "",
@@ -127,18 +126,13 @@ def features(
     """
     if not output:
         raise typer.BadParameter("name the file to write: -o OUT.safetensors or -o OUT.npy", param_hint="'-o'")
-    if is_url(output):
-        raise typer.BadParameter(
-            "features are written to a local file (copied into place atomically): copy it to the store afterwards",
-            param_hint="'-o'",
-        )
     if dataset is not None and not paths:  # (with paths: "not both" says more)
         require_root(root, list_file, data)
     request = engine.features.FeaturesRequest(
         **fields_from(
             engine.features.FeaturesRequest,
             locals(),
-            output=Path(output),
+            output=local_or_url(output),
             paths=paths or [],
             inference=inference_request(locals()),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import signal
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
@@ -383,11 +384,11 @@ def train(
         ),
     ] = None,
     resume: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--resume",
             rich_help_panel=SCHEDULE,
-            help="Continue a run: its folder or a checkpoint (.pt) file. \\[default: a new run]",
+            help="Continue a run: its folder or a checkpoint (.pt) file, local or at a URL. \\[default: a new run]",
             show_default=False,
         ),
     ] = None,
@@ -439,7 +440,7 @@ def train(
             "--output",
             "-o",
             panel=RUNTIME,
-            help="Run folder for checkpoints and logs (a local or shared file system).",
+            help="Run folder for checkpoints and logs: a local or shared file system, or a URL (s3://...).",
             default="runs/train",
         ),
     ] = None,
@@ -497,21 +498,22 @@ def train(
     )
     options = TrainOptions(**fields_from(TrainOptions, values))
     checkpoint = engine.train_config.checkpoint_path(resume) if resume is not None else None
-    config = (
-        engine.train_config.resume_config(checkpoint, options)
-        if checkpoint is not None
-        else engine.train_config.plan_training(options)
-    )
-    runtime = engine.train_config.Runtime(**fields_from(engine.train_config.Runtime, values))
-    main = engine.distributed.main_process()
-    if main and json_output and dry_run:
-        _print(config.to_dict())
-    elif main and not json_output:
-        show_config(config, checkpoint)
-    if dry_run:
-        return
-    with ProgressBars(main and not json_output and stderr_console.is_terminal) as bars:
-        result = engine.train.train(config, runtime, resume=checkpoint, progress=bars)
+    with engine.train_config.local_checkpoint(checkpoint) if checkpoint is not None else nullcontext() as local:
+        config = (
+            engine.train_config.resume_config(local, options, origin=checkpoint)
+            if local is not None and checkpoint is not None
+            else engine.train_config.plan_training(options)
+        )
+        runtime = engine.train_config.Runtime(**fields_from(engine.train_config.Runtime, values))
+        main = engine.distributed.main_process()
+        if main and json_output and dry_run:
+            _print(config.to_dict())
+        elif main and not json_output:
+            show_config(config, checkpoint)
+        if dry_run:
+            return
+        with ProgressBars(main and not json_output and stderr_console.is_terminal) as bars:
+            result = engine.train.train(config, runtime, resume=local, progress=bars)
     if main and json_output:
         _print(_result_dict(result))
     elif main:
@@ -539,7 +541,7 @@ def _start_line(config: engine.train_config.TrainConfig) -> str:
     return " ".join(part for part in (config.init, config.init_model, config.init_weights, revision) if part)
 
 
-def show_config(config: engine.train_config.TrainConfig, resumed_from: Path | None) -> None:
+def show_config(config: engine.train_config.TrainConfig, resumed_from: str | Path | None) -> None:
     """The resolved run, on stderr (stdout stays clean for --json)."""
     title = "training run" + (f" (resuming {resumed_from})" if resumed_from else "")
     table = Table(title=escape(title), show_header=False)

@@ -14,12 +14,15 @@ import errno
 import functools
 import os
 import re
-from collections.abc import Callable, Sequence
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
-from uniformer_cli.errors import DatasetError, first_line
+from uniformer_cli.errors import DatasetError, WriteError, first_line
 from uniformer_cli.files import read_text_file
 
 URL = re.compile(r"^(?P<protocol>[a-z][a-z0-9+.-]*)://", re.IGNORECASE)
@@ -221,6 +224,95 @@ def write_bytes(location: str | Path, data: bytes) -> None:
         filesystem.pipe_file(path, data)
     except Exception as error:
         raise _failure(str(location), error) from None
+
+
+# Stores where one PUT (or multipart upload, or Hub commit) makes a whole object appear at once: readers
+# see the previous object or the new one, never a part. Others are uploaded under a temporary name first.
+ATOMIC_PUTS = frozenset({"s3", "s3a", "gs", "gcs", "hf"})
+
+
+def upload(local: Path, location: str) -> None:
+    """Copy the finished local file `local` to `location`, whole: one put, so that the object under its
+    final name is the previous one or this one, never a part (on stores without atomic puts, a put to a
+    temporary name and a rename). A failure is one `WriteError` line."""
+    filesystem, path = _filesystem(location)
+    protocol = URL.match(location)["protocol"].lower()  # type: ignore[index]
+    try:
+        if protocol in ATOMIC_PUTS:
+            filesystem.put_file(str(local), path)
+        else:
+            temporary = f"{path}.uploading-{os.getpid()}"
+            filesystem.makedirs(filesystem._parent(path), exist_ok=True)  # file systems with folders
+            filesystem.put_file(str(local), temporary)
+            filesystem.mv(temporary, path)
+    except Exception as error:
+        raise WriteError(f"cannot upload {local.name} to {location}: {first_line(_failure(location, error))}") from None
+
+
+def remove(location: str) -> None:
+    """Delete the object at `location`, if there is one."""
+    filesystem, path = _filesystem(location)
+    try:
+        filesystem.rm_file(path)
+    except FileNotFoundError:
+        pass
+    except Exception as error:
+        raise WriteError(f"cannot remove {location}: {first_line(_failure(location, error))}") from None
+
+
+class Mirror:
+    """A local working folder for files whose home is a folder at a URL (a training run, a features file):
+    they are written there as local files are (atomically), and `push` uploads each finished file whole,
+    one put per file, when it has changed since its last upload. `pull` fetches a file for a run that
+    continues. `close` removes the working folder."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.folder = Path(tempfile.mkdtemp(prefix="uniformer-upload-"))
+        self._sent: dict[Path, tuple[int, int, int]] = {}
+        # Removed by `close`, or when the mirror is dropped or the process exits, whatever failed.
+        self._remove = weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
+
+    def remote(self, local: Path) -> str:
+        return f"{self.url}/{local.relative_to(self.folder).as_posix()}"
+
+    def pull(self, name: str) -> bool:
+        """Fetch `name` from the URL into the working folder; False when the store has no such file."""
+        local = self.folder / name
+        if not exists(self.remote(local)):
+            return False
+        local.parent.mkdir(parents=True, exist_ok=True)
+        download(self.remote(local), local)
+        self._sent[local] = _stamp(local)
+        return True
+
+    def push(self, files: Iterable[Path] | None = None, *, last: Sequence[str] = ()) -> list[str]:
+        """Upload `files` in their order (an `.npy` before the index that names its rows), by default
+        every file of the working folder in the order they were modified, that changed since their last
+        upload; those named in `last` go after the others (a checkpoint after the log it ends). Returns the
+        URLs written."""
+        if files is None:
+            files = sorted(self.folder.rglob("*"), key=lambda path: (path.stat().st_mtime_ns, path.name))
+        changed = [
+            local
+            for local in files
+            if local.is_file() and not local.name.startswith(".") and self._sent.get(local) != _stamp(local)
+        ]
+        written = []
+        for local in sorted(changed, key=lambda path: path.name in last):
+            upload(local, self.remote(local))
+            self._sent[local] = _stamp(local)
+            written.append(self.remote(local))
+        return written
+
+    def close(self) -> None:
+        self._remove()
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is written again (an atomic write makes a new file: a new inode)."""
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns, status.st_ino
 
 
 def open_output(location: str) -> AbstractContextManager[IO[bytes]]:

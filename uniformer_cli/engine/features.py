@@ -25,13 +25,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from uniformer_cli.data import storage
 from uniformer_cli.data.datasets import Sample, locate_split, read_split
 from uniformer_cli.data.loading import DEFAULT_WORKERS
 from uniformer_cli.data.paths import find_videos
@@ -58,7 +59,7 @@ FORMAT_TAG = "uniformer-features/1"
 class FeaturesRequest:
     """Everything `uniformer features` was asked to do: `paths` (files, folders, globs) or a dataset split."""
 
-    output: Path
+    output: Path | str  # a local file, or a storage URL (written locally, then uploaded whole)
     paths: Sequence[str] = ()
     dataset: str | None = None
     root: str | Path | None = None  # a local folder or a storage URL
@@ -104,8 +105,8 @@ class FeatureSet:
 class FeaturesResult:
     """What a run wrote: the file(s), the rows, the failures and how long it took."""
 
-    output: Path
-    index: Path | None  # the .json next to a .npy
+    output: Path | str
+    index: Path | str | None  # the .json next to a .npy
     shape: tuple[int, ...]
     videos: int
     failures: list[FeatureFailure]
@@ -116,11 +117,12 @@ class FeaturesResult:
     seconds: float
 
 
-def write_features(output: Path, data: FeatureSet, *, final: bool = True) -> None:
+def write_features(output: Path, data: FeatureSet, *, final: bool = True) -> list[Path]:
     """Atomically write `data` as `.safetensors` or `.npy` + `.json` (`engine.arrays`; the index last: it
-    names the rows). A `final` write that `output` cannot take goes to the temporary folder instead, and
-    the `WriteError` names the file(s); a checkpoint's failure is a `WriteError`."""
-    write_arrays(output, {"features": data.features}, data.metadata(), "features", final=final)
+    names the rows); returns the files, in that order. A `final` write that `output` cannot take goes to the
+    temporary folder instead, and the `WriteError` names the file(s); a checkpoint's failure is a
+    `WriteError`."""
+    return write_arrays(output, {"features": data.features}, data.metadata(), "features", final=final)
 
 
 def read_features(path: str | Path) -> FeatureSet:
@@ -173,19 +175,20 @@ class _Plan:
 
 
 def _check_output(request: FeaturesRequest) -> None:
-    if request.output.suffix not in FORMATS:
-        raise UniformerError(f"-o {request.output}: name a .safetensors or .npy file (the format follows the suffix)")
-    if request.output.is_dir():
-        raise UniformerError(f"-o {request.output} is a folder: name a .safetensors or .npy file")
-    outputs = [request.output, index_path(request.output)] if request.output.suffix == ".npy" else [request.output]
+    output = Path(request.output)
+    if output.suffix not in FORMATS:
+        raise UniformerError(f"-o {output}: name a .safetensors or .npy file (the format follows the suffix)")
+    if output.is_dir():
+        raise UniformerError(f"-o {output} is a folder: name a .safetensors or .npy file")
+    outputs = [output, index_path(output)] if output.suffix == ".npy" else [output]
     if request.resume and request.force:
         raise UniformerError("--resume continues OUT and --force replaces it: give one of them")
-    for output, what in zip(outputs, ("features", "features index"), strict=False):  # before any decoding
-        ensure_writable(output, what)
+    for path, what in zip(outputs, ("features", "features index"), strict=False):  # before any decoding
+        ensure_writable(path, what)
     if not request.resume:
         refuse_to_replace(outputs, request.force, "features", ", or --resume to continue it")
-    if request.output.suffix == ".npy":
-        ensure_writable(checkpoint_path(request.output), "features checkpoint")
+    if output.suffix == ".npy":
+        ensure_writable(checkpoint_path(output), "features checkpoint")
     if bool(request.paths) == (request.dataset is not None or request.data is not None):
         both = "give either video paths or a dataset (--dataset with --root, or --data), not both"
         none = "no videos given: pass video paths, --dataset with --root, or a packed dataset with --data"
@@ -208,7 +211,8 @@ def _previous(request: FeaturesRequest, meta: dict[str, object]) -> FeatureSet |
     if not request.resume:
         return None
     # A checkpoint is newer than the output it will replace: the final write removes it.
-    resumed = next((path for path in (checkpoint_path(request.output), request.output) if path.is_file()), None)
+    output = Path(request.output)
+    resumed = next((path for path in (checkpoint_path(output), output) if path.is_file()), None)
     if resumed is None:
         logger.info("nothing to resume: %s does not exist yet", request.output)
         return None
@@ -221,7 +225,40 @@ def _previous(request: FeaturesRequest, meta: dict[str, object]) -> FeatureSet |
 
 def extract_features(request: FeaturesRequest, progress: ProgressCallback | None = None) -> FeaturesResult | None:
     """Compute and write the features of the requested videos; None on torchrun ranks other than 0.
-    Rank 0 reports each finished video to `progress`."""
+    Rank 0 reports each finished video to `progress`.
+
+    An output at a storage URL is written in a local working folder (`storage.Mirror`) and each finished
+    file is uploaded whole, checkpoints too; `resume` first fetches what an earlier run uploaded, and the
+    final upload removes its checkpoint."""
+    if not storage.is_url(request.output):
+        return _extract(replace(request, output=Path(request.output)), progress, None)
+    url = str(request.output)
+    mirror = storage.Mirror(str(storage.parent(url)))
+    try:
+        local = mirror.folder / storage.name_of(url)
+        if local.suffix not in FORMATS:
+            raise UniformerError(f"-o {url}: name a .safetensors or .npy file (the format follows the suffix)")
+        outputs = [local, index_path(local)] if local.suffix == ".npy" else [local]
+        if request.resume:  # an earlier run's checkpoint, else its output
+            for path in dict.fromkeys([checkpoint_path(local), *outputs]):
+                mirror.pull(path.name)
+        elif not request.force:
+            remote = [mirror.remote(path) for path in outputs]
+            refuse_to_replace(remote, request.force, "features", ", or --resume to continue it", storage.exists)
+        result = _extract(replace(request, output=local), progress, mirror)
+        if result is None:
+            return None
+        index = mirror.remote(result.index) if isinstance(result.index, Path) else None
+        return replace(result, output=url, index=index)
+    finally:
+        mirror.close()
+
+
+def _extract(
+    request: FeaturesRequest, progress: ProgressCallback | None, mirror: storage.Mirror | None
+) -> FeaturesResult | None:
+    """`extract_features` into a local file; with `mirror`, rank 0 uploads each file it finished."""
+    assert isinstance(request.output, Path)
     _check_output(request)
     started = time.perf_counter()
     # The inputs are checked before a model is downloaded.
@@ -278,12 +315,16 @@ def extract_features(request: FeaturesRequest, progress: ProgressCallback | None
         todo = [position for position, key in enumerate(plan.keys) if key not in done]
         shard = current.share(todo)
         computed = _compute(opened, plan.samples, shard, request)
-        run = _Output(request, plan, meta, previous)
+        run = _Output(request, plan, meta, previous, mirror)
         rows = current.gather(run.collect(computed, len(shard), current, progress if current.main else None))
         if not current.main:
             return None
         final = run.assemble(rows)
-        write_features(request.output, final)
+        written = write_features(request.output, final)
+        if mirror is not None:
+            mirror.push(written)
+            if checkpoint_path(request.output) != request.output:  # the checkpoint the output replaces
+                storage.remove(mirror.remote(checkpoint_path(request.output)))
     return FeaturesResult(
         output=request.output,
         index=index_path(request.output) if request.output.suffix == ".npy" else None,
@@ -339,6 +380,7 @@ class _Output:
     plan: _Plan
     meta: dict[str, object]
     previous: FeatureSet | None
+    mirror: storage.Mirror | None = None  # where checkpoints are uploaded, for an output at a URL
 
     def assemble(self, rows: dict[int, Row]) -> FeatureSet:
         """Rows in input order: this run's, else the resumed file's; failures after the patterns' ones."""
@@ -368,7 +410,9 @@ class _Output:
         if current.world_size > 1 or not any(isinstance(row, torch.Tensor) for row in rows.values()):
             return False
         try:
-            write_features(self.request.output, self.assemble(rows), final=False)
+            written = write_features(Path(self.request.output), self.assemble(rows), final=False)
+            if self.mirror is not None:
+                self.mirror.push(written)
         except WriteError as error:  # the run goes on; the final write tries again, then elsewhere
             logger.warning("%s (the extraction continues)", error)
             return False
@@ -398,7 +442,7 @@ class _Output:
                         "%d videos saved in %s: continue with the same command and --resume",
                         sum(isinstance(row, torch.Tensor) for row in rows.values())
                         + (len(self.previous.videos) if self.previous else 0),
-                        checkpoint_path(self.request.output),
+                        checkpoint_path(Path(self.request.output)),
                     )
                 raise
         return rows

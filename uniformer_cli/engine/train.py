@@ -11,6 +11,11 @@ Files in the output folder (written by rank 0):
   run) and on resume (`plot` extra);
 - `tensorboard/`: event files with `--tensorboard` when TensorBoard is installed.
 
+A run folder may be a storage URL (`-o s3://bucket/runs/a`): rank 0 then writes these files in a local
+working folder and uploads each one whole after it is written (`storage.Mirror`: one put per file, which
+object stores make visible at once), the checkpoint after the log; `--resume` downloads the checkpoint and
+the log. The store never holds part of a file under its final name.
+
 Every random draw is keyed by the run's seed and a position (epoch, step, sample or micro-batch), so
 the same config gives the same run with any worker count, after a resume, and with N processes x 1
 micro-batch or 1 process x N accumulated micro-batches (see `GlobalBatchSampler`).
@@ -36,6 +41,7 @@ from torch.utils.data import DataLoader
 from torch.utils.hooks import RemovableHandle
 
 from uniformer_cli import plots
+from uniformer_cli.data import storage
 from uniformer_cli.data.augment import ClipAugment, MixupCutmix, soft_cross_entropy
 from uniformer_cli.data.datasets import Sample, class_key
 from uniformer_cli.data.loading import init_decoding_worker
@@ -199,13 +205,13 @@ def build_model(config: TrainConfig, *, initialise: bool = True) -> VideoNetwork
 
 @dataclass
 class TrainResult:
-    output: Path
+    output: Path | str  # a local folder, or a URL
     epochs: int  # completed
     steps: int
     best_top1: float | None
     best_epoch: int | None
-    last_checkpoint: Path
-    exported: Path | None
+    last_checkpoint: Path | str
+    exported: Path | str | None
     history: list[dict[str, Any]] = field(default_factory=list)  # the epoch records
     stopped_early: bool = False  # --max-steps or a stop signal ended the run before its last epoch
     interrupted_by: str | None = None  # the signal that stopped it (SIGINT, SIGTERM), after saving last.pt
@@ -342,9 +348,11 @@ class _Trainer:
     ) -> None:
         self.config, self.runtime, self.processes = config, runtime, processes
         self.progress = progress
-        self.output = Path(config.output)
-        if resume is None and processes.from_main((self.output / "last.pt").exists()):
-            raise UniformerError(f"{self.output} already holds a run: continue it with --resume, or pick another -o")
+        # A run folder at a URL: rank 0 writes in a local working folder and uploads each finished file.
+        self.mirror = storage.Mirror(config.output) if storage.is_url(config.output) and processes.main else None
+        self.output = self.mirror.folder if self.mirror is not None else Path(config.output)
+        if resume is None and processes.from_main(processes.main and storage.exists(self.home("last.pt"))):
+            raise UniformerError(f"{config.output} already holds a run: continue it with --resume, or pick another -o")
         # The run folder must take files before hours are spent on the first checkpoint.
         unwritable = processes.from_main(_write_problem(self.output / "last.pt") if processes.main else None)
         if unwritable is not None:
@@ -438,6 +446,9 @@ class _Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
             text = dump_json(config.to_dict(), indent=2) + "\n"
             write_or_fail(self.output / "config.json", lambda temporary: temporary.write_text(text), "run config")
+            if self.mirror is not None and state is not None:  # the log a resumed run continues
+                self.mirror.pull("metrics.jsonl")
+            self.upload()  # the store takes files (or says why not) before the first step
         # Rank 0 checks the lists (one pass over the file system), every rank stops if it must.
         unreadable = None
         if processes.main:
@@ -454,10 +465,22 @@ class _Trainer:
     def release(self) -> None:
         """Let go of the DDP wrapper and the loader before the process group goes away: a DDP reducer
         that outlives its group (it sits in reference cycles until a garbage collection) can abort
-        the process at exit."""
+        the process at exit. The local working folder of a run at a URL is removed."""
         self.processes.barrier()
         del self.forward, self.ddp, self.loader
         gc.collect()
+        if self.mirror is not None:
+            self.mirror.close()
+
+    def home(self, name: str) -> Path | str:
+        """Where the run's file `name` lives: in the run folder, or at the run's URL."""
+        return storage.join(self.config.output, name) if self.mirror is not None else self.output / name
+
+    def upload(self) -> None:
+        """A run at a URL: upload every file written since the last upload, whole, one put per file, the
+        checkpoint last (the log and the best model it follows are already there when it appears)."""
+        if self.mirror is not None:
+            self.mirror.push(last=("last.pt",))
 
     # -- checkpoints ---------------------------------------------------------------------------------
 
@@ -622,16 +645,19 @@ class _Trainer:
                     periodic = config.save_every > 0 and self.step % config.save_every == 0
                     if processes.main and periodic and self.step % steps_per_epoch:
                         save_checkpoint(self.state(self.step / steps_per_epoch), self.output / "last.pt")
+                        self.upload()
                 if self.step < (epoch + 1) * steps_per_epoch:  # stopped inside the epoch
                     # Saved unless it stopped before the epoch's first step, whose start (the previous
                     # epoch's end) is saved already; a run stopped before its first step saves step 0.
                     if processes.main and (self.step > epoch * steps_per_epoch or self.step == 0):
                         save_checkpoint(self.state(self.step / steps_per_epoch), self.output / "last.pt")
+                        self.upload()
                     break
                 if not self.end_epoch(epoch, sum(self.epoch_losses) / len(self.epoch_losses), stop_signal):
                     # Stopped while validating: the epoch's last step is saved with its end still to do.
                     if processes.main:
                         save_checkpoint(self.state(self.step / steps_per_epoch, False), self.output / "last.pt")
+                        self.upload()
                     stopping = True
                     break
                 self.epoch_losses = []
@@ -639,15 +665,16 @@ class _Trainer:
                 if stopping:
                     break
         self.log.close(draw=not stop_signal.stopped)
-        exported = self.output / "best.safetensors"
+        self.upload()  # the curves drawn at the end
+        exported = self.home("best.safetensors")
         return TrainResult(
-            output=self.output,
+            output=self.config.output if self.mirror is not None else self.output,
             epochs=self.step // steps_per_epoch,
             steps=self.step,
             best_top1=self.best_top1,
             best_epoch=self.best_epoch,
-            last_checkpoint=self.output / "last.pt",
-            exported=exported if exported.exists() else None,
+            last_checkpoint=self.home("last.pt"),
+            exported=exported if processes.main and storage.exists(exported) else None,
             history=self.history,
             stopped_early=self.step < config.epochs * steps_per_epoch,
             interrupted_by=stop_signal.name if stop_signal.stopped else None,
@@ -684,6 +711,7 @@ class _Trainer:
             if improved:
                 save_checkpoint(state, self.output / "best.pt")
                 self.export(self.output / "best.safetensors")
+            self.upload()
             shown = ", ".join(_shown(key, value) for key, value in record.items() if isinstance(value, float))
             logger.info(f"epoch {epoch + 1}/{config.epochs}: {shown}")
         return True

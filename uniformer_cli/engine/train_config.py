@@ -9,6 +9,9 @@ linearly to the user's batch. The config is saved in every checkpoint, so `--res
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from uniformer_cli.engine.checkpointing import load_checkpoint
 from uniformer_cli.engine.distributed import main_process, world_size
 from uniformer_cli.engine.train_data import ClipSampling
 from uniformer_cli.engine.train_options import AMP_CHOICES, AUG_CHOICES, TrainOptions
-from uniformer_cli.errors import DatasetError, UniformerError
+from uniformer_cli.errors import CheckpointError, DatasetError, UniformerError
 from uniformer_cli.files import ensure_writable
 from uniformer_cli.models.config import FAMILIES, ModelConfig
 from uniformer_cli.models.config_v2 import ARCHITECTURES, V2_FAMILIES, V2Config, v2_family_of
@@ -376,13 +379,9 @@ def plan_training(options: TrainOptions) -> TrainConfig:
     """
     # Absolute paths: a resumed run may start from another working directory.
     data, train_list, val_list = (_absolute(path) for path in (options.data, options.train_list, options.val_list))
-    if options.output is not None and storage.is_url(options.output):
-        raise UniformerError(
-            f"-o {options.output}: the run folder is a local or shared file system (checkpoints are renamed into"
-            " place); copy it to the store after the run"
-        )
+    # A run folder at a URL is written in a local working folder and uploaded file by file (train.py).
     output = str(_absolute(_pick(options.output, Path("runs") / "train")))
-    if main_process():  # the run folder must take files: say so now, not after the first epoch
+    if main_process() and not storage.is_url(output):  # the run folder must take files: say so now
         ensure_writable(Path(output) / "last.pt", "training checkpoint")
     train_split, val_split = _pick(options.train_split, "train"), _pick(options.val_split, "val")
     train, _ = read_splits(
@@ -492,15 +491,31 @@ def _schedule(options: TrainOptions, start: StartPoint, global_batch: int) -> _S
     return base
 
 
-def checkpoint_path(resume: Path) -> Path:
-    """`--resume` takes a run folder (its `last.pt`) or a checkpoint file."""
-    resume = Path(resume).expanduser()
-    return resume / "last.pt" if resume.is_dir() else resume
+def checkpoint_path(resume: str | Path) -> str | Path:
+    """`--resume` takes a run folder (its `last.pt`) or a checkpoint file, local or at a URL."""
+    location = storage.local_or_url(resume)
+    return storage.join(location, "last.pt") if storage.is_dir(location) else location
 
 
-def resume_config(checkpoint: Path, options: TrainOptions) -> TrainConfig:
-    """The config saved in `checkpoint`, writing into the checkpoint's folder; `--epochs` may extend
-    the run, any other run option is refused (it would make the resumed run a different one)."""
+@contextmanager
+def local_checkpoint(checkpoint: str | Path) -> Iterator[Path]:
+    """`checkpoint` as a local file: a checkpoint at a URL is downloaded into a temporary folder, removed
+    afterwards."""
+    if not storage.is_url(checkpoint):
+        yield Path(checkpoint)
+        return
+    if not storage.is_file(checkpoint):
+        raise CheckpointError(f"training checkpoint {checkpoint} does not exist")
+    with tempfile.TemporaryDirectory(prefix="uniformer-resume-") as folder:
+        local = Path(folder) / storage.name_of(checkpoint)
+        storage.download(str(checkpoint), local)
+        yield local
+
+
+def resume_config(checkpoint: Path, options: TrainOptions, origin: str | Path | None = None) -> TrainConfig:
+    """The config saved in `checkpoint`, writing into the folder of the checkpoint (or of `origin`: where
+    a downloaded checkpoint came from); `--epochs` may extend the run, any other run option is refused (it
+    would make the resumed run a different one)."""
     changed = [
         f"--{f.name.replace('_', '-')}"
         for f in fields(options)
@@ -516,4 +531,5 @@ def resume_config(checkpoint: Path, options: TrainOptions) -> TrainConfig:
             f"{checkpoint} was trained by {saved.world_size} process(es), this run has {world_size()}: resume "
             "with the same torchrun --nnodes x --nproc-per-node, so every step sees the same batch"
         )
-    return replace(saved, output=str(checkpoint.parent), epochs=_pick(options.epochs, saved.epochs))
+    output = str(checkpoint.parent if origin is None else storage.parent(origin))
+    return replace(saved, output=output, epochs=_pick(options.epochs, saved.epochs))
