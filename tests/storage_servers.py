@@ -3,6 +3,7 @@ mode, in a thread) and a static HTTP server that answers byte ranges and counts 
 
 from __future__ import annotations
 
+import io
 import re
 import socket
 import threading
@@ -80,13 +81,12 @@ class _RangeHandler(SimpleHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(end - start + 1))
         self.end_headers()
+        if self.command != "GET":  # HEAD: the headers only (no file read into memory)
+            return io.BytesIO()
         with path.open("rb") as file:
             file.seek(start)
             data = file.read(end - start + 1)
-        if self.command == "GET":
-            self.sent.append(len(data))
-        import io
-
+        self.sent.append(len(data))
         return io.BytesIO(data)
 
 

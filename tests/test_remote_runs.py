@@ -5,18 +5,22 @@ the same records."""
 from __future__ import annotations
 
 import json
+import logging
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from cli_runner import run_cli
 from hub_server import LocalHub
 from motion_data import DIRECTIONS, listed_motion_dataset, tiny_flags
 from storage_servers import http_server
+from synthetic_video import write_video
 from tiny_training import TINY_CONFIG
 
-from uniformer_cli.data import storage
+from uniformer_cli.data import storage, video
 from uniformer_cli.data.datasets import read_dataset
 from uniformer_cli.engine.checkpointing import load_checkpoint
 from uniformer_cli.engine.features import read_features, write_features
@@ -252,3 +256,37 @@ def test_uploads_to_a_store_without_atomic_puts_go_through_a_temporary_name(tmp_
     folder = mirror.folder
     mirror.close()
     assert not folder.exists() and (tmp_path / "store" / "metrics.jsonl").read_bytes() == b"{}\n{}\n"
+
+
+def test_a_long_video_at_a_url_is_decoded_in_ranges_in_memory_that_does_not_follow_its_size(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(0)
+    noise = lambda index: rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)  # noqa: E731 - hardly compresses
+    path = write_video(tmp_path / "long.mp4", 5000, frame=noise, b_frames=0, gop=250)
+    size = path.stat().st_size
+    assert size > 8 * video.REMOTE_BLOCK_BYTES  # about 44 MB
+    wanted = [0, 2600, 4999]
+    with video.open_video(path, "pyav") as local:
+        expected = local.read(wanted)
+    video._note_streaming.cache_clear()
+    with http_server(tmp_path) as (url, sent), caplog.at_level(logging.DEBUG, logger="uniformer_cli"):
+        with video.open_video(f"{url}/long.mp4", "pyav") as remote:  # the clients' first use, not measured
+            remote.read([0])
+        video.torchcodec_usable()  # loads torchcodec (or notes that it cannot), not measured either
+        for decoder in ("pyav", "auto", "torchcodec"):
+            sent.clear()
+            tracemalloc.start()
+            try:
+                with video.open_video(f"{url}/long.mp4", decoder) as remote:
+                    frames, used = remote.read(wanted), remote.decoder
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert np.array_equal(frames, expected), decoder
+            assert peak < size / 2, (decoder, peak, size)  # the whole file in memory would be more than that
+            assert max(sent) <= video.REMOTE_BLOCK_BYTES + 2**16  # ranged requests, a block or so each
+            if decoder == "auto":
+                assert used == "pyav"  # decord would read the whole file into memory
+    if video.decord_available():
+        assert "videos at URLs are decoded by PyAV, which reads them in ranges" in caplog.text

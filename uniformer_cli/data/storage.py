@@ -138,8 +138,11 @@ def is_file(location: str | Path) -> bool:
     return _ask(location, Path.is_file, "isfile")
 
 
-def open_input(location: str | Path) -> AbstractContextManager[IO[bytes]]:
-    """A seekable binary file: local, or a store's file object that fetches ranges as they are read."""
+def open_input(location: str | Path, block_size: int | None = None) -> AbstractContextManager[IO[bytes]]:
+    """A seekable binary file: local, or a store's file object that fetches ranges as they are read. With
+    `block_size`, each request fetches at least that many bytes and only the last is kept (fsspec's
+    `readahead` cache; the `bytes` cache that some stores default to keeps growing as a file is read in
+    order, to the size of the file)."""
     if not is_url(location):
         try:
             return open(location, "rb")
@@ -147,7 +150,8 @@ def open_input(location: str | Path) -> AbstractContextManager[IO[bytes]]:
             raise _failure(str(location), error) from None
     filesystem, path = _filesystem(str(location))
     try:
-        return filesystem.open(path, "rb")
+        bounded = {} if block_size is None else {"block_size": block_size, "cache_type": "readahead"}
+        return filesystem.open(path, "rb", **bounded)
     except Exception as error:
         raise _failure(str(location), error) from None
 

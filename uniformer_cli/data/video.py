@@ -1,5 +1,5 @@
-"""Video decoding: PyAV (always installed), decord or torchcodec, and JPEG frame folders; files or
-videos held in memory (`EncodedVideo`).
+"""Video decoding: PyAV (always installed), decord or torchcodec, and JPEG frame folders; files, videos
+held in memory (`EncodedVideo`) or at a storage URL (`RemoteVideo`, read in ranges as it is decoded).
 
 Every reader returns uint8 RGB frames `[T, H, W, 3]` at the stored resolution (up to 4096x4096 pixels,
 see below) for 0-based indices into the decoded frame sequence, numbered like decord (PROTOCOLS.md 2.1):
@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import stat
 import struct
@@ -33,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import av
 import numpy as np
@@ -81,11 +82,36 @@ class EncodedVideo:
         return self.name
 
 
-Source = Path | EncodedVideo  # what a reader decodes
+# What one read of a video at a URL fetches at least, and about what its file object holds.
+REMOTE_BLOCK_BYTES = 4 * 2**20
 
 
-def media(source: Source) -> str | io.BytesIO:
-    """What PyAV and decord open for a source: a file name, or a file object over the bytes."""
+@dataclass(frozen=True)
+class RemoteVideo:
+    """A video file at a storage URL, decoded from a seekable file object that fetches the byte ranges
+    the decoder asks for, a block (`REMOTE_BLOCK_BYTES`) at a time: memory follows the decoder, not the
+    file's size, and nothing is copied to the local disk."""
+
+    url: str
+
+    def __str__(self) -> str:
+        return self.url
+
+    def open(self) -> IO[bytes]:
+        try:
+            return storage.open_input(self.url, block_size=REMOTE_BLOCK_BYTES).__enter__()
+        except DatasetError as error:
+            raise VideoError(str(error)) from None
+
+
+Source = Path | EncodedVideo | RemoteVideo  # what a reader decodes
+
+
+def media(source: Source) -> str | IO[bytes]:
+    """What PyAV and torchcodec open for a source: a file name, or a file object over the bytes (held in
+    memory, or fetched in ranges from a store)."""
+    if isinstance(source, RemoteVideo):
+        return source.open()
     return io.BytesIO(source.data) if isinstance(source, EncodedVideo) else str(source)
 
 
@@ -539,7 +565,7 @@ class TorchCodecVideo(Video):
         self._reader: VideoDecoder | None = None
         try:
             # 0 threads: FFmpeg picks, as PyAV's AUTO threading does.
-            source = path.data if isinstance(path, EncodedVideo) else str(path)
+            source: Any = path.data if isinstance(path, EncodedVideo) else media(path)  # a file object reads ranges
             self._reader = VideoDecoder(source, seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=0)
         except (RuntimeError, ValueError) as error:
             if not fallback:
@@ -594,8 +620,8 @@ class CheckedVideo(Video):
     """A video whose frames `decoder` decodes in a child process (`data.checked`), for files whose probe
     found them suspicious (`_Probe.hazard`): an abort there (a signal, or an exit without a message) is
     one `VideoError` naming the video, the decoder and the signal. Its frame count, rate and size come
-    from the parent's probe, as the child's own reader finds them. A video held in memory is handed to
-    the child as a temporary file, removed on `close`."""
+    from the parent's probe, as the child's own reader finds them. A video held in memory or at a URL is
+    handed to the child as a temporary file, removed on `close`."""
 
     def __init__(self, path: Source, probe: _Probe, decoder: str) -> None:
         self.path = path
@@ -609,11 +635,17 @@ class CheckedVideo(Video):
     def _start(self) -> subprocess.Popen[bytes]:
         if self._child is None:
             file = self.path
-            if isinstance(file, EncodedVideo):
+            if isinstance(file, EncodedVideo | RemoteVideo):
                 if self._copy is None:
-                    descriptor, name = tempfile.mkstemp(suffix=Path(file.name).suffix, prefix="uniformer-checked-")
+                    descriptor, name = tempfile.mkstemp(
+                        suffix=storage.suffix_of(str(file)), prefix="uniformer-checked-"
+                    )
                     with os.fdopen(descriptor, "wb") as stream:
-                        stream.write(file.data)
+                        if isinstance(file, EncodedVideo):
+                            stream.write(file.data)
+                        else:
+                            with file.open() as remote:
+                                shutil.copyfileobj(remote, stream, REMOTE_BLOCK_BYTES)
                     self._copy = Path(name)
                 file = self._copy
             self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - open while the child lives (`close`)
@@ -800,26 +832,30 @@ def choose_decoder(decoder: str, workload: Workload, width: int) -> str:
     return "pyav"
 
 
-# A video read from a storage URL is held in memory while it is decoded (Kinetics clips take a few MB).
-MAX_REMOTE_VIDEO_BYTES = 2 * 2**30
-
-
-def fetch_video(url: str) -> EncodedVideo:
-    """A video file at a storage URL, read into memory: a dataset at a URL is read a video at a time,
-    never copied to the local disk. Frame folders are read from local disks or packed shards."""
+def remote_video(url: str) -> RemoteVideo:
+    """A video file at a storage URL, checked to be there and not empty: a dataset at a URL is read a
+    video at a time, in ranges, never copied to the local disk. Frame folders are read from local disks
+    or packed shards."""
     if storage.suffix_of(url) not in VIDEO_EXTENSIONS:
         raise VideoError(f"{url}: only video files are read from URLs (pack frame folders: uniformer data pack)")
     try:
         size = storage.size_of(url)
-        if size > MAX_REMOTE_VIDEO_BYTES:
-            raise VideoError(f"{url} is larger than {MAX_REMOTE_VIDEO_BYTES // 2**30} GiB: copy it to a local disk")
-        return EncodedVideo(url, storage.read_bytes(url))
     except DatasetError as error:
         raise VideoError(str(error)) from None
+    if size == 0:
+        raise VideoError(f"{url} is empty (0 bytes)")
+    return RemoteVideo(url)
+
+
+@functools.cache
+def _note_streaming(decoder: str) -> None:
+    """Said once a process: decord reads a file object whole into memory, so PyAV decodes URLs."""
+    log = logger.info if decoder == "decord" else logger.debug
+    log("decord reads a whole file into memory: videos at URLs are decoded by PyAV, which reads them in ranges")
 
 
 def open_video(
-    path: str | Path | EncodedVideo,
+    path: str | Path | EncodedVideo | RemoteVideo,
     decoder: Decoder | str = "auto",
     workload: Workload = "views",
     *,
@@ -842,8 +878,10 @@ def open_video(
         raise ValueError(f"unknown decoding workload {workload!r}")
     source: Source
     if isinstance(path, str) and storage.is_url(path):
-        path = fetch_video(path)
-    if isinstance(path, EncodedVideo):
+        path = remote_video(path)
+    if isinstance(path, RemoteVideo):
+        source = path
+    elif isinstance(path, EncodedVideo):
         source = path
         if not source.data:
             raise VideoError(f"{source} is empty (0 bytes)")
@@ -869,6 +907,9 @@ def open_video(
         chosen = "pyav"
     # decord and torchcodec decode at the stored size: frames that must be shrunk always go to PyAV.
     if probe.stored_pixels > MAX_DECODED_PIXELS:
+        chosen = "pyav"
+    if chosen == "decord" and isinstance(source, RemoteVideo):  # it cannot read in ranges
+        _note_streaming(decoder)
         chosen = "pyav"
     if chosen == "torchcodec":
         return TorchCodecVideo(source, probe, fallback=decoder == "auto")
