@@ -398,10 +398,12 @@ class HubServer:
                     return
                 siblings = [{"rfilename": name} for name in entry.files]
                 repo_id = repo.removeprefix("datasets/")
-                self._json(
-                    200,
-                    {"id": repo_id, "modelId": repo_id, "sha": entry.commit, "private": private, "siblings": siblings},
-                )
+                info = {"id": repo_id, "sha": entry.commit, "private": private, "siblings": siblings}
+                # The Hub gives these for every repository (huggingface_hub 0.23's DatasetInfo requires them).
+                info.update({"author": repo_id.split("/")[0], "downloads": 0, "likes": 0, "tags": []})
+                if not repo.startswith("datasets/"):
+                    info["modelId"] = repo_id
+                self._json(200, info)
 
             @staticmethod
             def _folder_info(name: str) -> dict[str, object]:

@@ -65,8 +65,15 @@ def _filesystem(url: str) -> tuple[Any, str]:
     if protocol not in PROTOCOLS:
         raise DatasetError(f"{url}: unsupported protocol {protocol!r} (use {', '.join(sorted(PROTOCOLS))})")
     fsspec = _fsspec()
+    options = {}
+    if protocol == "hf":
+        # The Hub's file system caches listings per instance, and huggingface_hub 0.23 (the floor) keeps one
+        # instance a process whatever HF_ENDPOINT says: naming the endpoint gives each endpoint its own.
+        from huggingface_hub import constants
+
+        options["endpoint"] = constants.ENDPOINT
     try:
-        filesystem, path = fsspec.core.url_to_fs(url)
+        filesystem, path = fsspec.core.url_to_fs(url, **options)
     except ImportError:
         raise DatasetError(f"{url}: reading {protocol}:// needs {PROTOCOLS[protocol]} ({INSTALL_HINT})") from None
     except ValueError as error:
