@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from drive_server import DriveServer
 from hub_server import HubServer, LocalHub
-from storage_servers import s3_server
+from storage_servers import gcs_server, s3_server
 
 from uniformer_cli.models.fast_attention import forced_kernel
 
@@ -51,4 +51,12 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         import boto3
 
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="data")
+        yield endpoint
+
+
+@pytest.fixture
+def gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A GCS emulator on 127.0.0.1 with a bucket `data`, gcsfs pointed at it (tests/storage_servers.py);
+    yields its endpoint URL."""
+    with gcs_server(monkeypatch) as endpoint:
         yield endpoint

@@ -1,9 +1,11 @@
 """Real storage servers on 127.0.0.1 for the remote-data tests: an S3-compatible server (moto in server
-mode, in a thread) and a static HTTP server that answers byte ranges and counts the bytes it sent."""
+mode, in a thread), a Google Cloud Storage emulator (gcp-storage-emulator, in memory, in a thread) and a
+static HTTP server that answers byte ranges and counts the bytes it sent."""
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import threading
@@ -16,6 +18,10 @@ from pathlib import Path
 import pytest
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+# gcsfs picks its file system class when it is imported: the experimental one (the default of recent
+# releases) asks each bucket's type over gRPC, which the emulator does not speak (60 s until it gives up).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
 def free_port() -> int:
@@ -48,6 +54,33 @@ def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield endpoint
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
+
+
+@contextmanager
+def gcs_server(monkeypatch: pytest.MonkeyPatch, bucket: str = "data") -> Iterator[str]:
+    """A GCS emulator holding an empty `bucket`; `STORAGE_EMULATOR_HOST` points gcsfs at it (anonymous
+    access, as gcsfs falls back to without Google credentials). Yields its endpoint URL."""
+    import fsspec.config
+    import gcsfs
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    # Anonymous access, as fsspec's configuration gives it (the environment for child processes): gcsfs
+    # would otherwise look for Google credentials first, asking a cloud VM's metadata server (here
+    # unreachable, 15 s for each new client, in each DataLoader worker).
+    monkeypatch.setitem(fsspec.config.conf, "gs", {"token": "anon"})
+    monkeypatch.setenv("FSSPEC_GS_TOKEN", "anon")
+    gcsfs.GCSFileSystem.clear_instance_cache()  # a cached client would keep another endpoint
+    try:
+        yield endpoint
+    finally:
+        gcsfs.GCSFileSystem.clear_instance_cache()
         server.stop()
 
 

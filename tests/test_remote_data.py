@@ -1,5 +1,5 @@
 """Packed datasets on remote storage, against real servers on 127.0.0.1: an S3-compatible server (moto
-in server mode) and an HTTP server that answers byte ranges."""
+in server mode), a GCS emulator and an HTTP server that answers byte ranges."""
 
 from __future__ import annotations
 
@@ -62,6 +62,17 @@ def test_pack_to_s3_and_read_back_equals_the_local_pack(s3: str, dataset: Path, 
     assert [m.key for m in members if m] and shards.read_members(members) == [  # type: ignore[arg-type]
         shards.read_member(member) for member in members if member
     ]
+
+
+def test_pack_to_gcs_and_read_back_equals_the_local_pack(gcs: str, dataset: Path, local_pack: Path) -> None:
+    pack(PackRequest(dataset, "gs://data/k", shard_bytes=15_000))
+    assert sorted(storage.find_files("gs://data/k")) == sorted(file.name for file in local_pack.iterdir())
+    for name in storage.find_files("gs://data/k"):  # byte for byte the shards a local pack writes
+        assert storage.read_bytes(f"gs://data/k/{name}") == (local_pack / name).read_bytes()
+    for split in ("train", "val"):
+        remote, local = read_packed("gs://data/k", split), read_packed(local_pack, split)
+        assert [(s.path, s.label) for s in remote.samples] == [(s.path, s.label) for s in local.samples]
+        assert same_frames(remote.samples, local.samples)
 
 
 def test_check_and_pack_commands_take_s3_urls(capsys: pytest.CaptureFixture[str], s3: str, dataset: Path) -> None:

@@ -79,6 +79,27 @@ def test_eval_reads_a_dataset_and_its_list_at_an_s3_root_as_it_reads_them_locall
     assert _records(storage.read_bytes(partial)) == expected
 
 
+def test_eval_and_features_with_a_dataset_and_outputs_on_gcs(
+    gcs: str, motion: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _upload(motion, "gs://data/motion")
+    weights = motion.parent / "tiny.safetensors"
+    local = tmp_path / "local.json"
+    code, _, err = run_cli(capsys, "eval", "-D", "folder", "-r", motion, "-w", weights, "-o", local, "-j", "0")
+    assert code == 0, err
+    code, _, err = run_cli(
+        capsys, "eval", "-D", "folder", "-r", "gs://data/motion", "-w", weights, "-o", "gs://data/e.json"
+    )
+    assert code == 0, err
+    assert _records(storage.read_bytes("gs://data/e.json")) == _records(local.read_text())
+    run_cli(capsys, "features", motion / "val", "-w", weights, "-o", tmp_path / "local.safetensors")
+    code, _, err = run_cli(capsys, "features", "gs://data/motion/val", "-w", weights, "-o", "gs://data/f.safetensors")
+    assert code == 0, err
+    (tmp_path / "remote.safetensors").write_bytes(storage.read_bytes("gs://data/f.safetensors"))
+    expected, actual = read_features(tmp_path / "local.safetensors"), read_features(tmp_path / "remote.safetensors")
+    assert torch.equal(actual.features, expected.features) and len(actual.videos) == 4
+
+
 def test_training_from_an_s3_root_is_the_run_on_the_local_files(
     s3: str, motion: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
