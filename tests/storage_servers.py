@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,12 +50,8 @@ def s3_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep another endpoint
-    try:
+    with _fresh_clients(s3fs.S3FileSystem, server):
         yield endpoint
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        server.stop()
 
 
 @contextmanager
@@ -76,11 +73,19 @@ def gcs_server(monkeypatch: pytest.MonkeyPatch, bucket: str = "data") -> Iterato
     # unreachable, 15 s for each new client, in each DataLoader worker).
     monkeypatch.setitem(fsspec.config.conf, "gs", {"token": "anon"})
     monkeypatch.setenv("FSSPEC_GS_TOKEN", "anon")
-    gcsfs.GCSFileSystem.clear_instance_cache()  # a cached client would keep another endpoint
-    try:
+    with _fresh_clients(gcsfs.GCSFileSystem, server):
         yield endpoint
+
+
+@contextmanager
+def _fresh_clients(filesystem: Any, server: Any) -> Iterator[None]:
+    """No cached client of `filesystem` while `server` serves (one would keep another endpoint); the
+    server is stopped at the end."""
+    filesystem.clear_instance_cache()
+    try:
+        yield
     finally:
-        gcsfs.GCSFileSystem.clear_instance_cache()
+        filesystem.clear_instance_cache()
         server.stop()
 
 
