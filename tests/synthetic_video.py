@@ -83,3 +83,25 @@ def write_audio_only(path: Path) -> Path:
             container.mux(stream.encode(samples))
         container.mux(stream.encode(None))
     return path
+
+
+def shifted_mkv(
+    path: Path, offset: float, gap: float = 0.0, frames: int = 12, size: tuple[int, int] = (48, 40)
+) -> Path:
+    """A Matroska clip whose timestamps start at `offset` seconds and jump by `gap` seconds halfway."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        packets = []
+        for _ in range(frames):
+            image = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+            packets += stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24"))
+        packets += stream.encode(None)
+        for number, packet in enumerate(packets):
+            shift = int((offset + (gap if number >= len(packets) // 2 else 0.0)) / packet.time_base)
+            packet.pts += shift
+            packet.dts += shift
+            container.mux(packet)
+    return path

@@ -36,6 +36,7 @@ from huggingface_hub import constants
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
+from synthetic_video import shifted_mkv
 
 from uniformer_cli import files
 from uniformer_cli.data.loading import decoding_workers
@@ -1100,31 +1101,6 @@ def test_sigterm_stops_an_idle_stream_and_saves_its_windows(
 
 
 # --- native decoder crashes: suspicious containers are decoded in a checked child process ----------------
-
-
-def shifted_mkv(
-    path: Path, offset: float, gap: float = 0.0, frames: int = 12, size: tuple[int, int] = (48, 40)
-) -> Path:
-    """A Matroska clip whose timestamps start at `offset` seconds and jump by `gap` seconds halfway."""
-    import av
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=12)
-        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
-        stream.options = {"preset": "ultrafast"}
-        packets = []
-        for _ in range(frames):
-            image = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-            packets += stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24"))
-        packets += stream.encode(None)
-        for number, packet in enumerate(packets):
-            shift = int((offset + (gap if number >= len(packets) // 2 else 0.0)) / packet.time_base)
-            packet.pts += shift
-            packet.dts += shift
-            container.mux(packet)
-    return path
 
 
 def test_a_container_that_crashes_decord_is_decoded_in_a_checked_child(

@@ -17,7 +17,7 @@ from cli_runner import run_cli
 from hub_server import LocalHub
 from motion_data import DIRECTIONS, listed_motion_dataset, tiny_flags
 from storage_servers import http_server
-from synthetic_video import write_video
+from synthetic_video import shifted_mkv, write_video
 from tiny_training import TINY_CONFIG
 
 from uniformer_cli.data import storage, video
@@ -311,3 +311,15 @@ def test_a_long_video_at_a_url_is_decoded_in_ranges_in_memory_that_does_not_foll
                 assert used == "pyav"  # decord would read the whole file into memory
     if video.decord_available():
         assert "videos at URLs are decoded by PyAV, which reads them in ranges" in caplog.text
+
+
+def test_a_suspicious_video_at_a_url_is_decoded_in_a_checked_child_from_a_temporary_copy(tmp_path: Path) -> None:
+    hostile = shifted_mkv(tmp_path / "late.mkv", 1e9)  # timestamps that would crash decord
+    with video.open_video(hostile, "pyav", guarded=False) as direct:
+        expected = direct.read([0, 5, 11])
+    with http_server(tmp_path) as (url, _), video.open_video(f"{url}/late.mkv") as guarded:
+        assert isinstance(guarded, video.CheckedVideo) and guarded.decoder == "pyav"
+        assert np.array_equal(guarded.read([0, 5, 11]), expected)
+        copy = guarded._copy
+        assert copy is not None and copy.read_bytes() == hostile.read_bytes()
+    assert not copy.exists()  # removed on close
