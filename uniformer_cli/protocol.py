@@ -8,6 +8,7 @@ the protocol *does* to frames lives in `data/` (`data.sampling`, `data.views`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal, get_args
@@ -31,6 +32,21 @@ MAX_VIEW_BYTES = 8 * 2**30  # the float32 views of one video
 # that a window's frame count (seconds x fps) is always a finite, ordinary number.
 MAX_WINDOW_SECONDS = 86400.0
 MAX_FPS = 10000.0
+
+
+def check_timeline(seconds: float) -> None:
+    """A timeline window must be a positive, finite number of seconds, at most `MAX_WINDOW_SECONDS`."""
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_WINDOW_SECONDS):
+        raise UniformerError(
+            f"--timeline needs a positive, finite window length in seconds (at most {MAX_WINDOW_SECONDS:g}), "
+            f"got {seconds:g}"
+        )
+
+
+def check_frame_rate(fps: float) -> None:
+    """A frame rate given for frame folders must be positive and at most `MAX_FPS`."""
+    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise UniformerError(f"--fps needs a positive frame rate of at most {MAX_FPS:g}, got {fps:g}")
 
 
 def check_sampling(name: str) -> Sampling:

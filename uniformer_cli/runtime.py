@@ -164,3 +164,36 @@ def cpu_info() -> CpuInfo:
     elif sys.platform == "darwin":
         return _from_sysctl()
     return CpuInfo(_platform_name(), frozenset())
+
+
+def _thread_setting(name: str) -> int | None:
+    """A positive thread count from an OpenMP-style variable (`4`, or `4,2` for nested levels)."""
+    value = os.environ.get(name, "").split(",")[0].strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _physical_cores(cpus: set[int]) -> int:
+    """The distinct cores under the logical CPUs `cpus` (SMT siblings counted once), by sysfs; the
+    CPUs themselves where the topology cannot be read."""
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            cores.add((package, (topology / "core_id").read_text().strip()))
+        except OSError:
+            return len(cpus)
+    return len(cores) or len(cpus)
+
+
+def torch_threads() -> int | None:
+    """The intra-op thread count torch will start with in this process, known without importing it
+    (what `torch.get_num_threads()` reports before anyone sets it; tests/test_torch_free.py holds the two
+    equal): MKL_NUM_THREADS, else OMP_NUM_THREADS, at most the logical CPUs; else the physical cores
+    this process may run on. None where that rule is not known to hold (other systems than Linux)."""
+    if sys.platform != "linux":
+        return None
+    asked = _thread_setting("MKL_NUM_THREADS") or _thread_setting("OMP_NUM_THREADS")
+    if asked is not None:
+        return min(asked, os.cpu_count() or asked)
+    return _physical_cores(os.sched_getaffinity(0))

@@ -175,26 +175,38 @@ def predict(
     if videos is None:  # a stream
         _predict_stream(paths, timeline, destination, plot, clips, request, batch_size, decoder)
         return
-    # The first video decodes while torch loads and the model opens (not for timelines: windows stream).
-    with engine.prefetch.first_video(request, videos.paths if timeline is None else [], decoder) as first:
-        engine.predict.check_timeline_request(videos, timeline, fps)
-        with ProgressBars(stderr_console.is_terminal) as bars:  # downloads, a first OpenVINO conversion
-            predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder, progress=bars)
+    # A model OpenVINO runs from the cache needs no torch (`engine.torch_free`); else the first video
+    # decodes while torch loads and the model opens (not for timelines: windows stream).
+    route = engine.torch_free.plan(request, decoder) if timeline is None else None
+    first_paths = videos.paths if timeline is None else []
+    with engine.prefetch.first_video(request, first_paths, decoder, arrays=route is not None) as first:
+        engine.results.check_timeline_request(videos, timeline, fps)
+        light = engine.torch_free.open_predictor(route, batch_size=batch_size, decoder=decoder) if route else None
+        predictor = None
+        if light is None:
+            with ProgressBars(stderr_console.is_terminal) as bars:  # downloads, a first OpenVINO conversion
+                predictor = engine.predict.open_predictor(
+                    request, batch_size=batch_size, decoder=decoder, progress=bars
+                )
         # One quick file needs no bar; several files, or a timeline's windows, do.
         with ProgressBars(stderr_console.is_terminal and (len(videos.paths) > 1 or timeline is not None)) as bars:
-            report = engine.predict.run_predict(
-                predictor,
-                videos,
-                top_k=top_k,
-                timeline=timeline,
-                timeline_clips=clips,
-                fps=fps,
-                progress=bars,
-                first=first,
-            )
+            if light is not None:
+                report = engine.torch_free.run_predict(light, videos, top_k=top_k, progress=bars, first=first)
+            else:
+                assert predictor is not None
+                report = engine.predict.run_predict(
+                    predictor,
+                    videos,
+                    top_k=top_k,
+                    timeline=timeline,
+                    timeline_clips=clips,
+                    fps=fps,
+                    progress=bars,
+                    first=first,
+                )
     code = destination.emit(Result(report.records()), lambda console: _print(console, report))
     if plot is not None:
-        _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.predict.VideoTimeline)])
+        _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.results.VideoTimeline)])
     if report.stopped is not None:  # Ctrl-C or SIGTERM: what finished is saved above, the rest are failures
         raise report.stopped
     for failure in report.failures:
@@ -226,7 +238,7 @@ def _predict_stream(
         predictor = engine.predict.open_predictor(request, batch_size=batch_size, decoder=decoder, progress=bars)
     console = Console(emoji=False)
 
-    def show(window: engine.predict.TimelineWindow) -> None:
+    def show(window: engine.results.TimelineWindow) -> None:
         if destination.to_stdout:
             record = {
                 "video": "stdin" if source == STDIN else source,
@@ -244,7 +256,7 @@ def _predict_stream(
     if destination.file is not None:
         write_text(destination.file, encode(Result(report.records()), destination.file_format))
     if plot is not None:
-        _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.predict.VideoTimeline)])
+        _plot_timelines(plot, [r for r in report.results if isinstance(r, engine.results.VideoTimeline)])
     if report.stopped is not None:  # a stream ended by Ctrl-C or SIGTERM: its windows are saved above
         raise report.stopped
 
@@ -253,11 +265,11 @@ def _predict_stream(
 predict.__doc__ = (predict.__doc__ or "").format(default=DEFAULT_MODEL)
 
 
-def _print(console: Console, report: engine.predict.PredictReport) -> None:
+def _print(console: Console, report: engine.results.PredictReport) -> None:
     """Ranked labels of one video, one summary row per video for several, a table per timeline."""
-    predictions = [r for r in report.results if isinstance(r, engine.predict.VideoPrediction)]
+    predictions = [r for r in report.results if isinstance(r, engine.results.VideoPrediction)]
     for result in report.results:
-        if isinstance(result, engine.predict.VideoTimeline):
+        if isinstance(result, engine.results.VideoTimeline):
             console.print(_timeline_table(result))
     if len(predictions) == 1:
         console.print(_table(predictions[0]))
@@ -265,7 +277,7 @@ def _print(console: Console, report: engine.predict.PredictReport) -> None:
         _print_summary(console, predictions)
 
 
-def _print_summary(console: Console, results: list[engine.predict.VideoPrediction]) -> None:
+def _print_summary(console: Console, results: list[engine.results.VideoPrediction]) -> None:
     rows = [
         [
             escape(result.file),
@@ -287,7 +299,7 @@ def _print_summary(console: Console, results: list[engine.predict.VideoPredictio
     console.print(table)
 
 
-def _table(result: engine.predict.VideoPrediction) -> Table:
+def _table(result: engine.results.VideoPrediction) -> Table:
     table = Table(
         title=f"[bold]{escape(result.file)}[/]",
         caption=escape(result.model)
@@ -310,7 +322,7 @@ def _clock(seconds: float) -> str:
     return f"{int(minutes)}:{rest:04.1f}"
 
 
-def _timeline_table(result: engine.predict.VideoTimeline) -> Table:
+def _timeline_table(result: engine.results.VideoTimeline) -> Table:
     table = Table(
         title=f"[bold]{escape(result.file)}[/]",
         caption=escape(result.model) + "\n" + escape(f"{result.protocol} per window · took {result.seconds:.2f} s"),
@@ -325,7 +337,7 @@ def _timeline_table(result: engine.predict.VideoTimeline) -> Table:
     return table
 
 
-def _plot_timelines(path: Path, timelines: list[engine.predict.VideoTimeline]) -> None:
+def _plot_timelines(path: Path, timelines: list[engine.results.VideoTimeline]) -> None:
     """One PNG per video: `path` itself for a single video, else `path`'s stem, `-`, the video's stem."""
     used: set[Path] = set()
     for result in timelines:

@@ -2,14 +2,16 @@
 
 `uniformer export` writes this module beside the model (`engine.standalone.preprocess_source`), with the
 block marked below replaced by the source of the package's own rules (the frame indices of
-`data.sampling`, the resize size, crop offsets and crop choice of `data.transforms`, which files of a frame
+`data.sampling`, the resize size, crop offsets and crop choice of `data.geometry`, which files of a frame
 folder are its frames and in which order, `data.video.frame_folder_files`) and the model's protocol as
 `PROTOCOL`. What is written here is the rest, in numpy: reading the frames with PyAV (a video's from its
 first stream, a frame folder's one image file at a time, as `data.video` reads them), the
 normalisation table, a bilinear resize that computes what `torch.nn.functional.interpolate` computes
 (`align_corners=False`, no antialiasing), the channel order and the crops, in the package's order
-(`data.views`): normalise, resize, reverse the channels, crop. tests/test_standalone.py holds `views` to
-`data.views.load_views` on every protocol family, so the two cannot drift apart.
+(`data.views`): normalise, resize, reverse the channels, crop. tests/test_standalone.py holds `views`
+to `data.views.load_views` on every protocol family, so the two cannot drift apart. The package's
+torch-free predict route (`engine.torch_free`) makes its views with `views_from_frames` from the frames
+its own decoders give: the same code as the exported file.
 
 Nothing here imports torch or this package once the block is replaced.
 """
@@ -18,18 +20,20 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import av
 import numpy as np
 
 # --- the package's rules: `engine.standalone` writes their source in place of this block -----------------
+# isort: off
 from uniformer_cli.data.sampling import clip_indices
-from uniformer_cli.data.transforms import MEAN, STD, crop_indices, crop_offset, short_side_size
+from uniformer_cli.data.geometry import MEAN, STD, crop_indices, crop_offset, short_side_size
 from uniformer_cli.data.video import frame_folder_files
 
+# isort: on
 # --- end of the package's rules ---------------------------------------------------------------------------
 
 
@@ -107,10 +111,31 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     `torch.nn.functional.interpolate`; the same size is left as is."""
     if image.shape[:2] == (height, width):
         return image
-    top, bottom, upper, lower = _taps(image.shape[0], height)
-    left, right, near, far = _taps(image.shape[1], width)
-    columns = image[:, left] * near[None, :, None] + image[:, right] * far[None, :, None]
-    return columns[top] * upper[:, None, None] + columns[bottom] * lower[:, None, None]
+    planes = np.ascontiguousarray(image.transpose(2, 0, 1))
+    return resized_planes(planes, height, width, (0, height), (0, width)).transpose(1, 2, 0)
+
+
+def resized_planes(
+    planes: np.ndarray, height: int, width: int, rows: tuple[int, int], columns: tuple[int, int]
+) -> np.ndarray:
+    """Rows `rows[0]..rows[1]-1` and columns `columns[0]..columns[1]-1` of float32 channel planes
+    `[C, H, W]` resized to `height x width` (`resize`'s arithmetic, each output computed alone): the
+    columns first, over the source rows the wanted rows read, then the rows."""
+    top, bottom, upper, lower = (part[rows[0] : rows[1]] for part in _taps(planes.shape[1], height))
+    left, right, near, far = (part[columns[0] : columns[1]] for part in _taps(planes.shape[2], width))
+    first = int(top[0])
+    source = planes[:, first : int(bottom[-1]) + 1]
+    across = np.take(source, left, axis=2)
+    across *= near
+    other = np.take(source, right, axis=2)
+    other *= far
+    across += other
+    down = np.take(across, top - first, axis=1)
+    down *= upper[:, None]
+    other = np.take(across, bottom - first, axis=1)
+    other *= lower[:, None]
+    down += other
+    return down
 
 
 def views(video_path: str, protocol: Protocol | None = None) -> np.ndarray:
@@ -123,23 +148,46 @@ def views(video_path: str, protocol: Protocol | None = None) -> np.ndarray:
         raise ValueError("views needs a protocol")
     clips = clip_indices(protocol, frame_count(video_path))  # type: ignore[arg-type]
     unique, positions = np.unique(np.concatenate(clips), return_inverse=True)
-    resized = []
-    first = None
-    for frame in decoded_frames(video_path, unique.tolist()):
-        first = frame.shape if first is None else first
-        if frame.shape != first:  # as the package refuses it: one size for the whole video
-            raise ValueError(f"{video_path}: its frames are not all one size ({first[:2]} and {frame.shape[:2]})")
-        height, width = short_side_size(frame.shape[0], frame.shape[1], protocol.size)
-        resized.append(resize(LEVELS[frame], height, width))
-    frames = np.stack(resized).transpose(3, 0, 1, 2)  # [3, U, h, w]
-    if protocol.channel_order == "bgr":
-        frames = frames[::-1]
+    frames = decoded_frames(video_path, unique.tolist())
+    return views_from_frames(frames, positions.reshape(protocol.clips, protocol.frames), protocol, video_path)
+
+
+def views_from_frames(
+    frames: Iterable[np.ndarray], positions: np.ndarray, protocol: Any, name: str = "the video"
+) -> np.ndarray:
+    """The views from the distinct uint8 RGB frames `[H, W, 3]` they need (sorted frame order, each
+    normalised and shrunk as it comes, only where a crop reads it) and `positions`, each clip's frames
+    among them (`[clips, frames]`); `protocol` has the fields of `Protocol`. Frames of mixed sizes are
+    refused (as the package refuses them), the error naming the video as `name`."""
     size = protocol.size
+    first = None
+    resized = []
+    offsets: list[tuple[int, int]] = []
+    corner = (0, 0)
+    for frame in frames:
+        first = frame.shape if first is None else first
+        if frame.shape != first:  # one size for the whole video
+            raise ValueError(f"{name}: its frames are not all one size ({first[:2]} and {frame.shape[:2]})")
+        height, width = short_side_size(frame.shape[0], frame.shape[1], size)
+        offsets = [
+            crop_offset(height, width, size, index) for index in crop_indices(protocol.crops, protocol.single_crop)
+        ]
+        corner = (min(y for y, _ in offsets), min(x for _, x in offsets))
+        rows = (corner[0], max(y for y, _ in offsets) + size)
+        columns = (corner[1], max(x for _, x in offsets) + size)
+        planes = LEVELS[frame.transpose(2, 0, 1)]  # normalised, [3, H, W]
+        if frame.shape[:2] == (height, width):
+            resized.append(planes[:, rows[0] : rows[1], columns[0] : columns[1]])
+        else:
+            resized.append(resized_planes(planes, height, width, rows, columns))
+    stacked = np.stack(resized, axis=1)  # [3, U, h, w]: the part of the resized frames the crops cover
+    if protocol.channel_order == "bgr":
+        stacked = stacked[::-1]
     chosen = []
-    for clip in positions.reshape(protocol.clips, protocol.frames):
-        for index in crop_indices(protocol.crops, protocol.single_crop):
-            y, x = crop_offset(frames.shape[2], frames.shape[3], size, index)
-            chosen.append(frames[:, clip, y : y + size, x : x + size])
+    for clip in positions:
+        for y, x in offsets:
+            top, left = y - corner[0], x - corner[1]
+            chosen.append(stacked[:, clip, top : top + size, left : left + size])
     return np.ascontiguousarray(np.stack(chosen), dtype=np.float32)
 
 

@@ -4,17 +4,15 @@ uint8 frames -> float32 normalised `[3, T, H, W]` -> short-side resize -> square
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-# The same mean and std on every channel, after /255 (PROTOCOLS.md 1.1): not the ImageNet values.
-MEAN = 0.45
-STD = 0.225
-
+# The rules themselves are torch-free (`data.geometry`); their names stay importable from here.
+from uniformer_cli.data.geometry import MEAN, STD, crop_offset, short_side_size
+from uniformer_cli.data.geometry import crop_indices as crop_indices
 
 # Full-size float32 frame channels held at once while a clip is shrunk to the model's size.
 RESIZE_BATCH_BYTES = 32 * 2**20
@@ -30,16 +28,6 @@ def normalise(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     if levels.dtype != np.uint8:
         raise TypeError(f"normalise expects uint8 frames, got {levels.dtype}")
     return torch.from_numpy(_LEVELS[levels]).permute(3, 0, 1, 2)
-
-
-def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """`(height, width)` after scaling the short side to `size`; the long side is truncated, not
-    rounded (340x256 -> 297x224, PROTOCOLS.md 4.1)."""
-    if min(height, width) == size:
-        return height, width
-    if width < height:
-        return math.floor(height / width * size), size
-    return size, math.floor(width / height * size)
 
 
 def resize(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -85,31 +73,8 @@ def _resized_group(frames: np.ndarray, size: int) -> torch.Tensor:
     return torch.cat(channels, dim=0)
 
 
-def crop_offset(height: int, width: int, size: int, index: int) -> tuple[int, int]:
-    """Top-left `(y, x)` of crop `index` (0, 1, 2) of a `size` square in a `height x width` frame.
-
-    1 is the centre (offsets rounded up, PROTOCOLS.md 4.2); 0 and 2 are left/right for landscape or
-    square frames and top/bottom for portrait ones.
-    """
-    y = math.ceil((height - size) / 2)
-    x = math.ceil((width - size) / 2)
-    if index == 1:
-        return y, x
-    if height > width:
-        return (0 if index == 0 else height - size), x
-    return y, (0 if index == 0 else width - size)
-
-
 def crop(clip: torch.Tensor, size: int, index: int) -> torch.Tensor:
     """Crop `index` (see `crop_offset`) of a `[..., H, W]` clip."""
     height, width = clip.shape[-2:]
     y, x = crop_offset(height, width, size, index)
     return clip[..., y : y + size, x : x + size]
-
-
-def crop_indices(crops: int, single_crop: str) -> list[int]:
-    """Crop positions of a test with `crops` crops: all of them in order, or for one crop the centre
-    ("centre", Kinetics-style loaders) or the left/top one ("first", Sth/HMDB loaders, PROTOCOLS.md 4.2)."""
-    if crops > 1:
-        return list(range(crops))
-    return [1] if single_crop == "centre" else [0]

@@ -14,22 +14,7 @@ from uniformer_cli.data.sampling import clip_indices
 from uniformer_cli.data.stream import STDIN, Stream
 from uniformer_cli.data.views import views_from_resized
 from uniformer_cli.errors import UniformerError, VideoError
-from uniformer_cli.protocol import MAX_FPS, MAX_WINDOW_SECONDS, ViewProtocol
-
-
-def check_timeline(seconds: float) -> None:
-    """A timeline window must be a positive, finite number of seconds, at most `MAX_WINDOW_SECONDS`."""
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_WINDOW_SECONDS):
-        raise UniformerError(
-            f"--timeline needs a positive, finite window length in seconds (at most {MAX_WINDOW_SECONDS:g}), "
-            f"got {seconds:g}"
-        )
-
-
-def check_frame_rate(fps: float) -> None:
-    """A frame rate given for frame folders must be positive and at most `MAX_FPS`."""
-    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
-        raise UniformerError(f"--fps needs a positive frame rate of at most {MAX_FPS:g}, got {fps:g}")
+from uniformer_cli.protocol import ViewProtocol, check_timeline
 
 
 def window_length(fps: float, seconds: float) -> int:

@@ -5,8 +5,6 @@ writing both formats. `uniformer export` (`engine.export`) and the OpenVINO engi
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib
 import logging
 import shutil
 import subprocess
@@ -20,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from uniformer_cli.data.transforms import MEAN, STD
+from uniformer_cli.data.geometry import MEAN, STD
+from uniformer_cli.engine.openvino_cache import openvino_core as openvino_core
+from uniformer_cli.engine.openvino_cache import require_modules
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.files import scratch_folder
 from uniformer_cli.jsonio import dump_json
@@ -45,17 +45,6 @@ def require_engine(format: str, purpose: str | None = None) -> dict[str, ModuleT
     if format not in EXPORT_FORMATS:
         raise UniformerError(f"unknown export format {format!r} (use one of {', '.join(EXPORT_FORMATS)})")
     return require_modules(EXTRAS[format], format, purpose or f"export --format {format}")
-
-
-def require_modules(names: tuple[str, ...], extra: str, purpose: str) -> dict[str, ModuleType]:
-    """`names` imported, or a one-line error: `purpose` needs the first missing one, from `extra`."""
-    modules = {}
-    for name in names:
-        try:
-            modules[name] = importlib.import_module(name)
-        except ImportError:
-            raise UniformerError(f"{purpose} needs {name}: pip install 'uniformer[{extra}]'") from None
-    return modules
 
 
 def export_metadata(loaded: LoadedModel, protocol: ViewProtocol) -> dict[str, str]:
@@ -167,14 +156,3 @@ def write_openvino(onnx_path: Path, path: Path, metadata: dict[str, str]) -> Non
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         raise UniformerError(f"OpenVINO cannot convert {onnx_path.name}: {lines[-1] if lines else done.returncode}")
-
-
-@functools.cache
-def openvino_core() -> Any:
-    """The process's one OpenVINO `Core`, never released. OpenVINO's CPU plugin (one per Core) installs
-    an alternate signal stack on the thread that creates it and, when released, puts back the one it
-    found and frees its own. Cores whose lifetimes overlap without nesting (A made, B made, A released,
-    B released) leave the thread on A's freed stack: the next signal handled there (a SIGCHLD when a
-    child process ends, with the handler torch's DataLoader installs) is written into freed memory, a
-    segfault or a corrupted heap later. One Core that lives as long as the process cannot do that."""
-    return importlib.import_module("openvino").Core()

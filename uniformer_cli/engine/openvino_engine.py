@@ -31,59 +31,53 @@ So a cached model costs a compile from its blob (a fraction of a second), not an
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from uniformer_cli.engine import openvino_cache
 from uniformer_cli.engine.interchange import (
     export_metadata,
     exportable,
-    openvino_core,
     require_engine,
-    require_modules,
     staging,
     write_onnx,
     write_openvino,
 )
+from uniformer_cli.engine.openvino_cache import (
+    IR_FILES,
+    MEASURED_BATCH,
+    cache_root,
+    compile_cached,
+    ir_folder,
+    ir_problem,
+    measured_engines,
+    record_measurement,
+    require_openvino,
+    tuning_file,
+)
 from uniformer_cli.errors import UniformerError, first_line
 from uniformer_cli.events import Progress, ProgressCallback, notify
-from uniformer_cli.files import atomic_write, exclusive
+from uniformer_cli.files import exclusive
 from uniformer_cli.models.fast import check_precision
 from uniformer_cli.protocol import ViewProtocol
-from uniformer_cli.runtime import cpu_info
 from uniformer_cli.settings import ENGINES
 from uniformer_cli.weights import LoadedModel
-from uniformer_cli.weights.cache import (
-    OPENVINO_FOLDER,
-    build_lock,
-    cache_home,
-    integrity_problem,
-    mark_used,
-    record_integrity,
-    weights_sha256,
-)
+from uniformer_cli.weights.cache import build_lock, mark_used, record_integrity
+from uniformer_cli.weights.cache import weights_sha256 as weights_sha256
+
+# Names of the cache's pieces, importable from here as before (`engine.openvino_cache` holds them).
+__all__ = ["IR_FILES", "cache_root", "ir_folder", "measured_engines", "record_measurement", "tuning_file"]
 
 log = logging.getLogger(__name__)
-
-HINTS = {"fp32": "f32", "bf16": "bf16"}  # our precision -> OpenVINO's INFERENCE_PRECISION_HINT
-IR_FILES = ("model.xml", "model.bin")
-
-
-def require_openvino() -> ModuleType:
-    """The `openvino` module, or a one-line error giving the install command."""
-    return require_modules(("openvino",), "openvino", "--engine openvino")["openvino"]
 
 
 def choose_engine(engine: str, precision: str, device: torch.device, compile: bool = False) -> str:
@@ -105,60 +99,14 @@ def choose_engine(engine: str, precision: str, device: torch.device, compile: bo
     return "torch"
 
 
-# `--engine auto` measures at most this many clips per pass (per-clip speed changes little beyond it).
-MEASURED_BATCH = 4
 WARMUP, ROUNDS = 2, 3
-RECORD_VERSION = 1
-
-
-def tuning_file() -> Path:
-    """This machine's record of `--engine auto` measurements, beside the OpenVINO cache."""
-    return cache_root().parent / "tuning" / f"engines-{cpu_info().fingerprint()}.json"
 
 
 def measurement_key(loaded: LoadedModel, protocol: ViewProtocol, precision: str, batch: int) -> str:
-    """What a measurement holds for: the architecture (not the weights' values), clip shape, precision,
-    batch, threads, and the engines' versions."""
-    config = hashlib.sha256(json.dumps(asdict(loaded.config), sort_keys=True).encode()).hexdigest()[:16]
-    shape = f"{protocol.frames}x{protocol.size}x{protocol.size}"
-    versions = f"torch {torch.__version__}, openvino {require_openvino().__version__}"
-    return f"{config} {shape} {precision} batch {batch} threads {torch.get_num_threads()} ({versions})"
-
-
-def measured_engines() -> dict[str, dict[str, Any]]:
-    """This machine's measurements by `measurement_key`; none where the record is missing, damaged
-    (sha256 sidecar) or unreadable (then measured again)."""
-    path = tuning_file()
-    if not path.is_file():
-        return {}
-    problem = integrity_problem(path)
-    if problem is None:
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            if record.get("version") == RECORD_VERSION and isinstance(record.get("measurements"), dict):
-                return {
-                    key: entry
-                    for key, entry in record["measurements"].items()
-                    if isinstance(entry, dict) and entry.get("engine") in ("torch", "openvino")
-                }
-            problem = "has an unknown layout"
-        except (OSError, ValueError, AttributeError) as error:
-            problem = f"cannot be read ({error})"
-    log.warning("the engine measurements in %s %s: measuring again", path, problem)
-    return {}
-
-
-def record_measurement(key: str, entry: dict[str, Any]) -> None:
-    """Add one measurement to this machine's record (best effort: unwritable costs a new measurement)."""
-    path = tuning_file()
-    measurements = {**measured_engines(), key: entry}
-    text = json.dumps({"version": RECORD_VERSION, "cpu": cpu_info().describe(), "measurements": measurements}, indent=1)
-    try:
-        atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
-    except OSError as error:
-        log.warning("could not keep the engine measurement in %s (%s)", path, error.strerror or error)
-        return
-    record_integrity(path)
+    """`openvino_cache.measurement_key` of a loaded model in this process (its torch threads and version)."""
+    return openvino_cache.measurement_key(
+        loaded.config, protocol, precision, batch, torch.get_num_threads(), torch.__version__
+    )
 
 
 def fastest_passes(models: dict[str, nn.Module], clips: torch.Tensor) -> dict[str, float]:
@@ -191,7 +139,7 @@ def auto_model(
     batch = max(1, min(batch, MEASURED_BATCH))
     key = measurement_key(loaded, protocol, precision, batch)
     known = measured_engines().get(key) if features is None else {"engine": "torch"}
-    converted = features is None and _converted(loaded, protocol)
+    converted = features is None and openvino_cache.converted(loaded.path, protocol)
     if known is not None and known["engine"] == "openvino" and converted:
         return "openvino", openvino_model(loaded, protocol, precision)
     fast = pytorch()
@@ -212,30 +160,6 @@ def auto_model(
         tuning_file(),
     )
     return winner, compiled if winner == "openvino" else fast
-
-
-def _converted(loaded: LoadedModel, protocol: ViewProtocol) -> bool:
-    """Whether OpenVINO's model of `loaded` at `protocol`'s shape is in the cache, intact (no cache at
-    all costs one `stat`, not the weights' sha256). A model that is no file here (made in memory) never is."""
-    if not (cache_root().is_dir() and loaded.path.is_file()):
-        return False
-    try:
-        return _ir_problem(ir_folder(loaded.path, protocol)) is None
-    except OSError:  # the weights went away or cannot be read meanwhile: not measurable
-        return False
-
-
-def cache_root() -> Path:
-    """Beside the converted zoo weights: `$HF_HOME/uniformer/openvino`."""
-    return cache_home() / OPENVINO_FOLDER
-
-
-def ir_folder(weights: Path, protocol: ViewProtocol, features: int | None = None) -> Path:
-    """The cache folder of `weights` (by content) at `protocol`'s clip shape, computing logits or (with
-    `features`) that layer's pooled output."""
-    digest = weights_sha256(weights)
-    output = "" if features is None else f"-features{features}"
-    return cache_root() / f"{digest}-{protocol.frames}x{protocol.size}x{protocol.size}{output}"
 
 
 class PooledFeatures(nn.Module):
@@ -283,45 +207,17 @@ def openvino_model(
     precision = "fp32" if precision == "auto" else precision
     check_precision(precision, torch.device("cpu"))
     folder = ir_folder(loaded.path, protocol, features)
-    if _ir_problem(folder) is not None:
+    if ir_problem(folder) is not None:
         # One process converts; another asking for the same folder meanwhile waits, then finds it built.
         with exclusive(build_lock(folder)):
-            problem = _ir_problem(folder)
+            problem = ir_problem(folder)
             if problem is not None:
                 if problem != "missing":
                     log.warning("the OpenVINO model cached in %s %s: converting it again", folder, problem)
                 _build(loaded, protocol, folder, features, progress)
     mark_used(folder / IR_FILES[0])
-    options = {
-        "INFERENCE_PRECISION_HINT": HINTS[precision],
-        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-        "PERFORMANCE_HINT": "LATENCY",
-    }
-    started = time.perf_counter()
-    core = openvino_core()
-    xml = str(folder / IR_FILES[0])
-    try:
-        compiled = core.compile_model(xml, "CPU", {**options, "CACHE_DIR": str(folder / f"compiled-{precision}")})
-    except RuntimeError as error:  # an unwritable blob cache costs only the compile time
-        log.warning("OpenVINO could not use its compile cache in %s: %s", folder, first_line(error))
-        try:
-            compiled = core.compile_model(xml, "CPU", options)
-        except RuntimeError as error:
-            raise UniformerError(f"OpenVINO cannot compile {xml}: {first_line(error)}") from None
-    log.debug("OpenVINO compiled %s at %s in %.2f s", folder.name, precision, time.perf_counter() - started)
+    compiled = compile_cached(folder, precision, torch.get_num_threads())
     return OpenVinoModel(compiled, loaded, precision, folder)
-
-
-def _ir_problem(folder: Path) -> str | None:
-    """None when both IR files are there and are what was written; "missing", or what is wrong."""
-    files = [folder / name for name in IR_FILES]
-    if not all(file.is_file() for file in files):
-        return "missing"
-    for file in files:
-        problem = integrity_problem(file)
-        if problem is not None:
-            return f"({file.name}) {problem}"
-    return None
 
 
 CONVERTING = "converting for OpenVINO (once)"
@@ -373,7 +269,7 @@ def _build(
                 os.replace(folder, scratch / "damaged")
             os.replace(built, folder)
         except OSError as error:
-            if _ir_problem(folder) is not None:  # else another process (a torchrun rank) just wrote it
+            if ir_problem(folder) is not None:  # else another process (a torchrun rank) just wrote it
                 raise UniformerError(f"cannot write the OpenVINO cache {folder}: {error.strerror or error}") from None
             return
     step(len(CONVERSION_STEPS))

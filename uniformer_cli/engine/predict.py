@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,125 +19,36 @@ from uniformer_cli.data.paths import VideoSearch
 from uniformer_cli.data.stream import STDIN, open_stream
 from uniformer_cli.data.video import check_decoder, is_frame_folder, open_video
 from uniformer_cli.data.views import views_from_video
-from uniformer_cli.data.windows import check_frame_rate, check_timeline, stream_windows, window_bounds
+from uniformer_cli.data.windows import stream_windows, window_bounds
 from uniformer_cli.device import batched_logits
 from uniformer_cli.engine.inference import InferenceModel, open_model, request_for
 from uniformer_cli.engine.prefetch import FirstVideo, LoadedVideo
 from uniformer_cli.engine.request import InferenceRequest
+from uniformer_cli.engine.results import (
+    Prediction,
+    PredictReport,
+    TimelineWindow,
+    VideoClassifier,
+    VideoPrediction,
+    VideoTimeline,
+    check_timeline_request,
+    failed_video,
+    no_frame_rate,
+    record,
+    run_outcomes,
+    top_classes,
+)
 from uniformer_cli.engine.scoring import all_finite, non_finite
-from uniformer_cli.errors import Terminated, UniformerError, stop_reason
+from uniformer_cli.errors import Terminated, UniformerError
 from uniformer_cli.events import Progress, ProgressCallback, notify
 from uniformer_cli.protocol import ViewProtocol
-from uniformer_cli.records import Failure, Record, class_record, model_fields
+from uniformer_cli.records import Failure, Record
 from uniformer_cli.zoo import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    index: int
-    score: float
-
-
-@dataclass
-class VideoPrediction:
-    """The top-k classes of one video."""
-
-    file: str
-    model: str
-    predictions: list[Prediction]
-    seconds: float
-    protocol: str = ""
-    views: int = 0
-    num_frames: int = 0
-    fps: float = 0.0
-
-    def fields(self) -> Record:
-        """The fields of its `predict` record (docs/OUTPUT.md) after video, model, weights and protocol."""
-        best = self.predictions[0] if self.predictions else None
-        return {
-            "predicted_index": best.index if best else None,
-            "predicted_label": best.label if best else None,
-            "score": round(best.score, 6) if best else None,
-            "top_k": [class_record(p.index, p.label, p.score) for p in self.predictions],
-            "video_frames": self.num_frames,
-            "fps": self.fps,
-            "elapsed_s": round(self.seconds, 4),
-        }
-
-
-@dataclass(frozen=True)
-class TimelineWindow:
-    start: float  # seconds
-    end: float
-    label: str
-    index: int
-    score: float
-
-
-@dataclass
-class VideoTimeline:
-    """The top class of each window of one video."""
-
-    file: str
-    model: str
-    windows: list[TimelineWindow]
-    seconds: float
-    protocol: str = ""
-    # Every class's probability per window `[windows, classes]`, for plots (not part of the JSON record).
-    probabilities: list[list[float]] = field(default_factory=list, repr=False)
-    labels: list[str] = field(default_factory=list, repr=False)  # the names of those classes
-    frames_held: int = 0  # a stream's timeline: the most frames it kept in memory at once
-    # A stream's timeline ended by Ctrl-C or SIGTERM: the signal's exception, to raise once it is saved.
-    stopped: BaseException | None = field(default=None, repr=False)
-
-    def fields(self) -> Record:
-        """The fields of its `predict --timeline` record after video, model, weights and protocol."""
-        windows = [
-            {"start": round(w.start, 4), "end": round(w.end, 4), **class_record(w.index, w.label, w.score)}
-            for w in self.windows
-        ]
-        return {"windows": windows, "elapsed_s": round(self.seconds, 4)}
-
-
-def failed_video(path: str | Path, error: UniformerError) -> Failure:
-    """A video's failure, its message naming the video (a video's own errors do already)."""
-    message = str(error)
-    return Failure(str(path), message if str(path) in message else f"{path}: {message}")
-
-
-@dataclass
-class PredictReport:
-    """Everything a predict run produced: the results and the failures, and both in input order
-    (paths that named no video first)."""
-
-    model: str = "model"
-    weights: str | None = None
-    protocol: dict[str, object] = field(default_factory=dict)
-    results: list[VideoPrediction | VideoTimeline] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-    outcomes: list[VideoPrediction | VideoTimeline | Failure] = field(default_factory=list)
-    # Ctrl-C or SIGTERM ended the run early: the exception to raise once the results are saved (the videos
-    # it left are failures saying so).
-    stopped: BaseException | None = None
-
-    def records(self) -> list[Record]:
-        """One `predict` record per input (docs/OUTPUT.md); a failure has `error` and null results."""
-        timeline = any(isinstance(outcome, VideoTimeline) for outcome in self.outcomes)
-        empty = {key: None for key in (VideoTimeline if timeline else VideoPrediction)("", "", [], 0.0).fields()}
-        records = []
-        for outcome in self.outcomes:
-            common = {"video": outcome.file, **model_fields(self.model, self.weights), "protocol": self.protocol}
-            if isinstance(outcome, Failure):
-                records.append({**common, **empty, "error": outcome.error})
-            else:
-                records.append({**common, **outcome.fields(), "error": None})
-        return records
-
-
-class Predictor:
+class Predictor(VideoClassifier):
     """A model in eval mode with its test protocol, labels and device; called on a video path (or a list
     of them) it returns the ranked classes, as the transformers video-classification pipeline does.
 
@@ -193,15 +103,9 @@ class Predictor:
         """Softmax of the mean of the views' logits: `[classes]`."""
         return self.logits(views).mean(dim=0).softmax(dim=0)
 
-    def label(self, index: int) -> str:
-        return self.labels[index] if self.labels else f"class {index}"
-
     def rank(self, probabilities: torch.Tensor, top_k: int) -> list[Prediction]:
         scores, indices = probabilities.topk(min(top_k, probabilities.numel()))
-        return [
-            Prediction(self.label(int(i)), int(i), float(s))
-            for s, i in zip(scores.tolist(), indices.tolist(), strict=True)
-        ]
+        return top_classes(scores.tolist(), indices.tolist(), self.label)
 
     def load(self, path: str | Path) -> LoadedVideo:
         """Decode and preprocess one video under the protocol."""
@@ -210,56 +114,11 @@ class Predictor:
             views = views_from_video(video, self.protocol)
             return LoadedVideo(views, video.num_frames, video.fps, time.perf_counter() - started)
 
-    def classify(self, path: str | Path, video: LoadedVideo, top_k: int) -> VideoPrediction:
-        started = time.perf_counter()
-        predictions = self.rank(self.probabilities(video.views), top_k)
-        log.debug(
-            "%s: decoded and preprocessed in %.2f s (%d views), model %.2f s",
-            path,
-            video.seconds,
-            len(video.views),
-            time.perf_counter() - started,
-        )
-        return VideoPrediction(
-            file=str(path),
-            model=self.name,
-            predictions=predictions,
-            seconds=video.seconds + time.perf_counter() - started,
-            protocol=self.protocol.describe(),
-            views=len(video.views),
-            num_frames=video.num_frames,
-            fps=video.fps,
-        )
-
     def predict(self, path: str | Path, top_k: int = 5) -> VideoPrediction:
         return self.classify(path, self.load(path), top_k)
 
-    def predict_many(
-        self, paths: Sequence[str | Path], top_k: int = 5, first: FirstVideo | None = None
-    ) -> Iterator[VideoPrediction | Failure]:
-        """Predictions in order; the next video is decoded in a background thread while the model
-        runs on the current one. A video that cannot be read yields a `Failure` and the rest go on.
-        `first`: the first video, already decoding (`engine.prefetch`), used if it is `paths[0]` under
-        this predictor's protocol and decoder, else stopped."""
-        early = first if first is not None and paths and first.serves(paths[0], self.protocol, self.decoder) else None
-        if first is not None and early is None:
-            first.stop()
-
-        def load_first(path: str | Path) -> LoadedVideo:
-            return early.result() if early is not None else self.load(path)
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="uniformer-decode") as pool:
-            upcoming: Future | None = pool.submit(load_first, paths[0]) if paths else None
-            for position, path in enumerate(paths):
-                assert upcoming is not None
-                current = upcoming
-                upcoming = pool.submit(self.load, paths[position + 1]) if position + 1 < len(paths) else None
-                try:
-                    prediction = self.classify(path, current.result(), top_k)
-                except UniformerError as error:
-                    yield failed_video(path, error)
-                    continue
-                yield prediction
+    def ranked(self, views: torch.Tensor, top_k: int) -> list[Prediction]:
+        return self.rank(self.probabilities(views), top_k)
 
     def __call__(self, videos: str | Path | Sequence[str | Path], top_k: int = 5) -> list[Record] | list[list[Record]]:
         """The ranked classes of a video, `[{"label", "score", "index"}, ...]` best first (`top_k` of them),
@@ -291,7 +150,7 @@ class Predictor:
         with open_video(path, self.decoder, "timeline") as video:
             if is_frame_folder(Path(path)):
                 if fps is None:
-                    raise _no_frame_rate(path)
+                    raise no_frame_rate(path)
                 rate = fps
             else:
                 rate = video.fps
@@ -430,42 +289,12 @@ def run_predict(
     # A timeline's record names the protocol each window used (`Predictor.timeline_protocol`).
     protocol = predictor.protocol if timeline is None else predictor.timeline_protocol(timeline_clips or 1)
     result = PredictReport(predictor.name, predictor.weights, protocol.as_dict())
-    for failure in videos.failures:
-        _record(result, failure)
-    notify(progress, Progress("predicting", 0, len(paths)))
     outcomes: Iterator[VideoPrediction | VideoTimeline | Failure] = (
         predictor.predict_many(paths, top_k, first)
         if timeline is None
         else (_timeline_or_failure(predictor, path, timeline, timeline_clips or 1, fps, progress) for path in paths)
     )
-    try:
-        for done, outcome in enumerate(outcomes, start=1):
-            _record(result, outcome)
-            notify(progress, Progress("predicting", done, len(paths)))
-    except (KeyboardInterrupt, Terminated) as stop:
-        # The finished videos are kept; each one left is a failure that says why, and the caller raises
-        # `stopped` once the records are saved.
-        result.stopped = stop
-        for path in paths[len(result.outcomes) - len(videos.failures) :]:
-            _record(result, Failure(str(path), f"{path}: not predicted: {stop_reason(stop)} stopped the run"))
-    return result
-
-
-def check_timeline_request(videos: VideoSearch, seconds: float | None, fps: float | None) -> None:
-    """A timeline's window must be a positive, finite number of seconds, and frame folders need `fps`:
-    checked before a model is loaded."""
-    if fps is not None:
-        check_frame_rate(fps)
-    if seconds is None:
-        return
-    check_timeline(seconds)
-    folder = next((path for path in videos.paths if isinstance(path, Path) and is_frame_folder(path)), None)
-    if folder is not None and fps is None:
-        raise _no_frame_rate(folder)
-
-
-def _no_frame_rate(folder: str | Path) -> UniformerError:
-    return UniformerError(f"{folder} is a frame folder, which records no frame rate: give --fps for --timeline")
+    return run_outcomes(result, videos, outcomes, progress)
 
 
 def _timeline_or_failure(
@@ -492,14 +321,6 @@ def run_live(
     """`Predictor.live_timeline` of one stream as a report (failures to open or read it raise)."""
     result = PredictReport(predictor.name, predictor.weights, predictor.timeline_protocol(clips or 1).as_dict())
     timeline = predictor.live_timeline(source, seconds, clips or 1, on_window)
-    _record(result, timeline)
+    record(result, timeline)
     result.stopped = timeline.stopped
     return result
-
-
-def _record(report: PredictReport, outcome: VideoPrediction | VideoTimeline | Failure) -> None:
-    report.outcomes.append(outcome)
-    if isinstance(outcome, Failure):
-        report.failures.append(outcome)
-    else:
-        report.results.append(outcome)

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +30,6 @@ from uniformer_cli.data.video import check_decoder, open_video
 from uniformer_cli.engine.request import InferenceRequest, planned_protocol
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.protocol import ViewProtocol
-
-if TYPE_CHECKING:
-    import torch
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +42,7 @@ READ_AHEAD_BYTES = 128 * 2**20
 class LoadedVideo:
     """A decoded and preprocessed video, ready for the model."""
 
-    views: torch.Tensor
+    views: Any  # float32 `[V, 3, T, S, S]`: a torch.Tensor, or a numpy array on the torch-free route
     num_frames: int
     fps: float
     seconds: float  # decoding and preprocessing time
@@ -56,12 +53,14 @@ class _Stopped(Exception):
 
 
 class FirstVideo:
-    """The views of `path` under `protocol`, decoded with `decoder` in a daemon thread (`start`)."""
+    """The views of `path` under `protocol`, decoded with `decoder` in a daemon thread (`start`): a
+    torch.Tensor, or with `arrays` a numpy array made by `data.portable` (the torch-free route)."""
 
-    def __init__(self, path: str | Path, protocol: ViewProtocol, decoder: str) -> None:
+    def __init__(self, path: str | Path, protocol: ViewProtocol, decoder: str, arrays: bool = False) -> None:
         self.path = str(path)
         self.protocol = protocol
         self.decoder = decoder
+        self.arrays = arrays
         self._stop = threading.Event()
         self._result: Future[LoadedVideo] = Future()
         self._thread = threading.Thread(target=self._run, name="uniformer-first-video", daemon=True)
@@ -70,9 +69,12 @@ class FirstVideo:
         self._thread.start()
         return self
 
-    def serves(self, path: str | Path, protocol: ViewProtocol, decoder: str) -> bool:
-        """Whether this is the video a predictor wants, under the protocol and decoder it runs with."""
-        return self.path == str(path) and self.protocol == protocol and self.decoder == decoder
+    def serves(self, path: str | Path, protocol: ViewProtocol, decoder: str, arrays: bool = False) -> bool:
+        """Whether this is the video a predictor wants, under the protocol and decoder it runs with, as
+        the views it takes (numpy `arrays`, or tensors)."""
+        return (
+            self.path == str(path) and self.protocol == protocol and self.decoder == decoder and self.arrays == arrays
+        )
 
     def result(self) -> LoadedVideo:
         """The views, once decoded; the decode's own exception (a `VideoError` names the video)."""
@@ -105,15 +107,19 @@ class FirstVideo:
             early = len(ahead)
             if self._stop.is_set():
                 raise _Stopped
-            # Waits here while the main thread imports torch.
-            from uniformer_cli.data.views import views_from_frames
-
             resumed = time.perf_counter()
-            views = views_from_frames(self._frames(ahead, frames), positions, self.protocol)
+            views: Any
+            if self.arrays:
+                from uniformer_cli.data import portable
+
+                views = portable.views_from_frames(self._frames(ahead, frames), positions, self.protocol)
+            else:  # waits here while the main thread imports torch
+                from uniformer_cli.data.views import views_from_frames
+
+                resumed = time.perf_counter()
+                views = views_from_frames(self._frames(ahead, frames), positions, self.protocol)
             seconds = busy + time.perf_counter() - resumed
-            log.debug(
-                "%s: decoded while the model loaded (%d of %d frames before torch)", self.path, early, unique.size
-            )
+            log.debug("%s: decoded while the model loaded (%d of %d frames early)", self.path, early, unique.size)
             return LoadedVideo(views, video.num_frames, video.fps, seconds)
 
     def _frames(self, ahead: deque[np.ndarray], rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -129,17 +135,19 @@ class FirstVideo:
 
 
 @contextlib.contextmanager
-def first_video(request: InferenceRequest, paths: Sequence[str | Path], decoder: str) -> Iterator[FirstVideo | None]:
+def first_video(
+    request: InferenceRequest, paths: Sequence[str | Path], decoder: str, arrays: bool = False
+) -> Iterator[FirstVideo | None]:
     """The first of `paths` decoding in a thread under `request`'s planned protocol for the block's
-    duration (None where the protocol is not known before the model loads, or there is no video); the
-    thread is stopped when the block ends."""
+    duration (None where the protocol is not known before the model loads, or there is no video), as
+    numpy `arrays` for the torch-free route; the thread is stopped when the block ends."""
     # torchcodec loads torch itself; a decoder that is not there is reported by opening the predictor.
     protocol = planned_protocol(request) if paths and decoder != "torchcodec" else None
     try:
         check_decoder(decoder)
     except UniformerError:
         protocol = None
-    first = FirstVideo(paths[0], protocol, decoder).start() if protocol is not None else None
+    first = FirstVideo(paths[0], protocol, decoder, arrays).start() if protocol is not None else None
     try:
         yield first
     finally:

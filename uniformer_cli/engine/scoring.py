@@ -15,16 +15,11 @@ from uniformer_cli.data.datasets import Sample, fetch_members, open_sample
 from uniformer_cli.data.loading import decoding_workers, init_decoding_worker
 from uniformer_cli.data.views import views_from_video
 from uniformer_cli.device import batched_logits
+from uniformer_cli.engine.results import non_finite as non_finite
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.protocol import ViewProtocol
 
 TOP_K = 5
-
-
-def non_finite(weights: str) -> str:
-    """The error of an input whose scores or features came out NaN or infinite: the weights' fault (all
-    NaN, or values so large that the network overflows), which the input cannot mend."""
-    return f"the network's outputs are not finite numbers (NaN or infinity): the weights {weights} are unusable"
 
 
 def all_finite(values: torch.Tensor) -> bool:

@@ -14,7 +14,7 @@ import inspect
 import re
 from dataclasses import asdict
 
-from uniformer_cli.data import portable, sampling, transforms, video
+from uniformer_cli.data import geometry, portable, sampling, video
 from uniformer_cli.errors import UniformerError
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.version import __version__
@@ -29,9 +29,9 @@ RULES = (
     sampling.sparse_indices,
     sampling.test_indices,
     sampling.clip_indices,
-    transforms.short_side_size,
-    transforms.crop_offset,
-    transforms.crop_indices,
+    geometry.short_side_size,
+    geometry.crop_offset,
+    geometry.crop_indices,
     video._frame_file_numbers,
     video.frame_folder_files,
 )
@@ -45,13 +45,13 @@ def preprocess_source(protocol: ViewProtocol, model: str) -> str:
     template = inspect.getsource(portable)
     rules = "\n\n".join(inspect.getsource(function) for function in RULES)
     block = (
-        "# The package's rules, copied from uniformer_cli.data.sampling, uniformer_cli.data.transforms and\n"
+        "# The package's rules, copied from uniformer_cli.data.sampling, uniformer_cli.data.geometry and\n"
         "# uniformer_cli.data.video.\n"
         "import math\nimport re\n\n\n"
         "class UniformerError(ValueError):\n"
         '    """A video or protocol the rules cannot serve."""\n\n\n'
         "VideoError = UniformerError\n"
-        f"MEAN = {transforms.MEAN!r}\nSTD = {transforms.STD!r}\n"
+        f"MEAN = {geometry.MEAN!r}\nSTD = {geometry.STD!r}\n"
         f"IMAGE_EXTENSIONS = frozenset({sorted(video.IMAGE_EXTENSIONS)!r})\n"
         f"_FRAME_FILE = re.compile({video._FRAME_FILE.pattern!r})\n\n\n{rules}\n"
     )
