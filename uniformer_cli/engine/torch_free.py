@@ -25,12 +25,14 @@ the usual route, which builds or repairs what is missing: `plan` returns None an
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,18 +120,19 @@ def _plan(request: InferenceRequest, decoder: str) -> Plan:
         raise _Refused(f"precision {request.precision}")
     if precision == "bf16" and not (sys.platform == "linux" and cpu_info().flags and cpu_info().native_bf16):
         raise _Refused("bf16 support is checked by torch here")
-    weights, name, labels, own, config = _model(request)
-    protocol = resolve_protocol(own, request.protocol, str(weights))
+    locate, name, labels, own, config = _model(request)
+    protocol = resolve_protocol(own, request.protocol, name)
     if not openvino_cache.cache_root().is_dir():
         raise _Refused("no OpenVINO cache yet")
+    if request.engine == "auto":
+        _check_measured(config, protocol, request.precision, threads)
+    weights = locate()
     folder = openvino_cache.ir_folder(weights, protocol)
     problem = openvino_cache.ir_problem(folder)
     if problem is not None:
         raise _Refused(f"the OpenVINO model of {weights} at {protocol.frames}x{protocol.size}: {problem}")
     if not any(openvino_cache.blob_folder(folder, precision).glob("*.blob")):
         raise _Refused(f"no compiled {precision} blob in {folder}")
-    if request.engine == "auto":
-        _check_measured(config, protocol, request.precision, threads)
     return Plan(weights, name, labels, protocol, precision, folder, threads)
 
 
@@ -144,9 +147,12 @@ def _cpu_only() -> bool:
     return sys.platform == "linux" and not any(os.path.exists(device) for device in ACCELERATOR_DEVICES)
 
 
-def _model(request: InferenceRequest) -> tuple[Path, str, list[str] | None, ViewProtocol | None, Any]:
-    """The weights file, the model's name in records, its labels, own protocol and config (the rules of
-    `weights.loader.resolve_model`, for the cases this route serves)."""
+def _model(
+    request: InferenceRequest,
+) -> tuple[Callable[[], Path], str, list[str] | None, ViewProtocol | None, ModelConfig | V2Config]:
+    """How to find the weights file (called last: a zoo entry's asks the Hub cache), the model's name in
+    records, its labels, own protocol and config (the rules of `weights.loader.resolve_model`, for the
+    cases this route serves)."""
     if request.weights is None:
         name = request.model or DEFAULT_MODEL
         kind = name_kind(name)
@@ -157,14 +163,8 @@ def _model(request: InferenceRequest) -> tuple[Path, str, list[str] | None, View
         entry = find_entry(name)
         if request.head_dim is not None and request.head_dim != entry.config.head_dim:
             raise _Refused("--head-dim differs from the entry's")
-        from uniformer_cli.weights import hub  # huggingface_hub loads only for zoo names
-
-        converted = hub.download(entry, request.revision).converted
-        problem = integrity_problem(converted) if converted.is_file() else "is not converted yet"
-        if problem is not None:
-            raise _Refused(f"the converted copy {converted} {problem}")
-        mark_used(converted)
-        return converted, entry.name, entry_labels(entry), entry.protocol, entry.config
+        locate = functools.partial(_zoo_copy, entry, request.revision)
+        return locate, entry.name, entry_labels(entry), entry.protocol, entry.config
     if storage.is_url(request.weights):
         raise _Refused("weights at a URL are fetched by the usual route")
     if request.model is not None and name_kind(request.model) == "hub":
@@ -173,9 +173,21 @@ def _model(request: InferenceRequest) -> tuple[Path, str, list[str] | None, View
     return _local_file(Path(request.weights), owner, str(request.weights))
 
 
+def _zoo_copy(entry: AnyEntry, revision: str | None) -> Path:
+    """A zoo entry's converted copy in the cache, verified as the loader verifies it."""
+    from uniformer_cli.weights import hub  # huggingface_hub loads only for zoo names
+
+    converted = hub.download(entry, revision).converted
+    problem = integrity_problem(converted) if converted.is_file() else "is not converted yet"
+    if problem is not None:
+        raise _Refused(f"the converted copy {converted} {problem}")
+    mark_used(converted)
+    return converted
+
+
 def _local_file(
     path: Path, entry: AnyEntry | None, name: str
-) -> tuple[Path, str, list[str] | None, ViewProtocol | None, ModelConfig | V2Config]:
+) -> tuple[Callable[[], Path], str, list[str] | None, ViewProtocol | None, ModelConfig | V2Config]:
     if path.suffix.lower() != ".safetensors":
         raise _Refused(f"{path.name} is not a safetensors file (its architecture is read by torch)")
     metadata = read_metadata(path)
@@ -185,16 +197,13 @@ def _local_file(
     if entry is not None:
         if config != entry.config:
             raise _Refused(f"{path}'s architecture is checked against zoo entry {entry.name} by the loader")
-        return path, entry.name, entry_labels(entry), entry.protocol, config
+        return lambda: path, entry.name, entry_labels(entry), entry.protocol, config
     labels = load_json(metadata[LABELS_KEY]) if LABELS_KEY in metadata else None
-    if labels is not None and not (
-        isinstance(labels, list)
-        and all(isinstance(label, str) for label in labels)
-        and len(labels) <= config.num_classes
-    ):
+    names = isinstance(labels, list) and all(isinstance(label, str) for label in labels)
+    if labels is not None and not (names and len(labels) <= config.num_classes):
         raise _Refused(f"{path}'s labels are checked by the loader")
     stored = stored_protocol(metadata, path)
-    return path, name, labels, (ViewProtocol.from_dict(stored) if stored is not None else None), config
+    return lambda: path, name, labels, (ViewProtocol.from_dict(stored) if stored is not None else None), config
 
 
 def _check_measured(config: Any, protocol: ViewProtocol, precision: str, threads: int) -> None:
