@@ -10,7 +10,10 @@ exit, contenders alternating over `--rounds`; it prints clips/s (median), the ra
 use (user + system seconds of the process and the children it waited for, over wall seconds: cores kept
 busy) and peak memory (the resident set of the process and all its children, sampled every 20 ms).
 
-    python benchmarks/bench_folder.py [--clips 8] [--rounds 3] [--workers 0]
+    python benchmarks/bench_folder.py [--clips 8] [--rounds 3] [--workers 0] [--baseline /tmp/main]
+
+`predict DIR --engine openvino` takes the torch-free route (`engine.torch_free`) once the warm-up run has
+converted and compiled the model; `--baseline` runs another checkout's as well.
 """
 
 from __future__ import annotations
@@ -138,11 +141,12 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run(command: list[str], environment: dict[str, str]) -> tuple[float, float, int]:
+def run(command: list[str], environment: dict[str, str], cwd: Path | None = None) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds (the process and the children it waited for) and peak resident bytes of
-    the process tree (sampled)."""
+    the process tree (sampled). `cwd`: outside any checkout, so that `python -m` imports the package the
+    environment names (`--baseline`'s PYTHONPATH, else the installed one)."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment, cwd=cwd)
     peak, done = 0, threading.Event()
 
     def sample() -> None:
@@ -174,6 +178,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=0, help="eval's DataLoader workers (-j)")
     parser.add_argument("--only", nargs="*", help="contenders to run (names as printed)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. `git archive main | tar -x -C /tmp/main`): its predict DIR --engine openvino "
+        "joins the contenders, for a before/after in one run",
+    )
     args = parser.parse_args()
 
     from bench_engines import random_s16
@@ -231,15 +241,25 @@ def main() -> None:
                 "--json",
             ],
         }
+        if args.baseline is not None:
+            contenders["baseline: predict DIR bf16 --engine openvino"] = [
+                "env",
+                f"PYTHONPATH={args.baseline.resolve()}",
+                *predict,
+                "--precision",
+                "bf16",
+                "--engine",
+                "openvino",
+            ]
         if args.only:
             contenders = {name: command for name, command in contenders.items() if name in args.only}
         for command in contenders.values():  # warm-up: OpenVINO's conversion and blob caches, file caches
-            run(command, environment)
+            run(command, environment, folder)
         results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in contenders}
         for round_number in range(args.rounds):
             names = list(contenders) if round_number % 2 == 0 else list(reversed(contenders))
             for name in names:
-                results[name].append(run(contenders[name], environment))
+                results[name].append(run(contenders[name], environment, folder))
         print(f"load average after: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
         print(
             f"{len(clips)} clips of {args.seconds:g} s, {args.width}x{args.height}, 30 fps; random S16, "
