@@ -54,7 +54,7 @@ from uniformer_cli.engine.results import (
     run_outcomes,
     top_classes,
 )
-from uniformer_cli.errors import UniformerError
+from uniformer_cli.errors import UniformerError, VideoError
 from uniformer_cli.events import ProgressCallback
 from uniformer_cli.jsonio import load_json
 from uniformer_cli.models.config import ModelConfig
@@ -238,7 +238,10 @@ class ArrayPredictor(VideoClassifier):
         started = time.perf_counter()
         with open_video(path, self.decoder) as video:
             unique, positions = view_frame_indices(self.protocol, video.num_frames)
-            views = portable.views_from_frames(video.iter_frames(unique), positions, self.protocol)
+            try:
+                views = portable.views_from_frames(video.iter_frames(unique), positions, self.protocol, str(path))
+            except ValueError as error:  # frames of mixed sizes, should a decoder let them through
+                raise VideoError(str(error)) from None
             return LoadedVideo(views, video.num_frames, video.fps, time.perf_counter() - started)
 
     def logits(self, views: np.ndarray) -> np.ndarray:
