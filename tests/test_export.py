@@ -21,7 +21,7 @@ from parity import FIXTURES, fixture_model
 from test_output import documented_schema
 
 from uniformer_cli.engine import export as export_engine
-from uniformer_cli.engine import interchange
+from uniformer_cli.engine import openvino_cache
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.weights import save_weights
 
@@ -152,7 +152,7 @@ def test_export_errors_are_one_line(
             raise ImportError(name)
         return real_import(name, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(interchange.importlib, "import_module", without_openvino)
+    monkeypatch.setattr(openvino_cache.importlib, "import_module", without_openvino)
     code, err = fails(weights["small"], "--format", "openvino", "-o", tmp_path / "out")
     assert code == 1 and "pip install 'uniformer[openvino]'" in err
 
