@@ -21,6 +21,7 @@ from typing import Any
 
 from uniformer_cli.errors import UniformerError, first_line
 from uniformer_cli.files import atomic_write
+from uniformer_cli.jsonio import read_json
 from uniformer_cli.protocol import ViewProtocol
 from uniformer_cli.runtime import cpu_info
 from uniformer_cli.weights.cache import OPENVINO_FOLDER, cache_home, integrity_problem, record_integrity, weights_sha256
@@ -156,7 +157,7 @@ def measured_engines() -> dict[str, dict[str, Any]]:
     problem = integrity_problem(path)
     if problem is None:
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            record = read_json(path)
             if record.get("version") == RECORD_VERSION and isinstance(record.get("measurements"), dict):
                 return {
                     key: entry
